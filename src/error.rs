@@ -1,0 +1,374 @@
+//! The crate's one error type.
+//!
+//! Errors of the crates underneath (`ipc-channel`, `postcard`, the OS) never
+//! leak through the API: they are folded into an [`Error`] with a
+//! [`kind`](Error::kind) a caller can match on, a message a human can read and,
+//! where there is one, the original error as [`source`](std::error::Error::source).
+
+use std::fmt;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::process::ExitStatus;
+
+/// `Result<T, multiproc::Error>`.
+///
+/// ```
+/// fn check() -> multiproc::Result<usize> {
+///     Ok(multiproc::cpu_count())
+/// }
+/// assert!(check().unwrap() >= 1);
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, coarsely: match on this, read the rest from [`Error`].
+///
+/// Python raises different exception classes for these (`TimeoutError`,
+/// `BrokenPipeError`, `ProcessError`, the child's own exception…); here they
+/// are one type with a kind.
+///
+/// ```
+/// use multiproc::{Error, ErrorKind};
+/// let e = Error::timeout("join");
+/// assert_eq!(e.kind(), ErrorKind::Timeout);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The operating system refused to start the child process.
+    Spawn,
+    /// The child never completed the start-up handshake: it died first, it
+    /// missed the deadline, or what it sent was not valid.
+    Handshake,
+    /// The task panicked in the child; [`Error::panic_info`] has the details.
+    Panicked,
+    /// The child process ended (exit code or signal) before it delivered a
+    /// result; [`Error::exit_status`] and [`Error::pid`] say which and how.
+    ProcessDied,
+    /// A deadline passed.
+    Timeout,
+    /// The other side of a channel went away.
+    Disconnected,
+    /// A peer sent something that breaks the protocol (bad frame, bad length,
+    /// unknown task). The connection is dropped.
+    Protocol,
+    /// A value could not be serialised or deserialised.
+    Codec,
+    /// The call does not make sense in the object's current state (for
+    /// example joining a process twice).
+    InvalidState,
+    /// Any other operating-system error.
+    Io,
+}
+
+impl ErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::Spawn => "could not start the child process",
+            ErrorKind::Handshake => "the child process did not complete its handshake",
+            ErrorKind::Panicked => "the task panicked",
+            ErrorKind::ProcessDied => "the child process died",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Disconnected => "the other side disconnected",
+            ErrorKind::Protocol => "protocol violation by a peer",
+            ErrorKind::Codec => "could not encode or decode a value",
+            ErrorKind::InvalidState => "invalid state for this call",
+            ErrorKind::Io => "operating-system error",
+        }
+    }
+}
+
+/// Where and why a task panicked in a child process.
+///
+/// Python shows the child's traceback; Rust gives the panic message, the
+/// source location and, when `RUST_BACKTRACE` is set in the child, a
+/// backtrace.
+///
+/// ```
+/// fn boom(_: ()) { panic!("no luck") }
+///
+/// fn main() {
+///     multiproc::init();
+///     let err = multiproc::Process::spawn(boom, ()).unwrap().join().unwrap_err();
+///     let info = err.panic_info().unwrap();
+///     assert_eq!(info.message(), "no luck");
+///     assert!(info.location().unwrap().contains(".rs:"));
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicInfo {
+    message: String,
+    location: Option<String>,
+    backtrace: Option<String>,
+}
+
+impl PanicInfo {
+    pub(crate) fn new(
+        message: String,
+        location: Option<String>,
+        backtrace: Option<String>,
+    ) -> Self {
+        PanicInfo {
+            message,
+            location,
+            backtrace,
+        }
+    }
+
+    /// The panic's message (`"no luck"` for `panic!("no luck")`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `file:line:column` of the `panic!`, when the hook saw one.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+
+    /// The child's backtrace, captured when `RUST_BACKTRACE` asked for one.
+    pub fn backtrace(&self) -> Option<&str> {
+        self.backtrace.as_deref()
+    }
+}
+
+impl fmt::Display for PanicInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}'", self.message)?;
+        if let Some(loc) = &self.location {
+            write!(f, " at {loc}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The error of every fallible call in `multiproc`.
+///
+/// Cheap to move (one box), `Send + Sync + 'static`, and it tells you
+/// [`kind`](Error::kind), the process involved ([`pid`](Error::pid),
+/// [`exit_status`](Error::exit_status)) and, for a panic in a child,
+/// [`panic_info`](Error::panic_info).
+///
+/// Python counterpart: the exceptions `multiprocessing` raises
+/// (`ProcessError`, `TimeoutError`, `BrokenPipeError`, the child's own).
+///
+/// ```
+/// fn crash(_: ()) { std::process::exit(3) }
+///
+/// fn main() {
+///     multiproc::init();
+///     let err = multiproc::Process::spawn(crash, ()).unwrap().join().unwrap_err();
+///     assert!(err.is_process_died());
+///     assert_eq!(err.exit_status().unwrap().code(), Some(3));
+/// }
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    context: String,
+    pid: Option<u32>,
+    status: Option<ExitStatus>,
+    panic: Option<PanicInfo>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                context: context.into(),
+                pid: None,
+                status: None,
+                panic: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// A [`Timeout`](ErrorKind::Timeout) error for the named operation.
+    ///
+    /// ```
+    /// assert!(multiproc::Error::timeout("get").is_timeout());
+    /// ```
+    pub fn timeout(operation: &str) -> Self {
+        Error::new(ErrorKind::Timeout, operation.to_string())
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn with_pid(mut self, pid: u32) -> Self {
+        self.inner.pid = Some(pid);
+        self
+    }
+
+    pub(crate) fn with_status(mut self, status: ExitStatus) -> Self {
+        self.inner.status = Some(status);
+        self
+    }
+
+    pub(crate) fn io(context: impl Into<String>, err: io::Error) -> Self {
+        Error::new(ErrorKind::Io, context).with_source(err)
+    }
+
+    pub(crate) fn codec(context: impl Into<String>, err: postcard::Error) -> Self {
+        Error::new(ErrorKind::Codec, context).with_source(err)
+    }
+
+    pub(crate) fn panicked(info: PanicInfo) -> Self {
+        let mut e = Error::new(ErrorKind::Panicked, "task");
+        e.inner.panic = Some(info);
+        e
+    }
+
+    /// The coarse kind of this error.
+    ///
+    /// ```
+    /// let e = multiproc::Error::timeout("join");
+    /// assert_eq!(e.kind(), multiproc::ErrorKind::Timeout);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// Details of the child's panic, for [`ErrorKind::Panicked`].
+    ///
+    /// ```
+    /// assert!(multiproc::Error::timeout("x").panic_info().is_none());
+    /// ```
+    pub fn panic_info(&self) -> Option<&PanicInfo> {
+        self.inner.panic.as_ref()
+    }
+
+    /// The pid of the child process this error is about, if any.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Error::timeout("x").pid(), None);
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        self.inner.pid
+    }
+
+    /// How the child ended, for [`ErrorKind::ProcessDied`] (and for a
+    /// failed handshake when the child was already gone).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Error::timeout("x").exit_status(), None);
+    /// ```
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.inner.status
+    }
+
+    /// `true` for [`ErrorKind::Timeout`].
+    ///
+    /// ```
+    /// assert!(multiproc::Error::timeout("x").is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        self.inner.kind == ErrorKind::Timeout
+    }
+
+    /// `true` for [`ErrorKind::Disconnected`].
+    ///
+    /// ```
+    /// assert!(!multiproc::Error::timeout("x").is_disconnected());
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        self.inner.kind == ErrorKind::Disconnected
+    }
+
+    /// `true` for [`ErrorKind::Panicked`].
+    ///
+    /// ```
+    /// assert!(!multiproc::Error::timeout("x").is_panic());
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        self.inner.kind == ErrorKind::Panicked
+    }
+
+    /// `true` for [`ErrorKind::ProcessDied`].
+    ///
+    /// ```
+    /// assert!(!multiproc::Error::timeout("x").is_process_died());
+    /// ```
+    pub fn is_process_died(&self) -> bool {
+        self.inner.kind == ErrorKind::ProcessDied
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.write_str(i.kind.describe())?;
+        if !i.context.is_empty() {
+            write!(f, " ({})", i.context)?;
+        }
+        if let Some(pid) = i.pid {
+            write!(f, ", pid {pid}")?;
+        }
+        if let Some(status) = i.status {
+            write!(f, ", {status}")?;
+        }
+        if let Some(p) = &i.panic {
+            write!(f, ": panicked with {p}")?;
+        }
+        if let Some(src) = &i.source {
+            write!(f, ": {src}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &i.kind);
+        if !i.context.is_empty() {
+            d.field("context", &i.context);
+        }
+        if let Some(pid) = i.pid {
+            d.field("pid", &pid);
+        }
+        if let Some(status) = &i.status {
+            d.field("status", status);
+        }
+        if let Some(p) = &i.panic {
+            d.field("panic", p);
+        }
+        if let Some(s) = &i.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match e.kind() {
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::Disconnected => io::ErrorKind::BrokenPipe,
+            ErrorKind::Protocol | ErrorKind::Codec => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}

@@ -1,0 +1,108 @@
+#![doc = include_str!("../README.md")]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod affinity;
+mod bootstrap;
+mod error;
+mod process;
+mod sys;
+mod task;
+
+pub use affinity::cpu_count;
+pub use error::{Error, ErrorKind, PanicInfo, Result};
+pub use process::{
+    active_children, current_process, ExitStatus, Process, ProcessBuilder, ProcessInfo,
+};
+
+/// Turns this process into a worker if it was started as one; otherwise
+/// returns at once. Call it first thing in `main`.
+///
+/// Workers are this same program, re-executed. In a worker, `init` runs the
+/// task the parent sent and exits; it never returns. So everything `main`
+/// does before `init` also runs in every worker: keep `init` first.
+///
+/// A program started by hand with the worker marker in its environment, but
+/// without a parent to complete the handshake, exits with a non-zero code
+/// and runs no task code.
+///
+/// Python counterpart: `if __name__ == "__main__":` (plus
+/// `multiprocessing.freeze_support()`).
+///
+/// ```
+/// fn main() {
+///     multiproc::init();
+///     // … the rest of the program, which may start processes …
+/// }
+/// ```
+pub fn init() {
+    bootstrap::init();
+}
+
+/// Makes a test binary (`cargo test`, `tests/*.rs`) able to start worker
+/// processes. Put it once at the top of each integration-test file that
+/// uses `multiproc`.
+///
+/// A worker is the current binary re-executed; in a test binary that means
+/// the test harness, which has no `main` of ours to call [`init`]. This
+/// macro adds an ignored test, `multiproc_worker_entry`, that calls
+/// [`init`], and a load-time constructor that tells `multiproc` to start
+/// workers as `<test-binary> multiproc_worker_entry --exact
+/// --include-ignored --nocapture --quiet`, so a worker runs only that entry.
+/// Tests themselves need no `init()` call.
+///
+/// Python counterpart: none needed there (`pytest` imports the module, and
+/// `fork` copies the test process).
+///
+/// ```ignore
+/// // tests/my_test.rs
+/// multiproc::test_support!();
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// #[test]
+/// fn squares_in_a_child() {
+///     let p = multiproc::Process::spawn(square, 9).unwrap();
+///     assert_eq!(p.join().unwrap(), 81);
+/// }
+/// ```
+#[macro_export]
+macro_rules! test_support {
+    () => {
+        #[test]
+        #[ignore = "entry point of multiproc worker processes, not a test"]
+        fn multiproc_worker_entry() {
+            $crate::init();
+        }
+
+        #[used]
+        #[cfg_attr(
+            any(target_os = "linux", target_os = "android", target_os = "freebsd"),
+            unsafe(link_section = ".init_array")
+        )]
+        #[cfg_attr(
+            target_vendor = "apple",
+            unsafe(link_section = "__DATA,__mod_init_func")
+        )]
+        #[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
+        static __MULTIPROC_TEST_SUPPORT: extern "C" fn() = {
+            extern "C" fn register() {
+                $crate::__private::enable_test_mode(module_path!(), "multiproc_worker_entry");
+            }
+            register
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    /// Used by [`crate::test_support!`]: `module` is `module_path!()` where
+    /// the macro was expanded, `entry` the entry test's function name.
+    pub fn enable_test_mode(module: &str, entry: &str) {
+        // libtest names a test by its path without the crate's own name.
+        let path = match module.split_once("::") {
+            Some((_crate, rest)) => format!("{rest}::{entry}"),
+            None => entry.to_string(),
+        };
+        crate::bootstrap::enable_test_mode(path);
+    }
+}

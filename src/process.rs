@@ -1,0 +1,772 @@
+//! `Process`: one function run in a child process, with a typed result.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use ipc_channel::TryRecvError as IpcTryRecvError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::bootstrap::{self, Launch, Link, Outcome};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+use crate::task::TaskRef;
+
+/// How a child process ended: an exit code, or (Unix) the signal that killed it.
+///
+/// Python folds both into `Process.exitcode` (negative for a signal); Rust
+/// keeps them apart. [`ExitStatus::to_python`] gives Python's number.
+///
+/// ```
+/// use multiproc::ExitStatus;
+/// assert!(ExitStatus::Code(0).success());
+/// assert_eq!(ExitStatus::Signal(9).to_python(), -9);
+/// assert_eq!(ExitStatus::Code(3).code(), Some(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitStatus {
+    /// The process exited with this code.
+    Code(i32),
+    /// The process was killed by this signal (Unix only).
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// `true` for exit code 0.
+    ///
+    /// ```
+    /// assert!(!multiproc::ExitStatus::Signal(15).success());
+    /// ```
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+
+    /// The exit code, if the process exited rather than being killed.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::ExitStatus::Signal(9).code(), None);
+    /// ```
+    pub fn code(self) -> Option<i32> {
+        match self {
+            ExitStatus::Code(c) => Some(c),
+            ExitStatus::Signal(_) => None,
+        }
+    }
+
+    /// The signal that killed the process, if one did.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::ExitStatus::Signal(9).signal(), Some(9));
+    /// ```
+    pub fn signal(self) -> Option<i32> {
+        match self {
+            ExitStatus::Signal(s) => Some(s),
+            ExitStatus::Code(_) => None,
+        }
+    }
+
+    /// Python's `exitcode`: the code, or minus the signal number.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::ExitStatus::Code(1).to_python(), 1);
+    /// ```
+    pub fn to_python(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => -s,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// Name and pid of a process: what [`current_process`] and
+/// [`active_children`] return.
+///
+/// Python counterpart: the `name` and `pid` attributes of
+/// `multiprocessing.current_process()` / of each `active_children()` entry.
+///
+/// ```
+/// let me = multiproc::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// assert_eq!(me.pid(), std::process::id());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    name: String,
+    pid: u32,
+}
+
+impl ProcessInfo {
+    /// The process's name (`"MainProcess"` for the program itself,
+    /// `"Process-N"` or the builder's name for a child).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The operating-system process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// The calling process: `"MainProcess"`, or a worker's name inside a worker.
+///
+/// Python counterpart: `multiprocessing.current_process()`.
+///
+/// ```
+/// fn whoami(_: ()) -> String { multiproc::current_process().name().to_string() }
+///
+/// fn main() {
+///     multiproc::init();
+///     assert_eq!(multiproc::current_process().name(), "MainProcess");
+///     let p = multiproc::Process::builder().name("worker-7").spawn(whoami, ()).unwrap();
+///     assert_eq!(p.join().unwrap(), "worker-7");
+/// }
+/// ```
+pub fn current_process() -> ProcessInfo {
+    ProcessInfo {
+        name: bootstrap::worker_name()
+            .unwrap_or("MainProcess")
+            .to_string(),
+        pid: std::process::id(),
+    }
+}
+
+/// The children of this process that are still running.
+///
+/// Like Python's `multiprocessing.active_children()`, asking also reaps
+/// children that have ended, so none lingers as a zombie.
+///
+/// ```
+/// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+///
+/// fn main() {
+///     multiproc::init();
+///     let p = multiproc::Process::spawn(nap, 300).unwrap();
+///     assert!(multiproc::active_children().iter().any(|c| c.pid() == p.pid()));
+///     p.join().unwrap();
+///     assert!(multiproc::active_children().iter().all(|c| c.pid() != p.pid()));
+/// }
+/// ```
+pub fn active_children() -> Vec<ProcessInfo> {
+    let mut registry = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut alive = Vec::new();
+    registry.retain(|weak| match weak.upgrade() {
+        Some(cell) if cell.poll_exit().is_none() => {
+            alive.push(ProcessInfo {
+                name: cell.name.clone(),
+                pid: cell.pid,
+            });
+            true
+        }
+        _ => false,
+    });
+    alive
+}
+
+static CHILDREN: Mutex<Vec<Weak<ChildCell>>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The OS child, shared by its `Process` and the registry.
+struct ChildCell {
+    pid: u32,
+    name: String,
+    child: Mutex<std::process::Child>,
+}
+
+impl ChildCell {
+    /// Non-blocking: the exit status if the child has ended (and reaps it).
+    fn poll_exit(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        match child.try_wait() {
+            Ok(Some(status)) => Some(sys::exit_status(status)),
+            Ok(None) => None,
+            // ECHILD and friends: nothing left to wait for.
+            Err(_) => Some(ExitStatus::Code(-1)),
+        }
+    }
+
+    /// Waits for the child to end, until `deadline`.
+    fn wait_exit(&self, deadline: Option<Instant>) -> Option<ExitStatus> {
+        let mut pause = Duration::from_micros(20);
+        loop {
+            if let Some(status) = self.poll_exit() {
+                return Some(status);
+            }
+            let mut nap = pause;
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    return None;
+                }
+                nap = nap.min(d - now);
+            }
+            std::thread::sleep(nap);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, how: fn(&mut std::process::Child) -> std::io::Result<()>) -> Result<()> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        // Never signal a reaped pid: it may already belong to someone else.
+        if let Ok(Some(_)) = child.try_wait() {
+            return Ok(());
+        }
+        how(&mut child).map_err(|e| Error::io("signalling the child", e).with_pid(self.pid))
+    }
+}
+
+/// Where a child is in its life, from the parent's side.
+enum State {
+    Handshaking {
+        handshake: std::sync::mpsc::Receiver<Result<Link>>,
+        server_name: String,
+    },
+    Running(Link),
+    /// The outcome arrived; the child is exiting.
+    Exiting(Outcome),
+    Finished,
+}
+
+/// The parent's side of one child: its channels and the state machine that
+/// turns them into an [`Outcome`] or an error. Not generic, so a dropped
+/// `Process<R>` can hand it to a reaper thread.
+struct Waiter {
+    cell: Arc<ChildCell>,
+    state: State,
+    start_timeout: Duration,
+}
+
+impl Waiter {
+    /// Drives the state machine until the child has ended and its outcome
+    /// is known (`Ok(Some)`), it failed (`Err`), or `deadline` passed.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<Outcome>> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Finished) {
+                State::Handshaking {
+                    handshake,
+                    server_name,
+                } => match self.wait_handshake(&handshake, &server_name, deadline)? {
+                    Some(link) => self.state = State::Running(link),
+                    None => {
+                        self.state = State::Handshaking {
+                            handshake,
+                            server_name,
+                        };
+                        return Ok(None);
+                    }
+                },
+                State::Running(link) => {
+                    let received = match deadline {
+                        None => link.results.recv().map_err(|_| IpcTryRecvError::Empty),
+                        Some(d) => link
+                            .results
+                            .try_recv_timeout(d.saturating_duration_since(Instant::now())),
+                    };
+                    match received {
+                        Ok(outcome) => self.state = State::Exiting(outcome),
+                        Err(IpcTryRecvError::Empty) if deadline.is_some() => {
+                            self.state = State::Running(link);
+                            return Ok(None);
+                        }
+                        // Disconnected, or the channel broke: the child is
+                        // gone without a result. Say how it ended.
+                        Err(_) => return Err(self.died()),
+                    }
+                }
+                State::Exiting(outcome) => {
+                    if self.cell.wait_exit(deadline).is_none() {
+                        self.state = State::Exiting(outcome);
+                        return Ok(None);
+                    }
+                    return Ok(Some(outcome));
+                }
+                State::Finished => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidState,
+                        "the process was already joined",
+                    )
+                    .with_pid(self.cell.pid))
+                }
+            }
+        }
+    }
+
+    fn wait_handshake(
+        &self,
+        handshake: &std::sync::mpsc::Receiver<Result<Link>>,
+        server_name: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Link>> {
+        let start_deadline = Instant::now() + self.start_timeout;
+        let mut pause = Duration::from_micros(50);
+        let mut aborted = false;
+        loop {
+            let mut slice = pause;
+            if let Some(d) = deadline {
+                slice = slice.min(d.saturating_duration_since(Instant::now()));
+            }
+            match handshake.recv_timeout(slice) {
+                Ok(Ok(link)) => return Ok(Some(link)),
+                Ok(Err(e)) => {
+                    let status = self
+                        .cell
+                        .wait_exit(Some(Instant::now() + Duration::from_secs(1)));
+                    return Err(match status {
+                        Some(s) => e.with_status(s),
+                        None => {
+                            // Alive but refused (wrong token): it must not run.
+                            let _ = self.cell.signal(std::process::Child::kill);
+                            e
+                        }
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(
+                        Error::new(ErrorKind::Handshake, "handshake thread vanished")
+                            .with_pid(self.cell.pid),
+                    )
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if !aborted {
+                if self.cell.poll_exit().is_some() {
+                    // The child died before connecting: wake `accept()`.
+                    bootstrap::abort_handshake(server_name);
+                    aborted = true;
+                } else if Instant::now() >= start_deadline {
+                    let _ = self.cell.signal(std::process::Child::kill);
+                    bootstrap::abort_handshake(server_name);
+                    aborted = true;
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    fn died(&self) -> Error {
+        let mut err =
+            Error::new(ErrorKind::ProcessDied, self.cell.name.clone()).with_pid(self.cell.pid);
+        if let Some(status) = self
+            .cell
+            .wait_exit(Some(Instant::now() + Duration::from_secs(5)))
+        {
+            err = err.with_status(status);
+        }
+        err
+    }
+}
+
+/// A function running in a child process, and its typed result.
+///
+/// The child is this same program, re-executed: [`init`](crate::init) at the
+/// top of `main` turns it into a worker that runs `f(args)` and sends the
+/// return value back. `f` must be a `fn` item or a closure that captures
+/// nothing (data goes in `args`); arguments and results travel with serde.
+///
+/// Python counterpart: `multiprocessing.Process(target=f, args=(…,))`,
+/// `start()` (here [`spawn`](Process::spawn)), `join()`, `is_alive()`,
+/// `terminate()`, `kill()`, `exitcode`, `pid`, `name`. Unlike Python,
+/// [`join`](Process::join) returns `f`'s value, or the child's panic as an
+/// error.
+///
+/// Dropping a `Process` that has not been joined detaches it: it keeps
+/// running and is reaped in the background. Every child is killed when its
+/// parent exits (even by `kill -9`), so none is ever orphaned.
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn main() -> multiproc::Result<()> {
+///     multiproc::init();
+///     let p = multiproc::Process::spawn(square, 7)?;
+///     assert_eq!(p.join()?, 49);
+///     Ok(())
+/// }
+/// ```
+pub struct Process<R = ()> {
+    waiter: Waiter,
+    _result: PhantomData<fn() -> R>,
+}
+
+/// Options for starting a [`Process`]: Python's keyword arguments.
+///
+/// ```
+/// fn hello(who: String) -> String { format!("hello {who}") }
+///
+/// fn main() {
+///     multiproc::init();
+///     let p = multiproc::Process::builder()
+///         .name("greeter")
+///         .spawn(hello, "world".to_string())
+///         .unwrap();
+///     assert_eq!(p.name(), "greeter");
+///     assert_eq!(p.join().unwrap(), "hello world");
+/// }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until .spawn() is called"]
+pub struct ProcessBuilder {
+    name: Option<String>,
+    start_timeout: Duration,
+}
+
+impl Default for ProcessBuilder {
+    fn default() -> Self {
+        ProcessBuilder {
+            name: None,
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ProcessBuilder {
+    /// The child's name (Python's `name=`); default `"Process-N"`.
+    ///
+    /// ```
+    /// let b = multiproc::Process::builder().name("loader");
+    /// # let _ = b;
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How long the child may take to start and complete its handshake
+    /// before [`join`](Process::join) reports [`ErrorKind::Handshake`] and the
+    /// child is killed. Default 10 s.
+    ///
+    /// ```
+    /// let b = multiproc::Process::builder().start_timeout(std::time::Duration::from_secs(30));
+    /// # let _ = b;
+    /// ```
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Starts `f(args)` in a new child process and returns at once.
+    ///
+    /// The child starts in about a millisecond; its handshake completes in
+    /// the background, and a child that fails to start is reported by
+    /// [`join`](Process::join).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if `args` cannot be serialised,
+    /// [`ErrorKind::Spawn`] / [`ErrorKind::Io`] if the OS refuses to start
+    /// the child.
+    ///
+    /// ```
+    /// fn add((a, b): (i32, i32)) -> i32 { a + b }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::builder().spawn(add, (2, 3)).unwrap();
+    ///     assert_eq!(p.join().unwrap(), 5);
+    /// }
+    /// ```
+    pub fn spawn<F, A, R>(self, f: F, args: A) -> Result<Process<R>>
+    where
+        F: Fn(A) -> R + 'static,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let task = TaskRef::of(&f);
+        let args = postcard::to_stdvec(&args).map_err(|e| Error::codec("serialising args", e))?;
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("Process-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+        let Launch {
+            child,
+            handshake,
+            server_name,
+        } = bootstrap::launch(name.clone(), task, args)?;
+        let cell = Arc::new(ChildCell {
+            pid: child.id(),
+            name,
+            child: Mutex::new(child),
+        });
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&cell));
+        Ok(Process {
+            waiter: Waiter {
+                cell,
+                state: State::Handshaking {
+                    handshake,
+                    server_name,
+                },
+                start_timeout: self.start_timeout,
+            },
+            _result: PhantomData,
+        })
+    }
+}
+
+impl Process {
+    /// Options for the next process: name, start timeout.
+    ///
+    /// ```
+    /// let builder = multiproc::Process::builder().name("worker");
+    /// # let _ = builder;
+    /// ```
+    pub fn builder() -> ProcessBuilder {
+        ProcessBuilder::default()
+    }
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// Starts `f(args)` in a new child process (Python's
+    /// `Process(target=f, args=args).start()`).
+    ///
+    /// `f` is a `fn` item or a non-capturing closure; a closure that
+    /// captures is a compile-time error. Several arguments go as a tuple.
+    ///
+    /// # Errors
+    /// As [`ProcessBuilder::spawn`].
+    ///
+    /// ```
+    /// fn print_number(n: u32) { println!("Process {n} prints {n}"); }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let procs = (0..4)
+    ///         .map(|i| multiproc::Process::spawn(print_number, i))
+    ///         .collect::<Result<Vec<_>, _>>()?;
+    ///     for p in procs { p.join()?; }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn spawn<F, A>(f: F, args: A) -> Result<Process<R>>
+    where
+        F: Fn(A) -> R + 'static,
+        A: Serialize + DeserializeOwned,
+        R: Serialize,
+    {
+        ProcessBuilder::default().spawn(f, args)
+    }
+
+    /// The child's operating-system process id.
+    ///
+    /// ```
+    /// fn id(_: ()) -> u32 { std::process::id() }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::spawn(id, ()).unwrap();
+    ///     let pid = p.pid();
+    ///     assert_eq!(p.join().unwrap(), pid);
+    /// }
+    /// ```
+    pub fn pid(&self) -> u32 {
+        self.waiter.cell.pid
+    }
+
+    /// The child's name (`"Process-N"` unless the builder set one).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::builder().name("io").spawn(|_: ()| (), ()).unwrap();
+    ///     assert_eq!(p.name(), "io");
+    ///     p.join().unwrap();
+    /// }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.waiter.cell.name
+    }
+
+    /// `true` while the child runs (Python's `is_alive()`).
+    ///
+    /// ```
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::spawn(nap, 200).unwrap();
+    ///     assert!(p.is_alive());
+    ///     p.join().unwrap();
+    /// }
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        self.waiter.cell.poll_exit().is_none()
+    }
+
+    /// How the child ended, or `None` while it runs (Python's `exitcode`).
+    ///
+    /// ```
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let mut p = multiproc::Process::spawn(nap, 10_000).unwrap();
+    ///     assert_eq!(p.exit_code(), None);
+    ///     p.kill().unwrap();
+    ///     assert!(p.join_timeout(std::time::Duration::from_secs(5)).is_err());
+    ///     # #[cfg(unix)]
+    ///     assert_eq!(p.exit_code(), Some(multiproc::ExitStatus::Signal(9)));
+    /// }
+    /// ```
+    pub fn exit_code(&self) -> Option<ExitStatus> {
+        self.waiter.cell.poll_exit()
+    }
+
+    /// Asks the child to stop: `SIGTERM` on Unix, `TerminateProcess` on
+    /// Windows (Python's `terminate()`). A child that already ended is left
+    /// alone. A later [`join`](Process::join) reports
+    /// [`ErrorKind::ProcessDied`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if the OS refuses the signal.
+    ///
+    /// ```
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::spawn(nap, 10_000).unwrap();
+    ///     p.terminate().unwrap();
+    ///     assert!(p.join().unwrap_err().is_process_died());
+    /// }
+    /// ```
+    pub fn terminate(&self) -> Result<()> {
+        self.waiter.cell.signal(sys::terminate)
+    }
+
+    /// Kills the child: `SIGKILL` on Unix, `TerminateProcess` on Windows
+    /// (Python's `kill()`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if the OS refuses the signal.
+    ///
+    /// ```
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::spawn(nap, 10_000).unwrap();
+    ///     p.kill().unwrap();
+    ///     let err = p.join().unwrap_err();
+    ///     assert_eq!(err.pid().is_some(), true);
+    /// }
+    /// ```
+    pub fn kill(&self) -> Result<()> {
+        self.waiter.cell.signal(std::process::Child::kill)
+    }
+
+    /// Waits for the child to finish and returns `f`'s value (Python's
+    /// `join()`, which returns nothing; here the result comes back too).
+    ///
+    /// # Errors
+    /// * [`ErrorKind::Panicked`]: `f` panicked; see [`Error::panic_info`].
+    /// * [`ErrorKind::ProcessDied`]: the child ended without a result
+    ///   (killed, `exit()`, crash); see [`Error::exit_status`].
+    /// * [`ErrorKind::Handshake`]: the child never started properly.
+    /// * [`ErrorKind::InvalidState`]: the result was already taken by
+    ///   [`join_timeout`](Process::join_timeout).
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    /// struct Stats { n: usize, mean: f64 }
+    ///
+    /// fn stats(v: Vec<f64>) -> Stats { Stats { n: v.len(), mean: v.iter().sum::<f64>() / v.len() as f64 } }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::spawn(stats, vec![1.0, 2.0, 3.0]).unwrap();
+    ///     assert_eq!(p.join().unwrap(), Stats { n: 3, mean: 2.0 });
+    /// }
+    /// ```
+    pub fn join(mut self) -> Result<R> {
+        // Without a deadline `wait` only returns once the child has ended.
+        self.wait(None)?
+            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "join ended without a result"))
+    }
+
+    /// Waits at most `timeout` (Python's `join(timeout)`): `Ok(Some(value))`
+    /// if the child finished, `Ok(None)` if it is still running.
+    ///
+    /// Once it has returned `Some` or an error, the result is consumed:
+    /// later calls return [`ErrorKind::InvalidState`].
+    ///
+    /// # Errors
+    /// As [`join`](Process::join).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let mut p = multiproc::Process::spawn(nap, 500).unwrap();
+    ///     assert_eq!(p.join_timeout(Duration::from_millis(1)).unwrap(), None);
+    ///     assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(500));
+    /// }
+    /// ```
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
+        self.wait(Some(Instant::now() + timeout))
+    }
+
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<R>> {
+        let pid = self.waiter.cell.pid;
+        let Some(outcome) = self.waiter.wait(deadline)? else {
+            return Ok(None);
+        };
+        match outcome {
+            Outcome::Returned(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| Error::codec("decoding the result", e).with_pid(pid)),
+            Outcome::Panicked(info) => Err(Error::panicked(info).with_pid(pid)),
+            Outcome::Rejected(why) => Err(Error::new(ErrorKind::Protocol, why).with_pid(pid)),
+        }
+    }
+}
+
+impl<R> fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.waiter.cell.name)
+            .field("pid", &self.waiter.cell.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        if matches!(self.waiter.state, State::Finished) {
+            return;
+        }
+        // Detach: a reaper thread keeps the channels open (so the child is
+        // not told its parent left) and reaps the child when it ends.
+        let cell = Arc::clone(&self.waiter.cell);
+        let mut waiter = Waiter {
+            cell: Arc::clone(&cell),
+            state: std::mem::replace(&mut self.waiter.state, State::Finished),
+            start_timeout: self.waiter.start_timeout,
+        };
+        let reaper = std::thread::Builder::new()
+            .name(format!("multiproc-reaper-{}", cell.pid))
+            .spawn(move || {
+                // Whatever the child returns, nobody is listening any more.
+                if waiter.wait(None).is_err() {
+                    waiter.cell.wait_exit(None);
+                }
+            });
+        if reaper.is_err() {
+            // No thread to wait with: a killed child beats an unreaped one.
+            let _ = cell.signal(std::process::Child::kill);
+            cell.wait_exit(None);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Platform layer: the only place with `cfg(unix)` / `cfg(windows)`.
+//!
+//! Each backend exports the same names; the rest of the crate calls
+//! `sys::name` and never looks at the target.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use unix::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::*;

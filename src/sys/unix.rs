@@ -1,0 +1,114 @@
+//! Linux, macOS and other Unix systems.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command};
+
+use crate::process::ExitStatus;
+
+/// `true` when `addr` lies in the same loaded image (executable or shared
+/// object) as `anchor`, which is code of this crate.
+///
+/// `dladdr` answers from the dynamic loader's own table of mapped segments,
+/// so an address in a gap, on the heap or in another library is refused.
+pub(crate) fn same_image(anchor: usize, addr: usize) -> bool {
+    fn base_of(addr: usize) -> Option<usize> {
+        // SAFETY: `Dl_info` is plain old data (pointers and integers), for
+        // which all-zero is a valid value.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: `dladdr` only reads the loader's tables for the address
+        // (it never dereferences it) and writes `info`, a valid local.
+        let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+        (found != 0 && !info.dli_fbase.is_null()).then_some(info.dli_fbase as usize)
+    }
+    match (base_of(anchor), base_of(addr)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Starts `cmd`.
+///
+/// On Linux the child asks for `PR_SET_PDEATHSIG`, which fires when the
+/// *thread* that forked it exits, not the process. So every child is forked
+/// by one spawner thread that lives as long as the program; a `Process`
+/// spawned from a short-lived thread then survives that thread.
+#[cfg(target_os = "linux")]
+pub(crate) fn spawn(cmd: Command) -> io::Result<Child> {
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+
+    type Job = (Command, mpsc::SyncSender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("multiproc-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("cannot start the multiproc spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, result) = mpsc::sync_channel(1);
+    spawner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    result
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+/// Starts `cmd` (no thread-bound parent-death signal here).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
+    cmd.spawn()
+}
+
+/// Asks the child to stop: `SIGTERM`, like Python's `terminate()`.
+pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    // SAFETY: `kill` has no memory-safety preconditions. The caller holds the
+    // un-reaped `Child`, so the pid still names our child, not a reused pid.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Our view of how a process ended.
+pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(sig)) => ExitStatus::Signal(sig),
+        // Stopped/continued are not terminal states; `wait` never reports them.
+        (None, None) => ExitStatus::Code(-1),
+    }
+}
+
+/// First thing a worker does: die with the parent.
+///
+/// Linux: `PR_SET_PDEATHSIG(SIGKILL)`, then a `getppid` check closes the
+/// race where the parent died before the `prctl`. Elsewhere the worker's
+/// EOF watch on its control channel (see `bootstrap`) does the job.
+pub(crate) fn die_with_parent(parent_pid: u32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `prctl(PR_SET_PDEATHSIG, sig)` only sets a process flag.
+        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if std::os::unix::process::parent_id() != parent_pid {
+        return Err(io::Error::other("parent process already exited"));
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Windows.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::process::{Child, Command};
+
+use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
+use windows_sys::Win32::System::ProcessStatus::{K32GetModuleInformation, MODULEINFO};
+use windows_sys::Win32::System::Threading::GetCurrentProcess;
+
+use crate::process::ExitStatus;
+
+/// `true` when `addr` lies inside this executable's image, as `anchor`
+/// (code of this crate, linked into the executable) does.
+pub(crate) fn same_image(anchor: usize, addr: usize) -> bool {
+    // SAFETY: a null name asks for the handle of the executable itself; the
+    // call has no other preconditions.
+    let module = unsafe { GetModuleHandleW(std::ptr::null()) };
+    if module.is_null() {
+        return false;
+    }
+    let mut info = MODULEINFO {
+        lpBaseOfDll: std::ptr::null_mut(),
+        SizeOfImage: 0,
+        EntryPoint: std::ptr::null_mut(),
+    };
+    // SAFETY: `info` is a valid, writable MODULEINFO and its size is passed;
+    // the pseudo-handle of the current process is always valid.
+    let ok = unsafe {
+        K32GetModuleInformation(
+            GetCurrentProcess(),
+            module,
+            &mut info,
+            std::mem::size_of::<MODULEINFO>() as u32,
+        )
+    };
+    if ok == 0 {
+        return false;
+    }
+    let base = info.lpBaseOfDll as usize;
+    let end = base.saturating_add(info.SizeOfImage as usize);
+    (base..end).contains(&anchor) && (base..end).contains(&addr)
+}
+
+/// Starts `cmd`.
+pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
+    cmd.spawn()
+}
+
+/// Windows has no polite stop: `TerminateProcess`, like Python's
+/// `terminate()` there.
+pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
+    child.kill()
+}
+
+/// Our view of how a process ended.
+pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    ExitStatus::Code(status.code().unwrap_or(-1))
+}
+
+/// Windows: the worker's EOF watch on its control channel makes it exit
+/// when the parent dies (a kill-on-close job object comes with the Windows
+/// port).
+pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<()> {
+    Ok(())
+}
