@@ -139,13 +139,24 @@ fn tokens_equal(a: &Token, b: &Token) -> bool {
 }
 
 /// Starts a worker that will run `task(args)` and report on `Link::results`.
-pub(crate) fn launch(name: String, task: TaskRef, args: Vec<u8>) -> Result<Launch> {
+pub(crate) fn launch(
+    name: String,
+    task: TaskRef,
+    args: Vec<u8>,
+    env: &[(std::ffi::OsString, Option<std::ffi::OsString>)],
+) -> Result<Launch> {
     let token = random_token()?;
     let (server, server_name) = IpcOneShotServer::<Hello>::new()
         .map_err(|e| Error::io("creating the handshake server", e))?;
     let exe =
         std::env::current_exe().map_err(|e| Error::io("locating the current executable", e))?;
     let mut cmd = std::process::Command::new(exe);
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
     cmd.env(
         MARKER,
         format!(

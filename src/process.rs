@@ -1,5 +1,6 @@
 //! `Process`: one function run in a child process, with a typed result.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ipc_channel::TryRecvError as IpcTryRecvError;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{self, Launch, Link, Outcome};
 use crate::error::{Error, ErrorKind, Result};
@@ -102,7 +103,7 @@ impl fmt::Display for ExitStatus {
 /// assert_eq!(me.name(), "MainProcess");
 /// assert_eq!(me.pid(), std::process::id());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     name: String,
     pid: u32,
@@ -424,6 +425,7 @@ pub struct Process<R = ()> {
 pub struct ProcessBuilder {
     name: Option<String>,
     start_timeout: Duration,
+    env: Vec<(OsString, Option<OsString>)>,
 }
 
 impl Default for ProcessBuilder {
@@ -431,6 +433,7 @@ impl Default for ProcessBuilder {
         ProcessBuilder {
             name: None,
             start_timeout: Duration::from_secs(10),
+            env: Vec::new(),
         }
     }
 }
@@ -457,6 +460,36 @@ impl ProcessBuilder {
     /// ```
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
+        self
+    }
+
+    /// Sets an environment variable for the child only (it inherits the
+    /// parent's environment otherwise).
+    ///
+    /// ```
+    /// fn get(key: String) -> Option<String> { std::env::var(key).ok() }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::builder().env("GREETING", "hi").spawn(get, "GREETING".into()).unwrap();
+    ///     assert_eq!(p.join().unwrap().as_deref(), Some("hi"));
+    /// }
+    /// ```
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes an inherited environment variable from the child's
+    /// environment.
+    ///
+    /// ```
+    /// let b = multiproc::Process::builder().env_remove("OMPI_COMM_WORLD_RANK");
+    /// # let _ = b;
+    /// ```
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.env.push((key.as_ref().to_owned(), None));
         self
     }
 
@@ -495,7 +528,7 @@ impl ProcessBuilder {
             child,
             handshake,
             server_name,
-        } = bootstrap::launch(name.clone(), task, args)?;
+        } = bootstrap::launch(name.clone(), task, args, &self.env)?;
         let cell = Arc::new(ChildCell {
             pid: child.id(),
             name,
@@ -562,6 +595,75 @@ impl<R: DeserializeOwned> Process<R> {
         ProcessBuilder::default().spawn(f, args)
     }
 
+    /// Waits for the child to finish and returns `f`'s value (Python's
+    /// `join()`, which returns nothing; here the result comes back too).
+    ///
+    /// # Errors
+    /// * [`ErrorKind::Panicked`]: `f` panicked; see [`Error::panic_info`].
+    /// * [`ErrorKind::ProcessDied`]: the child ended without a result
+    ///   (killed, `exit()`, crash); see [`Error::exit_status`].
+    /// * [`ErrorKind::Handshake`]: the child never started properly.
+    /// * [`ErrorKind::InvalidState`]: the result was already taken by
+    ///   [`join_timeout`](Process::join_timeout).
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    /// struct Stats { n: usize, mean: f64 }
+    ///
+    /// fn stats(v: Vec<f64>) -> Stats { Stats { n: v.len(), mean: v.iter().sum::<f64>() / v.len() as f64 } }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::spawn(stats, vec![1.0, 2.0, 3.0]).unwrap();
+    ///     assert_eq!(p.join().unwrap(), Stats { n: 3, mean: 2.0 });
+    /// }
+    /// ```
+    pub fn join(mut self) -> Result<R> {
+        // Without a deadline `wait` only returns once the child has ended.
+        self.wait(None)?
+            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "join ended without a result"))
+    }
+
+    /// Waits at most `timeout` (Python's `join(timeout)`): `Ok(Some(value))`
+    /// if the child finished, `Ok(None)` if it is still running.
+    ///
+    /// Once it has returned `Some` or an error, the result is consumed:
+    /// later calls return [`ErrorKind::InvalidState`].
+    ///
+    /// # Errors
+    /// As [`join`](Process::join).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let mut p = multiproc::Process::spawn(nap, 500).unwrap();
+    ///     assert_eq!(p.join_timeout(Duration::from_millis(1)).unwrap(), None);
+    ///     assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(500));
+    /// }
+    /// ```
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
+        self.wait(Some(Instant::now() + timeout))
+    }
+
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<R>> {
+        let pid = self.waiter.cell.pid;
+        let Some(outcome) = self.waiter.wait(deadline)? else {
+            return Ok(None);
+        };
+        match outcome {
+            Outcome::Returned(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| Error::codec("decoding the result", e).with_pid(pid)),
+            Outcome::Panicked(info) => Err(Error::panicked(info).with_pid(pid)),
+            Outcome::Rejected(why) => Err(Error::new(ErrorKind::Protocol, why).with_pid(pid)),
+        }
+    }
+}
+
+impl<R> Process<R> {
     /// The child's operating-system process id.
     ///
     /// ```
@@ -663,73 +765,6 @@ impl<R: DeserializeOwned> Process<R> {
     /// ```
     pub fn kill(&self) -> Result<()> {
         self.waiter.cell.signal(std::process::Child::kill)
-    }
-
-    /// Waits for the child to finish and returns `f`'s value (Python's
-    /// `join()`, which returns nothing; here the result comes back too).
-    ///
-    /// # Errors
-    /// * [`ErrorKind::Panicked`]: `f` panicked; see [`Error::panic_info`].
-    /// * [`ErrorKind::ProcessDied`]: the child ended without a result
-    ///   (killed, `exit()`, crash); see [`Error::exit_status`].
-    /// * [`ErrorKind::Handshake`]: the child never started properly.
-    /// * [`ErrorKind::InvalidState`]: the result was already taken by
-    ///   [`join_timeout`](Process::join_timeout).
-    ///
-    /// ```
-    /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
-    /// struct Stats { n: usize, mean: f64 }
-    ///
-    /// fn stats(v: Vec<f64>) -> Stats { Stats { n: v.len(), mean: v.iter().sum::<f64>() / v.len() as f64 } }
-    ///
-    /// fn main() {
-    ///     multiproc::init();
-    ///     let p = multiproc::Process::spawn(stats, vec![1.0, 2.0, 3.0]).unwrap();
-    ///     assert_eq!(p.join().unwrap(), Stats { n: 3, mean: 2.0 });
-    /// }
-    /// ```
-    pub fn join(mut self) -> Result<R> {
-        // Without a deadline `wait` only returns once the child has ended.
-        self.wait(None)?
-            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "join ended without a result"))
-    }
-
-    /// Waits at most `timeout` (Python's `join(timeout)`): `Ok(Some(value))`
-    /// if the child finished, `Ok(None)` if it is still running.
-    ///
-    /// Once it has returned `Some` or an error, the result is consumed:
-    /// later calls return [`ErrorKind::InvalidState`].
-    ///
-    /// # Errors
-    /// As [`join`](Process::join).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
-    ///
-    /// fn main() {
-    ///     multiproc::init();
-    ///     let mut p = multiproc::Process::spawn(nap, 500).unwrap();
-    ///     assert_eq!(p.join_timeout(Duration::from_millis(1)).unwrap(), None);
-    ///     assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(500));
-    /// }
-    /// ```
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
-        self.wait(Some(Instant::now() + timeout))
-    }
-
-    fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<R>> {
-        let pid = self.waiter.cell.pid;
-        let Some(outcome) = self.waiter.wait(deadline)? else {
-            return Ok(None);
-        };
-        match outcome {
-            Outcome::Returned(bytes) => postcard::from_bytes(&bytes)
-                .map(Some)
-                .map_err(|e| Error::codec("decoding the result", e).with_pid(pid)),
-            Outcome::Panicked(info) => Err(Error::panicked(info).with_pid(pid)),
-            Outcome::Rejected(why) => Err(Error::new(ErrorKind::Protocol, why).with_pid(pid)),
-        }
     }
 }
 

@@ -1,0 +1,478 @@
+//! `Process`: lifecycle, typed results, panics, exit codes, start-up failures.
+
+use std::time::{Duration, Instant};
+
+use multiproc::{ErrorKind, ExitStatus, Process};
+use serde::{Deserialize, Serialize};
+
+multiproc::test_support!();
+
+/// Test hook, run when the binary loads: a child started with
+/// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake;
+/// with `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` it stalls that long first.
+#[used]
+#[allow(unsafe_code)]
+#[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
+#[cfg_attr(
+    target_vendor = "apple",
+    unsafe(link_section = "__DATA,__mod_init_func")
+)]
+#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
+static LOAD_HOOK: extern "C" fn() = {
+    extern "C" fn hook() {
+        if let Some(code) = std::env::var_os("MULTIPROC_TEST_EXIT_AT_LOAD") {
+            std::process::exit(code.to_string_lossy().parse().unwrap_or(99));
+        }
+        if let Some(ms) = std::env::var_os("MULTIPROC_TEST_SLEEP_AT_LOAD") {
+            let ms = ms.to_string_lossy().parse().unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+    hook
+};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn exit_with(code: i32) {
+    std::process::exit(code)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    id: u32,
+    label: String,
+    values: Vec<f64>,
+    nested: Option<Box<Record>>,
+}
+
+fn enrich(mut r: Record) -> Record {
+    r.label = format!(
+        "{} (seen by {})",
+        r.label,
+        multiproc::current_process().name()
+    );
+    r.values.push(r.values.iter().sum());
+    r
+}
+
+fn shout(s: String) -> String {
+    s.to_uppercase()
+}
+
+fn panics(msg: String) -> u32 {
+    panic!("{msg}")
+}
+
+#[test]
+fn join_returns_the_typed_result() {
+    let p = Process::spawn(square, 7).unwrap();
+    assert_eq!(p.join().unwrap(), 49);
+}
+
+#[test]
+fn structs_and_strings_round_trip() {
+    let r = Record {
+        id: 3,
+        label: "rec".into(),
+        values: vec![1.5, 2.5],
+        nested: Some(Box::new(Record {
+            id: 4,
+            label: "inner".into(),
+            values: vec![],
+            nested: None,
+        })),
+    };
+    let p = Process::builder()
+        .name("enricher")
+        .spawn(enrich, r.clone())
+        .unwrap();
+    let out = p.join().unwrap();
+    assert_eq!(out.label, "rec (seen by enricher)");
+    assert_eq!(out.values, vec![1.5, 2.5, 4.0]);
+    assert_eq!(out.nested, r.nested);
+    assert_eq!(
+        Process::spawn(shout, "héllo wörld".to_string())
+            .unwrap()
+            .join()
+            .unwrap(),
+        "HÉLLO WÖRLD"
+    );
+}
+
+#[test]
+fn closures_that_capture_nothing_are_tasks() {
+    let p = Process::spawn(|(a, b): (u32, u32)| a * 10 + b, (4, 2)).unwrap();
+    assert_eq!(p.join().unwrap(), 42);
+}
+
+#[test]
+fn large_arguments_and_results_cross() {
+    let big: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+    let p = Process::spawn(
+        |v: Vec<u8>| v.into_iter().rev().collect::<Vec<u8>>(),
+        big.clone(),
+    )
+    .unwrap();
+    let out = p.join().unwrap();
+    assert_eq!(out.len(), big.len());
+    assert!(out.iter().eq(big.iter().rev()));
+}
+
+#[test]
+fn pid_name_and_current_process() {
+    let p = Process::spawn(
+        |_: ()| (std::process::id(), multiproc::current_process()),
+        (),
+    )
+    .unwrap();
+    let pid = p.pid();
+    let name = p.name().to_string();
+    assert!(name.starts_with("Process-"), "{name}");
+    let (child_pid, info) = p.join().unwrap();
+    assert_eq!(child_pid, pid);
+    assert_eq!(info.pid(), pid);
+    assert_eq!(info.name(), name);
+    assert_eq!(multiproc::current_process().name(), "MainProcess");
+}
+
+#[test]
+fn is_alive_and_join_timeout() {
+    let mut p = Process::spawn(nap, 400).unwrap();
+    assert!(p.is_alive());
+    assert_eq!(p.exit_code(), None);
+    assert_eq!(p.join_timeout(Duration::from_millis(20)).unwrap(), None);
+    assert!(p.is_alive());
+    assert_eq!(p.join_timeout(Duration::from_secs(60)).unwrap(), Some(400));
+    assert!(!p.is_alive());
+    assert_eq!(p.exit_code(), Some(ExitStatus::Code(0)));
+    let again = p.join_timeout(Duration::from_millis(1)).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::InvalidState);
+}
+
+#[test]
+fn exit_code_of_a_child_that_exits() {
+    let p = Process::spawn(exit_with, 3).unwrap();
+    let pid = p.pid();
+    let err = p.join().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProcessDied);
+    assert_eq!(err.pid(), Some(pid));
+    assert_eq!(err.exit_status(), Some(ExitStatus::Code(3)));
+}
+
+#[test]
+fn terminate_stops_a_running_child() {
+    let mut p = Process::spawn(nap, 60_000).unwrap();
+    // Let it get past the handshake so this tests a running task.
+    assert_eq!(p.join_timeout(Duration::from_millis(100)).unwrap(), None);
+    p.terminate().unwrap();
+    let err = p.join_timeout(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProcessDied);
+    #[cfg(unix)]
+    {
+        assert_eq!(err.exit_status(), Some(ExitStatus::Signal(libc::SIGTERM)));
+        assert_eq!(p.exit_code().unwrap().to_python(), -libc::SIGTERM);
+    }
+    // Signalling an ended child is a no-op, not an error.
+    p.terminate().unwrap();
+    p.kill().unwrap();
+}
+
+#[test]
+fn kill_is_distinguishable_from_an_exit_code() {
+    let mut p = Process::spawn(nap, 60_000).unwrap();
+    assert_eq!(p.join_timeout(Duration::from_millis(100)).unwrap(), None);
+    p.kill().unwrap();
+    let err = p.join_timeout(Duration::from_secs(30)).unwrap_err();
+    assert!(err.is_process_died());
+    let status = err.exit_status().unwrap();
+    #[cfg(unix)]
+    {
+        assert_eq!(status, ExitStatus::Signal(libc::SIGKILL));
+        assert_eq!(status.code(), None);
+    }
+    assert!(!status.success());
+}
+
+#[test]
+fn kill_right_after_spawn_is_reported_not_hung() {
+    // The child is killed while it may still be starting: whichever stage
+    // it reached, join must come back with an error naming the child.
+    let p = Process::spawn(square, 1).unwrap();
+    let pid = p.pid();
+    p.kill().unwrap();
+    let err = p.join().unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Handshake | ErrorKind::ProcessDied),
+        "{err}"
+    );
+    assert_eq!(err.pid(), Some(pid));
+}
+
+#[test]
+fn a_panic_comes_back_with_message_and_location() {
+    let p = Process::spawn(panics, "the sky fell".to_string()).unwrap();
+    let pid = p.pid();
+    let err = p.join().unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(err.pid(), Some(pid));
+    let info = err.panic_info().unwrap();
+    assert_eq!(info.message(), "the sky fell");
+    let loc = info.location().unwrap();
+    assert!(loc.starts_with("tests/process.rs:"), "{loc}");
+    assert!(err.to_string().contains("the sky fell"));
+}
+
+#[test]
+fn a_child_that_dies_before_the_handshake_is_an_error() {
+    let started = Instant::now();
+    let p = Process::builder()
+        .env("MULTIPROC_TEST_EXIT_AT_LOAD", "7")
+        .spawn(square, 2)
+        .unwrap();
+    let err = p.join().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
+    assert_eq!(err.exit_status(), Some(ExitStatus::Code(7)));
+    // Not a timing assertion on speed: the default start timeout is 10 s,
+    // and an exit must be noticed well before it.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_child_that_never_handshakes_is_killed_at_the_start_timeout() {
+    let p = Process::builder()
+        .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "60000")
+        .start_timeout(Duration::from_millis(300))
+        .spawn(square, 2)
+        .unwrap();
+    let pid = p.pid();
+    let err = p.join().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
+    assert_eq!(err.pid(), Some(pid));
+    assert!(!multiproc::active_children().iter().any(|c| c.pid() == pid));
+}
+
+#[test]
+fn the_bare_marker_runs_nothing_and_exits_nonzero() {
+    let exe = std::env::current_exe().unwrap();
+    for marker in [
+        "1".to_string(),
+        "v1:1:nothex:/nonexistent".to_string(),
+        format!(
+            "v1:{}:{}:/nonexistent/socket",
+            std::process::id(),
+            "ab".repeat(32)
+        ),
+    ] {
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "multiproc_worker_entry",
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .env("MULTIPROC_WORKER", &marker)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Watchdog: never let this test hang.
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("worker with marker {marker:?} did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.code(), Some(121), "marker {marker:?}: {stderr}");
+        assert!(stderr.contains("not starting worker"), "{stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_process_outlives_the_thread_that_spawned_it() {
+    // Linux's parent-death signal fires when the *thread* that forked a
+    // child exits; the child must not die with a short-lived thread.
+    let p = std::thread::spawn(|| Process::spawn(nap, 300).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(p.join().unwrap(), 300);
+}
+
+#[test]
+fn a_child_can_start_its_own_children() {
+    fn parent_of_two(x: u64) -> Vec<u64> {
+        let a = Process::spawn(square, x).unwrap();
+        let b = Process::spawn(square, x + 1).unwrap();
+        vec![a.join().unwrap(), b.join().unwrap()]
+    }
+    assert_eq!(
+        Process::spawn(parent_of_two, 3).unwrap().join().unwrap(),
+        vec![9, 16]
+    );
+}
+
+#[test]
+fn active_children_lists_running_children_only() {
+    let p = Process::builder().name("lister").spawn(nap, 2_000).unwrap();
+    let pid = p.pid();
+    let listed = multiproc::active_children();
+    assert!(listed
+        .iter()
+        .any(|c| c.pid() == pid && c.name() == "lister"));
+    p.kill().unwrap();
+    let _ = p.join();
+    assert!(!multiproc::active_children().iter().any(|c| c.pid() == pid));
+}
+
+#[test]
+fn a_dropped_process_keeps_running_detached() {
+    let dir = std::env::temp_dir().join(format!("multiproc-detach-{}", std::process::id()));
+    let path = dir.to_string_lossy().into_owned();
+    let p = Process::spawn(
+        |path: String| {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::write(path, b"done").unwrap();
+        },
+        path.clone(),
+    )
+    .unwrap();
+    drop(p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the detached child never finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read(&dir).unwrap(), b"done");
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[test]
+fn many_processes_at_once() {
+    let procs: Vec<_> = (0..16u64)
+        .map(|i| Process::spawn(square, i).unwrap())
+        .collect();
+    let out: Vec<u64> = procs.into_iter().map(|p| p.join().unwrap()).collect();
+    assert_eq!(out, (0..16u64).map(|i| i * i).collect::<Vec<_>>());
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn cpu_count_is_positive_and_bounded_by_the_affinity_mask() {
+    let n = multiproc::cpu_count();
+    assert!(n >= 1);
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+        // writes at most size_of::<cpu_set_t>() bytes into it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: see above; pid 0 is the calling thread.
+        let rc =
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        assert_eq!(rc, 0);
+        // SAFETY: `set` was filled by the kernel.
+        let allowed = unsafe { libc::CPU_COUNT(&set) } as usize;
+        assert!(n <= allowed, "cpu_count {n} > affinity mask {allowed}");
+    }
+}
+
+/// `true` once `pid` is no longer a live process (gone, or a zombie that
+/// someone else has yet to reap).
+#[cfg(target_os = "linux")]
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn children_die_within_two_seconds_of_a_parent_sigkill() {
+    fn middle(path: String) {
+        let kids: Vec<_> = (0..2)
+            .map(|_| Process::spawn(nap, 60_000).unwrap())
+            .collect();
+        let pids: Vec<String> = kids.iter().map(|k| k.pid().to_string()).collect();
+        let tmp = format!("{path}.tmp");
+        std::fs::write(&tmp, pids.join(",")).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    let path = std::env::temp_dir().join(format!("multiproc-orphans-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let p = Process::spawn(middle, path.to_string_lossy().into_owned()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pids: Vec<u32> = loop {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            break s.split(',').map(|p| p.parse().unwrap()).collect();
+        }
+        assert!(Instant::now() < deadline, "middle process never reported");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::fs::remove_file(&path).unwrap();
+    assert!(pids.iter().all(|&pid| !is_dead(pid)));
+
+    p.kill().unwrap();
+    let killed = Instant::now();
+    while !pids.iter().all(|&pid| is_dead(pid)) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "grandchildren {pids:?} outlived their SIGKILLed parent by 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(p.join().unwrap_err().is_process_died());
+}
+
+#[cfg(unix)]
+#[test]
+#[allow(unsafe_code)]
+fn no_zombie_is_left_after_join() {
+    let reaped = |pid: u32| {
+        let mut status = 0;
+        // SAFETY: waitpid only writes the status integer we own.
+        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        // -1/ECHILD: not our un-reaped child any more.
+        rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+    };
+    let p = Process::spawn(square, 5).unwrap();
+    let pid = p.pid();
+    assert_eq!(p.join().unwrap(), 25);
+    assert!(reaped(pid));
+
+    let p = Process::spawn(nap, 60_000).unwrap();
+    let pid = p.pid();
+    p.kill().unwrap();
+    assert!(p.join().is_err());
+    assert!(reaped(pid));
+
+    let p = Process::spawn(panics, "x".to_string()).unwrap();
+    let pid = p.pid();
+    assert!(p.join().is_err());
+    assert!(reaped(pid));
+}
