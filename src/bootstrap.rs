@@ -34,7 +34,7 @@ use serde_bytes::ByteBuf;
 
 use crate::error::{Error, ErrorKind, PanicInfo, Result};
 use crate::sys;
-use crate::task::TaskRef;
+use crate::task::{TaskKey, TaskRef};
 
 /// Environment variable that marks a re-executed worker.
 pub(crate) const MARKER: &str = "MULTIPROC_WORKER";
@@ -109,13 +109,26 @@ pub(crate) fn enable_test_mode(entry: String) {
     let _ = TEST_ENTRY.set(entry);
 }
 
-fn random_token() -> Result<Token> {
+/// A fresh 256-bit handshake token.
+pub(crate) fn random_token() -> Result<Token> {
     let mut t = [0u8; 32];
     getrandom::fill(&mut t).map_err(|e| {
         Error::new(ErrorKind::Spawn, "no randomness for the handshake token")
             .with_source(std::io::Error::other(e.to_string()))
     })?;
     Ok(t)
+}
+
+/// The key that tags task references: the token's second half. (The first
+/// half is never used for anything else than the handshake comparison, but
+/// the whole token is what the child must present.)
+pub(crate) fn task_key(token: &Token) -> TaskKey {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&token[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    [word(16), word(24)]
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -140,12 +153,12 @@ fn tokens_equal(a: &Token, b: &Token) -> bool {
 
 /// Starts a worker that will run `task(args)` and report on `Link::results`.
 pub(crate) fn launch(
+    token: Token,
     name: String,
     task: TaskRef,
     args: Vec<u8>,
     env: &[(std::ffi::OsString, Option<std::ffi::OsString>)],
 ) -> Result<Launch> {
-    let token = random_token()?;
     let (server, server_name) = IpcOneShotServer::<Hello>::new()
         .map_err(|e| Error::io("creating the handshake server", e))?;
     let exe =
@@ -254,6 +267,17 @@ pub(crate) fn abort_handshake(server_name: &str) {
     }
 }
 
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_outcome_for_fuzzing(bytes: &[u8]) -> bool {
+    match postcard::from_bytes::<Outcome>(bytes) {
+        Ok(Outcome::Returned(b)) => {
+            postcard::from_bytes::<(String, Vec<u64>, Option<f64>)>(&b).is_ok()
+        }
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
 // ---------------------------------------------------------------- child side
 
 static CURRENT_NAME: OnceLock<String> = OnceLock::new();
@@ -283,7 +307,7 @@ pub(crate) fn init() {
     std::process::exit(code);
 }
 
-fn parse_marker(marker: &str) -> std::result::Result<(u32, Token, &str), String> {
+pub(crate) fn parse_marker(marker: &str) -> std::result::Result<(u32, Token, &str), String> {
     let mut parts = marker.splitn(4, ':');
     let (Some(version), Some(ppid), Some(token), Some(server)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -329,7 +353,7 @@ fn worker_main(marker: &str) -> std::result::Result<i32, String> {
         .map_err(|e| format!("watch thread: {e}"))?;
     let _ = CURRENT_NAME.set(config.name);
 
-    let run = match config.task.resolve() {
+    let run = match config.task.resolve(task_key(&token)) {
         Ok(run) => run,
         Err(why) => {
             let _ = config.results.send(Outcome::Rejected(why.to_string()));

@@ -106,3 +106,31 @@ pub mod __private {
         crate::bootstrap::enable_test_mode(path);
     }
 }
+
+/// Entry points for the `fuzz/` crate: every decoder a peer process can
+/// reach. Not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Parses a worker marker (what a re-executed child reads from its
+    /// environment). Must never panic.
+    pub fn marker(s: &str) -> bool {
+        crate::bootstrap::parse_marker(s).is_ok()
+    }
+
+    /// Decodes a task reference as a child receives it and validates it
+    /// against this binary. Must never panic or touch unmapped memory.
+    pub fn task_ref(bytes: &[u8]) -> bool {
+        match postcard::from_bytes::<crate::task::TaskRef>(bytes) {
+            // A fixed key: the fuzzer must get through the tag check first.
+            Ok(t) => t.resolve([0x5eed, 0xf00d]).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Decodes a child's outcome frame and the typed result inside it, as
+    /// the parent does. Must never panic.
+    pub fn outcome(bytes: &[u8]) -> bool {
+        crate::bootstrap::decode_outcome_for_fuzzing(bytes)
+    }
+}

@@ -519,7 +519,8 @@ impl ProcessBuilder {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let task = TaskRef::of(&f);
+        let token = bootstrap::random_token()?;
+        let task = TaskRef::of(&f, bootstrap::task_key(&token));
         let args = postcard::to_stdvec(&args).map_err(|e| Error::codec("serialising args", e))?;
         let name = self
             .name
@@ -528,7 +529,7 @@ impl ProcessBuilder {
             child,
             handshake,
             server_name,
-        } = bootstrap::launch(name.clone(), task, args, &self.env)?;
+        } = bootstrap::launch(token, name.clone(), task, args, &self.env)?;
         let cell = Arc::new(ChildCell {
             pid: child.id(),
             name,

@@ -1,24 +1,26 @@
 //! How a task names its function across processes.
 //!
 //! A task is a non-capturing `fn` item or closure: a zero-sized type whose
-//! behaviour is entirely in its type. For each `(F, A, R)` the parent takes
-//! the address of a `'static` descriptor, [`Entry`], that lives in the
-//! binary's read-only data, and sends its offset from an anchor function.
-//! Parent and child are the same binary, so the same offset names the same
-//! descriptor in the child.
+//! behaviour is entirely in its type. For each `(F, A, R)` the compiler
+//! places a `'static` descriptor, [`Entry`], in the binary; the parent sends
+//! its offset from an anchor function. Parent and child are the same
+//! binary, so the same offset names the same descriptor in the child.
 //!
-//! The child never jumps to an address it was sent. Before it calls anything
-//! it checks ([`TaskRef::resolve`]):
+//! The child never trusts an offset it was sent. Before it touches the
+//! address it checks ([`TaskRef::resolve`]):
 //!
-//! 1. the descriptor lies entirely inside this executable's own image
-//!    (`sys::same_image`), and is aligned;
-//! 2. it starts with a 128-bit magic number;
-//! 3. both function pointers in it point into the image;
-//! 4. the descriptor's type fingerprint (a hash of the type names of
-//!    `F`, `A` and `R`) equals the one the parent sent.
-//!
-//! Only then is the trampoline called. The channel the `TaskRef` arrives on
-//! is itself authenticated by the handshake's 256-bit token.
+//! 1. the tag: a SipHash-2-4 MAC of `(offset, fingerprint)` under a 128-bit
+//!    key from the handshake token, compared in constant time. Only the
+//!    parent knows the key, and it only tags offsets it took from a genuine
+//!    descriptor ([`TaskRef::of`]), so a valid tag proves the offset names
+//!    one. (An earlier design probed the address for a magic number; the
+//!    fuzzer showed that reading memory at an unverified address is
+//!    undefined behaviour even inside the image, so nothing is read before
+//!    the tag checks out.)
+//! 2. the address lies inside this executable's image and is aligned, a
+//!    cheap guard against a parent/child binary mismatch;
+//! 3. the descriptor's type fingerprint (a hash of the type names of `F`,
+//!    `A` and `R`) equals the one the parent sent.
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -28,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys;
 
-/// 128 random bits that start every [`Entry`].
-const MAGIC: [u64; 2] = [0x6d70_7263_5f74_6173, 0xb3c1_9e27_d04a_58f1];
+/// The 128-bit key that tags task references (half of the handshake token).
+pub(crate) type TaskKey = [u64; 2];
 
 /// Runs the task on postcard-encoded arguments, returns the encoded result.
 type RunFn = fn(&[u8]) -> Result<Vec<u8>, postcard::Error>;
@@ -37,7 +39,6 @@ type RunFn = fn(&[u8]) -> Result<Vec<u8>, postcard::Error>;
 /// The per-`(F, A, R)` descriptor a task's wire form points at.
 #[repr(C)]
 struct Entry {
-    magic: [u64; 2],
     run: RunFn,
     describe: fn() -> &'static str,
 }
@@ -47,36 +48,36 @@ struct Entry {
 #[inline(never)]
 fn anchor() {}
 
-/// Wire form of "which function to run": an offset and a type fingerprint.
+/// Wire form of "which function to run": an offset, a type fingerprint and
+/// the parent's tag over both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TaskRef {
     offset: i64,
     fingerprint: u64,
+    tag: u64,
 }
 
 /// Why a received [`TaskRef`] was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Invalid {
+    BadTag,
     OutsideImage,
     Misaligned,
-    BadMagic,
-    BadFunction,
     WrongType,
 }
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Invalid::BadTag => "task reference not signed by the parent",
             Invalid::OutsideImage => "task descriptor lies outside this executable",
             Invalid::Misaligned => "task descriptor is misaligned",
-            Invalid::BadMagic => "no task descriptor at that offset",
-            Invalid::BadFunction => "task descriptor points outside this executable",
-            Invalid::WrongType => "task type fingerprint does not match",
+            Invalid::WrongType => "task type fingerprint does not match (different binary?)",
         })
     }
 }
 
-struct Descriptor<F, A, R>(PhantomData<(fn(A) -> R, F)>);
+struct Descriptor<F, A, R>(PhantomData<F>, PhantomData<fn(A) -> R>);
 
 impl<F, A, R> Descriptor<F, A, R>
 where
@@ -91,7 +92,6 @@ where
     );
 
     const ENTRY: &'static Entry = &Entry {
-        magic: MAGIC,
         run: run::<F, A, R>,
         describe: describe::<F, A, R>,
     };
@@ -123,13 +123,66 @@ where
     // captures nothing, whose value carries no state and no invariant. The
     // parent held a value of this exact type (that is how this
     // monomorphisation came to exist), so the type is inhabited.
-    let f: F = unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() };
+    let f: F = unsafe { std::mem::zeroed() };
     postcard::to_stdvec(&f(args))
 }
 
+/// SipHash-2-4 (Aumasson & Bernstein): a keyed PRF, used here as a MAC
+/// over short messages.
+fn siphash24(key: TaskKey, data: &[u8]) -> u64 {
+    let [k0, k1] = key;
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let compress = |m: u64, v: &mut [u64; 4]| {
+        v[3] ^= m;
+        round(v);
+        round(v);
+        v[0] ^= m;
+    };
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        compress(u64::from_le_bytes(w), &mut v);
+    }
+    let mut last = [0u8; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    last[7] = data.len() as u8;
+    compress(u64::from_le_bytes(last), &mut v);
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+fn tag(key: TaskKey, offset: i64, fingerprint: u64) -> u64 {
+    let mut msg = [0u8; 16];
+    msg[..8].copy_from_slice(&offset.to_le_bytes());
+    msg[8..].copy_from_slice(&fingerprint.to_le_bytes());
+    siphash24(key, &msg)
+}
+
 impl TaskRef {
-    /// The wire name of `f`. Fails to compile if `F` captures anything.
-    pub(crate) fn of<F, A, R>(_f: &F) -> TaskRef
+    /// The wire name of `f`, tagged with `key`. Fails to compile if `F`
+    /// captures anything.
+    pub(crate) fn of<F, A, R>(_f: &F, key: TaskKey) -> TaskRef
     where
         F: Fn(A) -> R + 'static,
         A: DeserializeOwned,
@@ -138,51 +191,42 @@ impl TaskRef {
         #[allow(clippy::let_unit_value)]
         let () = Descriptor::<F, A, R>::IS_ZST;
         let entry = Descriptor::<F, A, R>::ENTRY as *const Entry as usize;
+        let offset = (entry as i64).wrapping_sub(anchor as *const () as usize as i64);
+        let fingerprint = fingerprint(describe::<F, A, R>());
         TaskRef {
-            offset: (entry as i64).wrapping_sub(anchor as *const () as usize as i64),
-            fingerprint: fingerprint(describe::<F, A, R>()),
+            offset,
+            fingerprint,
+            tag: tag(key, offset, fingerprint),
         }
     }
 
-    /// Checks the descriptor this names and returns its trampoline.
-    pub(crate) fn resolve(self) -> Result<RunFn, Invalid> {
+    /// Checks the reference and returns the descriptor's trampoline.
+    pub(crate) fn resolve(self, key: TaskKey) -> Result<RunFn, Invalid> {
+        let expected = tag(key, self.offset, self.fingerprint);
+        // Constant time, so a peer learns nothing from how fast it fails.
+        if (expected ^ self.tag) != 0 {
+            return Err(Invalid::BadTag);
+        }
         let anchor_addr = anchor as *const () as usize;
         let addr = (anchor_addr as i64).wrapping_add(self.offset) as usize;
-        let size = std::mem::size_of::<Entry>();
-        let end = addr.checked_add(size).ok_or(Invalid::OutsideImage)?;
-        if !sys::same_image(anchor_addr, addr) || !sys::same_image(anchor_addr, end - 1) {
+        let last = addr
+            .checked_add(std::mem::size_of::<Entry>() - 1)
+            .ok_or(Invalid::OutsideImage)?;
+        if !sys::same_image(anchor_addr, addr) || !sys::same_image(anchor_addr, last) {
             return Err(Invalid::OutsideImage);
         }
-        if addr % std::mem::align_of::<Entry>() != 0 {
+        if !addr.is_multiple_of(std::mem::align_of::<Entry>()) {
             return Err(Invalid::Misaligned);
         }
-        let ptr = addr as *const Entry;
-        // SAFETY: `[addr, addr + size)` lies inside this executable's mapped
-        // image (checked above) and is aligned for `Entry`, so reading the
-        // two magic words is a read of mapped, initialised memory. Plain
-        // integers have no invalid values.
-        let magic = unsafe { std::ptr::addr_of!((*ptr).magic).read() };
-        if magic != MAGIC {
-            return Err(Invalid::BadMagic);
-        }
-        // SAFETY: as above, and the magic shows this is one of the `Entry`
-        // values `Descriptor::ENTRY` placed in the binary's read-only data,
-        // so its function-pointer fields were written by the compiler.
-        let (run, describe) = unsafe { ((*ptr).run, (*ptr).describe) };
-        if !sys::same_image(anchor_addr, run as usize)
-            || !sys::same_image(anchor_addr, describe as usize)
-        {
-            return Err(Invalid::BadFunction);
-        }
-        if fingerprint(describe()) != self.fingerprint {
+        // SAFETY: the tag proves our parent, the same executable, computed
+        // this offset in `TaskRef::of` from `Descriptor::ENTRY`, a
+        // `&'static Entry`; so `addr` is that descriptor's address here too,
+        // valid, aligned and immutable for the life of the program.
+        let entry: &'static Entry = unsafe { &*(addr as *const Entry) };
+        if fingerprint((entry.describe)()) != self.fingerprint {
             return Err(Invalid::WrongType);
         }
-        Ok(run)
-    }
-
-    #[cfg(test)]
-    fn with_offset(self, offset: i64) -> TaskRef {
-        TaskRef { offset, ..self }
+        Ok(entry.run)
     }
 }
 
@@ -190,55 +234,87 @@ impl TaskRef {
 mod tests {
     use super::*;
 
+    const KEY: TaskKey = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+
     fn square(x: u64) -> u64 {
         x * x
     }
 
     #[test]
+    fn siphash_matches_the_reference_vector() {
+        // From the SipHash paper, appendix A: key 00..0f, message 00..0e.
+        let key = [0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908];
+        let msg: Vec<u8> = (0..15).collect();
+        assert_eq!(siphash24(key, &msg), 0xa129_ca61_49be_45e5);
+    }
+
+    #[test]
     fn resolves_and_runs_a_genuine_task() {
-        let t = TaskRef::of(&square);
-        let run = t.resolve().unwrap();
+        let t = TaskRef::of(&square, KEY);
+        let run = t.resolve(KEY).unwrap();
         let out = run(&postcard::to_stdvec(&7u64).unwrap()).unwrap();
         assert_eq!(postcard::from_bytes::<u64>(&out).unwrap(), 49);
     }
 
     #[test]
     fn closures_get_distinct_descriptors() {
-        let a = TaskRef::of(&|x: u32| x + 1);
-        let b = TaskRef::of(&|x: u32| x + 2);
+        let a = TaskRef::of(&|x: u32| x + 1, KEY);
+        let b = TaskRef::of(&|x: u32| x + 2, KEY);
         assert_ne!(a, b);
-        let out = b.resolve().unwrap()(&postcard::to_stdvec(&1u32).unwrap()).unwrap();
+        let out = b.resolve(KEY).unwrap()(&postcard::to_stdvec(&1u32).unwrap()).unwrap();
         assert_eq!(postcard::from_bytes::<u32>(&out).unwrap(), 3);
     }
 
     #[test]
-    fn rejects_offsets_that_do_not_name_a_descriptor() {
-        let t = TaskRef::of(&square);
-        for delta in [1_i64, 8, 64, -64, 4096, -4096] {
-            let bad = t.with_offset(t.offset.wrapping_add(delta));
-            assert!(bad.resolve().is_err(), "delta {delta} accepted");
+    fn a_reference_tagged_with_another_key_is_refused() {
+        let t = TaskRef::of(&square, [1, 2]);
+        assert_eq!(t.resolve(KEY).unwrap_err(), Invalid::BadTag);
+    }
+
+    #[test]
+    fn any_change_to_offset_or_fingerprint_is_refused() {
+        let t = TaskRef::of(&square, KEY);
+        for delta in [1_i64, 8, 64, -64, 4096, i64::MAX] {
+            let moved = TaskRef {
+                offset: t.offset.wrapping_add(delta),
+                ..t
+            };
+            assert_eq!(moved.resolve(KEY).unwrap_err(), Invalid::BadTag);
         }
-        for off in [i64::MAX, i64::MIN, 1 << 40, -(1 << 40)] {
-            assert_eq!(
-                t.with_offset(off).resolve().unwrap_err(),
-                Invalid::OutsideImage
-            );
+        let retyped = TaskRef {
+            fingerprint: t.fingerprint ^ 1,
+            ..t
+        };
+        assert_eq!(retyped.resolve(KEY).unwrap_err(), Invalid::BadTag);
+    }
+
+    #[test]
+    fn a_validly_tagged_offset_outside_the_image_is_refused() {
+        for offset in [i64::MAX, i64::MIN, 1 << 46, -(1 << 46)] {
+            let t = TaskRef {
+                offset,
+                fingerprint: 0,
+                tag: tag(KEY, offset, 0),
+            };
+            assert_eq!(t.resolve(KEY).unwrap_err(), Invalid::OutsideImage);
         }
     }
 
     #[test]
-    fn rejects_a_wrong_fingerprint() {
-        let t = TaskRef::of(&square);
-        let bad = TaskRef {
-            fingerprint: t.fingerprint ^ 1,
-            ..t
-        };
-        assert_eq!(bad.resolve().unwrap_err(), Invalid::WrongType);
+    fn fuzz_regression_offset_into_other_data_is_never_read() {
+        // fuzz/task_ref found this input when the design still probed the
+        // address for a magic number (an out-of-bounds read under ASan).
+        let input = [0xff, 0xff, 0x7b, 0xc8, 0xc8, 0x5b];
+        if let Ok(t) = postcard::from_bytes::<TaskRef>(&input) {
+            assert_eq!(t.resolve(KEY).unwrap_err(), Invalid::BadTag);
+        }
+        let t: TaskRef = postcard::from_bytes(&[0xff, 0xff, 0x7b, 0xc8, 0xc8, 0x5b, 0, 0]).unwrap();
+        assert_eq!(t.resolve(KEY).unwrap_err(), Invalid::BadTag);
     }
 
     #[test]
     fn bad_arguments_are_a_decode_error_not_a_panic() {
-        let run = TaskRef::of(&|s: String| s.len()).resolve().unwrap();
+        let run = TaskRef::of(&|s: String| s.len(), KEY).resolve(KEY).unwrap();
         assert!(run(&[0xff, 0xff, 0xff]).is_err());
     }
 }

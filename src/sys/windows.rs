@@ -24,11 +24,13 @@ pub(crate) fn same_image(anchor: usize, addr: usize) -> bool {
         SizeOfImage: 0,
         EntryPoint: std::ptr::null_mut(),
     };
+    // SAFETY: no preconditions; returns a pseudo-handle that needs no close.
+    let process = unsafe { GetCurrentProcess() };
     // SAFETY: `info` is a valid, writable MODULEINFO and its size is passed;
-    // the pseudo-handle of the current process is always valid.
+    // `process` is the always-valid pseudo-handle of this process.
     let ok = unsafe {
         K32GetModuleInformation(
-            GetCurrentProcess(),
+            process,
             module,
             &mut info,
             std::mem::size_of::<MODULEINFO>() as u32,
