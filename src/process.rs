@@ -3,7 +3,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -156,9 +156,10 @@ pub fn current_process() -> ProcessInfo {
 /// fn main() {
 ///     multiproc::init();
 ///     let p = multiproc::Process::spawn(nap, 300).unwrap();
-///     assert!(multiproc::active_children().iter().any(|c| c.pid() == p.pid()));
+///     let pid = p.pid();
+///     assert!(multiproc::active_children().iter().any(|c| c.pid() == pid));
 ///     p.join().unwrap();
-///     assert!(multiproc::active_children().iter().all(|c| c.pid() != p.pid()));
+///     assert!(multiproc::active_children().iter().all(|c| c.pid() != pid));
 /// }
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {
@@ -185,6 +186,9 @@ struct ChildCell {
     pid: u32,
     name: String,
     child: Mutex<std::process::Child>,
+    /// Set once the user terminated or killed the child: its death is then
+    /// `ProcessDied`, even if it happened before the handshake.
+    signalled: AtomicBool,
 }
 
 impl ChildCell {
@@ -219,11 +223,21 @@ impl ChildCell {
         }
     }
 
-    fn signal(&self, how: fn(&mut std::process::Child) -> std::io::Result<()>) -> Result<()> {
+    /// Sends `how` unless the child already ended. `by_user` marks a
+    /// `terminate()`/`kill()` call (see `signalled`), as opposed to the
+    /// crate's own clean-up of a child that failed to start.
+    fn signal(
+        &self,
+        how: fn(&mut std::process::Child) -> std::io::Result<()>,
+        by_user: bool,
+    ) -> Result<()> {
         let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
         // Never signal a reaped pid: it may already belong to someone else.
         if let Ok(Some(_)) = child.try_wait() {
             return Ok(());
+        }
+        if by_user {
+            self.signalled.store(true, Ordering::Relaxed);
         }
         how(&mut child).map_err(|e| Error::io("signalling the child", e).with_pid(self.pid))
     }
@@ -326,10 +340,12 @@ impl Waiter {
                         .cell
                         .wait_exit(Some(Instant::now() + Duration::from_secs(1)));
                     return Err(match status {
+                        // Terminated or killed by the user while starting.
+                        Some(_) if self.cell.signalled.load(Ordering::Relaxed) => self.died(),
                         Some(s) => e.with_status(s),
                         None => {
                             // Alive but refused (wrong token): it must not run.
-                            let _ = self.cell.signal(std::process::Child::kill);
+                            let _ = self.cell.signal(std::process::Child::kill, false);
                             e
                         }
                     });
@@ -348,7 +364,7 @@ impl Waiter {
                     bootstrap::abort_handshake(server_name);
                     aborted = true;
                 } else if Instant::now() >= start_deadline {
-                    let _ = self.cell.signal(std::process::Child::kill);
+                    let _ = self.cell.signal(std::process::Child::kill, false);
                     bootstrap::abort_handshake(server_name);
                     aborted = true;
                 }
@@ -534,6 +550,7 @@ impl ProcessBuilder {
             pid: child.id(),
             name,
             child: Mutex::new(child),
+            signalled: AtomicBool::new(false),
         });
         CHILDREN
             .lock()
@@ -745,7 +762,7 @@ impl<R> Process<R> {
     /// }
     /// ```
     pub fn terminate(&self) -> Result<()> {
-        self.waiter.cell.signal(sys::terminate)
+        self.waiter.cell.signal(sys::terminate, true)
     }
 
     /// Kills the child: `SIGKILL` on Unix, `TerminateProcess` on Windows
@@ -765,7 +782,7 @@ impl<R> Process<R> {
     /// }
     /// ```
     pub fn kill(&self) -> Result<()> {
-        self.waiter.cell.signal(std::process::Child::kill)
+        self.waiter.cell.signal(std::process::Child::kill, true)
     }
 }
 
@@ -801,7 +818,7 @@ impl<R> Drop for Process<R> {
             });
         if reaper.is_err() {
             // No thread to wait with: a killed child beats an unreaped one.
-            let _ = cell.signal(std::process::Child::kill);
+            let _ = cell.signal(std::process::Child::kill, false);
             cell.wait_exit(None);
         }
     }
