@@ -50,6 +50,9 @@ pub(crate) const EXIT_PANICKED: i32 = 1;
 /// How long a child waits for its `Config` after connecting.
 const CHILD_DEADLINE: Duration = Duration::from_secs(5);
 
+/// A handshake socket older than this that nobody listens on is debris.
+const STALE_SOCKET_AGE: Duration = Duration::from_secs(2);
+
 pub(crate) type Token = [u8; 32];
 
 /// First message, child → parent.
@@ -159,6 +162,8 @@ pub(crate) fn launch(
     args: Vec<u8>,
     env: &[(std::ffi::OsString, Option<std::ffi::OsString>)],
 ) -> Result<Launch> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| sys::sweep_stale_handshake_dirs(&std::env::temp_dir(), STALE_SOCKET_AGE));
     let (server, server_name) = IpcOneShotServer::<Hello>::new()
         .map_err(|e| Error::io("creating the handshake server", e))?;
     let exe =

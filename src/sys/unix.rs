@@ -112,3 +112,86 @@ pub(crate) fn die_with_parent(parent_pid: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Removes handshake sockets that a killed parent left behind.
+///
+/// `ipc-channel`'s one-shot server binds a socket in a fresh
+/// `$TMPDIR/.tmpXXXXXX/` directory and removes it on accept. If the parent
+/// is SIGKILLed during a handshake (a millisecond window) the directory
+/// stays. The first spawn of every program sweeps them: a directory is
+/// removed only if it is ours, holds nothing but a socket named `socket`,
+/// is older than `min_age` and nobody listens on it any more
+/// (`ECONNREFUSED`).
+pub(crate) fn sweep_stale_handshake_dirs(tmp: &std::path::Path, min_age: std::time::Duration) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".tmp") && name.len() == 10) {
+            continue;
+        }
+        let dir = entry.path();
+        let socket = dir.join("socket");
+        let Ok(meta) = std::fs::symlink_metadata(&socket) else {
+            continue;
+        };
+        let old_enough = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= min_age);
+        if !meta.file_type().is_socket() || meta.uid() != uid || !old_enough {
+            continue;
+        }
+        let only_the_socket = std::fs::read_dir(&dir).map(|d| d.count() == 1).unwrap_or(false);
+        if !only_the_socket {
+            continue;
+        }
+        let refused = matches!(
+            std::os::unix::net::UnixStream::connect(&socket),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+        );
+        if refused {
+            let _ = std::fs::remove_file(&socket);
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sweep_removes_dead_handshake_dirs_only() {
+        let root = std::env::temp_dir().join(format!("multiproc-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir(&root).unwrap();
+        let dead = root.join(".tmpDEAD01");
+        let live = root.join(".tmpLIVE01");
+        let other = root.join(".tmpOTHER1");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // A bound-then-closed listener leaves a socket file nobody serves.
+        drop(std::os::unix::net::UnixListener::bind(dead.join("socket")).unwrap());
+        let _listening = std::os::unix::net::UnixListener::bind(live.join("socket")).unwrap();
+        std::fs::write(other.join("socket"), b"not a socket").unwrap();
+
+        sweep_stale_handshake_dirs(&root, Duration::from_secs(3600));
+        assert!(dead.exists(), "too young to be swept");
+
+        sweep_stale_handshake_dirs(&root, Duration::ZERO);
+        assert!(!dead.exists());
+        assert!(live.join("socket").exists());
+        assert!(other.join("socket").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

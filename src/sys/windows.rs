@@ -66,3 +66,7 @@ pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
 pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<()> {
     Ok(())
 }
+
+/// Windows' one-shot servers are named pipes, which vanish with their
+/// process: nothing to sweep.
+pub(crate) fn sweep_stale_handshake_dirs(_tmp: &std::path::Path, _min_age: std::time::Duration) {}
