@@ -1,1 +1,518 @@
-fn main() {}
+//! `multiproc` side by side with its peers (DESIGN.md §8).
+//!
+//! ```text
+//! cargo bench --bench peers                  # full run
+//! PEERS_QUICK=1 cargo bench --bench peers    # smoke test: a few iterations
+//! PEERS_PYTHON=/path/to/python3 cargo bench --bench peers
+//! ```
+//!
+//! Each row of the table compares multiproc with one peer, measured side by
+//! side in the same process run: rounds alternate the two (A B, B A, A B,
+//! ...), so slow drifts of the machine (other load, CPU clocks, page cache)
+//! hit both alike. A few untimed rounds come first. Each figure is the
+//! median of its samples, with the minimum beside it. multiproc is measured
+//! afresh for every row, so its figure differs a little from row to row:
+//! that spread is the noise of the run.
+//!
+//! Python peers run `benches/peers.py` in `--serve` mode: one long-lived
+//! interpreter that runs one timed iteration per line it reads, so its
+//! iterations interleave with ours too. Without `python3` on PATH (or
+//! `PEERS_PYTHON`), their rows say `n/a`.
+//!
+//! To add a metric: write a function like [`spawn_join`] that builds a
+//! multiproc [`Contender`] and one per peer, and hand them to
+//! [`Table::side_by_side`] ([`measure`] does the timing).
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    multiproc::init();
+    procspawn::init();
+
+    let quick = std::env::var_os("PEERS_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
+    let cfg = if quick {
+        Config {
+            warmup: 1,
+            iters_1: 5,
+            iters_4: 5,
+        }
+    } else {
+        Config {
+            warmup: 3,
+            iters_1: 50,
+            iters_4: 30,
+        }
+    };
+
+    println!(
+        "multiproc peers benchmark{}",
+        if quick { " (PEERS_QUICK)" } else { "" }
+    );
+    println!("{}", Machine::probe());
+    println!(
+        "method: each row times multiproc and one peer alternately (A B, B A, A B, ...), \
+         after {} untimed warm-up round(s)",
+        cfg.warmup
+    );
+    println!();
+
+    let mut table = Table::default();
+    spawn_join(&mut table, &cfg, 1, cfg.iters_1);
+    spawn_join(&mut table, &cfg, 4, cfg.iters_4);
+    table.print();
+
+    println!();
+    goal_line(&table, "spawn+join 4 processes", Duration::from_millis(5));
+}
+
+struct Config {
+    warmup: usize,
+    /// Timed rounds for "spawn+join 1 process".
+    iters_1: usize,
+    /// Timed rounds for "spawn+join 4 processes".
+    iters_4: usize,
+}
+
+// ------------------------------------------------------------------ rows
+
+/// The task every contender runs: returns at once.
+fn one(_: ()) -> u64 {
+    1
+}
+
+/// Spawns `n` processes running a trivial task, then joins them all.
+fn spawn_join(table: &mut Table, cfg: &Config, n: usize, iters: usize) {
+    let metric = if n == 1 {
+        "spawn+join 1 process".to_string()
+    } else {
+        format!("spawn+join {n} processes")
+    };
+    let ours = || {
+        Contender::timed("multiproc", move || {
+            let procs: Vec<multiproc::Process<u64>> = (0..n)
+                .map(|_| multiproc::Process::spawn(one, ()).expect("multiproc spawn"))
+                .collect();
+            for p in procs {
+                assert_eq!(p.join().expect("multiproc join"), 1);
+            }
+        })
+    };
+    let mut peers = vec![Contender::timed("procspawn 1.0.2", move || {
+        let handles: Vec<_> = (0..n).map(|_| procspawn::spawn((), |()| 1u64)).collect();
+        for h in handles {
+            assert_eq!(h.join().expect("procspawn join"), 1);
+        }
+    })];
+    for method in ["fork", "spawn"] {
+        let args = ["spawn_join", "--n", &n.to_string(), "--method", method];
+        peers.push(PythonPeer::contender(&format!("Python {method}"), &args));
+    }
+    table.side_by_side(&metric, cfg, iters, ours, peers);
+}
+
+/// Prints whether multiproc's median for `metric` meets `limit`, taking
+/// the figure from the metric's first row (the one against procspawn, whose
+/// rounds are not mixed with heavy Python ones).
+fn goal_line(table: &Table, metric: &str, limit: Duration) {
+    let ours = table
+        .rows
+        .iter()
+        .find(|r| r.metric == metric)
+        .map(|r| &r.ours);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    match ours {
+        Some(Figure::Time(s)) => println!(
+            "goal: {metric} <= {} on 2 cores; here ({cores} cores) multiproc median {} \
+             (first row): {}",
+            Ms(limit),
+            Ms(s.median),
+            if s.median <= limit { "MET" } else { "NOT MET" }
+        ),
+        _ => println!("goal: {metric}: no multiproc figure"),
+    }
+}
+
+// ------------------------------------------------------------ measuring
+
+/// Median and minimum of one contender's samples.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    median: Duration,
+    min: Duration,
+    samples: usize,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>) -> Option<Stats> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let n = samples.len();
+        let median = if n % 2 == 1 {
+            samples[n / 2]
+        } else {
+            (samples[n / 2 - 1] + samples[n / 2]) / 2
+        };
+        Some(Stats {
+            median,
+            min: samples[0],
+            samples: n,
+        })
+    }
+}
+
+/// What one contender scored: a time, or why there is none.
+#[derive(Debug, Clone)]
+enum Figure {
+    Time(Stats),
+    NotAvailable(String),
+}
+
+/// One side of a comparison: `run` performs one iteration and returns the
+/// time it took (measured by the contender, so a Python peer can time
+/// itself without the pipe round trip), or why it cannot.
+struct Contender {
+    name: String,
+    run: Box<dyn FnMut() -> Result<Duration, String>>,
+}
+
+impl Contender {
+    /// A contender timed here, around the whole closure.
+    fn timed(name: &str, mut f: impl FnMut() + 'static) -> Contender {
+        Contender {
+            name: name.to_string(),
+            run: Box::new(move || {
+                let t0 = Instant::now();
+                f();
+                Ok(t0.elapsed())
+            }),
+        }
+    }
+
+    /// A contender that could not start: every figure is `n/a (why)`.
+    fn unavailable(name: &str, why: String) -> Contender {
+        Contender {
+            name: name.to_string(),
+            run: Box::new(move || Err(why.clone())),
+        }
+    }
+}
+
+/// Runs `warmup` untimed rounds, then `iters` timed rounds; each round runs
+/// every contender once, starting one further along each time (A B C,
+/// B C A, ...). A contender that fails is dropped from later rounds and
+/// reported as not available.
+fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(String, Figure)> {
+    let k = contenders.len();
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(iters); k];
+    let mut failed: Vec<Option<String>> = vec![None; k];
+    for round in 0..warmup + iters {
+        for offset in 0..k {
+            let i = (round + offset) % k;
+            if failed[i].is_some() {
+                continue;
+            }
+            match (contenders[i].run)() {
+                Ok(d) if round >= warmup => samples[i].push(d),
+                Ok(_) => {}
+                Err(why) => failed[i] = Some(why),
+            }
+        }
+    }
+    contenders
+        .iter()
+        .zip(samples)
+        .zip(failed)
+        .map(|((c, s), failed)| {
+            let fig = match (failed, Stats::of(s)) {
+                (Some(why), _) => Figure::NotAvailable(why),
+                (None, Some(stats)) => Figure::Time(stats),
+                (None, None) => Figure::NotAvailable("no samples".into()),
+            };
+            (c.name.clone(), fig)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- Python
+
+/// `benches/peers.py … --serve`: one interpreter, one iteration per request.
+struct PythonPeer {
+    child: Child,
+    /// `None` once closed: EOF ends `--serve`.
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl PythonPeer {
+    const SCRIPT: &'static str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py");
+
+    fn python() -> String {
+        std::env::var("PEERS_PYTHON").unwrap_or_else(|_| "python3".to_string())
+    }
+
+    fn contender(name: &str, args: &[&str]) -> Contender {
+        match PythonPeer::start(args) {
+            Ok(mut peer) => Contender {
+                name: name.to_string(),
+                run: Box::new(move || peer.sample()),
+            },
+            Err(why) => Contender::unavailable(name, why),
+        }
+    }
+
+    fn start(args: &[&str]) -> Result<PythonPeer, String> {
+        let python = PythonPeer::python();
+        let mut child = Command::new(&python)
+            .arg(PythonPeer::SCRIPT)
+            .args(args)
+            .args(["--warmup", "0", "--serve"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => format!("{python} not found (set PEERS_PYTHON)"),
+                _ => format!("{python}: {e}"),
+            })?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut peer = PythonPeer {
+            child,
+            stdin: Some(stdin),
+            stdout,
+        };
+        let ready = peer.read_line()?;
+        if !ready.contains("\"ready\": true") {
+            return Err(format!("unexpected greeting {ready:?}"));
+        }
+        Ok(peer)
+    }
+
+    fn read_line(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) => Err("peers.py exited (see its stderr)".into()),
+            Ok(_) => Ok(line),
+            Err(e) => Err(format!("reading peers.py: {e}")),
+        }
+    }
+
+    /// One iteration; the time is Python's own `perf_counter` figure.
+    fn sample(&mut self) -> Result<Duration, String> {
+        let stdin = self.stdin.as_mut().ok_or("peers.py stdin closed")?;
+        stdin
+            .write_all(b"\n")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("writing to peers.py: {e}"))?;
+        let line = self.read_line()?;
+        // The reply is `{"s": <seconds>}`; no JSON crate needed for that.
+        let secs: f64 = line
+            .trim()
+            .strip_prefix("{\"s\":")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("unexpected reply {line:?}"))?;
+        Duration::try_from_secs_f64(secs).map_err(|e| format!("bad time {secs}: {e}"))
+    }
+}
+
+impl Drop for PythonPeer {
+    fn drop(&mut self) {
+        // EOF on stdin ends `--serve` cleanly (Python then stops its own
+        // helpers, such as the spawn method's resource tracker).
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------ table
+
+/// One line of the table: multiproc against one peer on one metric.
+struct Row {
+    metric: String,
+    ours: Figure,
+    peer: String,
+    theirs: Figure,
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<Row>,
+}
+
+impl Table {
+    /// One row per peer: each peer is measured against a fresh multiproc
+    /// contender from `ours`, the two alternating round by round, so every
+    /// row is its own side-by-side comparison.
+    fn side_by_side(
+        &mut self,
+        metric: &str,
+        cfg: &Config,
+        iters: usize,
+        ours: impl Fn() -> Contender,
+        peers: Vec<Contender>,
+    ) {
+        for peer in peers {
+            let mut pair = [ours(), peer];
+            let mut figures = measure(cfg.warmup, iters, &mut pair).into_iter();
+            let (Some((_, ours)), Some((peer, theirs))) = (figures.next(), figures.next()) else {
+                unreachable!("measure returns one figure per contender");
+            };
+            self.rows.push(Row {
+                metric: metric.to_string(),
+                ours,
+                peer,
+                theirs,
+            });
+        }
+    }
+
+    fn print(&self) {
+        println!("times: median (min) per iteration; ratio = peer median / multiproc median,");
+        println!("so ratio > 1 means multiproc is faster, < 1 that the peer is.");
+        let header = ["metric", "multiproc", "peer", "peer figure", "ratio"];
+        let cells: Vec<[String; 5]> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let ratio = match (&r.ours, &r.theirs) {
+                    (Figure::Time(a), Figure::Time(b)) => {
+                        format!("{:.2}x", b.median.as_secs_f64() / a.median.as_secs_f64())
+                    }
+                    _ => "n/a".to_string(),
+                };
+                [
+                    r.metric.clone(),
+                    r.ours.to_string(),
+                    r.peer.clone(),
+                    r.theirs.to_string(),
+                    ratio,
+                ]
+            })
+            .collect();
+        let mut width = header.map(str::len);
+        for row in &cells {
+            for (w, c) in width.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |row: &[String]| {
+            let padded: Vec<String> = row
+                .iter()
+                .zip(width)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            println!("| {} |", padded.join(" | "));
+        };
+        line(&header.map(String::from));
+        let rule: Vec<String> = width.iter().map(|&w| "-".repeat(w)).collect();
+        println!("|-{}-|", rule.join("-|-"));
+        for row in &cells {
+            line(row);
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            if seen.contains(&r.metric.as_str()) {
+                continue;
+            }
+            seen.push(&r.metric);
+            if let Figure::Time(s) = &r.ours {
+                println!("{}: {} timed rounds", r.metric, s.samples);
+            }
+        }
+        for r in &self.rows {
+            for (who, fig) in [("multiproc", &r.ours), (r.peer.as_str(), &r.theirs)] {
+                if let Figure::NotAvailable(why) = fig {
+                    println!("note: {} / {who}: n/a: {why}", r.metric);
+                }
+            }
+        }
+    }
+}
+
+/// A duration in milliseconds, 3 significant-ish digits.
+struct Ms(Duration);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_secs_f64() * 1e3;
+        if ms >= 100.0 {
+            write!(f, "{ms:.0} ms")
+        } else if ms >= 10.0 {
+            write!(f, "{ms:.1} ms")
+        } else {
+            write!(f, "{ms:.2} ms")
+        }
+    }
+}
+
+impl fmt::Display for Figure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Figure::Time(s) => write!(f, "{} ({})", Ms(s.median), Ms(s.min)),
+            Figure::NotAvailable(_) => write!(f, "n/a"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- machine
+
+struct Machine {
+    cpu: String,
+    cores: String,
+    os: String,
+}
+
+impl Machine {
+    fn probe() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        let cores = std::thread::available_parallelism()
+            .map_or_else(|e| format!("unknown ({e})"), |n| n.get().to_string());
+        let pretty = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                    .map(|v| v.trim_matches('"').to_string())
+            });
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|s| s.trim().to_string());
+        let mut os = format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
+        if let Some(k) = kernel {
+            os += &format!(", kernel {k}");
+        }
+        if let Some(p) = pretty {
+            os += &format!(", {p}");
+        }
+        Machine { cpu, cores, os }
+    }
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "machine: CPU {}", self.cpu)?;
+        writeln!(f, "         cores (available_parallelism) {}", self.cores)?;
+        write!(f, "         OS {}", self.os)
+    }
+}

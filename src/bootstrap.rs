@@ -201,7 +201,15 @@ pub(crate) fn launch(
     let spawned = std::thread::Builder::new()
         .name(format!("multiproc-handshake-{pid}"))
         .spawn(move || {
-            let _ = tx.send(accept(server, &token, pid, name, task, args));
+            // Hand the link over before the accepted connection is closed:
+            // that close frees the (already unlinked) socket inode, which on
+            // a disk-backed $TMPDIR can wait ~0.3 ms for the filesystem.
+            let (result, conn) = match accept(server, &token, pid, name, task, args) {
+                Ok((link, conn)) => (Ok(link), Some(conn)),
+                Err(e) => (Err(e), None),
+            };
+            let _ = tx.send(result);
+            drop(conn);
         });
     if let Err(e) = spawned {
         let mut child = child;
@@ -223,10 +231,10 @@ fn accept(
     name: String,
     task: TaskRef,
     args: Vec<u8>,
-) -> Result<Link> {
+) -> Result<(Link, IpcReceiver<Hello>)> {
     let handshake_err =
         |what: &str| Error::new(ErrorKind::Handshake, what.to_string()).with_pid(pid);
-    let (_conn, hello) = server.accept().map_err(|e| {
+    let (conn, hello) = server.accept().map_err(|e| {
         handshake_err("accept").with_source(std::io::Error::other(format!("{e:?}")))
     })?;
     let reply = match hello {
@@ -258,10 +266,13 @@ fn accept(
         .map_err(|e| {
             handshake_err("sending the task").with_source(std::io::Error::other(format!("{e:?}")))
         })?;
-    Ok(Link {
-        results,
-        _control: control,
-    })
+    Ok((
+        Link {
+            results,
+            _control: control,
+        },
+        conn,
+    ))
 }
 
 /// Wakes a handshake thread blocked in `accept()` whose child is gone.
@@ -352,10 +363,15 @@ fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     drop(hello);
 
     let control = config.control;
-    std::thread::Builder::new()
-        .name("multiproc-parent-watch".into())
-        .spawn(move || watch_parent(control))
-        .map_err(|e| format!("watch thread: {e}"))?;
+    if sys::PARENT_DEATH_SIGNAL {
+        // The kernel kills us with the parent; keep the channel open only.
+        std::mem::forget(control);
+    } else {
+        std::thread::Builder::new()
+            .name("multiproc-parent-watch".into())
+            .spawn(move || watch_parent(control))
+            .map_err(|e| format!("watch thread: {e}"))?;
+    }
     let _ = CURRENT_NAME.set(config.name);
 
     let run = match config.task.resolve(task_key(&token)) {

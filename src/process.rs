@@ -205,21 +205,21 @@ impl ChildCell {
 
     /// Waits for the child to end, until `deadline`.
     fn wait_exit(&self, deadline: Option<Instant>) -> Option<ExitStatus> {
-        let mut pause = Duration::from_micros(20);
         loop {
             if let Some(status) = self.poll_exit() {
                 return Some(status);
             }
-            let mut nap = pause;
+            // Sleep until the child exits or a slice passes, without holding
+            // the lock (is_alive, kill and active_children take it too).
+            let mut slice = Duration::from_millis(50);
             if let Some(d) = deadline {
                 let now = Instant::now();
                 if now >= d {
                     return None;
                 }
-                nap = nap.min(d - now);
+                slice = slice.min(d - now);
             }
-            std::thread::sleep(nap);
-            pause = (pause * 2).min(Duration::from_millis(10));
+            sys::wait_for_exit(self.pid, slice);
         }
     }
 

@@ -149,7 +149,9 @@ pub(crate) fn sweep_stale_handshake_dirs(tmp: &std::path::Path, min_age: std::ti
         if !meta.file_type().is_socket() || meta.uid() != uid || !old_enough {
             continue;
         }
-        let only_the_socket = std::fs::read_dir(&dir).map(|d| d.count() == 1).unwrap_or(false);
+        let only_the_socket = std::fs::read_dir(&dir)
+            .map(|d| d.count() == 1)
+            .unwrap_or(false);
         if !only_the_socket {
             continue;
         }
@@ -162,6 +164,42 @@ pub(crate) fn sweep_stale_handshake_dirs(tmp: &std::path::Path, min_age: std::ti
             let _ = std::fs::remove_dir(&dir);
         }
     }
+}
+
+/// Linux kills a worker with its parent (`PR_SET_PDEATHSIG`), so the worker
+/// needs no thread watching its control channel for EOF.
+pub(crate) const PARENT_DEATH_SIGNAL: bool = cfg!(target_os = "linux");
+
+/// Blocks until process `pid` (our un-reaped child) exits or `timeout`
+/// passes; the caller then reaps it with `try_wait`. Spurious early returns
+/// are fine.
+///
+/// Linux: `poll` on a pidfd, which wakes the moment the child exits.
+/// Elsewhere (or on kernels without `pidfd_open`): a short sleep.
+pub(crate) fn wait_for_exit(pid: u32, timeout: std::time::Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `pidfd_open(pid, 0)` has no memory preconditions; it
+        // returns a new fd or -1.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
+        if fd >= 0 {
+            let fd = fd as libc::c_int;
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+            // SAFETY: `pfd` is one valid pollfd that outlives the call.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+            // SAFETY: `fd` is the pidfd opened above, owned here, closed once.
+            unsafe { libc::close(fd) };
+            return;
+        }
+    }
+    let _ = pid;
+    std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
 }
 
 #[cfg(test)]

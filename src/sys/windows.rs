@@ -70,3 +70,11 @@ pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<()> {
 /// Windows' one-shot servers are named pipes, which vanish with their
 /// process: nothing to sweep.
 pub(crate) fn sweep_stale_handshake_dirs(_tmp: &std::path::Path, _min_age: std::time::Duration) {}
+
+/// Windows has no parent-death signal: workers watch their control channel.
+pub(crate) const PARENT_DEATH_SIGNAL: bool = false;
+
+/// Sleeps briefly; the caller re-checks the child with `try_wait`.
+pub(crate) fn wait_for_exit(_pid: u32, timeout: std::time::Duration) {
+    std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
+}
