@@ -58,6 +58,15 @@ pub enum ErrorKind {
     /// The call does not make sense in the object's current state (for
     /// example joining a process twice).
     InvalidState,
+    /// The shared-memory space is exhausted (`/dev/shm` full, `ENOSPC`):
+    /// the segment could not be reserved.
+    NoSpace,
+    /// The process holding a lock died while holding it. The lock is now
+    /// held by the caller, but the data it protected may be inconsistent.
+    OwnerDied,
+    /// A process taking part in a synchronisation (barrier, semaphore,
+    /// event, condition, queue, pipe) died, so the wait can never complete.
+    PeerDied,
     /// Any other operating-system error.
     Io,
 }
@@ -74,6 +83,9 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol violation by a peer",
             ErrorKind::Codec => "could not encode or decode a value",
             ErrorKind::InvalidState => "invalid state for this call",
+            ErrorKind::NoSpace => "shared memory exhausted",
+            ErrorKind::OwnerDied => "the owner of the lock died holding it",
+            ErrorKind::PeerDied => "a peer process died",
             ErrorKind::Io => "operating-system error",
         }
     }
