@@ -1,7 +1,6 @@
 //! `SharedValue`, `SharedArray`, `SharedMemory` across real processes.
 
 use std::ops::Range;
-use std::time::{Duration, Instant};
 
 use multiproc::{ErrorKind, Process, SharedArray, SharedMemory, SharedValue};
 
@@ -168,6 +167,8 @@ fn our_dev_shm_entries() -> Vec<String> {
 #[cfg(target_os = "linux")]
 #[test]
 fn nothing_is_left_in_dev_shm_after_a_sigkill() {
+    use std::time::{Duration, Instant};
+
     fn hold(report: SharedMemory) {
         let mine = SharedMemory::create(1 << 20).unwrap();
         mine.write_at(0, b"child data");

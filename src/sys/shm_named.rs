@@ -138,18 +138,25 @@ impl Map {
         if self.unlinked.swap(true, Ordering::AcqRel) {
             return;
         }
-        #[cfg(unix)]
-        {
-            let mut shmem = self.shmem.lock().unwrap_or_else(|p| p.into_inner());
-            // Our own unlink replaces the one `Shmem` would do on drop.
-            shmem.0.set_owner(false);
-            if let Ok(name) = std::ffi::CString::new(self.loc.name.as_str()) {
-                // SAFETY: a valid C string; an error (already gone) is fine.
-                unsafe { libc::shm_unlink(name.as_ptr()) };
-            }
-        }
+        let mut shmem = self.shmem.lock().unwrap_or_else(|p| p.into_inner());
+        remove_name(&mut shmem.0, &self.loc.name);
     }
 }
+
+#[cfg(unix)]
+fn remove_name(shmem: &mut Shmem, name: &str) {
+    // Our own unlink replaces the one `Shmem` would do on drop.
+    shmem.set_owner(false);
+    if let Ok(name) = std::ffi::CString::new(name) {
+        // SAFETY: a valid C string; an error (already gone) is fine.
+        unsafe { libc::shm_unlink(name.as_ptr()) };
+    }
+}
+
+/// Windows cannot remove the name early: the creator's `Shmem` renames the
+/// backing file and marks it delete-on-close when it drops.
+#[cfg(windows)]
+fn remove_name(_shmem: &mut Shmem, _name: &str) {}
 
 /// `true` when `e` means the shared-memory space is full.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
