@@ -361,6 +361,15 @@ mod tests {
 
     #[test]
     fn full_dev_shm_is_enospc_at_create() {
+        // Only tmpfs refuses an oversized fallocate up front; on a disk
+        // file system the test would fill the disk first.
+        // SAFETY: `statfs` is zeroable plain data.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and a valid out-pointer.
+        let rc = unsafe { libc::statfs(c"/dev/shm".as_ptr(), &mut fs) };
+        if rc != 0 || fs.f_type != libc::TMPFS_MAGIC {
+            return;
+        }
         // SAFETY: `statvfs` is zeroable plain data.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: valid C string and a valid out-pointer.
