@@ -208,3 +208,14 @@ fn nothing_is_left_in_dev_shm_after_a_sigkill() {
     // And the memory is gone with its last holder.
     assert!(SharedMemory::open(&name).is_err());
 }
+
+#[test]
+fn an_array_passed_as_a_temporary_still_reaches_the_child() {
+    // The parent keeps the arguments alive until the child has ended, so
+    // the child can open memory that nothing else in the parent holds.
+    fn sum(arr: SharedArray<u64>) -> u64 {
+        arr.to_vec().iter().sum()
+    }
+    let p = Process::spawn(sum, SharedArray::from_slice(&[1, 2, 3, 4]).unwrap()).unwrap();
+    assert_eq!(p.join().unwrap(), 10);
+}
