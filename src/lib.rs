@@ -3,8 +3,11 @@
 
 mod affinity;
 mod bootstrap;
+mod codec;
 mod error;
 mod process;
+mod region;
+mod ring;
 mod sys;
 mod task;
 

@@ -12,3 +12,6 @@ pub(crate) use unix::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
+
+mod futex;
+pub(crate) use futex::{futex_wait, futex_wake_all, pid_alive};
