@@ -60,6 +60,9 @@ mod tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
+#[cfg(all(feature = "fuzzing", not(loom)))]
+pub(crate) mod fuzzing;
+
 /// Size of the header in front of the data area.
 pub(crate) const HEADER_SIZE: usize = 384;
 /// Smallest capacity accepted.
@@ -643,11 +646,13 @@ fn pid_alive(_pid: u32) -> bool {
 }
 
 /// Spins (with `spin_loop` hints) for up to `budget` until `ready()`.
+/// Under loom a spin would be an unbounded loop of modelled loads: check
+/// once and go on to the (yielding) park.
 fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
     if ready() {
         return true;
     }
-    if budget.is_zero() {
+    if budget.is_zero() || cfg!(loom) {
         return false;
     }
     let start = Instant::now();
@@ -742,11 +747,15 @@ fn timeout_error(what: &str) -> Error {
 /// into `PeerDied` (and poisons the ring: what it held may be half-written).
 fn lock_side(ring: &Ring, side: &Side, pid: u32, wait: &mut Wait, spin: Duration) -> Result<()> {
     let try_lock = || {
-        // SYNC: Acquire pairs with the Release store of 0 in unlock_side, so
-        // the previous holder's writes (positions, frames) are visible.
-        side.lock
-            .compare_exchange(0, pid, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+        // SYNC: Relaxed pre-check (test-and-test-and-set: spinners read the
+        // line instead of bouncing it); the CAS carries the ordering.
+        side.lock.load(Ordering::Relaxed) == 0
+            // SYNC: Acquire pairs with the Release store of 0 in
+            // unlock_side, so the previous holder's writes are visible.
+            && side
+                .lock
+                .compare_exchange(0, pid, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
     };
     if spin_until(spin, try_lock) {
         return Ok(());
