@@ -14,15 +14,17 @@
 #![allow(dead_code)]
 
 use std::borrow::Cow;
-use std::time::Instant;
 
 use bytemuck::Pod;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 #[cfg(not(loom))]
-use crate::ring::{Consumer, Producer};
+use {
+    crate::ring::{Consumer, Producer},
+    serde::de::DeserializeOwned,
+    std::time::Instant,
+};
 
 /// Bytes `value` takes in postcard form.
 ///
@@ -122,7 +124,7 @@ pub(crate) fn decode_pod_slice<T: Pod>(bytes: &[u8]) -> Result<Cow<'_, [T]>> {
             Err(Error::new(ErrorKind::Codec, "bytes for a zero-sized type"))
         };
     }
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(Error::new(
             ErrorKind::Codec,
             format!(
@@ -252,15 +254,25 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Codec);
         let mut small = [0u8; 4];
         assert_eq!(
-            encode_serde_into(&vec![0u8; 100], &mut small).unwrap_err().kind(),
+            encode_serde_into(&vec![0u8; 100], &mut small)
+                .unwrap_err()
+                .kind(),
             ErrorKind::Codec
         );
     }
 
     #[test]
     fn serde_garbage_is_codec_error() {
-        for bad in [&[][..], &[9u8][..], &[0, 0xff, 0xff, 0xff, 0xff, 0x0f][..], &[2, 1][..]] {
-            assert_eq!(decode_serde::<Msg>(bad).unwrap_err().kind(), ErrorKind::Codec);
+        for bad in [
+            &[][..],
+            &[9u8][..],
+            &[0, 0xff, 0xff, 0xff, 0xff, 0x0f][..],
+            &[2, 1][..],
+        ] {
+            assert_eq!(
+                decode_serde::<Msg>(bad).unwrap_err().kind(),
+                ErrorKind::Codec
+            );
         }
         // A huge length prefix neither panics nor allocates it.
         let huge = [0u8, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
@@ -268,23 +280,38 @@ mod tests {
         // Trailing bytes.
         let mut b = encode_serde(&Msg::Stop, 64).unwrap();
         b.push(0);
-        assert_eq!(decode_serde::<Msg>(&b).unwrap_err().kind(), ErrorKind::Codec);
+        assert_eq!(
+            decode_serde::<Msg>(&b).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
     }
 
     #[test]
     fn pod_round_trip_aligned_and_not() {
         let v = [1.5f64, -2.0, 3.25];
         let bytes = encode_pod_slice(&v);
-        assert!(matches!(decode_pod_slice::<f64>(bytes).unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(
+            decode_pod_slice::<f64>(bytes).unwrap(),
+            Cow::Borrowed(_)
+        ));
         // Misaligned copy of the same bytes.
         let mut shifted = vec![0u8; bytes.len() + 1];
         shifted[1..].copy_from_slice(bytes);
         let mis = &shifted[1..];
         let d = decode_pod_slice::<f64>(mis).unwrap();
         assert_eq!(&*d, &v);
-        assert_eq!(decode_pod::<u32>(encode_pod(&0xdead_beefu32)).unwrap(), 0xdead_beef);
-        assert_eq!(decode_pod::<u32>(&[1, 2, 3]).unwrap_err().kind(), ErrorKind::Codec);
-        assert_eq!(decode_pod_slice::<u32>(&[1, 2, 3]).unwrap_err().kind(), ErrorKind::Codec);
+        assert_eq!(
+            decode_pod::<u32>(encode_pod(&0xdead_beefu32)).unwrap(),
+            0xdead_beef
+        );
+        assert_eq!(
+            decode_pod::<u32>(&[1, 2, 3]).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
+        assert_eq!(
+            decode_pod_slice::<u32>(&[1, 2, 3]).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
         assert!(decode_pod_slice::<()>(&[]).unwrap().is_empty());
         assert!(decode_pod_slice::<()>(&[1]).is_err());
     }
@@ -297,19 +324,43 @@ mod tests {
         let mut p = ring.producer().unwrap();
         let mut c = ring.consumer().unwrap();
         for i in 0..200u64 {
-            push_value(&mut p, 3, &Msg::Task { id: i, args: vec![i as i32; (i % 7) as usize] }, None).unwrap();
+            push_value(
+                &mut p,
+                3,
+                &Msg::Task {
+                    id: i,
+                    args: vec![i as i32; (i % 7) as usize],
+                },
+                None,
+            )
+            .unwrap();
             let (k, m) = pop_value::<Msg>(&mut c, None).unwrap();
             assert_eq!(k, 3);
-            assert_eq!(m, Msg::Task { id: i, args: vec![i as i32; (i % 7) as usize] });
+            assert_eq!(
+                m,
+                Msg::Task {
+                    id: i,
+                    args: vec![i as i32; (i % 7) as usize]
+                }
+            );
             push_pod_slice(&mut p, 4, &[i, i + 1], None).unwrap();
-            assert_eq!(pop_pod_vec::<u64>(&mut c, None).unwrap(), (4, vec![i, i + 1]));
+            assert_eq!(
+                pop_pod_vec::<u64>(&mut c, None).unwrap(),
+                (4, vec![i, i + 1])
+            );
         }
         // Over the ring's maximum: an error, not a hang.
         let big = vec![0u8; ring.max_payload() + 1];
-        assert_eq!(push_value(&mut p, 1, &big, None).unwrap_err().kind(), ErrorKind::Codec);
+        assert_eq!(
+            push_value(&mut p, 1, &big, None).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
         // A frame that is not a Msg: Codec error, and the frame is gone.
         p.push(1, &[0xff, 0xff], None).unwrap();
-        assert_eq!(pop_value::<Msg>(&mut c, None).unwrap_err().kind(), ErrorKind::Codec);
+        assert_eq!(
+            pop_value::<Msg>(&mut c, None).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
         assert!(c.try_pop().unwrap().is_none());
     }
 }

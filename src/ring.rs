@@ -205,10 +205,24 @@ pub(crate) const fn region_size(capacity: usize) -> usize {
 /// The header and data area, with the capacity this process validated.
 #[cfg(not(loom))]
 struct Mem {
+    /// Keeps the memory alive.
     region: Arc<dyn Region>,
+    /// `region.base()`, cached: a virtual call per access costs more than
+    /// a small frame.
+    base: *mut u8,
     /// Local copy, checked against the mapping size; never re-read.
     cap: usize,
 }
+
+// SAFETY: `base` points into `region`, which is Send + Sync and outlives
+// the Mem; the memory behind it is only accessed through atomics and raw
+// copies (see Region), so sharing the pointer between threads adds nothing
+// a `&Region` would not allow.
+#[cfg(not(loom))]
+unsafe impl Send for Mem {}
+// SAFETY: as for Send.
+#[cfg(not(loom))]
+unsafe impl Sync for Mem {}
 
 #[cfg(loom)]
 struct Mem {
@@ -219,65 +233,98 @@ struct Mem {
 
 #[cfg(not(loom))]
 impl Mem {
-    fn header(&self) -> &Header {
-        // SAFETY: the region is valid for `region_size(cap)` bytes (checked
-        // when the Mem was built) and 64-aligned (Region's contract), and
-        // Header holds only atomics (UnsafeCell inside), for which any bit
-        // pattern is valid and concurrent writes by peers are allowed, so a
-        // shared reference to it is sound.
-        unsafe { &*(self.region.base() as *const Header) }
+    fn new(region: Arc<dyn Region>, cap: usize) -> Mem {
+        let base = region.base();
+        Mem { region, base, cap }
     }
 
-    fn data(&self) -> *mut u8 {
-        // SAFETY: HEADER_SIZE + cap <= region.len(), checked at build time,
-        // so the result stays inside the region.
-        unsafe { self.region.base().add(HEADER_SIZE) }
+    #[inline]
+    fn header(&self) -> &Header {
+        // SAFETY: the region is valid for at least HEADER_SIZE bytes
+        // (checked before any Mem is built) and 64-aligned (Region's
+        // contract), and Header holds only atomics (UnsafeCell inside), for
+        // which any bit pattern is valid and concurrent writes by peers are
+        // allowed, so a shared reference to it is sound.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    /// Address of byte `off` of the data area. Callers keep `off <= cap`
+    /// (checked before any access), so with `HEADER_SIZE + cap <=
+    /// region.len()` (checked before the Mem was built) the address is
+    /// inside the region; `wrapping_add` then equals `add`.
+    #[inline]
+    fn data_at(&self, off: usize) -> *mut u8 {
+        self.base.wrapping_add(HEADER_SIZE + off)
     }
 
     /// The frame word at `off` (8-aligned, `off + 8 <= cap`).
+    #[inline]
     fn word(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.cap, "ring: bad word offset");
+        assert!(
+            off.is_multiple_of(8) && off + 8 <= self.cap,
+            "ring: bad word offset"
+        );
         // SAFETY: in bounds (asserted), 8-aligned (the data area starts at a
         // 64-aligned address + 384), and accessed by every party only as an
         // AtomicU64, so a shared reference to an atomic is sound.
-        unsafe { &*(self.data().add(off) as *const AtomicU64) }
+        unsafe { &*(self.data_at(off) as *const AtomicU64) }
     }
 
     /// Copies `src` into the data area at `off`.
+    #[inline]
     fn write(&self, off: usize, src: &[u8]) {
-        assert!(off <= self.cap && src.len() <= self.cap - off, "ring: bad write");
+        assert!(
+            off <= self.cap && src.len() <= self.cap - off,
+            "ring: bad write"
+        );
         // SAFETY: the destination is inside the data area (asserted) and
         // cannot overlap `src`, a Rust slice we hold. The bytes belong to
         // the producer (free space past `tail`) by the ring protocol; a raw
         // copy forms no reference to them.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data().add(off), src.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data_at(off), src.len()) };
     }
 
-    /// Copies `dst.len()` bytes at `off` out of the data area.
-    fn read(&self, off: usize, dst: &mut [u8]) {
-        assert!(off <= self.cap && dst.len() <= self.cap - off, "ring: bad read");
-        // SAFETY: the source is inside the data area (asserted); `dst` is
-        // ours. The bytes are a committed frame the consumer owns until it
-        // releases it; a raw copy forms no reference to shared bytes.
-        unsafe { std::ptr::copy_nonoverlapping(self.data().add(off), dst.as_mut_ptr(), dst.len()) };
+    /// Replaces the contents of `dst` with the `len` bytes at `off` (no
+    /// zero-fill first: the copy initialises them).
+    #[inline]
+    fn read_into(&self, off: usize, len: usize, dst: &mut Vec<u8>) {
+        assert!(off <= self.cap && len <= self.cap - off, "ring: bad read");
+        dst.clear();
+        dst.reserve(len);
+        // SAFETY: the source is inside the data area (asserted); the
+        // destination is `dst`'s spare capacity, at least `len` bytes after
+        // `reserve`, and cannot overlap the region. The bytes are a
+        // committed frame the consumer owns until it releases it; a raw
+        // copy forms no reference to shared bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.data_at(off), dst.as_mut_ptr(), len) };
+        // SAFETY: the first `len` bytes were initialised by the copy above,
+        // and `len <= capacity` after `reserve`.
+        unsafe { dst.set_len(len) };
     }
 }
 
 #[cfg(loom)]
 impl Mem {
+    #[inline]
     fn header(&self) -> &Header {
         &self.header
     }
 
     fn word(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.cap, "ring: bad word offset");
+        assert!(
+            off.is_multiple_of(8) && off + 8 <= self.cap,
+            "ring: bad word offset"
+        );
         &self.words[off / 8]
     }
 
     // Payload bytes live in atomic words stored Relaxed, so loom can tell
     // when a frame word's Release/Acquire fails to publish them.
     fn write(&self, off: usize, src: &[u8]) {
-        assert!(off % 8 == 0 && src.len() <= self.cap - off, "ring: bad write");
+        assert!(
+            off % 8 == 0 && src.len() <= self.cap - off,
+            "ring: bad write"
+        );
         for (i, chunk) in src.chunks(8).enumerate() {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
@@ -286,11 +333,18 @@ impl Mem {
         }
     }
 
-    fn read(&self, off: usize, dst: &mut [u8]) {
-        assert!(off % 8 == 0 && dst.len() <= self.cap - off, "ring: bad read");
+    fn read_into(&self, off: usize, len: usize, dst: &mut Vec<u8>) {
+        assert!(
+            off.is_multiple_of(8) && len <= self.cap - off,
+            "ring: bad read"
+        );
+        dst.clear();
+        dst.resize(len, 0);
         for (i, chunk) in dst.chunks_mut(8).enumerate() {
             // SYNC: Relaxed; ordered after the Acquire load of the frame word.
-            let w = self.words[off / 8 + i].load(Ordering::Relaxed).to_le_bytes();
+            let w = self.words[off / 8 + i]
+                .load(Ordering::Relaxed)
+                .to_le_bytes();
             chunk.copy_from_slice(&w[..chunk.len()]);
         }
     }
@@ -300,10 +354,12 @@ impl Mem {
 // Frame words
 // ---------------------------------------------------------------------------
 
+#[inline]
 fn seal(pos: u64) -> u64 {
     ((pos >> 3) & 0x7F_FFFF) | 0x80_0000
 }
 
+#[inline]
 fn pack(len: usize, kind: u8, pos: u64) -> u64 {
     debug_assert!(len <= u32::MAX as usize);
     len as u64 | (kind as u64) << 32 | seal(pos) << 40
@@ -360,15 +416,12 @@ impl Ring {
     pub(crate) fn create(region: Arc<dyn Region>, capacity: usize, mode: Mode) -> Result<Ring> {
         check_capacity(capacity, region.len(), region.base() as usize)
             .map_err(|m| Error::new(ErrorKind::InvalidState, m))?;
-        let mem = Mem {
-            region,
-            cap: capacity,
-        };
+        let mem = Mem::new(region, capacity);
         // SAFETY: the data area [HEADER_SIZE, HEADER_SIZE + cap) is inside
         // the region (checked above) and nobody else uses the region yet
         // (the caller's promise for a new ring), so no one observes the
         // plain writes.
-        unsafe { std::ptr::write_bytes(mem.data(), 0, capacity) };
+        unsafe { std::ptr::write_bytes(mem.data_at(0), 0, capacity) };
         Ok(Ring::init(mem, capacity, mode))
     }
 
@@ -437,11 +490,11 @@ impl Ring {
     pub(crate) fn attach(region: Arc<dyn Region>) -> Result<Ring> {
         let len = region.len();
         let base = region.base() as usize;
-        if len < HEADER_SIZE || base % REGION_ALIGN != 0 {
+        if len < HEADER_SIZE || !base.is_multiple_of(REGION_ALIGN) {
             return Err(Error::new(ErrorKind::Protocol, "ring region too small"));
         }
         // Reading the header needs only HEADER_SIZE bytes (checked above).
-        let probe = Mem { region, cap: 0 };
+        let probe = Mem::new(region, 0);
         let meta = &probe.header().meta.0;
         // SYNC: Acquire pairs with the Release store of magic in Ring::init.
         if meta.magic.load(Ordering::Acquire) != MAGIC {
@@ -465,10 +518,7 @@ impl Ring {
         let cap = usize::try_from(cap)
             .map_err(|_| Error::new(ErrorKind::Protocol, "ring capacity out of range"))?;
         check_capacity(cap, len, base).map_err(|m| Error::new(ErrorKind::Protocol, m))?;
-        let mem = Mem {
-            region: probe.region,
-            cap,
-        };
+        let mem = Mem::new(probe.region, cap);
         Ok(Ring {
             mem: Arc::new(mem),
             mode,
@@ -486,6 +536,7 @@ impl Ring {
     }
 
     /// Largest payload one frame can carry: `capacity / 2 - 16`.
+    #[inline]
     pub(crate) fn max_payload(&self) -> usize {
         max_payload(self.mem.cap)
     }
@@ -567,6 +618,7 @@ impl Ring {
         Ok(pid)
     }
 
+    #[inline]
     fn header(&self) -> &Header {
         self.mem.header()
     }
@@ -589,6 +641,7 @@ impl Ring {
     }
 }
 
+#[inline]
 fn max_payload(cap: usize) -> usize {
     cap / 2 - 2 * FRAME_WORD
 }
@@ -605,7 +658,7 @@ fn check_capacity(cap: usize, region_len: usize, base: usize) -> std::result::Re
             region_size(cap)
         ));
     }
-    if base % 64 != 0 {
+    if !base.is_multiple_of(64) {
         return Err("ring region is not 64-byte aligned".into());
     }
     Ok(())
@@ -705,14 +758,17 @@ fn notify(w: &Waiters) {
 /// Deadline and liveness bookkeeping of one blocking call.
 struct Wait {
     deadline: Option<Instant>,
-    last_check: Instant,
+    /// Set on the first liveness query: building a Wait must not read the
+    /// clock (every try_* call builds one; a clock read costs more than a
+    /// frame here).
+    last_check: Option<Instant>,
 }
 
 impl Wait {
     fn new(deadline: Option<Instant>) -> Wait {
         Wait {
             deadline,
-            last_check: Instant::now(),
+            last_check: None,
         }
     }
 
@@ -729,11 +785,17 @@ impl Wait {
 
     /// Runs `alive` at most every LIVENESS_PERIOD.
     fn liveness_due(&mut self) -> bool {
-        if self.last_check.elapsed() >= LIVENESS_PERIOD {
-            self.last_check = Instant::now();
-            true
-        } else {
-            false
+        match self.last_check {
+            Some(t) if t.elapsed() < LIVENESS_PERIOD => false,
+            Some(_) => {
+                self.last_check = Some(Instant::now());
+                true
+            }
+            None => {
+                // The first park already lasted up to LIVENESS_PERIOD.
+                self.last_check = Some(Instant::now());
+                true
+            }
         }
     }
 }
@@ -850,10 +912,12 @@ impl Producer {
     }
 
     /// Largest payload one frame can carry.
+    #[inline]
     pub(crate) fn max_payload(&self) -> usize {
         self.ring.max_payload()
     }
 
+    #[inline]
     fn header(&self) -> &Header {
         self.ring.header()
     }
@@ -863,6 +927,7 @@ impl Producer {
         self.ring.poison(what)
     }
 
+    #[inline]
     fn check_state(&self) -> Result<()> {
         if self.poisoned {
             return Err(Error::new(ErrorKind::Protocol, "ring poisoned"));
@@ -881,6 +946,7 @@ impl Producer {
         Ok(())
     }
 
+    #[inline]
     fn check_len(&self, len: usize) -> Result<()> {
         let max = self.max_payload();
         if len > max {
@@ -900,7 +966,10 @@ impl Producer {
         let head = self.header().cons.0.pos.load(Ordering::Acquire);
         let cap = self.ring.mem.cap as u64;
         let behind = self.tail.wrapping_sub(head);
-        if head % 8 != 0 || behind > cap || behind > self.tail.wrapping_sub(self.cached_head) {
+        if !head.is_multiple_of(8)
+            || behind > cap
+            || behind > self.tail.wrapping_sub(self.cached_head)
+        {
             return Err(self.protocol(format!(
                 "ring head {head} invalid for tail {} (capacity {cap})",
                 self.tail
@@ -912,6 +981,7 @@ impl Producer {
 
     /// Mpmc: takes the producer lock and refreshes tail/head from the
     /// header (validated); Spsc: nothing.
+    #[inline]
     fn enter(&mut self, wait: &mut Wait) -> Result<()> {
         if self.ring.mode == Mode::Spsc {
             return Ok(());
@@ -924,7 +994,7 @@ impl Producer {
         // SYNC: Acquire pairs with the Release store of head in release_raw.
         let head = self.header().cons.0.pos.load(Ordering::Acquire);
         let cap = self.ring.mem.cap as u64;
-        if tail % 8 != 0 || tail.wrapping_sub(head) > cap {
+        if !tail.is_multiple_of(8) || tail.wrapping_sub(head) > cap {
             self.leave();
             return Err(self.protocol(format!("ring tail {tail} invalid for head {head}")));
         }
@@ -933,6 +1003,7 @@ impl Producer {
         Ok(())
     }
 
+    #[inline]
     fn leave(&mut self) {
         if self.ring.mode == Mode::Mpmc {
             unlock_side(&self.ring.header().prod.0);
@@ -942,6 +1013,7 @@ impl Producer {
     /// Finds room for a frame of `len` payload bytes at the tail, writing a
     /// padding frame first if it would cross the end. `None`: not enough
     /// free space now.
+    #[inline]
     fn try_reserve_raw(&mut self, len: usize) -> Result<Option<Slot>> {
         let cap = self.ring.mem.cap;
         let size = frame_size(len);
@@ -963,8 +1035,10 @@ impl Producer {
             mem.word(0).store(0, Ordering::Relaxed);
             // SYNC: Release pairs with the Acquire load of the frame word in
             // Consumer::try_peek_raw.
-            mem.word(off)
-                .store(pack(pad - FRAME_WORD, KIND_PAD, self.tail), Ordering::Release);
+            mem.word(off).store(
+                pack(pad - FRAME_WORD, KIND_PAD, self.tail),
+                Ordering::Release,
+            );
             self.tail = self.tail.wrapping_add(pad as u64);
             // SYNC: Release pairs with the Acquire loads of tail in
             // Producer::enter (Mpmc) and used_bytes.
@@ -979,6 +1053,7 @@ impl Producer {
 
     /// Publishes the frame in `slot` with `len <= slot.len` payload bytes
     /// (already written).
+    #[inline]
     fn commit_raw(&mut self, slot: Slot, kind: u8, len: usize) {
         debug_assert!(len <= slot.len && kind <= MAX_KIND);
         let mem = &self.ring.mem;
@@ -1004,6 +1079,7 @@ impl Producer {
         notify(&self.header().cons_wait.0);
     }
 
+    #[inline]
     fn check_kind(kind: u8) -> Result<()> {
         if kind > MAX_KIND {
             return Err(Error::new(
@@ -1064,7 +1140,12 @@ impl Producer {
     ///
     /// As [`try_push`](Self::try_push), plus `Timeout` and `PeerDied` (the
     /// consumer is gone while the ring is full).
-    pub(crate) fn push(&mut self, kind: u8, payload: &[u8], deadline: Option<Instant>) -> Result<()> {
+    pub(crate) fn push(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let mut wait = Wait::new(deadline);
         loop {
             if self.try_push(kind, payload)? {
@@ -1182,6 +1263,7 @@ impl Consumer {
         self.peer_alive = Some(check);
     }
 
+    #[inline]
     fn header(&self) -> &Header {
         self.ring.header()
     }
@@ -1191,6 +1273,7 @@ impl Consumer {
         self.ring.poison(what)
     }
 
+    #[inline]
     fn check_state(&self) -> Result<u32> {
         if self.poisoned {
             return Err(Error::new(ErrorKind::Protocol, "ring poisoned"));
@@ -1206,6 +1289,7 @@ impl Consumer {
         Ok(st)
     }
 
+    #[inline]
     fn enter(&mut self, wait: &mut Wait) -> Result<()> {
         if self.ring.mode == Mode::Spsc {
             return Ok(());
@@ -1219,7 +1303,7 @@ impl Consumer {
         // for the plausibility check (tail may lag committed frames).
         let tail = self.header().prod.0.pos.load(Ordering::Acquire);
         let cap = self.ring.mem.cap as u64;
-        if head % 8 != 0 || tail.wrapping_add(cap).wrapping_sub(head) > 2 * cap {
+        if !head.is_multiple_of(8) || tail.wrapping_add(cap).wrapping_sub(head) > 2 * cap {
             self.leave();
             return Err(self.protocol(format!("ring head {head} invalid for tail {tail}")));
         }
@@ -1227,6 +1311,7 @@ impl Consumer {
         Ok(())
     }
 
+    #[inline]
     fn leave(&mut self) {
         if self.ring.mode == Mode::Mpmc {
             unlock_side(&self.ring.header().cons.0);
@@ -1235,6 +1320,7 @@ impl Consumer {
 
     /// Reads and validates the frame word at `head`, skipping padding.
     /// `None`: empty (and the producer is not closed).
+    #[inline]
     fn try_peek_raw(&mut self) -> Result<Option<RawFrame>> {
         let cap = self.ring.mem.cap;
         loop {
@@ -1286,12 +1372,14 @@ impl Consumer {
         }
     }
 
+    #[inline]
     fn publish_head(&self) {
         // SYNC: Release pairs with the Acquire load of head in
         // Producer::load_head: we are done reading these bytes.
         self.header().cons.0.pos.store(self.head, Ordering::Release);
     }
 
+    #[inline]
     fn release_raw(&mut self, f: RawFrame) {
         self.head = f.pos.wrapping_add(frame_size(f.len) as u64);
         self.publish_head();
@@ -1315,9 +1403,7 @@ impl Consumer {
         self.enter(&mut Wait::new(None))?;
         let r = match self.try_peek_raw() {
             Ok(Some(f)) => {
-                buf.clear();
-                buf.resize(f.len, 0);
-                self.ring.mem.read(f.off + FRAME_WORD, buf);
+                self.ring.mem.read_into(f.off + FRAME_WORD, f.len, buf);
                 self.release_raw(f);
                 Ok(Some(f.kind))
             }
@@ -1469,7 +1555,7 @@ impl Reservation<'_> {
         // producer writes them (Spsc: one producer; Mpmc: we hold the
         // producer lock until commit/drop). The borrow of `self` keeps the
         // slice from outliving the reservation.
-        unsafe { std::slice::from_raw_parts_mut(mem.data().add(start), self.slot.len) }
+        unsafe { std::slice::from_raw_parts_mut(mem.data_at(start), self.slot.len) }
     }
 
     /// Publishes the first `len` bytes of [`buf`](Self::buf) as a frame of
@@ -1484,7 +1570,10 @@ impl Reservation<'_> {
         if len > self.slot.len {
             return Err(Error::new(
                 ErrorKind::InvalidState,
-                format!("commit of {len} bytes into a reservation of {}", self.slot.len),
+                format!(
+                    "commit of {len} bytes into a reservation of {}",
+                    self.slot.len
+                ),
             ));
         }
         self.done = true;
@@ -1535,7 +1624,11 @@ impl Producer {
     /// # Errors
     ///
     /// As [`push`](Self::push).
-    pub(crate) fn reserve(&mut self, len: usize, deadline: Option<Instant>) -> Result<Reservation<'_>> {
+    pub(crate) fn reserve(
+        &mut self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Reservation<'_>> {
         self.check_len(len)?;
         let mut wait = Wait::new(deadline);
         let slot = loop {
@@ -1588,7 +1681,7 @@ impl Frame<'_> {
         // there again only after seeing our head move. (A peer that breaks
         // the protocol can change the bytes under us; any bytes are valid
         // `u8`s, and such a peer is outside this process.)
-        unsafe { std::slice::from_raw_parts(mem.data().add(start), self.frame.len) }
+        unsafe { std::slice::from_raw_parts(mem.data_at(start), self.frame.len) }
     }
 }
 

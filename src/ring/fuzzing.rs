@@ -19,7 +19,11 @@ impl Model {
     fn room(&self, len: usize) -> (bool, u64) {
         let size = frame_size(len) as u64;
         let off = self.tail % self.cap;
-        let pad = if off + size > self.cap { self.cap - off } else { 0 };
+        let pad = if off + size > self.cap {
+            self.cap - off
+        } else {
+            0
+        };
         (self.tail - self.head + pad + size + 8 <= self.cap, pad)
     }
 
@@ -69,11 +73,23 @@ pub(crate) fn run(data: &[u8]) {
     let mut inp = Input(data);
     let Some(first) = inp.byte() else { return };
     let cap = [64usize, 128, 256, 1024][(first & 3) as usize];
-    let mode = if first & 4 == 0 { Mode::Spsc } else { Mode::Mpmc };
+    let mode = if first & 4 == 0 {
+        Mode::Spsc
+    } else {
+        Mode::Mpmc
+    };
     let r = Ring::with_heap(cap, mode).expect("valid capacity");
-    let (mut p, mut c) = (r.producer().expect("producer"), r.consumer().expect("consumer"));
+    let (mut p, mut c) = (
+        r.producer().expect("producer"),
+        r.consumer().expect("consumer"),
+    );
     let max = r.max_payload();
-    let mut m = Model { cap: cap as u64, head: 0, tail: 0, items: VecDeque::new() };
+    let mut m = Model {
+        cap: cap as u64,
+        head: 0,
+        tail: 0,
+        items: VecDeque::new(),
+    };
     let mut corrupted = false;
     let mut seq = 0u8;
     while let Some(op) = inp.byte() {
@@ -81,7 +97,9 @@ pub(crate) fn run(data: &[u8]) {
         let len_of = |b: u8| (b as usize * (max + 2)) / 255;
         match op % 6 {
             0 => {
-                let (Some(l), Some(kind)) = (inp.byte(), inp.byte()) else { return };
+                let (Some(l), Some(kind)) = (inp.byte(), inp.byte()) else {
+                    return;
+                };
                 let len = len_of(l);
                 let data = vec![seq; len];
                 let got = p.try_push(kind % (MAX_KIND + 1), &data);
@@ -107,7 +125,9 @@ pub(crate) fn run(data: &[u8]) {
                 }
             }
             2 => {
-                let (Some(l), Some(commit)) = (inp.byte(), inp.byte()) else { return };
+                let (Some(l), Some(commit)) = (inp.byte(), inp.byte()) else {
+                    return;
+                };
                 let len = len_of(l);
                 let (fits, pad) = m.room(len);
                 match p.try_reserve(len) {
@@ -144,13 +164,17 @@ pub(crate) fn run(data: &[u8]) {
                 }
             }
             4 => {
-                let (Some(at), Some(w)) = (inp.byte(), inp.word()) else { return };
+                let (Some(at), Some(w)) = (inp.byte(), inp.word()) else {
+                    return;
+                };
                 let off = (at as usize * 8) % cap;
                 r.mem.word(off).store(w, Ordering::SeqCst);
                 corrupted = true;
             }
             _ => {
-                let (Some(which), Some(w)) = (inp.byte(), inp.word()) else { return };
+                let (Some(which), Some(w)) = (inp.byte(), inp.word()) else {
+                    return;
+                };
                 let h = r.header();
                 // Never the lock words: a lock "held" by a live pid blocks
                 // by design (until the holder dies); that is not a bug.

@@ -8,7 +8,9 @@ use super::*;
 use loom::thread;
 
 fn payload(seq: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (seq as u8).wrapping_mul(17) ^ i as u8).collect()
+    (0..len)
+        .map(|i| (seq as u8).wrapping_mul(17) ^ i as u8)
+        .collect()
 }
 
 /// One producer, one consumer, a 64-byte ring (max payload 16): four frames

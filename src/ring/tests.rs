@@ -43,10 +43,15 @@ fn ring_push_pop_kinds_and_empty_frames() {
 #[test]
 fn ring_oversize_frame_and_reserved_kind_are_errors_not_hangs() {
     let (r, mut p, _c) = ring(128, Mode::Spsc);
-    let e = p.push(1, &vec![0u8; r.max_payload() + 1], None).unwrap_err();
+    let e = p
+        .push(1, &vec![0u8; r.max_payload() + 1], None)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Codec);
     assert!(p.try_reserve(r.max_payload() + 1).is_err());
-    assert_eq!(p.try_push(KIND_PAD, b"x").unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(
+        p.try_push(KIND_PAD, b"x").unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
     // The ring is still usable.
     assert!(p.try_push(1, b"ok").unwrap());
 }
@@ -58,7 +63,10 @@ fn ring_full_then_wraps_with_padding() {
     for i in 0..3 {
         assert!(p.try_push(1, &payload(i, 32)).unwrap(), "frame {i}");
     }
-    assert!(!p.try_push(1, &payload(3, 32)).unwrap(), "ring should be full");
+    assert!(
+        !p.try_push(1, &payload(3, 32)).unwrap(),
+        "ring should be full"
+    );
     assert!(!p.try_push(1, b"").unwrap());
     for i in 0..3 {
         assert_eq!(c.try_pop().unwrap(), Some((1, payload(i, 32))));
@@ -114,7 +122,10 @@ fn ring_reserve_commit_shorter_and_abandon() {
     assert_eq!(c.try_pop().unwrap(), Some((5, b"after".to_vec())));
     // Committing more than reserved is refused.
     let res = p.try_reserve(8).unwrap().unwrap();
-    assert_eq!(res.commit(1, 9).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(
+        res.commit(1, 9).unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
     assert!(c.try_pop().unwrap().is_none());
 }
 
@@ -165,8 +176,14 @@ fn ring_timeouts() {
     assert_eq!(c.pop(soon()).unwrap_err().kind(), ErrorKind::Timeout);
     assert!(c.peek(soon()).is_err());
     while p.try_push(1, &[1; 16]).unwrap() {}
-    assert_eq!(p.push(1, &[1; 16], soon()).unwrap_err().kind(), ErrorKind::Timeout);
-    assert_eq!(p.reserve(16, soon()).err().unwrap().kind(), ErrorKind::Timeout);
+    assert_eq!(
+        p.push(1, &[1; 16], soon()).unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    assert_eq!(
+        p.reserve(16, soon()).err().unwrap().kind(),
+        ErrorKind::Timeout
+    );
     // Zero spin goes straight to parking.
     c.set_spin(Duration::ZERO);
     c.pop(None).unwrap();
@@ -184,7 +201,10 @@ fn ring_dead_peer_becomes_peer_died_not_a_hang() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     while p.try_push(1, &[1; 16]).unwrap() {}
     p.set_peer_check(Arc::new(|| false));
-    assert_eq!(p.push(1, &[1; 16], None).unwrap_err().kind(), ErrorKind::PeerDied);
+    assert_eq!(
+        p.push(1, &[1; 16], None).unwrap_err().kind(),
+        ErrorKind::PeerDied
+    );
 }
 
 #[cfg(unix)]
@@ -225,7 +245,11 @@ fn ring_parked_consumer_is_woken_by_a_push() {
     let t = thread::spawn(move || {
         let mut got = Vec::new();
         for _ in 0..50 {
-            got.push(c.pop(Some(Instant::now() + Duration::from_secs(20))).unwrap().1);
+            got.push(
+                c.pop(Some(Instant::now() + Duration::from_secs(20)))
+                    .unwrap()
+                    .1,
+            );
         }
         got
     });
@@ -234,7 +258,12 @@ fn ring_parked_consumer_is_woken_by_a_push() {
         p.push(1, &i.to_le_bytes(), None).unwrap();
     }
     let got = t.join().unwrap();
-    assert_eq!(got, (0..50u64).map(|i| i.to_le_bytes().to_vec()).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        (0..50u64)
+            .map(|i| i.to_le_bytes().to_vec())
+            .collect::<Vec<_>>()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -260,16 +289,28 @@ fn ring_attach_reads_and_validates_the_header() {
     // A capacity larger than the mapping, not a power of two, or huge.
     for bad in [512u64, 100, u64::MAX, 0] {
         meta.capacity.store(bad, Ordering::SeqCst);
-        assert_eq!(Ring::attach(reg.clone()).err().unwrap().kind(), ErrorKind::Protocol);
+        assert_eq!(
+            Ring::attach(reg.clone()).err().unwrap().kind(),
+            ErrorKind::Protocol
+        );
     }
     meta.capacity.store(256, Ordering::SeqCst);
     meta.mode.store(7, Ordering::SeqCst);
-    assert_eq!(Ring::attach(reg.clone()).err().unwrap().kind(), ErrorKind::Protocol);
+    assert_eq!(
+        Ring::attach(reg.clone()).err().unwrap().kind(),
+        ErrorKind::Protocol
+    );
     meta.mode.store(1, Ordering::SeqCst);
     meta.version.store(2, Ordering::SeqCst);
-    assert_eq!(Ring::attach(reg.clone()).err().unwrap().kind(), ErrorKind::Protocol);
+    assert_eq!(
+        Ring::attach(reg.clone()).err().unwrap().kind(),
+        ErrorKind::Protocol
+    );
     meta.magic.store(0, Ordering::SeqCst);
-    assert_eq!(Ring::attach(reg.clone()).err().unwrap().kind(), ErrorKind::Protocol);
+    assert_eq!(
+        Ring::attach(reg.clone()).err().unwrap().kind(),
+        ErrorKind::Protocol
+    );
     // Too small a region for even the header.
     assert!(Ring::attach(Arc::new(HeapRegion::new(100))).is_err());
     assert!(Ring::create(Arc::new(HeapRegion::new(100)), 64, Mode::Spsc).is_err());
@@ -331,7 +372,9 @@ fn ring_corrupt_frame_words_are_protocol_errors() {
         p.try_push(1, b"").unwrap();
         c.try_pop().unwrap().unwrap();
     }
-    r.mem.word(96).store(pack(8, KIND_PAD, 96), Ordering::SeqCst);
+    r.mem
+        .word(96)
+        .store(pack(8, KIND_PAD, 96), Ordering::SeqCst);
     expect_protocol(c.try_peek().map(|f| f.map(|f| f.kind())));
 }
 
@@ -471,7 +514,11 @@ mod props {
         fn push(&mut self, kind: u8, data: Vec<u8>) -> bool {
             let size = frame_size(data.len()) as u64;
             let off = self.tail % self.cap;
-            let pad = if off + size > self.cap { self.cap - off } else { 0 };
+            let pad = if off + size > self.cap {
+                self.cap - off
+            } else {
+                0
+            };
             if self.tail - self.head + pad + size + 8 > self.cap {
                 return false;
             }
@@ -523,7 +570,11 @@ mod props {
         (0usize..4, prop_oneof![Just(Mode::Spsc), Just(Mode::Mpmc)]).prop_flat_map(|(c, mode)| {
             let cap = [64usize, 128, 256, 1024][c];
             let max = max_payload(cap);
-            (Just(cap), Just(mode), proptest::collection::vec(op(max), 1..300))
+            (
+                Just(cap),
+                Just(mode),
+                proptest::collection::vec(op(max), 1..300),
+            )
         })
     }
 
@@ -691,9 +742,14 @@ fn ring_mpmc_threads_deliver_each_frame_once_in_producer_order() {
             }
         }));
     }
-    let mut all: Vec<(u64, u64)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<(u64, u64)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort_unstable();
-    let want: Vec<(u64, u64)> = (0..PRODUCERS).flat_map(|id| (0..PER).map(move |i| (id, i))).collect();
+    let want: Vec<(u64, u64)> = (0..PRODUCERS)
+        .flat_map(|id| (0..PER).map(move |i| (id, i)))
+        .collect();
     assert_eq!(all, want);
 }
 
@@ -705,38 +761,106 @@ fn ring_mpmc_threads_deliver_each_frame_once_in_producer_order() {
 #[ignore = "micro-benchmark; run by hand in release mode"]
 fn bench_ring_ping_pong_and_throughput() {
     const ROUNDS: u64 = 200_000;
-    // Ping-pong: two rings, 8-byte frames, busy spinning with try_* calls.
-    for attempt in 0..3 {
-        let (_a, mut p1, mut c1) = ring(4096, Mode::Spsc);
-        let (_b, mut p2, mut c2) = ring(4096, Mode::Spsc);
+    // Floor on this machine, measured in the same run: two bare atomics on
+    // separate cache lines (one line moves per hop).
+    {
+        #[repr(align(64))]
+        struct L(std::sync::atomic::AtomicU64);
+        let a = Arc::new((L(AtomicU64::new(0)), L(AtomicU64::new(0))));
+        let b = a.clone();
         let echo = thread::spawn(move || {
-            let mut buf = Vec::with_capacity(8);
-            for _ in 0..ROUNDS {
-                while c1.try_pop_into(&mut buf).unwrap().is_none() {
+            for i in 1..=ROUNDS {
+                while b.0 .0.load(Ordering::Acquire) != i {
                     std::hint::spin_loop();
                 }
-                while !p2.try_push(1, &buf).unwrap() {}
+                b.1 .0.store(i, Ordering::Release);
             }
         });
-        let mut buf = Vec::with_capacity(8);
         let t0 = Instant::now();
-        for i in 0..ROUNDS {
-            while !p1.try_push(1, &i.to_le_bytes()).unwrap() {}
-            while c2.try_pop_into(&mut buf).unwrap().is_none() {
+        for i in 1..=ROUNDS {
+            a.0 .0.store(i, Ordering::Release);
+            while a.1 .0.load(Ordering::Acquire) != i {
                 std::hint::spin_loop();
             }
         }
         let el = t0.elapsed();
         echo.join().unwrap();
         println!(
-            "ping-pong #{attempt}: {:.0} ns one-way ({:.0} ns round trip)",
+            "ping-pong floor (bare atomics): {:.0} ns one-way",
+            el.as_nanos() as f64 / ROUNDS as f64 / 2.0
+        );
+    }
+    // Ping-pong: two rings, 8-byte frames, busy spinning with try_* calls
+    // (notifying: a SeqCst fence per call) or the *_quiet calls (no fence).
+    for attempt in 0..4 {
+        let quiet = attempt % 2 == 1;
+        let (_a, mut p1, mut c1) = ring(4096, Mode::Spsc);
+        let (_b, mut p2, mut c2) = ring(4096, Mode::Spsc);
+        let echo = thread::spawn(move || {
+            let mut buf = Vec::with_capacity(8);
+            for _ in 0..ROUNDS {
+                while (if quiet {
+                    c1.try_pop_into_quiet(&mut buf)
+                } else {
+                    c1.try_pop_into(&mut buf)
+                })
+                .unwrap()
+                .is_none()
+                {
+                    std::hint::spin_loop();
+                }
+                while !(if quiet {
+                    p2.try_push_quiet(1, &buf)
+                } else {
+                    p2.try_push(1, &buf)
+                })
+                .unwrap()
+                {}
+            }
+        });
+        let mut buf = Vec::with_capacity(8);
+        let t0 = Instant::now();
+        for i in 0..ROUNDS {
+            let b = i.to_le_bytes();
+            while !(if quiet {
+                p1.try_push_quiet(1, &b)
+            } else {
+                p1.try_push(1, &b)
+            })
+            .unwrap()
+            {}
+            while (if quiet {
+                c2.try_pop_into_quiet(&mut buf)
+            } else {
+                c2.try_pop_into(&mut buf)
+            })
+            .unwrap()
+            .is_none()
+            {
+                std::hint::spin_loop();
+            }
+        }
+        let el = t0.elapsed();
+        echo.join().unwrap();
+        println!(
+            "ping-pong{} #{attempt}: {:.0} ns one-way ({:.0} ns round trip)",
+            if quiet { " quiet" } else { "" },
             el.as_nanos() as f64 / ROUNDS as f64 / 2.0,
             el.as_nanos() as f64 / ROUNDS as f64
         );
     }
     // Throughput of 8-byte frames, one producer thread, one consumer.
     const N: u64 = 20_000_000;
-    for (name, quiet) in [("try_push/try_pop", false), ("*_quiet + notify per 64", true)] {
+    for (name, quiet, backoff) in [
+        ("try_push/try_pop", false, 1),
+        ("*_quiet + notify per 64", true, 1),
+        (
+            "try_push/try_pop, consumer backs off 32 pauses when empty",
+            false,
+            32,
+        ),
+        ("*_quiet, consumer backs off 32 pauses when empty", true, 32),
+    ] {
         for attempt in 0..2 {
             let (_r, mut p, mut c) = ring(1 << 16, Mode::Spsc);
             let t0 = Instant::now();
@@ -753,11 +877,15 @@ fn bench_ring_ping_pong_and_throughput() {
                     if got.is_some() {
                         sum = sum.wrapping_add(u64::from_le_bytes(buf[..8].try_into().unwrap()));
                         n += 1;
-                        if quiet && n % 64 == 0 {
+                        if quiet && n.is_multiple_of(64) {
                             c.notify();
                         }
                     } else {
-                        std::hint::spin_loop();
+                        // Empty: let the producer fill the line before we
+                        // pull it again (else the line moves once per frame).
+                        for _ in 0..backoff {
+                            std::hint::spin_loop();
+                        }
                     }
                 }
                 sum
@@ -775,7 +903,7 @@ fn bench_ring_ping_pong_and_throughput() {
                     }
                     std::hint::spin_loop();
                 }
-                if quiet && i % 64 == 0 {
+                if quiet && i.is_multiple_of(64) {
                     p.notify();
                 }
             }
@@ -787,5 +915,34 @@ fn bench_ring_ping_pong_and_throughput() {
                 N as f64 / el.as_secs_f64() / 1e6
             );
         }
+    }
+}
+
+#[test]
+#[ignore = "micro-benchmark; run by hand in release mode"]
+fn bench_ring_one_thread() {
+    // Instruction cost: push + pop of an 8-byte frame on one thread.
+    {
+        let (_r, mut p, mut c) = ring(4096, Mode::Spsc);
+        let mut buf = Vec::with_capacity(8);
+        let n = 5_000_000u64;
+        let t0 = Instant::now();
+        for i in 0..n {
+            p.try_push_quiet(1, &i.to_le_bytes()).unwrap();
+            c.try_pop_into_quiet(&mut buf).unwrap().unwrap();
+        }
+        println!(
+            "one thread, quiet push + pop: {:.1} ns per frame",
+            t0.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t0 = Instant::now();
+        for i in 0..n {
+            p.try_push(1, &i.to_le_bytes()).unwrap();
+            c.try_pop_into(&mut buf).unwrap().unwrap();
+        }
+        println!(
+            "one thread, notifying push + pop: {:.1} ns per frame",
+            t0.elapsed().as_nanos() as f64 / n as f64
+        );
     }
 }

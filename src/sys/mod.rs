@@ -14,4 +14,6 @@ mod windows;
 pub(crate) use windows::*;
 
 mod futex;
+// Under loom the ring parks with loom's yield instead.
+#[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::{futex_wait, futex_wake_all, pid_alive};
