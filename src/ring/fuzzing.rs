@@ -7,12 +7,15 @@
 use super::*;
 use std::collections::VecDeque;
 
+/// A frame as the model holds it: kind and payload.
+type Frame = (u8, Vec<u8>);
+
 struct Model {
     cap: u64,
     head: u64,
     tail: u64,
     /// `None` = padding of that many bytes.
-    items: VecDeque<(u64, Option<(u8, Vec<u8>)>)>,
+    items: VecDeque<(u64, Option<Frame>)>,
 }
 
 impl Model {
@@ -27,7 +30,7 @@ impl Model {
         (self.tail - self.head + pad + size + 8 <= self.cap, pad)
     }
 
-    fn add(&mut self, pad: u64, frame: Option<(u8, Vec<u8>)>) {
+    fn add(&mut self, pad: u64, frame: Option<Frame>) {
         if pad > 0 {
             self.tail += pad;
             self.items.push_back((pad, None));
@@ -39,7 +42,7 @@ impl Model {
         }
     }
 
-    fn pop(&mut self) -> Option<(u8, Vec<u8>)> {
+    fn pop(&mut self) -> Option<Frame> {
         loop {
             let (n, item) = self.items.pop_front()?;
             self.head += n;
