@@ -76,3 +76,35 @@ fn loom_mpmc_lock_serialises_producers() {
         assert!(c.try_pop().unwrap().is_none());
     });
 }
+
+/// Frames committed before the producer closes are all delivered before
+/// the consumer sees `Disconnected` (close's Release vs. the consumer's
+/// Acquire of the state word).
+#[test]
+fn loom_close_after_frames_drains_then_disconnects() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let r = Ring::with_heap(64, Mode::Spsc).unwrap();
+        let mut p = r.producer().unwrap();
+        let mut c = r.consumer().unwrap();
+        let t = thread::spawn(move || {
+            assert!(p.try_push(1, &payload(1, 8)).unwrap());
+            assert!(p.try_push(2, &payload(2, 0)).unwrap());
+            drop(p); // closes
+        });
+        let mut got = Vec::new();
+        loop {
+            match c.try_pop() {
+                Ok(Some(f)) => got.push(f),
+                Ok(None) => thread::yield_now(),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Disconnected);
+                    break;
+                }
+            }
+        }
+        assert_eq!(got, vec![(1, payload(1, 8)), (2, payload(2, 0))]);
+        t.join().unwrap();
+    });
+}
