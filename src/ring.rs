@@ -597,8 +597,8 @@ impl Ring {
         }
         let h = self.mem.header();
         let side = if producer { &h.prod.0 } else { &h.cons.0 };
-        // SYNC: AcqRel: Acquire pairs with nothing that matters beyond the
-        // claim itself (only one handle may win); Relaxed on failure.
+        // SYNC: AcqRel RMW; the RMW alone decides the one winner, and it
+        // publishes nothing (the pid store below has its own Release).
         if side
             .claimed
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
@@ -610,8 +610,8 @@ impl Ring {
                 format!("ring already has a {which}"),
             ));
         }
-        // SYNC: Release pairs with the Acquire load of the peer pid in
-        // `peer_pid` (a hint for the liveness check).
+        // SYNC: Release pairs with the Acquire load of the pid in the other
+        // side's `peer_alive` (a hint for the liveness check).
         side.pid.store(pid, Ordering::Release);
         // The claimer's position is the side's published position: 0 for a
         // new ring.
@@ -680,6 +680,8 @@ fn wake(word: &AtomicU32) {
 
 #[cfg(loom)]
 fn park(word: &AtomicU32, expected: u32, _timeout: Duration) {
+    // SYNC: Relaxed, as the futex's own compare: the caller re-checks its
+    // condition with Acquire loads after we return.
     if word.load(Ordering::Relaxed) == expected {
         loom::thread::yield_now();
     }
