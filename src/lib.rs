@@ -3,8 +3,11 @@
 
 mod affinity;
 mod bootstrap;
+mod codec;
 mod error;
 mod process;
+mod region;
+mod ring;
 mod segment;
 mod shared;
 mod sys;
@@ -135,5 +138,17 @@ pub mod __fuzz {
     /// the parent does. Must never panic.
     pub fn outcome(bytes: &[u8]) -> bool {
         crate::bootstrap::decode_outcome_for_fuzzing(bytes)
+    }
+
+    /// Runs ring operations against a model, with a peer corrupting frame
+    /// words and header positions in between. Panics only on a real bug.
+    pub fn ring_ops(bytes: &[u8]) {
+        crate::ring::fuzzing::run(bytes);
+    }
+
+    /// Decodes arbitrary bytes as the codec would a frame's payload (serde
+    /// and `Pod` paths). Must never panic.
+    pub fn codec_decode(bytes: &[u8]) -> bool {
+        crate::codec::fuzz_decode(bytes)
     }
 }

@@ -14,6 +14,7 @@ mod windows;
 pub(crate) use windows::*;
 
 // Shared-memory objects: `sys::shm::{Map, Locator, is_no_space}`.
+mod futex;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "shm_linux.rs"]
 pub(crate) mod shm;
@@ -21,3 +22,6 @@ pub(crate) mod shm;
 #[path = "shm_named.rs"]
 pub(crate) mod shm;
 mod shm_name;
+// Under loom the ring parks with loom's yield instead.
+#[cfg_attr(loom, allow(unused_imports))]
+pub(crate) use futex::{futex_wait, futex_wake_all, pid_alive};
