@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::participants::Participants;
 use crate::segment::{Segment, SegmentHandle};
 use crate::sys;
 
@@ -45,7 +46,6 @@ const TICK: Duration = Duration::from_millis(25);
 const SPINS: u32 = 200;
 
 const MAGIC: u32 = 0x4d50_5359; // "MPSY"
-const MAX_PARTICIPANTS: usize = 128;
 const WAITERS: u32 = 1 << 31;
 
 #[repr(u32)]
@@ -67,7 +67,7 @@ struct Header {
     /// Non-zero once a participant died: every wait fails with `PeerDied`.
     broken: AtomicU32,
     _pad: AtomicU32,
-    participants: [AtomicU32; MAX_PARTICIPANTS],
+    participants: Participants,
 }
 
 /// What each primitive's block provides to the shared machinery.
@@ -161,17 +161,7 @@ impl<B: Block> Shared<B> {
     /// Takes a participant slot for this process (None if all are taken:
     /// this process is then not watched, which is documented).
     fn register(&self) -> Option<usize> {
-        let me = pid();
-        self.block()
-            .header()
-            .participants
-            .iter()
-            .position(|slot| {
-                // SYNC: AcqRel on the slot: pairs with the Release in
-                // `Drop` of a previous holder of the slot.
-                slot.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            })
+        self.block().header().participants.register()
     }
 
     /// `Err(PeerDied)` if the block is broken or a participant died (which
@@ -182,19 +172,16 @@ impl<B: Block> Shared<B> {
         if h.broken.load(Ordering::Acquire) != 0 {
             return Err(Error::new(ErrorKind::PeerDied, format!("{:?} is broken", B::KIND)));
         }
-        for slot in &h.participants {
-            let p = slot.load(Ordering::Relaxed);
-            if p != 0 && !sys::process_alive(p) {
-                // SYNC: Release pairs with the Acquire load above in other
-                // waiters.
-                h.broken.store(1, Ordering::Release);
-                block.wake_all();
-                return Err(Error::new(
-                    ErrorKind::PeerDied,
-                    format!("process {p} sharing this {:?} died", B::KIND),
-                )
-                .with_pid(p));
-            }
+        if let Some(p) = h.participants.dead() {
+            // SYNC: Release pairs with the Acquire load above in other
+            // waiters.
+            h.broken.store(1, Ordering::Release);
+            block.wake_all();
+            return Err(Error::new(
+                ErrorKind::PeerDied,
+                format!("process {p} sharing this {:?} died", B::KIND),
+            )
+            .with_pid(p));
         }
         Ok(())
     }
@@ -207,8 +194,7 @@ impl<B: Block> Shared<B> {
 impl<B: Block> Drop for Shared<B> {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
-            // SYNC: Release pairs with the AcqRel CAS in `register`.
-            self.block().header().participants[i].store(0, Ordering::Release);
+            self.block().header().participants.unregister(i);
         }
     }
 }
