@@ -51,7 +51,84 @@ def spawn_join_once(ctx, n):
     return elapsed
 
 
-BENCHES = {"spawn_join": spawn_join_once}
+def _echo(conn):
+    """Child of ``pipe_pingpong``: sends back every message until None."""
+    while True:
+        msg = conn.recv_bytes()
+        if msg == b"stop":
+            return
+        conn.send_bytes(msg)
+
+
+def _produce(q, cmd):
+    """Child of ``queue_throughput``: for each count read from ``cmd``,
+    puts that many small ints on ``q``; a count of 0 ends it."""
+    while True:
+        n = cmd.get()
+        if n == 0:
+            return
+        for i in range(n):
+            q.put(i)
+
+
+class PipePingPong:
+    """One iteration: ``n`` round trips of an 8-byte message over a
+    ``Pipe()`` to a child that echoes it (the child starts once)."""
+
+    def __init__(self, ctx, n):
+        self.n = n
+        self.conn, child_end = ctx.Pipe()
+        self.child = ctx.Process(target=_echo, args=(child_end,))
+        self.child.start()
+
+    def once(self):
+        msg = b"12345678"
+        t0 = time.perf_counter()
+        for _ in range(self.n):
+            self.conn.send_bytes(msg)
+            self.conn.recv_bytes()
+        return time.perf_counter() - t0
+
+    def close(self):
+        self.conn.send_bytes(b"stop")
+        self.child.join()
+
+
+class QueueThroughput:
+    """One iteration: a child puts ``n`` small ints on a ``Queue()`` and the
+    parent gets them all (the child starts once)."""
+
+    def __init__(self, ctx, n):
+        self.n = n
+        self.q = ctx.Queue()
+        self.cmd = ctx.Queue()
+        self.child = ctx.Process(target=_produce, args=(self.q, self.cmd))
+        self.child.start()
+
+    def once(self):
+        t0 = time.perf_counter()
+        self.cmd.put(self.n)
+        for _ in range(self.n):
+            self.q.get()
+        return time.perf_counter() - t0
+
+    def close(self):
+        self.cmd.put(0)
+        self.child.join()
+
+
+class SpawnJoin:
+    def __init__(self, ctx, n):
+        self.ctx, self.n = ctx, n
+
+    def once(self):
+        return spawn_join_once(self.ctx, self.n)
+
+    def close(self):
+        pass
+
+
+BENCHES = {"spawn_join": SpawnJoin, "pipe_pingpong": PipePingPong, "queue_throughput": QueueThroughput}
 
 
 def emit(obj):
@@ -62,7 +139,9 @@ def emit(obj):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bench", choices=sorted(BENCHES))
-    ap.add_argument("--n", type=int, default=1, help="processes per iteration")
+    ap.add_argument("--n", type=int, default=1,
+                    help="processes (spawn_join), round trips (pipe_pingpong) "
+                         "or items (queue_throughput) per iteration")
     ap.add_argument("--method", choices=["fork", "spawn", "forkserver"], default="fork")
     ap.add_argument("--iters", type=int, default=30, help="timed iterations (batch mode)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
@@ -71,18 +150,21 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     ctx = mp.get_context(args.method)
-    once = BENCHES[args.bench]
-    # Warm-up: imports, the resource tracker (spawn), page cache, CPU clocks.
-    for _ in range(args.warmup):
-        once(ctx, args.n)
+    bench = BENCHES[args.bench](ctx, args.n)
+    try:
+        # Warm-up: imports, the resource tracker (spawn), page cache, clocks.
+        for _ in range(args.warmup):
+            bench.once()
 
-    if args.serve:
-        emit({"ready": True, "python": sys.version.split()[0]})
-        for _line in sys.stdin:
-            emit({"s": once(ctx, args.n)})
-        return 0
+        if args.serve:
+            emit({"ready": True, "python": sys.version.split()[0]})
+            for _line in sys.stdin:
+                emit({"s": bench.once()})
+            return 0
 
-    samples = [once(ctx, args.n) for _ in range(args.iters)]
+        samples = [bench.once() for _ in range(args.iters)]
+    finally:
+        bench.close()
     emit({
         "bench": args.bench,
         "n": args.n,

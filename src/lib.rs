@@ -5,6 +5,8 @@ mod affinity;
 mod bootstrap;
 mod error;
 mod process;
+mod segment;
+mod shared;
 mod sys;
 mod task;
 
@@ -13,6 +15,7 @@ pub use error::{Error, ErrorKind, PanicInfo, Result};
 pub use process::{
     active_children, current_process, ExitStatus, Process, ProcessBuilder, ProcessInfo,
 };
+pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};
 
 /// Turns this process into a worker if it was started as one; otherwise
 /// returns at once. Call it first thing in `main`.

@@ -262,6 +262,10 @@ struct Waiter {
     cell: Arc<ChildCell>,
     state: State,
     start_timeout: Duration,
+    /// The task's arguments, kept until the child has ended: shared-memory
+    /// handles in them (a `Queue`, a `SharedArray`…) are opened by the child
+    /// through this process's descriptors, which must stay open meanwhile.
+    _args: Box<dyn std::any::Any + Send>,
 }
 
 impl Waiter {
@@ -532,12 +536,14 @@ impl ProcessBuilder {
     pub fn spawn<F, A, R>(self, f: F, args: A) -> Result<Process<R>>
     where
         F: Fn(A) -> R + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
         let token = bootstrap::random_token()?;
         let task = TaskRef::of(&f, bootstrap::task_key(&token));
-        let args = postcard::to_stdvec(&args).map_err(|e| Error::codec("serialising args", e))?;
+        let args_value = args;
+        let args =
+            postcard::to_stdvec(&args_value).map_err(|e| Error::codec("serialising args", e))?;
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
@@ -564,6 +570,7 @@ impl ProcessBuilder {
                     server_name,
                 },
                 start_timeout: self.start_timeout,
+                _args: Box::new(args_value),
             },
             _result: PhantomData,
         })
@@ -607,7 +614,7 @@ impl<R: DeserializeOwned> Process<R> {
     pub fn spawn<F, A>(f: F, args: A) -> Result<Process<R>>
     where
         F: Fn(A) -> R + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize,
     {
         ProcessBuilder::default().spawn(f, args)
@@ -807,6 +814,7 @@ impl<R> Drop for Process<R> {
             cell: Arc::clone(&cell),
             state: std::mem::replace(&mut self.waiter.state, State::Finished),
             start_timeout: self.waiter.start_timeout,
+            _args: std::mem::replace(&mut self.waiter._args, Box::new(())),
         };
         let reaper = std::thread::Builder::new()
             .name(format!("multiproc-reaper-{}", cell.pid))

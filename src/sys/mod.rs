@@ -12,3 +12,12 @@ pub(crate) use unix::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
+
+// Shared-memory objects: `sys::shm::{Map, Locator, is_no_space}`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[path = "shm_linux.rs"]
+pub(crate) mod shm;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[path = "shm_named.rs"]
+pub(crate) mod shm;
+mod shm_name;

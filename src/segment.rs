@@ -1,0 +1,459 @@
+//! Shared-memory segments: create, open by handle, validate, copy in and
+//! out without data races.
+//!
+//! A segment is one OS shared-memory object (`sys::shm::Map`) laid out as
+//!
+//! ```text
+//! offset 0   Header (64 bytes): magic, len, 128-bit random tag
+//! offset 64  len bytes of data          ← Segment::as_ptr()
+//! ```
+//!
+//! The handle a peer receives carries the OS locator, `len` and the tag;
+//! opening checks the mapping's size and then the header, so a stale
+//! handle (its holder gone, the fd or name reused) or a forged one is an
+//! error, never a mapping of the wrong memory.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::shm::{self, Locator, Map};
+
+/// Bytes before the data. A multiple of 64, so data is cache-line aligned
+/// (the mapping itself is page aligned).
+pub(crate) const HEADER_LEN: usize = 64;
+/// The largest alignment a type stored in a segment may ask for.
+pub(crate) const MAX_ALIGN: usize = HEADER_LEN;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"mproc.sg");
+
+/// The first bytes of every segment. Written once by the creator before
+/// any handle exists; peers only read it.
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    len: AtomicU64,
+    tag: [AtomicU64; 2],
+    _reserved: [AtomicU64; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_LEN);
+
+/// What a peer needs to open a segment. Travels inside serialised
+/// arguments; every field is checked on open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SegmentHandle {
+    loc: Locator,
+    len: u64,
+    tag: [u64; 2],
+}
+
+impl fmt::Display for SegmentHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_{:x}_{:016x}{:016x}",
+            self.loc, self.len, self.tag[0], self.tag[1]
+        )
+    }
+}
+
+impl SegmentHandle {
+    /// Parses what `Display` writes.
+    pub(crate) fn parse(s: &str) -> Result<SegmentHandle> {
+        let bad = || {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("not a shared-memory name: {s:?}"),
+            )
+        };
+        let mut it = s.rsplitn(3, '_');
+        let (tag, len, loc) = (it.next(), it.next(), it.next());
+        let (Some(tag), Some(len), Some(loc)) = (tag, len, loc) else {
+            return Err(bad());
+        };
+        if tag.len() != 32 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let tag = [
+            u64::from_str_radix(&tag[..16], 16).map_err(|_| bad())?,
+            u64::from_str_radix(&tag[16..], 16).map_err(|_| bad())?,
+        ];
+        Ok(SegmentHandle {
+            loc: Locator::parse(loc).ok_or_else(bad)?,
+            len: u64::from_str_radix(len, 16).map_err(|_| bad())?,
+            tag,
+        })
+    }
+}
+
+/// One process's mapping of a shared-memory segment. `Send + Sync`; the
+/// memory goes away when the last mapping in any process goes.
+pub(crate) struct Segment {
+    map: Map,
+    len: usize,
+    tag: [u64; 2],
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("handle", &self.handle().to_string())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+fn total_len(len: usize) -> Result<usize> {
+    len.checked_add(HEADER_LEN)
+        .filter(|&t| t <= isize::MAX as usize)
+        .ok_or_else(|| Error::new(ErrorKind::NoSpace, format!("{len} bytes is too large")))
+}
+
+impl Segment {
+    /// A new zero-filled segment of `len` data bytes, mode 0600, its space
+    /// reserved where the OS can (`ErrorKind::NoSpace` when it is full).
+    pub(crate) fn create(len: usize) -> Result<Segment> {
+        let map = Map::create(total_len(len)?).map_err(|e| {
+            let kind = if shm::is_no_space(&e) {
+                ErrorKind::NoSpace
+            } else {
+                ErrorKind::Io
+            };
+            Error::new(kind, format!("create a {len}-byte shared-memory segment")).with_source(e)
+        })?;
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            Error::new(ErrorKind::Io, "random segment tag").with_source(e.to_string())
+        })?;
+        let tag = [
+            u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes")),
+        ];
+        let seg = Segment { map, len, tag };
+        let h = seg.header();
+        h.len.store(len as u64, Ordering::Relaxed);
+        h.tag[0].store(tag[0], Ordering::Relaxed);
+        h.tag[1].store(tag[1], Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire load of `magic` in `open`.
+        // (A peer gets the handle only through IPC, which already orders
+        // this; the pair keeps the header self-consistent regardless.)
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Maps the segment `handle` names and checks it is that segment.
+    ///
+    /// Errors: `Io` when it cannot be mapped (its holder exited or dropped
+    /// it), `Protocol` when something there does not match the handle.
+    pub(crate) fn open(handle: &SegmentHandle) -> Result<Segment> {
+        let protocol = |what: &str| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("shared-memory handle {handle} does not match the segment ({what})"),
+            )
+        };
+        let len = usize::try_from(handle.len).map_err(|_| protocol("length"))?;
+        let total = total_len(len).map_err(|_| protocol("length"))?;
+        let map = Map::open(&handle.loc, total).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                protocol("file").with_source(e)
+            } else {
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "open shared-memory segment {handle} (is a process that holds it still alive?)"
+                    ),
+                )
+                .with_source(e)
+            }
+        })?;
+        let seg = Segment {
+            map,
+            len,
+            tag: handle.tag,
+        };
+        let h = seg.header();
+        // SYNC: Acquire pairs with the Release store of `magic` in `create`.
+        if h.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(protocol("magic"));
+        }
+        if h.len.load(Ordering::Relaxed) != handle.len {
+            return Err(protocol("length"));
+        }
+        let tag = [
+            h.tag[0].load(Ordering::Relaxed),
+            h.tag[1].load(Ordering::Relaxed),
+        ];
+        if tag != handle.tag {
+            return Err(protocol("tag"));
+        }
+        Ok(seg)
+    }
+
+    fn header(&self) -> &Header {
+        debug_assert!(self.map.map_len() >= HEADER_LEN);
+        // SAFETY: the mapping is page aligned and at least HEADER_LEN bytes
+        // (`total_len`), and `Header` is atomics only, so a shared reference
+        // stays valid while peers write it concurrently.
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
+    /// What a peer needs to open this segment; valid while this process
+    /// holds it (Linux) or while its creator does (elsewhere).
+    pub(crate) fn handle(&self) -> SegmentHandle {
+        SegmentHandle {
+            loc: self.map.locator(),
+            len: self.len as u64,
+            tag: self.tag,
+        }
+    }
+
+    /// Data bytes, as requested at creation (not page rounded).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Start of the data: `len()` bytes, aligned to [`MAX_ALIGN`].
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.map.as_ptr().wrapping_add(HEADER_LEN)
+    }
+
+    /// No new opens through this process's handles (Linux) or through the
+    /// name (elsewhere). Mappings already made stay valid.
+    pub(crate) fn unlink(&self) {
+        self.map.unlink();
+    }
+
+    /// The data as atomic bytes: always sound to share with peers.
+    pub(crate) fn atomic_bytes(&self) -> &[std::sync::atomic::AtomicU8] {
+        // SAFETY: `len` bytes at `as_ptr()` are mapped for as long as `self`
+        // lives; `AtomicU8` has the size and alignment of `u8` and may be
+        // written concurrently by anyone, in this process or another.
+        unsafe { std::slice::from_raw_parts(self.as_ptr().cast(), self.len) }
+    }
+
+    /// Copies `dst.len()` bytes starting at data offset `offset` into `dst`.
+    ///
+    /// Each naturally aligned 1/2/4/8-byte piece is read with one atomic
+    /// Acquire load, so a concurrent writer is no data race: a value of up
+    /// to 8 bytes at its natural alignment is never torn, a larger one may
+    /// mix old and new parts.
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the data.
+    pub(crate) fn load(&self, offset: usize, dst: &mut [u8]) {
+        self.check_range(offset, dst.len());
+        let src = self.as_ptr().wrapping_add(offset);
+        let mut i = 0;
+        while i < dst.len() {
+            let p = src.wrapping_add(i);
+            let n = piece(p as usize, dst.len() - i);
+            // SYNC: Acquire pairs with the Release stores in `store` (here
+            // or in a peer), so what was written before them is visible.
+            let out = &mut dst[i..i + n];
+            match n {
+                8 => {
+                    // SAFETY: `p..p+8` is inside the mapped data
+                    // (`check_range`), 8-aligned (`piece`), and this crate
+                    // only ever accesses shared data atomically.
+                    let a = unsafe { AtomicU64::from_ptr(p.cast()) };
+                    out.copy_from_slice(&a.load(Ordering::Acquire).to_ne_bytes());
+                }
+                4 => {
+                    // SAFETY: as above, for 4 bytes.
+                    let a = unsafe { AtomicU32::from_ptr(p.cast()) };
+                    out.copy_from_slice(&a.load(Ordering::Acquire).to_ne_bytes());
+                }
+                2 => {
+                    // SAFETY: as above, for 2 bytes.
+                    let a = unsafe { AtomicU16::from_ptr(p.cast()) };
+                    out.copy_from_slice(&a.load(Ordering::Acquire).to_ne_bytes());
+                }
+                _ => {
+                    // SAFETY: as above, for 1 byte.
+                    let a = unsafe { AtomicU8::from_ptr(p) };
+                    out[0] = a.load(Ordering::Acquire);
+                }
+            }
+            i += n;
+        }
+    }
+
+    /// Copies `src` into the data at `offset`, each aligned piece with one
+    /// atomic Release store (see [`Segment::load`]).
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the data.
+    pub(crate) fn store(&self, offset: usize, src: &[u8]) {
+        self.check_range(offset, src.len());
+        let dst = self.as_ptr().wrapping_add(offset);
+        let mut i = 0;
+        while i < src.len() {
+            let p = dst.wrapping_add(i);
+            let n = piece(p as usize, src.len() - i);
+            let b = &src[i..i + n];
+            // SYNC: Release pairs with the Acquire loads in `load`.
+            match n {
+                8 => {
+                    // SAFETY: `p..p+8` is inside the mapped data
+                    // (`check_range`), 8-aligned (`piece`), and this crate
+                    // only ever accesses shared data atomically.
+                    let a = unsafe { AtomicU64::from_ptr(p.cast()) };
+                    a.store(
+                        u64::from_ne_bytes(b.try_into().expect("8")),
+                        Ordering::Release,
+                    );
+                }
+                4 => {
+                    // SAFETY: as above, for 4 bytes.
+                    let a = unsafe { AtomicU32::from_ptr(p.cast()) };
+                    a.store(
+                        u32::from_ne_bytes(b.try_into().expect("4")),
+                        Ordering::Release,
+                    );
+                }
+                2 => {
+                    // SAFETY: as above, for 2 bytes.
+                    let a = unsafe { AtomicU16::from_ptr(p.cast()) };
+                    a.store(
+                        u16::from_ne_bytes(b.try_into().expect("2")),
+                        Ordering::Release,
+                    );
+                }
+                _ => {
+                    // SAFETY: as above, for 1 byte.
+                    let a = unsafe { AtomicU8::from_ptr(p) };
+                    a.store(b[0], Ordering::Release);
+                }
+            }
+            i += n;
+        }
+    }
+
+    fn check_range(&self, offset: usize, n: usize) {
+        let end = offset.checked_add(n);
+        assert!(
+            end.is_some_and(|e| e <= self.len),
+            "range {offset}..{offset}+{n} out of bounds of a shared segment of {} bytes",
+            self.len
+        );
+    }
+}
+
+/// The largest of 8/4/2/1 that `addr` is aligned to and `left` can hold.
+fn piece(addr: usize, left: usize) -> usize {
+    [8, 4, 2]
+        .into_iter()
+        .find(|&n| addr.is_multiple_of(n) && left >= n)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_then_open_shares_data_and_header_is_hidden() {
+        let a = Segment::create(100).unwrap();
+        assert_eq!(a.len(), 100);
+        assert_eq!(a.as_ptr() as usize % MAX_ALIGN, 0);
+        a.store(3, b"hello, segment");
+        let b = Segment::open(&a.handle()).unwrap();
+        assert_eq!(b.len(), 100);
+        let mut out = [0u8; 14];
+        b.load(3, &mut out);
+        assert_eq!(&out, b"hello, segment");
+        assert!(a.atomic_bytes()[..3]
+            .iter()
+            .all(|x| x.load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn zero_length_segment_works() {
+        let a = Segment::create(0).unwrap();
+        let b = Segment::open(&a.handle()).unwrap();
+        assert_eq!(b.len(), 0);
+        b.load(0, &mut []);
+    }
+
+    #[test]
+    fn wrong_tag_or_length_is_a_protocol_error() {
+        let a = Segment::create(64).unwrap();
+        let mut h = a.handle();
+        h.tag[1] ^= 1;
+        assert_eq!(Segment::open(&h).unwrap_err().kind(), ErrorKind::Protocol);
+        let mut h = a.handle();
+        h.len = 128;
+        assert_eq!(Segment::open(&h).unwrap_err().kind(), ErrorKind::Protocol);
+        let mut h = a.handle();
+        h.len = u64::MAX;
+        assert_eq!(Segment::open(&h).unwrap_err().kind(), ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn dropped_or_unlinked_segment_cannot_be_opened() {
+        let a = Segment::create(64).unwrap();
+        let h = a.handle();
+        a.unlink();
+        // Windows removes the name only when the creator drops it.
+        if !cfg!(windows) {
+            assert!(Segment::open(&h).is_err());
+        }
+        drop(a);
+        assert!(Segment::open(&h).is_err());
+    }
+
+    #[test]
+    fn handle_text_round_trips_and_rejects_garbage() {
+        let a = Segment::create(10).unwrap();
+        let h = a.handle();
+        assert_eq!(SegmentHandle::parse(&h.to_string()).unwrap(), h);
+        let s = h.to_string();
+        for bad in [
+            "",
+            "x",
+            "a_b_c",
+            &s[..s.len() - 1],
+            &format!("{s}0"),
+            &s.replace('_', "-"),
+        ] {
+            assert_eq!(
+                SegmentHandle::parse(bad).unwrap_err().kind(),
+                ErrorKind::Protocol,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn unaligned_copies_cover_every_piece_size() {
+        let a = Segment::create(64).unwrap();
+        let src: Vec<u8> = (1..=40).collect();
+        for off in 0..9 {
+            a.store(0, &[0; 64]);
+            a.store(off, &src[..31]);
+            let mut out = [0u8; 31];
+            a.load(off, &mut out);
+            assert_eq!(&out[..], &src[..31]);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn out_of_range_copy_panics() {
+        let a = Segment::create(8).unwrap();
+        a.store(4, &[0; 5]);
+    }
+
+    #[test]
+    fn too_large_is_no_space() {
+        let e = Segment::create(usize::MAX - 10).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSpace);
+    }
+}

@@ -1,0 +1,400 @@
+//! Shared-memory objects on Linux: nameless files on `/dev/shm`, reopened
+//! by peers through `/proc/<pid>/fd/<fd>`.
+//!
+//! Why not the `shared_memory` crate here (the design card names it): its
+//! objects have names in `/dev/shm` that only the owner's `Drop` removes, so
+//! a SIGKILLed program leaves them behind, and it does not expose the file
+//! descriptor this scheme needs. Instead:
+//!
+//! - the creator makes a file with no name at all:
+//!   `open("/dev/shm", O_TMPFILE | O_EXCL, 0600)` (tmpfs, Linux ≥ 3.11). It
+//!   lives exactly as long as some process holds an fd or a mapping of it,
+//!   so nothing can be left in `/dev/shm` whatever kills whom. Where
+//!   `O_TMPFILE` is not available it falls back to `shm_open` + an immediate
+//!   `shm_unlink` (a window of one syscall in which a SIGKILL leaves a name);
+//! - every process that holds the segment keeps its fd open (close-on-exec),
+//!   and a peer opens `/proc/<holder pid>/fd/<fd>`, which the kernel allows
+//!   for processes of the same user (the `ptrace` read check; Yama does not
+//!   restrict it). The locator also carries the file's device and inode, so
+//!   an fd number or pid that has since been reused is refused before it is
+//!   opened;
+//! - the space is reserved with `posix_fallocate`, so a full `/dev/shm` is
+//!   `ENOSPC` at creation instead of SIGBUS on first touch.
+//!
+//! The cost: a locator works only while the process that issued it holds
+//! the segment.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::shm_name;
+
+/// Where a peer finds a segment: a process that holds it, the fd it holds
+/// it under, and the file's identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Locator {
+    pid: u32,
+    fd: i32,
+    dev: u64,
+    ino: u64,
+}
+
+impl fmt::Display for Locator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{:x}.{:x}", self.pid, self.fd, self.dev, self.ino)
+    }
+}
+
+impl Locator {
+    /// Parses what `Display` writes; `None` for anything else.
+    pub(crate) fn parse(s: &str) -> Option<Locator> {
+        let mut it = s.split('.');
+        let loc = Locator {
+            pid: it.next()?.parse().ok()?,
+            fd: it.next()?.parse().ok()?,
+            dev: u64::from_str_radix(it.next()?, 16).ok()?,
+            ino: u64::from_str_radix(it.next()?, 16).ok()?,
+        };
+        it.next().is_none().then_some(loc)
+    }
+}
+
+/// One mapping of a shared-memory file, read-write, `len` bytes from
+/// offset 0, plus the fd peers reopen it through.
+pub(crate) struct Map {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Our fd of the file; -1 once [`Map::unlink`] closed it.
+    fd: AtomicI32,
+    /// The locator peers get from us (the fd number as it was).
+    loc: Locator,
+}
+
+// SAFETY: `Map` owns a `MAP_SHARED` mapping and an fd. Neither is tied to a
+// thread: any thread may read/write the mapping through the pointer (the
+// callers only do so atomically or under their own `unsafe` contracts) and
+// `munmap`/`close` happen once, in `Drop`, or via the atomic swap in
+// `unlink`.
+unsafe impl Send for Map {}
+// SAFETY: see `Send`; `&Map` only hands out the pointer, the length and the
+// locator, and `unlink` is made idempotent by an atomic swap.
+unsafe impl Sync for Map {}
+
+impl Map {
+    /// Creates a zero-filled segment of `len` bytes (`len > 0`), mode 0600,
+    /// with its space reserved.
+    pub(crate) fn create(len: usize) -> io::Result<Map> {
+        let file = File::from(create_file()?);
+        // The mode given to `open` went through the umask; make it exactly
+        // 0600, which is also what peers of the same user need to open it.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        reserve(&file, len)?;
+        let meta = file.metadata()?;
+        Map::from_file(file, len, &meta)
+    }
+
+    /// Maps the segment that `loc` names, which must be exactly `len` bytes.
+    ///
+    /// Errors: `NotFound` when the holder is gone or dropped it,
+    /// `InvalidData` when the fd now names some other file.
+    pub(crate) fn open(loc: &Locator, len: usize) -> io::Result<Map> {
+        if loc.fd < 0 {
+            return Err(mismatch("negative fd"));
+        }
+        let path = format!("/proc/{}/fd/{}", loc.pid, loc.fd);
+        // `stat` first (it follows the magic link), so a reused fd that now
+        // names a tty or a device is refused before we open it.
+        check(&std::fs::metadata(&path)?, loc, len)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&path)?;
+        let meta = file.metadata()?;
+        check(&meta, loc, len)?;
+        Map::from_file(file, len, &meta)
+    }
+
+    fn from_file(file: File, len: usize, meta: &Metadata) -> io::Result<Map> {
+        // SAFETY: a fresh shared read-write mapping of an fd we own; the
+        // kernel picks the address, so no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        let fd: RawFd = OwnedFd::from(file).into_raw_fd();
+        Ok(Map {
+            ptr,
+            len,
+            fd: AtomicI32::new(fd),
+            loc: Locator {
+                pid: std::process::id(),
+                fd,
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+        })
+    }
+
+    /// What a peer needs to map the segment while we hold it.
+    pub(crate) fn locator(&self) -> Locator {
+        self.loc
+    }
+
+    /// Start of the mapping (page aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn map_len(&self) -> usize {
+        self.len
+    }
+
+    /// Stops peers from opening the segment through us: closes our fd.
+    /// The mapping stays valid.
+    pub(crate) fn unlink(&self) {
+        let fd = self.fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            // SAFETY: `fd` was ours and the swap hands it out exactly once.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are the mapping `map` made; every reference
+        // into it borrows from the `Map` (or a `Segment` owning it), so none
+        // outlives this drop.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        self.unlink();
+    }
+}
+
+/// `true` when `e` means the shared-memory space is full.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
+}
+
+fn mismatch(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("not the shared-memory segment the handle names ({what})"),
+    )
+}
+
+fn check(meta: &Metadata, loc: &Locator, len: usize) -> io::Result<()> {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file() || meta.dev() != loc.dev || meta.ino() != loc.ino {
+        return Err(mismatch("other file"));
+    }
+    if meta.uid() != uid {
+        return Err(mismatch("other owner"));
+    }
+    if meta.size() != len as u64 {
+        return Err(mismatch("size"));
+    }
+    Ok(())
+}
+
+/// A nameless file on `/dev/shm`.
+fn create_file() -> io::Result<OwnedFd> {
+    let tmpfile = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_EXCL)
+        .open("/dev/shm");
+    match tmpfile {
+        Ok(f) => Ok(f.into()),
+        // Kernels or file systems without O_TMPFILE say one of these.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EISDIR | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT)
+            ) =>
+        {
+            create_unlinked_shm()
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `shm_open` a fresh name and unlink it at once.
+fn create_unlinked_shm() -> io::Result<OwnedFd> {
+    for _ in 0..8 {
+        let name = std::ffi::CString::new(shm_name::random_name()?).map_err(io::Error::other)?;
+        // SAFETY: `name` is a valid C string; `shm_open` returns a new fd
+        // (close-on-exec) or -1.
+        let fd = unsafe {
+            libc::shm_open(
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600 as libc::mode_t,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: `fd` was just returned by `shm_open` and is owned here.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `name` is a valid C string. Failing leaves the name until
+        // reboot, but the fd is still good, so it is not an error.
+        unsafe { libc::shm_unlink(name.as_ptr()) };
+        return Ok(fd);
+    }
+    Err(io::Error::from_raw_os_error(libc::EEXIST))
+}
+
+/// Grows the file to `len` bytes with the pages allocated now.
+fn reserve(file: &File, len: usize) -> io::Result<()> {
+    let size = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: `posix_fallocate` on an fd we own; no memory is passed.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            // A file system that cannot reserve: size it; pages come lazily.
+            libc::EOPNOTSUPP => return file.set_len(len as u64),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn our_names_in_dev_shm() -> Vec<String> {
+        std::fs::read_dir("/dev/shm")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| shm_name::is_valid_name(&format!("/{n}")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn segment_is_mode_0600_and_sized() {
+        let map = Map::create(10_000).unwrap();
+        let path = format!("/proc/self/fd/{}", map.locator().fd);
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        assert_eq!(meta.size(), 10_000);
+        // Reserved, not sparse: a full /dev/shm fails here, not on a write.
+        assert!(meta.blocks() * 512 >= 10_000);
+    }
+
+    #[test]
+    fn nothing_in_dev_shm_while_alive_or_after_drop() {
+        let before = our_names_in_dev_shm();
+        let map = Map::create(4096).unwrap();
+        let fallback = create_unlinked_shm().unwrap();
+        assert_eq!(our_names_in_dev_shm(), before);
+        drop((map, fallback));
+        assert_eq!(our_names_in_dev_shm(), before);
+    }
+
+    #[test]
+    fn open_through_proc_shares_the_memory() {
+        let a = Map::create(4096).unwrap();
+        let b = Map::open(&a.locator(), 4096).unwrap();
+        assert_ne!(a.locator().fd, b.locator().fd);
+        // SAFETY: both mappings are 4096 bytes and nothing else uses them.
+        unsafe { a.as_ptr().wrapping_add(100).write(42) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { b.as_ptr().wrapping_add(100).read() }, 42);
+    }
+
+    #[test]
+    fn open_refuses_wrong_size_file_or_holder() {
+        let a = Map::create(4096).unwrap();
+        let loc = a.locator();
+        let kind = |loc: Locator, len| Map::open(&loc, len).err().map(|e| e.kind());
+        assert_eq!(kind(loc, 8192), Some(io::ErrorKind::InvalidData));
+        let other_ino = Locator {
+            ino: loc.ino ^ 1,
+            ..loc
+        };
+        assert_eq!(kind(other_ino, 4096), Some(io::ErrorKind::InvalidData));
+        // fd 0 is stdin: a different file (or a tty), refused before open.
+        let stdin = Locator { fd: 0, ..loc };
+        assert!(kind(stdin, 4096).is_some());
+        let no_fd = Locator { fd: 1 << 20, ..loc };
+        assert_eq!(kind(no_fd, 4096), Some(io::ErrorKind::NotFound));
+        let no_pid = Locator {
+            pid: u32::MAX,
+            ..loc
+        };
+        assert_eq!(kind(no_pid, 4096), Some(io::ErrorKind::NotFound));
+        a.unlink();
+        assert!(kind(loc, 4096).is_some(), "unlinked: no new opens");
+    }
+
+    #[test]
+    fn full_dev_shm_is_enospc_at_create() {
+        // Only tmpfs refuses an oversized fallocate up front; on a disk
+        // file system the test would fill the disk first.
+        // SAFETY: `statfs` is zeroable plain data.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and a valid out-pointer.
+        let rc = unsafe { libc::statfs(c"/dev/shm".as_ptr(), &mut fs) };
+        if rc != 0 || fs.f_type != libc::TMPFS_MAGIC {
+            return;
+        }
+        // SAFETY: `statvfs` is zeroable plain data.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and a valid out-pointer.
+        let rc = unsafe { libc::statvfs(c"/dev/shm".as_ptr(), &mut st) };
+        if rc != 0 || st.f_blocks == 0 {
+            return; // no /dev/shm, or no size limit: nothing to fill
+        }
+        // More than the whole file system: tmpfs refuses it up front,
+        // without allocating anything.
+        let total = (st.f_blocks as u128 * st.f_frsize as u128) as usize;
+        let err = Map::create(total + (1 << 20)).err().unwrap();
+        assert!(is_no_space(&err), "{err}");
+    }
+
+    #[test]
+    fn locator_text_round_trips_and_rejects_garbage() {
+        let loc = Locator {
+            pid: 12,
+            fd: 7,
+            dev: 0x2a,
+            ino: 0xbeef,
+        };
+        assert_eq!(Locator::parse(&loc.to_string()), Some(loc));
+        for bad in ["", "1.2.3", "1.2.3.4.5", "a.2.3.4", "1.2.3.zz", "1..3.4"] {
+            assert_eq!(Locator::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Shared-memory objects with names, through the `shared_memory` crate:
+//! macOS and other non-Linux Unix (POSIX `shm_open`), and Windows (a file
+//! mapping backed by a file in `%TEMP%\shared_memory-rs\`).
+//!
+//! The creator owns the name and removes it when it drops the segment (or
+//! on [`Map::unlink`]). **Limitation:** a creator killed by SIGKILL (or
+//! `TerminateProcess`) runs no `Drop`, so its name stays until reboot (macOS)
+//! or until the file is deleted (Windows). Linux has no such gap (see
+//! `shm_linux.rs`).
+//!
+//! Known defects of `shared_memory` handled here: `Shmem` is not `Send`
+//! (wrapped below); on Windows and macOS the size an opener sees is rounded
+//! up to whole pages (the caller passes the real size, and only a mapping
+//! *smaller* than it is refused); the mode is 0600 minus the umask (never
+//! broader); the space is not reserved up front on macOS (POSIX shm has no
+//! `fallocate` there).
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use shared_memory::{Shmem, ShmemConf, ShmemError};
+
+use super::shm_name;
+
+/// The object's name, `/mp` + 26 base32 digits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Locator {
+    name: String,
+}
+
+impl fmt::Display for Locator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name.trim_start_matches('/'))
+    }
+}
+
+impl Locator {
+    /// Parses what `Display` writes; `None` for anything else.
+    pub(crate) fn parse(s: &str) -> Option<Locator> {
+        let name = format!("/{s}");
+        shm_name::is_valid_name(&name).then_some(Locator { name })
+    }
+}
+
+struct SendShmem(Shmem);
+
+// SAFETY: `Shmem` is `!Send` only because it holds a raw pointer (and on
+// Windows handles); none of it is tied to the creating thread: mapping,
+// unmapping and closing are valid from any thread.
+unsafe impl Send for SendShmem {}
+
+/// One mapping of a named shared-memory object.
+pub(crate) struct Map {
+    shmem: Mutex<SendShmem>,
+    ptr: NonNull<u8>,
+    len: usize,
+    loc: Locator,
+    unlinked: AtomicBool,
+}
+
+// SAFETY: the `Shmem` is behind a `Mutex` (and `Send`, above); the pointer
+// is to a shared mapping that lives as long as the `Shmem`, which callers
+// use only atomically or under their own `unsafe` contracts.
+unsafe impl Send for Map {}
+// SAFETY: see `Send`; `&Map` hands out only the pointer, sizes and name.
+unsafe impl Sync for Map {}
+
+impl Map {
+    /// Creates a zero-filled segment of `len` bytes (`len > 0`).
+    pub(crate) fn create(len: usize) -> io::Result<Map> {
+        for _ in 0..8 {
+            let name = shm_name::random_name()?;
+            match ShmemConf::new().size(len).os_id(&name).create() {
+                Ok(shmem) => return Ok(Map::new(shmem, len, name)),
+                Err(ShmemError::MappingIdExists) => continue,
+                Err(e) => return Err(to_io(e)),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free shared-memory name",
+        ))
+    }
+
+    /// Maps the object `loc` names, which must be at least `len` bytes.
+    pub(crate) fn open(loc: &Locator, len: usize) -> io::Result<Map> {
+        if !shm_name::is_valid_name(&loc.name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a multiproc segment name",
+            ));
+        }
+        let mut shmem = ShmemConf::new().os_id(&loc.name).open().map_err(to_io)?;
+        shmem.set_owner(false);
+        if shmem.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not the shared-memory segment the handle names (size)",
+            ));
+        }
+        Ok(Map::new(shmem, len, loc.name.clone()))
+    }
+
+    fn new(shmem: Shmem, len: usize, name: String) -> Map {
+        let ptr = NonNull::new(shmem.as_ptr()).expect("shared_memory mapped at null");
+        Map {
+            shmem: Mutex::new(SendShmem(shmem)),
+            ptr,
+            len,
+            loc: Locator { name },
+            unlinked: AtomicBool::new(false),
+        }
+    }
+
+    /// What a peer needs to map the segment.
+    pub(crate) fn locator(&self) -> Locator {
+        self.loc.clone()
+    }
+
+    /// Start of the mapping (page aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The length asked for (the mapping may be a little longer).
+    pub(crate) fn map_len(&self) -> usize {
+        self.len
+    }
+
+    /// Removes the name: no new opens. The mapping stays valid.
+    /// On Windows the name goes when the creator drops its segment.
+    pub(crate) fn unlink(&self) {
+        if self.unlinked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut shmem = self.shmem.lock().unwrap_or_else(|p| p.into_inner());
+        remove_name(&mut shmem.0, &self.loc.name);
+    }
+}
+
+#[cfg(unix)]
+fn remove_name(shmem: &mut Shmem, name: &str) {
+    // Our own unlink replaces the one `Shmem` would do on drop.
+    shmem.set_owner(false);
+    if let Ok(name) = std::ffi::CString::new(name) {
+        // SAFETY: a valid C string; an error (already gone) is fine.
+        unsafe { libc::shm_unlink(name.as_ptr()) };
+    }
+}
+
+/// Windows cannot remove the name early: the creator's `Shmem` renames the
+/// backing file and marks it delete-on-close when it drops.
+#[cfg(windows)]
+fn remove_name(_shmem: &mut Shmem, _name: &str) {}
+
+/// `true` when `e` means the shared-memory space is full.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    let codes = [libc::ENOSPC];
+    // ERROR_DISK_FULL, ERROR_NOT_ENOUGH_MEMORY, ERROR_COMMITMENT_LIMIT.
+    #[cfg(windows)]
+    let codes = [112, 8, 1455];
+    e.raw_os_error().is_some_and(|c| codes.contains(&c))
+}
+
+fn to_io(e: ShmemError) -> io::Error {
+    match e {
+        ShmemError::MapCreateFailed(c)
+        | ShmemError::MapOpenFailed(c)
+        | ShmemError::UnknownOsError(c) => io::Error::from_raw_os_error(c as i32),
+        other => io::Error::other(other.to_string()),
+    }
+}
