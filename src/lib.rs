@@ -4,9 +4,11 @@
 mod affinity;
 mod bootstrap;
 mod error;
+mod participants;
 mod process;
 mod segment;
 mod shared;
+mod sync;
 mod sys;
 mod task;
 
@@ -16,6 +18,10 @@ pub use process::{
     active_children, current_process, ExitStatus, Process, ProcessBuilder, ProcessInfo,
 };
 pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,
+    RLockGuard, Semaphore,
+};
 
 /// Turns this process into a worker if it was started as one; otherwise
 /// returns at once. Call it first thing in `main`.

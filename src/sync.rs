@@ -125,7 +125,9 @@ impl<B: Block> Shared<B> {
         let mut shared = Self::attach(Segment::open(handle)?)?;
         let h = shared.block().header();
         // SYNC: Acquire pairs with the Release store of `magic` in `create`.
-        if h.magic.load(Ordering::Acquire) != MAGIC || h.kind.load(Ordering::Relaxed) != B::KIND as u32 {
+        if h.magic.load(Ordering::Acquire) != MAGIC
+            || h.kind.load(Ordering::Relaxed) != B::KIND as u32
+        {
             return Err(Error::new(
                 ErrorKind::Protocol,
                 format!("segment does not hold a {:?}", B::KIND),
@@ -137,8 +139,13 @@ impl<B: Block> Shared<B> {
 
     fn attach(segment: Segment) -> Result<Self> {
         let ptr = segment.as_ptr();
-        if segment.len() < std::mem::size_of::<B>() || !(ptr as usize).is_multiple_of(std::mem::align_of::<B>()) {
-            return Err(Error::new(ErrorKind::Protocol, "segment too small or misaligned"));
+        if segment.len() < std::mem::size_of::<B>()
+            || !(ptr as usize).is_multiple_of(std::mem::align_of::<B>())
+        {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "segment too small or misaligned",
+            ));
         }
         let block = NonNull::new(ptr.cast::<B>())
             .ok_or_else(|| Error::new(ErrorKind::Protocol, "null segment"))?;
@@ -170,7 +177,10 @@ impl<B: Block> Shared<B> {
         let block = self.block();
         let h = block.header();
         if h.broken.load(Ordering::Acquire) != 0 {
-            return Err(Error::new(ErrorKind::PeerDied, format!("{:?} is broken", B::KIND)));
+            return Err(Error::new(
+                ErrorKind::PeerDied,
+                format!("{:?} is broken", B::KIND),
+            ));
         }
         if let Some(p) = h.participants.dead() {
             // SYNC: Release pairs with the Acquire load above in other
@@ -215,7 +225,11 @@ fn sleep_on(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Resul
 }
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Some(Instant::now().checked_add(timeout).unwrap_or_else(far_future))
+    Some(
+        Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(far_future),
+    )
 }
 
 fn far_future() -> Instant {
@@ -273,7 +287,10 @@ impl MutexWord {
     fn lock(&self, deadline: Option<Instant>, check: &dyn Fn() -> Result<()>) -> Result<Acquired> {
         let me = pid();
         if me & WAITERS != 0 {
-            return Err(Error::new(ErrorKind::InvalidState, "pid too large for a lock word"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "pid too large for a lock word",
+            ));
         }
         let mut spins = 0;
         let mut contended = 0;
@@ -284,7 +301,12 @@ impl MutexWord {
                 // SYNC: Acquire pairs with the Release swap in `unlock`.
                 if self
                     .word
-                    .compare_exchange(cur, me | contended | (cur & WAITERS), Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(
+                        cur,
+                        me | contended | (cur & WAITERS),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
                 {
                     return Ok(Acquired::Clean);
@@ -305,7 +327,12 @@ impl MutexWord {
                     // writes are as visible as they will ever be).
                     if self
                         .word
-                        .compare_exchange(cur, me | (cur & WAITERS), Ordering::Acquire, Ordering::Relaxed)
+                        .compare_exchange(
+                            cur,
+                            me | (cur & WAITERS),
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                     {
                         return Ok(Acquired::OwnerDied(owner));
@@ -631,7 +658,7 @@ impl RLock {
     fn lock_until(&self, deadline: Option<Instant>) -> Result<RLockGuard<'_>> {
         let b = self.shared.block();
         let me = thread_token();
-        let guard = RLockGuard {
+        let guard = || RLockGuard {
             lock: self,
             _not_send: PhantomData,
         };
@@ -639,16 +666,15 @@ impl RLock {
         // in the word, so this check cannot race with another owner.
         if b.mutex.owner() == pid() && b.owner_thread.load(Ordering::Relaxed) == me {
             b.count.fetch_add(1, Ordering::Relaxed);
-            return Ok(guard);
+            return Ok(guard());
         }
         match b.mutex.lock(deadline, &|| Ok(()))? {
             Acquired::Clean => {
                 b.owner_thread.store(me, Ordering::Relaxed);
                 b.count.store(1, Ordering::Relaxed);
-                Ok(guard)
+                Ok(guard())
             }
             Acquired::OwnerDied(owner) => {
-                std::mem::forget(guard);
                 b.owner_thread.store(0, Ordering::Relaxed);
                 b.count.store(0, Ordering::Relaxed);
                 b.mutex.unlock();
@@ -843,7 +869,10 @@ impl Semaphore {
         let mut v = b.value.load(Ordering::Relaxed);
         loop {
             if (bound != 0 && v >= bound) || v == u32::MAX {
-                return Err(Error::new(ErrorKind::InvalidState, "semaphore released too many times"));
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "semaphore released too many times",
+                ));
             }
             // SYNC: Release pairs with the Acquire CAS in `take`.
             match b
@@ -1292,7 +1321,10 @@ impl Barrier {
     /// ```
     pub fn new(parties: u32) -> Result<Barrier> {
         if parties == 0 {
-            return Err(Error::new(ErrorKind::InvalidState, "a barrier needs at least one party"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "a barrier needs at least one party",
+            ));
         }
         Ok(Barrier {
             shared: Shared::create(|b: &BarrierBlock| b.parties.store(parties, Ordering::Relaxed))?,

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use multiproc::{Barrier, Condition, ErrorKind, Event, Lock, Process, RLock, Semaphore, SharedValue};
+use multiproc::{
+    Barrier, Condition, ErrorKind, Event, Lock, Process, RLock, Semaphore, SharedValue,
+};
 
 multiproc::test_support!();
 
@@ -111,7 +113,9 @@ fn semaphore_limits_concurrency_across_processes() {
         for _ in 0..20 {
             sem.acquire().unwrap();
             let now = inside.fetch_add(1) + 1;
-            max_seen.fetch_max(now);
+            max_seen
+                .as_atomic()
+                .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(Duration::from_micros(200));
             inside.fetch_sub(1);
             sem.release().unwrap();
@@ -138,7 +142,10 @@ fn bounded_semaphore_refuses_extra_release() {
     sem.acquire().unwrap();
     sem.release().unwrap();
     assert!(sem.acquire_timeout(Duration::from_millis(10)).is_ok());
-    assert!(sem.acquire_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    assert!(sem
+        .acquire_timeout(Duration::from_millis(10))
+        .unwrap_err()
+        .is_timeout());
 }
 
 #[test]
@@ -188,7 +195,10 @@ fn event_set_in_a_child_wakes_the_parent() {
         e.set();
     }
     let e = Event::new().unwrap();
-    assert!(e.wait_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    assert!(e
+        .wait_timeout(Duration::from_millis(10))
+        .unwrap_err()
+        .is_timeout());
     let p = Process::spawn(setter, (e.clone(), 50)).unwrap();
     e.wait_timeout(Duration::from_secs(30)).unwrap();
     assert!(e.is_set());

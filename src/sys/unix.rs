@@ -268,7 +268,11 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 /// Linux: `FUTEX_WAIT` on the shared word (no `FUTEX_PRIVATE_FLAG`: the word
 /// lives in memory shared between processes). Elsewhere: a short sleep
 /// (macOS has no public cross-process futex; callers re-check the word).
-pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
+pub(crate) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) {
     #[cfg(target_os = "linux")]
     {
         let ts = libc::timespec {

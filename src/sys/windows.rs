@@ -86,7 +86,13 @@ pub(crate) fn process_alive(pid: u32) -> bool {
         OpenProcess, WaitForSingleObject, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
     };
     // SAFETY: OpenProcess has no memory preconditions; null means failure.
-    let h = unsafe { OpenProcess(PROCESS_SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    let h = unsafe {
+        OpenProcess(
+            PROCESS_SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION,
+            0,
+            pid,
+        )
+    };
     if h.is_null() {
         return false;
     }
@@ -99,7 +105,11 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 
 /// Sleeps briefly while `*word == expected` (no cross-process futex on
 /// Windows; named events come with the Windows port).
-pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
+pub(crate) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) {
     if word.load(std::sync::atomic::Ordering::Relaxed) == expected {
         std::thread::sleep(timeout.min(std::time::Duration::from_micros(500)));
     }
