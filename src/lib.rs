@@ -5,11 +5,13 @@ mod affinity;
 mod bootstrap;
 mod codec;
 mod error;
+mod participants;
 mod process;
 mod region;
 mod ring;
 mod segment;
 mod shared;
+mod sync;
 mod sys;
 mod task;
 
@@ -19,6 +21,10 @@ pub use process::{
     active_children, current_process, ExitStatus, Process, ProcessBuilder, ProcessInfo,
 };
 pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,
+    RLockGuard, Semaphore,
+};
 
 /// Turns this process into a worker if it was started as one; otherwise
 /// returns at once. Call it first thing in `main`.

@@ -233,3 +233,83 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
+
+/// `true` while process `pid` exists and has not exited (a zombie counts as
+/// dead: it will never release anything).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        match std::fs::read(format!("/proc/{pid}/stat")) {
+            Err(_) => false,
+            Ok(stat) => {
+                // The state letter follows the last ')' (the command name
+                // may itself contain parentheses).
+                let state = stat
+                    .iter()
+                    .rposition(|&b| b == b')')
+                    .and_then(|i| stat.get(i + 2).copied());
+                !matches!(state, Some(b'Z' | b'X' | b'x') | None)
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`; may wake early.
+///
+/// Linux: `FUTEX_WAIT` on the shared word (no `FUTEX_PRIVATE_FLAG`: the word
+/// lives in memory shared between processes). Elsewhere: a short sleep
+/// (macOS has no public cross-process futex; callers re-check the word).
+pub(crate) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) {
+    #[cfg(target_os = "linux")]
+    {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `word` is a valid, aligned u32 for the duration of the
+        // call and `ts` a valid timespec; FUTEX_WAIT only reads them.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &ts as *const libc::timespec,
+            )
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        if word.load(std::sync::atomic::Ordering::Relaxed) == expected {
+            std::thread::sleep(timeout.min(std::time::Duration::from_micros(200)));
+        }
+    }
+}
+
+/// Wakes up to `n` sleepers of [`futex_wait`] on `word`.
+pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) {
+    #[cfg(target_os = "linux")]
+    {
+        let n = n.min(i32::MAX as u32) as libc::c_int;
+        // SAFETY: FUTEX_WAKE does not access memory through the pointer
+        // beyond using its address as a key.
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (word, n);
+    }
+}

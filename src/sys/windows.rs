@@ -78,3 +78,42 @@ pub(crate) const PARENT_DEATH_SIGNAL: bool = false;
 pub(crate) fn wait_for_exit(_pid: u32, timeout: std::time::Duration) {
     std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
 }
+
+/// `true` while process `pid` runs.
+pub(crate) fn process_alive(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, WAIT_TIMEOUT};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, WaitForSingleObject, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
+    };
+    // SAFETY: OpenProcess has no memory preconditions; null means failure.
+    let h = unsafe {
+        OpenProcess(
+            PROCESS_SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION,
+            0,
+            pid,
+        )
+    };
+    if h.is_null() {
+        return false;
+    }
+    // SAFETY: `h` is a valid process handle opened above.
+    let alive = unsafe { WaitForSingleObject(h, 0) } == WAIT_TIMEOUT;
+    // SAFETY: `h` is owned here and closed once.
+    unsafe { CloseHandle(h) };
+    alive
+}
+
+/// Sleeps briefly while `*word == expected` (no cross-process futex on
+/// Windows; named events come with the Windows port).
+pub(crate) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) {
+    if word.load(std::sync::atomic::Ordering::Relaxed) == expected {
+        std::thread::sleep(timeout.min(std::time::Duration::from_micros(500)));
+    }
+}
+
+/// Nothing to wake: sleepers poll (see [`futex_wait`]).
+pub(crate) fn futex_wake(_word: &std::sync::atomic::AtomicU32, _n: u32) {}

@@ -1,0 +1,63 @@
+//! The processes that share a cross-process object.
+//!
+//! A table of pids in shared memory: every process holding a handle to the
+//! object registers when it opens it and deregisters when its handle drops.
+//! A pid that stays registered after its process died marks an abnormal
+//! death (SIGKILL, abort, crash): the objects built on this table turn that
+//! into `PeerDied` instead of waiting for the dead.
+//!
+//! Every value here may have been written by another process: pids are only
+//! compared and passed to `sys::process_alive`, never used as indices.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::sys;
+
+/// Slots per object. A process beyond this many is simply not watched.
+pub(crate) const SLOTS: usize = 128;
+
+/// The shared table (`#[repr(C)]`, atomics only).
+#[repr(C)]
+pub(crate) struct Participants {
+    slots: [AtomicU32; SLOTS],
+}
+
+const _: () = assert!(std::mem::size_of::<Participants>() == 4 * SLOTS);
+
+impl Participants {
+    /// Takes a slot for this process; `None` if the table is full.
+    pub(crate) fn register(&self) -> Option<usize> {
+        let me = std::process::id();
+        self.slots.iter().position(|slot| {
+            // SYNC: AcqRel pairs with the Release store in `unregister` of
+            // the slot's previous holder.
+            slot.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    /// Gives back a slot taken by [`register`](Participants::register).
+    pub(crate) fn unregister(&self, slot: usize) {
+        if let Some(s) = self.slots.get(slot) {
+            // SYNC: Release pairs with the AcqRel CAS in `register`.
+            s.store(0, Ordering::Release);
+        }
+    }
+
+    /// The first registered process that is dead, if any.
+    pub(crate) fn dead(&self) -> Option<u32> {
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .find(|&p| p != 0 && !sys::process_alive(p))
+    }
+
+    /// `true` if a live process other than this one is registered.
+    pub(crate) fn others_alive(&self) -> bool {
+        let me = std::process::id();
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .any(|p| p != 0 && p != me && sys::process_alive(p))
+    }
+}

@@ -1,0 +1,418 @@
+//! `pipe()`: two connected endpoints over single-producer single-consumer
+//! rings in one shared-memory segment (one ring per direction).
+//!
+//! Segment layout: ring 0 carries end 0 → end 1, ring 1 carries end 1 →
+//! end 0 (absent for a one-way pipe, where end 0 only receives, like
+//! Python's `Pipe(duplex=False)`). Each ring side is claimed by the first
+//! process that uses it, so an end passed to a child is claimed there, on
+//! its first `send`/`recv`, and the ring then watches the other side's pid.
+#![allow(unsafe_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::region::Region;
+use crate::ring::{self, Consumer, Mode, Producer, Ring};
+use crate::segment::{Segment, SegmentHandle};
+
+/// Ring bytes per direction.
+const CAPACITY: usize = 1 << 20;
+const KIND_VALUE: u8 = 1;
+const KIND_BYTES: u8 = 2;
+
+/// One direction's ring inside the segment.
+struct RingRegion {
+    segment: Arc<Segment>,
+    offset: usize,
+    len: usize,
+}
+
+// SAFETY: `[offset, offset + len)` lies inside the segment (checked by
+// `rings_in`), which the `Arc` keeps mapped; the ring reaches the memory
+// only through atomics and raw copies.
+unsafe impl Region for RingRegion {
+    fn base(&self) -> *mut u8 {
+        self.segment.as_ptr().wrapping_add(self.offset)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+fn rings_in(segment: &Arc<Segment>, create: bool, duplex: bool) -> Result<[Option<Ring>; 2]> {
+    let size = ring::region_size(CAPACITY);
+    let count = if create {
+        if duplex {
+            2
+        } else {
+            1
+        }
+    } else {
+        (segment.len() / size).min(2)
+    };
+    if count == 0 || segment.len() < count * size {
+        return Err(Error::new(ErrorKind::Protocol, "pipe segment too small"));
+    }
+    let mut rings = [None, None];
+    for (i, slot) in rings.iter_mut().enumerate().take(count) {
+        let region = Arc::new(RingRegion {
+            segment: Arc::clone(segment),
+            offset: i * size,
+            len: size,
+        });
+        let ring = if create {
+            Ring::create(region, CAPACITY, Mode::Spsc)?
+        } else {
+            Ring::attach(region)?
+        };
+        if ring.mode() != Mode::Spsc {
+            return Err(Error::new(ErrorKind::Protocol, "segment does not hold a pipe"));
+        }
+        *slot = Some(ring);
+    }
+    Ok(rings)
+}
+
+/// One end of a [`pipe`].
+///
+/// Python counterpart: `multiprocessing.connection.Connection`: `send` /
+/// `recv` (any serde type instead of a pickle), `send_bytes` /
+/// `recv_bytes`, `poll(timeout)`, `close`. An end can be passed to a child
+/// process as an argument.
+///
+/// A `recv` whose sender's process died, or a `send` blocked on a full pipe
+/// whose receiver died, fails with [`ErrorKind::PeerDied`].
+///
+/// ```
+/// use multiproc::{pipe, Connection, Process};
+///
+/// fn pong(conn: Connection) {
+///     while let Ok(n) = conn.recv::<u32>() {
+///         if n == 0 { break; }
+///         conn.send(&(n * 2)).unwrap();
+///     }
+/// }
+///
+/// fn main() {
+///     multiproc::init();
+///     let (here, there) = pipe(true).unwrap();
+///     let p = Process::spawn(pong, there).unwrap();
+///     here.send(&21u32).unwrap();
+///     assert_eq!(here.recv::<u32>().unwrap(), 42);
+///     here.send(&0u32).unwrap();
+///     p.join().unwrap();
+/// }
+/// ```
+pub struct Connection {
+    segment: Arc<Segment>,
+    end: u8,
+    duplex: bool,
+    /// The ring this end sends on, if it may send.
+    out: Option<Ring>,
+    /// The ring this end receives from, if it may receive.
+    inp: Option<Ring>,
+    tx: Mutex<Option<Producer>>,
+    rx: Mutex<Option<Consumer>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("end", &self.end)
+            .field("readable", &self.inp.is_some())
+            .field("writable", &self.out.is_some())
+            .finish()
+    }
+}
+
+/// Creates a connected pair of endpoints (Python's `Pipe(duplex)`).
+///
+/// With `duplex = true` both ends send and receive. With `false` the first
+/// end only receives and the second only sends, as in Python.
+///
+/// # Errors
+/// [`ErrorKind::NoSpace`] / [`ErrorKind::Io`] if the shared memory cannot
+/// be created.
+///
+/// ```
+/// let (rx, tx) = multiproc::pipe(false).unwrap();
+/// tx.send_bytes(b"ping").unwrap();
+/// assert_eq!(rx.recv_bytes().unwrap(), b"ping");
+/// assert!(rx.send_bytes(b"no").is_err()); // the receiving end cannot send
+/// ```
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    let rings = if duplex { 2 } else { 1 };
+    let segment = Arc::new(Segment::create(rings * ring::region_size(CAPACITY))?);
+    let [r0, r1] = rings_in(&segment, true, duplex)?;
+    Ok(Connection::pair(segment, r0, r1, duplex))
+}
+
+impl Connection {
+    /// Both ends over the rings: ring 0 carries end 0 → end 1 in a duplex
+    /// pipe, and end 1 → end 0 in a one-way one.
+    fn pair(segment: Arc<Segment>, r0: Option<Ring>, r1: Option<Ring>, duplex: bool) -> (Connection, Connection) {
+        let end = |end: u8, out: Option<Ring>, inp: Option<Ring>| Connection {
+            segment: Arc::clone(&segment),
+            end,
+            duplex,
+            out,
+            inp,
+            tx: Mutex::new(None),
+            rx: Mutex::new(None),
+        };
+        if duplex {
+            (end(0, r0.clone(), r1.clone()), end(1, r1, r0))
+        } else {
+            (end(0, None, r0.clone()), end(1, r0, None))
+        }
+    }
+
+    fn with_tx<R>(&self, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
+        let ring = self
+            .out
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "this end of a one-way pipe cannot send"))?;
+        let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if tx.is_none() {
+            *tx = Some(ring.producer()?);
+        }
+        match tx.as_mut() {
+            Some(p) => f(p),
+            None => Err(Error::new(ErrorKind::InvalidState, "no producer")),
+        }
+    }
+
+    fn with_rx<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
+        let ring = self
+            .inp
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "this end of a one-way pipe cannot receive"))?;
+        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        if rx.is_none() {
+            *rx = Some(ring.consumer()?);
+        }
+        match rx.as_mut() {
+            Some(c) => f(c),
+            None => Err(Error::new(ErrorKind::InvalidState, "no consumer")),
+        }
+    }
+
+    /// Sends a value (Python's `send(obj)`), waiting for room.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if it does not serialise or exceeds 512 KiB;
+    /// [`ErrorKind::PeerDied`] / [`ErrorKind::Disconnected`] if the other end
+    /// is gone.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true).unwrap();
+    /// a.send(&vec![1, 2, 3]).unwrap();
+    /// assert_eq!(b.recv::<Vec<i32>>().unwrap(), vec![1, 2, 3]);
+    /// ```
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.with_tx(|p| codec::push_value(p, KIND_VALUE, value, None))
+    }
+
+    /// Receives a value (Python's `recv()`), waiting for one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if the message is not a `T` (it is consumed);
+    /// [`ErrorKind::PeerDied`] / [`ErrorKind::Disconnected`] if the sender is
+    /// gone and nothing is left.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true).unwrap();
+    /// b.send(&"hi").unwrap();
+    /// assert_eq!(a.recv::<String>().unwrap(), "hi");
+    /// ```
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        self.recv_until(None)
+    }
+
+    /// As [`recv`](Connection::recv), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`], or as [`recv`](Connection::recv).
+    ///
+    /// ```
+    /// let (a, _b) = multiproc::pipe(true).unwrap();
+    /// assert!(a.recv_timeout::<u8>(std::time::Duration::from_millis(5)).unwrap_err().is_timeout());
+    /// ```
+    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
+        self.recv_until(Instant::now().checked_add(timeout))
+    }
+
+    fn recv_until<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
+        let (kind, value) = self.with_rx(|c| codec::pop_value::<T>(c, deadline))?;
+        if kind != KIND_VALUE {
+            return Err(Error::new(ErrorKind::Protocol, "expected a value, got raw bytes"));
+        }
+        Ok(value)
+    }
+
+    /// Sends raw bytes (Python's `send_bytes`), copied once into the ring.
+    ///
+    /// # Errors
+    /// As [`send`](Connection::send).
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true).unwrap();
+    /// a.send_bytes(&[1, 2, 3]).unwrap();
+    /// assert_eq!(b.recv_bytes().unwrap(), vec![1, 2, 3]);
+    /// ```
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.with_tx(|p| p.push(KIND_BYTES, bytes, None))
+    }
+
+    /// Receives raw bytes (Python's `recv_bytes`).
+    ///
+    /// # Errors
+    /// As [`recv`](Connection::recv).
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true).unwrap();
+    /// b.send_bytes(b"xyz").unwrap();
+    /// assert_eq!(a.recv_bytes().unwrap(), b"xyz");
+    /// ```
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.recv_bytes_into(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Receives raw bytes into `buf` (cleared first), reusing its
+    /// allocation (Python's `recv_bytes_into`). Returns the length.
+    ///
+    /// # Errors
+    /// As [`recv`](Connection::recv).
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true).unwrap();
+    /// let mut buf = Vec::with_capacity(64);
+    /// b.send_bytes(b"abc").unwrap();
+    /// assert_eq!(a.recv_bytes_into(&mut buf).unwrap(), 3);
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.with_rx(|c| {
+            let frame = c.peek(None)?;
+            if frame.kind() != KIND_BYTES {
+                return Err(Error::new(ErrorKind::Protocol, "expected bytes, got a value"));
+            }
+            buf.clear();
+            buf.extend_from_slice(frame.bytes());
+            Ok(buf.len())
+        })
+    }
+
+    /// `true` if a message is waiting, checking for at most `timeout`
+    /// (Python's `poll(timeout)`; `Duration::ZERO` just looks).
+    ///
+    /// # Errors
+    /// [`ErrorKind::PeerDied`] / [`ErrorKind::Disconnected`] if the sender is
+    /// gone and nothing is left; [`ErrorKind::InvalidState`] for the sending
+    /// end of a one-way pipe.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true).unwrap();
+    /// assert!(!a.poll(std::time::Duration::ZERO).unwrap());
+    /// b.send(&1u8).unwrap();
+    /// assert!(a.poll(std::time::Duration::from_secs(1)).unwrap());
+    /// ```
+    pub fn poll(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.with_rx(|c| match c.peek(deadline) {
+            // Dropping the frame view without releasing keeps the message
+            // for the next recv.
+            Ok(frame) => {
+                std::mem::forget(frame);
+                Ok(true)
+            }
+            Err(e) if e.is_timeout() => Ok(false),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (self.segment.handle(), self.end, self.duplex).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (handle, end, duplex) = <(SegmentHandle, u8, bool)>::deserialize(d)?;
+        let open = || -> Result<Connection> {
+            if end > 1 {
+                return Err(Error::new(ErrorKind::Protocol, "bad pipe end"));
+            }
+            let segment = Arc::new(Segment::open(&handle)?);
+            let [r0, r1] = rings_in(&segment, false, duplex)?;
+            if duplex && r1.is_none() {
+                return Err(Error::new(ErrorKind::Protocol, "duplex pipe with one ring"));
+            }
+            let (a, b) = Connection::pair(segment, r0, r1, duplex);
+            Ok(if end == 0 { a } else { b })
+        };
+        open().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Something [`wait`] can wait on: a [`Connection`] (ready when a message
+/// is waiting or its sender is gone) or a [`Process`](crate::Process)
+/// (ready when it has ended).
+pub trait Waitable {
+    /// `true` if waiting on it would not block now.
+    fn is_ready(&self) -> bool;
+}
+
+impl Waitable for Connection {
+    fn is_ready(&self) -> bool {
+        // An error (sender gone) is "ready": the next recv reports it.
+        self.poll(Duration::ZERO).unwrap_or(true)
+    }
+}
+
+impl<R> Waitable for crate::Process<R> {
+    fn is_ready(&self) -> bool {
+        !self.is_alive()
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes;
+/// returns the indices of the ready ones (empty on timeout).
+///
+/// Python counterpart: `multiprocessing.connection.wait(object_list,
+/// timeout)`.
+///
+/// ```
+/// use std::time::Duration;
+/// let (a, b) = multiproc::pipe(true).unwrap();
+/// let (c, _d) = multiproc::pipe(true).unwrap();
+/// b.send(&1u8).unwrap();
+/// let ready = multiproc::wait(&[&a, &c], Some(Duration::from_secs(1)));
+/// assert_eq!(ready, vec![0]);
+/// ```
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Vec<usize> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut pause = Duration::from_micros(10);
+    loop {
+        let ready: Vec<usize> = objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.is_ready())
+            .map(|(i, _)| i)
+            .collect();
+        if !ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+            return ready;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,670 @@
+//! `Queue`, `SimpleQueue`, `JoinableQueue`: many producers and consumers
+//! across processes, over one multi-producer multi-consumer byte ring in a
+//! shared-memory segment.
+//!
+//! Segment layout: a [`QueueHeader`] (item count, unfinished tasks, the
+//! participants table), then the ring at [`RING_OFFSET`]. Items are
+//! serialised with postcard straight into the ring (no intermediate
+//! buffer). The count is a hint for `len()`, like Python's `qsize()`.
+#![allow(unsafe_code)]
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::participants::Participants;
+use crate::region::Region;
+use crate::ring::{self, Consumer, Mode, PeerCheck, Producer, Ring};
+use crate::segment::{Segment, SegmentHandle};
+use crate::sys;
+
+/// Ring bytes of [`Queue::new`].
+const DEFAULT_CAPACITY: usize = 1 << 20;
+const KIND_ITEM: u8 = 1;
+/// Where the ring starts in the segment (after the header, 64-aligned).
+const RING_OFFSET: usize = 1024;
+
+#[repr(C)]
+struct QueueHeader {
+    /// Items pushed and not yet popped.
+    count: AtomicU64,
+    /// `JoinableQueue`: items put and not yet marked done; `join` sleeps
+    /// on it as a futex word.
+    unfinished: AtomicU32,
+    _pad: AtomicU32,
+    participants: Participants,
+}
+
+const _: () = assert!(std::mem::size_of::<QueueHeader>() <= RING_OFFSET);
+
+/// The ring's part of the segment.
+struct RingRegion {
+    segment: Arc<Segment>,
+}
+
+// SAFETY: `base()` points `RING_OFFSET` bytes into a live mapping that the
+// `Arc<Segment>` keeps alive, and `len()` stays within it; the ring only
+// reaches the memory through atomics and raw copies.
+unsafe impl Region for RingRegion {
+    fn base(&self) -> *mut u8 {
+        // The caller (`Inner::new`) checked `segment.len() > RING_OFFSET`.
+        self.segment.as_ptr().wrapping_add(RING_OFFSET)
+    }
+
+    fn len(&self) -> usize {
+        self.segment.len().saturating_sub(RING_OFFSET)
+    }
+}
+
+struct Inner {
+    segment: Arc<Segment>,
+    ring: Ring,
+    producer: Mutex<Option<Producer>>,
+    consumer: Mutex<Option<Consumer>>,
+    slot: Option<usize>,
+    /// `close()` was called on this process's handles.
+    closed: AtomicBool,
+}
+
+impl Inner {
+    fn header(&self) -> &QueueHeader {
+        // SAFETY: the segment is at least RING_OFFSET bytes (checked when it
+        // was created or opened), page aligned, and stays mapped while
+        // `self.segment` lives; `QueueHeader` is atomics only, so a shared
+        // reference to memory other processes mutate atomically is fine.
+        unsafe { &*self.segment.as_ptr().cast::<QueueHeader>() }
+    }
+
+    fn create(capacity: usize) -> Result<Inner> {
+        let capacity = capacity
+            .clamp(ring::MIN_CAPACITY, ring::MAX_CAPACITY)
+            .next_power_of_two();
+        let segment = Arc::new(Segment::create(RING_OFFSET + ring::region_size(capacity))?);
+        let region = Arc::new(RingRegion {
+            segment: Arc::clone(&segment),
+        });
+        let ring = Ring::create(region, capacity, Mode::Mpmc)?;
+        Ok(Inner::with(segment, ring))
+    }
+
+    fn open(handle: &SegmentHandle) -> Result<Inner> {
+        let segment = Arc::new(Segment::open(handle)?);
+        if segment.len() <= RING_OFFSET {
+            return Err(Error::new(ErrorKind::Protocol, "queue segment too small"));
+        }
+        let ring = Ring::attach(Arc::new(RingRegion {
+            segment: Arc::clone(&segment),
+        }))?;
+        if ring.mode() != Mode::Mpmc {
+            return Err(Error::new(ErrorKind::Protocol, "segment does not hold a queue"));
+        }
+        Ok(Inner::with(segment, ring))
+    }
+
+    fn with(segment: Arc<Segment>, ring: Ring) -> Inner {
+        let mut inner = Inner {
+            segment,
+            ring,
+            producer: Mutex::new(None),
+            consumer: Mutex::new(None),
+            slot: None,
+            closed: AtomicBool::new(false),
+        };
+        inner.slot = inner.header().participants.register();
+        inner
+    }
+
+    /// Blocked calls give up once no other process holds the queue.
+    fn peer_check(&self) -> PeerCheck {
+        let segment = Arc::clone(&self.segment);
+        Arc::new(move || {
+            // SAFETY: as in `header()`; `segment` keeps the mapping alive.
+            let header = unsafe { &*segment.as_ptr().cast::<QueueHeader>() };
+            header.participants.others_alive()
+        })
+    }
+
+    fn with_producer<R>(&self, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::new(ErrorKind::InvalidState, "the queue was closed"));
+        }
+        let mut slot = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let mut p = self.ring.producer()?;
+            p.set_peer_check(self.peer_check());
+            *slot = Some(p);
+        }
+        match slot.as_mut() {
+            Some(p) => f(p),
+            None => Err(Error::new(ErrorKind::InvalidState, "no producer")),
+        }
+    }
+
+    fn with_consumer<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
+        let mut slot = self.consumer.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let mut c = self.ring.consumer()?;
+            c.set_peer_check(self.peer_check());
+            *slot = Some(c);
+        }
+        match slot.as_mut() {
+            Some(c) => f(c),
+            None => Err(Error::new(ErrorKind::InvalidState, "no consumer")),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            self.header().participants.unregister(slot);
+        }
+    }
+}
+
+/// `try_put` could not put the item: it is handed back.
+///
+/// ```
+/// let q = multiproc::Queue::<Vec<u8>>::with_capacity(64).unwrap();
+/// let big = vec![0u8; 1000];
+/// match q.try_put(big) {
+///     Err(multiproc::TryPutError::Failed(e, item)) => { assert_eq!(item.len(), 1000); let _ = e; }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Debug)]
+pub enum TryPutError<T> {
+    /// No room now (or before the deadline).
+    Full(T),
+    /// Another error (too large for the queue, the queue is broken…).
+    Failed(Error, T),
+}
+
+impl<T> TryPutError<T> {
+    /// The item that was not put.
+    ///
+    /// ```
+    /// let e = multiproc::TryPutError::Full(7);
+    /// assert_eq!(e.into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            TryPutError::Full(t) | TryPutError::Failed(_, t) => t,
+        }
+    }
+}
+
+impl<T> std::fmt::Display for TryPutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TryPutError::Full(_) => f.write_str("the queue is full"),
+            TryPutError::Failed(e, _) => write!(f, "put failed: {e}"),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::error::Error for TryPutError<T> {}
+
+/// A first-in first-out queue shared by any number of processes.
+///
+/// Python counterpart: `multiprocessing.Queue()`: `put`, `get`,
+/// `put_nowait` ([`try_put`](Queue::try_put)), `get_nowait`
+/// ([`try_get`](Queue::try_get)), `put(timeout=)`
+/// ([`put_timeout`](Queue::put_timeout)), `get(timeout=)`
+/// ([`get_timeout`](Queue::get_timeout)), `qsize` ([`len`](Queue::len)),
+/// `empty`, `full`, `close`. Items are any serde type; nothing is pickled.
+///
+/// The bound is in bytes (the ring's capacity, 1 MiB by default): a `put`
+/// blocks while the ring has no room. Pass the queue to child processes as
+/// an argument; clones share it.
+///
+/// A blocked `get` or `put` fails with [`ErrorKind::PeerDied`] once no
+/// other live process holds the queue, instead of waiting forever.
+///
+/// ```
+/// use multiproc::{Process, Queue};
+///
+/// fn producer(q: Queue<String>) {
+///     for i in 0..3 { q.put(&format!("item {i}")).unwrap(); }
+/// }
+///
+/// fn main() {
+///     multiproc::init();
+///     let q = Queue::new().unwrap();
+///     let p = Process::spawn(producer, q.clone()).unwrap();
+///     for i in 0..3 { assert_eq!(q.get().unwrap(), format!("item {i}")); }
+///     p.join().unwrap();
+/// }
+/// ```
+pub struct Queue<T> {
+    inner: Arc<Inner>,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+/// Python's `multiprocessing.SimpleQueue`: the same queue (it already is
+/// the simple, unbounded-in-items kind); `put`, `get`, `is_empty`, `close`.
+///
+/// ```
+/// let q: multiproc::SimpleQueue<u8> = multiproc::SimpleQueue::new().unwrap();
+/// q.put(&1).unwrap();
+/// assert_eq!(q.get().unwrap(), 1);
+/// ```
+pub type SimpleQueue<T> = Queue<T>;
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: Arc::clone(&self.inner),
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.inner.header().count.load(Ordering::Relaxed))
+            .field("capacity_bytes", &self.inner.ring.capacity())
+            .finish()
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.inner.segment.handle().serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let handle = SegmentHandle::deserialize(d)?;
+        let inner = Inner::open(&handle).map_err(serde::de::Error::custom)?;
+        Ok(Queue {
+            inner: Arc::new(inner),
+            _items: PhantomData,
+        })
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout).or(Some(Instant::now() + Duration::from_secs(1 << 32)))
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue with a 1 MiB ring.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NoSpace`] / [`ErrorKind::Io`] if the shared memory
+    /// cannot be created.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u32>::new().unwrap();
+    /// assert!(q.is_empty());
+    /// ```
+    pub fn new() -> Result<Self> {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A queue whose ring holds `bytes` bytes (rounded up to a power of
+    /// two, at least 64). One item may use at most half of it.
+    ///
+    /// # Errors
+    /// As [`new`](Queue::new).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u64>::with_capacity(4096).unwrap();
+    /// q.put(&1).unwrap();
+    /// ```
+    pub fn with_capacity(bytes: usize) -> Result<Self> {
+        Ok(Queue {
+            inner: Arc::new(Inner::create(bytes)?),
+            _items: PhantomData,
+        })
+    }
+
+    /// Puts `item` at the back, waiting for room.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if the item is larger than half the ring;
+    /// [`ErrorKind::PeerDied`] if the queue stays full and no other process
+    /// holds it; [`ErrorKind::InvalidState`] after [`close`](Queue::close).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put(&"hello".to_string()).unwrap();
+    /// ```
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.put_until(item, None)
+    }
+
+    fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
+        let inner = &self.inner;
+        inner.with_producer(|p| codec::push_value(p, KIND_ITEM, item, deadline))?;
+        // SYNC: Release pairs with the Acquire in `len` (a hint only).
+        inner.header().count.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Puts `item` if there is room within `timeout`; otherwise hands it
+    /// back in [`TryPutError::Full`].
+    ///
+    /// # Errors
+    /// [`TryPutError::Full`] on timeout, [`TryPutError::Failed`] as
+    /// [`put`](Queue::put).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put_timeout(5u8, std::time::Duration::from_millis(10)).unwrap();
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> std::result::Result<(), TryPutError<T>> {
+        match self.put_until(&item, deadline_after(timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_timeout() => Err(TryPutError::Full(item)),
+            Err(e) => Err(TryPutError::Failed(e, item)),
+        }
+    }
+
+    /// Puts `item` only if there is room now (Python's `put_nowait`).
+    ///
+    /// # Errors
+    /// [`TryPutError::Full`] if there is no room, [`TryPutError::Failed`]
+    /// as [`put`](Queue::put).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.try_put(1u8).unwrap();
+    /// ```
+    pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
+        self.put_timeout(item, Duration::ZERO)
+    }
+
+    /// Takes the item at the front, waiting for one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PeerDied`] if the queue is empty and no other live
+    /// process holds it; [`ErrorKind::Codec`] if the item does not decode as
+    /// a `T` (it is consumed).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put(&3i32).unwrap();
+    /// assert_eq!(q.get().unwrap(), 3);
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.get_until(None)
+    }
+
+    fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
+        let inner = &self.inner;
+        let (_, item) = inner.with_consumer(|c| codec::pop_value::<T>(c, deadline))?;
+        inner.header().count.fetch_sub(1, Ordering::Relaxed);
+        Ok(item)
+    }
+
+    /// As [`get`](Queue::get), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`], or as [`get`](Queue::get).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// assert!(q.get_timeout(std::time::Duration::from_millis(5)).unwrap_err().is_timeout());
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(deadline_after(timeout))
+    }
+
+    /// Takes the front item if there is one now (Python's `get_nowait`).
+    ///
+    /// # Errors
+    /// As [`get`](Queue::get).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// assert_eq!(q.try_get().unwrap(), None);
+    /// ```
+    pub fn try_get(&self) -> Result<Option<T>> {
+        match self.get_until(Some(Instant::now())) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_timeout() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Items in the queue now (Python's `qsize()`): exact when nobody is
+    /// putting or getting at that moment.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put(&1u8).unwrap();
+    /// assert_eq!(q.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        // SYNC: Acquire pairs with the Release fetch_add in `put_until`.
+        let n = self.inner.header().count.load(Ordering::Acquire);
+        usize::try_from(n.min(i64::MAX as u64)).unwrap_or(usize::MAX)
+    }
+
+    /// `true` when the queue holds no item (Python's `empty()`).
+    ///
+    /// ```
+    /// assert!(multiproc::Queue::<u8>::new().unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.inner.ring.used_bytes() == 0
+    }
+
+    /// `true` when a small item would not fit now (Python's `full()`).
+    ///
+    /// ```
+    /// assert!(!multiproc::Queue::<u8>::new().unwrap().is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.inner.ring.used_bytes() + ring::frame_size(8) > self.inner.ring.capacity()
+    }
+
+    /// This handle will put no more items (Python's `close()`): later
+    /// `put`s through it fail. Other handles are unaffected.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// q.close();
+    /// assert!(q.put(&1).is_err());
+    /// ```
+    pub fn close(&self) {
+        let mut slot = self.inner.producer.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = None;
+        self.inner.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A [`Queue`] that also counts unfinished tasks: every `put` adds one,
+/// every [`task_done`](JoinableQueue::task_done) removes one, and
+/// [`join`](JoinableQueue::join) waits until none is left.
+///
+/// Python counterpart: `multiprocessing.JoinableQueue()`.
+///
+/// ```
+/// use multiproc::{JoinableQueue, Process};
+///
+/// fn worker(q: JoinableQueue<u64>) {
+///     while let Ok(n) = q.get() {
+///         if n == 0 { q.task_done().unwrap(); break; }
+///         q.task_done().unwrap();
+///     }
+/// }
+///
+/// fn main() {
+///     multiproc::init();
+///     let q = JoinableQueue::new().unwrap();
+///     let p = Process::spawn(worker, q.clone()).unwrap();
+///     for n in [3, 2, 1, 0] { q.put(&n).unwrap(); }
+///     q.join().unwrap(); // every item was processed
+///     p.join().unwrap();
+/// }
+/// ```
+pub struct JoinableQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinableQueue")
+            .field("queue", &self.queue)
+            .field(
+                "unfinished",
+                &self.queue.inner.header().unfinished.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.queue.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(JoinableQueue {
+            queue: Queue::deserialize(d)?,
+        })
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+    fn deref(&self) -> &Queue<T> {
+        &self.queue
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A joinable queue with a 1 MiB ring.
+    ///
+    /// # Errors
+    /// As [`Queue::new`].
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::<u8>::new().unwrap();
+    /// q.join().unwrap(); // nothing put: returns at once
+    /// ```
+    pub fn new() -> Result<Self> {
+        Ok(JoinableQueue { queue: Queue::new()? })
+    }
+
+    /// Puts `item` and counts one more unfinished task.
+    ///
+    /// # Errors
+    /// As [`Queue::put`].
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::new().unwrap();
+    /// q.put(&1u8).unwrap();
+    /// ```
+    pub fn put(&self, item: &T) -> Result<()> {
+        let h = self.queue.inner.header();
+        // Counted before the item is visible, so `join` never sees an item
+        // done before it was counted.
+        h.unfinished.fetch_add(1, Ordering::AcqRel);
+        self.queue.put(item).inspect_err(|_| {
+            self.task_done_unchecked();
+        })
+    }
+
+    fn task_done_unchecked(&self) -> u32 {
+        let h = self.queue.inner.header();
+        // SYNC: AcqRel: Release publishes the consumer's work to `join`'s
+        // Acquire load; Acquire orders it after earlier task_done calls.
+        let before = h.unfinished.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 {
+            sys::futex_wake_all(&h.unfinished);
+        }
+        before
+    }
+
+    /// Marks one item taken with `get` as processed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] if called more times than items were put
+    /// (Python's `ValueError`).
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::new().unwrap();
+    /// q.put(&1u8).unwrap();
+    /// q.get().unwrap();
+    /// q.task_done().unwrap();
+    /// assert!(q.task_done().is_err());
+    /// ```
+    pub fn task_done(&self) -> Result<()> {
+        let h = self.queue.inner.header();
+        let mut n = h.unfinished.load(Ordering::Relaxed);
+        loop {
+            if n == 0 {
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "task_done() called more times than there were items",
+                ));
+            }
+            // SYNC: AcqRel as in `task_done_unchecked`.
+            match h
+                .unfinished
+                .compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        if n == 1 {
+            sys::futex_wake_all(&h.unfinished);
+        }
+        Ok(())
+    }
+
+    /// Waits until every item put has been marked done.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PeerDied`] if tasks are unfinished and no other live
+    /// process holds the queue to finish them.
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::<u8>::new().unwrap();
+    /// q.join().unwrap();
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        let h = self.queue.inner.header();
+        let mut last_check = Instant::now();
+        loop {
+            // SYNC: Acquire pairs with the AcqRel decrements in task_done.
+            let n = h.unfinished.load(Ordering::Acquire);
+            if n == 0 {
+                return Ok(());
+            }
+            if last_check.elapsed() >= Duration::from_millis(100) {
+                last_check = Instant::now();
+                if !h.participants.others_alive() {
+                    return Err(Error::new(
+                        ErrorKind::PeerDied,
+                        format!("{n} unfinished tasks and no other process holds the queue"),
+                    ));
+                }
+            }
+            sys::futex_wait(&h.unfinished, n, Duration::from_millis(50));
+        }
+    }
+}

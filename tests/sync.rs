@@ -1,0 +1,261 @@
+//! Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier —
+//! across real processes, including processes that die at the worst time.
+
+use std::time::{Duration, Instant};
+
+use multiproc::{
+    Barrier, Condition, ErrorKind, Event, Lock, Process, RLock, Semaphore, SharedValue,
+};
+
+multiproc::test_support!();
+
+fn nap(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn increment((lock, total, times): (Lock, SharedValue<u64>, u32)) {
+    for _ in 0..times {
+        let _g = lock.lock().unwrap();
+        // A deliberately non-atomic read-modify-write: only the lock makes
+        // the final count exact.
+        let v = total.get();
+        std::hint::black_box(v);
+        total.set(v + 1);
+    }
+}
+
+#[test]
+fn four_processes_increment_under_a_lock_exactly() {
+    let lock = Lock::new().unwrap();
+    let total = SharedValue::new(0u64).unwrap();
+    let ps: Vec<_> = (0..4)
+        .map(|_| Process::spawn(increment, (lock.clone(), total.clone(), 10_000)).unwrap())
+        .collect();
+    for p in ps {
+        p.join().unwrap();
+    }
+    assert_eq!(total.get(), 40_000);
+    assert!(!lock.is_locked());
+}
+
+fn hold_forever((lock, held): (Lock, Event)) {
+    let _g = lock.lock().unwrap();
+    held.set();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_sigkilled_lock_holder_gives_owner_died_then_the_lock_works() {
+    let lock = Lock::new().unwrap();
+    let held = Event::new().unwrap();
+    let p = Process::spawn(hold_forever, (lock.clone(), held.clone())).unwrap();
+    let pid = p.pid();
+    held.wait_timeout(Duration::from_secs(30)).unwrap();
+    assert!(lock.is_locked());
+    p.kill().unwrap();
+    assert!(p.join().unwrap_err().is_process_died());
+
+    let err = lock.lock_timeout(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OwnerDied, "{err}");
+    assert_eq!(err.pid(), Some(pid));
+    // The lock is usable again.
+    let g = lock.lock_timeout(Duration::from_secs(10)).unwrap();
+    drop(g);
+}
+
+#[test]
+fn owner_death_is_seen_by_a_waiter_already_blocked() {
+    let lock = Lock::new().unwrap();
+    let held = Event::new().unwrap();
+    let p = Process::spawn(hold_forever, (lock.clone(), held.clone())).unwrap();
+    held.wait_timeout(Duration::from_secs(30)).unwrap();
+    let waiter = {
+        let lock = lock.clone();
+        std::thread::spawn(move || lock.lock_timeout(Duration::from_secs(20)).map(|_| ()))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    p.kill().unwrap();
+    let err = waiter.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OwnerDied, "{err}");
+    let _ = p.join();
+}
+
+#[test]
+fn lock_timeout_really_times_out() {
+    let lock = Lock::new().unwrap();
+    let _g = lock.lock().unwrap();
+    let start = Instant::now();
+    let err = lock.lock_timeout(Duration::from_millis(100)).unwrap_err();
+    assert!(err.is_timeout());
+    assert!(start.elapsed() >= Duration::from_millis(100));
+}
+
+#[test]
+fn rlock_is_reentrant_and_exclusive() {
+    fn try_take(l: RLock) -> bool {
+        l.lock_timeout(Duration::from_millis(50)).is_ok()
+    }
+    let l = RLock::new().unwrap();
+    let a = l.lock().unwrap();
+    let b = l.lock().unwrap();
+    // Another process cannot take it while held (twice)…
+    assert!(!Process::spawn(try_take, l.clone()).unwrap().join().unwrap());
+    drop(b);
+    assert!(!Process::spawn(try_take, l.clone()).unwrap().join().unwrap());
+    drop(a);
+    // …and can once fully released.
+    assert!(Process::spawn(try_take, l.clone()).unwrap().join().unwrap());
+}
+
+#[test]
+fn semaphore_limits_concurrency_across_processes() {
+    fn worker((sem, inside, max_seen): (Semaphore, SharedValue<u32>, SharedValue<u32>)) {
+        for _ in 0..20 {
+            sem.acquire().unwrap();
+            let now = inside.fetch_add(1) + 1;
+            max_seen
+                .as_atomic()
+                .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(200));
+            inside.fetch_sub(1);
+            sem.release().unwrap();
+        }
+    }
+    let sem = Semaphore::new(2).unwrap();
+    let inside = SharedValue::new(0u32).unwrap();
+    let max_seen = SharedValue::new(0u32).unwrap();
+    let ps: Vec<_> = (0..4)
+        .map(|_| Process::spawn(worker, (sem.clone(), inside.clone(), max_seen.clone())).unwrap())
+        .collect();
+    for p in ps {
+        p.join().unwrap();
+    }
+    assert!(max_seen.get() <= 2, "max inside = {}", max_seen.get());
+    assert!(max_seen.get() >= 1);
+    assert_eq!(sem.value(), 2);
+}
+
+#[test]
+fn bounded_semaphore_refuses_extra_release() {
+    let sem = Semaphore::bounded(1).unwrap();
+    assert_eq!(sem.release().unwrap_err().kind(), ErrorKind::InvalidState);
+    sem.acquire().unwrap();
+    sem.release().unwrap();
+    assert!(sem.acquire_timeout(Duration::from_millis(10)).is_ok());
+    assert!(sem
+        .acquire_timeout(Duration::from_millis(10))
+        .unwrap_err()
+        .is_timeout());
+}
+
+#[test]
+fn barrier_of_four_processes() {
+    fn party((b, arrived): (Barrier, SharedValue<u32>)) -> u32 {
+        arrived.fetch_add(1);
+        let idx = b.wait().unwrap();
+        // Everyone has arrived once anyone passes.
+        assert_eq!(arrived.get(), 4);
+        idx
+    }
+    let b = Barrier::new(4).unwrap();
+    let arrived = SharedValue::new(0u32).unwrap();
+    let ps: Vec<_> = (0..4)
+        .map(|_| Process::spawn(party, (b.clone(), arrived.clone())).unwrap())
+        .collect();
+    let mut idx: Vec<u32> = ps.into_iter().map(|p| p.join().unwrap()).collect();
+    idx.sort();
+    assert_eq!(idx, vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn a_dead_peer_breaks_a_barrier_for_every_waiter() {
+    fn die_before_arriving(b: Barrier) {
+        let _keep = b;
+        std::process::abort();
+    }
+    fn wait_on((b, ready): (Barrier, Event)) -> ErrorKind {
+        ready.set();
+        b.wait_timeout(Duration::from_secs(20)).unwrap_err().kind()
+    }
+    let b = Barrier::new(3).unwrap();
+    let ready = Event::new().unwrap();
+    let waiter = Process::spawn(wait_on, (b.clone(), ready.clone())).unwrap();
+    ready.wait_timeout(Duration::from_secs(30)).unwrap();
+    let dying = Process::spawn(die_before_arriving, b.clone()).unwrap();
+    let mine = b.wait_timeout(Duration::from_secs(20)).unwrap_err();
+    assert_eq!(mine.kind(), ErrorKind::PeerDied, "{mine}");
+    assert_eq!(waiter.join().unwrap(), ErrorKind::PeerDied);
+    assert!(dying.join().is_err());
+}
+
+#[test]
+fn event_set_in_a_child_wakes_the_parent() {
+    fn setter((e, ms): (Event, u64)) {
+        nap(ms);
+        e.set();
+    }
+    let e = Event::new().unwrap();
+    assert!(e
+        .wait_timeout(Duration::from_millis(10))
+        .unwrap_err()
+        .is_timeout());
+    let p = Process::spawn(setter, (e.clone(), 50)).unwrap();
+    e.wait_timeout(Duration::from_secs(30)).unwrap();
+    assert!(e.is_set());
+    e.clear();
+    assert!(!e.is_set());
+    p.join().unwrap();
+}
+
+#[test]
+fn a_dead_peer_wakes_event_waiters_with_peer_died() {
+    fn die(e: Event) {
+        let _keep = e;
+        nap(100);
+        std::process::abort();
+    }
+    let e = Event::new().unwrap();
+    let p = Process::spawn(die, e.clone()).unwrap();
+    let err = e.wait_timeout(Duration::from_secs(20)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PeerDied, "{err}");
+    let _ = p.join();
+}
+
+#[test]
+fn condition_notify_across_processes() {
+    fn producer((c, slot): (Condition, SharedValue<u64>)) {
+        for i in 1..=5u64 {
+            let mut g = c.lock().unwrap();
+            while slot.get() != 0 {
+                c.wait(&mut g).unwrap();
+            }
+            slot.set(i);
+            c.notify_all();
+        }
+    }
+    let c = Condition::new().unwrap();
+    let slot = SharedValue::new(0u64).unwrap();
+    let p = Process::spawn(producer, (c.clone(), slot.clone())).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let mut g = c.lock().unwrap();
+        while slot.get() == 0 {
+            c.wait_timeout(&mut g, Duration::from_secs(20)).unwrap();
+        }
+        got.push(slot.get());
+        slot.set(0);
+        c.notify_all();
+    }
+    assert_eq!(got, vec![1, 2, 3, 4, 5]);
+    p.join().unwrap();
+}
+
+#[test]
+fn primitives_reject_a_handle_of_another_kind() {
+    fn open_as_lock(_: Lock) {}
+    let e = Event::new().unwrap();
+    // Serialise an Event, deserialise it as a Lock: refused, not misused.
+    let bytes = postcard::to_stdvec(&e).unwrap();
+    assert!(postcard::from_bytes::<Lock>(&bytes).is_err());
+    let _ = open_as_lock;
+}
