@@ -6,7 +6,9 @@ mod bootstrap;
 mod codec;
 mod error;
 mod participants;
+mod pipe;
 mod process;
+mod queue;
 mod region;
 mod ring;
 mod segment;
@@ -17,9 +19,11 @@ mod task;
 
 pub use affinity::cpu_count;
 pub use error::{Error, ErrorKind, PanicInfo, Result};
+pub use pipe::{pipe, wait, Connection, Waitable};
 pub use process::{
     active_children, current_process, ExitStatus, Process, ProcessBuilder, ProcessInfo,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,

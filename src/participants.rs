@@ -51,13 +51,4 @@ impl Participants {
             .map(|s| s.load(Ordering::Relaxed))
             .find(|&p| p != 0 && !sys::process_alive(p))
     }
-
-    /// `true` if a live process other than this one is registered.
-    pub(crate) fn others_alive(&self) -> bool {
-        let me = std::process::id();
-        self.slots
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .any(|p| p != 0 && p != me && sys::process_alive(p))
-    }
 }

@@ -72,7 +72,10 @@ fn rings_in(segment: &Arc<Segment>, create: bool, duplex: bool) -> Result<[Optio
             Ring::attach(region)?
         };
         if ring.mode() != Mode::Spsc {
-            return Err(Error::new(ErrorKind::Protocol, "segment does not hold a pipe"));
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "segment does not hold a pipe",
+            ));
         }
         *slot = Some(ring);
     }
@@ -156,7 +159,12 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 impl Connection {
     /// Both ends over the rings: ring 0 carries end 0 → end 1 in a duplex
     /// pipe, and end 1 → end 0 in a one-way one.
-    fn pair(segment: Arc<Segment>, r0: Option<Ring>, r1: Option<Ring>, duplex: bool) -> (Connection, Connection) {
+    fn pair(
+        segment: Arc<Segment>,
+        r0: Option<Ring>,
+        r1: Option<Ring>,
+        duplex: bool,
+    ) -> (Connection, Connection) {
         let end = |end: u8, out: Option<Ring>, inp: Option<Ring>| Connection {
             segment: Arc::clone(&segment),
             end,
@@ -174,10 +182,12 @@ impl Connection {
     }
 
     fn with_tx<R>(&self, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
-        let ring = self
-            .out
-            .as_ref()
-            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "this end of a one-way pipe cannot send"))?;
+        let ring = self.out.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidState,
+                "this end of a one-way pipe cannot send",
+            )
+        })?;
         let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         if tx.is_none() {
             *tx = Some(ring.producer()?);
@@ -189,10 +199,12 @@ impl Connection {
     }
 
     fn with_rx<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
-        let ring = self
-            .inp
-            .as_ref()
-            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "this end of a one-way pipe cannot receive"))?;
+        let ring = self.inp.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidState,
+                "this end of a one-way pipe cannot receive",
+            )
+        })?;
         let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
         if rx.is_none() {
             *rx = Some(ring.consumer()?);
@@ -249,11 +261,16 @@ impl Connection {
     }
 
     fn recv_until<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
-        let (kind, value) = self.with_rx(|c| codec::pop_value::<T>(c, deadline))?;
-        if kind != KIND_VALUE {
-            return Err(Error::new(ErrorKind::Protocol, "expected a value, got raw bytes"));
-        }
-        Ok(value)
+        self.with_rx(|c| {
+            let frame = c.peek(deadline)?;
+            if frame.kind() != KIND_VALUE {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    "expected a value, got raw bytes",
+                ));
+            }
+            codec::decode_serde(frame.bytes())
+        })
     }
 
     /// Sends raw bytes (Python's `send_bytes`), copied once into the ring.
@@ -302,7 +319,10 @@ impl Connection {
         self.with_rx(|c| {
             let frame = c.peek(None)?;
             if frame.kind() != KIND_BYTES {
-                return Err(Error::new(ErrorKind::Protocol, "expected bytes, got a value"));
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    "expected bytes, got a value",
+                ));
             }
             buf.clear();
             buf.extend_from_slice(frame.bytes());
@@ -326,16 +346,7 @@ impl Connection {
     /// ```
     pub fn poll(&self, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now().checked_add(timeout);
-        self.with_rx(|c| match c.peek(deadline) {
-            // Dropping the frame view without releasing keeps the message
-            // for the next recv.
-            Ok(frame) => {
-                std::mem::forget(frame);
-                Ok(true)
-            }
-            Err(e) if e.is_timeout() => Ok(false),
-            Err(e) => Err(e),
-        })
+        self.with_rx(|c| c.poll(deadline))
     }
 }
 

@@ -102,7 +102,10 @@ impl Inner {
             segment: Arc::clone(&segment),
         }))?;
         if ring.mode() != Mode::Mpmc {
-            return Err(Error::new(ErrorKind::Protocol, "segment does not hold a queue"));
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "segment does not hold a queue",
+            ));
         }
         Ok(Inner::with(segment, ring))
     }
@@ -120,13 +123,14 @@ impl Inner {
         inner
     }
 
-    /// Blocked calls give up once no other process holds the queue.
+    /// Blocked calls give up once a process sharing the queue has died
+    /// abruptly (it is still registered: it never dropped its handle).
     fn peer_check(&self) -> PeerCheck {
         let segment = Arc::clone(&self.segment);
         Arc::new(move || {
             // SAFETY: as in `header()`; `segment` keeps the mapping alive.
             let header = unsafe { &*segment.as_ptr().cast::<QueueHeader>() };
-            header.participants.others_alive()
+            header.participants.dead().is_none()
         })
     }
 
@@ -224,8 +228,10 @@ impl<T: std::fmt::Debug> std::error::Error for TryPutError<T> {}
 /// blocks while the ring has no room. Pass the queue to child processes as
 /// an argument; clones share it.
 ///
-/// A blocked `get` or `put` fails with [`ErrorKind::PeerDied`] once no
-/// other live process holds the queue, instead of waiting forever.
+/// A blocked `get` or `put` fails with [`ErrorKind::PeerDied`] once a
+/// process sharing the queue has died abruptly (killed, crashed) instead of
+/// waiting forever. (Processes that exit normally drop their handles and
+/// break nothing: a `get` then waits for the next producer, as in Python.)
 ///
 /// ```
 /// use multiproc::{Process, Queue};
@@ -293,7 +299,9 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
 }
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout).or(Some(Instant::now() + Duration::from_secs(1 << 32)))
+    Instant::now()
+        .checked_add(timeout)
+        .or(Some(Instant::now() + Duration::from_secs(1 << 32)))
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
@@ -332,8 +340,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// [`ErrorKind::Codec`] if the item is larger than half the ring;
-    /// [`ErrorKind::PeerDied`] if the queue stays full and no other process
-    /// holds it; [`ErrorKind::InvalidState`] after [`close`](Queue::close).
+    /// [`ErrorKind::PeerDied`] if the queue stays full and a process sharing
+    /// it died abruptly; [`ErrorKind::InvalidState`] after [`close`](Queue::close).
     ///
     /// ```
     /// let q = multiproc::Queue::new().unwrap();
@@ -362,7 +370,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// let q = multiproc::Queue::new().unwrap();
     /// q.put_timeout(5u8, std::time::Duration::from_millis(10)).unwrap();
     /// ```
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> std::result::Result<(), TryPutError<T>> {
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), TryPutError<T>> {
         match self.put_until(&item, deadline_after(timeout)) {
             Ok(()) => Ok(()),
             Err(e) if e.is_timeout() => Err(TryPutError::Full(item)),
@@ -387,8 +399,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the item at the front, waiting for one.
     ///
     /// # Errors
-    /// [`ErrorKind::PeerDied`] if the queue is empty and no other live
-    /// process holds it; [`ErrorKind::Codec`] if the item does not decode as
+    /// [`ErrorKind::PeerDied`] if the queue is empty and a process sharing it
+    /// died abruptly; [`ErrorKind::Codec`] if the item does not decode as
     /// a `T` (it is consumed).
     ///
     /// ```
@@ -466,7 +478,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert!(!multiproc::Queue::<u8>::new().unwrap().is_full());
     /// ```
     pub fn is_full(&self) -> bool {
-        self.inner.ring.used_bytes() + ring::frame_size(8) > self.inner.ring.capacity()
+        // The ring keeps one frame word free as a terminator; the smallest
+        // item is a one-byte frame. (A hint, like Python's: the padding
+        // frame at the wrap point can make a fitting item wait.)
+        let needed = ring::frame_size(1) + ring::frame_size(0);
+        self.inner.ring.used_bytes() + needed > self.inner.ring.capacity()
     }
 
     /// This handle will put no more items (Python's `close()`): later
@@ -478,7 +494,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert!(q.put(&1).is_err());
     /// ```
     pub fn close(&self) {
-        let mut slot = self.inner.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self
+            .inner
+            .producer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *slot = None;
         self.inner.closed.store(true, Ordering::Relaxed);
     }
@@ -565,7 +585,9 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// q.join().unwrap(); // nothing put: returns at once
     /// ```
     pub fn new() -> Result<Self> {
-        Ok(JoinableQueue { queue: Queue::new()? })
+        Ok(JoinableQueue {
+            queue: Queue::new()?,
+        })
     }
 
     /// Puts `item` and counts one more unfinished task.
@@ -639,8 +661,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// Waits until every item put has been marked done.
     ///
     /// # Errors
-    /// [`ErrorKind::PeerDied`] if tasks are unfinished and no other live
-    /// process holds the queue to finish them.
+    /// [`ErrorKind::PeerDied`] if tasks are unfinished and a process sharing
+    /// the queue died abruptly (it may have taken a task with it).
     ///
     /// ```
     /// let q = multiproc::JoinableQueue::<u8>::new().unwrap();
@@ -657,11 +679,12 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             }
             if last_check.elapsed() >= Duration::from_millis(100) {
                 last_check = Instant::now();
-                if !h.participants.others_alive() {
+                if let Some(pid) = h.participants.dead() {
                     return Err(Error::new(
                         ErrorKind::PeerDied,
-                        format!("{n} unfinished tasks and no other process holds the queue"),
-                    ));
+                        format!("{n} unfinished tasks and process {pid} sharing the queue died"),
+                    )
+                    .with_pid(pid));
                 }
             }
             sys::futex_wait(&h.unfinished, n, Duration::from_millis(50));

@@ -38,9 +38,10 @@
 //! docs/ARCHITECTURE.md, "Rings and codec", for why a lock and not a
 //! lock-free MPMC ring).
 #![allow(unsafe_code)]
+// Not every entry point has a user in the library yet: some variants (`try_pop`, `with_heap`, …) serve tests, fuzzing and the Pool (issue 4).
+#![cfg_attr(not(test), allow(dead_code))]
 // Queue and Pipe (the rest of issue 3) are the users; until they land
 // some of this is only reached from tests.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -897,11 +898,6 @@ pub(crate) struct Producer {
 }
 
 impl Producer {
-    /// The ring this handle writes to.
-    pub(crate) fn ring(&self) -> &Ring {
-        &self.ring
-    }
-
     /// Sets how long blocking calls spin before they park.
     pub(crate) fn set_spin(&mut self, spin: Duration) {
         self.spin = spin;
@@ -1248,11 +1244,6 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
-    /// The ring this handle reads from.
-    pub(crate) fn ring(&self) -> &Ring {
-        &self.ring
-    }
-
     /// Sets how long blocking calls spin before they park.
     pub(crate) fn set_spin(&mut self, spin: Duration) {
         self.spin = spin;
@@ -1714,6 +1705,35 @@ impl Consumer {
                 self.leave();
                 other.map(|_| None)
             }
+        }
+    }
+
+    /// Waits until a frame is ready (`Ok(true)`) or `deadline` passes
+    /// (`Ok(false)`), without taking it: Python's `Connection.poll`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop), except that a timeout is `Ok(false)`.
+    pub(crate) fn poll(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        let mut wait = Wait::new(deadline);
+        let outcome = loop {
+            if let Err(e) = self.enter(&mut wait) {
+                break Err(e);
+            }
+            let ready = self.try_peek_raw();
+            self.leave();
+            match ready {
+                Ok(Some(_)) => break Ok(true),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if let Err(e) = self.wait_readable(&mut wait) {
+                break Err(e);
+            }
+        };
+        match outcome {
+            Err(e) if e.is_timeout() => Ok(false),
+            other => other,
         }
     }
 

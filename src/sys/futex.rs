@@ -11,9 +11,6 @@
 //!   or `__ulock_wait` with `UL_COMPARE_AND_WAIT_SHARED`) come with the
 //!   Windows/macOS issue.
 #![allow(unsafe_code)]
-// Queue and Pipe (the rest of issue 3) are the users; until they land
-// some of this is only reached from tests.
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -66,43 +63,28 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     let _ = word;
 }
 
-/// `true` unless process `pid` certainly does not exist. `0` (unknown) and
-/// values that are not valid pids count as alive: the caller's other checks
-/// (deadline, close flags) still apply.
+/// Wakes up to `n` waiters blocked in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let n = n.min(i32::MAX as u32) as libc::c_int;
+        // SAFETY: FUTEX_WAKE does not access memory; it only uses the
+        // address of `word`, a live `AtomicU32`, as the key of the queue.
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (word, n);
+}
+
+/// `true` unless process `pid` certainly does not exist (or is a zombie,
+/// which will never release anything). `0` (unknown) and values that are
+/// not valid pids count as alive: the caller's other checks (deadline,
+/// close flags) still apply.
 pub(crate) fn pid_alive(pid: u32) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return true;
     }
-    #[cfg(unix)]
-    {
-        // SAFETY: `kill` with signal 0 sends nothing; it only checks that
-        // the pid exists (and our permission). `pid` is > 0, so it names one
-        // process, never a group.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-    }
-    #[cfg(windows)]
-    {
-        use windows_sys::Win32::Foundation::CloseHandle;
-        use windows_sys::Win32::System::Threading::{
-            GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
-        };
-        // SAFETY: OpenProcess takes plain values and returns a handle or null.
-        let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
-        if h.is_null() {
-            // No such process, or no right to ask: only the first is death,
-            // and we cannot tell them apart cheaply; say alive.
-            return std::io::Error::last_os_error().raw_os_error() != Some(87);
-        }
-        let mut code = 0u32;
-        // SAFETY: `h` is the process handle just opened; `code` is a valid
-        // local the call writes.
-        let ok = unsafe { GetExitCodeProcess(h, &mut code) };
-        // SAFETY: `h` is owned here and closed exactly once.
-        unsafe { CloseHandle(h) };
-        // STILL_ACTIVE = 259
-        ok == 0 || code == 259
-    }
+    super::process_alive(pid)
 }
 
 #[cfg(test)]

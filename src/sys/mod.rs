@@ -24,4 +24,4 @@ pub(crate) mod shm;
 mod shm_name;
 // Under loom the ring parks with loom's yield instead.
 #[cfg_attr(loom, allow(unused_imports))]
-pub(crate) use futex::{futex_wait, futex_wake_all, pid_alive};
+pub(crate) use futex::{futex_wait, futex_wake, futex_wake_all, pid_alive};

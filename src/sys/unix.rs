@@ -202,38 +202,6 @@ pub(crate) fn wait_for_exit(pid: u32, timeout: std::time::Duration) {
     std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn sweep_removes_dead_handshake_dirs_only() {
-        let root = std::env::temp_dir().join(format!("multiproc-sweep-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir(&root).unwrap();
-        let dead = root.join(".tmpDEAD01");
-        let live = root.join(".tmpLIVE01");
-        let other = root.join(".tmpOTHER1");
-        for d in [&dead, &live, &other] {
-            std::fs::create_dir(d).unwrap();
-        }
-        // A bound-then-closed listener leaves a socket file nobody serves.
-        drop(std::os::unix::net::UnixListener::bind(dead.join("socket")).unwrap());
-        let _listening = std::os::unix::net::UnixListener::bind(live.join("socket")).unwrap();
-        std::fs::write(other.join("socket"), b"not a socket").unwrap();
-
-        sweep_stale_handshake_dirs(&root, Duration::from_secs(3600));
-        assert!(dead.exists(), "too young to be swept");
-
-        sweep_stale_handshake_dirs(&root, Duration::ZERO);
-        assert!(!dead.exists());
-        assert!(live.join("socket").exists());
-        assert!(other.join("socket").exists());
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-}
-
 /// `true` while process `pid` exists and has not exited (a zombie counts as
 /// dead: it will never release anything).
 pub(crate) fn process_alive(pid: u32) -> bool {
@@ -263,53 +231,34 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// Sleeps while `*word == expected`, at most `timeout`; may wake early.
-///
-/// Linux: `FUTEX_WAIT` on the shared word (no `FUTEX_PRIVATE_FLAG`: the word
-/// lives in memory shared between processes). Elsewhere: a short sleep
-/// (macOS has no public cross-process futex; callers re-check the word).
-pub(crate) fn futex_wait(
-    word: &std::sync::atomic::AtomicU32,
-    expected: u32,
-    timeout: std::time::Duration,
-) {
-    #[cfg(target_os = "linux")]
-    {
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: `word` is a valid, aligned u32 for the duration of the
-        // call and `ts` a valid timespec; FUTEX_WAIT only reads them.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                &ts as *const libc::timespec,
-            )
-        };
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        if word.load(std::sync::atomic::Ordering::Relaxed) == expected {
-            std::thread::sleep(timeout.min(std::time::Duration::from_micros(200)));
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
 
-/// Wakes up to `n` sleepers of [`futex_wait`] on `word`.
-pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) {
-    #[cfg(target_os = "linux")]
-    {
-        let n = n.min(i32::MAX as u32) as libc::c_int;
-        // SAFETY: FUTEX_WAKE does not access memory through the pointer
-        // beyond using its address as a key.
-        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (word, n);
+    #[test]
+    fn sweep_removes_dead_handshake_dirs_only() {
+        let root = std::env::temp_dir().join(format!("multiproc-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir(&root).unwrap();
+        let dead = root.join(".tmpDEAD01");
+        let live = root.join(".tmpLIVE01");
+        let other = root.join(".tmpOTHER1");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // A bound-then-closed listener leaves a socket file nobody serves.
+        drop(std::os::unix::net::UnixListener::bind(dead.join("socket")).unwrap());
+        let _listening = std::os::unix::net::UnixListener::bind(live.join("socket")).unwrap();
+        std::fs::write(other.join("socket"), b"not a socket").unwrap();
+
+        sweep_stale_handshake_dirs(&root, Duration::from_secs(3600));
+        assert!(dead.exists(), "too young to be swept");
+
+        sweep_stale_handshake_dirs(&root, Duration::ZERO);
+        assert!(!dead.exists());
+        assert!(live.join("socket").exists());
+        assert!(other.join("socket").exists());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

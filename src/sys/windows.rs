@@ -102,18 +102,3 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     unsafe { CloseHandle(h) };
     alive
 }
-
-/// Sleeps briefly while `*word == expected` (no cross-process futex on
-/// Windows; named events come with the Windows port).
-pub(crate) fn futex_wait(
-    word: &std::sync::atomic::AtomicU32,
-    expected: u32,
-    timeout: std::time::Duration,
-) {
-    if word.load(std::sync::atomic::Ordering::Relaxed) == expected {
-        std::thread::sleep(timeout.min(std::time::Duration::from_micros(500)));
-    }
-}
-
-/// Nothing to wake: sleepers poll (see [`futex_wait`]).
-pub(crate) fn futex_wake(_word: &std::sync::atomic::AtomicU32, _n: u32) {}

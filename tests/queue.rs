@@ -1,0 +1,236 @@
+//! `Queue`, `SimpleQueue`, `JoinableQueue` across processes, and against a
+//! model.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use multiproc::{ErrorKind, JoinableQueue, Process, Queue, TryPutError};
+use proptest::prelude::*;
+
+multiproc::test_support!();
+
+fn produce((q, base, n): (Queue<u64>, u64, u64)) {
+    for i in 0..n {
+        q.put(&(base + i)).unwrap();
+    }
+}
+
+#[test]
+fn two_producer_processes_one_consumer() {
+    let q = Queue::new().unwrap();
+    let ps: Vec<_> = [0u64, 1_000_000]
+        .into_iter()
+        .map(|base| Process::spawn(produce, (q.clone(), base, 5_000)).unwrap())
+        .collect();
+    let mut got: Vec<u64> = (0..10_000)
+        .map(|_| q.get_timeout(Duration::from_secs(30)).unwrap())
+        .collect();
+    for p in ps {
+        p.join().unwrap();
+    }
+    // Each producer's items arrive in its own order.
+    let a: Vec<u64> = got.iter().copied().filter(|&x| x < 1_000_000).collect();
+    assert_eq!(a, (0..5_000).collect::<Vec<_>>());
+    got.sort_unstable();
+    let mut want: Vec<u64> = (0..5_000).chain(1_000_000..1_005_000).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert!(q.is_empty());
+    assert_eq!(q.len(), 0);
+}
+
+#[test]
+fn two_consumer_processes_share_the_work() {
+    fn consume(q: Queue<Option<u64>>) -> (u64, u64) {
+        let (mut n, mut sum) = (0, 0);
+        while let Some(x) = q.get_timeout(Duration::from_secs(30)).unwrap() {
+            n += 1;
+            sum += x;
+        }
+        (n, sum)
+    }
+    let q = Queue::new().unwrap();
+    let ps: Vec<_> = (0..2)
+        .map(|_| Process::spawn(consume, q.clone()).unwrap())
+        .collect();
+    for i in 1..=4_000u64 {
+        q.put(&Some(i)).unwrap();
+    }
+    q.put(&None).unwrap();
+    q.put(&None).unwrap();
+    let (n, sum) = ps
+        .into_iter()
+        .map(|p| p.join().unwrap())
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    assert_eq!(n, 4_000);
+    assert_eq!(sum, 4_000 * 4_001 / 2);
+}
+
+#[test]
+fn try_put_hands_the_item_back_when_full() {
+    let q = Queue::<Vec<u8>>::with_capacity(256).unwrap();
+    // A second holder, so a blocked put has someone to wait for.
+    let holder = Process::spawn(
+        |q: Queue<Vec<u8>>| {
+            std::thread::sleep(Duration::from_secs(600));
+            drop(q);
+        },
+        q.clone(),
+    )
+    .unwrap();
+    let mut put = 0;
+    let back = loop {
+        match q.try_put(vec![7u8; 40]) {
+            Ok(()) => put += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(put >= 2);
+    match back {
+        TryPutError::Full(item) => assert_eq!(item, vec![7u8; 40]),
+        other => panic!("{other:?}"),
+    }
+    match q.put_timeout(vec![1u8; 40], Duration::from_millis(20)) {
+        Err(TryPutError::Full(item)) => assert_eq!(item, vec![1u8; 40]),
+        other => panic!("{other:?}"),
+    }
+    // Too big for the ring at all: an error, the item handed back.
+    match q.try_put(vec![0u8; 1000]) {
+        Err(TryPutError::Failed(e, item)) => {
+            assert_eq!(e.kind(), ErrorKind::Codec);
+            assert_eq!(item.len(), 1000);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(q.try_get().unwrap(), Some(vec![7u8; 40]));
+
+    // Full of small items: `is_full` says so.
+    let small = Queue::<u8>::with_capacity(64).unwrap();
+    assert!(!small.is_full());
+    while small.try_put(1).is_ok() {}
+    assert!(small.is_full());
+    assert!(!small.is_empty());
+    holder.kill().unwrap();
+    let _ = holder.join();
+}
+
+#[test]
+fn get_timeout_times_out_and_try_get_is_none() {
+    let q = Queue::<u8>::new().unwrap();
+    // Another process holds the queue, so an empty get is worth waiting for.
+    let other = Process::spawn(
+        |q: Queue<u8>| {
+            std::thread::sleep(Duration::from_millis(500));
+            drop(q);
+        },
+        q.clone(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(q
+        .get_timeout(Duration::from_millis(20))
+        .unwrap_err()
+        .is_timeout());
+    assert_eq!(q.try_get().unwrap(), None);
+    other.join().unwrap();
+}
+
+#[test]
+fn get_fails_instead_of_hanging_when_a_holder_is_killed() {
+    fn hold(q: Queue<u8>) {
+        let _keep = q;
+        std::thread::sleep(Duration::from_secs(600));
+    }
+    let q = Queue::<u8>::new().unwrap();
+    let mut p = Process::spawn(hold, q.clone()).unwrap();
+    assert!(p
+        .join_timeout(Duration::from_millis(200))
+        .unwrap()
+        .is_none());
+    p.kill().unwrap();
+    let err = q.get_timeout(Duration::from_secs(20)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PeerDied, "{err}");
+    let _ = p.join();
+}
+
+#[test]
+fn close_stops_puts_through_this_handle_only() {
+    let q = Queue::<u8>::new().unwrap();
+    let other = q.clone();
+    q.put(&1).unwrap();
+    q.close();
+    assert_eq!(q.put(&2).unwrap_err().kind(), ErrorKind::InvalidState);
+    // Clones share the handle state in this process (like Python's one
+    // Queue object); the items already put are still there.
+    assert_eq!(other.get().unwrap(), 1);
+}
+
+#[test]
+fn joinable_queue_join_waits_for_every_task_done() {
+    fn worker((q, done): (JoinableQueue<u32>, Queue<u32>)) {
+        loop {
+            let n = q.get().unwrap();
+            if n == 0 {
+                q.task_done().unwrap();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            done.put(&n).unwrap();
+            q.task_done().unwrap();
+        }
+    }
+    let q = JoinableQueue::new().unwrap();
+    let done = Queue::new().unwrap();
+    let ps: Vec<_> = (0..2)
+        .map(|_| Process::spawn(worker, (q.clone(), done.clone())).unwrap())
+        .collect();
+    for n in 1..=50 {
+        q.put(&n).unwrap();
+    }
+    q.put(&0).unwrap();
+    q.put(&0).unwrap();
+    q.join().unwrap();
+    // join returned only after all 50 results were put.
+    assert_eq!(done.len(), 50);
+    for p in ps {
+        p.join().unwrap();
+    }
+    assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidState);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Vec<u8>),
+    Get,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200).prop_map(Op::Put),
+        Just(Op::Get),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A queue behaves like a bounded FIFO: every try_put either succeeds
+    /// (and the item comes out later, in order) or hands the item back.
+    #[test]
+    fn queue_matches_a_fifo_model(ops in prop::collection::vec(op(), 1..200)) {
+        let q = Queue::<Vec<u8>>::with_capacity(2048).unwrap();
+        let mut model = VecDeque::new();
+        for op in ops {
+            match op {
+                Op::Put(item) => match q.try_put(item.clone()) {
+                    Ok(()) => model.push_back(item),
+                    Err(TryPutError::Full(back)) => prop_assert_eq!(back, item),
+                    Err(TryPutError::Failed(e, _)) => prop_assert!(false, "{}", e),
+                },
+                Op::Get => prop_assert_eq!(q.try_get().unwrap(), model.pop_front()),
+            }
+            prop_assert_eq!(q.len(), model.len());
+            prop_assert_eq!(q.is_empty(), model.is_empty());
+        }
+    }
+}
