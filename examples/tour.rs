@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use multiproc::{ErrorKind, Process};
+use multiproc::{
+    pipe, Connection, ErrorKind, Event, Lock, Process, Queue, SharedArray, SharedValue,
+};
 use serde::{Deserialize, Serialize};
 
 fn square(x: u64) -> u64 {
@@ -32,6 +34,36 @@ fn divide((a, b): (i64, i64)) -> i64 {
         panic!("division by zero: {a} / {b}");
     }
     a / b
+}
+
+fn squares_into((q, from, to): (Queue<(u64, u64)>, u64, u64)) {
+    for x in from..to {
+        q.put(&(x, x * x)).unwrap();
+    }
+}
+
+fn count_to((total, lock, n): (SharedValue<u64>, Lock, u32)) {
+    for _ in 0..n {
+        let _g = lock.lock().unwrap();
+        total.set(total.get() + 1);
+    }
+}
+
+fn doubler((conn, started): (Connection, Event)) {
+    started.set();
+    while let Ok(v) = conn.recv::<Vec<f64>>() {
+        if v.is_empty() {
+            break;
+        }
+        conn.send(&v.iter().map(|x| x * 2.0).collect::<Vec<_>>())
+            .unwrap();
+    }
+}
+
+fn fill_half((arr, half): (SharedArray<f64>, usize)) {
+    let n = arr.len() / 2;
+    let values: Vec<f64> = (half * n..(half + 1) * n).map(|i| i as f64).collect();
+    arr.write_at(half * n, &values);
 }
 
 fn sleep_ms(ms: u64) {
@@ -102,6 +134,57 @@ fn main() -> multiproc::Result<()> {
         "   terminate(): {}; Python's exitcode = {}",
         err.exit_status().expect("status"),
         p.exit_code().expect("ended").to_python()
+    );
+
+    // Shared memory: a Queue two processes fill, a Lock-protected counter,
+    // a Pipe conversation, an Event, an array written in place.
+    let q = Queue::new()?;
+    let producers = [(0, 5), (5, 10)]
+        .into_iter()
+        .map(|(a, b)| Process::spawn(squares_into, (q.clone(), a, b)))
+        .collect::<multiproc::Result<Vec<_>>>()?;
+    let mut got: Vec<(u64, u64)> = (0..10).map(|_| q.get()).collect::<multiproc::Result<_>>()?;
+    got.sort();
+    for p in producers {
+        p.join()?;
+    }
+    println!(
+        "== Queue from two processes: {:?}",
+        got.iter().map(|&(_, y)| y).collect::<Vec<_>>()
+    );
+
+    let total = SharedValue::new(0u64)?;
+    let lock = Lock::new()?;
+    let counters = (0..4)
+        .map(|_| Process::spawn(count_to, (total.clone(), lock.clone(), 2_500)))
+        .collect::<multiproc::Result<Vec<_>>>()?;
+    for p in counters {
+        p.join()?;
+    }
+    println!(
+        "== Value + Lock: 4 processes x 2500 increments = {}",
+        total.get()
+    );
+
+    let (here, there) = pipe(true)?;
+    let started = Event::new()?;
+    let d = Process::spawn(doubler, (there, started.clone()))?;
+    started.wait()?;
+    here.send(&vec![1.5, 2.5])?;
+    println!("== Pipe: doubled {:?}", here.recv::<Vec<f64>>()?);
+    here.send(&Vec::<f64>::new())?;
+    d.join()?;
+
+    let arr = SharedArray::<f64>::new(8)?;
+    let fillers = (0..2)
+        .map(|half| Process::spawn(fill_half, (arr.clone(), half)))
+        .collect::<multiproc::Result<Vec<_>>>()?;
+    for p in fillers {
+        p.join()?;
+    }
+    println!(
+        "== SharedArray filled in halves by two processes: {:?}",
+        arr.to_vec()
     );
 
     println!("Main process completed");
