@@ -19,6 +19,12 @@
 //! iterations interleave with ours too. Without `python3` on PATH (or
 //! `PEERS_PYTHON`), their rows say `n/a`.
 //!
+//! Figures are per *operation*: a contender whose iteration does many
+//! operations (round trips, items) says how many with
+//! [`Contender::per_iteration`], so peers may run different counts per
+//! iteration (a slow peer fewer) and the ratio still compares like with
+//! like.
+//!
 //! To add a metric: write a function like [`spawn_join`] that builds a
 //! multiproc [`Contender`] and one per peer, and hand them to
 //! [`Table::side_by_side`] ([`measure`] does the timing).
@@ -38,12 +44,16 @@ fn main() {
             warmup: 1,
             iters_1: 5,
             iters_4: 5,
+            iters_pipe: 5,
+            iters_queue: 5,
         }
     } else {
         Config {
             warmup: 3,
             iters_1: 50,
             iters_4: 30,
+            iters_pipe: 30,
+            iters_queue: 30,
         }
     };
 
@@ -62,10 +72,22 @@ fn main() {
     let mut table = Table::default();
     spawn_join(&mut table, &cfg, 1, cfg.iters_1);
     spawn_join(&mut table, &cfg, 4, cfg.iters_4);
+    pipe_pingpong(&mut table, &cfg);
+    queue_throughput(&mut table, &cfg);
     table.print();
 
     println!();
-    goal_line(&table, "spawn+join 4 processes", Duration::from_millis(5));
+    goal_line(
+        &table,
+        "spawn+join 4 processes",
+        5e-3,
+        "on 2 cores",
+        |_| String::new(),
+    );
+    goal_line(&table, PIPE_METRIC, 100e-9, "spinning", |_| String::new());
+    goal_line(&table, QUEUE_METRIC, 10e-9, "(>= 100 M items/s)", |s| {
+        format!(" = {:.2} M items/s", 1e-6 / s)
+    });
 }
 
 struct Config {
@@ -74,6 +96,10 @@ struct Config {
     iters_1: usize,
     /// Timed rounds for "spawn+join 4 processes".
     iters_4: usize,
+    /// Timed rounds for the pipe ping-pong rows.
+    iters_pipe: usize,
+    /// Timed rounds for the queue throughput rows.
+    iters_queue: usize,
 }
 
 // ------------------------------------------------------------------ rows
@@ -110,25 +136,27 @@ fn spawn_join(table: &mut Table, cfg: &Config, n: usize, iters: usize) {
         let args = ["spawn_join", "--n", &n.to_string(), "--method", method];
         peers.push(PythonPeer::contender(&format!("Python {method}"), &args));
     }
-    table.side_by_side(&metric, cfg, iters, ours, peers);
+    table.side_by_side(&metric, "iteration", cfg, iters, ours, peers);
 }
 
-/// Prints whether multiproc's median for `metric` meets `limit`, taking
-/// the figure from the metric's first row (the one against procspawn, whose
-/// rounds are not mixed with heavy Python ones).
-fn goal_line(table: &Table, metric: &str, limit: Duration) {
+/// Prints whether multiproc's median for `metric` meets `limit` (seconds
+/// per operation), taking the figure from the metric's first row (the one
+/// against a Rust peer, whose rounds are not mixed with heavy Python ones).
+/// `extra` adds to the figure (e.g. a rate).
+fn goal_line(table: &Table, metric: &str, limit: f64, terms: &str, extra: impl Fn(f64) -> String) {
     let ours = table
         .rows
         .iter()
         .find(|r| r.metric == metric)
-        .map(|r| &r.ours);
+        .map(|r| (&r.ours, r.peer.as_str()));
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     match ours {
-        Some(Figure::Time(s)) => println!(
-            "goal: {metric} <= {} on 2 cores; here ({cores} cores) multiproc median {} \
-             (first row): {}",
-            Ms(limit),
-            Ms(s.median),
+        Some((Figure::Time(s), peer)) => println!(
+            "goal: {metric} <= {} {terms}; here ({cores} cores) multiproc median {}{} \
+             (row vs {peer}): {}",
+            Secs(limit),
+            Secs(s.median),
+            extra(s.median),
             if s.median <= limit { "MET" } else { "NOT MET" }
         ),
         _ => println!("goal: {metric}: no multiproc figure"),
@@ -137,25 +165,25 @@ fn goal_line(table: &Table, metric: &str, limit: Duration) {
 
 // ------------------------------------------------------------ measuring
 
-/// Median and minimum of one contender's samples.
+/// Median and minimum of one contender's samples, in seconds per operation.
 #[derive(Debug, Clone, Copy)]
 struct Stats {
-    median: Duration,
-    min: Duration,
+    median: f64,
+    min: f64,
     samples: usize,
 }
 
 impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Option<Stats> {
+    fn of(mut samples: Vec<f64>) -> Option<Stats> {
         if samples.is_empty() {
             return None;
         }
-        samples.sort_unstable();
+        samples.sort_unstable_by(f64::total_cmp);
         let n = samples.len();
         let median = if n % 2 == 1 {
             samples[n / 2]
         } else {
-            (samples[n / 2 - 1] + samples[n / 2]) / 2
+            (samples[n / 2 - 1] + samples[n / 2]) / 2.0
         };
         Some(Stats {
             median,
@@ -165,7 +193,7 @@ impl Stats {
     }
 }
 
-/// What one contender scored: a time, or why there is none.
+/// What one contender scored: a time per operation, or why there is none.
 #[derive(Debug, Clone)]
 enum Figure {
     Time(Stats),
@@ -174,20 +202,34 @@ enum Figure {
 
 /// One side of a comparison: `run` performs one iteration and returns the
 /// time it took (measured by the contender, so a Python peer can time
-/// itself without the pipe round trip), or why it cannot.
+/// itself without the pipe round trip), or why it cannot. One iteration is
+/// `ops` operations (1 unless [`per_iteration`](Contender::per_iteration)
+/// says otherwise); figures are per operation.
 struct Contender {
     name: String,
+    ops: u64,
     run: Box<dyn FnMut() -> Result<Duration, String>>,
 }
 
 impl Contender {
     /// A contender timed here, around the whole closure.
     fn timed(name: &str, mut f: impl FnMut() + 'static) -> Contender {
+        Contender::try_timed(name, move || {
+            f();
+            Ok(())
+        })
+    }
+
+    /// As [`timed`](Contender::timed), for a closure that can fail: an
+    /// error drops the contender from later rounds and its figure reads
+    /// `n/a`, with the error in a note under the table.
+    fn try_timed(name: &str, mut f: impl FnMut() -> Result<(), String> + 'static) -> Contender {
         Contender {
             name: name.to_string(),
+            ops: 1,
             run: Box::new(move || {
                 let t0 = Instant::now();
-                f();
+                f()?;
                 Ok(t0.elapsed())
             }),
         }
@@ -197,18 +239,26 @@ impl Contender {
     fn unavailable(name: &str, why: String) -> Contender {
         Contender {
             name: name.to_string(),
+            ops: 1,
             run: Box::new(move || Err(why.clone())),
         }
+    }
+
+    /// One iteration performs `ops` operations (round trips × 2, items...).
+    fn per_iteration(mut self, ops: u64) -> Contender {
+        self.ops = ops.max(1);
+        self
     }
 }
 
 /// Runs `warmup` untimed rounds, then `iters` timed rounds; each round runs
 /// every contender once, starting one further along each time (A B C,
 /// B C A, ...). A contender that fails is dropped from later rounds and
-/// reported as not available.
+/// reported as not available. Samples are divided by the contender's
+/// operations per iteration.
 fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(String, Figure)> {
     let k = contenders.len();
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(iters); k];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(iters); k];
     let mut failed: Vec<Option<String>> = vec![None; k];
     for round in 0..warmup + iters {
         for offset in 0..k {
@@ -217,7 +267,9 @@ fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(St
                 continue;
             }
             match (contenders[i].run)() {
-                Ok(d) if round >= warmup => samples[i].push(d),
+                Ok(d) if round >= warmup => {
+                    samples[i].push(d.as_secs_f64() / contenders[i].ops as f64);
+                }
                 Ok(_) => {}
                 Err(why) => failed[i] = Some(why),
             }
@@ -259,6 +311,7 @@ impl PythonPeer {
         match PythonPeer::start(args) {
             Ok(mut peer) => Contender {
                 name: name.to_string(),
+                ops: 1,
                 run: Box::new(move || peer.sample()),
             },
             Err(why) => Contender::unavailable(name, why),
@@ -343,29 +396,37 @@ impl Drop for PythonPeer {
 struct Row {
     metric: String,
     ours: Figure,
+    ours_ops: u64,
     peer: String,
     theirs: Figure,
+    their_ops: u64,
 }
 
 #[derive(Default)]
 struct Table {
     rows: Vec<Row>,
+    /// Per metric: what one operation is ("iteration", "item", ...).
+    units: Vec<(String, String)>,
 }
 
 impl Table {
     /// One row per peer: each peer is measured against a fresh multiproc
     /// contender from `ours`, the two alternating round by round, so every
-    /// row is its own side-by-side comparison.
+    /// row is its own side-by-side comparison. `per` names one operation
+    /// of the metric (the unit of its figures).
     fn side_by_side(
         &mut self,
         metric: &str,
+        per: &str,
         cfg: &Config,
         iters: usize,
         ours: impl Fn() -> Contender,
         peers: Vec<Contender>,
     ) {
+        self.units.push((metric.to_string(), per.to_string()));
         for peer in peers {
             let mut pair = [ours(), peer];
+            let (ours_ops, their_ops) = (pair[0].ops, pair[1].ops);
             let mut figures = measure(cfg.warmup, iters, &mut pair).into_iter();
             let (Some((_, ours)), Some((peer, theirs))) = (figures.next(), figures.next()) else {
                 unreachable!("measure returns one figure per contender");
@@ -373,24 +434,25 @@ impl Table {
             self.rows.push(Row {
                 metric: metric.to_string(),
                 ours,
+                ours_ops,
                 peer,
                 theirs,
+                their_ops,
             });
         }
     }
 
     fn print(&self) {
-        println!("times: median (min) per iteration; ratio = peer median / multiproc median,");
-        println!("so ratio > 1 means multiproc is faster, < 1 that the peer is.");
+        println!("times: median (min) per operation (see below for what one operation is);");
+        println!("ratio = peer median / multiproc median, so ratio > 1 means multiproc is");
+        println!("faster, < 1 that the peer is.");
         let header = ["metric", "multiproc", "peer", "peer figure", "ratio"];
         let cells: Vec<[String; 5]> = self
             .rows
             .iter()
             .map(|r| {
                 let ratio = match (&r.ours, &r.theirs) {
-                    (Figure::Time(a), Figure::Time(b)) => {
-                        format!("{:.2}x", b.median.as_secs_f64() / a.median.as_secs_f64())
-                    }
+                    (Figure::Time(a), Figure::Time(b)) => format!("{:.2}x", b.median / a.median),
                     _ => "n/a".to_string(),
                 };
                 [
@@ -412,7 +474,10 @@ impl Table {
             let padded: Vec<String> = row
                 .iter()
                 .zip(width)
-                .map(|(c, w)| format!("{c:<w$}"))
+                .map(|(c, w)| {
+                    // `{:<w$}` pads by chars, as `width` counts them.
+                    format!("{c:<w$}")
+                })
                 .collect();
             println!("| {} |", padded.join(" | "));
         };
@@ -422,15 +487,24 @@ impl Table {
         for row in &cells {
             line(row);
         }
-        let mut seen: Vec<&str> = Vec::new();
-        for r in &self.rows {
-            if seen.contains(&r.metric.as_str()) {
+        for (metric, per) in &self.units {
+            let rows: Vec<&Row> = self.rows.iter().filter(|r| &r.metric == metric).collect();
+            let Some(rounds) = rows.iter().find_map(|r| match &r.ours {
+                Figure::Time(s) => Some(s.samples),
+                Figure::NotAvailable(_) => None,
+            }) else {
                 continue;
+            };
+            let mut counts = String::new();
+            if rows.iter().any(|r| r.ours_ops > 1 || r.their_ops > 1) {
+                let mut seen: Vec<(&str, u64)> = vec![("multiproc", rows[0].ours_ops)];
+                for r in &rows {
+                    seen.push((&r.peer, r.their_ops));
+                }
+                let list: Vec<String> = seen.iter().map(|(who, n)| format!("{who} {n}")).collect();
+                counts = format!("; {per}s per iteration: {}", list.join(", "));
             }
-            seen.push(&r.metric);
-            if let Figure::Time(s) = &r.ours {
-                println!("{}: {} timed rounds", r.metric, s.samples);
-            }
+            println!("{metric}: {rounds} timed rounds, figures per {per}{counts}");
         }
         for r in &self.rows {
             for (who, fig) in [("multiproc", &r.ours), (r.peer.as_str(), &r.theirs)] {
@@ -442,18 +516,28 @@ impl Table {
     }
 }
 
-/// A duration in milliseconds, 3 significant-ish digits.
-struct Ms(Duration);
+/// A time in seconds, shown in ns, µs, ms or s with about 3 significant
+/// digits.
+struct Secs(f64);
 
-impl fmt::Display for Ms {
+impl fmt::Display for Secs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_secs_f64() * 1e3;
-        if ms >= 100.0 {
-            write!(f, "{ms:.0} ms")
-        } else if ms >= 10.0 {
-            write!(f, "{ms:.1} ms")
+        let s = self.0;
+        let (v, unit) = if s >= 1.0 {
+            (s, "s")
+        } else if s >= 1e-3 {
+            (s * 1e3, "ms")
+        } else if s >= 1e-6 {
+            (s * 1e6, "µs")
         } else {
-            write!(f, "{ms:.2} ms")
+            (s * 1e9, "ns")
+        };
+        if v >= 100.0 {
+            write!(f, "{v:.0} {unit}")
+        } else if v >= 10.0 {
+            write!(f, "{v:.1} {unit}")
+        } else {
+            write!(f, "{v:.2} {unit}")
         }
     }
 }
@@ -461,7 +545,7 @@ impl fmt::Display for Ms {
 impl fmt::Display for Figure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Figure::Time(s) => write!(f, "{} ({})", Ms(s.median), Ms(s.min)),
+            Figure::Time(s) => write!(f, "{} ({})", Secs(s.median), Secs(s.min)),
             Figure::NotAvailable(_) => write!(f, "n/a"),
         }
     }

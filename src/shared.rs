@@ -33,6 +33,7 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::{Segment, SegmentHandle, MAX_ALIGN};
+use crate::sync::Lock;
 
 /// Refuses, at compile time, types a segment cannot hold: zero-sized ones
 /// (no length to derive) and ones aligned beyond the data's alignment.
@@ -52,6 +53,15 @@ fn check_layout<T>() {
 fn open_handle<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Segment, D::Error> {
     let handle = SegmentHandle::deserialize(d)?;
     Segment::open(&handle).map_err(de::Error::custom)
+}
+
+/// A value's or array's handle and its optional lock.
+fn open_with_lock<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<(Segment, Option<Lock>), D::Error> {
+    let (handle, lock) = <(SegmentHandle, Option<Lock>)>::deserialize(d)?;
+    let seg = Segment::open(&handle).map_err(de::Error::custom)?;
+    Ok((seg, lock))
 }
 
 mod sealed {
@@ -160,11 +170,10 @@ shared_atomic! {
 /// ```
 pub struct SharedValue<T> {
     seg: Arc<Segment>,
+    /// Python's `Value(lock=True)`: a lock that travels with the value.
+    lock: Option<Lock>,
     _t: PhantomData<T>,
 }
-
-// later: lock — Python's `Value(lock=True)` / `get_lock()` arrives with the
-// crate's `Lock` type; until then a value has no lock of its own.
 
 impl<T: Pod> SharedValue<T> {
     /// Puts `value` into a new shared-memory segment.
@@ -182,10 +191,44 @@ impl<T: Pod> SharedValue<T> {
         check_layout::<T>();
         let v = SharedValue {
             seg: Arc::new(Segment::create(size_of::<T>())?),
+            lock: None,
             _t: PhantomData,
         };
         v.set(value);
         Ok(v)
+    }
+
+    /// Like [`new`](Self::new), plus a [`Lock`] that travels with the value
+    /// (Python's `Value(typecode, v, lock=True)`, whose default this is;
+    /// [`new`](Self::new) is `RawValue`). Take it with
+    /// [`get_lock`](Self::get_lock) around a read-modify-write.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// ```
+    /// let v = multiproc::SharedValue::with_lock(0u32).unwrap();
+    /// {
+    ///     let _g = v.get_lock().unwrap().lock().unwrap(); // `with v.get_lock():`
+    ///     v.set(v.get() + 1);
+    /// }
+    /// assert_eq!(v.get(), 1);
+    /// ```
+    pub fn with_lock(value: T) -> Result<Self> {
+        let mut v = Self::new(value)?;
+        v.lock = Some(Lock::new()?);
+        Ok(v)
+    }
+
+    /// The value's lock, if it was made [`with_lock`](Self::with_lock)
+    /// (Python's `get_lock()`).
+    ///
+    /// ```
+    /// assert!(multiproc::SharedValue::new(0u8).unwrap().get_lock().is_none());
+    /// ```
+    pub fn get_lock(&self) -> Option<&Lock> {
+        self.lock.as_ref()
     }
 
     /// The current value (Python: `v.value`).
@@ -296,6 +339,7 @@ impl<T> Clone for SharedValue<T> {
     fn clone(&self) -> Self {
         SharedValue {
             seg: Arc::clone(&self.seg),
+            lock: self.lock.clone(),
             _t: PhantomData,
         }
     }
@@ -311,14 +355,14 @@ impl<T: Pod + fmt::Debug> fmt::Debug for SharedValue<T> {
 
 impl<T> Serialize for SharedValue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.seg.handle().serialize(s)
+        (self.seg.handle(), &self.lock).serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for SharedValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         check_layout::<T>();
-        let seg = open_handle(d)?;
+        let (seg, lock) = open_with_lock(d)?;
         if seg.len() != size_of::<T>() {
             return Err(de::Error::custom(format_args!(
                 "shared value of {} bytes received as a {}-byte type",
@@ -328,6 +372,7 @@ impl<'de, T: Pod> Deserialize<'de> for SharedValue<T> {
         }
         Ok(SharedValue {
             seg: Arc::new(seg),
+            lock,
             _t: PhantomData,
         })
     }
@@ -394,11 +439,10 @@ impl<'de, T: Pod> Deserialize<'de> for SharedValue<T> {
 pub struct SharedArray<T> {
     seg: Arc<Segment>,
     len: usize,
+    /// Python's `Array(lock=True)`: a lock that travels with the array.
+    lock: Option<Lock>,
     _t: PhantomData<T>,
 }
-
-// later: lock — Python's `Array(lock=True)` / `get_lock()` arrives with the
-// crate's `Lock` type.
 
 impl<T: Pod> SharedArray<T> {
     /// A new array of `len` zeroed elements (Python: `Array('q', n)`).
@@ -423,6 +467,7 @@ impl<T: Pod> SharedArray<T> {
         Ok(SharedArray {
             seg: Arc::new(Segment::create(bytes)?),
             len,
+            lock: None,
             _t: PhantomData,
         })
     }
@@ -442,6 +487,35 @@ impl<T: Pod> SharedArray<T> {
         let a = Self::new(items.len())?;
         a.copy_from_slice(items);
         Ok(a)
+    }
+
+    /// Like [`new`](Self::new), plus a [`Lock`] that travels with the
+    /// array (Python's `Array(typecode, n, lock=True)`, whose default this
+    /// is; [`new`](Self::new) is `RawArray`).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// ```
+    /// let a = multiproc::SharedArray::<f64>::with_lock(4).unwrap();
+    /// let _g = a.get_lock().unwrap().lock().unwrap();
+    /// a.set(0, 1.0);
+    /// ```
+    pub fn with_lock(len: usize) -> Result<Self> {
+        let mut a = Self::new(len)?;
+        a.lock = Some(Lock::new()?);
+        Ok(a)
+    }
+
+    /// The array's lock, if it was made [`with_lock`](Self::with_lock)
+    /// (Python's `get_lock()`).
+    ///
+    /// ```
+    /// assert!(multiproc::SharedArray::<u8>::new(1).unwrap().get_lock().is_none());
+    /// ```
+    pub fn get_lock(&self) -> Option<&Lock> {
+        self.lock.as_ref()
     }
 
     /// Number of elements (Python: `len(a)`).
@@ -689,6 +763,7 @@ impl<T> Clone for SharedArray<T> {
         SharedArray {
             seg: Arc::clone(&self.seg),
             len: self.len,
+            lock: self.lock.clone(),
             _t: PhantomData,
         }
     }
@@ -705,14 +780,14 @@ impl<T> fmt::Debug for SharedArray<T> {
 
 impl<T> Serialize for SharedArray<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.seg.handle().serialize(s)
+        (self.seg.handle(), &self.lock).serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for SharedArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         check_layout::<T>();
-        let seg = open_handle(d)?;
+        let (seg, lock) = open_with_lock(d)?;
         if seg.len() % size_of::<T>() != 0 {
             return Err(de::Error::custom(format_args!(
                 "shared array of {} bytes received with {}-byte elements",
@@ -723,6 +798,7 @@ impl<'de, T: Pod> Deserialize<'de> for SharedArray<T> {
         Ok(SharedArray {
             len: seg.len() / size_of::<T>(),
             seg: Arc::new(seg),
+            lock,
             _t: PhantomData,
         })
     }

@@ -219,3 +219,28 @@ fn an_array_passed_as_a_temporary_still_reaches_the_child() {
     let p = Process::spawn(sum, SharedArray::from_slice(&[1, 2, 3, 4]).unwrap()).unwrap();
     assert_eq!(p.join().unwrap(), 10);
 }
+
+#[test]
+fn a_value_with_its_own_lock_travels_with_the_lock() {
+    fn add(v: SharedValue<u64>) {
+        for _ in 0..2_000 {
+            let _g = v.get_lock().expect("lock travelled").lock().unwrap();
+            v.set(v.get() + 1);
+        }
+    }
+    let v = SharedValue::with_lock(0u64).unwrap();
+    let ps: Vec<_> = (0..3)
+        .map(|_| Process::spawn(add, v.clone()).unwrap())
+        .collect();
+    for p in ps {
+        p.join().unwrap();
+    }
+    assert_eq!(v.get(), 6_000);
+    let raw = SharedArray::<u8>::new(2).unwrap();
+    assert!(
+        Process::spawn(|a: SharedArray<u8>| a.get_lock().is_none(), raw.clone())
+            .unwrap()
+            .join()
+            .unwrap()
+    );
+}
