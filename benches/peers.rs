@@ -34,6 +34,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ipc_channel::ipc::{
+    self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender,
+};
+
 fn main() {
     multiproc::init();
     procspawn::init();
@@ -77,13 +81,9 @@ fn main() {
     table.print();
 
     println!();
-    goal_line(
-        &table,
-        "spawn+join 4 processes",
-        5e-3,
-        "on 2 cores",
-        |_| String::new(),
-    );
+    goal_line(&table, "spawn+join 4 processes", 5e-3, "on 2 cores", |_| {
+        String::new()
+    });
     goal_line(&table, PIPE_METRIC, 100e-9, "spinning", |_| String::new());
     goal_line(&table, QUEUE_METRIC, 10e-9, "(>= 100 M items/s)", |s| {
         format!(" = {:.2} M items/s", 1e-6 / s)
@@ -137,6 +137,340 @@ fn spawn_join(table: &mut Table, cfg: &Config, n: usize, iters: usize) {
         peers.push(PythonPeer::contender(&format!("Python {method}"), &args));
     }
     table.side_by_side(&metric, "iteration", cfg, iters, ours, peers);
+}
+
+const PIPE_METRIC: &str = "Pipe ping-pong 8 B, one-way latency";
+const QUEUE_METRIC: &str = "Queue throughput, small items child → parent";
+
+/// Round trips per iteration of the pipe rows: multiproc, then the peers
+/// (≈ 50 µs a round trip, so fewer).
+const PIPE_ROUND_TRIPS: u64 = 20_000;
+const PIPE_ROUND_TRIPS_PEER: u64 = 200;
+/// Items per iteration of the queue rows: multiproc, then the peers.
+const QUEUE_ITEMS: u64 = 200_000;
+const QUEUE_ITEMS_PEER: u64 = 2_000;
+
+/// Child of the multiproc pipe row: sends back every message until an
+/// empty one (or until the pipe fails).
+fn echo(conn: multiproc::Connection) -> Result<(), String> {
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        let n = conn
+            .recv_bytes_into(&mut buf)
+            .map_err(|e| format!("echo recv_bytes_into: {e}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        conn.send_bytes(&buf)
+            .map_err(|e| format!("echo send_bytes: {e}"))?;
+    }
+}
+
+/// The parent's side of the multiproc pipe row: one end of a duplex pipe
+/// and the echo child holding the other.
+struct PipeEcho {
+    conn: multiproc::Connection,
+    child: Option<multiproc::Process<Result<(), String>>>,
+    buf: Vec<u8>,
+}
+
+impl PipeEcho {
+    fn start() -> multiproc::Result<PipeEcho> {
+        let (here, there) = multiproc::pipe(true)?;
+        let child = multiproc::Process::spawn(echo, there)?;
+        Ok(PipeEcho {
+            conn: here,
+            child: Some(child),
+            buf: Vec::with_capacity(64),
+        })
+    }
+
+    /// `n` round trips of an 8-byte message (a counter, checked on return).
+    fn round_trips(&mut self, n: u64) -> Result<(), String> {
+        for i in 0..n {
+            let msg = i.to_le_bytes();
+            self.conn
+                .send_bytes(&msg)
+                .map_err(|e| format!("send_bytes: {e}"))?;
+            self.conn
+                .recv_bytes_into(&mut self.buf)
+                .map_err(|e| format!("recv_bytes_into: {e}"))?;
+            if self.buf != msg {
+                return Err(format!(
+                    "round trip {i}: sent {msg:?}, got back {:?}",
+                    self.buf
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PipeEcho {
+    fn drop(&mut self) {
+        let stopped = self.conn.send_bytes(&[]);
+        if let Some(child) = self.child.take() {
+            match (stopped, child.join()) {
+                (Ok(()), Ok(Ok(()))) => {}
+                (stopped, joined) => {
+                    eprintln!("pipe echo child: stop {stopped:?}, join {joined:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Child of the ipc-channel pipe row: connects to the parent's one-shot
+/// server, hands it a bytes channel pair, then echoes until an empty
+/// message or a closed channel.
+fn ipc_echo(server: String) -> Result<(), String> {
+    let (to_child, from_parent) = ipc::bytes_channel().map_err(|e| e.to_string())?;
+    let (to_parent, from_child) = ipc::bytes_channel().map_err(|e| e.to_string())?;
+    let boot = IpcSender::<(IpcBytesSender, IpcBytesReceiver)>::connect(server)
+        .map_err(|e| format!("connect: {e}"))?;
+    boot.send((to_child, from_child))
+        .map_err(|e| format!("send channels: {e:?}"))?;
+    while let Ok(msg) = from_parent.recv() {
+        if msg.is_empty() {
+            break;
+        }
+        to_parent.send(&msg).map_err(|e| format!("send: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The parent's side of the ipc-channel pipe row.
+struct IpcEcho {
+    tx: IpcBytesSender,
+    rx: IpcBytesReceiver,
+    child: Option<multiproc::Process<Result<(), String>>>,
+}
+
+impl IpcEcho {
+    fn start() -> Result<IpcEcho, String> {
+        let (server, name) = IpcOneShotServer::<(IpcBytesSender, IpcBytesReceiver)>::new()
+            .map_err(|e| e.to_string())?;
+        let child = multiproc::Process::spawn(ipc_echo, name).map_err(|e| e.to_string())?;
+        let (_boot, (tx, rx)) = server.accept().map_err(|e| format!("accept: {e:?}"))?;
+        Ok(IpcEcho {
+            tx,
+            rx,
+            child: Some(child),
+        })
+    }
+
+    fn round_trips(&mut self, n: u64) -> Result<(), String> {
+        for i in 0..n {
+            let msg = i.to_le_bytes();
+            self.tx.send(&msg).map_err(|e| format!("send: {e}"))?;
+            let back = self.rx.recv().map_err(|e| format!("recv: {e:?}"))?;
+            if back != msg {
+                return Err(format!("round trip {i}: sent {msg:?}, got back {back:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for IpcEcho {
+    fn drop(&mut self) {
+        let _ = self.tx.send(&[]);
+        if let Some(child) = self.child.take() {
+            if let Ok(Err(e)) | Err(e) = child.join().map_err(|e| e.to_string()) {
+                eprintln!("ipc-channel echo child: {e}");
+            }
+        }
+    }
+}
+
+/// N round trips of 8 bytes to a child that echoes them; the figure is the
+/// one-way latency, iteration / (2 N).
+fn pipe_pingpong(table: &mut Table, cfg: &Config) {
+    let n = PIPE_ROUND_TRIPS;
+    let ours = move || {
+        match PipeEcho::start() {
+            Ok(mut echo) => Contender::try_timed("multiproc", move || echo.round_trips(n)),
+            Err(e) => Contender::unavailable("multiproc", format!("starting the echo child: {e}")),
+        }
+        .per_iteration(2 * n)
+    };
+    let peer_n = PIPE_ROUND_TRIPS_PEER;
+    let ipc = match IpcEcho::start() {
+        Ok(mut echo) => Contender::try_timed("ipc-channel 0.23", move || echo.round_trips(peer_n)),
+        Err(e) => Contender::unavailable("ipc-channel 0.23", e),
+    }
+    .per_iteration(2 * peer_n);
+    let python = PythonPeer::contender(
+        "Python Pipe()",
+        &["pipe_pingpong", "--n", &peer_n.to_string()],
+    )
+    .per_iteration(2 * peer_n);
+    table.side_by_side(
+        PIPE_METRIC,
+        "one-way message",
+        cfg,
+        cfg.iters_pipe,
+        ours,
+        vec![ipc, python],
+    );
+}
+
+/// Child of the multiproc queue row: for each count read from `cmd`, puts
+/// that many `u64` (0, 1, ...) on `data`; a count of 0 ends it.
+fn produce((data, cmd): (multiproc::Queue<u64>, multiproc::Queue<u64>)) -> Result<(), String> {
+    loop {
+        let n = cmd.get().map_err(|e| format!("produce get: {e}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        for i in 0..n {
+            data.put(&i).map_err(|e| format!("produce put {i}: {e}"))?;
+        }
+    }
+}
+
+/// The parent's side of the multiproc queue row.
+struct QueueProducer {
+    data: multiproc::Queue<u64>,
+    cmd: multiproc::Queue<u64>,
+    child: Option<multiproc::Process<Result<(), String>>>,
+}
+
+impl QueueProducer {
+    fn start() -> multiproc::Result<QueueProducer> {
+        let data = multiproc::Queue::new()?;
+        let cmd = multiproc::Queue::new()?;
+        let child = multiproc::Process::spawn(produce, (data.clone(), cmd.clone()))?;
+        Ok(QueueProducer {
+            data,
+            cmd,
+            child: Some(child),
+        })
+    }
+
+    /// Asks for `m` items and gets them all, checking their order.
+    fn items(&mut self, m: u64) -> Result<(), String> {
+        self.cmd.put(&m).map_err(|e| format!("put count: {e}"))?;
+        for i in 0..m {
+            let v = self.data.get().map_err(|e| format!("get item {i}: {e}"))?;
+            if v != i {
+                return Err(format!("item {i}: got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for QueueProducer {
+    fn drop(&mut self) {
+        let stopped = self.cmd.put(&0);
+        if let Some(child) = self.child.take() {
+            match (stopped, child.join()) {
+                (Ok(()), Ok(Ok(()))) => {}
+                (stopped, joined) => {
+                    eprintln!("queue producer child: stop {stopped:?}, join {joined:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Child of the ipc-channel queue row: as [`produce`], over ipc-channel
+/// channels handed to the parent through its one-shot server.
+fn ipc_produce(server: String) -> Result<(), String> {
+    let (cmd_tx, cmd_rx) = ipc::channel::<u64>().map_err(|e| e.to_string())?;
+    let (data_tx, data_rx) = ipc::channel::<u64>().map_err(|e| e.to_string())?;
+    let boot = IpcSender::<(IpcSender<u64>, IpcReceiver<u64>)>::connect(server)
+        .map_err(|e| format!("connect: {e}"))?;
+    boot.send((cmd_tx, data_rx))
+        .map_err(|e| format!("send channels: {e:?}"))?;
+    while let Ok(n) = cmd_rx.recv() {
+        if n == 0 {
+            break;
+        }
+        for i in 0..n {
+            data_tx.send(i).map_err(|e| format!("send {i}: {e:?}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The parent's side of the ipc-channel queue row.
+struct IpcProducer {
+    cmd: IpcSender<u64>,
+    data: IpcReceiver<u64>,
+    child: Option<multiproc::Process<Result<(), String>>>,
+}
+
+impl IpcProducer {
+    fn start() -> Result<IpcProducer, String> {
+        let (server, name) = IpcOneShotServer::<(IpcSender<u64>, IpcReceiver<u64>)>::new()
+            .map_err(|e| e.to_string())?;
+        let child = multiproc::Process::spawn(ipc_produce, name).map_err(|e| e.to_string())?;
+        let (_boot, (cmd, data)) = server.accept().map_err(|e| format!("accept: {e:?}"))?;
+        Ok(IpcProducer {
+            cmd,
+            data,
+            child: Some(child),
+        })
+    }
+
+    fn items(&mut self, m: u64) -> Result<(), String> {
+        self.cmd.send(m).map_err(|e| format!("send count: {e:?}"))?;
+        for i in 0..m {
+            let v = self
+                .data
+                .recv()
+                .map_err(|e| format!("recv item {i}: {e:?}"))?;
+            if v != i {
+                return Err(format!("item {i}: got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for IpcProducer {
+    fn drop(&mut self) {
+        let _ = self.cmd.send(0);
+        if let Some(child) = self.child.take() {
+            if let Ok(Err(e)) | Err(e) = child.join().map_err(|e| e.to_string()) {
+                eprintln!("ipc-channel producer child: {e}");
+            }
+        }
+    }
+}
+
+/// A child started once puts M `u64` on a queue, the parent gets them all;
+/// the figure is the time per item.
+fn queue_throughput(table: &mut Table, cfg: &Config) {
+    let m = QUEUE_ITEMS;
+    let ours = move || {
+        match QueueProducer::start() {
+            Ok(mut q) => Contender::try_timed("multiproc", move || q.items(m)),
+            Err(e) => Contender::unavailable("multiproc", format!("starting the producer: {e}")),
+        }
+        .per_iteration(m)
+    };
+    let peer_m = QUEUE_ITEMS_PEER;
+    let ipc = match IpcProducer::start() {
+        Ok(mut q) => Contender::try_timed("ipc-channel 0.23", move || q.items(peer_m)),
+        Err(e) => Contender::unavailable("ipc-channel 0.23", e),
+    }
+    .per_iteration(peer_m);
+    let python = PythonPeer::contender(
+        "Python Queue()",
+        &["queue_throughput", "--n", &peer_m.to_string()],
+    )
+    .per_iteration(peer_m);
+    table.side_by_side(
+        QUEUE_METRIC,
+        "item",
+        cfg,
+        cfg.iters_queue,
+        ours,
+        vec![ipc, python],
+    );
 }
 
 /// Prints whether multiproc's median for `metric` meets `limit` (seconds
@@ -474,10 +808,7 @@ impl Table {
             let padded: Vec<String> = row
                 .iter()
                 .zip(width)
-                .map(|(c, w)| {
-                    // `{:<w$}` pads by chars, as `width` counts them.
-                    format!("{c:<w$}")
-                })
+                .map(|(c, w)| format!("{c:<w$}"))
                 .collect();
             println!("| {} |", padded.join(" | "));
         };
