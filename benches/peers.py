@@ -21,6 +21,19 @@ One iteration of ``spawn_join`` is what a user writes:
     for p in procs: p.join()
 
 where ``task`` returns at once; it is timed with ``time.perf_counter``.
+
+The other benches start one child per run (not per iteration):
+
+    python3 benches/peers.py pipe_pingpong --n 500 --serve
+        One iteration: ``--n`` round trips of an 8-byte message over a
+        ``Pipe()`` (``send_bytes`` / ``recv_bytes``) to a child that echoes it.
+
+    python3 benches/peers.py queue_throughput --n 2000 --serve
+        One iteration: put ``--n`` on a command ``Queue()``; the child then puts
+        ``--n`` small ints on a data ``Queue()`` and the parent gets them all.
+
+The Rust bench divides each iteration's time by the operations in it (one-way
+messages, items), so ``--n`` may differ from the Rust side's count.
 """
 
 import argparse
@@ -52,7 +65,7 @@ def spawn_join_once(ctx, n):
 
 
 def _echo(conn):
-    """Child of ``pipe_pingpong``: sends back every message until None."""
+    """Child of ``pipe_pingpong``: sends back every message until ``b"stop"``."""
     while True:
         msg = conn.recv_bytes()
         if msg == b"stop":

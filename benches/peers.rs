@@ -32,6 +32,7 @@
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{
@@ -85,6 +86,7 @@ fn main() {
         String::new()
     });
     goal_line(&table, PIPE_METRIC, 100e-9, "spinning", |_| String::new());
+    floor_line(&table);
     goal_line(&table, QUEUE_METRIC, 10e-9, "(>= 100 M items/s)", |s| {
         format!(" = {:.2} M items/s", 1e-6 / s)
     });
@@ -141,13 +143,15 @@ fn spawn_join(table: &mut Table, cfg: &Config, n: usize, iters: usize) {
 
 const PIPE_METRIC: &str = "Pipe ping-pong 8 B, one-way latency";
 const QUEUE_METRIC: &str = "Queue throughput, small items child → parent";
+/// The pipe rows' calibration peer: a bare cache-line ping-pong.
+const FLOOR: &str = "bare shm spin (floor)";
 
 /// Round trips per iteration of the pipe rows: multiproc, then the peers
-/// (≈ 50 µs a round trip, so fewer).
-const PIPE_ROUND_TRIPS: u64 = 20_000;
-const PIPE_ROUND_TRIPS_PEER: u64 = 200;
+/// (tens of µs a round trip, so fewer).
+const PIPE_ROUND_TRIPS: u64 = 50_000;
+const PIPE_ROUND_TRIPS_PEER: u64 = 500;
 /// Items per iteration of the queue rows: multiproc, then the peers.
-const QUEUE_ITEMS: u64 = 200_000;
+const QUEUE_ITEMS: u64 = 100_000;
 const QUEUE_ITEMS_PEER: u64 = 2_000;
 
 /// Child of the multiproc pipe row: sends back every message until an
@@ -283,6 +287,101 @@ impl Drop for IpcEcho {
     }
 }
 
+/// Child of the floor contender: two cache lines of a shared array, line 0
+/// (elements 0, 1: sequence, payload) parent → child and line 1 (elements
+/// 8, 9) child → parent. Echoes each new sequence number with its payload;
+/// `u64::MAX` ends it. It spins about 50 µs after each message, then
+/// sleeps 1 ms between checks, so it costs nothing while other rows run.
+fn spin_echo(lines: multiproc::SharedArray<u64>) {
+    let a = lines.as_atomic();
+    let (in_seq, in_val, out_seq, out_val) = (&a[0], &a[1], &a[8], &a[9]);
+    let mut last = in_seq.load(Ordering::Acquire);
+    loop {
+        let mut idle = Instant::now();
+        let seq = loop {
+            let s = in_seq.load(Ordering::Acquire);
+            if s != last {
+                break s;
+            }
+            std::hint::spin_loop();
+            if idle.elapsed() > Duration::from_micros(50) {
+                std::thread::sleep(Duration::from_millis(1));
+                idle = Instant::now();
+            }
+        };
+        if seq == u64::MAX {
+            return;
+        }
+        out_val.store(in_val.load(Ordering::Relaxed), Ordering::Relaxed);
+        out_seq.store(seq, Ordering::Release);
+        last = seq;
+    }
+}
+
+/// The parent's side of the floor contender: no library at all, one
+/// cache line each way, so its figure is what the machine's core-to-core
+/// hand-off costs at the time (on a VM that moves with where the host
+/// runs the two vCPUs).
+struct SpinEcho {
+    lines: multiproc::SharedArray<u64>,
+    seq: u64,
+    child: Option<multiproc::Process<()>>,
+}
+
+impl SpinEcho {
+    fn start() -> multiproc::Result<SpinEcho> {
+        let lines = multiproc::SharedArray::<u64>::new(16)?;
+        let child = multiproc::Process::spawn(spin_echo, lines.clone())?;
+        Ok(SpinEcho {
+            lines,
+            seq: 0,
+            child: Some(child),
+        })
+    }
+
+    fn round_trip(&mut self) -> Result<(), String> {
+        let a = self.lines.as_atomic();
+        self.seq += 1;
+        let seq = self.seq;
+        a[1].store(seq.wrapping_mul(0x9E37_79B9_7F4A_7C15), Ordering::Relaxed);
+        a[0].store(seq, Ordering::Release);
+        let t0 = Instant::now();
+        let mut spins = 0u32;
+        while a[8].load(Ordering::Acquire) != seq {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins == 0 && t0.elapsed() > Duration::from_secs(10) {
+                return Err("no echo within 10 s".into());
+            }
+        }
+        match a[9].load(Ordering::Relaxed) {
+            v if v == seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) => Ok(()),
+            v => Err(format!("round trip {seq}: got payload {v:#x}")),
+        }
+    }
+
+    /// One untimed round trip (wakes the child), then `n` timed ones.
+    fn sample(&mut self, n: u64) -> Result<Duration, String> {
+        self.round_trip()?;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            self.round_trip()?;
+        }
+        Ok(t0.elapsed())
+    }
+}
+
+impl Drop for SpinEcho {
+    fn drop(&mut self) {
+        self.lines.as_atomic()[0].store(u64::MAX, Ordering::Release);
+        if let Some(child) = self.child.take() {
+            if let Err(e) = child.join() {
+                eprintln!("spin echo child: {e}");
+            }
+        }
+    }
+}
+
 /// N round trips of 8 bytes to a child that echoes them; the figure is the
 /// one-way latency, iteration / (2 N).
 fn pipe_pingpong(table: &mut Table, cfg: &Config) {
@@ -305,13 +404,22 @@ fn pipe_pingpong(table: &mut Table, cfg: &Config) {
         &["pipe_pingpong", "--n", &peer_n.to_string()],
     )
     .per_iteration(2 * peer_n);
+    let floor = match SpinEcho::start() {
+        Ok(mut echo) => Contender {
+            name: FLOOR.to_string(),
+            ops: 1,
+            run: Box::new(move || echo.sample(n)),
+        },
+        Err(e) => Contender::unavailable(FLOOR, format!("starting the spin child: {e}")),
+    }
+    .per_iteration(2 * n);
     table.side_by_side(
         PIPE_METRIC,
         "one-way message",
         cfg,
         cfg.iters_pipe,
         ours,
-        vec![ipc, python],
+        vec![ipc, python, floor],
     );
 }
 
@@ -494,6 +602,30 @@ fn goal_line(table: &Table, metric: &str, limit: f64, terms: &str, extra: impl F
             if s.median <= limit { "MET" } else { "NOT MET" }
         ),
         _ => println!("goal: {metric}: no multiproc figure"),
+    }
+}
+
+/// The pipe's figure next to the bare cache-line hand-off measured in the
+/// same row: what the machine allows at the moment, and what the library
+/// adds to it.
+fn floor_line(table: &Table) {
+    let row = table
+        .rows
+        .iter()
+        .find(|r| r.metric == PIPE_METRIC && r.peer == FLOOR);
+    if let Some(Row {
+        ours: Figure::Time(ours),
+        theirs: Figure::Time(floor),
+        ..
+    }) = row
+    {
+        println!(
+            "      same row vs {FLOOR}: multiproc {}, floor {}, so multiproc adds {} \
+             per one-way message",
+            Secs(ours.median),
+            Secs(floor.median),
+            Secs(ours.median - floor.median)
+        );
     }
 }
 
