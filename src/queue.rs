@@ -2,8 +2,9 @@
 //! across processes, over one multi-producer multi-consumer byte ring in a
 //! shared-memory segment.
 //!
-//! Segment layout: a [`QueueHeader`] (item count, unfinished tasks, the
-//! participants table), then the ring at [`RING_OFFSET`]. Items are
+//! Segment layout: a [`QueueHeader`] (put and get counters on separate
+//! cache lines, unfinished tasks, the participants table), then the ring at
+//! [`RING_OFFSET`]. Items are
 //! serialised with postcard straight into the ring (no intermediate
 //! buffer). The count is a hint for `len()`, like Python's `qsize()`.
 #![allow(unsafe_code)]
@@ -30,10 +31,16 @@ const KIND_ITEM: u8 = 1;
 /// Where the ring starts in the segment (after the header, 64-aligned).
 const RING_OFFSET: usize = 1024;
 
+/// One cache line, so producers and consumers do not write the same line.
+#[repr(C, align(64))]
+struct Line<T>(T);
+
 #[repr(C)]
 struct QueueHeader {
-    /// Items pushed and not yet popped.
-    count: AtomicU64,
+    /// Items ever put (written by producers only) …
+    puts: Line<AtomicU64>,
+    /// … and ever taken (consumers only): `len` is the difference.
+    gets: Line<AtomicU64>,
     /// `JoinableQueue`: items put and not yet marked done; `join` sleeps
     /// on it as a futex word.
     unfinished: AtomicU32,
@@ -275,7 +282,8 @@ impl<T> Clone for Queue<T> {
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
-            .field("len", &self.inner.header().count.load(Ordering::Relaxed))
+            .field("puts", &self.inner.header().puts.0.load(Ordering::Relaxed))
+            .field("gets", &self.inner.header().gets.0.load(Ordering::Relaxed))
             .field("capacity_bytes", &self.inner.ring.capacity())
             .finish()
     }
@@ -354,8 +362,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
         let inner = &self.inner;
         inner.with_producer(|p| codec::push_value(p, KIND_ITEM, item, deadline))?;
-        // SYNC: Release pairs with the Acquire in `len` (a hint only).
-        inner.header().count.fetch_add(1, Ordering::Release);
+        // SYNC: Relaxed: `len` is a hint, not a synchronisation point.
+        inner.header().puts.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -415,7 +423,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
         let inner = &self.inner;
         let (_, item) = inner.with_consumer(|c| codec::pop_value::<T>(c, deadline))?;
-        inner.header().count.fetch_sub(1, Ordering::Relaxed);
+        // SYNC: Relaxed, as for `puts`.
+        inner.header().gets.0.fetch_add(1, Ordering::Relaxed);
         Ok(item)
     }
 
@@ -458,9 +467,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert_eq!(q.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        // SYNC: Acquire pairs with the Release fetch_add in `put_until`.
-        let n = self.inner.header().count.load(Ordering::Acquire);
-        usize::try_from(n.min(i64::MAX as u64)).unwrap_or(usize::MAX)
+        let h = self.inner.header();
+        // Gets first, so gets done after it cannot push the difference
+        // below zero; a consumer may still count its get before the
+        // producer counts the put of the same item, and the saturation
+        // absorbs that moment.
+        let gets = h.gets.0.load(Ordering::Relaxed);
+        let puts = h.puts.0.load(Ordering::Relaxed);
+        usize::try_from(puts.saturating_sub(gets)).unwrap_or(usize::MAX)
     }
 
     /// `true` when the queue holds no item (Python's `empty()`).
