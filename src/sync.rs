@@ -690,8 +690,9 @@ impl RLock {
 struct SemaphoreBlock {
     header: Header,
     value: AtomicU32,
-    /// 0: unbounded; else the value `release` may not exceed.
+    /// The value `release` may not exceed, if `bounded` is non-zero.
     bound: AtomicU32,
+    bounded: AtomicU32,
 }
 
 impl Block for SemaphoreBlock {
@@ -749,7 +750,7 @@ impl Semaphore {
     /// assert_eq!(sem.value(), 3);
     /// ```
     pub fn new(value: u32) -> Result<Semaphore> {
-        Self::with_bound(value, 0)
+        Self::with_bound(value, None)
     }
 
     /// A bounded semaphore: `release` beyond `value` is an error.
@@ -762,14 +763,16 @@ impl Semaphore {
     /// assert_eq!(sem.value(), 2);
     /// ```
     pub fn bounded(value: u32) -> Result<Semaphore> {
-        Self::with_bound(value, value.max(1))
+        Self::with_bound(value, Some(value))
     }
 
-    fn with_bound(value: u32, bound: u32) -> Result<Semaphore> {
+    fn with_bound(value: u32, bound: Option<u32>) -> Result<Semaphore> {
         Ok(Semaphore {
             shared: Shared::create(|b: &SemaphoreBlock| {
                 b.value.store(value, Ordering::Relaxed);
-                b.bound.store(bound, Ordering::Relaxed);
+                b.bound.store(bound.unwrap_or(u32::MAX), Ordering::Relaxed);
+                b.bounded
+                    .store(u32::from(bound.is_some()), Ordering::Relaxed);
             })?,
         })
     }
@@ -865,10 +868,14 @@ impl Semaphore {
     /// ```
     pub fn release(&self) -> Result<()> {
         let b = self.shared.block();
-        let bound = b.bound.load(Ordering::Relaxed);
+        let bound = if b.bounded.load(Ordering::Relaxed) != 0 {
+            b.bound.load(Ordering::Relaxed)
+        } else {
+            u32::MAX
+        };
         let mut v = b.value.load(Ordering::Relaxed);
         loop {
-            if (bound != 0 && v >= bound) || v == u32::MAX {
+            if v >= bound {
                 return Err(Error::new(
                     ErrorKind::InvalidState,
                     "semaphore released too many times",

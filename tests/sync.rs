@@ -146,6 +146,12 @@ fn bounded_semaphore_refuses_extra_release() {
         .acquire_timeout(Duration::from_millis(10))
         .unwrap_err()
         .is_timeout());
+    // Bounded at zero: no release is ever allowed. Unbounded: it is.
+    let zero = Semaphore::bounded(0).unwrap();
+    assert_eq!(zero.release().unwrap_err().kind(), ErrorKind::InvalidState);
+    let free = Semaphore::new(0).unwrap();
+    free.release().unwrap();
+    assert_eq!(free.value(), 1);
 }
 
 #[test]
