@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::region::Region;
 use crate::ring::{self, Consumer, Mode, Producer, Ring};
 use crate::segment::{Segment, SegmentHandle};
+use crate::sync::deadline_after;
 
 /// Ring bytes per direction.
 const CAPACITY: usize = 1 << 20;
@@ -257,7 +258,7 @@ impl Connection {
     /// assert!(a.recv_timeout::<u8>(std::time::Duration::from_millis(5)).unwrap_err().is_timeout());
     /// ```
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.recv_until(Instant::now().checked_add(timeout))
+        self.recv_until(deadline_after(timeout))
     }
 
     fn recv_until<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
@@ -345,7 +346,7 @@ impl Connection {
     /// assert!(a.poll(std::time::Duration::from_secs(1)).unwrap());
     /// ```
     pub fn poll(&self, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = deadline_after(timeout);
         self.with_rx(|c| c.poll(deadline))
     }
 }

@@ -23,6 +23,7 @@ use crate::participants::Participants;
 use crate::region::Region;
 use crate::ring::{self, Consumer, Mode, PeerCheck, Producer, Ring};
 use crate::segment::{Segment, SegmentHandle};
+use crate::sync::deadline_after;
 use crate::sys;
 
 /// Ring bytes of [`Queue::new`].
@@ -304,12 +305,6 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
             _items: PhantomData,
         })
     }
-}
-
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now()
-        .checked_add(timeout)
-        .or(Some(Instant::now() + Duration::from_secs(1 << 32)))
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {

@@ -224,16 +224,10 @@ fn sleep_on(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Resul
     Ok(())
 }
 
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Some(
-        Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(far_future),
-    )
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+/// The deadline of a `_timeout` call; `None` (no deadline) when `timeout`
+/// is too large to represent, which is what such a timeout means.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
 }
 
 macro_rules! shared_serde {
