@@ -116,7 +116,7 @@ pub(crate) fn die_with_parent(parent_pid: u32) -> io::Result<()> {
 /// Removes handshake sockets that a killed parent left behind.
 ///
 /// `ipc-channel`'s one-shot server binds a socket in a fresh
-/// `$TMPDIR/.tmpXXXXXX/` directory and removes it on accept. If the parent
+/// `$TMPDIR/.tmp??????/` directory and removes it on accept. If the parent
 /// is SIGKILLed during a handshake (a millisecond window) the directory
 /// stays. The first spawn of every program sweeps them: a directory is
 /// removed only if it is ours, holds nothing but a socket named `socket`,
