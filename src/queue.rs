@@ -143,6 +143,7 @@ impl Inner {
     }
 
     fn with_producer<R>(&self, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
+        // SYNC: Relaxed: a per-process flag; nothing is published with it.
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::new(ErrorKind::InvalidState, "the queue was closed"));
         }
@@ -467,6 +468,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // below zero; a consumer may still count its get before the
         // producer counts the put of the same item, and the saturation
         // absorbs that moment.
+        // SYNC: Relaxed: counters for a hint; no data is read through them.
         let gets = h.gets.0.load(Ordering::Relaxed);
         let puts = h.puts.0.load(Ordering::Relaxed);
         usize::try_from(puts.saturating_sub(gets)).unwrap_or(usize::MAX)
@@ -509,6 +511,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         *slot = None;
+        // SYNC: Relaxed: see `with_producer`.
         self.inner.closed.store(true, Ordering::Relaxed);
     }
 }
@@ -612,6 +615,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         let h = self.queue.inner.header();
         // Counted before the item is visible, so `join` never sees an item
         // done before it was counted.
+        // SYNC: AcqRel pairs with the AcqRel decrements in `task_done`.
         h.unfinished.fetch_add(1, Ordering::AcqRel);
         self.queue.put(item).inspect_err(|_| {
             self.task_done_unchecked();
@@ -644,6 +648,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// ```
     pub fn task_done(&self) -> Result<()> {
         let h = self.queue.inner.header();
+        // SYNC: Relaxed snapshot; the CAS below carries the AcqRel.
         let mut n = h.unfinished.load(Ordering::Relaxed);
         loop {
             if n == 0 {

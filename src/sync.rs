@@ -85,6 +85,7 @@ fn pid() -> u32 {
 /// A small per-thread id (unique within this process), for `RLock`.
 fn thread_token() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
+    // SYNC: Relaxed: only uniqueness matters, no data is published.
     thread_local!(static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
     TOKEN.with(|t| *t)
 }
@@ -112,6 +113,7 @@ impl<B: Block> Shared<B> {
         let block = shared.block();
         init(block);
         let h = block.header();
+        // SYNC: Relaxed, published by the Release store of `magic` below.
         h.kind.store(B::KIND as u32, Ordering::Relaxed);
         // SYNC: Release pairs with the Acquire load of `magic` in `check`
         // (a peer opening the block sees every field initialised).
@@ -176,6 +178,8 @@ impl<B: Block> Shared<B> {
     fn check_peers(&self) -> Result<()> {
         let block = self.block();
         let h = block.header();
+        // SYNC: Acquire pairs with the Release store of `broken` below (by
+        // whichever waiter found the dead participant).
         if h.broken.load(Ordering::Acquire) != 0 {
             return Err(Error::new(
                 ErrorKind::PeerDied,
@@ -290,6 +294,8 @@ impl MutexWord {
         let mut contended = 0;
         let mut last_check = Instant::now();
         loop {
+            // SYNC: Relaxed: a snapshot to decide what to try; every transition
+            // is a CAS carrying its own ordering.
             let cur = self.word.load(Ordering::Relaxed);
             if cur & !WAITERS == 0 {
                 // SYNC: Acquire pairs with the Release swap in `unlock`.
@@ -338,6 +344,8 @@ impl MutexWord {
             if cur & WAITERS == 0
                 && self
                     .word
+                    // SYNC: Relaxed: setting the waiters bit publishes nothing; the
+                    // futex re-checks the word in the kernel.
                     .compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
             {
@@ -357,6 +365,8 @@ impl MutexWord {
     }
 
     fn owner(&self) -> u32 {
+        // SYNC: Relaxed: an observation (`is_locked`, RLock's ownership
+        // test, which only the owner thread itself can make true).
         self.word.load(Ordering::Relaxed) & !WAITERS
     }
 }
@@ -593,6 +603,8 @@ pub struct RLockGuard<'a> {
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
         let b = self.lock.shared.block();
+        // SYNC: Relaxed: `count`/`owner_thread` are touched only by the owner
+        // thread while it holds the mutex; `unlock`'s Release publishes.
         if b.count.fetch_sub(1, Ordering::Relaxed) == 1 {
             b.owner_thread.store(0, Ordering::Relaxed);
             b.mutex.unlock();
@@ -658,6 +670,7 @@ impl RLock {
         };
         // Only the owning thread can have stored its own token with our pid
         // in the word, so this check cannot race with another owner.
+        // SYNC: Relaxed: owner-thread-only fields (see `RLockGuard::drop`).
         if b.mutex.owner() == pid() && b.owner_thread.load(Ordering::Relaxed) == me {
             b.count.fetch_add(1, Ordering::Relaxed);
             return Ok(guard());
@@ -763,6 +776,8 @@ impl Semaphore {
     fn with_bound(value: u32, bound: Option<u32>) -> Result<Semaphore> {
         Ok(Semaphore {
             shared: Shared::create(|b: &SemaphoreBlock| {
+                // SYNC: Relaxed, published by the Release store of `magic` in
+                // `Shared::create`.
                 b.value.store(value, Ordering::Relaxed);
                 b.bound.store(bound.unwrap_or(u32::MAX), Ordering::Relaxed);
                 b.bounded
@@ -809,6 +824,8 @@ impl Semaphore {
     /// ```
     pub fn try_acquire(&self) -> Result<bool> {
         let b = self.shared.block();
+        // SYNC: Acquire pairs with the Release store of `broken` in
+        // `check_peers`.
         if b.header.broken.load(Ordering::Acquire) != 0 {
             return self.shared.check_peers().map(|()| false);
         }
@@ -816,6 +833,7 @@ impl Semaphore {
     }
 
     fn take(value: &AtomicU32) -> bool {
+        // SYNC: Relaxed snapshot; the CAS below carries the Acquire.
         let mut v = value.load(Ordering::Relaxed);
         while v > 0 {
             // SYNC: Acquire pairs with the Release fetch_add in `release`.
@@ -862,11 +880,14 @@ impl Semaphore {
     /// ```
     pub fn release(&self) -> Result<()> {
         let b = self.shared.block();
+        // SYNC: Relaxed: `bound`/`bounded` never change after `create`
+        // (published by its Release store of `magic`).
         let bound = if b.bounded.load(Ordering::Relaxed) != 0 {
             b.bound.load(Ordering::Relaxed)
         } else {
             u32::MAX
         };
+        // SYNC: Relaxed snapshot; the CAS below carries the Release.
         let mut v = b.value.load(Ordering::Relaxed);
         loop {
             if v >= bound {
@@ -894,6 +915,7 @@ impl Semaphore {
     /// assert_eq!(multiproc::Semaphore::new(4).unwrap().value(), 4);
     /// ```
     pub fn value(&self) -> u32 {
+        // SYNC: Relaxed: a momentary reading, like Python's get_value().
         self.shared.block().value.load(Ordering::Relaxed)
     }
 }
@@ -984,6 +1006,7 @@ impl Event {
     /// assert!(!e.is_set());
     /// ```
     pub fn clear(&self) {
+        // SYNC: Relaxed: clearing publishes nothing; waiters re-check.
         self.shared.block().flag.store(0, Ordering::Relaxed);
     }
 
@@ -1338,6 +1361,7 @@ impl Barrier {
     /// assert_eq!(multiproc::Barrier::new(4).unwrap().parties(), 4);
     /// ```
     pub fn parties(&self) -> u32 {
+        // SYNC: Relaxed: set once, before the Release store of `magic`.
         self.shared.block().parties.load(Ordering::Relaxed)
     }
 
@@ -1372,6 +1396,7 @@ impl Barrier {
     fn wait_until(&self, deadline: Option<Instant>) -> Result<u32> {
         let b = self.shared.block();
         self.shared.check_peers()?;
+        // SYNC: Relaxed: as in `parties()`.
         let parties = b.parties.load(Ordering::Relaxed).max(1);
         // SYNC: Acquire pairs with the Release fetch_add of `generation` by
         // the last arrival of the previous round.
@@ -1380,6 +1405,7 @@ impl Barrier {
         // the last one publishes all of them through `generation`.
         let arrived = b.arrived.fetch_add(1, Ordering::AcqRel) + 1;
         if arrived >= parties {
+            // SYNC: Relaxed, published by the Release fetch_add of `generation`.
             b.arrived.store(0, Ordering::Relaxed);
             // SYNC: Release pairs with the Acquire loads of waiters below.
             b.generation.fetch_add(1, Ordering::Release);
