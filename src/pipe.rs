@@ -183,37 +183,23 @@ impl Connection {
     }
 
     fn with_tx<R>(&self, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
-        let ring = self.out.as_ref().ok_or_else(|| {
+        let out = self.out.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidState,
                 "this end of a one-way pipe cannot send",
             )
         })?;
-        let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if tx.is_none() {
-            *tx = Some(ring.producer()?);
-        }
-        match tx.as_mut() {
-            Some(p) => f(p),
-            None => Err(Error::new(ErrorKind::InvalidState, "no producer")),
-        }
+        ring::with_handle(&self.tx, || out.producer(), f)
     }
 
     fn with_rx<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
-        let ring = self.inp.as_ref().ok_or_else(|| {
+        let inp = self.inp.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidState,
                 "this end of a one-way pipe cannot receive",
             )
         })?;
-        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
-        if rx.is_none() {
-            *rx = Some(ring.consumer()?);
-        }
-        match rx.as_mut() {
-            Some(c) => f(c),
-            None => Err(Error::new(ErrorKind::InvalidState, "no consumer")),
-        }
+        ring::with_handle(&self.rx, || inp.consumer(), f)
     }
 
     /// Sends a value (Python's `send(obj)`), waiting for room.

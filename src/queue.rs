@@ -147,29 +147,21 @@ impl Inner {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::new(ErrorKind::InvalidState, "the queue was closed"));
         }
-        let mut slot = self.producer.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
+        let make = || {
             let mut p = self.ring.producer()?;
             p.set_peer_check(self.peer_check());
-            *slot = Some(p);
-        }
-        match slot.as_mut() {
-            Some(p) => f(p),
-            None => Err(Error::new(ErrorKind::InvalidState, "no producer")),
-        }
+            Ok(p)
+        };
+        ring::with_handle(&self.producer, make, f)
     }
 
     fn with_consumer<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
-        let mut slot = self.consumer.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
+        let make = || {
             let mut c = self.ring.consumer()?;
             c.set_peer_check(self.peer_check());
-            *slot = Some(c);
-        }
-        match slot.as_mut() {
-            Some(c) => f(c),
-            None => Err(Error::new(ErrorKind::InvalidState, "no consumer")),
-        }
+            Ok(c)
+        };
+        ring::with_handle(&self.consumer, make, f)
     }
 }
 

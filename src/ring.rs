@@ -725,6 +725,65 @@ fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Runs `f` on the handle in `slot`, creating it with `make` on first use.
+/// Queue and Pipe keep one lazily claimed handle per side and process.
+#[cfg(not(loom))]
+pub(crate) fn with_handle<H, R>(
+    slot: &std::sync::Mutex<Option<H>>,
+    make: impl FnOnce() -> Result<H>,
+    f: impl FnOnce(&mut H) -> Result<R>,
+) -> Result<R> {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(make()?);
+    }
+    match slot.as_mut() {
+        Some(handle) => f(handle),
+        // Filled just above; kept as an error rather than a panic.
+        None => Err(Error::new(ErrorKind::InvalidState, "no ring handle")),
+    }
+}
+
+/// The blocking part of every ring wait: spin for `spin`, then park on
+/// `waiters` in slices until `ready`, the deadline, or (checked every
+/// liveness period) the peer's death.
+fn block_until(
+    spin: Duration,
+    waiters: &Waiters,
+    wait: &mut Wait,
+    ready: impl Fn() -> bool,
+    peer_alive: impl Fn() -> bool,
+    what: &str,
+    peer: &str,
+) -> Result<()> {
+    if spin_until(spin, &ready) {
+        return Ok(());
+    }
+    loop {
+        let Some(t) = wait.slice() else {
+            return Err(timeout_error(what));
+        };
+        park_on(waiters, t, &ready);
+        if ready() {
+            return Ok(());
+        }
+        if wait.liveness_due() && !peer_alive() {
+            return Err(Error::new(ErrorKind::PeerDied, format!("ring {peer} died")));
+        }
+    }
+}
+
+/// Whether the other side is alive: the caller's check if it set one, else
+/// (Spsc) the pid that claimed `other`, else (Mpmc, no check) assumed.
+fn side_peer_alive(check: &Option<PeerCheck>, mode: Mode, other: &Side) -> bool {
+    match check {
+        Some(f) => f(),
+        // SYNC: Acquire pairs with the Release store of pid in claim.
+        None if mode == Mode::Spsc => pid_alive(other.pid.load(Ordering::Acquire)),
+        None => true,
+    }
+}
+
 /// One park of a waiter that announced itself in `w.sleepers`: re-checks
 /// `ready` after announcing (so a wake cannot be lost), then sleeps on
 /// `w.seq` until woken or `timeout`.
@@ -1172,32 +1231,20 @@ impl Producer {
             let need = (pad + size + FRAME_WORD) as u64;
             st != 0 || tail.wrapping_sub(head).saturating_add(need) <= cap as u64
         };
-        if spin_until(self.spin, fits) {
-            return Ok(());
-        }
-        loop {
-            let Some(t) = wait.slice() else {
-                return Err(timeout_error("ring push"));
-            };
-            park_on(&h.prod_wait.0, t, fits);
-            if fits() {
-                return Ok(());
-            }
-            if wait.liveness_due() && !self.peer_alive() {
-                return Err(Error::new(ErrorKind::PeerDied, "ring consumer died"));
-            }
-        }
+        let peer = || self.peer_alive();
+        block_until(
+            self.spin,
+            &h.prod_wait.0,
+            wait,
+            fits,
+            peer,
+            "ring push",
+            "consumer",
+        )
     }
 
     fn peer_alive(&self) -> bool {
-        match &self.peer_alive {
-            Some(f) => f(),
-            None if self.ring.mode == Mode::Spsc => {
-                // SYNC: Acquire pairs with the Release store of pid in claim.
-                pid_alive(self.header().cons.0.pid.load(Ordering::Acquire))
-            }
-            None => true,
-        }
+        side_peer_alive(&self.peer_alive, self.ring.mode, &self.header().cons.0)
     }
 
     /// Marks the producer side closed and wakes the consumer: once it has
@@ -1467,32 +1514,20 @@ impl Consumer {
             // SYNC: Acquire pairs with the Release fetch_or in close/poison.
             w != 0 || h.state.0.load(Ordering::Acquire) != 0
         };
-        if spin_until(self.spin, ready) {
-            return Ok(());
-        }
-        loop {
-            let Some(t) = wait.slice() else {
-                return Err(timeout_error("ring pop"));
-            };
-            park_on(&h.cons_wait.0, t, ready);
-            if ready() {
-                return Ok(());
-            }
-            if wait.liveness_due() && !self.peer_alive() {
-                return Err(Error::new(ErrorKind::PeerDied, "ring producer died"));
-            }
-        }
+        let peer = || self.peer_alive();
+        block_until(
+            self.spin,
+            &h.cons_wait.0,
+            wait,
+            ready,
+            peer,
+            "ring pop",
+            "producer",
+        )
     }
 
     fn peer_alive(&self) -> bool {
-        match &self.peer_alive {
-            Some(f) => f(),
-            None if self.ring.mode == Mode::Spsc => {
-                // SYNC: Acquire pairs with the Release store of pid in claim.
-                pid_alive(self.header().prod.0.pid.load(Ordering::Acquire))
-            }
-            None => true,
-        }
+        side_peer_alive(&self.peer_alive, self.ring.mode, &self.header().prod.0)
     }
 
     /// Marks the consumer side closed and wakes producers: their pushes
