@@ -1,6 +1,6 @@
 //! `pipe()` and `Connection` across processes, `wait`, and a model test.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc::{pipe, Connection, ErrorKind, Process};
 use proptest::prelude::*;
@@ -111,10 +111,8 @@ fn poll_and_wait_over_connections_and_processes() {
     assert!(b.poll(Duration::ZERO).unwrap());
     assert_eq!(b.recv::<Msg>().unwrap(), Msg::Ping(10));
     // A process is ready once it has ended.
-    let start = Instant::now();
     let ready = multiproc::wait(&[&pb], Some(Duration::from_secs(30)));
     assert_eq!(ready, vec![0]);
-    assert!(start.elapsed() < Duration::from_secs(30));
     assert!(a.poll(Duration::from_secs(30)).unwrap());
     assert_eq!(a.recv::<Msg>().unwrap(), Msg::Ping(400));
     // Nothing ready (the other end is alive and silent): wait returns
