@@ -25,7 +25,7 @@
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
@@ -403,39 +403,53 @@ fn watch_parent(control: IpcReceiver<Control>) {
 fn run_catching(
     f: impl FnOnce() -> std::result::Result<Vec<u8>, postcard::Error>,
 ) -> (Outcome, i32) {
-    static LAST_PANIC: Mutex<Option<PanicInfo>> = Mutex::new(None);
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "Box<dyn Any>".to_string());
-        let location = info.location().map(|l| l.to_string());
-        let bt = std::backtrace::Backtrace::capture();
-        let backtrace =
-            (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| bt.to_string());
-        *LAST_PANIC.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(PanicInfo::new(message, location, backtrace));
-        // Python prints the child's traceback on its stderr; so do we.
-        previous(info);
-    }));
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+    match catch_panic(f) {
         Ok(Ok(bytes)) => (Outcome::Returned(ByteBuf::from(bytes)), 0),
         Ok(Err(e)) => (
             Outcome::Rejected(format!("arguments or result: {e}")),
             EXIT_BOOTSTRAP_FAILED,
         ),
-        Err(_) => {
-            let info = LAST_PANIC
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .unwrap_or_else(|| PanicInfo::new("unknown panic".into(), None, None));
-            (Outcome::Panicked(info), EXIT_PANICKED)
-        }
+        Err(info) => (Outcome::Panicked(info), EXIT_PANICKED),
     }
+}
+
+thread_local! {
+    /// What the panic hook saw last on this thread.
+    static LAST_PANIC: std::cell::RefCell<Option<PanicInfo>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`; a panic becomes its [`PanicInfo`] (message, location and, if
+/// `RUST_BACKTRACE` asks, backtrace). The panic is still printed on stderr,
+/// as Python prints a child's traceback. Cheap when nothing panics: the
+/// hook is installed once per process.
+pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> std::result::Result<R, PanicInfo> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".to_string());
+            let location = info.location().map(|l| l.to_string());
+            let bt = std::backtrace::Backtrace::capture();
+            let backtrace =
+                (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| bt.to_string());
+            let _ = LAST_PANIC.try_with(|last| {
+                *last.borrow_mut() = Some(PanicInfo::new(message, location, backtrace));
+            });
+            previous(info);
+        }));
+    });
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| {
+        LAST_PANIC
+            .try_with(|last| last.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| PanicInfo::new("unknown panic".into(), None, None))
+    })
 }
 
 #[cfg(test)]

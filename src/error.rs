@@ -183,6 +183,7 @@ struct Inner {
     context: String,
     pid: Option<u32>,
     status: Option<ExitStatus>,
+    index: Option<u64>,
     panic: Option<PanicInfo>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -195,6 +196,7 @@ impl Error {
                 context: context.into(),
                 pid: None,
                 status: None,
+                index: None,
                 panic: None,
                 source: None,
             }),
@@ -215,6 +217,19 @@ impl Error {
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
         self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn context(&self) -> &str {
+        &self.inner.context
+    }
+
+    pub(crate) fn set_context(&mut self, context: impl Into<String>) {
+        self.inner.context = context.into();
+    }
+
+    pub(crate) fn with_index(mut self, index: u64) -> Self {
+        self.inner.index = Some(index);
         self
     }
 
@@ -270,6 +285,24 @@ impl Error {
         self.inner.pid
     }
 
+    /// For an error from a [`Pool`](crate::Pool) call: the index (in the
+    /// call's input) of the item whose task failed, where it is known.
+    ///
+    /// ```
+    /// fn check(x: u32) -> u32 { assert!(x != 3, "three is not allowed"); x }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2).unwrap();
+    ///     let err = pool.map(check, 0..6).unwrap_err();
+    ///     assert_eq!(err.item_index(), Some(3));
+    ///     assert!(err.panic_info().unwrap().message().contains("three"));
+    /// }
+    /// ```
+    pub fn item_index(&self) -> Option<u64> {
+        self.inner.index
+    }
+
     /// How the child ended, for [`ErrorKind::ProcessDied`] (and for a
     /// failed handshake when the child was already gone).
     ///
@@ -323,6 +356,9 @@ impl fmt::Display for Error {
         f.write_str(i.kind.describe())?;
         if !i.context.is_empty() {
             write!(f, " ({})", i.context)?;
+        }
+        if let Some(index) = i.index {
+            write!(f, ", item {index}")?;
         }
         if let Some(pid) = i.pid {
             write!(f, ", pid {pid}")?;

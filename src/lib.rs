@@ -9,6 +9,8 @@ mod participants;
 // The loom build (`--cfg loom`) models the ring alone; its users are left out.
 #[cfg(not(loom))]
 mod pipe;
+#[cfg(not(loom))]
+mod pool;
 mod process;
 #[cfg(not(loom))]
 mod queue;
@@ -24,6 +26,10 @@ pub use affinity::cpu_count;
 pub use error::{Error, ErrorKind, PanicInfo, Result};
 #[cfg(not(loom))]
 pub use pipe::{pipe, wait, Connection, Waitable};
+#[cfg(not(loom))]
+pub use pool::{
+    pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WorkerInsights,
+};
 pub use process::{
     active_children, current_process, ExitStatus, Process, ProcessBuilder, ProcessInfo,
 };

@@ -16,35 +16,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
-use crate::region::Region;
 use crate::ring::{self, Consumer, Mode, Producer, Ring};
-use crate::segment::{Segment, SegmentHandle};
+use crate::segment::{Segment, SegmentHandle, SegmentRegion};
 use crate::sync::deadline_after;
 
 /// Ring bytes per direction.
 const CAPACITY: usize = 1 << 20;
 const KIND_VALUE: u8 = 1;
 const KIND_BYTES: u8 = 2;
-
-/// One direction's ring inside the segment.
-struct RingRegion {
-    segment: Arc<Segment>,
-    offset: usize,
-    len: usize,
-}
-
-// SAFETY: `[offset, offset + len)` lies inside the segment (checked by
-// `rings_in`), which the `Arc` keeps mapped; the ring reaches the memory
-// only through atomics and raw copies.
-unsafe impl Region for RingRegion {
-    fn base(&self) -> *mut u8 {
-        self.segment.as_ptr().wrapping_add(self.offset)
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-}
 
 fn rings_in(segment: &Arc<Segment>, create: bool, duplex: bool) -> Result<[Option<Ring>; 2]> {
     let size = ring::region_size(CAPACITY);
@@ -62,11 +41,10 @@ fn rings_in(segment: &Arc<Segment>, create: bool, duplex: bool) -> Result<[Optio
     }
     let mut rings = [None, None];
     for (i, slot) in rings.iter_mut().enumerate().take(count) {
-        let region = Arc::new(RingRegion {
-            segment: Arc::clone(segment),
-            offset: i * size,
-            len: size,
-        });
+        let region = Arc::new(
+            SegmentRegion::new(segment, i * size, size)
+                .ok_or_else(|| Error::new(ErrorKind::Protocol, "pipe segment too small"))?,
+        );
         let ring = if create {
             Ring::create(region, CAPACITY, Mode::Spsc)?
         } else {

@@ -34,13 +34,65 @@ use crate::sys;
 pub(crate) type TaskKey = [u64; 2];
 
 /// Runs the task on postcard-encoded arguments, returns the encoded result.
-type RunFn = fn(&[u8]) -> Result<Vec<u8>, postcard::Error>;
+pub(crate) type RunFn = fn(&[u8]) -> Result<Vec<u8>, postcard::Error>;
 
-/// The per-`(F, A, R)` descriptor a task's wire form points at.
+/// The signature of a descriptor's trampoline. Every kind is a plain `fn`
+/// pointer, so every `Entry<Run>` has the same layout; `KIND` tells them
+/// apart at run time, before the trampoline is read.
+pub(crate) trait RunKind: Copy + 'static {
+    /// Distinct for every implementing type.
+    const KIND: u64;
+}
+
+impl RunKind for RunFn {
+    const KIND: u64 = 1;
+}
+
+/// The descriptor a task's wire form points at: one per `(kind, F, A, R)`.
 #[repr(C)]
-struct Entry {
-    run: RunFn,
+pub(crate) struct Entry<Run> {
     describe: fn() -> &'static str,
+    kind: u64,
+    run: Run,
+}
+
+/// The part every `Entry<Run>` shares (`repr(C)` prefix).
+#[repr(C)]
+struct EntryPrefix {
+    describe: fn() -> &'static str,
+    kind: u64,
+}
+
+impl<Run: RunKind> Entry<Run> {
+    /// A descriptor for `run`; `describe` names the types it was made for
+    /// (use [`type_name_of`] over a tuple that includes `Run`).
+    pub(crate) const fn new(describe: fn() -> &'static str, run: Run) -> Entry<Run> {
+        Entry {
+            describe,
+            kind: Run::KIND,
+            run,
+        }
+    }
+}
+
+/// `std::any::type_name::<T>()` as a `fn` pointer for [`Entry::new`].
+pub(crate) fn type_name_of<T: ?Sized>() -> &'static str {
+    std::any::type_name::<T>()
+}
+
+/// The value of a zero-sized `fn` item or non-capturing closure type.
+///
+/// Only call this for a type `F` of which the caller (or, across processes,
+/// the parent that made the descriptor this code runs under) held a value:
+/// then `F` is inhabited, and being zero-sized it has no bytes that could
+/// be invalid. Fails to compile for a type with a size.
+pub(crate) fn conjure<F>() -> F {
+    const { assert!(std::mem::size_of::<F>() == 0, "multiproc tasks must be non-capturing") };
+    // SAFETY: `F` is zero-sized (asserted at compile time above), so there
+    // are no bytes to be invalid, and per this function's contract `F` is
+    // the type of a fn item or capture-less closure whose value the program
+    // held: such a value carries no state and no invariant.
+    unsafe { std::mem::zeroed() }
 }
 
 /// The anchor all descriptor offsets are relative to. Its address differs
@@ -91,14 +143,11 @@ where
          (send the data as the task's argument instead)"
     );
 
-    const ENTRY: &'static Entry = &Entry {
-        run: run::<F, A, R>,
-        describe: describe::<F, A, R>,
-    };
+    const ENTRY: &'static Entry<RunFn> = &Entry::new(describe::<F, A, R>, run::<F, A, R>);
 }
 
 fn describe<F, A, R>() -> &'static str {
-    std::any::type_name::<(F, A, R)>()
+    std::any::type_name::<(RunFn, F, A, R)>()
 }
 
 fn fingerprint(s: &str) -> u64 {
@@ -118,12 +167,9 @@ where
     #[allow(clippy::let_unit_value)]
     let () = Descriptor::<F, A, R>::IS_ZST;
     let args: A = postcard::from_bytes(args)?;
-    // SAFETY: `F` is zero-sized (checked at compile time just above), so it
-    // has no bytes that could be invalid; it is a fn item or a closure that
-    // captures nothing, whose value carries no state and no invariant. The
-    // parent held a value of this exact type (that is how this
-    // monomorphisation came to exist), so the type is inhabited.
-    let f: F = unsafe { std::mem::zeroed() };
+    // The parent held a value of this exact type: that is how this
+    // monomorphisation came to exist.
+    let f: F = conjure();
     postcard::to_stdvec(&f(args))
 }
 
@@ -190,9 +236,14 @@ impl TaskRef {
     {
         #[allow(clippy::let_unit_value)]
         let () = Descriptor::<F, A, R>::IS_ZST;
-        let entry = Descriptor::<F, A, R>::ENTRY as *const Entry as usize;
-        let offset = (entry as i64).wrapping_sub(anchor as *const () as usize as i64);
-        let fingerprint = fingerprint(describe::<F, A, R>());
+        TaskRef::of_entry(Descriptor::<F, A, R>::ENTRY, key)
+    }
+
+    /// The wire name of any descriptor, tagged with `key`.
+    pub(crate) fn of_entry<Run: RunKind>(entry: &'static Entry<Run>, key: TaskKey) -> TaskRef {
+        let addr = entry as *const Entry<Run> as usize;
+        let offset = (addr as i64).wrapping_sub(anchor as *const () as usize as i64);
+        let fingerprint = fingerprint((entry.describe)());
         TaskRef {
             offset,
             fingerprint,
@@ -200,8 +251,29 @@ impl TaskRef {
         }
     }
 
-    /// Checks the reference and returns the descriptor's trampoline.
+    /// The three words of the wire form (for fixed-layout frames).
+    pub(crate) fn to_words(self) -> [u64; 3] {
+        [self.offset as u64, self.fingerprint, self.tag]
+    }
+
+    /// The inverse of [`to_words`](TaskRef::to_words); any words are
+    /// accepted here, [`resolve_as`](TaskRef::resolve_as) checks them.
+    pub(crate) fn from_words(w: [u64; 3]) -> TaskRef {
+        TaskRef {
+            offset: w[0] as i64,
+            fingerprint: w[1],
+            tag: w[2],
+        }
+    }
+
+    /// Checks the reference and returns the trampoline of a process task.
     pub(crate) fn resolve(self, key: TaskKey) -> Result<RunFn, Invalid> {
+        self.resolve_as::<RunFn>(key)
+    }
+
+    /// Checks the reference and returns the descriptor's trampoline, which
+    /// must be of kind `Run`.
+    pub(crate) fn resolve_as<Run: RunKind>(self, key: TaskKey) -> Result<Run, Invalid> {
         let expected = tag(key, self.offset, self.fingerprint);
         // Constant time, so a peer learns nothing from how fast it fails.
         if (expected ^ self.tag) != 0 {
@@ -210,22 +282,26 @@ impl TaskRef {
         let anchor_addr = anchor as *const () as usize;
         let addr = (anchor_addr as i64).wrapping_add(self.offset) as usize;
         let last = addr
-            .checked_add(std::mem::size_of::<Entry>() - 1)
+            .checked_add(std::mem::size_of::<Entry<Run>>() - 1)
             .ok_or(Invalid::OutsideImage)?;
         if !sys::same_image(anchor_addr, addr) || !sys::same_image(anchor_addr, last) {
             return Err(Invalid::OutsideImage);
         }
-        if !addr.is_multiple_of(std::mem::align_of::<Entry>()) {
+        if !addr.is_multiple_of(std::mem::align_of::<Entry<Run>>()) {
             return Err(Invalid::Misaligned);
         }
         // SAFETY: the tag proves our parent, the same executable, computed
-        // this offset in `TaskRef::of` from `Descriptor::ENTRY`, a
-        // `&'static Entry`; so `addr` is that descriptor's address here too,
-        // valid, aligned and immutable for the life of the program.
-        let entry: &'static Entry = unsafe { &*(addr as *const Entry) };
-        if fingerprint((entry.describe)()) != self.fingerprint {
+        // this offset in `TaskRef::of_entry` from a `&'static Entry<K>` for
+        // some kind K; so `addr` is that descriptor's address here too,
+        // valid, aligned and immutable for the life of the program. Every
+        // `Entry<K>` starts with the `repr(C)` fields of `EntryPrefix`.
+        let prefix: &'static EntryPrefix = unsafe { &*(addr as *const EntryPrefix) };
+        if prefix.kind != Run::KIND || fingerprint((prefix.describe)()) != self.fingerprint {
             return Err(Invalid::WrongType);
         }
+        // SAFETY: as above, and the kind check proves K = Run (every kind
+        // has its own `KIND`), so the whole descriptor is an `Entry<Run>`.
+        let entry: &'static Entry<Run> = unsafe { &*(addr as *const Entry<Run>) };
         Ok(entry.run)
     }
 }

@@ -1,0 +1,1043 @@
+//! The parent's scheduler: workers, jobs, dispatch, results, failures.
+//!
+//! There is no scheduler thread on the hot path. Whoever waits for a
+//! result drives: it polls the workers' result rings, routes outputs to
+//! their jobs, and refills the task rings, all under one mutex. A
+//! background *pump* thread drives only while nobody else does (work
+//! submitted with `*_async` or `imap` progresses while the caller does
+//! something else), and steps aside as soon as a caller wants to drive.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use serde_bytes::ByteBuf;
+
+use super::doorbell::Doorbell;
+use super::jobs::{Next, Sink, Source, ZcTask};
+use super::wire::{
+    ResultHeader, TaskError, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC,
+    R_INIT_FAILED, R_RESULT,
+};
+use super::worker::{rings_in, rings_len, worker_main, WorkerArgs};
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::{ExitStatus, Process};
+use crate::ring::{Consumer, Producer};
+use crate::segment::Segment;
+use crate::task::{TaskKey, TaskRef};
+
+/// Tasks in flight per worker: one running, one queued behind it, so a
+/// worker never waits for the parent between tasks.
+const DEPTH: usize = 2;
+/// A task frame is packed up to about this many bytes of items.
+const SOFT_FRAME: usize = 64 * 1024;
+/// Spin this long after the last progress before sleeping (the cost of
+/// waking a parked vCPU here, DESIGN §8).
+const SPIN: Duration = Duration::from_micros(50);
+/// Health checks (dead workers, task timeouts) at least this often.
+const TICK: Duration = Duration::from_millis(10);
+/// Segments attached to one worker before the oldest is detached.
+const MAX_ATTACHED: usize = 16;
+
+/// The fixed settings of a pool.
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) init: Option<(TaskRef, Vec<u8>)>,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    pub(crate) cores: Option<Vec<usize>>,
+    pub(crate) ring_bytes: usize,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) key: TaskKey,
+    pub(crate) doorbell: crate::segment::SegmentHandle,
+}
+
+/// Per-worker counters (mpire's "insights").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) tasks: u64,
+    pub(crate) items: u64,
+    pub(crate) busy: Duration,
+    pub(crate) started: Instant,
+}
+
+struct Inflight {
+    job: u64,
+    first: u64,
+    count: u64,
+    sent: Instant,
+}
+
+struct Attached {
+    slot: u32,
+    segment: Weak<Segment>,
+}
+
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    process: Process<std::result::Result<(), String>>,
+    pub(crate) pid: u32,
+    _segment: Arc<Segment>,
+    tasks: Producer,
+    results: Consumer,
+    inflight: VecDeque<Inflight>,
+    /// Frames that did not fit into the task ring yet, in order.
+    backlog: VecDeque<(u8, Vec<u8>)>,
+    sent: u64,
+    retiring: bool,
+    attached: Vec<Attached>,
+    next_slot: u32,
+    /// When the task at the front of `inflight` started (about).
+    front_since: Instant,
+    pub(crate) stats: Stats,
+}
+
+impl Worker {
+    fn spawn(cfg: &Config, index: usize) -> Result<Worker> {
+        let segment = Arc::new(Segment::create(rings_len(cfg.ring_bytes))?);
+        let (task_ring, result_ring) = rings_in(&segment, cfg.ring_bytes, true)?;
+        let tasks = task_ring.producer()?;
+        let results = result_ring.consumer()?;
+        let args = WorkerArgs {
+            rings: segment.handle(),
+            ring_bytes: cfg.ring_bytes,
+            doorbell: cfg.doorbell.clone(),
+            key: cfg.key,
+            index: index as u32,
+            core: cfg
+                .cores
+                .as_ref()
+                .filter(|c| !c.is_empty())
+                .map(|c| c[index % c.len()]),
+            init: cfg
+                .init
+                .as_ref()
+                .map(|(t, a)| (*t, ByteBuf::from(a.clone()))),
+        };
+        let process = Process::builder()
+            .name(format!("PoolWorker-{}", index + 1))
+            .spawn(worker_main, args)?;
+        let now = Instant::now();
+        Ok(Worker {
+            index,
+            pid: process.pid(),
+            process,
+            _segment: segment,
+            tasks,
+            results,
+            inflight: VecDeque::new(),
+            backlog: VecDeque::new(),
+            sent: 0,
+            retiring: false,
+            attached: Vec::new(),
+            next_slot: 0,
+            front_since: now,
+            stats: Stats {
+                tasks: 0,
+                items: 0,
+                busy: Duration::ZERO,
+                started: now,
+            },
+        })
+    }
+
+    fn has_room(&self) -> bool {
+        !self.retiring && self.inflight.len() < DEPTH && self.backlog.is_empty()
+    }
+
+    /// Pushes a frame, or queues it behind the ones that did not fit.
+    fn send(&mut self, kind: u8, frame: &[u8]) -> Result<()> {
+        if self.backlog.is_empty() && self.tasks.try_push(kind, frame)? {
+            return Ok(());
+        }
+        self.backlog.push_back((kind, frame.to_vec()));
+        Ok(())
+    }
+
+    fn flush_backlog(&mut self) -> Result<bool> {
+        let mut any = false;
+        while let Some((kind, frame)) = self.backlog.front() {
+            if !self.tasks.try_push(*kind, frame)? {
+                break;
+            }
+            self.backlog.pop_front();
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// The slot `segment` is attached at in this worker, attaching it
+    /// first if needed.
+    fn slot_for(&mut self, segment: &Arc<Segment>, scratch: &mut Vec<u8>) -> Result<u32> {
+        if let Some(a) = self
+            .attached
+            .iter()
+            .find(|a| a.segment.upgrade().is_some_and(|s| Arc::ptr_eq(&s, segment)))
+        {
+            return Ok(a.slot);
+        }
+        if self.attached.len() >= MAX_ATTACHED {
+            let old = self.attached.remove(0);
+            self.send(K_DETACH, &old.slot.to_le_bytes())?;
+        }
+        let slot = self.next_slot;
+        self.next_slot = self.next_slot.wrapping_add(1);
+        scratch.clear();
+        scratch.extend_from_slice(&slot.to_le_bytes());
+        scratch.extend_from_slice(&[0; 4]);
+        postcard::to_io(&segment.handle(), &mut *scratch)
+            .map_err(|e| Error::codec("segment handle", e))?;
+        self.send(K_ATTACH, scratch)?;
+        self.attached.push(Attached {
+            slot,
+            segment: Arc::downgrade(segment),
+        });
+        Ok(slot)
+    }
+
+    /// Detaches segments whose last handle in this process is gone.
+    fn detach_dropped(&mut self) -> Result<()> {
+        let mut i = 0;
+        while i < self.attached.len() {
+            if self.attached[i].segment.strong_count() == 0 {
+                let a = self.attached.remove(i);
+                self.send(K_DETACH, &a.slot.to_le_bytes())?;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the worker and waits (briefly) until the OS reports it gone,
+    /// so it can no longer write any memory it shares.
+    fn kill_and_reap(&self) -> Option<ExitStatus> {
+        let _ = self.process.kill();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(st) = self.process.exit_code() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+pub(crate) struct Job {
+    source: Box<dyn Source>,
+    pub(crate) sink: Arc<dyn Sink>,
+    outstanding: usize,
+    exhausted: bool,
+    failed: bool,
+    /// Most tasks in flight at once (bounded work for `imap`).
+    max_outstanding: usize,
+    /// Most outputs buffered for the consumer before dispatch pauses.
+    max_backlog: usize,
+}
+
+impl Job {
+    pub(crate) fn new(
+        source: Box<dyn Source>,
+        sink: Arc<dyn Sink>,
+        max_outstanding: usize,
+        max_backlog: usize,
+    ) -> Job {
+        Job {
+            source,
+            sink,
+            outstanding: 0,
+            exhausted: false,
+            failed: false,
+            max_outstanding: max_outstanding.max(1),
+            max_backlog,
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        if !self.failed {
+            self.failed = true;
+            self.sink.fail(e);
+        }
+    }
+
+    fn wants_dispatch(&self) -> bool {
+        !self.failed
+            && !self.exhausted
+            && self.outstanding < self.max_outstanding
+            && self.sink.backlog() < self.max_backlog
+            && !self.sink.abandoned()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Running,
+    Closed,
+    Terminated,
+}
+
+pub(crate) struct Core {
+    pub(crate) cfg: Config,
+    pub(crate) workers: Vec<Option<Worker>>,
+    /// Workers told to finish (max tasks per child), still draining.
+    retired: Vec<Worker>,
+    jobs: HashMap<u64, Job>,
+    order: VecDeque<u64>,
+    next_job: u64,
+    pub(crate) state: State,
+    /// Set when the pool cannot work any more (initializer failed, a
+    /// replacement worker could not be started); every call returns it.
+    pub(crate) broken: Option<(ErrorKind, String)>,
+    driving: bool,
+    scratch: Vec<u8>,
+    attach_scratch: Vec<u8>,
+    last_health: Instant,
+    pub(crate) restarts: u64,
+}
+
+impl Core {
+    pub(crate) fn new(cfg: Config) -> Result<Core> {
+        let mut workers = Vec::with_capacity(cfg.processes);
+        for i in 0..cfg.processes {
+            workers.push(Some(Worker::spawn(&cfg, i)?));
+        }
+        Ok(Core {
+            cfg,
+            workers,
+            retired: Vec::new(),
+            jobs: HashMap::new(),
+            order: VecDeque::new(),
+            next_job: 1,
+            state: State::Running,
+            broken: None,
+            driving: false,
+            scratch: Vec::with_capacity(SOFT_FRAME * 2),
+            attach_scratch: Vec::new(),
+            last_health: Instant::now(),
+            restarts: 0,
+        })
+    }
+
+    pub(crate) fn broken_error(&self) -> Option<Error> {
+        self.broken
+            .as_ref()
+            .map(|(k, m)| Error::new(*k, format!("the pool is broken: {m}")))
+    }
+
+    /// Registers a job; it is dispatched by whoever drives next.
+    pub(crate) fn submit(&mut self, job: Job) -> Result<u64> {
+        match self.state {
+            State::Running => {}
+            State::Closed => return Err(Error::new(ErrorKind::InvalidState, "the pool is closed")),
+            State::Terminated => {
+                return Err(Error::new(ErrorKind::InvalidState, "the pool was terminated"))
+            }
+        }
+        if let Some(e) = self.broken_error() {
+            return Err(e);
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        self.jobs.insert(id, job);
+        self.order.push_back(id);
+        Ok(id)
+    }
+
+    pub(crate) fn has_jobs(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    fn has_inflight(&self) -> bool {
+        self.workers
+            .iter()
+            .flatten()
+            .chain(&self.retired)
+            .any(|w| !w.inflight.is_empty())
+    }
+
+    /// Something a driver can do now: tasks in flight, or tasks to send.
+    pub(crate) fn active(&self) -> bool {
+        self.has_inflight() || self.jobs.values().any(Job::wants_dispatch)
+    }
+
+    /// Cancels a job whose consumer is gone (no more dispatch).
+    pub(crate) fn cancel(&mut self, id: u64) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.exhausted = true;
+        }
+        self.settle_finished();
+    }
+
+    /// One round: results in, tasks out. `true` if anything moved.
+    fn step(&mut self) -> bool {
+        let got = self.poll_results();
+        let sent = self.dispatch();
+        if got || sent {
+            self.settle_finished();
+        }
+        got || sent
+    }
+
+    fn poll_results(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..self.workers.len() {
+            if self.workers[i].as_ref().is_some_and(|w| !w.inflight.is_empty()) {
+                match self.drain_worker(Slot::Live(i)) {
+                    Ok(moved) => any |= moved,
+                    Err(e) => {
+                        self.lose_worker(i, e, true);
+                        any = true;
+                    }
+                }
+            }
+        }
+        let mut r = 0;
+        while r < self.retired.len() {
+            match self.drain_worker(Slot::Retired(r)) {
+                Ok(moved) => any |= moved,
+                Err(e) => {
+                    let w = self.retired.remove(r);
+                    w.kill_and_reap();
+                    self.fail_inflight(w, &Loss::from_error(&e));
+                    any = true;
+                    continue;
+                }
+            }
+            if self.retired[r].inflight.is_empty() {
+                // Dropping it closes its task ring: the worker returns and
+                // exits; `Process`'s drop reaps it in the background.
+                self.retired.remove(r);
+            } else {
+                r += 1;
+            }
+        }
+        any
+    }
+
+    /// Handles every result frame waiting in one worker's ring.
+    fn drain_worker(&mut self, slot: Slot) -> Result<bool> {
+        let Core {
+            workers,
+            retired,
+            jobs,
+            broken,
+            ..
+        } = self;
+        let w = match slot {
+            Slot::Live(i) => workers[i].as_mut().expect("live worker"),
+            Slot::Retired(r) => &mut retired[r],
+        };
+        let mut any = false;
+        loop {
+            let Some(frame) = w.results.try_peek()? else {
+                break;
+            };
+            any = true;
+            match frame.kind() {
+                R_RESULT => {}
+                R_INIT_FAILED => {
+                    let err: TaskError = postcard::from_bytes(frame.bytes())
+                        .map_err(|e| Error::codec("initializer error", e))?;
+                    let e = err.into_error(w.index, w.pid);
+                    *broken = Some((e.kind(), format!("the initializer failed: {e}")));
+                    drop(frame);
+                    return Err(Error::new(ErrorKind::Panicked, "the initializer failed"));
+                }
+                other => {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!("unknown result frame kind {other}"),
+                    ))
+                }
+            }
+            let (h, rest) = ResultHeader::read(frame.bytes())?;
+            let Some(front) = w.inflight.front() else {
+                return Err(Error::new(ErrorKind::Protocol, "a result nobody asked for"));
+            };
+            let end = h.first.checked_add(u64::from(h.count));
+            if h.job != front.job
+                || h.first < front.first
+                || end.is_none_or(|e| e > front.first + front.count)
+            {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    "a result that does not match the task in flight",
+                ));
+            }
+            let (outputs, error) = if h.flags & F_ERROR != 0 {
+                split_error(rest)?
+            } else {
+                (rest, None)
+            };
+            if let Some(job) = jobs.get_mut(&h.job) {
+                if !job.failed && h.count > 0 {
+                    if let Err(e) = job.sink.deliver(h.first, h.count, outputs) {
+                        job.fail(e.with_pid(w.pid));
+                    }
+                }
+                if let Some(te) = error {
+                    job.fail(te.into_error(w.index, w.pid));
+                }
+            }
+            if h.flags & F_LAST != 0 {
+                let done = w.inflight.pop_front().expect("checked above");
+                w.front_since = Instant::now();
+                w.stats.tasks += 1;
+                w.stats.items += done.count;
+                w.stats.busy += Duration::from_nanos(h.busy_ns);
+                if let Some(job) = jobs.get_mut(&done.job) {
+                    job.outstanding -= 1;
+                    job.sink.task_done(done.count);
+                }
+            }
+            drop(frame);
+        }
+        if any {
+            // Wake the worker if it waits for room to write more results.
+            w.results.notify();
+        }
+        Ok(any)
+    }
+
+    fn dispatch(&mut self) -> bool {
+        let mut any = false;
+        for w in self.workers.iter_mut().flatten() {
+            if !w.backlog.is_empty() {
+                match w.flush_backlog() {
+                    Ok(moved) => any |= moved,
+                    Err(_) => w.retiring = true,
+                }
+            }
+        }
+        if self.broken.is_some() {
+            return any;
+        }
+        let ids: Vec<u64> = self.order.iter().copied().collect();
+        for id in ids {
+            loop {
+                let Some(job) = self.jobs.get(&id) else { break };
+                if !job.wants_dispatch() {
+                    break;
+                }
+                // The least busy worker with room.
+                let Some(wi) = self
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, w)| w.as_ref().filter(|w| w.has_room()).map(|w| (i, w)))
+                    .min_by_key(|(_, w)| w.inflight.len())
+                    .map(|(i, _)| i)
+                else {
+                    return any;
+                };
+                if let Err(e) = self.send_one(id, wi) {
+                    self.lose_worker(wi, e, true);
+                }
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Takes the next task of job `id` and sends it to worker `wi`.
+    fn send_one(&mut self, id: u64, wi: usize) -> Result<()> {
+        let Core {
+            workers,
+            jobs,
+            scratch,
+            attach_scratch,
+            cfg,
+            ..
+        } = self;
+        let job = jobs.get_mut(&id).expect("job exists");
+        let w = workers[wi].as_mut().expect("live worker");
+        let hard = w.tasks.max_payload();
+        let (first, count) = match job.source.next(scratch, id, SOFT_FRAME.min(hard), hard) {
+            Next::Done => {
+                job.exhausted = true;
+                return Ok(());
+            }
+            Next::Failed(e) => {
+                job.exhausted = true;
+                job.fail(e);
+                return Ok(());
+            }
+            Next::Task { first, count } => {
+                w.send(K_TASK, scratch)?;
+                (first, count)
+            }
+            Next::Zc(ZcTask {
+                first,
+                count,
+                task,
+                input,
+                output,
+            }) => {
+                let in_slot = w.slot_for(&input, attach_scratch)?;
+                let out_slot = match &output {
+                    Some(o) => w.slot_for(o, attach_scratch)?,
+                    None => in_slot,
+                };
+                scratch.clear();
+                ZcHeader {
+                    job: id,
+                    first,
+                    count,
+                    input: in_slot,
+                    output: out_slot,
+                    task,
+                }
+                .write(scratch);
+                w.send(K_ZC, scratch)?;
+                (first, count)
+            }
+        };
+        let now = Instant::now();
+        if w.inflight.is_empty() {
+            w.front_since = now;
+        }
+        w.inflight.push_back(Inflight {
+            job: id,
+            first,
+            count,
+            sent: now,
+        });
+        w.sent += 1;
+        if cfg.max_tasks_per_child.is_some_and(|m| w.sent >= m) {
+            w.retiring = true;
+        }
+        job.outstanding += 1;
+        Ok(())
+    }
+
+    /// Removes jobs with nothing left in flight and nothing left to send.
+    fn settle_finished(&mut self) {
+        let jobs = &mut self.jobs;
+        self.order.retain(|id| {
+            let Some(job) = jobs.get(id) else {
+                return false;
+            };
+            let over = job.failed || job.exhausted || job.sink.abandoned();
+            if over && job.outstanding == 0 {
+                let job = jobs.remove(id).expect("present");
+                job.sink.settle();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Fails every job with work on `w` (which is dead or being dropped).
+    fn fail_inflight(&mut self, w: Worker, loss: &Loss) {
+        for t in &w.inflight {
+            if let Some(job) = self.jobs.get_mut(&t.job) {
+                job.outstanding -= 1;
+                job.fail(loss.error_for(t.first, w.pid));
+            }
+        }
+    }
+
+    /// Worker `i` is gone or unusable: kill it if needed, fail the work it
+    /// held, and start a replacement.
+    fn lose_worker(&mut self, i: usize, err: Error, kill: bool) {
+        self.lose_worker_with(i, Loss::from_error(&err), kill);
+    }
+
+    fn lose_worker_with(&mut self, i: usize, mut loss: Loss, kill: bool) {
+        let Some(w) = self.workers[i].take() else {
+            return;
+        };
+        if kill {
+            w.kill_and_reap();
+        }
+        if loss.status.is_none() {
+            loss.status = w.process.exit_code();
+        }
+        self.fail_inflight(w, &loss);
+        self.settle_finished();
+        if self.state == State::Running && self.broken.is_none() {
+            self.respawn(i);
+        }
+    }
+
+    fn respawn(&mut self, i: usize) {
+        match Worker::spawn(&self.cfg, i) {
+            Ok(w) => {
+                self.workers[i] = Some(w);
+                self.restarts += 1;
+            }
+            Err(e) => {
+                self.broken = Some((e.kind(), format!("could not start a replacement worker: {e}")));
+                let err = self.broken_error().expect("just set");
+                for job in self.jobs.values_mut() {
+                    job.fail(Error::new(err.kind(), err.to_string()));
+                    job.exhausted = true;
+                }
+            }
+        }
+    }
+
+    /// Dead workers, task timeouts, retirements. Cheap enough to run every
+    /// [`TICK`] while a driver waits.
+    fn check_health(&mut self) {
+        self.last_health = Instant::now();
+        for i in 0..self.workers.len() {
+            let Some(w) = &self.workers[i] else {
+                if self.state == State::Running && self.broken.is_none() {
+                    self.respawn(i);
+                }
+                continue;
+            };
+            if let Some(st) = w.process.exit_code() {
+                // Frames it committed before it died are still good.
+                let _ = self.drain_worker(Slot::Live(i));
+                let w = self.workers[i].as_ref().expect("still there");
+                let what = match w.inflight.front() {
+                    Some(t) => format!(
+                        "pool worker {} (pid {}) died while running items {}..{}",
+                        w.index,
+                        w.pid,
+                        t.first,
+                        t.first + t.count
+                    ),
+                    None => format!("pool worker {} (pid {}) died while idle", w.index, w.pid),
+                };
+                let loss = Loss {
+                    kind: ErrorKind::ProcessDied,
+                    message: what,
+                    status: Some(st),
+                };
+                self.lose_worker_with(i, loss, false);
+                continue;
+            }
+            if let (Some(limit), Some(front)) = (self.cfg.task_timeout, w.inflight.front()) {
+                let since = w.front_since.max(front.sent);
+                if since.elapsed() > limit {
+                    let err = Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "a task of pool worker {} (pid {}) ran longer than {:?}; the worker was killed",
+                            w.index, w.pid, limit
+                        ),
+                    );
+                    self.lose_worker(i, err, true);
+                    continue;
+                }
+            }
+            let w = self.workers[i].as_mut().expect("still there");
+            if let Err(e) = w.detach_dropped() {
+                self.lose_worker(i, e, true);
+                continue;
+            }
+            if self.workers[i]
+                .as_ref()
+                .is_some_and(|w| w.retiring && self.state == State::Running)
+            {
+                let old = self.workers[i].take().expect("checked");
+                self.retired.push(old);
+                self.respawn(i);
+            }
+        }
+        let mut r = 0;
+        while r < self.retired.len() {
+            if let Some(st) = self.retired[r].process.exit_code() {
+                let _ = self.drain_worker(Slot::Retired(r));
+                let w = self.retired.remove(r);
+                if !w.inflight.is_empty() {
+                    let loss = Loss {
+                        kind: ErrorKind::ProcessDied,
+                        message: format!("pool worker {} (pid {}) died", w.index, w.pid),
+                        status: Some(st),
+                    };
+                    self.fail_inflight(w, &loss);
+                }
+            } else {
+                r += 1;
+            }
+        }
+        self.settle_finished();
+    }
+
+    /// Kills every worker and fails every job (`terminate`).
+    pub(crate) fn terminate(&mut self) {
+        self.state = State::Terminated;
+        let mut all: Vec<Worker> = self.workers.iter_mut().filter_map(Option::take).collect();
+        all.append(&mut self.retired);
+        for w in &all {
+            let _ = w.process.kill();
+        }
+        let loss = Loss {
+            kind: ErrorKind::InvalidState,
+            message: "the pool was terminated".into(),
+            status: None,
+        };
+        for w in all {
+            w.kill_and_reap();
+            self.fail_inflight(w, &loss);
+        }
+        for job in self.jobs.values_mut() {
+            job.fail(Error::new(ErrorKind::InvalidState, "the pool was terminated"));
+            job.exhausted = true;
+        }
+        self.settle_finished();
+    }
+
+    /// Closes every task ring and waits for the workers to exit (`join`
+    /// after `close`, with no jobs left).
+    pub(crate) fn shut_down(&mut self) -> Vec<Worker> {
+        let mut all: Vec<Worker> = self.workers.iter_mut().filter_map(Option::take).collect();
+        all.append(&mut self.retired);
+        all
+    }
+}
+
+/// Joins workers whose task rings were closed (outside the pool lock).
+pub(crate) fn join_workers(workers: Vec<Worker>) -> Result<()> {
+    let mut first_err = None;
+    for w in workers {
+        let Worker { process, tasks, .. } = w;
+        drop(tasks); // closes the ring: the worker's loop returns
+        match process.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => {
+                first_err.get_or_insert(Error::new(ErrorKind::Protocol, msg));
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+enum Slot {
+    Live(usize),
+    Retired(usize),
+}
+
+/// Why a worker's work was lost.
+struct Loss {
+    kind: ErrorKind,
+    message: String,
+    status: Option<ExitStatus>,
+}
+
+impl Loss {
+    fn from_error(e: &Error) -> Loss {
+        let message = match std::error::Error::source(e) {
+            Some(src) => format!("{}: {src}", e.context()),
+            None => e.context().to_string(),
+        };
+        Loss {
+            kind: e.kind(),
+            message,
+            status: e.exit_status(),
+        }
+    }
+
+    fn error_for(&self, first: u64, pid: u32) -> Error {
+        let e = Error::new(self.kind, self.message.clone())
+            .with_index(first)
+            .with_pid(pid);
+        match self.status {
+            Some(st) => e.with_status(st),
+            None => e,
+        }
+    }
+}
+
+/// Splits a failed task's result payload into the outputs before the
+/// failure and the [`TaskError`]; the worker appends the outputs' length.
+fn split_error(rest: &[u8]) -> Result<(&[u8], Option<TaskError>)> {
+    if rest.len() < 4 {
+        return Err(Error::new(ErrorKind::Protocol, "short error frame"));
+    }
+    let (body, len) = rest.split_at(rest.len() - 4);
+    let out_len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if out_len > body.len() {
+        return Err(Error::new(ErrorKind::Protocol, "bad output length in error frame"));
+    }
+    let (outputs, err) = body.split_at(out_len);
+    let te: TaskError =
+        postcard::from_bytes(err).map_err(|e| Error::codec("decoding a task error", e))?;
+    Ok((outputs, Some(te)))
+}
+
+/// The pool's shared state: the core behind its lock, the condition
+/// variable waiters sleep on, the doorbell, and the driver hand-off.
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    pub(crate) cv: Condvar,
+    pub(crate) doorbell: Doorbell,
+    /// Callers that want to drive (the pump steps aside for them).
+    want: AtomicUsize,
+    /// Threads blocked on the lock (a spinning driver lets them in).
+    contenders: AtomicUsize,
+    pub(crate) pump: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(core: Core, doorbell: Doorbell) -> Shared {
+        Shared {
+            core: Mutex::new(core),
+            cv: Condvar::new(),
+            doorbell,
+            want: AtomicUsize::new(0),
+            contenders: AtomicUsize::new(0),
+            pump: Mutex::new(None),
+        }
+    }
+
+    /// Takes the pool lock, telling a spinning driver to let us in.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        if let Ok(g) = self.core.try_lock() {
+            return g;
+        }
+        self.contenders.fetch_add(1, Ordering::SeqCst);
+        let g = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        self.contenders.fetch_sub(1, Ordering::SeqCst);
+        g
+    }
+
+    fn relock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until `done(core)` holds (driving the pool meanwhile if
+    /// nobody else does) or `deadline` passes; returns the locked core and
+    /// whether `done` holds.
+    pub(crate) fn wait_until(
+        &self,
+        done: &dyn Fn(&Core) -> bool,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'_, Core>, bool) {
+        self.want.fetch_add(1, Ordering::SeqCst);
+        let mut core = self.lock();
+        let ok = loop {
+            if done(&core) {
+                break true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break false;
+            }
+            if core.driving {
+                // The pump may be asleep on the doorbell: wake it so it
+                // sees us and steps aside.
+                self.doorbell.ring_always();
+                let wait = deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(TICK)
+                    .min(TICK);
+                core = self
+                    .cv
+                    .wait_timeout(core, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                continue;
+            }
+            core.driving = true;
+            core = self.drive(core, done, false, deadline);
+            core.driving = false;
+            self.cv.notify_all();
+        };
+        self.want.fetch_sub(1, Ordering::SeqCst);
+        (core, ok)
+    }
+
+    /// The driving loop: step, spin, sleep on the doorbell, check health.
+    fn drive<'a>(
+        &'a self,
+        mut core: MutexGuard<'a, Core>,
+        done: &dyn Fn(&Core) -> bool,
+        pump: bool,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Core> {
+        let mut last_progress = Instant::now();
+        let mut spins: u32 = 0;
+        loop {
+            if core.state == State::Terminated {
+                return core;
+            }
+            if core.step() {
+                self.cv.notify_all();
+                last_progress = Instant::now();
+                spins = 0;
+            }
+            if done(&core) || (pump && self.want.load(Ordering::SeqCst) > 0) {
+                return core;
+            }
+            if core.last_health.elapsed() >= TICK {
+                core.check_health();
+                self.cv.notify_all();
+                if done(&core) {
+                    return core;
+                }
+            }
+            let now_ok = deadline.is_none_or(|d| Instant::now() < d);
+            if !now_ok {
+                return core;
+            }
+            if pump && !core.active() {
+                return core;
+            }
+            if self.contenders.load(Ordering::Relaxed) > 0 {
+                drop(core);
+                std::thread::yield_now();
+                core = self.relock();
+                continue;
+            }
+            spins += 1;
+            if core.has_inflight() && (spins < 64 || last_progress.elapsed() < SPIN) {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Sleep on the doorbell until a worker rings or a tick passes.
+            let seq = self.doorbell.prepare();
+            if core.poll_results() {
+                self.doorbell.cancel();
+                continue;
+            }
+            drop(core);
+            let mut nap = TICK;
+            if let Some(d) = deadline {
+                nap = nap.min(d.saturating_duration_since(Instant::now()));
+            }
+            self.doorbell.sleep(seq, nap);
+            core = self.relock();
+            last_progress = Instant::now();
+            spins = 0;
+        }
+    }
+
+    /// The pump thread's loop: drive while there is work nobody drives.
+    pub(crate) fn pump(self: Arc<Self>) {
+        let mut core = self.lock();
+        loop {
+            if core.state == State::Terminated
+                || (core.state == State::Closed && !core.has_jobs())
+            {
+                return;
+            }
+            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !core.active() {
+                core = self
+                    .cv
+                    .wait_timeout(core, Duration::from_millis(50))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
+                    core.check_health();
+                    self.cv.notify_all();
+                }
+                continue;
+            }
+            core.driving = true;
+            core = self.drive(core, &|c: &Core| !c.active(), true, None);
+            core.driving = false;
+            self.cv.notify_all();
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! What a job is to the scheduler: a source of task frames and a sink for
+//! their outputs. The scheduler is not generic; these traits carry the
+//! item and result types.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::wire::TaskHeader;
+use crate::error::{Error, ErrorKind, Result};
+use crate::segment::Segment;
+use crate::task::TaskRef;
+
+/// A zero-copy chunk to send: the scheduler attaches the segments to the
+/// chosen worker and writes the descriptor.
+pub(crate) struct ZcTask {
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+    pub(crate) task: TaskRef,
+    pub(crate) input: Arc<Segment>,
+    /// `None`: in place, on `input`.
+    pub(crate) output: Option<Arc<Segment>>,
+}
+
+/// The next unit of work of a job.
+pub(crate) enum Next {
+    /// A [`K_TASK`](super::wire::K_TASK) frame is in the buffer.
+    Task { first: u64, count: u64 },
+    Zc(ZcTask),
+    Done,
+    Failed(Error),
+}
+
+/// Produces a job's tasks, lazily (so an endless iterator works).
+pub(crate) trait Source: Send {
+    /// Writes the next task frame into `frame` (cleared first), packing
+    /// items until it holds about `soft` bytes, never more than `hard`.
+    fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next;
+}
+
+/// Receives a job's outputs. Called by whichever thread drives the pool,
+/// under the pool's lock.
+pub(crate) trait Sink: Send + Sync {
+    /// Outputs of items `[first, first + count)`, encoded back to back.
+    fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()>;
+    /// A task of `items` items completed.
+    fn task_done(&self, _items: u64) {}
+    /// The job failed; the first error is kept.
+    fn fail(&self, error: Error);
+    /// Every task is back (or lost with its worker): nothing will write
+    /// the job's memory any more.
+    fn settle(&self);
+    /// Outputs buffered and not yet taken by the consumer.
+    fn backlog(&self) -> usize {
+        0
+    }
+    /// The consumer went away: stop producing.
+    fn abandoned(&self) -> bool {
+        false
+    }
+}
+
+/// Items of an iterator, encoded with postcard, `chunksize` at most per
+/// task.
+pub(crate) struct IterSource<I: Iterator> {
+    items: I,
+    peeked: Option<I::Item>,
+    next_index: u64,
+    chunksize: usize,
+    task: TaskRef,
+}
+
+impl<I: Iterator> IterSource<I> {
+    pub(crate) fn new(items: I, chunksize: usize, task: TaskRef) -> Self {
+        IterSource {
+            items,
+            peeked: None,
+            next_index: 0,
+            chunksize: chunksize.max(1),
+            task,
+        }
+    }
+}
+
+impl<I> Source for IterSource<I>
+where
+    I: Iterator + Send,
+    I::Item: Serialize + Send,
+{
+    fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next {
+        frame.clear();
+        TaskHeader {
+            job,
+            first: self.next_index,
+            count: 0,
+            task: self.task,
+        }
+        .write(frame);
+        let mut count: u32 = 0;
+        while (count as usize) < self.chunksize && frame.len() < soft {
+            let Some(item) = self.peeked.take().or_else(|| self.items.next()) else {
+                break;
+            };
+            let at = frame.len();
+            if let Err(e) = postcard::to_io(&item, &mut *frame) {
+                return Next::Failed(Error::codec(
+                    format!("serialising item {}", self.next_index + u64::from(count)),
+                    e,
+                ));
+            }
+            if frame.len() > hard {
+                if count == 0 {
+                    return Next::Failed(Error::new(
+                        ErrorKind::Codec,
+                        format!(
+                            "item {} is {} bytes, over the pool's frame limit of {} bytes; \
+                             raise PoolBuilder::ring_bytes or pass bulk data in a ShmVec",
+                            self.next_index,
+                            frame.len() - at,
+                            hard - TaskHeader::LEN
+                        ),
+                    ));
+                }
+                frame.truncate(at);
+                self.peeked = Some(item);
+                break;
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return Next::Done;
+        }
+        frame[16..20].copy_from_slice(&count.to_le_bytes());
+        let first = self.next_index;
+        self.next_index += u64::from(count);
+        Next::Task {
+            first,
+            count: u64::from(count),
+        }
+    }
+}
+
+/// Decodes `count` postcard values from `bytes`, exactly.
+pub(crate) fn decode_all<U: DeserializeOwned>(
+    bytes: &[u8],
+    count: u32,
+    out: &mut impl Extend<U>,
+) -> Result<()> {
+    let mut rest = bytes;
+    let mut items = Vec::with_capacity((count as usize).min(bytes.len()));
+    for _ in 0..count {
+        let (v, tail) =
+            postcard::take_from_bytes::<U>(rest).map_err(|e| Error::codec("decoding a result", e))?;
+        items.push(v);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(Error::new(ErrorKind::Protocol, "trailing bytes after the results"));
+    }
+    out.extend(items);
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// All outputs of a job, in order: `map`, `starmap`, `apply`, and the
+/// zero-copy maps (which have no outputs).
+pub(crate) struct Collect<U> {
+    st: Mutex<CollectState<U>>,
+    /// Ready only once settled (zero-copy: the memory is ours again).
+    wait_settle: bool,
+}
+
+struct CollectState<U> {
+    parts: BTreeMap<u64, Vec<U>>,
+    error: Option<Error>,
+    settled: bool,
+    taken: bool,
+    done_items: u64,
+}
+
+impl<U> Collect<U> {
+    pub(crate) fn new(wait_settle: bool) -> Arc<Self> {
+        Arc::new(Collect {
+            st: Mutex::new(CollectState {
+                parts: BTreeMap::new(),
+                error: None,
+                settled: false,
+                taken: false,
+                done_items: 0,
+            }),
+            wait_settle,
+        })
+    }
+
+    /// `true` once `take` will not block: settled, or (serde jobs) failed.
+    pub(crate) fn ready(&self) -> bool {
+        let st = lock(&self.st);
+        st.settled || (!self.wait_settle && st.error.is_some())
+    }
+
+    /// `Some(true)` if it succeeded, `Some(false)` if it failed, `None`
+    /// while running.
+    pub(crate) fn successful(&self) -> Option<bool> {
+        let st = lock(&self.st);
+        if st.error.is_some() && (st.settled || !self.wait_settle) {
+            Some(false)
+        } else if st.settled {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn done_items(&self) -> u64 {
+        lock(&self.st).done_items
+    }
+
+    /// The outputs in order, or the job's error. Once only.
+    pub(crate) fn take(&self, expect: Option<u64>) -> Result<Vec<U>> {
+        let mut st = lock(&self.st);
+        if st.taken {
+            return Err(Error::new(ErrorKind::InvalidState, "the result was already taken"));
+        }
+        st.taken = true;
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        let parts = std::mem::take(&mut st.parts);
+        let total: usize = parts.values().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(total);
+        let mut next = 0u64;
+        for (first, part) in parts {
+            if first != next {
+                return Err(Error::new(ErrorKind::Protocol, "a result chunk is missing"));
+            }
+            next += part.len() as u64;
+            out.extend(part);
+        }
+        if let Some(n) = expect {
+            if next != n {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{next} results for {n} items"),
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<U: DeserializeOwned + Send> Sink for Collect<U> {
+    fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()> {
+        let mut part = Vec::new();
+        decode_all(bytes, count, &mut part)?;
+        let mut st = lock(&self.st);
+        if st.error.is_none() && !part.is_empty() && st.parts.insert(first, part).is_some() {
+            return Err(Error::new(ErrorKind::Protocol, "a result chunk arrived twice"));
+        }
+        Ok(())
+    }
+
+    fn task_done(&self, items: u64) {
+        lock(&self.st).done_items += items;
+    }
+
+    fn fail(&self, error: Error) {
+        let mut st = lock(&self.st);
+        if st.error.is_none() {
+            st.error = Some(error);
+            st.parts.clear();
+        }
+    }
+
+    fn settle(&self) {
+        lock(&self.st).settled = true;
+    }
+}
+
+/// Outputs handed out one by one: `imap` (in order) and `imap_unordered`.
+pub(crate) struct Stream<U> {
+    st: Mutex<StreamState<U>>,
+    ordered: bool,
+}
+
+struct StreamState<U> {
+    /// Ordered: parts by first index. Unordered: everything under key 0.
+    parts: BTreeMap<u64, VecDeque<U>>,
+    unordered: VecDeque<U>,
+    /// Ordered: index of the next item to hand out.
+    next: u64,
+    buffered: usize,
+    /// The first error and the index it belongs to.
+    error: Option<(u64, Error)>,
+    settled: bool,
+    closed: bool,
+    dropped: bool,
+    done_items: u64,
+}
+
+impl<U> Stream<U> {
+    pub(crate) fn new(ordered: bool) -> Arc<Self> {
+        Arc::new(Stream {
+            st: Mutex::new(StreamState {
+                parts: BTreeMap::new(),
+                unordered: VecDeque::new(),
+                next: 0,
+                buffered: 0,
+                error: None,
+                settled: false,
+                closed: false,
+                dropped: false,
+                done_items: 0,
+            }),
+            ordered,
+        })
+    }
+
+    /// The next output if one can be handed out now: `Some(None)` at the
+    /// end, `None` if the caller must wait.
+    pub(crate) fn try_next(&self) -> Option<Option<Result<U>>> {
+        let mut st = lock(&self.st);
+        if st.closed {
+            return Some(None);
+        }
+        if self.ordered {
+            let next = st.next;
+            if let Some((idx, _)) = &st.error {
+                if *idx <= next {
+                    let (_, e) = st.error.take().expect("checked");
+                    st.closed = true;
+                    return Some(Some(Err(e)));
+                }
+            }
+            if let Some(mut entry) = st.parts.first_entry() {
+                if *entry.key() == next {
+                    let part = entry.get_mut();
+                    let v = part.pop_front().expect("parts are never empty");
+                    if part.is_empty() {
+                        entry.remove();
+                    } else {
+                        let rest = entry.remove();
+                        st.parts.insert(next + 1, rest);
+                    }
+                    st.next += 1;
+                    st.buffered -= 1;
+                    return Some(Some(Ok(v)));
+                }
+            }
+        } else {
+            if let Some(v) = st.unordered.pop_front() {
+                st.buffered -= 1;
+                return Some(Some(Ok(v)));
+            }
+            if let Some((_, e)) = st.error.take() {
+                st.closed = true;
+                return Some(Some(Err(e)));
+            }
+        }
+        if st.settled {
+            st.closed = true;
+            if let Some((_, e)) = st.error.take() {
+                return Some(Some(Err(e)));
+            }
+            return Some(None);
+        }
+        None
+    }
+
+    /// The consumer went away.
+    pub(crate) fn drop_consumer(&self) {
+        let mut st = lock(&self.st);
+        st.dropped = true;
+        st.parts.clear();
+        st.unordered.clear();
+    }
+
+    pub(crate) fn done_items(&self) -> u64 {
+        lock(&self.st).done_items
+    }
+}
+
+impl<U: DeserializeOwned + Send> Sink for Stream<U> {
+    fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()> {
+        let mut part = VecDeque::new();
+        decode_all(bytes, count, &mut part)?;
+        let mut st = lock(&self.st);
+        if st.dropped || part.is_empty() {
+            return Ok(());
+        }
+        st.buffered += part.len();
+        if self.ordered {
+            if first < st.next || st.parts.insert(first, part).is_some() {
+                return Err(Error::new(ErrorKind::Protocol, "a result chunk arrived twice"));
+            }
+        } else {
+            st.unordered.extend(part);
+        }
+        Ok(())
+    }
+
+    fn task_done(&self, items: u64) {
+        lock(&self.st).done_items += items;
+    }
+
+    fn fail(&self, error: Error) {
+        let mut st = lock(&self.st);
+        if st.error.is_none() {
+            let index = error_index(&error).unwrap_or(0);
+            st.error = Some((index, error));
+        }
+    }
+
+    fn settle(&self) {
+        lock(&self.st).settled = true;
+    }
+
+    fn backlog(&self) -> usize {
+        lock(&self.st).buffered
+    }
+
+    fn abandoned(&self) -> bool {
+        lock(&self.st).dropped
+    }
+}
+
+/// The item index an error names (set by the scheduler), for ordered
+/// streams: items before it are still handed out.
+fn error_index(e: &Error) -> Option<u64> {
+    e.item_index()
+}

@@ -1,0 +1,517 @@
+//! What crosses a pool's rings: fixed-layout frame headers, and the
+//! descriptors (trampolines) a worker runs.
+//!
+//! Every header a worker or the parent reads was written by another
+//! process: it is decoded from bytes with explicit bounds checks, and a bad
+//! value becomes a `Protocol` error, never a panic or an index.
+
+use bytemuck::Pod;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, PanicInfo, Result};
+use crate::ring::Producer;
+use crate::task::{conjure, type_name_of, Entry, RunKind, TaskRef};
+
+/// Parent → worker: a chunk of serde items for an element function.
+pub(crate) const K_TASK: u8 = 1;
+/// Parent → worker: a chunk of a zero-copy map (descriptors only).
+pub(crate) const K_ZC: u8 = 2;
+/// Parent → worker: map a segment into slot `n` of the worker's table.
+pub(crate) const K_ATTACH: u8 = 3;
+/// Parent → worker: forget slot `n`.
+pub(crate) const K_DETACH: u8 = 4;
+
+/// Worker → parent: outputs of (part of) a task.
+pub(crate) const R_RESULT: u8 = 1;
+/// Worker → parent: the initializer failed; the payload is a [`TaskError`].
+pub(crate) const R_INIT_FAILED: u8 = 2;
+
+/// Result flag: this frame completes its task.
+pub(crate) const F_LAST: u32 = 1;
+/// Result flag: after the outputs comes a postcard [`TaskError`].
+pub(crate) const F_ERROR: u32 = 2;
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+fn short(what: &str) -> Error {
+    Error::new(ErrorKind::Protocol, format!("pool frame too short: {what}"))
+}
+
+/// Header of a [`K_TASK`] frame; the encoded items follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskHeader {
+    pub(crate) job: u64,
+    pub(crate) first: u64,
+    pub(crate) count: u32,
+    pub(crate) task: TaskRef,
+}
+
+impl TaskHeader {
+    pub(crate) const LEN: usize = 48;
+
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.job.to_le_bytes());
+        out.extend_from_slice(&self.first.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        for w in self.task.to_words() {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    pub(crate) fn read(b: &[u8]) -> Result<(TaskHeader, &[u8])> {
+        if b.len() < Self::LEN {
+            return Err(short("task header"));
+        }
+        let h = TaskHeader {
+            job: read_u64(b, 0),
+            first: read_u64(b, 8),
+            count: read_u32(b, 16),
+            task: TaskRef::from_words([read_u64(b, 24), read_u64(b, 32), read_u64(b, 40)]),
+        };
+        Ok((h, &b[Self::LEN..]))
+    }
+}
+
+/// A [`K_ZC`] frame: run a kernel over elements `[first, first + count)`
+/// of the segments in slots `input` and `output` (equal for in place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ZcHeader {
+    pub(crate) job: u64,
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+    pub(crate) input: u32,
+    pub(crate) output: u32,
+    pub(crate) task: TaskRef,
+}
+
+impl ZcHeader {
+    pub(crate) const LEN: usize = 56;
+
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.job.to_le_bytes());
+        out.extend_from_slice(&self.first.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.input.to_le_bytes());
+        out.extend_from_slice(&self.output.to_le_bytes());
+        for w in self.task.to_words() {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    pub(crate) fn read(b: &[u8]) -> Result<ZcHeader> {
+        if b.len() != Self::LEN {
+            return Err(short("zero-copy header"));
+        }
+        Ok(ZcHeader {
+            job: read_u64(b, 0),
+            first: read_u64(b, 8),
+            count: read_u64(b, 16),
+            input: read_u32(b, 24),
+            output: read_u32(b, 28),
+            task: TaskRef::from_words([read_u64(b, 32), read_u64(b, 40), read_u64(b, 48)]),
+        })
+    }
+}
+
+/// Header of an [`R_RESULT`] frame; `count` encoded outputs follow, then,
+/// with [`F_ERROR`], a postcard [`TaskError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResultHeader {
+    pub(crate) job: u64,
+    /// Index (in the job) of the first output in this frame.
+    pub(crate) first: u64,
+    pub(crate) count: u32,
+    pub(crate) flags: u32,
+    /// With [`F_LAST`]: nanoseconds the worker spent on the whole task.
+    pub(crate) busy_ns: u64,
+}
+
+impl ResultHeader {
+    pub(crate) const LEN: usize = 32;
+
+    pub(crate) fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0..8].copy_from_slice(&self.job.to_le_bytes());
+        b[8..16].copy_from_slice(&self.first.to_le_bytes());
+        b[16..20].copy_from_slice(&self.count.to_le_bytes());
+        b[20..24].copy_from_slice(&self.flags.to_le_bytes());
+        b[24..32].copy_from_slice(&self.busy_ns.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn read(b: &[u8]) -> Result<(ResultHeader, &[u8])> {
+        if b.len() < Self::LEN {
+            return Err(short("result header"));
+        }
+        let h = ResultHeader {
+            job: read_u64(b, 0),
+            first: read_u64(b, 8),
+            count: read_u32(b, 16),
+            flags: read_u32(b, 20),
+            busy_ns: read_u64(b, 24),
+        };
+        if h.flags & !(F_LAST | F_ERROR) != 0 {
+            return Err(Error::new(ErrorKind::Protocol, "unknown result flags"));
+        }
+        Ok((h, &b[Self::LEN..]))
+    }
+}
+
+/// Why an item failed in a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskError {
+    /// Index in the job of the failing item (or the chunk's first).
+    pub(crate) index: u64,
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+    pub(crate) panic: Option<PanicInfo>,
+}
+
+impl TaskError {
+    pub(crate) fn into_error(self, worker: usize, pid: u32) -> Error {
+        let e = match self.panic {
+            Some(info) => {
+                let mut e = Error::panicked(info);
+                e.set_context(format!("a task in pool worker {worker}"));
+                e
+            }
+            None => Error::new(
+                self.kind,
+                format!("a task in pool worker {worker}: {}", self.message),
+            ),
+        };
+        e.with_index(self.index).with_pid(pid)
+    }
+}
+
+/// A failure inside a trampoline: which item (relative to the chunk), why.
+pub(crate) struct ItemFailure {
+    pub(crate) offset: u64,
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+    pub(crate) panic: Option<PanicInfo>,
+}
+
+impl ItemFailure {
+    fn codec(offset: u64, what: &str, e: postcard::Error) -> ItemFailure {
+        ItemFailure {
+            offset,
+            kind: ErrorKind::Codec,
+            message: format!("{what}: {e}"),
+            panic: None,
+        }
+    }
+
+    pub(crate) fn protocol(offset: u64, message: String) -> ItemFailure {
+        ItemFailure {
+            offset,
+            kind: ErrorKind::Protocol,
+            message,
+            panic: None,
+        }
+    }
+}
+
+/// Where a serde trampoline puts its outputs: a reused buffer that is
+/// flushed to the result ring as a partial frame when it grows large.
+pub(crate) struct Out<'a> {
+    pub(crate) producer: &'a mut Producer,
+    pub(crate) buf: &'a mut Vec<u8>,
+    pub(crate) job: u64,
+    /// Job index of the first output in `buf`.
+    pub(crate) first: u64,
+    /// Outputs in `buf`.
+    pub(crate) count: u32,
+    /// Flush once the buffer holds this many bytes.
+    pub(crate) flush_at: usize,
+}
+
+impl Out<'_> {
+    /// Starts a frame in `buf` (room for the header).
+    pub(crate) fn begin(&mut self) {
+        self.buf.clear();
+        self.buf.resize(ResultHeader::LEN, 0);
+        self.count = 0;
+    }
+
+    fn push<R: Serialize>(&mut self, value: &R) -> std::result::Result<(), ItemFailure> {
+        let at = self.buf.len();
+        if let Err(e) = postcard::to_io(value, &mut *self.buf) {
+            self.buf.truncate(at);
+            return Err(ItemFailure::codec(0, "encoding the result", e));
+        }
+        self.count += 1;
+        if self.buf.len() >= self.flush_at {
+            self.flush(0, 0)
+                .map_err(|e| ItemFailure::protocol(0, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Sends what `buf` holds with `flags`, then starts a new frame.
+    pub(crate) fn flush(&mut self, flags: u32, busy_ns: u64) -> Result<()> {
+        let h = ResultHeader {
+            job: self.job,
+            first: self.first,
+            count: self.count,
+            flags,
+            busy_ns,
+        };
+        self.buf[..ResultHeader::LEN].copy_from_slice(&h.to_bytes());
+        if self.buf.len() > self.producer.max_payload() {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!(
+                    "a result of {} bytes exceeds the pool's frame limit of {} bytes; \
+                     raise PoolBuilder::ring_bytes or return bulk data through a ShmVec",
+                    self.buf.len() - ResultHeader::LEN,
+                    self.producer.max_payload() - ResultHeader::LEN
+                ),
+            ));
+        }
+        self.producer.push(R_RESULT, self.buf, None)?;
+        self.first += u64::from(self.count);
+        self.begin();
+        Ok(())
+    }
+}
+
+/// Trampoline of an element function over a chunk of serde items.
+pub(crate) type ChunkFn =
+    fn(input: &[u8], count: u32, out: &mut Out<'_>) -> std::result::Result<(), ItemFailure>;
+
+impl RunKind for ChunkFn {
+    const KIND: u64 = 2;
+}
+
+/// A view of one mapped segment's data bytes in a worker.
+#[derive(Clone, Copy)]
+pub(crate) struct Span {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+}
+
+/// Trampoline of a zero-copy kernel: elements `[first, first + count)` of
+/// `input` into the same range of `output` (the same span for in place).
+pub(crate) type ZcFn =
+    fn(input: Span, output: Span, first: u64, count: u64) -> std::result::Result<(), ItemFailure>;
+
+impl RunKind for ZcFn {
+    const KIND: u64 = 3;
+}
+
+fn run_chunk<F, A, R>(
+    input: &[u8],
+    count: u32,
+    out: &mut Out<'_>,
+) -> std::result::Result<(), ItemFailure>
+where
+    F: Fn(A) -> R + 'static,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    // The parent held a value of `F`: it made the descriptor from one.
+    let f: F = conjure();
+    let mut rest = input;
+    for i in 0..u64::from(count) {
+        let (a, tail) = postcard::take_from_bytes::<A>(rest)
+            .map_err(|e| ItemFailure::codec(i, "decoding the item", e))?;
+        rest = tail;
+        let r = crate::bootstrap::catch_panic(|| f(a)).map_err(|info| ItemFailure {
+            offset: i,
+            kind: ErrorKind::Panicked,
+            message: info.message().to_string(),
+            panic: Some(info),
+        })?;
+        out.push(&r).map_err(|mut e| {
+            e.offset = i;
+            e
+        })?;
+    }
+    if !rest.is_empty() {
+        return Err(ItemFailure::protocol(
+            u64::from(count),
+            "trailing bytes after the chunk's items".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) struct ChunkDesc<F, A, R>(std::marker::PhantomData<(F, fn(A) -> R)>);
+
+impl<F, A, R> ChunkDesc<F, A, R>
+where
+    F: Fn(A) -> R + 'static,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    pub(crate) const ENTRY: &'static Entry<ChunkFn> = &Entry::new(
+        type_name_of::<(ChunkFn, F, A, R)>,
+        run_chunk::<F, A, R> as ChunkFn,
+    );
+}
+
+/// Elements `[first, first + count)` of a span as `T`s, bounds checked.
+fn elements<T: Pod>(span: Span, first: u64, count: u64) -> std::result::Result<(usize, usize), ItemFailure> {
+    let size = std::mem::size_of::<T>() as u64;
+    let end = first
+        .checked_add(count)
+        .and_then(|e| e.checked_mul(size))
+        .ok_or_else(|| ItemFailure::protocol(0, "chunk range overflows".into()))?;
+    if end > span.len as u64 {
+        return Err(ItemFailure::protocol(
+            0,
+            format!("chunk ends at byte {end}, the segment has {}", span.len),
+        ));
+    }
+    if !(span.ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
+        return Err(ItemFailure::protocol(0, "segment misaligned for the element type".into()));
+    }
+    Ok(((first * size) as usize, count as usize))
+}
+
+/// Runs a kernel on `count` elements, catching a panic.
+fn guarded(f: impl FnOnce()) -> std::result::Result<(), ItemFailure> {
+    crate::bootstrap::catch_panic(f).map_err(|info| ItemFailure {
+        offset: 0,
+        kind: ErrorKind::Panicked,
+        message: info.message().to_string(),
+        panic: Some(info),
+    })
+}
+
+#[allow(unsafe_code)]
+mod zc {
+    use super::*;
+
+    /// Bounds-checks elements `[first, first + count)` of both spans and
+    /// runs `body` on them as `&[T]` / `&mut [U]`, catching a panic.
+    pub(super) fn with_slices<T: Pod, U: Pod>(
+        input: Span,
+        output: Span,
+        first: u64,
+        count: u64,
+        body: impl FnOnce(&[T], &mut [U]),
+    ) -> std::result::Result<(), ItemFailure> {
+        let (ib, n) = elements::<T>(input, first, count)?;
+        let (ob, _) = elements::<U>(output, first, count)?;
+        if input.ptr == output.ptr {
+            return Err(ItemFailure::protocol(
+                0,
+                "input and output are the same segment".into(),
+            ));
+        }
+        // SAFETY: `elements` checked that both ranges lie inside their
+        // mappings and are aligned for their types; `T` and `U` are `Pod`
+        // (every bit pattern valid). The pool's protocol gives this worker
+        // exclusive use of output elements [first, first+count) until it
+        // reports the chunk done, and the parent holds `&input` and
+        // `&mut output` for the whole call, so nobody writes the input and
+        // nobody else touches this output range meanwhile; the spans are
+        // different segments (checked above), so the slices do not overlap.
+        let (inp, out) = unsafe {
+            (
+                std::slice::from_raw_parts(input.ptr.add(ib).cast::<T>(), n),
+                std::slice::from_raw_parts_mut(output.ptr.add(ob).cast::<U>(), n),
+            )
+        };
+        guarded(|| body(inp, out))
+    }
+
+    /// As [`with_slices`] for one span, mutably (in place).
+    pub(super) fn with_slice_mut<T: Pod>(
+        data: Span,
+        first: u64,
+        count: u64,
+        body: impl FnOnce(&mut [T]),
+    ) -> std::result::Result<(), ItemFailure> {
+        let (b, n) = elements::<T>(data, first, count)?;
+        // SAFETY: `elements` checked bounds and alignment; `T` is `Pod`. The
+        // protocol gives this worker exclusive use of elements
+        // [first, first+count) until it reports the chunk done, while the
+        // parent holds `&mut data` for the whole call.
+        let data = unsafe { std::slice::from_raw_parts_mut(data.ptr.add(b).cast::<T>(), n) };
+        guarded(|| body(data))
+    }
+}
+
+/// `fn(&[T], &mut [U])` over a chunk of two segments.
+fn run_into<F, T, U>(i: Span, o: Span, first: u64, count: u64) -> std::result::Result<(), ItemFailure>
+where
+    F: Fn(&[T], &mut [U]) + 'static,
+    T: Pod,
+    U: Pod,
+{
+    let f: F = conjure();
+    zc::with_slices(i, o, first, count, |inp, out| f(inp, out))
+}
+
+/// `fn(T) -> U` element by element (inlined, so the loop vectorises).
+fn run_elements<F, T, U>(i: Span, o: Span, first: u64, count: u64) -> std::result::Result<(), ItemFailure>
+where
+    F: Fn(T) -> U + 'static,
+    T: Pod,
+    U: Pod,
+{
+    let f: F = conjure();
+    zc::with_slices(i, o, first, count, |inp: &[T], out: &mut [U]| {
+        for (o, &x) in out.iter_mut().zip(inp) {
+            *o = f(x);
+        }
+    })
+}
+
+/// `fn(&mut [T])` over a chunk of one segment.
+fn run_in_place<F, T>(d: Span, _: Span, first: u64, count: u64) -> std::result::Result<(), ItemFailure>
+where
+    F: Fn(&mut [T]) + 'static,
+    T: Pod,
+{
+    let f: F = conjure();
+    zc::with_slice_mut(d, first, count, |data| f(data))
+}
+
+/// Descriptors of the zero-copy trampolines.
+pub(crate) struct ZcDesc<F, T, U>(std::marker::PhantomData<(F, T, U)>);
+
+impl<F, T: Pod, U: Pod> ZcDesc<F, T, U>
+where
+    F: Fn(&[T], &mut [U]) + 'static,
+{
+    pub(crate) const INTO: &'static Entry<ZcFn> = &Entry::new(
+        type_name_of::<(ZcFn, u8, F, T, U)>,
+        run_into::<F, T, U> as ZcFn,
+    );
+}
+
+impl<F, T: Pod, U: Pod> ZcDesc<F, T, U>
+where
+    F: Fn(T) -> U + 'static,
+{
+    pub(crate) const ELEMENTS: &'static Entry<ZcFn> = &Entry::new(
+        type_name_of::<(ZcFn, u16, F, T, U)>,
+        run_elements::<F, T, U> as ZcFn,
+    );
+}
+
+impl<F, T: Pod> ZcDesc<F, T, T>
+where
+    F: Fn(&mut [T]) + 'static,
+{
+    pub(crate) const IN_PLACE: &'static Entry<ZcFn> = &Entry::new(
+        type_name_of::<(ZcFn, u32, F, T)>,
+        run_in_place::<F, T> as ZcFn,
+    );
+}

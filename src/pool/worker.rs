@@ -1,0 +1,261 @@
+//! A pool worker: the loop a re-executed child runs.
+//!
+//! It reads task frames from its task ring, runs them, and writes result
+//! frames to its result ring, ringing the pool's doorbell after each. It
+//! returns (and the process exits 0) when the parent closes the task ring.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::doorbell::Doorbell;
+use super::wire::{
+    ChunkFn, ItemFailure, Out, ResultHeader, Span, TaskError, TaskHeader, ZcFn, ZcHeader, F_ERROR,
+    F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, R_INIT_FAILED,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ring::{self, Mode, Ring};
+use crate::segment::{Segment, SegmentHandle, SegmentRegion};
+use crate::task::{RunKind, TaskKey, TaskRef};
+
+/// Result bytes buffered before a partial frame is sent.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// What a worker is started with (over the authenticated handshake).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WorkerArgs {
+    pub(crate) rings: SegmentHandle,
+    pub(crate) ring_bytes: usize,
+    pub(crate) doorbell: SegmentHandle,
+    pub(crate) key: TaskKey,
+    pub(crate) index: u32,
+    pub(crate) core: Option<usize>,
+    pub(crate) init: Option<(TaskRef, ByteBuf)>,
+}
+
+/// The task ring and the result ring of one worker, in one segment.
+pub(crate) fn rings_in(segment: &Arc<Segment>, ring_bytes: usize, create: bool) -> Result<(Ring, Ring)> {
+    let size = ring::region_size(ring_bytes);
+    let mut rings = Vec::with_capacity(2);
+    for i in 0..2 {
+        let region = Arc::new(
+            SegmentRegion::new(segment, i * size, size)
+                .ok_or_else(|| Error::new(ErrorKind::Protocol, "pool segment too small"))?,
+        );
+        let ring = if create {
+            Ring::create(region, ring_bytes, Mode::Spsc)?
+        } else {
+            Ring::attach(region)?
+        };
+        if ring.mode() != Mode::Spsc {
+            return Err(Error::new(ErrorKind::Protocol, "segment does not hold pool rings"));
+        }
+        rings.push(ring);
+    }
+    let results = rings.pop().expect("two rings");
+    let tasks = rings.pop().expect("two rings");
+    Ok((tasks, results))
+}
+
+/// Bytes of a worker's ring segment.
+pub(crate) fn rings_len(ring_bytes: usize) -> usize {
+    2 * ring::region_size(ring_bytes)
+}
+
+/// The function every pool worker process runs. `Err` is a message for
+/// the parent's log: the parent closed nothing, the worker gave up.
+pub(crate) fn worker_main(args: WorkerArgs) -> std::result::Result<(), String> {
+    serve(args).map_err(|e| e.to_string())
+}
+
+/// Resolved task references, by their (already verified) wire words.
+struct Resolved<Run> {
+    map: HashMap<[u64; 3], Run>,
+    key: TaskKey,
+}
+
+impl<Run: RunKind> Resolved<Run> {
+    fn get(&mut self, t: TaskRef) -> Result<Run> {
+        let words = t.to_words();
+        if let Some(run) = self.map.get(&words) {
+            return Ok(*run);
+        }
+        let run = t.resolve_as::<Run>(self.key).map_err(|why| {
+            Error::new(ErrorKind::Protocol, format!("pool task refused: {why}"))
+        })?;
+        if self.map.len() < 1024 {
+            self.map.insert(words, run);
+        }
+        Ok(run)
+    }
+}
+
+fn serve(args: WorkerArgs) -> Result<()> {
+    if let Some(core) = args.core {
+        // Best effort: where the OS cannot pin, the pool reports it.
+        let _ = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    }
+    let segment = Arc::new(Segment::open(&args.rings)?);
+    let doorbell = Doorbell::open(&args.doorbell)?;
+    let (task_ring, result_ring) = rings_in(&segment, args.ring_bytes, false)?;
+    let mut tasks = task_ring.consumer()?;
+    let mut results = result_ring.producer()?;
+
+    if let Some((task, init_args)) = args.init {
+        let failure = match task.resolve(args.key) {
+            Err(why) => Some(TaskError {
+                index: 0,
+                kind: ErrorKind::Protocol,
+                message: format!("initializer refused: {why}"),
+                panic: None,
+            }),
+            Ok(run) => match crate::bootstrap::catch_panic(|| run(&init_args)) {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(TaskError {
+                    index: 0,
+                    kind: ErrorKind::Codec,
+                    message: format!("initializer arguments: {e}"),
+                    panic: None,
+                }),
+                Err(info) => Some(TaskError {
+                    index: 0,
+                    kind: ErrorKind::Panicked,
+                    message: info.message().to_string(),
+                    panic: Some(info),
+                }),
+            },
+        };
+        if let Some(failure) = failure {
+            let bytes = postcard::to_stdvec(&failure).map_err(|e| Error::codec("init error", e))?;
+            results.push(R_INIT_FAILED, &bytes, None)?;
+            doorbell.ring();
+            return Ok(());
+        }
+    }
+
+    let mut chunk_fns = Resolved::<ChunkFn> {
+        map: HashMap::new(),
+        key: args.key,
+    };
+    let mut zc_fns = Resolved::<ZcFn> {
+        map: HashMap::new(),
+        key: args.key,
+    };
+    let mut slots: HashMap<u32, std::result::Result<Arc<Segment>, String>> = HashMap::new();
+    let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+
+    loop {
+        let frame = match tasks.peek(None) {
+            Ok(frame) => frame,
+            Err(e) if e.is_disconnected() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let bytes = frame.bytes();
+        match frame.kind() {
+            K_TASK => {
+                let (h, items) = TaskHeader::read(bytes)?;
+                let started = Instant::now();
+                let mut out = Out {
+                    producer: &mut results,
+                    buf: &mut buf,
+                    job: h.job,
+                    first: h.first,
+                    count: 0,
+                    flush_at: FLUSH_AT,
+                };
+                out.begin();
+                let outcome = match chunk_fns.get(h.task) {
+                    Ok(run) => run(items, h.count, &mut out),
+                    Err(e) => Err(ItemFailure::protocol(0, e.to_string())),
+                };
+                finish(&mut out, h.first, outcome, started)?;
+            }
+            K_ZC => {
+                let h = ZcHeader::read(bytes)?;
+                let started = Instant::now();
+                let span = |slot: u32| -> std::result::Result<Span, ItemFailure> {
+                    match slots.get(&slot) {
+                        Some(Ok(seg)) => Ok(Span {
+                            ptr: seg.as_ptr(),
+                            len: seg.len(),
+                        }),
+                        Some(Err(why)) => Err(ItemFailure::protocol(0, why.clone())),
+                        None => Err(ItemFailure::protocol(0, format!("no segment in slot {slot}"))),
+                    }
+                };
+                let outcome = zc_fns
+                    .get(h.task)
+                    .map_err(|e| ItemFailure::protocol(0, e.to_string()))
+                    .and_then(|run| run(span(h.input)?, span(h.output)?, h.first, h.count));
+                let mut out = Out {
+                    producer: &mut results,
+                    buf: &mut buf,
+                    job: h.job,
+                    first: h.first,
+                    count: 0,
+                    flush_at: FLUSH_AT,
+                };
+                out.begin();
+                finish(&mut out, h.first, outcome, started)?;
+            }
+            K_ATTACH => {
+                if bytes.len() < 8 {
+                    return Err(Error::new(ErrorKind::Protocol, "short attach frame"));
+                }
+                let slot = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+                let opened = postcard::from_bytes::<SegmentHandle>(&bytes[8..])
+                    .map_err(|e| format!("bad segment handle: {e}"))
+                    .and_then(|h| Segment::open(&h).map(Arc::new).map_err(|e| e.to_string()));
+                if slots.len() >= 4096 && !slots.contains_key(&slot) {
+                    return Err(Error::new(ErrorKind::Protocol, "too many attached segments"));
+                }
+                slots.insert(slot, opened);
+            }
+            K_DETACH => {
+                if bytes.len() < 4 {
+                    return Err(Error::new(ErrorKind::Protocol, "short detach frame"));
+                }
+                slots.remove(&u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")));
+            }
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("unknown pool frame kind {other}"),
+                ))
+            }
+        }
+        drop(frame);
+        doorbell.ring();
+    }
+}
+
+/// Sends the task's last result frame (with its error, if it failed).
+fn finish(
+    out: &mut Out<'_>,
+    first: u64,
+    outcome: std::result::Result<(), ItemFailure>,
+    started: Instant,
+) -> Result<()> {
+    let busy = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+    match outcome {
+        Ok(()) => out.flush(F_LAST, busy),
+        Err(fail) => {
+            let err = TaskError {
+                index: first.saturating_add(fail.offset),
+                kind: fail.kind,
+                message: fail.message,
+                panic: fail.panic,
+            };
+            // The outputs before the failure, the error, then the outputs'
+            // length, so the parent can split them without decoding.
+            let outputs = (out.buf.len() - ResultHeader::LEN) as u32;
+            postcard::to_io(&err, &mut *out.buf).map_err(|e| Error::codec("task error", e))?;
+            out.buf.extend_from_slice(&outputs.to_le_bytes());
+            out.flush(F_LAST | F_ERROR, busy)
+        }
+    }
+}
+
