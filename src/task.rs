@@ -87,7 +87,12 @@ pub(crate) fn type_name_of<T: ?Sized>() -> &'static str {
 /// then `F` is inhabited, and being zero-sized it has no bytes that could
 /// be invalid. Fails to compile for a type with a size.
 pub(crate) fn conjure<F>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0, "multiproc tasks must be non-capturing") };
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "multiproc tasks must be non-capturing"
+        )
+    };
     // SAFETY: `F` is zero-sized (asserted at compile time above), so there
     // are no bytes to be invalid, and per this function's contract `F` is
     // the type of a fn item or capture-less closure whose value the program

@@ -169,11 +169,11 @@ impl Worker {
     /// The slot `segment` is attached at in this worker, attaching it
     /// first if needed.
     fn slot_for(&mut self, segment: &Arc<Segment>, scratch: &mut Vec<u8>) -> Result<u32> {
-        if let Some(a) = self
-            .attached
-            .iter()
-            .find(|a| a.segment.upgrade().is_some_and(|s| Arc::ptr_eq(&s, segment)))
-        {
+        if let Some(a) = self.attached.iter().find(|a| {
+            a.segment
+                .upgrade()
+                .is_some_and(|s| Arc::ptr_eq(&s, segment))
+        }) {
             return Ok(a.slot);
         }
         if self.attached.len() >= MAX_ATTACHED {
@@ -333,7 +333,10 @@ impl Core {
             State::Running => {}
             State::Closed => return Err(Error::new(ErrorKind::InvalidState, "the pool is closed")),
             State::Terminated => {
-                return Err(Error::new(ErrorKind::InvalidState, "the pool was terminated"))
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "the pool was terminated",
+                ))
             }
         }
         if let Some(e) = self.broken_error() {
@@ -384,7 +387,10 @@ impl Core {
     fn poll_results(&mut self) -> bool {
         let mut any = false;
         for i in 0..self.workers.len() {
-            if self.workers[i].as_ref().is_some_and(|w| !w.inflight.is_empty()) {
+            if self.workers[i]
+                .as_ref()
+                .is_some_and(|w| !w.inflight.is_empty())
+            {
                 match self.drain_worker(Slot::Live(i)) {
                     Ok(moved) => any |= moved,
                     Err(e) => {
@@ -442,9 +448,10 @@ impl Core {
                     let err: TaskError = postcard::from_bytes(frame.bytes())
                         .map_err(|e| Error::codec("initializer error", e))?;
                     let e = err.into_error(w.index, w.pid);
-                    *broken = Some((e.kind(), format!("the initializer failed: {e}")));
+                    let what = format!("the initializer failed: {e}");
+                    *broken = Some((e.kind(), what.clone()));
                     drop(frame);
-                    return Err(Error::new(ErrorKind::Panicked, "the initializer failed"));
+                    return Err(Error::new(e.kind(), what));
                 }
                 other => {
                     return Err(Error::new(
@@ -671,7 +678,10 @@ impl Core {
                 self.restarts += 1;
             }
             Err(e) => {
-                self.broken = Some((e.kind(), format!("could not start a replacement worker: {e}")));
+                self.broken = Some((
+                    e.kind(),
+                    format!("could not start a replacement worker: {e}"),
+                ));
                 let err = self.broken_error().expect("just set");
                 for job in self.jobs.values_mut() {
                     job.fail(Error::new(err.kind(), err.to_string()));
@@ -780,7 +790,10 @@ impl Core {
             self.fail_inflight(w, &loss);
         }
         for job in self.jobs.values_mut() {
-            job.fail(Error::new(ErrorKind::InvalidState, "the pool was terminated"));
+            job.fail(Error::new(
+                ErrorKind::InvalidState,
+                "the pool was terminated",
+            ));
             job.exhausted = true;
         }
         self.settle_finished();
@@ -859,7 +872,10 @@ fn split_error(rest: &[u8]) -> Result<(&[u8], Option<TaskError>)> {
     let (body, len) = rest.split_at(rest.len() - 4);
     let out_len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
     if out_len > body.len() {
-        return Err(Error::new(ErrorKind::Protocol, "bad output length in error frame"));
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "bad output length in error frame",
+        ));
     }
     let (outputs, err) = body.split_at(out_len);
     let te: TaskError =
@@ -1017,8 +1033,7 @@ impl Shared {
     pub(crate) fn pump(self: Arc<Self>) {
         let mut core = self.lock();
         loop {
-            if core.state == State::Terminated
-                || (core.state == State::Closed && !core.has_jobs())
+            if core.state == State::Terminated || (core.state == State::Closed && !core.has_jobs())
             {
                 return;
             }

@@ -38,7 +38,10 @@ impl Doorbell {
     pub(crate) fn open(handle: &SegmentHandle) -> Result<Doorbell> {
         let segment = Arc::new(Segment::open(handle)?);
         if segment.len() < std::mem::size_of::<Words>() {
-            return Err(Error::new(ErrorKind::Protocol, "doorbell segment too small"));
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "doorbell segment too small",
+            ));
         }
         Ok(Doorbell { segment })
     }

@@ -27,7 +27,10 @@ pub(crate) struct ZcTask {
 /// The next unit of work of a job.
 pub(crate) enum Next {
     /// A [`K_TASK`](super::wire::K_TASK) frame is in the buffer.
-    Task { first: u64, count: u64 },
+    Task {
+        first: u64,
+        count: u64,
+    },
     Zc(ZcTask),
     Done,
     Failed(Error),
@@ -151,13 +154,16 @@ pub(crate) fn decode_all<U: DeserializeOwned>(
     let mut rest = bytes;
     let mut items = Vec::with_capacity((count as usize).min(bytes.len()));
     for _ in 0..count {
-        let (v, tail) =
-            postcard::take_from_bytes::<U>(rest).map_err(|e| Error::codec("decoding a result", e))?;
+        let (v, tail) = postcard::take_from_bytes::<U>(rest)
+            .map_err(|e| Error::codec("decoding a result", e))?;
         items.push(v);
         rest = tail;
     }
     if !rest.is_empty() {
-        return Err(Error::new(ErrorKind::Protocol, "trailing bytes after the results"));
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "trailing bytes after the results",
+        ));
     }
     out.extend(items);
     Ok(())
@@ -224,7 +230,10 @@ impl<U> Collect<U> {
     pub(crate) fn take(&self, expect: Option<u64>) -> Result<Vec<U>> {
         let mut st = lock(&self.st);
         if st.taken {
-            return Err(Error::new(ErrorKind::InvalidState, "the result was already taken"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "the result was already taken",
+            ));
         }
         st.taken = true;
         if let Some(e) = st.error.take() {
@@ -259,7 +268,10 @@ impl<U: DeserializeOwned + Send> Sink for Collect<U> {
         decode_all(bytes, count, &mut part)?;
         let mut st = lock(&self.st);
         if st.error.is_none() && !part.is_empty() && st.parts.insert(first, part).is_some() {
-            return Err(Error::new(ErrorKind::Protocol, "a result chunk arrived twice"));
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "a result chunk arrived twice",
+            ));
         }
         Ok(())
     }
@@ -395,7 +407,10 @@ impl<U: DeserializeOwned + Send> Sink for Stream<U> {
         st.buffered += part.len();
         if self.ordered {
             if first < st.next || st.parts.insert(first, part).is_some() {
-                return Err(Error::new(ErrorKind::Protocol, "a result chunk arrived twice"));
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    "a result chunk arrived twice",
+                ));
             }
         } else {
             st.unordered.extend(part);

@@ -21,11 +21,11 @@ use bytemuck::Pod;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use self::zero_copy::ShmVec;
 use self::core::{Config, Core, Job, Shared, State};
 use self::doorbell::Doorbell;
 use self::jobs::{Collect, IterSource, Next, Sink, Source, Stream, ZcTask};
 use self::wire::{ChunkDesc, ZcDesc};
+pub use self::zero_copy::ShmVec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::Segment;
 use crate::task::{TaskKey, TaskRef};
@@ -526,7 +526,13 @@ impl Pool {
         })
     }
 
-    fn submit(&self, source: Box<dyn Source>, sink: Arc<dyn Sink>, bound: usize, backlog: usize) -> Result<u64> {
+    fn submit(
+        &self,
+        source: Box<dyn Source>,
+        sink: Arc<dyn Sink>,
+        bound: usize,
+        backlog: usize,
+    ) -> Result<u64> {
         let mut core = self.shared.lock();
         let id = core.submit(Job::new(source, sink, bound, backlog))?;
         drop(core);
@@ -634,7 +640,9 @@ impl Pool {
         loop {
             let s2 = Arc::clone(&sink);
             let deadline = Instant::now() + Duration::from_millis(50);
-            let (core, ready) = self.shared.wait_until(&move |_: &Core| s2.ready(), Some(deadline));
+            let (core, ready) = self
+                .shared
+                .wait_until(&move |_: &Core| s2.ready(), Some(deadline));
             drop(core);
             let done = sink.done_items();
             if done != last_done || ready {
@@ -873,7 +881,13 @@ impl Pool {
         }
     }
 
-    fn run_zc(&self, task: TaskRef, input: &Arc<Segment>, output: Option<&Arc<Segment>>, n: usize) -> Result<()> {
+    fn run_zc(
+        &self,
+        task: TaskRef,
+        input: &Arc<Segment>,
+        output: Option<&Arc<Segment>>,
+        n: usize,
+    ) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
@@ -919,7 +933,12 @@ impl Pool {
     ///     Ok(())
     /// }
     /// ```
-    pub fn map_into<F, T, U>(&self, kernel: F, input: &ShmVec<T>, output: &mut ShmVec<U>) -> Result<()>
+    pub fn map_into<F, T, U>(
+        &self,
+        kernel: F,
+        input: &ShmVec<T>,
+        output: &mut ShmVec<U>,
+    ) -> Result<()>
     where
         F: Fn(&[T], &mut [U]) + 'static,
         T: Pod,
@@ -949,7 +968,12 @@ impl Pool {
     ///     Ok(())
     /// }
     /// ```
-    pub fn map_elements<F, T, U>(&self, f: F, input: &ShmVec<T>, output: &mut ShmVec<U>) -> Result<()>
+    pub fn map_elements<F, T, U>(
+        &self,
+        f: F,
+        input: &ShmVec<T>,
+        output: &mut ShmVec<U>,
+    ) -> Result<()>
     where
         F: Fn(T) -> U + 'static,
         T: Pod,
@@ -1048,7 +1072,9 @@ impl Pool {
             }
         }
         drop(arenas);
-        Ok(Arc::new(Segment::create(bytes.saturating_add(bytes / 2).max(4096))?))
+        Ok(Arc::new(Segment::create(
+            bytes.saturating_add(bytes / 2).max(4096),
+        )?))
     }
 
     /// Stops accepting work; the workers exit once the queued work is done
@@ -1091,16 +1117,13 @@ impl Pool {
     /// }
     /// ```
     pub fn join(&self) -> Result<()> {
-        let (mut core, _) = self.shared.wait_until(
-            &|c: &Core| c.state != State::Running && !c.has_jobs(),
-            None,
-        );
-        if core.state == State::Running {
+        if self.shared.lock().state == State::Running {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "join() needs close() or terminate() first",
             ));
         }
+        let (mut core, _) = self.shared.wait_until(&|c: &Core| !c.has_jobs(), None);
         let workers = core.shut_down();
         drop(core);
         self.shared.cv.notify_all();
@@ -1178,7 +1201,10 @@ fn same_len(a: usize, b: usize) -> Result<()> {
 fn one<R>(mut v: Vec<R>) -> Result<R> {
     match (v.pop(), v.is_empty()) {
         (Some(r), true) => Ok(r),
-        _ => Err(Error::new(ErrorKind::Protocol, "expected exactly one result")),
+        _ => Err(Error::new(
+            ErrorKind::Protocol,
+            "expected exactly one result",
+        )),
     }
 }
 
@@ -1312,7 +1338,10 @@ impl<T> AsyncResult<T> {
     /// ```
     pub fn wait(&self) {
         let s = Arc::clone(&self.sink);
-        let _ = self.shared.wait_until(&move |c: &Core| s.ready() || c.state == State::Terminated, None);
+        let _ = self.shared.wait_until(
+            &move |c: &Core| s.ready() || c.state == State::Terminated,
+            None,
+        );
     }
 
     /// Waits at most `timeout`; `true` if it is ready (Python's
@@ -1330,7 +1359,9 @@ impl<T> AsyncResult<T> {
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let s = Arc::clone(&self.sink);
         let deadline = Instant::now() + timeout;
-        let (_core, ok) = self.shared.wait_until(&move |_: &Core| s.ready(), Some(deadline));
+        let (_core, ok) = self
+            .shared
+            .wait_until(&move |_: &Core| s.ready(), Some(deadline));
         ok
     }
 
@@ -1378,7 +1409,10 @@ impl<T> AsyncResult<T> {
 
     fn take(&mut self) -> Result<T> {
         if self.taken {
-            return Err(Error::new(ErrorKind::InvalidState, "the result was already taken"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "the result was already taken",
+            ));
         }
         self.taken = true;
         self.sink.take_as(self.expect, self.unwrap_one)
@@ -1444,8 +1478,14 @@ impl<R> Iterator for IMap<R> {
         let cell = Mutex::new(&mut out);
         let _ = self.shared.wait_until(
             &|c: &Core| {
+                // `done` may be asked again after it said yes: take one
+                // item only.
+                let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_some() {
+                    return true;
+                }
                 if let Some(v) = s.try_next() {
-                    **cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+                    **slot = Some(v);
                     return true;
                 }
                 c.state == State::Terminated
@@ -1462,7 +1502,10 @@ impl<R> Iterator for IMap<R> {
             }
             None => {
                 self.done = true;
-                Some(Err(Error::new(ErrorKind::InvalidState, "the pool was terminated")))
+                Some(Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "the pool was terminated",
+                )))
             }
         }
     }
@@ -1482,6 +1525,8 @@ impl<R> Drop for IMap<R> {
 
 impl<R> std::fmt::Debug for IMap<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IMap").field("done", &self.done).finish_non_exhaustive()
+        f.debug_struct("IMap")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
 }

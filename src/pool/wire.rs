@@ -364,7 +364,11 @@ where
 }
 
 /// Elements `[first, first + count)` of a span as `T`s, bounds checked.
-fn elements<T: Pod>(span: Span, first: u64, count: u64) -> std::result::Result<(usize, usize), ItemFailure> {
+fn elements<T: Pod>(
+    span: Span,
+    first: u64,
+    count: u64,
+) -> std::result::Result<(usize, usize), ItemFailure> {
     let size = std::mem::size_of::<T>() as u64;
     let end = first
         .checked_add(count)
@@ -377,7 +381,10 @@ fn elements<T: Pod>(span: Span, first: u64, count: u64) -> std::result::Result<(
         ));
     }
     if !(span.ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
-        return Err(ItemFailure::protocol(0, "segment misaligned for the element type".into()));
+        return Err(ItemFailure::protocol(
+            0,
+            "segment misaligned for the element type".into(),
+        ));
     }
     Ok(((first * size) as usize, count as usize))
 }
@@ -448,7 +455,12 @@ mod zc {
 }
 
 /// `fn(&[T], &mut [U])` over a chunk of two segments.
-fn run_into<F, T, U>(i: Span, o: Span, first: u64, count: u64) -> std::result::Result<(), ItemFailure>
+fn run_into<F, T, U>(
+    i: Span,
+    o: Span,
+    first: u64,
+    count: u64,
+) -> std::result::Result<(), ItemFailure>
 where
     F: Fn(&[T], &mut [U]) + 'static,
     T: Pod,
@@ -459,7 +471,12 @@ where
 }
 
 /// `fn(T) -> U` element by element (inlined, so the loop vectorises).
-fn run_elements<F, T, U>(i: Span, o: Span, first: u64, count: u64) -> std::result::Result<(), ItemFailure>
+fn run_elements<F, T, U>(
+    i: Span,
+    o: Span,
+    first: u64,
+    count: u64,
+) -> std::result::Result<(), ItemFailure>
 where
     F: Fn(T) -> U + 'static,
     T: Pod,
@@ -474,7 +491,12 @@ where
 }
 
 /// `fn(&mut [T])` over a chunk of one segment.
-fn run_in_place<F, T>(d: Span, _: Span, first: u64, count: u64) -> std::result::Result<(), ItemFailure>
+fn run_in_place<F, T>(
+    d: Span,
+    _: Span,
+    first: u64,
+    count: u64,
+) -> std::result::Result<(), ItemFailure>
 where
     F: Fn(&mut [T]) + 'static,
     T: Pod,

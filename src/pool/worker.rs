@@ -37,7 +37,11 @@ pub(crate) struct WorkerArgs {
 }
 
 /// The task ring and the result ring of one worker, in one segment.
-pub(crate) fn rings_in(segment: &Arc<Segment>, ring_bytes: usize, create: bool) -> Result<(Ring, Ring)> {
+pub(crate) fn rings_in(
+    segment: &Arc<Segment>,
+    ring_bytes: usize,
+    create: bool,
+) -> Result<(Ring, Ring)> {
     let size = ring::region_size(ring_bytes);
     let mut rings = Vec::with_capacity(2);
     for i in 0..2 {
@@ -51,7 +55,10 @@ pub(crate) fn rings_in(segment: &Arc<Segment>, ring_bytes: usize, create: bool) 
             Ring::attach(region)?
         };
         if ring.mode() != Mode::Spsc {
-            return Err(Error::new(ErrorKind::Protocol, "segment does not hold pool rings"));
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "segment does not hold pool rings",
+            ));
         }
         rings.push(ring);
     }
@@ -83,9 +90,9 @@ impl<Run: RunKind> Resolved<Run> {
         if let Some(run) = self.map.get(&words) {
             return Ok(*run);
         }
-        let run = t.resolve_as::<Run>(self.key).map_err(|why| {
-            Error::new(ErrorKind::Protocol, format!("pool task refused: {why}"))
-        })?;
+        let run = t
+            .resolve_as::<Run>(self.key)
+            .map_err(|why| Error::new(ErrorKind::Protocol, format!("pool task refused: {why}")))?;
         if self.map.len() < 1024 {
             self.map.insert(words, run);
         }
@@ -183,7 +190,10 @@ fn serve(args: WorkerArgs) -> Result<()> {
                             len: seg.len(),
                         }),
                         Some(Err(why)) => Err(ItemFailure::protocol(0, why.clone())),
-                        None => Err(ItemFailure::protocol(0, format!("no segment in slot {slot}"))),
+                        None => Err(ItemFailure::protocol(
+                            0,
+                            format!("no segment in slot {slot}"),
+                        )),
                     }
                 };
                 let outcome = zc_fns
@@ -210,7 +220,10 @@ fn serve(args: WorkerArgs) -> Result<()> {
                     .map_err(|e| format!("bad segment handle: {e}"))
                     .and_then(|h| Segment::open(&h).map(Arc::new).map_err(|e| e.to_string()));
                 if slots.len() >= 4096 && !slots.contains_key(&slot) {
-                    return Err(Error::new(ErrorKind::Protocol, "too many attached segments"));
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        "too many attached segments",
+                    ));
                 }
                 slots.insert(slot, opened);
             }
@@ -258,4 +271,3 @@ fn finish(
         }
     }
 }
-

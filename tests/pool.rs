@@ -1,0 +1,539 @@
+//! Pool: every method, result order, streaming, initializer, worker
+//! replacement, and the failure semantics (panics, killed and aborting
+//! workers, timeouts, terminate, drop) — with real worker processes.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use multiproc::{ErrorKind, Pool, SharedValue, ShmVec};
+
+multiproc::test_support!();
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn my_pid(_: u64) -> u32 {
+    std::process::id()
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn map_returns_results_in_order() {
+    let pool = Pool::new(4).unwrap();
+    assert_eq!(
+        pool.map(square, 0..10).unwrap(),
+        [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
+    );
+    let big: Vec<u64> = pool.map(square, 0..100_000).unwrap();
+    assert!(big
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == (i as u64) * (i as u64)));
+    assert!(pool.map(square, Vec::new()).unwrap().is_empty());
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+struct Record {
+    name: String,
+    values: Vec<f64>,
+}
+
+fn summarise(r: Record) -> (String, f64) {
+    (r.name.to_uppercase(), r.values.iter().sum())
+}
+
+#[test]
+fn map_carries_structured_items() {
+    let pool = Pool::new(2).unwrap();
+    let items: Vec<Record> = (0..50)
+        .map(|i| Record {
+            name: format!("r{i}"),
+            values: vec![i as f64; i],
+        })
+        .collect();
+    let out = pool.map(summarise, items.clone()).unwrap();
+    for (i, (name, sum)) in out.iter().enumerate() {
+        assert_eq!(name, &format!("R{i}"));
+        assert_eq!(*sum, (i * i) as f64);
+    }
+}
+
+#[test]
+fn chunksize_one_and_large_agree() {
+    for chunk in [1, 3, 1000] {
+        let pool = Pool::builder()
+            .processes(3)
+            .chunksize(chunk)
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool.map(square, 0..500).unwrap(),
+            (0..500u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn add((a, b): (i64, i64)) -> i64 {
+    a + b
+}
+
+#[test]
+fn starmap_and_apply() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(
+        pool.starmap(add, [(1, 2), (3, 4), (-5, 5)]).unwrap(),
+        [3, 7, 0]
+    );
+    assert_eq!(pool.apply(add, (40, 2)).unwrap(), 42);
+    for i in 0..200 {
+        assert_eq!(pool.apply(square, i).unwrap(), i * i);
+    }
+}
+
+#[test]
+fn async_results_get_wait_ready_successful() {
+    let pool = Pool::new(2).unwrap();
+    let a = pool.map_async(square, 0..1000).unwrap();
+    let b = pool.apply_async(nap, 50).unwrap();
+    b.wait();
+    assert!(b.ready());
+    assert_eq!(b.successful(), Some(true));
+    assert_eq!(b.get().unwrap(), 50);
+    assert_eq!(a.get().unwrap()[999], 999 * 999);
+
+    let mut slow = pool.apply_async(nap, 300).unwrap();
+    assert!(!slow.ready());
+    assert_eq!(slow.successful(), None);
+    assert!(slow
+        .get_timeout(Duration::from_millis(1))
+        .unwrap_err()
+        .is_timeout());
+    assert!(!slow.wait_timeout(Duration::from_millis(1)));
+    assert_eq!(slow.get_timeout(Duration::from_secs(30)).unwrap(), 300);
+    let again = slow.get_timeout(Duration::from_secs(1)).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::InvalidState);
+}
+
+#[test]
+fn async_work_progresses_without_a_waiter() {
+    let pool = Pool::new(2).unwrap();
+    let r = pool.map_async(nap, vec![5u64; 40]).unwrap();
+    // 40 × 5 ms over 2 workers ≈ 100 ms of work; nobody calls get() yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !r.ready() {
+        assert!(Instant::now() < deadline, "map_async made no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(r.get().unwrap().len(), 40);
+}
+
+#[test]
+fn imap_is_ordered_and_imap_unordered_is_complete() {
+    let pool = Pool::new(3).unwrap();
+    let ordered: Vec<u64> = pool
+        .imap(square, 0..300)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ordered, (0..300u64).map(|x| x * x).collect::<Vec<_>>());
+
+    // Items that finish out of order: long naps first.
+    let naps: Vec<u64> = (0..12).map(|i| if i % 4 == 0 { 80 } else { 1 }).collect();
+    let mut got: Vec<u64> = pool
+        .imap_unordered(nap, naps.clone())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    got.sort_unstable();
+    let mut want = naps;
+    want.sort_unstable();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn imap_over_an_endless_iterator_is_bounded_and_cancellable() {
+    let pool = Pool::new(2).unwrap();
+    let first: Vec<u64> = pool
+        .imap(square, 0..)
+        .unwrap()
+        .take(1000)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(first[999], 999 * 999);
+    // The dropped iterator's job was cancelled: the pool is free again.
+    assert_eq!(pool.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+    pool.close();
+    pool.join().unwrap();
+}
+
+fn count_start(counter: SharedValue<u64>) {
+    counter.fetch_add(1);
+    STARTED.store(7, Ordering::SeqCst);
+}
+
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+fn started_value(_: u32) -> u64 {
+    STARTED.load(Ordering::SeqCst)
+}
+
+#[test]
+fn initializer_runs_once_per_worker_before_tasks() {
+    let counter = SharedValue::new(0u64).unwrap();
+    let pool = Pool::builder()
+        .processes(3)
+        .initializer(count_start, counter.clone())
+        .build()
+        .unwrap();
+    let seen = pool.map(started_value, 0..300).unwrap();
+    assert!(
+        seen.iter().all(|&v| v == 7),
+        "a task ran before the initializer"
+    );
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(counter.get(), 3);
+}
+
+fn failing_init(_: ()) {
+    panic!("cannot initialise");
+}
+
+#[test]
+fn a_panicking_initializer_breaks_the_pool_with_its_message() {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(failing_init, ())
+        .build()
+        .unwrap();
+    let err = pool.map(square, 0..10).unwrap_err();
+    assert!(err.to_string().contains("cannot initialise"), "{err}");
+    let err = pool.apply(square, 1).unwrap_err();
+    assert!(err.to_string().contains("initializer"), "{err}");
+}
+
+#[test]
+fn max_tasks_per_child_replaces_workers() {
+    let pool = Pool::builder()
+        .processes(2)
+        .max_tasks_per_child(1)
+        .chunksize(1)
+        .build()
+        .unwrap();
+    let pids: HashSet<u32> = pool.map(my_pid, 0..8).unwrap().into_iter().collect();
+    assert_eq!(pids.len(), 8, "every task ran in a fresh worker");
+    assert!(pool.restarts() >= 6, "restarts: {}", pool.restarts());
+    assert_eq!(pool.map(square, 0..4).unwrap(), [0, 1, 4, 9]);
+}
+
+fn fragile(x: u64) -> u64 {
+    if x == 37 {
+        panic!("item {x} is cursed");
+    }
+    x
+}
+
+#[test]
+fn a_panic_names_message_and_index_and_the_pool_stays_usable() {
+    let pool = Pool::new(2).unwrap();
+    let err = pool.map(fragile, 0..100).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+    assert_eq!(err.item_index(), Some(37));
+    assert!(err
+        .panic_info()
+        .unwrap()
+        .message()
+        .contains("item 37 is cursed"));
+    assert!(err.pid().is_some());
+    // Same workers, still fine.
+    assert_eq!(pool.restarts(), 0);
+    assert_eq!(
+        pool.map(fragile, 0..10).unwrap(),
+        (0..10).collect::<Vec<_>>()
+    );
+
+    // imap yields the items before the failure, then the error.
+    let got: Vec<_> = pool.imap(fragile, 30..40).unwrap().collect();
+    assert_eq!(got.len(), 8);
+    assert!(got[..7].iter().all(|r| r.is_ok()));
+    assert_eq!(got[7].as_ref().unwrap_err().item_index(), Some(7));
+}
+
+#[cfg(unix)]
+fn sleep_long(_: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(120));
+    0
+}
+
+#[cfg(unix)]
+#[test]
+fn a_sigkilled_worker_fails_the_map_within_a_second_then_the_pool_recovers() {
+    let pool = Pool::new(1).unwrap();
+    let victim = pool.pids()[0];
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: plain syscall on a pid we own.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(victim as i32, libc::SIGKILL)
+        };
+        Instant::now()
+    });
+    let err = pool.map(sleep_long, 0..4).unwrap_err();
+    let returned = Instant::now();
+    let killed_at = killer.join().unwrap();
+    assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+    assert_eq!(err.pid(), Some(victim));
+    assert_eq!(
+        err.exit_status().and_then(|s| s.signal()),
+        Some(libc::SIGKILL)
+    );
+    assert!(
+        returned.duration_since(killed_at) < Duration::from_secs(1),
+        "the error came {:?} after the kill",
+        returned.duration_since(killed_at)
+    );
+    // Replaced and usable.
+    assert_eq!(pool.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+    assert_ne!(pool.pids()[0], victim);
+    assert_eq!(pool.restarts(), 1);
+    // The dead worker was reaped: no zombie under our pid.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{victim}")).exists() || !cfg!(target_os = "linux")
+    );
+}
+
+#[cfg(unix)]
+fn abort_on_five(x: u64) -> u64 {
+    if x == 5 {
+        std::process::abort();
+    }
+    x
+}
+
+#[cfg(unix)]
+#[test]
+fn an_aborting_worker_is_reported_with_its_signal() {
+    let pool = Pool::builder().processes(2).chunksize(1).build().unwrap();
+    let err = pool.map(abort_on_five, 0..10).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+    assert_eq!(
+        err.exit_status().and_then(|s| s.signal()),
+        Some(libc::SIGABRT)
+    );
+    assert_eq!(err.item_index(), Some(5));
+    assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+}
+
+#[test]
+fn a_task_over_its_timeout_fails_and_its_worker_is_replaced() {
+    let pool = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = pool.apply(nap, 60_000).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(pool.apply(nap, 1).unwrap(), 1);
+    assert_eq!(pool.restarts(), 1);
+}
+
+#[test]
+fn terminate_during_a_map_returns_promptly() {
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let p2 = std::sync::Arc::clone(&pool);
+    let t = std::thread::spawn(move || p2.map(nap, vec![60_000u64; 4]));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    pool.terminate();
+    let res = t.join().unwrap();
+    assert!(res.is_err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        pool.map(square, 0..2).is_err(),
+        "a terminated pool refuses work"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn dropping_a_pool_mid_map_leaves_no_worker_behind() {
+    let pool = Pool::new(3).unwrap();
+    let pids = pool.pids();
+    let r = pool.map_async(nap, vec![60_000u64; 6]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(pool);
+    assert!(r.get().is_err());
+    for pid in pids {
+        // SAFETY: signal 0 only checks existence.
+        #[allow(unsafe_code)]
+        let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
+        assert!(!alive, "worker {pid} outlived its pool");
+    }
+}
+
+#[test]
+fn close_then_join_finishes_queued_work_and_refuses_more() {
+    let pool = Pool::new(2).unwrap();
+    let r = pool.map_async(nap, vec![20u64; 6]).unwrap();
+    assert_eq!(pool.join().unwrap_err().kind(), ErrorKind::InvalidState);
+    pool.close();
+    assert_eq!(
+        pool.apply(square, 2).unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
+    pool.join().unwrap();
+    assert_eq!(r.get().unwrap(), vec![20u64; 6]);
+}
+
+#[test]
+fn an_item_over_the_frame_limit_is_a_codec_error_and_harmless() {
+    let pool = Pool::builder()
+        .processes(1)
+        .ring_bytes(64 * 1024)
+        .build()
+        .unwrap();
+    let big = vec![7u8; 100 * 1024];
+    let err = pool.apply(|v: Vec<u8>| v.len(), big).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    assert_eq!(
+        pool.apply(|v: Vec<u8>| v.len(), vec![1u8; 1000]).unwrap(),
+        1000
+    );
+}
+
+#[test]
+fn insights_count_tasks_and_items() {
+    let pool = Pool::new(2).unwrap();
+    pool.map(square, 0..1000).unwrap();
+    let ins = pool.insights();
+    assert_eq!(ins.len(), 2);
+    assert_eq!(ins.iter().map(|w| w.items).sum::<u64>(), 1000);
+    assert!(ins.iter().map(|w| w.tasks).sum::<u64>() >= 8);
+}
+
+#[test]
+fn progress_reaches_the_total() {
+    let pool = Pool::new(2).unwrap();
+    let mut calls = Vec::new();
+    let out = pool
+        .map_with_progress(nap, vec![2u64; 100], |p| calls.push(p))
+        .unwrap();
+    assert_eq!(out.len(), 100);
+    let last = calls.last().unwrap();
+    assert_eq!((last.done, last.total), (100, 100));
+    assert!(calls.windows(2).all(|w| w[0].done <= w[1].done));
+}
+
+#[test]
+fn pinning_reports_what_the_os_allows() {
+    let pool = Pool::builder()
+        .processes(2)
+        .pin_cores(true)
+        .build()
+        .unwrap();
+    assert_eq!(pool.pinned(), multiproc::pinning_supported());
+    assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+}
+
+fn affine(x: &[f64], y: &mut [f64]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = x * x + 1.0;
+    }
+}
+
+fn halve(xs: &mut [f32]) {
+    for x in xs {
+        *x /= 2.0;
+    }
+}
+
+#[test]
+fn zero_copy_maps_cover_every_element() {
+    let pool = Pool::new(3).unwrap();
+    let n = 1_000_003;
+    let input = ShmVec::from_slice(&(0..n).map(|i| i as f64).collect::<Vec<_>>()).unwrap();
+    let mut out = ShmVec::<f64>::zeroed(n).unwrap();
+    for _ in 0..3 {
+        pool.map_into(affine, &input, &mut out).unwrap();
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, &y)| y == (i as f64) * (i as f64) + 1.0));
+        out.fill(0.0);
+    }
+    let mut bits = ShmVec::<u64>::zeroed(n).unwrap();
+    pool.map_elements(|x: f64| x.to_bits(), &input, &mut bits)
+        .unwrap();
+    assert!(bits
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (i as f64).to_bits()));
+
+    let mut v = ShmVec::from_slice(&vec![8.0f32; n]).unwrap();
+    pool.map_in_place(halve, &mut v).unwrap();
+    assert!(v.iter().all(|&x| x == 4.0));
+
+    let plain: Vec<u32> = (0..50_000).collect();
+    let doubled = pool.map_slice(|x: u32| u64::from(x) * 2, &plain).unwrap();
+    assert_eq!(
+        doubled,
+        plain.iter().map(|&x| u64::from(x) * 2).collect::<Vec<_>>()
+    );
+    // The arena is reused by the next call.
+    let again = pool.map_slice(|x: u32| x + 1, &plain[..10]).unwrap();
+    assert_eq!(again, (1..11).collect::<Vec<u32>>());
+}
+
+fn explode(_: &mut [u8]) {
+    panic!("kernel failure");
+}
+
+#[test]
+fn zero_copy_errors_are_reported() {
+    let pool = Pool::new(2).unwrap();
+    let a = ShmVec::<u8>::zeroed(10).unwrap();
+    let mut b = ShmVec::<u8>::zeroed(11).unwrap();
+    let err = pool.map_elements(|x: u8| x, &a, &mut b).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState);
+    let mut c = ShmVec::<u8>::zeroed(100_000).unwrap();
+    let err = pool.map_in_place(explode, &mut c).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+    assert!(err
+        .panic_info()
+        .unwrap()
+        .message()
+        .contains("kernel failure"));
+    pool.map_in_place(|x: &mut [u8]| x.fill(1), &mut c).unwrap();
+    assert!(c.iter().all(|&x| x == 1));
+}
+
+#[test]
+fn many_threads_share_one_pool() {
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let pool = std::sync::Arc::clone(&pool);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    assert_eq!(
+                        pool.apply(square, t * 100 + i).unwrap(),
+                        (t * 100 + i).pow(2)
+                    );
+                }
+                let v = pool.map(square, 0..1000).unwrap();
+                assert_eq!(v[999], 999 * 999);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
