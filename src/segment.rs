@@ -354,6 +354,46 @@ fn piece(addr: usize, left: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// A sub-range of a segment, as the memory a ring lives in.
+pub(crate) struct SegmentRegion {
+    segment: std::sync::Arc<Segment>,
+    offset: usize,
+    len: usize,
+}
+
+impl SegmentRegion {
+    /// Bytes `[offset, offset + len)` of `segment`'s data, 64-aligned;
+    /// `None` if the range does not fit or is misaligned.
+    pub(crate) fn new(
+        segment: &std::sync::Arc<Segment>,
+        offset: usize,
+        len: usize,
+    ) -> Option<SegmentRegion> {
+        let end = offset.checked_add(len)?;
+        (end <= segment.len() && offset.is_multiple_of(crate::region::REGION_ALIGN)).then(|| {
+            SegmentRegion {
+                segment: std::sync::Arc::clone(segment),
+                offset,
+                len,
+            }
+        })
+    }
+}
+
+// SAFETY: `[offset, offset + len)` lies inside the segment's data (checked
+// by `new`), which starts 64-aligned and which the `Arc` keeps mapped; a
+// fresh mapping is zeroed; users reach it only through atomics and raw
+// copies.
+unsafe impl crate::region::Region for SegmentRegion {
+    fn base(&self) -> *mut u8 {
+        self.segment.as_ptr().wrapping_add(self.offset)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,45 +495,5 @@ mod tests {
     fn too_large_is_no_space() {
         let e = Segment::create(usize::MAX - 10).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NoSpace);
-    }
-}
-
-/// A sub-range of a segment, as the memory a ring lives in.
-pub(crate) struct SegmentRegion {
-    segment: std::sync::Arc<Segment>,
-    offset: usize,
-    len: usize,
-}
-
-impl SegmentRegion {
-    /// Bytes `[offset, offset + len)` of `segment`'s data, 64-aligned;
-    /// `None` if the range does not fit or is misaligned.
-    pub(crate) fn new(
-        segment: &std::sync::Arc<Segment>,
-        offset: usize,
-        len: usize,
-    ) -> Option<SegmentRegion> {
-        let end = offset.checked_add(len)?;
-        (end <= segment.len() && offset.is_multiple_of(crate::region::REGION_ALIGN)).then(|| {
-            SegmentRegion {
-                segment: std::sync::Arc::clone(segment),
-                offset,
-                len,
-            }
-        })
-    }
-}
-
-// SAFETY: `[offset, offset + len)` lies inside the segment's data (checked
-// by `new`), which starts 64-aligned and which the `Arc` keeps mapped; a
-// fresh mapping is zeroed; users reach it only through atomics and raw
-// copies.
-unsafe impl crate::region::Region for SegmentRegion {
-    fn base(&self) -> *mut u8 {
-        self.segment.as_ptr().wrapping_add(self.offset)
-    }
-
-    fn len(&self) -> usize {
-        self.len
     }
 }

@@ -524,11 +524,7 @@ impl Core {
         }
         let ids: Vec<u64> = self.order.iter().copied().collect();
         for id in ids {
-            loop {
-                let Some(job) = self.jobs.get(&id) else { break };
-                if !job.wants_dispatch() {
-                    break;
-                }
+            while self.jobs.get(&id).is_some_and(Job::wants_dispatch) {
                 // The least busy worker with room.
                 let Some(wi) = self
                     .workers

@@ -1492,7 +1492,6 @@ impl<R> Iterator for IMap<R> {
             },
             None,
         );
-        drop(cell);
         // Wake the pump: a consumed item may let it dispatch more.
         self.shared.cv.notify_all();
         match out {

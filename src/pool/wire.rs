@@ -349,7 +349,9 @@ where
     Ok(())
 }
 
-pub(crate) struct ChunkDesc<F, A, R>(std::marker::PhantomData<(F, fn(A) -> R)>);
+type Marker<F, A, R> = std::marker::PhantomData<(F, fn(A) -> R)>;
+
+pub(crate) struct ChunkDesc<F, A, R>(Marker<F, A, R>);
 
 impl<F, A, R> ChunkDesc<F, A, R>
 where
@@ -420,6 +422,8 @@ mod zc {
                 "input and output are the same segment".into(),
             ));
         }
+        let ip = input.ptr.wrapping_add(ib).cast::<T>();
+        let op = output.ptr.wrapping_add(ob).cast::<U>();
         // SAFETY: `elements` checked that both ranges lie inside their
         // mappings and are aligned for their types; `T` and `U` are `Pod`
         // (every bit pattern valid). The pool's protocol gives this worker
@@ -428,12 +432,11 @@ mod zc {
         // `&mut output` for the whole call, so nobody writes the input and
         // nobody else touches this output range meanwhile; the spans are
         // different segments (checked above), so the slices do not overlap.
-        let (inp, out) = unsafe {
-            (
-                std::slice::from_raw_parts(input.ptr.add(ib).cast::<T>(), n),
-                std::slice::from_raw_parts_mut(output.ptr.add(ob).cast::<U>(), n),
-            )
-        };
+        let inp = unsafe { std::slice::from_raw_parts(ip, n) };
+        // SAFETY: as for `inp` just above: in bounds, aligned, `Pod`, and
+        // this range of the output is this worker's alone until it reports
+        // the chunk done; it does not overlap `inp` (different segments).
+        let out = unsafe { std::slice::from_raw_parts_mut(op, n) };
         guarded(|| body(inp, out))
     }
 
@@ -445,11 +448,12 @@ mod zc {
         body: impl FnOnce(&mut [T]),
     ) -> std::result::Result<(), ItemFailure> {
         let (b, n) = elements::<T>(data, first, count)?;
+        let p = data.ptr.wrapping_add(b).cast::<T>();
         // SAFETY: `elements` checked bounds and alignment; `T` is `Pod`. The
         // protocol gives this worker exclusive use of elements
         // [first, first+count) until it reports the chunk done, while the
         // parent holds `&mut data` for the whole call.
-        let data = unsafe { std::slice::from_raw_parts_mut(data.ptr.add(b).cast::<T>(), n) };
+        let data = unsafe { std::slice::from_raw_parts_mut(p, n) };
         guarded(|| body(data))
     }
 }
