@@ -1,29 +1,41 @@
-//! Seed Q4: "Pool.map — how do I apply a function to many inputs in
-//! parallel?"
+//! Seed Q4: "What is a multiprocessing pool in python? Why is it used?"
+//!
+//! A pool is a fixed set of worker processes that take tasks from a queue:
+//! you pay for starting processes once, then hand them many items.
 //!
 //! Python:
 //! ```python
-//! from multiprocessing import Pool
-//!
-//! def square(x):
+//! def process_function(x):
 //!     return x * x
 //!
-//! if __name__ == "__main__":
-//!     with Pool(processes=4) as pool:
-//!         print(pool.map(square, range(10)))
+//! if __name__ == '__main__':
+//!     pool = multiprocessing.Pool(processes=4)
+//!     results = pool.map(process_function, range(10))
+//!     pool.close()
+//!     pool.join()
+//!     print(results)
 //! ```
 //!
 //! Run: `cargo run --example q4_pool_map`
 
-fn square(x: u64) -> u64 {
+/// Function to be executed by each process.
+fn process_function(x: u64) -> u64 {
     x * x
 }
 
 fn main() -> multiproc::Result<()> {
-    multiproc::init(); // `if __name__ == "__main__":`
+    multiproc::init(); // `if __name__ == '__main__':`
 
-    let pool = multiproc::Pool::new(4)?; // Pool(processes=4)
-    let squares: Vec<u64> = pool.map(square, 0..10)?; // pool.map(square, range(10))
-    println!("{squares:?}");
-    Ok(()) // dropping the pool ends its workers, like leaving `with Pool() as pool:`
+    // Create a Pool object with 4 worker processes.
+    let pool = multiproc::Pool::new(4)?;
+
+    // Apply process_function to a range of values.
+    let results = pool.map(process_function, 0..10)?;
+
+    // Close the pool to prevent any more tasks, then wait for the workers.
+    pool.close();
+    pool.join()?;
+
+    println!("{results:?}");
+    Ok(())
 }
