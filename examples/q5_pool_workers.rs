@@ -34,7 +34,11 @@ fn main() -> multiproc::Result<()> {
         .initializer(announce, "worker".to_string()) // initializer=announce, initargs=("worker",)
         .chunksize(1) // one item per task, so the items spread over the workers
         .build()?;
-    println!("main process {} started workers {:?}", std::process::id(), pool.pids());
+    println!(
+        "main process {} started workers {:?}",
+        std::process::id(),
+        pool.pids()
+    );
 
     let pairs = pool.map(process_function, 0..10)?;
     let results: Vec<u64> = pairs.iter().map(|&(square, _)| square).collect();

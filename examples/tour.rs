@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use multiproc::{
-    pipe, Connection, ErrorKind, Event, Lock, Process, Queue, SharedArray, SharedValue,
+    pipe, Connection, ErrorKind, Event, Lock, Pool, Process, Queue, SharedArray, SharedValue,
+    ShmVec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,10 +71,60 @@ fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
+fn checked_sqrt(x: f64) -> f64 {
+    assert!(x >= 0.0, "sqrt of a negative number: {x}");
+    x.sqrt()
+}
+
+fn die_on(x: u64) -> u64 {
+    if x == 3 {
+        std::process::abort(); // a crashing worker, like a segfault or the OOM killer
+    }
+    x
+}
+
 fn main() -> multiproc::Result<()> {
     multiproc::init(); // first line, like Python's `if __name__ == "__main__":`
 
     println!("== cpu_count: {} usable CPUs", multiproc::cpu_count());
+
+    // The headline: Pool(processes=4).map(square, range(10)) (seed Q4/Q5).
+    let pool = Pool::new(4)?;
+    println!("== Pool(4).map: {:?}", pool.map(square, 0..10)?);
+    println!(
+        "   starmap: {:?}; apply: {}; imap: {:?}",
+        pool.starmap(|(a, b): (u64, u64)| a * b, [(2, 3), (4, 5)])?,
+        pool.apply(square, 12)?,
+        pool.imap(square, 0..)?
+            .take(4)
+            .collect::<multiproc::Result<Vec<_>>>()?
+    );
+    let later = pool.map_async(square, 0..1000)?; // runs in the background
+    println!("   map_async: sum = {}", later.get()?.iter().sum::<u64>());
+
+    // Zero-copy: a million f64 in shared memory, mapped chunk by chunk.
+    let x = ShmVec::from_slice(&(0..1_000_000).map(f64::from).collect::<Vec<_>>())?;
+    let mut y = ShmVec::<f64>::zeroed(x.len())?;
+    pool.map_elements(|v: f64| v * v + 1.0, &x, &mut y)?;
+    println!("== zero-copy map of 1e6 f64: y[999] = {}", y[999]);
+
+    // Failures never hang: a panic names the item, a crashed worker is
+    // reported (pid + signal) and replaced.
+    let err = pool.map(checked_sqrt, [4.0, 9.0, -1.0]).unwrap_err();
+    println!(
+        "== a task panicked: item {:?}: {:?}",
+        err.item_index(),
+        err.panic_info().map(|i| i.message())
+    );
+    let err = pool.map(die_on, 0..8).unwrap_err();
+    println!("   a worker crashed: {err}");
+    println!(
+        "   replaced ({} restart), still working: {:?}",
+        pool.restarts(),
+        pool.map(square, 0..3)?
+    );
+    pool.close();
+    pool.join()?;
 
     // Process(target=square, args=(7,)).start(); .join() — with the result.
     let p = Process::spawn(square, 7)?;
