@@ -172,4 +172,13 @@ pub mod __fuzz {
     pub fn codec_decode(bytes: &[u8]) -> bool {
         crate::codec::fuzz_decode(bytes)
     }
+
+    /// Decodes arbitrary bytes as the pool's frames: task and zero-copy
+    /// headers as a worker reads them (with the chunk bounds check), result
+    /// frames as the parent reads them (header, error tail, outputs).
+    /// Must never panic.
+    #[cfg(not(loom))]
+    pub fn pool_frames(bytes: &[u8]) -> bool {
+        crate::pool::fuzz_frames(bytes)
+    }
 }

@@ -1052,3 +1052,30 @@ impl Shared {
         }
     }
 }
+
+/// The parent's handling of one result frame, against a task in flight of
+/// items 0..16 of job 1, into a sink of `String`s (fuzzing).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_result(bytes: &[u8]) -> bool {
+    let Ok((h, rest)) = ResultHeader::read(bytes) else {
+        return false;
+    };
+    let end = h.first.checked_add(u64::from(h.count));
+    if h.job != 1 || end.is_none_or(|e| e > 16) {
+        return false;
+    }
+    let (outputs, error) = if h.flags & F_ERROR != 0 {
+        match split_error(rest) {
+            Ok(x) => x,
+            Err(_) => return false,
+        }
+    } else {
+        (rest, None)
+    };
+    let sink = super::jobs::Collect::<String>::new(false);
+    let ok = sink.deliver(h.first, h.count, outputs).is_ok();
+    if let Some(te) = error {
+        let _ = te.into_error(0, 1).to_string();
+    }
+    ok
+}

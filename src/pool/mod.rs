@@ -1529,3 +1529,20 @@ impl<R> std::fmt::Debug for IMap<R> {
             .finish_non_exhaustive()
     }
 }
+
+/// See `__fuzz::pool_frames`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_frames(bytes: &[u8]) -> bool {
+    let Some((&kind, rest)) = bytes.split_first() else {
+        return false;
+    };
+    match kind % 4 {
+        0 => wire::TaskHeader::read(rest).is_ok(),
+        1 => match wire::ZcHeader::read(rest.get(..wire::ZcHeader::LEN).unwrap_or(rest)) {
+            Ok(h) => wire::fuzz_elements(h.first, h.count, rest.len()),
+            Err(_) => false,
+        },
+        2 => core::fuzz_result(rest),
+        _ => postcard::from_bytes::<crate::segment::SegmentHandle>(rest).is_ok(),
+    }
+}

@@ -541,3 +541,22 @@ where
         run_in_place::<F, T> as ZcFn,
     );
 }
+
+/// The chunk bounds check on arbitrary numbers (fuzzing).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_elements(first: u64, count: u64, len: usize) -> bool {
+    let span = Span {
+        ptr: std::ptr::NonNull::<u64>::dangling().as_ptr().cast(),
+        len,
+    };
+    match elements::<u64>(span, first, count) {
+        Ok((byte, n)) => {
+            assert!(
+                byte as u128 + n as u128 * 8 <= len as u128,
+                "bounds check let a chunk out"
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
