@@ -659,6 +659,42 @@ impl Pool {
         }
     }
 
+    /// [`map`](Pool::map) with a terminal progress bar (indicatif), like
+    /// mpire's `progress_bar=True` or `tqdm(pool.imap(...))`. Needs the
+    /// cargo feature `progress-bar`.
+    ///
+    /// # Errors
+    /// As [`map`](Pool::map).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2).unwrap();
+    ///     let v = pool.map_with_bar(|x: u64| x + 1, 0..10_000).unwrap();
+    ///     assert_eq!(v[9_999], 10_000);
+    /// }
+    /// ```
+    #[cfg(feature = "progress-bar")]
+    pub fn map_with_bar<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
+    where
+        F: Fn(A) -> R + 'static,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let bar = indicatif::ProgressBar::new(items.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} items [{elapsed_precise} < {eta_precise}, {per_sec}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let out = self.map_with_progress(f, items, |p| bar.set_position(p.done));
+        bar.finish();
+        out
+    }
+
     /// Python's `starmap`: `f` takes the tuple of arguments and
     /// destructures it (Rust has no `*args`), so this is [`map`](Pool::map)
     /// over tuples, named for Python users.
