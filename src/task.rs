@@ -248,7 +248,26 @@ impl TaskRef {
     pub(crate) fn of_entry<Run: RunKind>(entry: &'static Entry<Run>, key: TaskKey) -> TaskRef {
         let addr = entry as *const Entry<Run> as usize;
         let offset = (addr as i64).wrapping_sub(anchor as *const () as usize as i64);
-        let fingerprint = fingerprint((entry.describe)());
+        // Hashing the type name costs ~100 ns; a pool tags a reference per
+        // call, so remember it per descriptor (per thread: no lock).
+        thread_local! {
+            static FINGERPRINTS: std::cell::RefCell<Vec<(usize, u64)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let fingerprint = FINGERPRINTS
+            .try_with(|cache| {
+                let mut cache = cache.borrow_mut();
+                if let Some(&(_, f)) = cache.iter().find(|(a, _)| *a == addr) {
+                    return f;
+                }
+                let f = fingerprint((entry.describe)());
+                if cache.len() >= 64 {
+                    cache.remove(0);
+                }
+                cache.push((addr, f));
+                f
+            })
+            .unwrap_or_else(|_| fingerprint((entry.describe)()));
         TaskRef {
             offset,
             fingerprint,

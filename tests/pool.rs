@@ -537,3 +537,20 @@ fn many_threads_share_one_pool() {
         h.join().unwrap();
     }
 }
+
+#[test]
+fn numbers_and_structured_values_mix_in_both_directions() {
+    let pool = Pool::builder().processes(2).chunksize(7).build().unwrap();
+    // Raw numbers in, serde out; serde in, raw numbers out; both raw.
+    let words = pool.map(|x: u32| format!("#{x}"), 0..100).unwrap();
+    assert_eq!(words[42], "#42");
+    let lens = pool.map(|s: String| s.len() as f64, words).unwrap();
+    assert_eq!(lens[5], 2.0);
+    assert_eq!(lens[99], 3.0);
+    let halves = pool
+        .map(|x: i16| f32::from(x) / 2.0, [-3i16, 0, 7])
+        .unwrap();
+    assert_eq!(halves, [-1.5, 0.0, 3.5]);
+    let wide = pool.map(|x: u8| u128::from(x) << 100, 0..=255u8).unwrap();
+    assert_eq!(wide[255], 255u128 << 100);
+}

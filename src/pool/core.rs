@@ -522,6 +522,12 @@ impl Core {
         if self.broken.is_some() {
             return any;
         }
+        // Cheap checks first: this runs on every spin of a waiting driver.
+        if !self.workers.iter().flatten().any(Worker::has_room)
+            || !self.jobs.values().any(Job::wants_dispatch)
+        {
+            return any;
+        }
         let ids: Vec<u64> = self.order.iter().copied().collect();
         for id in ids {
             while self.jobs.get(&id).is_some_and(Job::wants_dispatch) {

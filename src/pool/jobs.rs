@@ -70,6 +70,8 @@ pub(crate) trait Sink: Send + Sync {
 pub(crate) struct IterSource<I: Iterator> {
     items: I,
     peeked: Option<I::Item>,
+    /// Items of a chunk that crosses raw (see `raw.rs`), reused.
+    raw_buf: Vec<I::Item>,
     next_index: u64,
     chunksize: usize,
     task: TaskRef,
@@ -80,6 +82,7 @@ impl<I: Iterator> IterSource<I> {
         IterSource {
             items,
             peeked: None,
+            raw_buf: Vec::new(),
             next_index: 0,
             chunksize: chunksize.max(1),
             task,
@@ -90,7 +93,7 @@ impl<I: Iterator> IterSource<I> {
 impl<I> Source for IterSource<I>
 where
     I: Iterator + Send,
-    I::Item: Serialize + Send,
+    I::Item: Serialize + Send + 'static,
 {
     fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next {
         frame.clear();
@@ -101,6 +104,9 @@ where
             task: self.task,
         }
         .write(frame);
+        if let Some(size) = super::raw::raw_size::<I::Item>() {
+            return self.next_raw(frame, size, soft, hard);
+        }
         let mut count: u32 = 0;
         while (count as usize) < self.chunksize && frame.len() < soft {
             let Some(item) = self.peeked.take().or_else(|| self.items.next()) else {
@@ -145,12 +151,56 @@ where
     }
 }
 
-/// Decodes `count` postcard values from `bytes`, exactly.
-pub(crate) fn decode_all<U: DeserializeOwned>(
+impl<I> IterSource<I>
+where
+    I: Iterator,
+    I::Item: 'static,
+{
+    /// A chunk of primitive numbers as one raw array.
+    fn next_raw(&mut self, frame: &mut Vec<u8>, size: usize, soft: usize, hard: usize) -> Next {
+        let room = |limit: usize| limit.saturating_sub(TaskHeader::LEN) / size;
+        let n = self
+            .chunksize
+            .min(room(soft).max(1))
+            .min(room(hard))
+            .min(u32::MAX as usize);
+        self.raw_buf.clear();
+        self.raw_buf.extend(self.peeked.take());
+        while self.raw_buf.len() < n {
+            match self.items.next() {
+                Some(item) => self.raw_buf.push(item),
+                None => break,
+            }
+        }
+        if self.raw_buf.is_empty() {
+            return Next::Done;
+        }
+        let count = self.raw_buf.len() as u32;
+        let encoded = super::raw::extend_raw(&self.raw_buf, frame);
+        debug_assert!(encoded, "raw_size and extend_raw agree on the types");
+        frame[16..20].copy_from_slice(&count.to_le_bytes());
+        let first = self.next_index;
+        self.next_index += u64::from(count);
+        Next::Task {
+            first,
+            count: u64::from(count),
+        }
+    }
+}
+
+/// Decodes exactly `count` values from `bytes`: raw for primitive numbers
+/// (see `raw.rs`), postcard otherwise.
+pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
     bytes: &[u8],
     count: u32,
     out: &mut impl Extend<U>,
 ) -> Result<()> {
+    if super::raw::raw_size::<U>().is_some() {
+        let v = super::raw::from_raw::<U>(bytes, count as usize)
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "raw results of the wrong length"))?;
+        out.extend(v);
+        return Ok(());
+    }
     let mut rest = bytes;
     let mut items = Vec::with_capacity((count as usize).min(bytes.len()));
     for _ in 0..count {
@@ -262,7 +312,7 @@ impl<U> Collect<U> {
     }
 }
 
-impl<U: DeserializeOwned + Send> Sink for Collect<U> {
+impl<U: DeserializeOwned + Send + 'static> Sink for Collect<U> {
     fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()> {
         let mut part = Vec::new();
         decode_all(bytes, count, &mut part)?;
@@ -396,7 +446,7 @@ impl<U> Stream<U> {
     }
 }
 
-impl<U: DeserializeOwned + Send> Sink for Stream<U> {
+impl<U: DeserializeOwned + Send + 'static> Sink for Stream<U> {
     fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()> {
         let mut part = VecDeque::new();
         decode_all(bytes, count, &mut part)?;

@@ -9,6 +9,7 @@
 mod core;
 mod doorbell;
 mod jobs;
+mod raw;
 mod wire;
 mod worker;
 mod zero_copy;

@@ -319,34 +319,90 @@ fn run_chunk<F, A, R>(
 ) -> std::result::Result<(), ItemFailure>
 where
     F: Fn(A) -> R + 'static,
-    A: DeserializeOwned,
-    R: Serialize,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
     // The parent held a value of `F`: it made the descriptor from one.
     let f: F = conjure();
-    let mut rest = input;
-    for i in 0..u64::from(count) {
-        let (a, tail) = postcard::take_from_bytes::<A>(rest)
-            .map_err(|e| ItemFailure::codec(i, "decoding the item", e))?;
-        rest = tail;
-        let r = crate::bootstrap::catch_panic(|| f(a)).map_err(|info| ItemFailure {
+    let call = |i: u64, a: A| {
+        crate::bootstrap::catch_panic(|| f(a)).map_err(|info| ItemFailure {
             offset: i,
             kind: ErrorKind::Panicked,
             message: info.message().to_string(),
             panic: Some(info),
-        })?;
-        out.push(&r).map_err(|mut e| {
-            e.offset = i;
-            e
-        })?;
+        })
+    };
+    // Raw results (primitive numbers) collect here and go out in blocks.
+    let mut results = Results::<R> {
+        raw: super::raw::raw_size::<R>(),
+        pending: Vec::new(),
+    };
+    let outcome = (|| {
+        if super::raw::raw_size::<A>().is_some() {
+            let items = super::raw::from_raw::<A>(input, count as usize)
+                .ok_or_else(|| ItemFailure::protocol(0, "raw items of the wrong length".into()))?;
+            for (i, a) in items.into_iter().enumerate() {
+                let i = i as u64;
+                results.emit(out, i, call(i, a)?)?;
+            }
+            return Ok(());
+        }
+        let mut rest = input;
+        for i in 0..u64::from(count) {
+            let (a, tail) = postcard::take_from_bytes::<A>(rest)
+                .map_err(|e| ItemFailure::codec(i, "decoding the item", e))?;
+            rest = tail;
+            results.emit(out, i, call(i, a)?)?;
+        }
+        if !rest.is_empty() {
+            return Err(ItemFailure::protocol(
+                u64::from(count),
+                "trailing bytes after the chunk's items".into(),
+            ));
+        }
+        Ok(())
+    })();
+    // The outputs before a failure still go out, ahead of the error.
+    results.drain(out)?;
+    outcome
+}
+
+/// A trampoline's outputs on their way into [`Out`].
+struct Results<R> {
+    /// `Some(size)` if `R` crosses raw.
+    raw: Option<usize>,
+    pending: Vec<R>,
+}
+
+impl<R: Serialize + 'static> Results<R> {
+    fn emit(&mut self, out: &mut Out<'_>, i: u64, r: R) -> std::result::Result<(), ItemFailure> {
+        let Some(size) = self.raw else {
+            return out.push(&r).map_err(|mut e| {
+                e.offset = i;
+                e
+            });
+        };
+        self.pending.push(r);
+        if self.pending.len() * size >= out.flush_at {
+            self.drain(out)?;
+        }
+        Ok(())
     }
-    if !rest.is_empty() {
-        return Err(ItemFailure::protocol(
-            u64::from(count),
-            "trailing bytes after the chunk's items".into(),
-        ));
+
+    fn drain(&mut self, out: &mut Out<'_>) -> std::result::Result<(), ItemFailure> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let encoded = super::raw::extend_raw(&self.pending, out.buf);
+        debug_assert!(encoded, "raw_size and extend_raw agree on the types");
+        out.count += self.pending.len() as u32;
+        self.pending.clear();
+        if out.buf.len() >= out.flush_at {
+            out.flush(0, 0)
+                .map_err(|e| ItemFailure::protocol(0, e.to_string()))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 type Marker<F, A, R> = std::marker::PhantomData<(F, fn(A) -> R)>;
@@ -356,8 +412,8 @@ pub(crate) struct ChunkDesc<F, A, R>(Marker<F, A, R>);
 impl<F, A, R> ChunkDesc<F, A, R>
 where
     F: Fn(A) -> R + 'static,
-    A: DeserializeOwned,
-    R: Serialize,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
     pub(crate) const ENTRY: &'static Entry<ChunkFn> = &Entry::new(
         type_name_of::<(ChunkFn, F, A, R)>,

@@ -1,0 +1,97 @@
+//! Primitive numbers cross as raw bytes instead of postcard.
+//!
+//! A pool task over `u64`s (or any of Rust's integer and float types) moves
+//! its items and results as plain little-endian arrays: one `memcpy` per
+//! chunk instead of a varint per item. Parent and worker are the same
+//! binary, so both pick the same encoding from the type alone (the task's
+//! type fingerprint already guarantees they agree on the type). The type
+//! test is `TypeId` and the conversions are `Any` downcasts: no `unsafe`.
+
+use std::any::{Any, TypeId};
+
+macro_rules! for_primitives {
+    ($m:ident) => {
+        $m!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64)
+    };
+}
+
+/// The size of `T` if it crosses raw.
+pub(crate) fn raw_size<T: 'static>() -> Option<usize> {
+    let id = TypeId::of::<T>();
+    macro_rules! check {
+        ($($p:ty),*) => {
+            $(
+                if id == TypeId::of::<$p>() {
+                    return Some(std::mem::size_of::<$p>());
+                }
+            )*
+        };
+    }
+    for_primitives!(check);
+    None
+}
+
+/// Appends the bytes of `items` if `T` crosses raw; `false` otherwise.
+pub(crate) fn extend_raw<T: 'static>(items: &Vec<T>, out: &mut Vec<u8>) -> bool {
+    let any: &dyn Any = items;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_ref::<Vec<$p>>() {
+                    out.extend_from_slice(bytemuck::cast_slice::<$p, u8>(v));
+                    return true;
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    false
+}
+
+/// Exactly `count` values of `T` from `bytes`, if `T` crosses raw and the
+/// length matches; `None` otherwise.
+pub(crate) fn from_raw<T: 'static>(bytes: &[u8], count: usize) -> Option<Vec<T>> {
+    let id = TypeId::of::<T>();
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if id == TypeId::of::<$p>() {
+                    if count.checked_mul(std::mem::size_of::<$p>()) != Some(bytes.len()) {
+                        return None;
+                    }
+                    let mut v: Vec<$p> = vec![<$p>::default(); count];
+                    bytemuck::cast_slice_mut::<$p, u8>(&mut v).copy_from_slice(bytes);
+                    let boxed: Box<dyn Any> = Box::new(v);
+                    return boxed.downcast::<Vec<T>>().ok().map(|b| *b);
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primitives_round_trip_and_others_do_not() {
+        let v: Vec<u64> = vec![1, u64::MAX, 3];
+        let mut bytes = Vec::new();
+        assert!(extend_raw(&v, &mut bytes));
+        assert_eq!(bytes.len(), 24);
+        assert_eq!(from_raw::<u64>(&bytes, 3).unwrap(), v);
+        assert!(from_raw::<u64>(&bytes, 2).is_none());
+        assert!(from_raw::<u64>(&bytes[1..], 3).is_none());
+        let f: Vec<f32> = vec![1.5, -0.0];
+        let mut fb = Vec::new();
+        assert!(extend_raw(&f, &mut fb));
+        assert_eq!(from_raw::<f32>(&fb, 2).unwrap(), f);
+        assert_eq!(raw_size::<i128>(), Some(16));
+        assert_eq!(raw_size::<String>(), None);
+        assert_eq!(raw_size::<bool>(), None, "not every byte is a valid bool");
+        assert!(!extend_raw(&vec![String::new()], &mut Vec::new()));
+        assert!(from_raw::<(u8, u8)>(&[1, 2], 1).is_none());
+    }
+}
