@@ -32,6 +32,8 @@ pub(crate) fn raw_size<T: 'static>() -> Option<usize> {
 }
 
 /// Appends the bytes of `items` if `T` crosses raw; `false` otherwise.
+/// (A `&Vec`, not a slice: `Any` needs a sized type to downcast to.)
+#[allow(clippy::ptr_arg)]
 pub(crate) fn extend_raw<T: 'static>(items: &Vec<T>, out: &mut Vec<u8>) -> bool {
     let any: &dyn Any = items;
     macro_rules! try_each {
