@@ -895,6 +895,8 @@ pub(crate) struct Shared {
     want: AtomicUsize,
     /// Threads blocked on the lock (a spinning driver lets them in).
     contenders: AtomicUsize,
+    /// Threads waiting on `cv` (notify only when there are some).
+    sleepers: AtomicUsize,
     pub(crate) pump: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -906,6 +908,7 @@ impl Shared {
             doorbell,
             want: AtomicUsize::new(0),
             contenders: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
             pump: Mutex::new(None),
         }
     }
@@ -950,23 +953,21 @@ impl Shared {
                     .map(|d| d.saturating_duration_since(Instant::now()))
                     .unwrap_or(TICK)
                     .min(TICK);
-                core = self
-                    .cv
-                    .wait_timeout(core, wait)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                core = self.cv_wait(core, wait);
                 continue;
             }
             core.driving = true;
             core = self.drive(core, done, false, deadline);
             core.driving = false;
-            self.cv.notify_all();
+            self.notify();
         };
         self.want.fetch_sub(1, Ordering::SeqCst);
         (core, ok)
     }
 
     /// The driving loop: step, spin, sleep on the doorbell, check health.
+    /// The clock is read once per 64 spins (a read costs as much as a poll
+    /// of every ring).
     fn drive<'a>(
         &'a self,
         mut core: MutexGuard<'a, Core>,
@@ -974,29 +975,18 @@ impl Shared {
         pump: bool,
         deadline: Option<Instant>,
     ) -> MutexGuard<'a, Core> {
-        let mut last_progress = Instant::now();
+        let mut last_progress: Option<Instant> = None;
         let mut spins: u32 = 0;
         loop {
             if core.state == State::Terminated {
                 return core;
             }
             if core.step() {
-                self.cv.notify_all();
-                last_progress = Instant::now();
+                self.notify();
+                last_progress = None;
                 spins = 0;
             }
             if done(&core) || (pump && self.want.load(Ordering::SeqCst) > 0) {
-                return core;
-            }
-            if core.last_health.elapsed() >= TICK {
-                core.check_health();
-                self.cv.notify_all();
-                if done(&core) {
-                    return core;
-                }
-            }
-            let now_ok = deadline.is_none_or(|d| Instant::now() < d);
-            if !now_ok {
                 return core;
             }
             if pump && !core.active() {
@@ -1008,9 +998,25 @@ impl Shared {
                 core = self.relock();
                 continue;
             }
-            spins += 1;
-            if core.has_inflight() && (spins < 64 || last_progress.elapsed() < SPIN) {
+            spins = spins.wrapping_add(1);
+            let inflight = core.has_inflight();
+            if inflight && spins % 64 != 0 {
                 std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            let since = *last_progress.get_or_insert(now);
+            if now.duration_since(core.last_health) >= TICK {
+                core.check_health();
+                self.notify();
+                if done(&core) {
+                    return core;
+                }
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return core;
+            }
+            if inflight && now.duration_since(since) < SPIN {
                 continue;
             }
             // Sleep on the doorbell until a worker rings or a tick passes.
@@ -1026,9 +1032,35 @@ impl Shared {
             }
             self.doorbell.sleep(seq, nap);
             core = self.relock();
-            last_progress = Instant::now();
+            last_progress = None;
             spins = 0;
         }
+    }
+
+    /// Wakes the threads waiting on the condition variable, if any (std's
+    /// `notify_all` makes a system call even when nobody waits).
+    pub(crate) fn notify(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits on the condition variable for at most `timeout`.
+    fn cv_wait<'a>(
+        &'a self,
+        core: MutexGuard<'a, Core>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Core> {
+        // SeqCst: a notifier that made progress under the lock after we
+        // registered sees the count (we register while holding the lock).
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let core = self
+            .cv
+            .wait_timeout(core, timeout)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        core
     }
 
     /// The pump thread's loop: drive while there is work nobody drives.
@@ -1040,21 +1072,17 @@ impl Shared {
                 return;
             }
             if core.driving || self.want.load(Ordering::SeqCst) > 0 || !core.active() {
-                core = self
-                    .cv
-                    .wait_timeout(core, Duration::from_millis(50))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                core = self.cv_wait(core, Duration::from_millis(50));
                 if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
                     core.check_health();
-                    self.cv.notify_all();
+                    self.notify();
                 }
                 continue;
             }
             core.driving = true;
             core = self.drive(core, &|c: &Core| !c.active(), true, None);
             core.driving = false;
-            self.cv.notify_all();
+            self.notify();
         }
     }
 }

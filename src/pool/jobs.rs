@@ -227,6 +227,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// zero-copy maps (which have no outputs).
 pub(crate) struct Collect<U> {
     st: Mutex<CollectState<U>>,
+    /// `ready()` without the lock: waiting drivers ask on every spin.
+    ready: std::sync::atomic::AtomicBool,
     /// Ready only once settled (zero-copy: the memory is ours again).
     wait_settle: bool,
 }
@@ -249,14 +251,16 @@ impl<U> Collect<U> {
                 taken: false,
                 done_items: 0,
             }),
+            ready: std::sync::atomic::AtomicBool::new(false),
             wait_settle,
         })
     }
 
     /// `true` once `take` will not block: settled, or (serde jobs) failed.
     pub(crate) fn ready(&self) -> bool {
-        let st = lock(&self.st);
-        st.settled || (!self.wait_settle && st.error.is_some())
+        // SYNC: Acquire pairs with the Release stores in `fail` / `settle`,
+        // made under the state lock after the state changed.
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// `Some(true)` if it succeeded, `Some(false)` if it failed, `None`
@@ -336,10 +340,15 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Collect<U> {
             st.error = Some(error);
             st.parts.clear();
         }
+        if !self.wait_settle {
+            self.ready.store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 
     fn settle(&self) {
-        lock(&self.st).settled = true;
+        let mut st = lock(&self.st);
+        st.settled = true;
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -537,7 +537,7 @@ impl Pool {
         let mut core = self.shared.lock();
         let id = core.submit(Job::new(source, sink, bound, backlog))?;
         drop(core);
-        self.shared.cv.notify_all();
+        self.shared.notify();
         Ok(id)
     }
 
@@ -1132,7 +1132,7 @@ impl Pool {
             core.state = State::Closed;
         }
         drop(core);
-        self.shared.cv.notify_all();
+        self.shared.notify();
     }
 
     /// Waits for the queued work to finish and the workers to exit
@@ -1163,7 +1163,7 @@ impl Pool {
         let (mut core, _) = self.shared.wait_until(&|c: &Core| !c.has_jobs(), None);
         let workers = core.shut_down();
         drop(core);
-        self.shared.cv.notify_all();
+        self.shared.notify();
         self.stop_pump();
         core::join_workers(workers)
     }
@@ -1190,7 +1190,7 @@ impl Pool {
             core.terminate();
         }
         drop(core);
-        self.shared.cv.notify_all();
+        self.shared.notify();
         self.shared.doorbell.ring_always();
         self.stop_pump();
     }
@@ -1203,7 +1203,7 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(h) = handle {
-            self.shared.cv.notify_all();
+            self.shared.notify();
             let _ = h.join();
         }
     }
@@ -1530,7 +1530,7 @@ impl<R> Iterator for IMap<R> {
             None,
         );
         // Wake the pump: a consumed item may let it dispatch more.
-        self.shared.cv.notify_all();
+        self.shared.notify();
         match out {
             Some(v) => {
                 self.done = v.is_none();
@@ -1554,7 +1554,7 @@ impl<R> Drop for IMap<R> {
             let mut core = self.shared.lock();
             core.cancel(self.id);
             drop(core);
-            self.shared.cv.notify_all();
+            self.shared.notify();
         }
     }
 }
