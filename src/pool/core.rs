@@ -1000,7 +1000,7 @@ impl Shared {
             }
             spins = spins.wrapping_add(1);
             let inflight = core.has_inflight();
-            if inflight && spins % 64 != 0 {
+            if inflight && !spins.is_multiple_of(64) {
                 std::hint::spin_loop();
                 continue;
             }
