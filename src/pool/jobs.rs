@@ -235,10 +235,25 @@ pub(crate) struct Collect<U> {
 
 struct CollectState<U> {
     parts: BTreeMap<u64, Vec<U>>,
+    /// Primitive results of a call of known length land in place here
+    /// (no per-chunk vectors, no final concatenation).
+    dense: Option<Vec<U>>,
+    dense_filled: u64,
     error: Option<Error>,
     settled: bool,
     taken: bool,
     done_items: u64,
+}
+
+impl<U: 'static> Collect<U> {
+    /// A sink for `len` results (if known).
+    pub(crate) fn with_len(wait_settle: bool, len: Option<usize>) -> Arc<Self> {
+        let c = Self::new(wait_settle);
+        if let Some(n) = len {
+            lock(&c.st).dense = super::raw::zeroed_vec::<U>(n);
+        }
+        c
+    }
 }
 
 impl<U> Collect<U> {
@@ -246,6 +261,8 @@ impl<U> Collect<U> {
         Arc::new(Collect {
             st: Mutex::new(CollectState {
                 parts: BTreeMap::new(),
+                dense: None,
+                dense_filled: 0,
                 error: None,
                 settled: false,
                 taken: false,
@@ -293,6 +310,16 @@ impl<U> Collect<U> {
         if let Some(e) = st.error.take() {
             return Err(e);
         }
+        if let Some(dense) = st.dense.take() {
+            let n = dense.len() as u64;
+            if st.dense_filled != n || expect.is_some_and(|e| e != n) {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{} results for {n} items", st.dense_filled),
+                ));
+            }
+            return Ok(dense);
+        }
         let parts = std::mem::take(&mut st.parts);
         let total: usize = parts.values().map(Vec::len).sum();
         let mut out = Vec::with_capacity(total);
@@ -318,6 +345,20 @@ impl<U> Collect<U> {
 
 impl<U: DeserializeOwned + Send + 'static> Sink for Collect<U> {
     fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()> {
+        {
+            let mut st = lock(&self.st);
+            let st = &mut *st;
+            if let Some(dense) = st.dense.as_mut() {
+                let size = super::raw::raw_size::<U>().unwrap_or(usize::MAX);
+                let fits = (count as usize).checked_mul(size) == Some(bytes.len())
+                    && usize::try_from(first).is_ok_and(|f| super::raw::copy_into(dense, f, bytes));
+                if !fits {
+                    return Err(Error::new(ErrorKind::Protocol, "raw results out of range"));
+                }
+                st.dense_filled += u64::from(count);
+                return Ok(());
+            }
+        }
         let mut part = Vec::new();
         decode_all(bytes, count, &mut part)?;
         let mut st = lock(&self.st);

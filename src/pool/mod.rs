@@ -562,7 +562,7 @@ impl Pool {
         let n = items.len();
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
         let source = IterSource::new(items.into_iter(), self.chunk_for(n), task);
-        let sink = Collect::<R>::new(false);
+        let sink = Collect::<R>::with_len(false, Some(n));
         self.submit(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
         Ok((sink, n as u64))
     }

@@ -73,6 +73,51 @@ pub(crate) fn from_raw<T: 'static>(bytes: &[u8], count: usize) -> Option<Vec<T>>
     None
 }
 
+/// `n` zeros of `T`, if `T` crosses raw (calloc'd: no page is touched).
+pub(crate) fn zeroed_vec<T: 'static>(n: usize) -> Option<Vec<T>> {
+    let id = TypeId::of::<T>();
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if id == TypeId::of::<$p>() {
+                    let boxed: Box<dyn Any> = Box::new(vec![<$p>::default(); n]);
+                    return boxed.downcast::<Vec<T>>().ok().map(|b| *b);
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
+/// Copies `bytes` (raw values of `T`) over `dst[first..]`; `false` if `T`
+/// does not cross raw or the range does not fit.
+pub(crate) fn copy_into<T: 'static>(dst: &mut Vec<T>, first: usize, bytes: &[u8]) -> bool {
+    let any: &mut dyn Any = dst;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_mut::<Vec<$p>>() {
+                    let size = std::mem::size_of::<$p>();
+                    if bytes.len() % size != 0 {
+                        return false;
+                    }
+                    let end = first.checked_add(bytes.len() / size);
+                    return match end.and_then(|end| v.get_mut(first..end)) {
+                        Some(slot) => {
+                            bytemuck::cast_slice_mut::<$p, u8>(slot).copy_from_slice(bytes);
+                            true
+                        }
+                        None => false,
+                    };
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +140,11 @@ mod tests {
         assert_eq!(raw_size::<bool>(), None, "not every byte is a valid bool");
         assert!(!extend_raw(&vec![String::new()], &mut Vec::new()));
         assert!(from_raw::<(u8, u8)>(&[1, 2], 1).is_none());
+        let mut z = zeroed_vec::<u16>(4).unwrap();
+        assert!(copy_into(&mut z, 1, &[1, 0, 2, 0]));
+        assert_eq!(z, [0, 1, 2, 0]);
+        assert!(!copy_into(&mut z, 3, &[1, 0, 2, 0]), "past the end");
+        assert!(!copy_into(&mut z, 0, &[1]), "half an element");
+        assert!(zeroed_vec::<String>(1).is_none());
     }
 }
