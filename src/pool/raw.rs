@@ -91,7 +91,9 @@ pub(crate) fn zeroed_vec<T: 'static>(n: usize) -> Option<Vec<T>> {
 }
 
 /// Copies `bytes` (raw values of `T`) over `dst[first..]`; `false` if `T`
-/// does not cross raw or the range does not fit.
+/// does not cross raw or the range does not fit. (A `&mut Vec`: `Any`
+/// needs a sized type to downcast to.)
+#[allow(clippy::ptr_arg)]
 pub(crate) fn copy_into<T: 'static>(dst: &mut Vec<T>, first: usize, bytes: &[u8]) -> bool {
     let any: &mut dyn Any = dst;
     macro_rules! try_each {
