@@ -444,6 +444,14 @@ pub struct SharedArray<T> {
     _t: PhantomData<T>,
 }
 
+impl<T> SharedArray<T> {
+    /// The segment holding the elements (for the pool's zero-copy maps).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+}
+
 impl<T: Pod> SharedArray<T> {
     /// A new array of `len` zeroed elements (Python: `Array('q', n)`).
     ///

@@ -29,6 +29,7 @@ use self::wire::{ChunkDesc, ZcDesc};
 pub use self::zero_copy::ShmVec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::Segment;
+use crate::shared::SharedArray;
 use crate::task::{TaskKey, TaskRef};
 
 /// Default bytes per ring direction and worker (the largest item or
@@ -1048,6 +1049,87 @@ impl Pool {
         let _ = &kernel;
         let task = TaskRef::of_entry(ZcDesc::<F, T, T>::IN_PLACE, self.key);
         self.run_zc(task, data.segment(), None, data.len())
+    }
+
+    /// [`map_in_place`](Pool::map_in_place) over a [`SharedArray`], whose
+    /// clones (here and in other processes) the pool cannot see: hence
+    /// `unsafe`. Prefer a [`ShmVec`], which has no such clones.
+    ///
+    /// # Safety
+    /// While the call runs, nothing else may read or write any element of
+    /// `data`: no other handle in this process, no other process — the same
+    /// contract as [`SharedArray::as_mut_slice`].
+    ///
+    /// # Errors
+    /// As [`map_into`](Pool::map_into).
+    ///
+    /// ```
+    /// fn bump(xs: &mut [u32]) { for x in xs { *x += 1; } }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let mut a = multiproc::SharedArray::from_slice(&[1u32, 2, 3])?;
+    ///     // SAFETY: `a` has no other handle, so only the pool touches it.
+    ///     unsafe { pool.map_shared_in_place(bump, &mut a)? };
+    ///     assert_eq!(a.to_vec(), [2, 3, 4]);
+    ///     Ok(())
+    /// }
+    /// ```
+    #[allow(unsafe_code)]
+    pub unsafe fn map_shared_in_place<F, T>(
+        &self,
+        kernel: F,
+        data: &mut SharedArray<T>,
+    ) -> Result<()>
+    where
+        F: Fn(&mut [T]) + 'static,
+        T: Pod,
+    {
+        let _ = &kernel;
+        let task = TaskRef::of_entry(ZcDesc::<F, T, T>::IN_PLACE, self.key);
+        self.run_zc(task, data.segment(), None, data.len())
+    }
+
+    /// [`map_into`](Pool::map_into) from one [`SharedArray`] into another.
+    ///
+    /// # Safety
+    /// While the call runs, nothing else may write `input` or read or write
+    /// `output` (no other handle here, no other process).
+    ///
+    /// # Errors
+    /// As [`map_into`](Pool::map_into).
+    ///
+    /// ```
+    /// fn double(x: &[f64], y: &mut [f64]) { for (y, x) in y.iter_mut().zip(x) { *y = 2.0 * x; } }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let x = multiproc::SharedArray::from_slice(&[1.0, 2.0])?;
+    ///     let mut y = multiproc::SharedArray::<f64>::new(2)?;
+    ///     // SAFETY: no other handles exist.
+    ///     unsafe { pool.map_shared_into(double, &x, &mut y)? };
+    ///     assert_eq!(y.to_vec(), [2.0, 4.0]);
+    ///     Ok(())
+    /// }
+    /// ```
+    #[allow(unsafe_code)]
+    pub unsafe fn map_shared_into<F, T, U>(
+        &self,
+        kernel: F,
+        input: &SharedArray<T>,
+        output: &mut SharedArray<U>,
+    ) -> Result<()>
+    where
+        F: Fn(&[T], &mut [U]) + 'static,
+        T: Pod,
+        U: Pod,
+    {
+        let _ = &kernel;
+        same_len(input.len(), output.len())?;
+        let task = TaskRef::of_entry(ZcDesc::<F, T, U>::INTO, self.key);
+        self.run_zc(task, input.segment(), Some(output.segment()), input.len())
     }
 
     /// Element-wise map over a plain slice: the items are copied into a
