@@ -32,8 +32,17 @@ The other benches start one child per run (not per iteration):
         One iteration: put ``--n`` on a command ``Queue()``; the child then puts
         ``--n`` small ints on a data ``Queue()`` and the parent gets them all.
 
+    python3 benches/peers.py pool_map --n 1000000 --serve
+        One iteration: ``pool.map(square, range(--n))`` on a ``Pool(2)``
+        (``--workers``) created once, before the first iteration.
+
+    python3 benches/peers.py pool_apply --n 500 --serve
+        One iteration: ``--n`` calls of ``pool.apply(inc, (i,))`` on a
+        ``Pool(1)`` (``--workers``) created once: the round trip of one small
+        task to a worker that is already running.
+
 The Rust bench divides each iteration's time by the operations in it (one-way
-messages, items), so ``--n`` may differ from the Rust side's count.
+messages, items, calls), so ``--n`` may differ from the Rust side's count.
 """
 
 import argparse
@@ -82,6 +91,58 @@ def _produce(q, cmd):
             return
         for i in range(n):
             q.put(i)
+
+
+def square(x):
+    """The task of ``pool_map``."""
+    return x * x
+
+
+def inc(x):
+    """The task of ``pool_apply``."""
+    return x + 1
+
+
+class PoolMap:
+    """One iteration: ``pool.map(square, range(n))``, checked; the pool of
+    ``workers`` processes starts once."""
+
+    def __init__(self, ctx, n, workers):
+        self.n = n
+        self.pool = ctx.Pool(workers)
+
+    def once(self):
+        t0 = time.perf_counter()
+        out = self.pool.map(square, range(self.n))
+        elapsed = time.perf_counter() - t0
+        if len(out) != self.n or (self.n and out[-1] != (self.n - 1) ** 2):
+            raise RuntimeError("pool.map returned a wrong result")
+        return elapsed
+
+    def close(self):
+        self.pool.close()
+        self.pool.join()
+
+
+class PoolApply:
+    """One iteration: ``n`` calls of ``pool.apply(inc, (i,))``, each waiting
+    for its result; the pool of ``workers`` processes starts once."""
+
+    def __init__(self, ctx, n, workers):
+        self.n = n
+        self.pool = ctx.Pool(workers)
+
+    def once(self):
+        apply = self.pool.apply
+        t0 = time.perf_counter()
+        for i in range(self.n):
+            if apply(inc, (i,)) != i + 1:
+                raise RuntimeError(f"pool.apply({i}) returned a wrong result")
+        return time.perf_counter() - t0
+
+    def close(self):
+        self.pool.close()
+        self.pool.join()
 
 
 class PipePingPong:
@@ -141,7 +202,15 @@ class SpawnJoin:
         pass
 
 
-BENCHES = {"spawn_join": SpawnJoin, "pipe_pingpong": PipePingPong, "queue_throughput": QueueThroughput}
+BENCHES = {
+    "spawn_join": SpawnJoin,
+    "pipe_pingpong": PipePingPong,
+    "queue_throughput": QueueThroughput,
+    "pool_map": PoolMap,
+    "pool_apply": PoolApply,
+}
+# Benches whose constructor also takes ``--workers``.
+POOLED = {"pool_map", "pool_apply"}
 
 
 def emit(obj):
@@ -154,7 +223,10 @@ def main(argv=None):
     ap.add_argument("bench", choices=sorted(BENCHES))
     ap.add_argument("--n", type=int, default=1,
                     help="processes (spawn_join), round trips (pipe_pingpong) "
-                         "or items (queue_throughput) per iteration")
+                         "items (queue_throughput, pool_map) or calls (pool_apply) "
+                         "per iteration")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="pool processes (pool_map: 2, pool_apply: 1)")
     ap.add_argument("--method", choices=["fork", "spawn", "forkserver"], default="fork")
     ap.add_argument("--iters", type=int, default=30, help="timed iterations (batch mode)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
@@ -163,7 +235,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     ctx = mp.get_context(args.method)
-    bench = BENCHES[args.bench](ctx, args.n)
+    workers = args.workers or (2 if args.bench == "pool_map" else 1)
+    if args.bench in POOLED:
+        bench = BENCHES[args.bench](ctx, args.n, workers)
+    else:
+        bench = BENCHES[args.bench](ctx, args.n)
     try:
         # Warm-up: imports, the resource tracker (spawn), page cache, clocks.
         for _ in range(args.warmup):
@@ -182,6 +258,7 @@ def main(argv=None):
         "bench": args.bench,
         "n": args.n,
         "method": args.method,
+        **({"workers": workers} if args.bench in POOLED else {}),
         "iters": args.iters,
         "python": sys.version.split()[0],
         "median_s": statistics.median(samples),

@@ -29,15 +29,18 @@
 //! multiproc [`Contender`] and one per peer, and hand them to
 //! [`Table::side_by_side`] ([`measure`] does the timing).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{
     self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender,
 };
+use rayon::prelude::*;
 
 fn main() {
     multiproc::init();
@@ -51,6 +54,14 @@ fn main() {
             iters_4: 5,
             iters_pipe: 5,
             iters_queue: 5,
+            iters_zc: 5,
+            zc_len: 1_000_000,
+            iters_map: 5,
+            map_items: 100_000,
+            map_items_procspawn: 200,
+            iters_apply: 5,
+            apply_calls: 1_000,
+            apply_calls_peer: 50,
         }
     } else {
         Config {
@@ -59,6 +70,14 @@ fn main() {
             iters_4: 30,
             iters_pipe: 30,
             iters_queue: 30,
+            iters_zc: 20,
+            zc_len: 100_000_000,
+            iters_map: 20,
+            map_items: 1_000_000,
+            map_items_procspawn: 2_000,
+            iters_apply: 20,
+            apply_calls: 10_000,
+            apply_calls_peer: 500,
         }
     };
 
@@ -79,7 +98,20 @@ fn main() {
     spawn_join(&mut table, &cfg, 4, cfg.iters_4);
     pipe_pingpong(&mut table, &cfg);
     queue_throughput(&mut table, &cfg);
+    let zc = ZeroCopyData::new(cfg.zc_len);
+    zero_copy_map(&mut table, &cfg, &zc);
+    zero_copy_map_into(&mut table, &cfg, &zc);
+    drop(zc);
+    serde_map(&mut table, &cfg);
+    apply_round_trip(&mut table, &cfg);
     table.print();
+    println!();
+    let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);
+    rate_lines(&table, &zc_metric(cfg.zc_len), "GB/s", gbps);
+    rate_lines(&table, &zc_into_metric(cfg.zc_len), "GB/s", gbps);
+    rate_lines(&table, &map_metric(cfg.map_items), "M items/s", |s| {
+        format!("{:.2}", 1e-6 / s)
+    });
 
     println!();
     goal_line(&table, "spawn+join 4 processes", 5e-3, "on 2 cores", |_| {
@@ -90,6 +122,9 @@ fn main() {
     goal_line(&table, QUEUE_METRIC, 10e-9, "(>= 100 M items/s)", |s| {
         format!(" = {:.2} M items/s", 1e-6 / s)
     });
+    ratio_goal(&table, &zc_metric(cfg.zc_len), RAYON, 0.90);
+    ratio_goal(&table, &map_metric(cfg.map_items), PYTHON_POOL, 100.0);
+    goal_line(&table, APPLY_METRIC, 0.5e-6, "per call", |_| String::new());
 }
 
 struct Config {
@@ -102,6 +137,21 @@ struct Config {
     iters_pipe: usize,
     /// Timed rounds for the queue throughput rows.
     iters_queue: usize,
+    /// Timed rounds for the zero-copy map rows.
+    iters_zc: usize,
+    /// Elements of the zero-copy map rows (1e8 in the full run).
+    zc_len: usize,
+    /// Timed rounds for the serde `map` rows.
+    iters_map: usize,
+    /// Items of one serde `map` (multiproc, Python, procspawn in chunks).
+    map_items: u64,
+    /// Items (one task each) per iteration of procspawn's per-item row.
+    map_items_procspawn: u64,
+    /// Timed rounds for the `apply` rows.
+    iters_apply: usize,
+    /// `apply` calls per iteration: multiproc, then the peers.
+    apply_calls: u64,
+    apply_calls_peer: u64,
 }
 
 // ------------------------------------------------------------------ rows
@@ -579,6 +629,466 @@ fn queue_throughput(table: &mut Table, cfg: &Config) {
         ours,
         vec![ipc, python],
     );
+}
+
+// ----------------------------------------------------- Pool (issue 4)
+
+/// A contender whose iteration times itself and returns what it made;
+/// `check` then looks at it (and drops it) outside the timed span, as
+/// `peers.py` checks after its `perf_counter`.
+fn self_timed<T: 'static>(
+    name: &str,
+    mut run: impl FnMut() -> Result<(Duration, T), String> + 'static,
+    check: impl Fn(T) -> Result<(), String> + 'static,
+) -> Contender {
+    Contender {
+        name: name.to_string(),
+        ops: 1,
+        run: Box::new(move || {
+            let (took, out) = run()?;
+            check(out)?;
+            Ok(took)
+        }),
+    }
+}
+
+/// Bytes one element of a zero-copy map moves: 8 read, 8 written.
+const ZC_BYTES_PER_ELEMENT: f64 = 16.0;
+/// Workers (threads for rayon and memcpy) of the zero-copy and serde rows.
+const POOL_WORKERS: usize = 2;
+/// Workers of the `apply` rows: one worker, kept hot by the calls.
+const APPLY_WORKERS: usize = 1;
+const RAYON: &str = "rayon 1.12 par_iter, 2 threads";
+const PYTHON_POOL: &str = "Python Pool(2).map";
+const APPLY_METRIC: &str = "Pool apply round trip, u64 arg/result, 1 worker";
+
+/// `n` as `1e8` when it is a power of ten, else in full.
+fn count(n: u64) -> String {
+    let mut p = 0;
+    let mut v = n;
+    while v >= 10 && v.is_multiple_of(10) {
+        v /= 10;
+        p += 1;
+    }
+    if v == 1 && p >= 3 {
+        format!("1e{p}")
+    } else {
+        n.to_string()
+    }
+}
+
+fn zc_metric(n: usize) -> String {
+    format!(
+        "ShmVec map_elements {} f64 x*x+1, 2 workers",
+        count(n as u64)
+    )
+}
+
+fn zc_into_metric(n: usize) -> String {
+    format!(
+        "ShmVec map_into {} f64 x*x+1 (chunk kernel)",
+        count(n as u64)
+    )
+}
+
+fn map_metric(n: u64) -> String {
+    format!("Pool.map {} u64 squares (serde), 2 workers", count(n))
+}
+
+/// The chunk kernel of the `map_into` rows (the same `x*x+1`).
+fn square_plus_one(x: &[f64], y: &mut [f64]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = x * x + 1.0;
+    }
+}
+
+/// Input and output of the zero-copy rows, made (and their pages touched)
+/// once and reused by every iteration and every row: the `ShmVec` pair
+/// for multiproc, a `Vec` pair for the in-process peers.
+struct ZeroCopyData {
+    n: usize,
+    shm: Result<Rc<RefCell<ShmPair>>, String>,
+    heap: Rc<RefCell<(Vec<f64>, Vec<f64>)>>,
+}
+
+/// Input and output of the multiproc zero-copy rows.
+type ShmPair = (multiproc::ShmVec<f64>, multiproc::ShmVec<f64>);
+
+impl ZeroCopyData {
+    fn new(n: usize) -> ZeroCopyData {
+        let input: Vec<f64> = (0..n).map(|i| (i % 4096) as f64 * 0.25).collect();
+        let shm = multiproc::ShmVec::from_slice(&input)
+            .and_then(|x| Ok((x, multiproc::ShmVec::<f64>::zeroed(n)?)))
+            .map(|pair| Rc::new(RefCell::new(pair)))
+            .map_err(|e| format!("ShmVec of {n} f64: {e}"));
+        // Written once, so no timed iteration pays its page faults.
+        let output = vec![1.0f64; n];
+        ZeroCopyData {
+            n,
+            shm,
+            heap: Rc::new(RefCell::new((input, output))),
+        }
+    }
+}
+
+/// Indices checked after each iteration (and spoiled before it, so a
+/// stale output cannot pass).
+fn probes(n: usize) -> [usize; 3] {
+    [0, n / 2 + 1, n.saturating_sub(1)]
+}
+
+fn spoil(output: &mut [f64]) {
+    for i in probes(output.len()) {
+        output[i] = f64::NAN;
+    }
+}
+
+fn check_map(input: &[f64], output: &[f64], f: impl Fn(f64) -> f64) -> Result<(), String> {
+    for i in probes(input.len()) {
+        let (want, got) = (f(input[i]), output[i]);
+        if want != got {
+            return Err(format!("element {i}: want {want}, got {got}"));
+        }
+    }
+    Ok(())
+}
+
+fn square_plus_one_of(x: f64) -> f64 {
+    x * x + 1.0
+}
+
+/// A multiproc contender over the shared `ShmVec` pair: a fresh
+/// `Pool(2)` (its workers map the pair in the warm-up rounds) running
+/// `map_elements` or `map_into`.
+fn zc_ours(zc: &ZeroCopyData, into: bool) -> Contender {
+    let shm = match &zc.shm {
+        Ok(shm) => Rc::clone(shm),
+        Err(e) => return Contender::unavailable("multiproc", e.clone()),
+    };
+    match multiproc::Pool::new(POOL_WORKERS) {
+        Ok(pool) => Contender::try_timed("multiproc", move || {
+            let mut pair = shm.borrow_mut();
+            let (input, output) = &mut *pair;
+            spoil(output);
+            if into {
+                pool.map_into(square_plus_one, input, output)
+            } else {
+                pool.map_elements(|x: f64| x * x + 1.0, input, output)
+            }
+            .map_err(|e| e.to_string())?;
+            check_map(input, output, square_plus_one_of)
+        }),
+        Err(e) => Contender::unavailable("multiproc", format!("Pool::new: {e}")),
+    }
+    .per_iteration(zc.n as u64)
+}
+
+/// A contender over the shared `Vec` pair: `body(input, output)`, checked
+/// against `f` afterwards.
+fn zc_heap(
+    zc: &ZeroCopyData,
+    name: &str,
+    f: fn(f64) -> f64,
+    body: impl Fn(&[f64], &mut [f64]) + 'static,
+) -> Contender {
+    let heap = Rc::clone(&zc.heap);
+    Contender::try_timed(name, move || {
+        let mut pair = heap.borrow_mut();
+        let (input, output) = &mut *pair;
+        spoil(output);
+        body(input, output);
+        check_map(input, output, f)
+    })
+    .per_iteration(zc.n as u64)
+}
+
+fn rayon_pool() -> Result<Rc<rayon::ThreadPool>, String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(POOL_WORKERS)
+        .build()
+        .map(Rc::new)
+        .map_err(|e| format!("rayon pool: {e}"))
+}
+
+/// Zero-copy element-wise map of `x*x+1` over `zc.n` f64 into a reused
+/// output, against rayon with as many threads, one thread, and a
+/// two-thread memcpy of the same bytes (the memory's bandwidth).
+fn zero_copy_map(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
+    let rayon = match rayon_pool() {
+        Ok(pool) => zc_heap(zc, RAYON, square_plus_one_of, move |input, output| {
+            pool.install(|| {
+                output
+                    .par_iter_mut()
+                    .zip(input.par_iter())
+                    .for_each(|(y, &x)| *y = x * x + 1.0);
+            });
+        }),
+        Err(e) => Contender::unavailable(RAYON, e),
+    };
+    let sequential = zc_heap(
+        zc,
+        "sequential loop, 1 thread",
+        square_plus_one_of,
+        |input, output| {
+            for (y, &x) in output.iter_mut().zip(input) {
+                *y = x * x + 1.0;
+            }
+        },
+    );
+    let memcpy = zc_heap(
+        zc,
+        "memcpy, 2 threads (bandwidth)",
+        |x| x,
+        |input, output| {
+            let half = input.len() / 2;
+            let (in_a, in_b) = input.split_at(half);
+            let (out_a, out_b) = output.split_at_mut(half);
+            std::thread::scope(|s| {
+                s.spawn(move || out_a.copy_from_slice(in_a));
+                out_b.copy_from_slice(in_b);
+            });
+        },
+    );
+    table.side_by_side(
+        &zc_metric(zc.n),
+        "element",
+        cfg,
+        cfg.iters_zc,
+        || zc_ours(zc, false),
+        vec![rayon, sequential, memcpy],
+    );
+}
+
+/// As [`zero_copy_map`], with `map_into` and a chunk kernel, against rayon
+/// running the same kernel over chunks of the same size.
+fn zero_copy_map_into(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
+    // multiproc's default zero-copy chunk: 8 per worker, at least 16 Ki.
+    let chunk = zc.n.div_ceil(POOL_WORKERS * 8).max(16 * 1024);
+    let name = "rayon 1.12 par_chunks, 2 threads";
+    let rayon = match rayon_pool() {
+        Ok(pool) => zc_heap(zc, name, square_plus_one_of, move |input, output| {
+            pool.install(|| {
+                output
+                    .par_chunks_mut(chunk)
+                    .zip(input.par_chunks(chunk))
+                    .for_each(|(y, x)| square_plus_one(x, y));
+            });
+        }),
+        Err(e) => Contender::unavailable(name, e),
+    };
+    table.side_by_side(
+        &zc_into_metric(zc.n),
+        "element",
+        cfg,
+        cfg.iters_zc,
+        || zc_ours(zc, true),
+        vec![rayon],
+    );
+}
+
+/// The task of the serde `map` rows.
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// procspawn's chunked `map` task: one chunk of items, squared.
+fn squares(xs: Vec<u64>) -> Vec<u64> {
+    xs.into_iter().map(square).collect()
+}
+
+/// `out` is the squares of `first..first + out.len()`.
+fn check_squares(out: &[u64], first: u64, len: u64) -> Result<(), String> {
+    if out.len() as u64 != len {
+        return Err(format!("{} results for {len} items", out.len()));
+    }
+    match out.iter().zip(first..).find(|&(&v, i)| v != i * i) {
+        Some((v, i)) => Err(format!("item {i}: got {v}")),
+        None => Ok(()),
+    }
+}
+
+/// `Pool(2).map(square, 0..m)` of `u64` (serde over the rings) against
+/// Python's `Pool(2).map` and procspawn's pool of 2, one task per item
+/// (on fewer items) and in 8 chunks as Python's `map` sends them.
+fn serde_map(table: &mut Table, cfg: &Config) {
+    let m = cfg.map_items;
+    let ours = move || {
+        match multiproc::Pool::new(POOL_WORKERS) {
+            Ok(pool) => self_timed(
+                "multiproc",
+                move || {
+                    let t0 = Instant::now();
+                    let out = pool.map(square, 0..m).map_err(|e| e.to_string())?;
+                    Ok((t0.elapsed(), out))
+                },
+                move |out| check_squares(&out, 0, m),
+            ),
+            Err(e) => Contender::unavailable("multiproc", format!("Pool::new: {e}")),
+        }
+        .per_iteration(m)
+    };
+    let python = PythonPeer::contender(
+        PYTHON_POOL,
+        &[
+            "pool_map",
+            "--n",
+            &m.to_string(),
+            "--workers",
+            &POOL_WORKERS.to_string(),
+        ],
+    )
+    .per_iteration(m);
+    let k = cfg.map_items_procspawn;
+    let name = "procspawn 1.0.2 Pool(2), 1 task/item";
+    let procspawn_items = match procspawn::Pool::new(POOL_WORKERS) {
+        Ok(pool) => self_timed(
+            name,
+            move || {
+                let t0 = Instant::now();
+                let handles: Vec<_> = (0..k).map(|i| pool.spawn(i, square)).collect();
+                let out = handles
+                    .into_iter()
+                    .map(|h| h.join().map_err(|e| format!("procspawn join: {e}")))
+                    .collect::<Result<Vec<u64>, String>>()?;
+                Ok((t0.elapsed(), out))
+            },
+            move |out| check_squares(&out, 0, k),
+        ),
+        Err(e) => Contender::unavailable(name, format!("procspawn::Pool::new: {e}")),
+    }
+    .per_iteration(k);
+    let name = "procspawn 1.0.2 Pool(2), 8 chunks";
+    let procspawn_chunks = match procspawn::Pool::new(POOL_WORKERS) {
+        Ok(pool) => self_timed(
+            name,
+            move || {
+                let t0 = Instant::now();
+                let chunk = m.div_ceil(POOL_WORKERS as u64 * 4).max(1);
+                let handles: Vec<_> = (0..m)
+                    .step_by(chunk as usize)
+                    .map(|lo| pool.spawn((lo..(lo + chunk).min(m)).collect(), squares))
+                    .collect();
+                let mut out = Vec::with_capacity(m as usize);
+                for h in handles {
+                    out.extend(h.join().map_err(|e| format!("procspawn join: {e}"))?);
+                }
+                Ok((t0.elapsed(), out))
+            },
+            move |out| check_squares(&out, 0, m),
+        ),
+        Err(e) => Contender::unavailable(name, format!("procspawn::Pool::new: {e}")),
+    }
+    .per_iteration(m);
+    table.side_by_side(
+        &map_metric(m),
+        "item",
+        cfg,
+        cfg.iters_map,
+        ours,
+        vec![procspawn_items, procspawn_chunks, python],
+    );
+}
+
+/// `pool.apply(|x| x + 1, i)`, one call after the other on a pool of one
+/// worker (so the worker is hot), against procspawn's pool (`spawn` +
+/// `join`) and Python's `pool.apply`.
+fn apply_round_trip(table: &mut Table, cfg: &Config) {
+    let c = cfg.apply_calls;
+    let ours = move || {
+        match multiproc::Pool::new(APPLY_WORKERS) {
+            Ok(pool) => Contender::try_timed("multiproc", move || {
+                for i in 0..c {
+                    let v = pool.apply(|x: u64| x + 1, i).map_err(|e| e.to_string())?;
+                    if v != i + 1 {
+                        return Err(format!("apply({i}) returned {v}"));
+                    }
+                }
+                Ok(())
+            }),
+            Err(e) => Contender::unavailable("multiproc", format!("Pool::new: {e}")),
+        }
+        .per_iteration(c)
+    };
+    let pc = cfg.apply_calls_peer;
+    let name = "procspawn 1.0.2 Pool(1) spawn+join";
+    let procspawn = match procspawn::Pool::new(APPLY_WORKERS) {
+        Ok(pool) => Contender::try_timed(name, move || {
+            for i in 0..pc {
+                let v = pool
+                    .spawn(i, |x: u64| x + 1)
+                    .join()
+                    .map_err(|e| format!("procspawn join: {e}"))?;
+                if v != i + 1 {
+                    return Err(format!("task({i}) returned {v}"));
+                }
+            }
+            Ok(())
+        }),
+        Err(e) => Contender::unavailable(name, format!("procspawn::Pool::new: {e}")),
+    }
+    .per_iteration(pc);
+    let python = PythonPeer::contender(
+        "Python Pool(1).apply",
+        &[
+            "pool_apply",
+            "--n",
+            &pc.to_string(),
+            "--workers",
+            &APPLY_WORKERS.to_string(),
+        ],
+    )
+    .per_iteration(pc);
+    table.side_by_side(
+        APPLY_METRIC,
+        "call",
+        cfg,
+        cfg.iters_apply,
+        ours,
+        vec![procspawn, python],
+    );
+}
+
+/// Prints each row of `metric` as a rate (`rate` turns seconds per
+/// operation into a figure in `unit`), multiproc beside its peer.
+fn rate_lines(table: &Table, metric: &str, unit: &str, rate: impl Fn(f64) -> String) {
+    let show = |fig: &Figure| match fig {
+        Figure::Time(s) => format!("{} {unit} (best {})", rate(s.median), rate(s.min)),
+        Figure::NotAvailable(_) => "n/a".to_string(),
+    };
+    for r in table.rows.iter().filter(|r| r.metric == metric) {
+        println!(
+            "{metric}: multiproc {} | {} {}",
+            show(&r.ours),
+            r.peer,
+            show(&r.theirs)
+        );
+    }
+}
+
+/// Prints whether the ratio of `metric`'s row against `peer` (peer median /
+/// multiproc median: how many times faster multiproc is) reaches `min`.
+fn ratio_goal(table: &Table, metric: &str, peer: &str, min: f64) {
+    let row = table
+        .rows
+        .iter()
+        .find(|r| r.metric == metric && r.peer == peer);
+    match row {
+        Some(Row {
+            ours: Figure::Time(a),
+            theirs: Figure::Time(b),
+            ..
+        }) => {
+            let ratio = b.median / a.median;
+            println!(
+                "goal: {metric}: multiproc >= {min:.2}x {peer}; here {ratio:.2}x \
+                 (multiproc {} vs {} per operation): {}",
+                Secs(a.median),
+                Secs(b.median),
+                if ratio >= min { "MET" } else { "NOT MET" }
+            );
+        }
+        _ => println!("goal: {metric} vs {peer}: no figures"),
+    }
 }
 
 /// Prints whether multiproc's median for `metric` meets `limit` (seconds
