@@ -284,7 +284,7 @@ pub(crate) struct Core {
     pub(crate) workers: Vec<Option<Worker>>,
     /// Workers told to finish (max tasks per child), still draining.
     retired: Vec<Worker>,
-    jobs: HashMap<u64, Job>,
+    jobs: HashMap<u64, Job, JobIds>,
     order: VecDeque<u64>,
     next_job: u64,
     pub(crate) state: State,
@@ -308,7 +308,7 @@ impl Core {
             cfg,
             workers,
             retired: Vec::new(),
-            jobs: HashMap::new(),
+            jobs: HashMap::default(),
             order: VecDeque::new(),
             next_job: 1,
             state: State::Running,
@@ -425,6 +425,7 @@ impl Core {
 
     /// Handles every result frame waiting in one worker's ring.
     fn drain_worker(&mut self, slot: Slot) -> Result<bool> {
+        let timed = self.cfg.task_timeout.is_some();
         let Core {
             workers,
             retired,
@@ -491,7 +492,10 @@ impl Core {
             }
             if h.flags & F_LAST != 0 {
                 let done = w.inflight.pop_front().expect("checked above");
-                w.front_since = Instant::now();
+                if timed {
+                    // Only task timeouts need it; a clock read is ~20 ns.
+                    w.front_since = Instant::now();
+                }
                 w.stats.tasks += 1;
                 w.stats.items += done.count;
                 w.stats.busy += Duration::from_nanos(h.busy_ns);
@@ -604,7 +608,12 @@ impl Core {
                 (first, count)
             }
         };
-        let now = Instant::now();
+        // Only task timeouts read these times; skip the clock otherwise.
+        let now = if cfg.task_timeout.is_some() {
+            Instant::now()
+        } else {
+            w.front_since
+        };
         if w.inflight.is_empty() {
             w.front_since = now;
         }
@@ -832,6 +841,36 @@ pub(crate) fn join_workers(workers: Vec<Worker>) -> Result<()> {
 enum Slot {
     Live(usize),
     Retired(usize),
+}
+
+/// Job ids are small sequential numbers this process hands out (a peer's
+/// id only ever finds a job or nothing): hash them as themselves.
+#[derive(Default, Clone, Copy)]
+struct JobIds;
+
+#[derive(Default)]
+struct JobIdHasher(u64);
+
+impl std::hash::Hasher for JobIdHasher {
+    fn finish(&self) -> u64 {
+        // Spread the bits a little: hashbrown uses the top 7 for tags.
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl std::hash::BuildHasher for JobIds {
+    type Hasher = JobIdHasher;
+    fn build_hasher(&self) -> JobIdHasher {
+        JobIdHasher::default()
+    }
 }
 
 /// Why a worker's work was lost.

@@ -81,13 +81,21 @@ pub(crate) fn worker_main(args: WorkerArgs) -> std::result::Result<(), String> {
 /// Resolved task references, by their (already verified) wire words.
 struct Resolved<Run> {
     map: HashMap<[u64; 3], Run>,
+    /// The last one used: a pool call sends the same reference many times.
+    last: Option<([u64; 3], Run)>,
     key: TaskKey,
 }
 
 impl<Run: RunKind> Resolved<Run> {
     fn get(&mut self, t: TaskRef) -> Result<Run> {
         let words = t.to_words();
+        if let Some((w, run)) = self.last {
+            if w == words {
+                return Ok(run);
+            }
+        }
         if let Some(run) = self.map.get(&words) {
+            self.last = Some((words, *run));
             return Ok(*run);
         }
         let run = t
@@ -96,6 +104,7 @@ impl<Run: RunKind> Resolved<Run> {
         if self.map.len() < 1024 {
             self.map.insert(words, run);
         }
+        self.last = Some((words, run));
         Ok(run)
     }
 }
@@ -145,10 +154,12 @@ fn serve(args: WorkerArgs) -> Result<()> {
 
     let mut chunk_fns = Resolved::<ChunkFn> {
         map: HashMap::new(),
+        last: None,
         key: args.key,
     };
     let mut zc_fns = Resolved::<ZcFn> {
         map: HashMap::new(),
+        last: None,
         key: args.key,
     };
     let mut slots: HashMap<u32, std::result::Result<Arc<Segment>, String>> = HashMap::new();
