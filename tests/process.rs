@@ -409,7 +409,28 @@ fn is_dead(pid: u32) -> bool {
     }
 }
 
-#[cfg(target_os = "linux")]
+/// `true` once `pid` has exited (or never existed).
+#[cfg(windows)]
+#[allow(unsafe_code)]
+fn is_dead(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, WAIT_TIMEOUT};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    };
+    // SAFETY: no memory preconditions; null means no such process.
+    let h = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) };
+    if h.is_null() {
+        return true;
+    }
+    // SAFETY: `h` is the process handle opened above.
+    let running = unsafe { WaitForSingleObject(h, 0) } == WAIT_TIMEOUT;
+    // SAFETY: `h` is ours and closed once.
+    unsafe { CloseHandle(h) };
+    !running
+}
+
+// Windows: the middle process's kill-on-close job takes its children along.
+#[cfg(any(target_os = "linux", windows))]
 #[test]
 fn children_die_within_two_seconds_of_a_parent_sigkill() {
     fn middle(path: String) {

@@ -166,6 +166,11 @@ pub(crate) fn sweep_stale_handshake_dirs(tmp: &std::path::Path, min_age: std::ti
     }
 }
 
+/// Any non-empty name is a socket path `ipc-channel` can try to connect to.
+pub(crate) fn handshake_server_name_ok(name: &str) -> bool {
+    !name.is_empty()
+}
+
 /// Linux kills a worker with its parent (`PR_SET_PDEATHSIG`), so the worker
 /// needs no thread watching its control channel for EOF.
 pub(crate) const PARENT_DEATH_SIGNAL: bool = cfg!(target_os = "linux");

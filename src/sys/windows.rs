@@ -44,9 +44,69 @@ pub(crate) fn same_image(anchor: usize, addr: usize) -> bool {
     (base..end).contains(&anchor) && (base..end).contains(&addr)
 }
 
-/// Starts `cmd`.
+/// Starts `cmd` (std creates it with handle inheritance for its stdio only)
+/// and puts it into this process's kill-on-close job.
+///
+/// The job is created on the first spawn and never closed: when this
+/// process ends, however it ends, Windows closes the handle and kills every
+/// process in the job — our children, and theirs (a grandchild is in its
+/// parent's nested job, which is inside ours). The child is assigned before
+/// `spawn` returns, so before its handshake can complete: no task code runs
+/// outside the job. Where a job cannot be made or assigned (an old Windows
+/// that forbids nested jobs, a sandbox), the worker's EOF watch on its
+/// control channel still makes it exit when we die.
 pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
-    cmd.spawn()
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::System::JobObjects::AssignProcessToJobObject;
+
+    let child = cmd.spawn()?;
+    if let Some(job) = kill_on_close_job() {
+        // SAFETY: `job` is the job handle this process keeps open for its
+        // whole life; the child's handle is valid while we hold `child`.
+        // A failure leaves the child outside the job (EOF watch only).
+        unsafe { AssignProcessToJobObject(job as _, child.as_raw_handle() as _) };
+    }
+    Ok(child)
+}
+
+/// This process's job with `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`, as a raw
+/// handle value (`None` if it cannot be made).
+fn kill_on_close_job() -> Option<usize> {
+    use std::sync::OnceLock;
+    use windows_sys::Win32::System::JobObjects::{
+        CreateJobObjectW, JobObjectExtendedLimitInformation, SetInformationJobObject,
+        JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    };
+
+    static JOB: OnceLock<Option<usize>> = OnceLock::new();
+    *JOB.get_or_init(|| {
+        // SAFETY: no name, default security (not inheritable): no
+        // preconditions; null means failure.
+        let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+        if job.is_null() {
+            return None;
+        }
+        // SAFETY: an all-zero JOBOBJECT_EXTENDED_LIMIT_INFORMATION (plain
+        // integers) is valid: no limits.
+        let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+        info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+        // SAFETY: `job` is valid; `info` is the structure the class names,
+        // with its size.
+        let ok = unsafe {
+            SetInformationJobObject(
+                job,
+                JobObjectExtendedLimitInformation,
+                (&info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
+                std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+            )
+        };
+        if ok == 0 {
+            // SAFETY: `job` is ours and closed once.
+            unsafe { windows_sys::Win32::Foundation::CloseHandle(job) };
+            return None;
+        }
+        Some(job as usize)
+    })
 }
 
 /// Windows has no polite stop: `TerminateProcess`, like Python's
@@ -60,9 +120,8 @@ pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     ExitStatus::Code(status.code().unwrap_or(-1))
 }
 
-/// Windows: the worker's EOF watch on its control channel makes it exit
-/// when the parent dies (a kill-on-close job object comes with the Windows
-/// port).
+/// Windows: the parent's kill-on-close job (see [`spawn`]) kills the worker
+/// with it; the worker's EOF watch on its control channel is the fallback.
 pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<()> {
     Ok(())
 }
@@ -71,7 +130,20 @@ pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<()> {
 /// process: nothing to sweep.
 pub(crate) fn sweep_stale_handshake_dirs(_tmp: &std::path::Path, _min_age: std::time::Duration) {}
 
-/// Windows has no parent-death signal: workers watch their control channel.
+/// `true` for what `ipc-channel` names its Windows one-shot servers: a
+/// hyphenated UUID (8-4-4-4-12 hex digits). Its `connect` unwraps the UUID
+/// parse, so anything else would panic in the worker instead of failing.
+pub(crate) fn handshake_server_name_ok(name: &str) -> bool {
+    let groups: Vec<&str> = name.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The job object is not a signal the worker can rely on (it may be
+/// missing): workers also watch their control channel.
 pub(crate) const PARENT_DEATH_SIGNAL: bool = false;
 
 /// Sleeps briefly; the caller re-checks the child with `try_wait`.
