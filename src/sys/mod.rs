@@ -18,8 +18,11 @@ mod futex;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "shm_linux.rs"]
 pub(crate) mod shm;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 #[path = "shm_named.rs"]
+pub(crate) mod shm;
+#[cfg(windows)]
+#[path = "shm_windows.rs"]
 pub(crate) mod shm;
 mod shm_name;
 // Under loom the ring parks with loom's yield instead.

@@ -174,3 +174,122 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     unsafe { CloseHandle(h) };
     alive
 }
+
+/// Security attributes that give only this process's user access (a DACL
+/// with one ACE for the token's user SID, `D:P(A;;GA;;;<sid>)`), for named
+/// objects other users must not open. `None` if the descriptor cannot be
+/// built; callers then fail rather than create an object anyone may open.
+pub(crate) fn owner_only() -> Option<windows_sys::Win32::Security::SECURITY_ATTRIBUTES> {
+    use std::sync::OnceLock;
+    use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+
+    static DESCRIPTOR: OnceLock<Option<usize>> = OnceLock::new();
+    let sd = (*DESCRIPTOR.get_or_init(owner_only_descriptor))?;
+    Some(SECURITY_ATTRIBUTES {
+        nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: sd as *mut std::ffi::c_void,
+        bInheritHandle: 0,
+    })
+}
+
+/// Builds the descriptor once; it lives as long as the process.
+fn owner_only_descriptor() -> Option<usize> {
+    use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
+        SDDL_REVISION_1,
+    };
+    use windows_sys::Win32::Security::{GetTokenInformation, TokenUser, TOKEN_QUERY, TOKEN_USER};
+    use windows_sys::Win32::System::Threading::OpenProcessToken;
+
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: no preconditions; a pseudo-handle that needs no close.
+    let process = unsafe { GetCurrentProcess() };
+    // SAFETY: `process` is valid; `token` is a valid out slot.
+    if unsafe { OpenProcessToken(process, TOKEN_QUERY, &mut token) } == 0 {
+        return None;
+    }
+    // TOKEN_USER plus the SID it points to; a SID is at most 68 bytes.
+    let mut buf = [0u64; 32];
+    let mut needed = 0u32;
+    // SAFETY: `buf` is writable for its whole size, which is passed, and is
+    // 8-aligned as TOKEN_USER requires; `token` is valid.
+    let ok = unsafe {
+        GetTokenInformation(
+            token,
+            TokenUser,
+            buf.as_mut_ptr().cast(),
+            std::mem::size_of_val(&buf) as u32,
+            &mut needed,
+        )
+    };
+    // SAFETY: `token` is ours and closed once.
+    unsafe { CloseHandle(token) };
+    if ok == 0 {
+        return None;
+    }
+    // SAFETY: on success `buf` starts with a TOKEN_USER whose SID pointer
+    // points into `buf`, which outlives its use below.
+    let sid = unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    let mut sid_text: *mut u16 = std::ptr::null_mut();
+    // SAFETY: `sid` is valid (above); the out pointer is a valid slot.
+    if unsafe { ConvertSidToStringSidW(sid, &mut sid_text) } == 0 {
+        return None;
+    }
+    let len = (0..)
+        .take_while(|&i| {
+            // SAFETY: on success `sid_text` is a NUL-terminated UTF-16
+            // string that we own until the LocalFree below; we stop at the NUL.
+            unsafe { *sid_text.wrapping_add(i) != 0 }
+        })
+        .count();
+    // SAFETY: see above; `len` units before the NUL are initialised.
+    let sid_string = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(sid_text, len) });
+    // SAFETY: allocated by ConvertSidToStringSidW with LocalAlloc; freed once.
+    unsafe { LocalFree(sid_text.cast()) };
+    let sddl = wide(&format!("D:P(A;;GA;;;{sid_string})"));
+    let mut sd: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: `sddl` is NUL-terminated UTF-16; `sd` is a valid out slot. The
+    // descriptor is never freed: it is used for the process's life.
+    let ok = unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        )
+    };
+    (ok != 0 && !sd.is_null()).then_some(sd as usize)
+}
+
+/// `s` as a NUL-terminated UTF-16 string.
+pub(crate) fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_names_must_be_uuids() {
+        assert!(handshake_server_name_ok(
+            "67e55044-10b1-426f-9247-bb680e5fe0c8"
+        ));
+        for bad in [
+            "",
+            "/nonexistent/socket",
+            "67e55044-10b1-426f-9247-bb680e5fe0c",
+            "67e55044-10b1-426f-9247-bb680e5fe0c8-",
+            "67e55044x10b1-426f-9247-bb680e5fe0c8",
+            "g7e55044-10b1-426f-9247-bb680e5fe0c8",
+        ] {
+            assert!(!handshake_server_name_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn owner_only_descriptor_builds() {
+        assert!(owner_only().is_some());
+    }
+}
