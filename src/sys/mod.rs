@@ -25,6 +25,8 @@ pub(crate) mod shm;
 #[path = "shm_windows.rs"]
 pub(crate) mod shm;
 mod shm_name;
+#[cfg(windows)]
+mod wait_windows;
 // Under loom the ring parks with loom's yield instead.
 #[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::{futex_wait, futex_wake, futex_wake_all, pid_alive};

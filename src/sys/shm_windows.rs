@@ -182,6 +182,7 @@ impl Map {
                 ),
             );
         }
+        super::wait_windows::register_view(ptr.as_ptr() as usize, info.RegionSize, loc.os_name());
         Ok(Map {
             section: AtomicUsize::new(h as usize),
             ptr,
@@ -218,6 +219,7 @@ impl Map {
 
 impl Drop for Map {
     fn drop(&mut self) {
+        super::wait_windows::unregister_view(self.ptr.as_ptr() as usize);
         // SAFETY: `ptr` is the base of the view this `Map` mapped; nothing
         // borrows it past the `Map` (callers' contracts).
         unsafe {
