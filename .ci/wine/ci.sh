@@ -50,7 +50,7 @@ step "examples under wine (each must exit 0)"
 for ex in examples/*.rs; do
     name=$(basename "$ex" .rs)
     echo "--- example $name (wine)"
-    WINE_TIMEOUT=120 .ci/wine/runner.sh "target/$target/debug/examples/$name.exe"
+    WINE_TIMEOUT=120 .ci/wine/runner.sh "${CARGO_TARGET_DIR:-target}/$target/debug/examples/$name.exe"
 done
 
 step "tests under wine: cargo test --target $target"

@@ -44,8 +44,12 @@ pub(crate) fn same_image(anchor: usize, addr: usize) -> bool {
     (base..end).contains(&anchor) && (base..end).contains(&addr)
 }
 
-/// Starts `cmd` (std creates it with handle inheritance for its stdio only)
-/// and puts it into this process's kill-on-close job.
+/// Starts `cmd` and puts it into this process's kill-on-close job.
+///
+/// std's `CreateProcessW` passes on every *inheritable* handle; the
+/// crate's own handles (job, sections, semaphores, ipc-channel's pipes) are
+/// all made non-inheritable, so a child gets only its stdio and learns
+/// everything else by name in the handshake.
 ///
 /// The job is created on the first spawn and never closed: when this
 /// process ends, however it ends, Windows closes the handle and kills every
