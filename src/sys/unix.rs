@@ -83,6 +83,11 @@ pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
     }
 }
 
+/// Kills the child: `SIGKILL`.
+pub(crate) fn kill(child: &mut Child) -> io::Result<()> {
+    child.kill()
+}
+
 /// Our view of how a process ended.
 pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     match (status.code(), status.signal()) {

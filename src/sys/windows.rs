@@ -113,15 +113,54 @@ fn kill_on_close_job() -> Option<usize> {
     })
 }
 
+/// The exit code `terminate` / `kill` give a child: `TERMINATED_BY` plus
+/// the number of the Unix signal they stand for. Python uses `0x10000`
+/// alone (and reports `-SIGTERM`); the signal in the low bits keeps kill and
+/// terminate apart. A program that itself exits with one of these codes is
+/// reported as killed, as it would be by Python.
+const TERMINATED_BY: u32 = 0x1_0000;
+const SIGKILL: u32 = 9;
+const SIGTERM: u32 = 15;
+
 /// Windows has no polite stop: `TerminateProcess`, like Python's
-/// `terminate()` there.
+/// `terminate()` there; the exit code says it was a terminate.
 pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
-    child.kill()
+    terminate_with(child, TERMINATED_BY | SIGTERM)
+}
+
+/// `TerminateProcess` with the exit code that says "killed".
+pub(crate) fn kill(child: &mut Child) -> io::Result<()> {
+    terminate_with(child, TERMINATED_BY | SIGKILL)
+}
+
+fn terminate_with(child: &mut Child, code: u32) -> io::Result<()> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::System::Threading::TerminateProcess;
+
+    // An ended child is left alone (std's `kill` does the same).
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    // SAFETY: the handle is valid while we hold `child` (not yet reaped).
+    if unsafe { TerminateProcess(child.as_raw_handle() as _, code) } != 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    // It may have ended between the check and the call (access denied).
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    Err(err)
 }
 
 /// Our view of how a process ended.
 pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    ExitStatus::Code(status.code().unwrap_or(-1))
+    match status.code() {
+        Some(c) if c as u32 == TERMINATED_BY | SIGTERM => ExitStatus::Signal(SIGTERM as i32),
+        Some(c) if c as u32 == TERMINATED_BY | SIGKILL => ExitStatus::Signal(SIGKILL as i32),
+        Some(c) => ExitStatus::Code(c),
+        None => ExitStatus::Code(-1),
+    }
 }
 
 /// Windows: the parent's kill-on-close job (see [`spawn`]) kills the worker
@@ -150,9 +189,26 @@ pub(crate) fn handshake_server_name_ok(name: &str) -> bool {
 /// missing): workers also watch their control channel.
 pub(crate) const PARENT_DEATH_SIGNAL: bool = false;
 
-/// Sleeps briefly; the caller re-checks the child with `try_wait`.
-pub(crate) fn wait_for_exit(_pid: u32, timeout: std::time::Duration) {
-    std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
+/// Blocks until process `pid` (our un-reaped child, so the pid is not
+/// reused: we hold its handle) exits or `timeout` passes; the caller then
+/// reaps it with `try_wait`. Spurious early returns are fine.
+pub(crate) fn wait_for_exit(pid: u32, timeout: std::time::Duration) {
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    };
+
+    // SAFETY: no memory preconditions; null means failure.
+    let h = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) };
+    if h.is_null() {
+        std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
+        return;
+    }
+    let ms = timeout.as_millis().clamp(1, u128::from(u32::MAX - 1)) as u32;
+    // SAFETY: `h` is the process handle opened above.
+    unsafe { WaitForSingleObject(h, ms) };
+    // SAFETY: `h` is ours and closed once.
+    unsafe { CloseHandle(h) };
 }
 
 /// `true` while process `pid` runs.
