@@ -1,4 +1,7 @@
-//! Windows.
+//! Windows: spawn into a kill-on-close job, terminate/kill with exit codes
+//! that say so, process liveness, image bounds, owner-only security for
+//! named objects. Shared memory is `shm_windows.rs`; blocking waits on
+//! shared words are `wait_windows.rs`.
 #![allow(unsafe_code)]
 
 use std::io;
