@@ -347,6 +347,10 @@ fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     let (ppid, token, server) = parse_marker(marker)?;
     sys::die_with_parent(ppid).map_err(|e| format!("parent check: {e}"))?;
 
+    // ipc-channel's Windows connect panics on a name that is not a UUID.
+    if !sys::handshake_server_name_ok(server) {
+        return Err(format!("bad handshake server name in {MARKER}"));
+    }
     let (reply, config_rx) = ipc::channel::<Config>().map_err(|e| format!("channel: {e}"))?;
     let hello = IpcSender::<Hello>::connect(server.to_string())
         .map_err(|e| format!("cannot reach the parent's handshake server: {e}"))?;

@@ -32,7 +32,10 @@ use crate::task::TaskRef;
 pub enum ExitStatus {
     /// The process exited with this code.
     Code(i32),
-    /// The process was killed by this signal (Unix only).
+    /// The process was killed by this signal. On Windows, where there are
+    /// no signals, a child ended by [`Process::terminate`] or
+    /// [`Process::kill`] is reported as `Signal(15)` or `Signal(9)` (Python
+    /// reports `-15` for both there).
     Signal(i32),
 }
 
@@ -349,7 +352,7 @@ impl Waiter {
                         Some(s) => e.with_status(s),
                         None => {
                             // Alive but refused (wrong token): it must not run.
-                            let _ = self.cell.signal(std::process::Child::kill, false);
+                            let _ = self.cell.signal(sys::kill, false);
                             e
                         }
                     });
@@ -368,7 +371,7 @@ impl Waiter {
                     bootstrap::abort_handshake(server_name);
                     aborted = true;
                 } else if Instant::now() >= start_deadline {
-                    let _ = self.cell.signal(std::process::Child::kill, false);
+                    let _ = self.cell.signal(sys::kill, false);
                     bootstrap::abort_handshake(server_name);
                     aborted = true;
                 }
@@ -789,7 +792,7 @@ impl<R> Process<R> {
     /// }
     /// ```
     pub fn kill(&self) -> Result<()> {
-        self.waiter.cell.signal(std::process::Child::kill, true)
+        self.waiter.cell.signal(sys::kill, true)
     }
 }
 
@@ -826,7 +829,7 @@ impl<R> Drop for Process<R> {
             });
         if reaper.is_err() {
             // No thread to wait with: a killed child beats an unreaped one.
-            let _ = cell.signal(std::process::Child::kill, false);
+            let _ = cell.signal(sys::kill, false);
             cell.wait_exit(None);
         }
     }

@@ -179,6 +179,11 @@ fn terminate_stops_a_running_child() {
         assert_eq!(err.exit_status(), Some(ExitStatus::Signal(libc::SIGTERM)));
         assert_eq!(p.exit_code().unwrap().to_python(), -libc::SIGTERM);
     }
+    #[cfg(windows)]
+    {
+        assert_eq!(err.exit_status(), Some(ExitStatus::Signal(15)));
+        assert_eq!(p.exit_code().unwrap().to_python(), -15);
+    }
     // Signalling an ended child is a no-op, not an error.
     p.terminate().unwrap();
     p.kill().unwrap();
@@ -197,6 +202,11 @@ fn kill_is_distinguishable_from_an_exit_code() {
         assert_eq!(status, ExitStatus::Signal(libc::SIGKILL));
         assert_eq!(status.code(), None);
     }
+    #[cfg(windows)]
+    {
+        assert_eq!(status, ExitStatus::Signal(9));
+        assert_eq!(status.code(), None);
+    }
     assert!(!status.success());
 }
 
@@ -212,6 +222,8 @@ fn kill_right_after_spawn_is_reported_not_hung() {
     assert_eq!(err.pid(), Some(pid));
     #[cfg(unix)]
     assert_eq!(err.exit_status(), Some(ExitStatus::Signal(libc::SIGKILL)));
+    #[cfg(windows)]
+    assert_eq!(err.exit_status(), Some(ExitStatus::Signal(9)));
 }
 
 #[test]
@@ -409,7 +421,28 @@ fn is_dead(pid: u32) -> bool {
     }
 }
 
-#[cfg(target_os = "linux")]
+/// `true` once `pid` has exited (or never existed).
+#[cfg(windows)]
+#[allow(unsafe_code)]
+fn is_dead(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, WAIT_TIMEOUT};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    };
+    // SAFETY: no memory preconditions; null means no such process.
+    let h = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) };
+    if h.is_null() {
+        return true;
+    }
+    // SAFETY: `h` is the process handle opened above.
+    let running = unsafe { WaitForSingleObject(h, 0) } == WAIT_TIMEOUT;
+    // SAFETY: `h` is ours and closed once.
+    unsafe { CloseHandle(h) };
+    !running
+}
+
+// Windows: the middle process's kill-on-close job takes its children along.
+#[cfg(any(target_os = "linux", windows))]
 #[test]
 fn children_die_within_two_seconds_of_a_parent_sigkill() {
     fn middle(path: String) {

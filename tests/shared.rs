@@ -164,7 +164,23 @@ fn our_dev_shm_entries() -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[cfg(target_os = "linux")]
+/// Windows: files in `%TEMP%` (and `shared_memory-rs\`, where the
+/// `shared_memory` crate would put its backing files) that name ours.
+#[cfg(windows)]
+fn our_dev_shm_entries() -> Vec<String> {
+    let temp = std::env::temp_dir();
+    [temp.clone(), temp.join("shared_memory-rs")]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("mp"))
+        .collect()
+}
+
+// Windows: the same, with `TerminateProcess` and `%TEMP%` (sections there
+// are backed by the paging file, so no file may ever appear).
+#[cfg(any(target_os = "linux", windows))]
 #[test]
 fn nothing_is_left_in_dev_shm_after_a_sigkill() {
     use std::time::{Duration, Instant};

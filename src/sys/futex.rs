@@ -4,12 +4,12 @@
 //! - Linux: `futex(FUTEX_WAIT / FUTEX_WAKE)` *without* `FUTEX_PRIVATE_FLAG`,
 //!   so a waiter in one process is woken by a store + wake in another that
 //!   maps the same page.
-//! - Elsewhere (macOS, other Unix, Windows): a sleep with backoff that
-//!   re-reads the word. Correct (waiters re-check their condition; wakes are
-//!   hints) but a blocked waiter reacts within up to 1 ms instead of a few
-//!   µs. Real events (`WaitOnAddress` cannot cross processes; a named event
-//!   or `__ulock_wait` with `UL_COMPARE_AND_WAIT_SHARED`) come with the
-//!   Windows/macOS issue.
+//! - Windows: a pair of named semaphores per word in a shared segment
+//!   (`wait_windows.rs`); `WaitOnAddress` for words in private memory.
+//! - Elsewhere (macOS, other Unix): a sleep that re-reads the word. Correct
+//!   (waiters re-check their condition; wakes are hints) but a blocked
+//!   waiter reacts within up to 1 ms instead of a few µs. (`__ulock_wait`
+//!   with `UL_COMPARE_AND_WAIT_SHARED` is private API on macOS.)
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,7 +40,9 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
             )
         };
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(windows)]
+    super::wait_windows::wait(word, expected, timeout);
+    #[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
     {
         // SYNC: Relaxed: only a hint; the caller re-checks its condition
         // with its own orderings after we return.
@@ -59,7 +61,9 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(windows)]
+    super::wait_windows::wake(word, u32::MAX);
+    #[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
     let _ = word;
 }
 
@@ -72,7 +76,9 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
         // address of `word`, a live `AtomicU32`, as the key of the queue.
         unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(windows)]
+    super::wait_windows::wake(word, n);
+    #[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
     let _ = (word, n);
 }
 

@@ -18,10 +18,15 @@ mod futex;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "shm_linux.rs"]
 pub(crate) mod shm;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 #[path = "shm_named.rs"]
 pub(crate) mod shm;
+#[cfg(windows)]
+#[path = "shm_windows.rs"]
+pub(crate) mod shm;
 mod shm_name;
+#[cfg(windows)]
+mod wait_windows;
 // Under loom the ring parks with loom's yield instead.
 #[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::{futex_wait, futex_wake, futex_wake_all, pid_alive};

@@ -29,8 +29,8 @@ pub(crate) fn random_name() -> io::Result<String> {
 }
 
 /// `true` for exactly the names [`random_name`] makes. Anything else a
-/// peer sends is refused before it reaches the OS (on Windows the
-/// `shared_memory` crate turns the name into a file path).
+/// peer sends is refused before it reaches the OS (the name also becomes
+/// part of Windows object names and, on macOS, a POSIX shm name).
 // Linux opens segments by fd, not by name; there only tests use it.
 #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
 pub(crate) fn is_valid_name(name: &str) -> bool {

@@ -1,18 +1,17 @@
 //! Shared-memory objects with names, through the `shared_memory` crate:
-//! macOS and other non-Linux Unix (POSIX `shm_open`), and Windows (a file
-//! mapping backed by a file in `%TEMP%\shared_memory-rs\`).
+//! macOS and other non-Linux Unix (POSIX `shm_open`). Windows has its own
+//! backend (`shm_windows.rs`, paging-file sections without files).
 //!
 //! The creator owns the name and removes it when it drops the segment (or
-//! on [`Map::unlink`]). **Limitation:** a creator killed by SIGKILL (or
-//! `TerminateProcess`) runs no `Drop`, so its name stays until reboot (macOS)
-//! or until the file is deleted (Windows). Linux has no such gap (see
-//! `shm_linux.rs`).
+//! on [`Map::unlink`]). **Limitation:** a creator killed by SIGKILL runs no
+//! `Drop`, so its name stays until reboot (macOS). Linux has no such gap
+//! (see `shm_linux.rs`).
 //!
 //! Known defects of `shared_memory` handled here: `Shmem` is not `Send`
-//! (wrapped below); on Windows and macOS the size an opener sees is rounded
-//! up to whole pages (the caller passes the real size, and only a mapping
-//! *smaller* than it is refused); the mode is 0600 minus the umask (never
-//! broader); the space is not reserved up front on macOS (POSIX shm has no
+//! (wrapped below); on macOS the size an opener sees is rounded up to whole
+//! pages (the caller passes the real size, and only a mapping *smaller*
+//! than it is refused); the mode is 0600 minus the umask (never broader);
+//! the space is not reserved up front on macOS (POSIX shm has no
 //! `fallocate` there).
 #![allow(unsafe_code)]
 
@@ -49,8 +48,7 @@ impl Locator {
 
 struct SendShmem(Shmem);
 
-// SAFETY: `Shmem` is `!Send` only because it holds a raw pointer (and on
-// Windows handles); none of it is tied to the creating thread: mapping,
+// SAFETY: `Shmem` is `!Send` only because it holds a raw pointer; none of it is tied to the creating thread: mapping,
 // unmapping and closing are valid from any thread.
 unsafe impl Send for SendShmem {}
 
@@ -133,7 +131,6 @@ impl Map {
     }
 
     /// Removes the name: no new opens. The mapping stays valid.
-    /// On Windows the name goes when the creator drops its segment.
     pub(crate) fn unlink(&self) {
         if self.unlinked.swap(true, Ordering::AcqRel) {
             return;
@@ -143,7 +140,6 @@ impl Map {
     }
 }
 
-#[cfg(unix)]
 fn remove_name(shmem: &mut Shmem, name: &str) {
     // Our own unlink replaces the one `Shmem` would do on drop.
     shmem.set_owner(false);
@@ -153,19 +149,9 @@ fn remove_name(shmem: &mut Shmem, name: &str) {
     }
 }
 
-/// Windows cannot remove the name early: the creator's `Shmem` renames the
-/// backing file and marks it delete-on-close when it drops.
-#[cfg(windows)]
-fn remove_name(_shmem: &mut Shmem, _name: &str) {}
-
 /// `true` when `e` means the shared-memory space is full.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    let codes = [libc::ENOSPC];
-    // ERROR_DISK_FULL, ERROR_NOT_ENOUGH_MEMORY, ERROR_COMMITMENT_LIMIT.
-    #[cfg(windows)]
-    let codes = [112, 8, 1455];
-    e.raw_os_error().is_some_and(|c| codes.contains(&c))
+    e.raw_os_error() == Some(libc::ENOSPC)
 }
 
 fn to_io(e: ShmemError) -> io::Error {

@@ -83,6 +83,11 @@ pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
     }
 }
 
+/// Kills the child: `SIGKILL`.
+pub(crate) fn kill(child: &mut Child) -> io::Result<()> {
+    child.kill()
+}
+
 /// Our view of how a process ended.
 pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     match (status.code(), status.signal()) {
@@ -164,6 +169,11 @@ pub(crate) fn sweep_stale_handshake_dirs(tmp: &std::path::Path, min_age: std::ti
             let _ = std::fs::remove_dir(&dir);
         }
     }
+}
+
+/// Any non-empty name is a socket path `ipc-channel` can try to connect to.
+pub(crate) fn handshake_server_name_ok(name: &str) -> bool {
+    !name.is_empty()
 }
 
 /// Linux kills a worker with its parent (`PR_SET_PDEATHSIG`), so the worker
