@@ -554,3 +554,42 @@ fn numbers_and_structured_values_mix_in_both_directions() {
     let wide = pool.map(|x: u8| u128::from(x) << 100, 0..=255u8).unwrap();
     assert_eq!(wide[255], 255u128 << 100);
 }
+
+fn blob(n: usize) -> Vec<u8> {
+    vec![1u8; n]
+}
+
+#[test]
+fn a_result_over_the_frame_limit_is_a_codec_error_and_the_worker_lives() {
+    let pool = Pool::builder()
+        .processes(1)
+        .ring_bytes(64 * 1024)
+        .build()
+        .unwrap();
+    let err = pool.map(blob, [10, 100_000, 10]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    assert_eq!(err.item_index(), Some(1));
+    assert_eq!(pool.restarts(), 0, "the worker survived");
+    // Many results that fill several frames each still arrive whole.
+    let sizes = pool
+        .map(|n: usize| blob(n).len(), vec![20_000usize; 10])
+        .unwrap();
+    assert_eq!(sizes, vec![20_000; 10]);
+    let blobs = pool.map(blob, vec![20_000usize; 10]).unwrap();
+    assert!(blobs.iter().all(|b| b.len() == 20_000));
+}
+
+#[test]
+fn the_smallest_rings_still_carry_everything() {
+    let pool = Pool::builder()
+        .processes(2)
+        .ring_bytes(4096)
+        .build()
+        .unwrap();
+    let v = pool.map(square, 0..20_000).unwrap();
+    assert_eq!(v[19_999], 19_999 * 19_999);
+    let s = pool.map(|x: u32| x.to_string(), 0..5_000).unwrap();
+    assert_eq!(s[4_321], "4321");
+    let err = pool.apply(fragile, 37).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+}

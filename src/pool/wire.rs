@@ -246,11 +246,38 @@ impl Out<'_> {
         self.count = 0;
     }
 
+    /// Largest frame payload this ring takes.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.producer.max_payload()
+    }
+
     fn push<R: Serialize>(&mut self, value: &R) -> std::result::Result<(), ItemFailure> {
         let at = self.buf.len();
         if let Err(e) = postcard::to_io(value, &mut *self.buf) {
             self.buf.truncate(at);
             return Err(ItemFailure::codec(0, "encoding the result", e));
+        }
+        let item = self.buf.len() - at;
+        let max = self.max_frame();
+        if ResultHeader::LEN + item > max {
+            self.buf.truncate(at);
+            return Err(ItemFailure {
+                offset: 0,
+                kind: ErrorKind::Codec,
+                message: format!(
+                    "a result of {item} bytes exceeds the pool's frame limit of {} bytes; \
+                     raise PoolBuilder::ring_bytes or return bulk data through a ShmVec",
+                    max - ResultHeader::LEN
+                ),
+                panic: None,
+            });
+        }
+        if self.buf.len() > max {
+            // It fits alone, not after the ones before it: send those first.
+            let bytes = self.buf.split_off(at);
+            self.flush(0, 0)
+                .map_err(|e| ItemFailure::protocol(0, e.to_string()))?;
+            self.buf.extend_from_slice(&bytes);
         }
         self.count += 1;
         if self.buf.len() >= self.flush_at {
@@ -383,7 +410,7 @@ impl<R: Serialize + 'static> Results<R> {
             });
         };
         self.pending.push(r);
-        if self.pending.len() * size >= out.flush_at {
+        if out.buf.len() + (self.pending.len() + 1) * size > out.flush_at {
             self.drain(out)?;
         }
         Ok(())
@@ -397,7 +424,8 @@ impl<R: Serialize + 'static> Results<R> {
         debug_assert!(encoded, "raw_size and extend_raw agree on the types");
         out.count += self.pending.len() as u32;
         self.pending.clear();
-        if out.buf.len() >= out.flush_at {
+        let size = self.raw.unwrap_or(1);
+        if out.buf.len() + size > out.flush_at {
             out.flush(0, 0)
                 .map_err(|e| ItemFailure::protocol(0, e.to_string()))?;
         }

@@ -164,6 +164,9 @@ fn serve(args: WorkerArgs) -> Result<()> {
     };
     let mut slots: HashMap<u32, std::result::Result<Arc<Segment>, String>> = HashMap::new();
     let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+    // Partial frames stay well inside the ring's frame limit, leaving room
+    // for a task error after them.
+    let flush_at = FLUSH_AT.min(results.max_payload() / 2);
 
     loop {
         let frame = match tasks.peek(None) {
@@ -182,7 +185,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                     job: h.job,
                     first: h.first,
                     count: 0,
-                    flush_at: FLUSH_AT,
+                    flush_at,
                 };
                 out.begin();
                 let outcome = match chunk_fns.get(h.task) {
@@ -217,7 +220,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                     job: h.job,
                     first: h.first,
                     count: 0,
-                    flush_at: FLUSH_AT,
+                    flush_at,
                 };
                 out.begin();
                 finish(&mut out, h.first, outcome, started)?;
@@ -275,10 +278,41 @@ fn finish(
             };
             // The outputs before the failure, the error, then the outputs'
             // length, so the parent can split them without decoding.
+            let max = out.max_frame();
+            let mut bytes = postcard::to_stdvec(&err).map_err(|e| Error::codec("task error", e))?;
+            if ResultHeader::LEN + bytes.len() + 4 > max {
+                // A huge message or backtrace: keep what fits.
+                bytes = postcard::to_stdvec(&shrink(err, max / 4))
+                    .map_err(|e| Error::codec("task error", e))?;
+            }
+            if out.buf.len() + bytes.len() + 4 > max {
+                out.flush(0, 0)?;
+            }
             let outputs = (out.buf.len() - ResultHeader::LEN) as u32;
-            postcard::to_io(&err, &mut *out.buf).map_err(|e| Error::codec("task error", e))?;
+            out.buf.extend_from_slice(&bytes);
             out.buf.extend_from_slice(&outputs.to_le_bytes());
             out.flush(F_LAST | F_ERROR, busy)
         }
     }
+}
+
+/// A task error cut down to about `budget` bytes of text.
+fn shrink(mut err: TaskError, budget: usize) -> TaskError {
+    fn cut(s: &str, n: usize) -> String {
+        let mut end = n.min(s.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    }
+    let third = budget / 3;
+    err.message = cut(&err.message, third);
+    if let Some(info) = err.panic.take() {
+        err.panic = Some(crate::error::PanicInfo::new(
+            cut(info.message(), third),
+            info.location().map(|l| cut(l, 200)),
+            None,
+        ));
+    }
+    err
 }
