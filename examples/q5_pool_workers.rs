@@ -33,6 +33,7 @@ fn main() -> multiproc::Result<()> {
         .processes(4) // Pool(processes=4)
         .initializer(announce, "worker".to_string()) // initializer=announce, initargs=("worker",)
         .chunksize(1) // one item per task, so the items spread over the workers
+        .insights(true) // time each task (mpire's enable_insights)
         .build()?;
     println!(
         "main process {} started workers {:?}",
@@ -49,7 +50,11 @@ fn main() -> multiproc::Result<()> {
     for w in pool.insights() {
         println!(
             "  worker {} (pid {}): {} tasks, {} items, busy {:?}",
-            w.index, w.pid, w.tasks, w.items, w.busy
+            w.index,
+            w.pid,
+            w.tasks,
+            w.items,
+            w.busy.unwrap_or_default()
         );
     }
 

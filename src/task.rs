@@ -247,6 +247,23 @@ impl TaskRef {
     /// The wire name of any descriptor, tagged with `key`.
     pub(crate) fn of_entry<Run: RunKind>(entry: &'static Entry<Run>, key: TaskKey) -> TaskRef {
         let addr = entry as *const Entry<Run> as usize;
+        // A pool tags the same descriptor with the same key on every call:
+        // remember the last one (per thread: no lock).
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(usize, TaskKey, TaskRef)>> =
+                const { std::cell::Cell::new(None) };
+        }
+        if let Ok(Some((a, k, t))) = LAST.try_with(std::cell::Cell::get) {
+            if a == addr && k == key {
+                return t;
+            }
+        }
+        let t = Self::tag_entry(entry, addr, key);
+        let _ = LAST.try_with(|last| last.set(Some((addr, key, t))));
+        t
+    }
+
+    fn tag_entry<Run: RunKind>(entry: &'static Entry<Run>, addr: usize, key: TaskKey) -> TaskRef {
         let offset = (addr as i64).wrapping_sub(anchor as *const () as usize as i64);
         // Hashing the type name costs ~100 ns; a pool tags a reference per
         // call, so remember it per descriptor (per thread: no lock).

@@ -417,6 +417,14 @@ fn insights_count_tasks_and_items() {
     assert_eq!(ins.len(), 2);
     assert_eq!(ins.iter().map(|w| w.items).sum::<u64>(), 1000);
     assert!(ins.iter().map(|w| w.tasks).sum::<u64>() >= 8);
+    assert!(ins.iter().all(|w| w.busy.is_none()), "timing is opt-in");
+
+    let timed = Pool::builder().processes(1).insights(true).build().unwrap();
+    timed.map(nap, [30u64, 30]).unwrap();
+    let w = &timed.insights()[0];
+    assert_eq!((w.tasks, w.items), (2, 2), "Python's chunk size: one item a task here");
+    assert!(w.busy.unwrap() >= Duration::from_millis(60), "{w:?}");
+    assert!(w.idle.is_some());
 }
 
 #[test]

@@ -48,6 +48,7 @@ pub(crate) struct Config {
     pub(crate) cores: Option<Vec<usize>>,
     pub(crate) ring_bytes: usize,
     pub(crate) task_timeout: Option<Duration>,
+    pub(crate) timing: bool,
     pub(crate) key: TaskKey,
     pub(crate) doorbell: crate::segment::SegmentHandle,
 }
@@ -113,6 +114,7 @@ impl Worker {
                 .init
                 .as_ref()
                 .map(|(t, a)| (*t, ByteBuf::from(a.clone()))),
+            timing: cfg.timing,
         };
         let process = Process::builder()
             .name(format!("PoolWorker-{}", index + 1))
