@@ -4,6 +4,7 @@
 //! cargo bench --bench peers                  # full run
 //! PEERS_QUICK=1 cargo bench --bench peers    # smoke test: a few iterations
 //! PEERS_PYTHON=/path/to/python3 cargo bench --bench peers
+//! PEERS_ONLY=apply,zero-copy cargo bench --bench peers   # some groups only
 //! ```
 //!
 //! Each row of the table compares multiproc with one peer, measured side by
@@ -93,17 +94,38 @@ fn main() {
     );
     println!();
 
+    // PEERS_ONLY=apply,map runs only the groups whose name contains one of
+    // the comma-separated words (spawn, pipe, queue, zero-copy, map, apply).
+    let only = std::env::var("PEERS_ONLY").unwrap_or_default();
+    let want = |group: &str| {
+        only.is_empty()
+            || only
+                .split(',')
+                .any(|w| !w.is_empty() && group.contains(w.trim()))
+    };
     let mut table = Table::default();
-    spawn_join(&mut table, &cfg, 1, cfg.iters_1);
-    spawn_join(&mut table, &cfg, 4, cfg.iters_4);
-    pipe_pingpong(&mut table, &cfg);
-    queue_throughput(&mut table, &cfg);
-    let zc = ZeroCopyData::new(cfg.zc_len);
-    zero_copy_map(&mut table, &cfg, &zc);
-    zero_copy_map_into(&mut table, &cfg, &zc);
+    if want("spawn") {
+        spawn_join(&mut table, &cfg, 1, cfg.iters_1);
+        spawn_join(&mut table, &cfg, 4, cfg.iters_4);
+    }
+    if want("pipe") {
+        pipe_pingpong(&mut table, &cfg);
+    }
+    if want("queue") {
+        queue_throughput(&mut table, &cfg);
+    }
+    let zc = ZeroCopyData::new(if want("zero-copy") { cfg.zc_len } else { 0 });
+    if want("zero-copy") {
+        zero_copy_map(&mut table, &cfg, &zc);
+        zero_copy_map_into(&mut table, &cfg, &zc);
+    }
     drop(zc);
-    serde_map(&mut table, &cfg);
-    apply_round_trip(&mut table, &cfg);
+    if want("serde map") {
+        serde_map(&mut table, &cfg);
+    }
+    if want("apply") {
+        apply_round_trip(&mut table, &cfg);
+    }
     table.print();
     println!();
     let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);

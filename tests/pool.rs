@@ -422,7 +422,11 @@ fn insights_count_tasks_and_items() {
     let timed = Pool::builder().processes(1).insights(true).build().unwrap();
     timed.map(nap, [30u64, 30]).unwrap();
     let w = &timed.insights()[0];
-    assert_eq!((w.tasks, w.items), (2, 2), "Python's chunk size: one item a task here");
+    assert_eq!(
+        (w.tasks, w.items),
+        (2, 2),
+        "Python's chunk size: one item a task here"
+    );
     assert!(w.busy.unwrap() >= Duration::from_millis(60), "{w:?}");
     assert!(w.idle.is_some());
 }
