@@ -224,6 +224,11 @@ impl Error {
         &self.inner.context
     }
 
+    pub(crate) fn with_context(mut self, context: impl Into<String>) -> Self {
+        self.inner.context = context.into();
+        self
+    }
+
     pub(crate) fn set_context(&mut self, context: impl Into<String>) {
         self.inner.context = context.into();
     }

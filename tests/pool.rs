@@ -612,3 +612,29 @@ fn the_smallest_rings_still_carry_everything() {
     let err = pool.apply(fragile, 37).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Panicked);
 }
+
+#[test]
+fn a_panicking_input_iterator_fails_its_call_not_the_pool() {
+    let pool = Pool::new(2).unwrap();
+    let items = (0u64..).map(|i| {
+        if i == 50 {
+            panic!("input {i} is bad");
+        }
+        i
+    });
+    let got: Vec<_> = pool.imap(square, items).unwrap().collect();
+    let err = got.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+    assert!(err
+        .panic_info()
+        .unwrap()
+        .message()
+        .contains("input 50 is bad"));
+    assert!(got[..got.len() - 1].iter().all(|r| r.is_ok()));
+    // Async work and later calls still run.
+    assert_eq!(
+        pool.map_async(square, 0..4).unwrap().get().unwrap(),
+        [0, 1, 4, 9]
+    );
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+}

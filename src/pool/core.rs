@@ -484,7 +484,14 @@ impl Core {
             };
             if let Some(job) = jobs.get_mut(&h.job) {
                 if !job.failed && h.count > 0 {
-                    if let Err(e) = job.sink.deliver(h.first, h.count, outputs) {
+                    // Decoding runs the result type's `Deserialize`: user code.
+                    let delivered = crate::bootstrap::catch_panic(|| {
+                        job.sink.deliver(h.first, h.count, outputs)
+                    })
+                    .unwrap_or_else(|info| {
+                        Err(Error::panicked(info).with_context("decoding a result panicked"))
+                    });
+                    if let Err(e) = delivered {
                         job.fail(e.with_pid(w.pid));
                     }
                 }
@@ -570,7 +577,17 @@ impl Core {
         let job = jobs.get_mut(&id).expect("job exists");
         let w = workers[wi].as_mut().expect("live worker");
         let hard = w.tasks.max_payload();
-        let (first, count) = match job.source.next(scratch, id, SOFT_FRAME.min(hard), hard) {
+        // The source runs user code (the input iterator, serialisation):
+        // a panic there fails this job, not the thread that drives the pool.
+        let next = crate::bootstrap::catch_panic(|| {
+            job.source.next(scratch, id, SOFT_FRAME.min(hard), hard)
+        })
+        .unwrap_or_else(|info| {
+            Next::Failed(
+                Error::panicked(info).with_context("the input iterator panicked in the parent"),
+            )
+        });
+        let (first, count) = match next {
             Next::Done => {
                 job.exhausted = true;
                 return Ok(());
@@ -960,13 +977,27 @@ impl Shared {
             return g;
         }
         self.contenders.fetch_add(1, Ordering::SeqCst);
-        let g = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.core.lock().unwrap_or_else(|p| self.recover(p));
         self.contenders.fetch_sub(1, Ordering::SeqCst);
         g
     }
 
     fn relock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        self.core.lock().unwrap_or_else(|p| self.recover(p))
+    }
+
+    /// A thread panicked holding the lock (user code in a serialiser, a
+    /// `Deserialize` impl, an iterator): its state changes are complete
+    /// per step, but if it was the driver, nobody drives now. Let the next
+    /// waiter take over instead of waiting for it forever.
+    fn recover<'a>(
+        &'a self,
+        poisoned: std::sync::PoisonError<MutexGuard<'a, Core>>,
+    ) -> MutexGuard<'a, Core> {
+        let mut g = poisoned.into_inner();
+        g.driving = false;
+        self.core.clear_poison();
+        g
     }
 
     /// Blocks until `done(core)` holds (driving the pool meanwhile if
@@ -1095,11 +1126,15 @@ impl Shared {
         // SeqCst: a notifier that made progress under the lock after we
         // registered sees the count (we register while holding the lock).
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let core = self
-            .cv
-            .wait_timeout(core, timeout)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        let core = match self.cv.wait_timeout(core, timeout) {
+            Ok((g, _)) => g,
+            Err(p) => {
+                let mut g = p.into_inner().0;
+                g.driving = false;
+                self.core.clear_poison();
+                g
+            }
+        };
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         core
     }
