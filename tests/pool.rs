@@ -616,11 +616,10 @@ fn the_smallest_rings_still_carry_everything() {
 #[test]
 fn a_panicking_input_iterator_fails_its_call_not_the_pool() {
     let pool = Pool::new(2).unwrap();
-    let items = (0u64..).map(|i| {
+    let items = (0u64..).inspect(|&i| {
         if i == 50 {
             panic!("input {i} is bad");
         }
-        i
     });
     let got: Vec<_> = pool.imap(square, items).unwrap().collect();
     let err = got.last().unwrap().as_ref().unwrap_err();
