@@ -637,3 +637,21 @@ fn a_panicking_input_iterator_fails_its_call_not_the_pool() {
     );
     assert_eq!(pool.apply(square, 3).unwrap(), 9);
 }
+
+fn slow_then_fail(x: u64) -> u64 {
+    if x == 3 {
+        panic!("three fails at once");
+    }
+    std::thread::sleep(Duration::from_millis(100 * 3u64.saturating_sub(x)));
+    x
+}
+
+#[test]
+fn ordered_imap_yields_earlier_items_that_finish_after_the_failure() {
+    let pool = Pool::new(4).unwrap();
+    let got: Vec<_> = pool.imap(slow_then_fail, 0..6).unwrap().collect();
+    let values: Vec<u64> = got[..3].iter().map(|r| *r.as_ref().unwrap()).collect();
+    assert_eq!(values, [0, 1, 2]);
+    assert_eq!(got[3].as_ref().unwrap_err().item_index(), Some(3));
+    assert_eq!(got.len(), 4);
+}

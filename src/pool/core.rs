@@ -483,7 +483,9 @@ impl Core {
                 (rest, None)
             };
             if let Some(job) = jobs.get_mut(&h.job) {
-                if !job.failed && h.count > 0 {
+                // Also after a failure: an ordered `imap` still hands out
+                // the items before the failing one, which may arrive later.
+                if h.count > 0 {
                     // Decoding runs the result type's `Deserialize`: user code.
                     let delivered = crate::bootstrap::catch_panic(|| {
                         job.sink.deliver(h.first, h.count, outputs)
