@@ -655,3 +655,20 @@ fn ordered_imap_yields_earlier_items_that_finish_after_the_failure() {
     assert_eq!(got[3].as_ref().unwrap_err().item_index(), Some(3));
     assert_eq!(got.len(), 4);
 }
+
+fn slow_start(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn task_timeouts_count_from_the_start_of_the_task_not_of_the_worker() {
+    // The initializer takes longer than the task timeout; the task does not.
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(slow_start, 400)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(nap, 10).unwrap(), 10);
+    assert_eq!(pool.restarts(), 0);
+}

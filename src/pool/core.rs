@@ -18,7 +18,7 @@ use super::doorbell::Doorbell;
 use super::jobs::{Next, Sink, Source, ZcTask};
 use super::wire::{
     ResultHeader, TaskError, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC,
-    R_INIT_FAILED, R_RESULT,
+    R_INIT_FAILED, R_READY, R_RESULT,
 };
 use super::worker::{rings_in, rings_len, worker_main, WorkerArgs};
 use crate::error::{Error, ErrorKind, Result};
@@ -37,6 +37,8 @@ const SOFT_FRAME: usize = 64 * 1024;
 const SPIN: Duration = Duration::from_micros(50);
 /// Health checks (dead workers, task timeouts) at least this often.
 const TICK: Duration = Duration::from_millis(10);
+/// With a task timeout, how long a worker may take to start on top of it.
+const START_ALLOWANCE: Duration = Duration::from_secs(10);
 /// Segments attached to one worker before the oldest is detached.
 const MAX_ATTACHED: usize = 16;
 
@@ -86,6 +88,8 @@ pub(crate) struct Worker {
     backlog: VecDeque<(u8, Vec<u8>)>,
     sent: u64,
     retiring: bool,
+    /// The worker said it is up (after its initializer).
+    ready: bool,
     attached: Vec<Attached>,
     next_slot: u32,
     /// When the task at the front of `inflight` started (about).
@@ -131,6 +135,7 @@ impl Worker {
             backlog: VecDeque::new(),
             sent: 0,
             retiring: false,
+            ready: false,
             attached: Vec::new(),
             next_slot: 0,
             front_since: now,
@@ -447,6 +452,13 @@ impl Core {
             any = true;
             match frame.kind() {
                 R_RESULT => {}
+                R_READY => {
+                    w.ready = true;
+                    // The task in front starts now, not when it was sent.
+                    w.front_since = Instant::now();
+                    drop(frame);
+                    continue;
+                }
                 R_INIT_FAILED => {
                     let err: TaskError = postcard::from_bytes(frame.bytes())
                         .map_err(|e| Error::codec("initializer error", e))?;
@@ -756,7 +768,27 @@ impl Core {
                 self.lose_worker_with(i, loss, false);
                 continue;
             }
-            if let (Some(limit), Some(front)) = (self.cfg.task_timeout, w.inflight.front()) {
+            if let (Some(limit), false, false) =
+                (self.cfg.task_timeout, w.ready, w.inflight.is_empty())
+            {
+                // Starting (exec, handshake, initializer) does not count
+                // toward a task's time, but it cannot take forever either.
+                let allowance = limit + START_ALLOWANCE;
+                if w.stats.started.elapsed() > allowance {
+                    let err = Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "pool worker {} (pid {}) did not start (or finish its initializer) within {:?}; it was killed",
+                            w.index, w.pid, allowance
+                        ),
+                    );
+                    self.lose_worker(i, err, true);
+                    continue;
+                }
+            }
+            if let (Some(limit), Some(front), true) =
+                (self.cfg.task_timeout, w.inflight.front(), w.ready)
+            {
                 let since = w.front_since.max(front.sent);
                 if since.elapsed() > limit {
                     let err = Error::new(

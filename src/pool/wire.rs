@@ -26,6 +26,9 @@ pub(crate) const K_DETACH: u8 = 4;
 pub(crate) const R_RESULT: u8 = 1;
 /// Worker → parent: the initializer failed; the payload is a [`TaskError`].
 pub(crate) const R_INIT_FAILED: u8 = 2;
+/// Worker → parent: started and initialised; tasks run from now on (task
+/// timeouts count from here, not from a slow start or initializer).
+pub(crate) const R_READY: u8 = 3;
 
 /// Result flag: this frame completes its task.
 pub(crate) const F_LAST: u32 = 1;

@@ -14,7 +14,7 @@ use serde_bytes::ByteBuf;
 use super::doorbell::Doorbell;
 use super::wire::{
     ChunkFn, ItemFailure, Out, ResultHeader, Span, TaskError, TaskHeader, ZcFn, ZcHeader, F_ERROR,
-    F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, R_INIT_FAILED,
+    F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, R_INIT_FAILED, R_READY,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::ring::{self, Mode, Ring};
@@ -153,6 +153,9 @@ fn serve(args: WorkerArgs) -> Result<()> {
             return Ok(());
         }
     }
+
+    results.push(R_READY, &[], None)?;
+    doorbell.ring();
 
     let mut chunk_fns = Resolved::<ChunkFn> {
         map: HashMap::new(),
