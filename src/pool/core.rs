@@ -699,6 +699,17 @@ impl Core {
     }
 
     fn lose_worker_with(&mut self, i: usize, mut loss: Loss, kill: bool) {
+        if self.workers[i].is_none() {
+            return;
+        }
+        // What it wrote before it went is still good — and may say why it
+        // went (an initializer that failed closes its rings on the way out).
+        let was_broken = self.broken.is_some();
+        if let Err(e) = self.drain_worker(Slot::Live(i)) {
+            if !was_broken && self.broken.is_some() {
+                loss = Loss::from_error(&e);
+            }
+        }
         let Some(w) = self.workers[i].take() else {
             return;
         };
@@ -747,9 +758,7 @@ impl Core {
                 continue;
             };
             if let Some(st) = w.process.exit_code() {
-                // Frames it committed before it died are still good.
-                let _ = self.drain_worker(Slot::Live(i));
-                let w = self.workers[i].as_ref().expect("still there");
+                // (`lose_worker_with` first drains what it committed.)
                 let what = match w.inflight.front() {
                     Some(t) => format!(
                         "pool worker {} (pid {}) died while running items {}..{}",
