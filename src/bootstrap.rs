@@ -166,6 +166,8 @@ pub(crate) fn launch(
     SWEPT.call_once(|| sys::sweep_stale_handshake_dirs(&std::env::temp_dir(), STALE_SOCKET_AGE));
     let (server, server_name) = IpcOneShotServer::<Hello>::new()
         .map_err(|e| Error::io("creating the handshake server", e))?;
+    sys::restrict_handshake_server(&server_name)
+        .map_err(|e| Error::io("restricting the handshake server to this user", e))?;
     let exe =
         std::env::current_exe().map_err(|e| Error::io("locating the current executable", e))?;
     let mut cmd = std::process::Command::new(exe);
@@ -234,7 +236,12 @@ fn accept(
 ) -> Result<(Link, IpcReceiver<Hello>)> {
     let handshake_err =
         |what: &str| Error::new(ErrorKind::Handshake, what.to_string()).with_pid(pid);
-    let (conn, hello) = server.accept().map_err(|e| {
+    // Whoever connects first is decoded here. ipc-channel's decoder panics
+    // on a channel index with no channel attached (its own FIXME), so a
+    // malformed hello is caught and refused like a wrong token.
+    let accepted = std::panic::catch_unwind(AssertUnwindSafe(|| server.accept()))
+        .map_err(|_| handshake_err("a peer sent a malformed hello"))?;
+    let (conn, hello) = accepted.map_err(|e| {
         handshake_err("accept").with_source(std::io::Error::other(format!("{e:?}")))
     })?;
     let reply = match hello {
@@ -280,6 +287,33 @@ pub(crate) fn abort_handshake(server_name: &str) {
     // If the server already accepted (or is gone), connecting fails: fine.
     if let Ok(tx) = IpcSender::<Hello>::connect(server_name.to_string()) {
         let _ = tx.send(Hello::Abort);
+    }
+}
+
+/// Decodes a first handshake message as the parent's `accept` does. Inputs
+/// that decode as `Worker` up to a channel index are skipped: no channel
+/// is attached here, and ipc-channel's decoder panics on a missing one
+/// (`accept` catches that panic; `tests/security.rs` sends such a hello),
+/// while the fuzzer's panic hook aborts before any unwinding.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_hello_for_fuzzing(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    enum Shape {
+        Worker {
+            token: Token,
+            pid: u32,
+            reply: usize,
+        },
+        Abort,
+    }
+    if let Ok((Shape::Worker { .. }, _)) = postcard::take_from_bytes::<Shape>(bytes) {
+        return false;
+    }
+    match ipc::IpcMessage::from_data(bytes.to_vec()).to::<Hello>() {
+        Ok(Hello::Abort) => true,
+        Ok(Hello::Worker { .. }) => unreachable!("a Worker hello without a channel decoded"),
+        Err(_) => false,
     }
 }
 

@@ -155,6 +155,12 @@ pub mod __fuzz {
         }
     }
 
+    /// Decodes a first handshake message (`Hello`) as the parent does with
+    /// whatever connects to its handshake server first. Must never panic.
+    pub fn hello(bytes: &[u8]) -> bool {
+        crate::bootstrap::decode_hello_for_fuzzing(bytes)
+    }
+
     /// Decodes a child's outcome frame and the typed result inside it, as
     /// the parent does. Must never panic.
     pub fn outcome(bytes: &[u8]) -> bool {

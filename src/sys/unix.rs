@@ -171,6 +171,18 @@ pub(crate) fn sweep_stale_handshake_dirs(tmp: &std::path::Path, min_age: std::ti
     }
 }
 
+/// Makes the directory of a one-shot server's socket owner-only (0700).
+/// `ipc-channel` creates it with the umask's mode (0755 under the usual
+/// 022; 0777 under 0, which would let any user connect). The window
+/// between its `bind` and this `chmod` is guarded by the 256-bit token.
+pub(crate) fn restrict_handshake_server(name: &str) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = std::path::Path::new(name).parent() else {
+        return Ok(());
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Any non-empty name is a socket path `ipc-channel` can try to connect to.
 pub(crate) fn handshake_server_name_ok(name: &str) -> bool {
     !name.is_empty()

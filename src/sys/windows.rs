@@ -176,6 +176,12 @@ pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<()> {
 /// process: nothing to sweep.
 pub(crate) fn sweep_stale_handshake_dirs(_tmp: &std::path::Path, _min_age: std::time::Duration) {}
 
+/// Windows' one-shot servers are named pipes with ipc-channel's default
+/// security: nothing to restrict here (the token guards the handshake).
+pub(crate) fn restrict_handshake_server(_name: &str) -> io::Result<()> {
+    Ok(())
+}
+
 /// `true` for what `ipc-channel` names its Windows one-shot servers: a
 /// hyphenated UUID (8-4-4-4-12 hex digits). Its `connect` unwraps the UUID
 /// parse, so anything else would panic in the worker instead of failing.

@@ -1,0 +1,1191 @@
+//! The fault matrix (issue 6): one test per row, each run under a watchdog
+//! so that no scenario can hang CI. Rows 10 and the mode checks live in
+//! `tests/security.rs`. A row the crate does not meet is a documented
+//! limitation whose test shows the limitation (named `limitation_…`).
+//!
+//! | row | test |
+//! |---|---|
+//! | 1 SIGKILL a worker during `map` | `row01_…` |
+//! | 2 a task panics | `row02_…` |
+//! | 3 a worker segfaults / aborts / exits | `row03_…` |
+//! | 4 a `Lock` holder is SIGKILLed | `row04_…` |
+//! | 5 a Barrier/Semaphore/Event/Condition peer dies | `row05_…` |
+//! | 6 the parent is SIGKILLed | `row06_…` |
+//! | 7 /dev/shm is full | `row07_…` |
+//! | 8 a peer corrupts a ring | `row08_…` |
+//! | 9 a peer shrinks a segment | `row09_limitation_…` |
+//! | 10 impostor at the handshake | `tests/security.rs` |
+//! | 11 the bare marker | `row11_…` |
+//! | 12 malformed frames | `row12_…` |
+//! | 13 the child dies before the handshake | `row13_…` |
+//! | 14 nothing left at the end | `row14_…` (+ `.ci/run`'s end checks) |
+
+// Several scenarios need Linux mechanisms (/proc, mount namespaces); their
+// helpers are unused elsewhere.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use multiproc::{ErrorKind, ExitStatus, Pool, Process, SharedValue};
+
+multiproc::test_support!();
+
+/// Test hook, run when the binary loads: a child started with
+/// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake.
+#[used]
+#[allow(unsafe_code)]
+#[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
+#[cfg_attr(
+    target_vendor = "apple",
+    unsafe(link_section = "__DATA,__mod_init_func")
+)]
+#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
+static LOAD_HOOK: extern "C" fn() = {
+    extern "C" fn hook() {
+        if let Some(code) = std::env::var_os("MULTIPROC_TEST_EXIT_AT_LOAD") {
+            std::process::exit(code.to_string_lossy().parse().unwrap_or(99));
+        }
+    }
+    hook
+};
+
+// ------------------------------------------------------------- allocations
+
+/// Counts the largest single allocation made on a thread while tracking is
+/// on (rows 8 and 12: garbage must not request a huge buffer).
+mod alloc_probe {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub(crate) struct Probe;
+
+    thread_local! {
+        static TRACK: Cell<bool> = const { Cell::new(false) };
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note(size: usize) {
+        let _ = TRACK.try_with(|t| {
+            if t.get() {
+                let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+            }
+        });
+    }
+
+    // SAFETY: forwards every call to `System` unchanged; only records sizes.
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for Probe {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: the caller's contract is passed on as is.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from `System.alloc` with this layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: as `alloc`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            // SAFETY: as `alloc`; `ptr` came from `System` with `layout`.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Runs `f` and returns its value and the largest allocation it made
+    /// on this thread.
+    pub(crate) fn largest_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        LARGEST.with(|l| l.set(0));
+        TRACK.with(|t| t.set(true));
+        let r = f();
+        TRACK.with(|t| t.set(false));
+        (r, LARGEST.with(Cell::get))
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_probe::Probe = alloc_probe::Probe;
+
+// ---------------------------------------------------------------- watchdog
+
+/// Runs `scenario` on its own thread; the test fails if it has not finished
+/// within `limit` (a hang is a failure, never a stuck CI job). Not a speed
+/// check: the limits are far above what the scenarios need.
+fn watchdog<T: Send + 'static>(
+    limit: Duration,
+    scenario: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("fault-scenario".into())
+        .spawn(move || {
+            let out = scenario();
+            let _ = tx.send(());
+            out
+        })
+        .unwrap();
+    match rx.recv_timeout(limit) {
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => match handle.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("watchdog: the scenario did not finish within {limit:?} (it hangs)")
+        }
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// `true` once `pid` is no longer a live process (gone, or a zombie).
+#[cfg(target_os = "linux")]
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+    }
+}
+
+/// Shared memory this process holds on Linux: (fds, mappings) of tmpfs
+/// files on /dev/shm (the crate's segments are nameless files there).
+#[cfg(target_os = "linux")]
+fn shm_holdings() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("/dev/shm/"))
+        .count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" /dev/shm/"))
+        .count();
+    (fds, maps)
+}
+
+/// Entries in /dev/shm that the crate could have made (the fallback path
+/// names them `mp…`; the normal path makes none).
+#[cfg(target_os = "linux")]
+fn named_shm_entries() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("mp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ------------------------------------------------------------------ row 1
+
+#[cfg(unix)]
+fn sleep_long(_: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(120));
+    0
+}
+
+/// What row 1's scenario saw, measured inside a child process so that no
+/// other test's shared memory is counted.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Row1 {
+    kind: ErrorKind,
+    err_pid: Option<u32>,
+    victim: u32,
+    signal: Option<i32>,
+    latency: Duration,
+    reaped: bool,
+    shm_before: (usize, usize),
+    shm_after: (usize, usize),
+}
+
+#[cfg(target_os = "linux")]
+fn row1_scenario(_: ()) -> Row1 {
+    let shm_before = shm_holdings();
+    let pool = Pool::new(2).unwrap();
+    let victim = pool.pids()[0];
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: plain syscall on our own worker's pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(victim as i32, libc::SIGKILL)
+        };
+        Instant::now()
+    });
+    let err = pool.map(sleep_long, 0..4).unwrap_err();
+    let returned = Instant::now();
+    let killed = killer.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{victim}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reaped = !std::path::Path::new(&format!("/proc/{victim}")).exists();
+    drop(pool);
+    Row1 {
+        kind: err.kind(),
+        err_pid: err.pid(),
+        victim,
+        signal: err.exit_status().and_then(|s| s.signal()),
+        latency: returned.saturating_duration_since(killed),
+        reaped,
+        shm_before,
+        shm_after: shm_holdings(),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn row01_sigkill_of_a_worker_during_map() {
+    let r = watchdog(LIMIT, || {
+        Process::spawn(row1_scenario, ()).unwrap().join().unwrap()
+    });
+    assert_eq!(r.kind, ErrorKind::ProcessDied, "{r:?}");
+    assert_eq!(r.err_pid, Some(r.victim), "{r:?}");
+    assert_eq!(r.signal, Some(libc::SIGKILL), "{r:?}");
+    assert!(r.latency < Duration::from_secs(1), "error came late: {r:?}");
+    assert!(r.reaped, "the killed worker was never reaped: {r:?}");
+    assert_eq!(r.shm_after, r.shm_before, "shared memory held after drop");
+    assert!(named_shm_entries().is_empty(), "{:?}", named_shm_entries());
+}
+
+// ------------------------------------------------------------------ row 2
+
+fn fragile(x: u64) -> u64 {
+    if x == 41 {
+        panic!("item {x} is cursed");
+    }
+    x
+}
+
+#[test]
+fn row02_a_task_panic_names_message_and_index_and_the_pool_lives() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let pids = pool.pids();
+        let err = pool.map(fragile, 0..100).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+        assert_eq!(err.item_index(), Some(41));
+        let info = err.panic_info().unwrap();
+        assert!(info.message().contains("item 41 is cursed"), "{info:?}");
+        assert_eq!(pool.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+        assert_eq!(pool.pids(), pids, "a panic must not cost a worker");
+    });
+}
+
+// ------------------------------------------------------------------ row 3
+
+/// Item 5 records the wall clock, then crashes the way `how` says.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn crash_on_five((x, how, at): (u64, i32, SharedValue<u64>)) -> u64 {
+    if x == 5 {
+        at.set(wall_ns());
+        match how {
+            // A real invalid access (std's handler lets a fault outside a
+            // stack guard page take its default action).
+            libc::SIGSEGV => {
+                // SAFETY: maps one inaccessible page; no Rust object lives there.
+                let page = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_NONE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+                assert_ne!(page, libc::MAP_FAILED);
+                // SAFETY: not safe on purpose: the write faults (SIGSEGV).
+                unsafe { page.cast::<u8>().write_volatile(1) };
+            }
+            _ => std::process::abort(),
+        }
+    }
+    x
+}
+
+#[cfg(unix)]
+#[test]
+fn row03_a_segfault_or_abort_is_reported_with_its_signal_within_a_second() {
+    for sig in [libc::SIGSEGV, libc::SIGABRT] {
+        watchdog(LIMIT, move || {
+            let pool = Pool::builder().processes(2).chunksize(1).build().unwrap();
+            let at = SharedValue::new(0u64).unwrap();
+            let items: Vec<_> = (0..10).map(|i| (i, sig, at.clone())).collect();
+            let err = pool.map(crash_on_five, items).unwrap_err();
+            let now = wall_ns();
+            assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+            assert_eq!(err.exit_status().and_then(|s| s.signal()), Some(sig));
+            assert_eq!(err.item_index(), Some(5));
+            let latency = Duration::from_nanos(now.saturating_sub(at.get()));
+            assert!(
+                at.get() != 0 && latency < Duration::from_secs(1),
+                "{latency:?}"
+            );
+            assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+        });
+    }
+}
+
+fn exit_on_five(x: u64) -> u64 {
+    if x == 5 {
+        std::process::exit(3);
+    }
+    x
+}
+
+#[test]
+fn row03_a_worker_that_exits_is_reported_with_its_code() {
+    watchdog(LIMIT, || {
+        let pool = Pool::builder().processes(2).chunksize(1).build().unwrap();
+        let err = pool.map(exit_on_five, 0..10).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+        assert_eq!(err.exit_status(), Some(ExitStatus::Code(3)));
+        assert_eq!(err.item_index(), Some(5));
+        assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+    });
+}
+
+// ------------------------------------------------------------------ row 4
+
+fn hold_lock((lock, held): (multiproc::Lock, SharedValue<u32>)) {
+    let _g = lock.lock().unwrap();
+    held.set(1);
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+fn wait_for_flag(flag: &SharedValue<u32>, value: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while flag.get() != value {
+        assert!(Instant::now() < deadline, "the peer never got ready");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn row04_a_killed_lock_holder_gives_owner_died_within_100ms() {
+    watchdog(LIMIT, || {
+        // The next `lock()` after the holder's death.
+        let lock = multiproc::Lock::new().unwrap();
+        let held = SharedValue::new(0u32).unwrap();
+        let p = Process::spawn(hold_lock, (lock.clone(), held.clone())).unwrap();
+        let pid = p.pid();
+        wait_for_flag(&held, 1);
+        p.kill().unwrap();
+        assert!(p.join().unwrap_err().is_process_died());
+        let t0 = Instant::now();
+        let err = lock.lock_timeout(Duration::from_secs(10)).unwrap_err();
+        let took = t0.elapsed();
+        assert_eq!(err.kind(), ErrorKind::OwnerDied, "{err}");
+        assert_eq!(err.pid(), Some(pid));
+        assert!(
+            took < Duration::from_millis(100),
+            "OwnerDied after {took:?}"
+        );
+        drop(lock.lock_timeout(Duration::from_secs(10)).unwrap());
+
+        // A waiter already blocked when the holder dies.
+        let lock = multiproc::Lock::new().unwrap();
+        let held = SharedValue::new(0u32).unwrap();
+        let p = Process::spawn(hold_lock, (lock.clone(), held.clone())).unwrap();
+        wait_for_flag(&held, 1);
+        let waiter = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                let r = lock.lock_timeout(Duration::from_secs(20)).map(|_| ());
+                (r, Instant::now())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let killed = Instant::now();
+        p.kill().unwrap();
+        let (r, at) = waiter.join().unwrap();
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::OwnerDied);
+        let took = at.saturating_duration_since(killed);
+        assert!(
+            took < Duration::from_millis(100),
+            "OwnerDied after {took:?}"
+        );
+        let _ = p.join();
+    });
+}
+
+// ------------------------------------------------------------------ row 5
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Prim {
+    Barrier,
+    Semaphore,
+    Event,
+    Condition,
+}
+
+/// One handle of each primitive (a child registers for all of them).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Prims {
+    barrier: multiproc::Barrier,
+    semaphore: multiproc::Semaphore,
+    event: multiproc::Event,
+    condition: multiproc::Condition,
+}
+
+fn new_prims() -> Prims {
+    Prims {
+        barrier: multiproc::Barrier::new(3).unwrap(),
+        semaphore: multiproc::Semaphore::new(0).unwrap(),
+        event: multiproc::Event::new().unwrap(),
+        condition: multiproc::Condition::new().unwrap(),
+    }
+}
+
+/// Blocks on `which`; returns how the wait ended and the wall clock then.
+fn block_on(p: &Prims, which: Prim) -> (Option<ErrorKind>, u64) {
+    let t = Duration::from_secs(20);
+    let r = match which {
+        Prim::Barrier => p.barrier.wait_timeout(t).map(|_| ()),
+        Prim::Semaphore => p.semaphore.acquire_timeout(t),
+        Prim::Event => p.event.wait_timeout(t),
+        Prim::Condition => match p.condition.lock() {
+            Ok(mut g) => p.condition.wait_timeout(&mut g, t),
+            Err(e) => Err(e),
+        },
+    };
+    (r.err().map(|e| e.kind()), wall_ns())
+}
+
+fn child_waiter((p, which): (Prims, Prim)) -> (Option<ErrorKind>, u64) {
+    block_on(&p, which)
+}
+
+fn doomed_peer((p, ready): (Prims, SharedValue<u32>)) {
+    let _keep = p;
+    ready.set(1);
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn row05_a_dead_peer_wakes_every_waiter_with_peer_died_within_a_second() {
+    for which in [Prim::Barrier, Prim::Semaphore, Prim::Event, Prim::Condition] {
+        watchdog(LIMIT, move || {
+            let prims = new_prims();
+            let ready = SharedValue::new(0u32).unwrap();
+            let doomed = Process::spawn(doomed_peer, (prims.clone(), ready.clone())).unwrap();
+            wait_for_flag(&ready, 1);
+            let other = Process::spawn(child_waiter, (prims.clone(), which)).unwrap();
+            let here = {
+                let prims = prims.clone();
+                std::thread::spawn(move || block_on(&prims, which))
+            };
+            // Let both waiters block (if one is late it sees the broken
+            // primitive on entry: the same error).
+            std::thread::sleep(Duration::from_millis(300));
+            let killed = wall_ns();
+            doomed.kill().unwrap();
+            for (kind, at) in [here.join().unwrap(), other.join().unwrap()] {
+                assert_eq!(kind, Some(ErrorKind::PeerDied), "{which:?}");
+                let took = Duration::from_nanos(at.saturating_sub(killed));
+                assert!(took < Duration::from_secs(1), "{which:?}: {took:?}");
+            }
+            assert!(doomed.join().unwrap_err().is_process_died());
+        });
+    }
+}
+
+// ------------------------------------------------------------------ row 6
+
+/// Starts a pool and a child that shares an array with it, reports every
+/// pid and the array's name, then waits to be killed.
+#[cfg(target_os = "linux")]
+fn doomed_parent(path: String) {
+    let pool = Pool::new(2).unwrap();
+    let shm = multiproc::SharedMemory::create(1 << 20).unwrap();
+    let holder = Process::spawn(
+        |m: multiproc::SharedMemory| {
+            m.write_at(0, &[1]);
+            std::thread::sleep(Duration::from_secs(600));
+        },
+        shm.clone(),
+    )
+    .unwrap();
+    let mut first = [0u8];
+    while {
+        shm.read_at(0, &mut first);
+        first[0] != 1
+    } {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut pids = pool.pids();
+    pids.push(holder.pid());
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let name = shm.name();
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, format!("{}\n{name}", pids.join(","))).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// `true` if any process holds an fd or a mapping of the tmpfs inode.
+#[cfg(target_os = "linux")]
+fn inode_held(ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    for proc_dir in std::fs::read_dir("/proc").unwrap().flatten() {
+        let p = proc_dir.path();
+        if let Ok(fds) = std::fs::read_dir(p.join("fd")) {
+            for fd in fds.flatten() {
+                let is_shm = std::fs::read_link(fd.path())
+                    .map(|l| l.to_string_lossy().starts_with("/dev/shm/"))
+                    .unwrap_or(false);
+                if is_shm && std::fs::metadata(fd.path()).is_ok_and(|m| m.ino() == ino) {
+                    return true;
+                }
+            }
+        }
+        if let Ok(maps) = std::fs::read_to_string(p.join("maps")) {
+            let needle = format!(" {ino} ");
+            if maps
+                .lines()
+                .any(|l| l.contains(" /dev/shm/") && l.contains(&needle))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn row06_a_sigkilled_parent_takes_its_workers_and_segments_along() {
+    watchdog(LIMIT, || {
+        let path = std::env::temp_dir().join(format!("multiproc-row6-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let p = Process::spawn(doomed_parent, path.to_string_lossy().into_owned()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let report = loop {
+            if let Ok(s) = std::fs::read_to_string(&path) {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the parent never reported");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        std::fs::remove_file(&path).unwrap();
+        let (pids, name) = report.split_once('\n').unwrap();
+        let pids: Vec<u32> = pids.split(',').map(|p| p.parse().unwrap()).collect();
+        // Locator `pid.fd.dev.ino`: the inode is the fourth field, in hex.
+        let ino = u64::from_str_radix(
+            name.split('_').next().unwrap().split('.').nth(3).unwrap(),
+            16,
+        )
+        .unwrap();
+        assert_eq!(pids.len(), 3);
+        assert!(pids.iter().all(|&pid| !is_dead(pid)));
+        assert!(inode_held(ino), "the probe must see the live segment");
+
+        p.kill().unwrap();
+        let killed = Instant::now();
+        while !pids.iter().all(|&pid| is_dead(pid)) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(2),
+                "workers {pids:?} outlived their SIGKILLed parent by 2 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(p.join().unwrap_err().is_process_died());
+        // Zombies may still hold mappings until reaped by init: wait (bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while inode_held(ino) {
+            assert!(Instant::now() < deadline, "the segment outlived everyone");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(named_shm_entries().is_empty(), "{:?}", named_shm_entries());
+    });
+}
+
+// ------------------------------------------------------------------ row 7
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Row7 {
+    /// The machine does not allow a private mount namespace (why).
+    Skipped(String),
+    Ran {
+        too_big: Result<(), (ErrorKind, String)>,
+        fits: Result<(), ErrorKind>,
+        second: Result<(), ErrorKind>,
+        queue: Result<(), ErrorKind>,
+    },
+}
+
+/// In a child: a private mount namespace (this thread only) with a 1 MiB
+/// tmpfs on /dev/shm, then segments that do not fit, and one that does
+/// and is written to its last byte (a SIGBUS would kill this child).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn full_dev_shm(_: ()) -> Row7 {
+    use std::ffi::CString;
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: unshare affects only this thread's namespaces.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Row7::Skipped(os("unshare(CLONE_NEWNS)"));
+    }
+    let root = CString::new("/").unwrap();
+    let none = CString::new("none").unwrap();
+    // SAFETY: valid C strings; changes propagation in our namespace only.
+    let rc = unsafe {
+        libc::mount(
+            none.as_ptr(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Row7::Skipped(os("mount --make-rprivate /"));
+    }
+    let (tmpfs, target, opts) = (
+        CString::new("tmpfs").unwrap(),
+        CString::new("/dev/shm").unwrap(),
+        CString::new("size=1m").unwrap(),
+    );
+    // SAFETY: valid C strings; the mount is private to this namespace.
+    let rc = unsafe {
+        libc::mount(
+            tmpfs.as_ptr(),
+            target.as_ptr(),
+            tmpfs.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Row7::Skipped(os("mount -t tmpfs -o size=1m tmpfs /dev/shm"));
+    }
+    let too_big = multiproc::SharedMemory::create(4 << 20)
+        .map(drop)
+        .map_err(|e| (e.kind(), e.to_string()));
+    let fits = multiproc::SharedMemory::create(600 << 10);
+    let ok = fits.as_ref().map(|m| {
+        m.write_at(0, &vec![0xa5; m.len()]);
+        assert!(m.to_vec().iter().all(|&b| b == 0xa5));
+    });
+    let second = multiproc::SharedMemory::create(600 << 10).map(drop);
+    let queue = multiproc::Queue::<u64>::new().map(drop);
+    Row7::Ran {
+        too_big,
+        fits: ok.map_err(|e| e.kind()),
+        second: second.map_err(|e| e.kind()),
+        queue: queue.map_err(|e| e.kind()),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn row07_a_full_dev_shm_is_no_space_at_creation_never_sigbus() {
+    let r = watchdog(LIMIT, || {
+        Process::spawn(full_dev_shm, ()).unwrap().join().unwrap()
+    });
+    match r {
+        Row7::Skipped(why) => {
+            eprintln!("SKIPPED row 7: this machine refuses a private tmpfs ({why})")
+        }
+        Row7::Ran {
+            too_big,
+            fits,
+            second,
+            queue,
+        } => {
+            let (kind, msg) = too_big.unwrap_err();
+            assert_eq!(kind, ErrorKind::NoSpace, "{msg}");
+            assert!(msg.contains("exhausted"), "unclear message: {msg}");
+            fits.unwrap();
+            assert_eq!(second, Err(ErrorKind::NoSpace));
+            assert_eq!(queue, Err(ErrorKind::NoSpace));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ row 9
+
+/// Maps the segment, says so, waits for the go, then reads all of it.
+fn read_after_go((m, go): (multiproc::SharedMemory, SharedValue<u32>)) -> usize {
+    go.set(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while go.get() != 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    m.to_vec().len()
+}
+
+/// LIMITATION (Linux): a peer of the same user that opens a segment can
+/// `ftruncate` it, and every process that then touches the lost pages
+/// dies of SIGBUS. Segments are `O_TMPFILE` files on /dev/shm, which
+/// cannot be sealed (only `memfd_create` files can); moving to memfd
+/// would trade the /dev/shm size cap (a clean `NoSpace`, row 7) for the
+/// OOM killer. This test shows the limitation; when it is lifted, turn it
+/// into "the reader survives".
+#[cfg(target_os = "linux")]
+#[test]
+#[allow(unsafe_code)]
+fn row09_limitation_a_peer_shrinking_a_segment_kills_its_readers_with_sigbus() {
+    use std::os::fd::AsRawFd;
+    watchdog(LIMIT, || {
+        let m = multiproc::SharedMemory::create(1 << 20).unwrap();
+        let go = SharedValue::new(0u32).unwrap();
+        let reader = Process::spawn(read_after_go, (m.clone(), go.clone())).unwrap();
+        wait_for_flag(&go, 1);
+        // The peer's move: open the segment as any holder can, shrink it.
+        let fd = m
+            .name()
+            .split('_')
+            .next()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+            .unwrap();
+        // SAFETY: ftruncate on an fd we own; this process never touches the
+        // mapping again (it only unmaps it on drop).
+        assert_eq!(unsafe { libc::ftruncate(f.as_raw_fd(), 0) }, 0);
+        go.set(2);
+        let err = reader.join().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+        assert_eq!(
+            err.exit_status().and_then(|s| s.signal()),
+            Some(libc::SIGBUS),
+            "the limitation is gone? {err}"
+        );
+    });
+}
+
+// ------------------------------------------------------------- rows 8, 12
+
+/// The text name of the segment under a pipe (what a peer that knows the
+/// handle can open): `Connection`'s wire form is `(handle, end, duplex)`.
+#[cfg(target_os = "linux")]
+fn pipe_segment_name(c: &multiproc::Connection) -> String {
+    type Wire = ((u32, i32, u64, u64), u64, [u64; 2], u8, bool);
+    let bytes = postcard::to_allocvec(c).unwrap();
+    let ((pid, fd, dev, ino), len, tag, _end, _duplex): Wire =
+        postcard::from_bytes(&bytes).unwrap();
+    format!(
+        "{pid}.{fd}.{dev:x}.{ino:x}_{len:x}_{:016x}{:016x}",
+        tag[0], tag[1]
+    )
+}
+
+/// Ring layout (src/ring.rs): a 384-byte header (consumer head at 128),
+/// then the data; a pipe's second ring follows the first.
+const RING_HEADER: usize = 384;
+const PIPE_RING: usize = RING_HEADER + (1 << 20);
+const HEAD: usize = 128;
+
+/// A peer process that writes `(offset, u64)` pairs into a segment.
+fn scribble((name, writes): (String, Vec<(usize, u64)>)) {
+    let m = multiproc::SharedMemory::open(&name).unwrap();
+    for (off, v) in writes {
+        m.write_at(off, &v.to_le_bytes());
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn row08_a_peer_writing_a_bad_frame_length_is_a_protocol_error() {
+    watchdog(LIMIT, || {
+        let (a, b) = multiproc::pipe(true).unwrap();
+        // A frame word at position 0 with a valid seal, kind 2 (bytes) and
+        // a length of ~4 GiB.
+        let word = 0xFFFF_FFF0u64 | 2 << 32 | 0x80_0000 << 40;
+        let name = pipe_segment_name(&a);
+        Process::spawn(scribble, (name, vec![(RING_HEADER, word)]))
+            .unwrap()
+            .join()
+            .unwrap();
+        let (r, largest) = alloc_probe::largest_during(|| b.recv_bytes());
+        let err = r.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+        assert!(largest < 1 << 20, "allocated {largest} bytes for garbage");
+        // Disconnected for good, both ways.
+        assert_eq!(b.recv_bytes().unwrap_err().kind(), ErrorKind::Protocol);
+        assert_eq!(a.send_bytes(b"x").unwrap_err().kind(), ErrorKind::Protocol);
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn row08_a_peer_writing_an_out_of_range_head_is_a_protocol_error() {
+    watchdog(LIMIT, || {
+        let (a, b) = multiproc::pipe(true).unwrap();
+        let name = pipe_segment_name(&a);
+        // Ring 1 carries b → a; its consumer's head, as `a` would publish
+        // it, set past anything b ever wrote (and misaligned).
+        Process::spawn(scribble, (name, vec![(PIPE_RING + HEAD, 0x7fff_ffff_0003)]))
+            .unwrap()
+            .join()
+            .unwrap();
+        let big = vec![7u8; 400 << 10];
+        // b refreshes the head when its cached room runs out, at the
+        // latest on the third 400 KiB frame into a 1 MiB ring.
+        let err = (0..4)
+            .find_map(|_| b.send_bytes(&big).err())
+            .expect("a corrupt head went unnoticed");
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+        assert_eq!(b.send_bytes(b"x").unwrap_err().kind(), ErrorKind::Protocol);
+        drop(a);
+    });
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Rec {
+    id: u64,
+    name: String,
+    values: Vec<u32>,
+}
+
+#[test]
+fn row12_malformed_payloads_are_codec_errors_without_huge_allocations() {
+    watchdog(LIMIT, || {
+        /// Bytes that serialise as themselves (a tuple of `u8`s, no length),
+        /// so that a value frame carries exactly them.
+        struct Raw(Vec<u8>);
+        impl serde::Serialize for Raw {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeTuple;
+                let mut t = s.serialize_tuple(self.0.len())?;
+                for b in &self.0 {
+                    t.serialize_element(b)?;
+                }
+                t.end()
+            }
+        }
+        fn sender((c, frames): (multiproc::Connection, Vec<Vec<u8>>)) {
+            for f in frames {
+                c.send(&Raw(f)).unwrap();
+            }
+        }
+        let (rx, tx) = multiproc::pipe(false).unwrap();
+        let good = postcard::to_allocvec(&Rec {
+            id: 7,
+            name: "seven".into(),
+            values: vec![1, 2, 3],
+        })
+        .unwrap();
+        // A byte string claiming u64::MAX bytes; a truncated record; a
+        // record with trailing bytes; then a good one.
+        let huge_len = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0,
+        ];
+        let frames = vec![
+            huge_len.to_vec(),
+            good[..good.len() - 2].to_vec(),
+            [&good[..], &[0]].concat(),
+            good.clone(),
+        ];
+        let p = Process::spawn(sender, (tx, frames)).unwrap();
+        let (r, largest) = alloc_probe::largest_during(|| rx.recv::<Vec<u8>>());
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Codec);
+        assert!(largest < 1 << 20, "allocated {largest} bytes for garbage");
+        assert_eq!(rx.recv::<Rec>().unwrap_err().kind(), ErrorKind::Codec);
+        assert_eq!(rx.recv::<Rec>().unwrap_err().kind(), ErrorKind::Codec);
+        assert_eq!(rx.recv::<Rec>().unwrap().name, "seven");
+        p.join().unwrap();
+    });
+}
+
+// ------------------------------------------------------- a fake parent (12)
+
+/// Mirrors of the handshake messages (src/bootstrap.rs): ipc-channel
+/// encodes them with postcard, so the same field order decodes the same.
+#[cfg(unix)]
+mod wire {
+    use ipc_channel::ipc::{IpcReceiver, IpcSender};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub(crate) enum Hello {
+        Worker {
+            token: [u8; 32],
+            pid: u32,
+            reply: IpcSender<Config>,
+        },
+        Abort,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(crate) struct Config {
+        pub(crate) name: String,
+        /// `TaskRef { offset, fingerprint, tag }`.
+        pub(crate) task: (i64, u64, u64),
+        pub(crate) args: serde_bytes::ByteBuf,
+        pub(crate) results: IpcSender<Outcome>,
+        pub(crate) control: IpcReceiver<()>,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub(crate) enum Outcome {
+        Returned(serde_bytes::ByteBuf),
+        Panicked(()),
+        Rejected(String),
+    }
+}
+
+/// Starts this test binary as a worker by hand, with a marker naming a
+/// handshake server we own.
+#[cfg(unix)]
+fn start_by_hand(marker: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "multiproc_worker_entry",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("MULTIPROC_WORKER", marker)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[cfg(unix)]
+fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("the worker did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn row12_an_unknown_task_reference_is_refused_and_runs_nothing() {
+    use ipc_channel::ipc::{self, IpcOneShotServer};
+    watchdog(LIMIT, || {
+        let (server, server_name) = IpcOneShotServer::<wire::Hello>::new().unwrap();
+        let token = [0x5au8; 32];
+        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let mut child = start_by_hand(&format!("v1:{}:{hex}:{server_name}", std::process::id()));
+        let (_conn, hello) = server.accept().unwrap();
+        let wire::Hello::Worker {
+            token: presented,
+            pid,
+            reply,
+        } = hello
+        else {
+            panic!("the child sent Abort");
+        };
+        assert_eq!(presented, token);
+        assert_eq!(pid, child.id());
+        let (results, outcome) = ipc::channel::<wire::Outcome>().unwrap();
+        let (_control, control_rx) = ipc::channel::<()>().unwrap();
+        reply
+            .send(wire::Config {
+                name: "forged".into(),
+                // An offset no descriptor has, with a tag nobody computed.
+                task: (0x1234, 0xdead_beef, 0x0bad_cafe),
+                args: serde_bytes::ByteBuf::from(vec![1, 2, 3]),
+                results,
+                control: control_rx,
+            })
+            .unwrap();
+        let got = outcome.try_recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(matches!(got, wire::Outcome::Rejected(_)), "{got:?}");
+        let status = wait_child(&mut child, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(121));
+    });
+}
+
+// ----------------------------------------------------------------- row 11
+
+#[test]
+fn row11_the_bare_marker_exits_nonzero_within_a_second_and_runs_nothing() {
+    watchdog(LIMIT, || {
+        let exe = std::env::current_exe().unwrap();
+        let hex = "ab".repeat(32);
+        let pid = std::process::id();
+        for marker in [
+            "1".to_string(),
+            format!("v1:{pid}:{hex}"),
+            format!("v1:{pid}:{hex}:/nonexistent/socket"),
+            // Not our parent: refused before connecting anywhere.
+            format!("v1:1:{hex}:/nonexistent/socket"),
+        ] {
+            let started = Instant::now();
+            let child = std::process::Command::new(&exe)
+                .args([
+                    "multiproc_worker_entry",
+                    "--exact",
+                    "--include-ignored",
+                    "--nocapture",
+                ])
+                .env("MULTIPROC_WORKER", &marker)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let took = started.elapsed();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(121), "{marker:?}: {stderr}");
+            assert!(stderr.contains("not starting worker"), "{stderr}");
+            // libtest ran nothing but the entry, which exited before
+            // reporting any test result.
+            assert!(!stdout.contains("test result"), "{stdout}");
+            assert!(took < Duration::from_secs(1), "{marker:?} took {took:?}");
+        }
+    });
+}
+
+// ----------------------------------------------------------------- row 13
+
+#[test]
+fn row13_a_child_dying_before_the_handshake_is_an_error_within_the_deadline() {
+    watchdog(LIMIT, || {
+        let deadline = Duration::from_secs(5);
+        let started = Instant::now();
+        let p = Process::builder()
+            .env("MULTIPROC_TEST_EXIT_AT_LOAD", "7")
+            .start_timeout(deadline)
+            .spawn(square, 2)
+            .unwrap();
+        let err = p.join().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
+        assert_eq!(err.exit_status(), Some(ExitStatus::Code(7)));
+        assert!(started.elapsed() < deadline, "{:?}", started.elapsed());
+    });
+}
+
+// ----------------------------------------------------------------- row 14
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Row14 {
+    fds_before: usize,
+    fds_after: usize,
+    shm_before: (usize, usize),
+    shm_after: (usize, usize),
+    children_after: Vec<u32>,
+}
+
+#[cfg(target_os = "linux")]
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[cfg(target_os = "linux")]
+fn my_children() -> Vec<u32> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(s) = std::fs::read_to_string(task.path().join("children")) {
+            kids.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    kids
+}
+
+/// In a child (no other test shares its fds): a baseline after a warm-up,
+/// then every kind of object and failure, then everything dropped; waits
+/// (bounded) until fds, shared memory and children are back to it.
+#[cfg(target_os = "linux")]
+fn leak_check(_: ()) -> Row14 {
+    Process::spawn(square, 1).unwrap().join().unwrap();
+    let fds_before = fd_count();
+    let shm_before = shm_holdings();
+    {
+        let pool = Pool::new(2).unwrap();
+        assert_eq!(pool.map(square, 0..50).unwrap().len(), 50);
+        assert!(pool.map(fragile, 0..50).is_err());
+        assert!(pool.map(exit_on_five, 0..10).is_err());
+        let _ = pool.apply_async(square, 3).unwrap().get();
+        let q = multiproc::Queue::<u64>::new().unwrap();
+        let (a, b) = multiproc::pipe(true).unwrap();
+        let lock = multiproc::Lock::new().unwrap();
+        let arr = multiproc::SharedArray::<u64>::new(1000).unwrap();
+        let p = Process::spawn(
+            |(q, c, l, arr): (
+                multiproc::Queue<u64>,
+                multiproc::Connection,
+                multiproc::Lock,
+                multiproc::SharedArray<u64>,
+            )| {
+                let _g = l.lock().unwrap();
+                q.put(&5).unwrap();
+                c.send(&6u64).unwrap();
+                arr.set(0, 7);
+            },
+            (q.clone(), b, lock.clone(), arr.clone()),
+        )
+        .unwrap();
+        assert_eq!(q.get().unwrap(), 5);
+        assert_eq!(a.recv::<u64>().unwrap(), 6);
+        p.join().unwrap();
+        assert_eq!(arr.get(0), Some(7));
+        let doomed = Process::spawn(nap, 60_000).unwrap();
+        doomed.kill().unwrap();
+        let _ = doomed.join();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let done =
+            fd_count() == fds_before && shm_holdings() == shm_before && my_children().is_empty();
+        if done || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Row14 {
+        fds_before,
+        fds_after: fd_count(),
+        shm_before,
+        shm_after: shm_holdings(),
+        children_after: my_children(),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn row14_nothing_is_left_fds_shared_memory_children() {
+    let r = watchdog(LIMIT, || {
+        Process::spawn(leak_check, ()).unwrap().join().unwrap()
+    });
+    assert_eq!(r.fds_after, r.fds_before, "fd leak: {r:?}");
+    assert_eq!(r.shm_after, r.shm_before, "shared memory kept: {r:?}");
+    assert!(r.children_after.is_empty(), "children left: {r:?}");
+    assert!(named_shm_entries().is_empty(), "{:?}", named_shm_entries());
+}
