@@ -241,7 +241,27 @@ pub(crate) struct Out<'a> {
     pub(crate) flush_at: usize,
 }
 
-impl Out<'_> {
+impl<'a> Out<'a> {
+    /// Outputs of the task `job` whose first item is `first`, a frame begun.
+    pub(crate) fn new(
+        producer: &'a mut Producer,
+        buf: &'a mut Vec<u8>,
+        job: u64,
+        first: u64,
+        flush_at: usize,
+    ) -> Out<'a> {
+        let mut out = Out {
+            producer,
+            buf,
+            job,
+            first,
+            count: 0,
+            flush_at,
+        };
+        out.begin();
+        out
+    }
+
     /// Starts a frame in `buf` (room for the header).
     pub(crate) fn begin(&mut self) {
         self.buf.clear();

@@ -184,15 +184,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
             K_TASK => {
                 let (h, items) = TaskHeader::read(bytes)?;
                 let started = args.timing.then(Instant::now);
-                let mut out = Out {
-                    producer: &mut results,
-                    buf: &mut buf,
-                    job: h.job,
-                    first: h.first,
-                    count: 0,
-                    flush_at,
-                };
-                out.begin();
+                let mut out = Out::new(&mut results, &mut buf, h.job, h.first, flush_at);
                 let outcome = match chunk_fns.get(h.task) {
                     Ok(run) => run(items, h.count, &mut out),
                     Err(e) => Err(ItemFailure::protocol(0, e.to_string())),
@@ -219,15 +211,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                     .get(h.task)
                     .map_err(|e| ItemFailure::protocol(0, e.to_string()))
                     .and_then(|run| run(span(h.input)?, span(h.output)?, h.first, h.count));
-                let mut out = Out {
-                    producer: &mut results,
-                    buf: &mut buf,
-                    job: h.job,
-                    first: h.first,
-                    count: 0,
-                    flush_at,
-                };
-                out.begin();
+                let mut out = Out::new(&mut results, &mut buf, h.job, h.first, flush_at);
                 finish(&mut out, h.first, outcome, started)?;
             }
             K_ATTACH => {
