@@ -24,31 +24,15 @@
 // helpers are unused elsewhere.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use multiproc::{ErrorKind, ExitStatus, Pool, Process, SharedValue};
 
 multiproc::test_support!();
 
-/// Test hook, run when the binary loads: a child started with
-/// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake.
-#[used]
-#[allow(unsafe_code)]
-#[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
-#[cfg_attr(
-    target_vendor = "apple",
-    unsafe(link_section = "__DATA,__mod_init_func")
-)]
-#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
-static LOAD_HOOK: extern "C" fn() = {
-    extern "C" fn hook() {
-        if let Some(code) = std::env::var_os("MULTIPROC_TEST_EXIT_AT_LOAD") {
-            std::process::exit(code.to_string_lossy().parse().unwrap_or(99));
-        }
-    }
-    hook
-};
+mod common;
+#[allow(unused_imports)]
+use common::watchdog;
 
 // ------------------------------------------------------------- allocations
 
@@ -112,33 +96,6 @@ mod alloc_probe {
 static ALLOC: alloc_probe::Probe = alloc_probe::Probe;
 
 // ---------------------------------------------------------------- watchdog
-
-/// Runs `scenario` on its own thread; the test fails if it has not finished
-/// within `limit` (a hang is a failure, never a stuck CI job). Not a speed
-/// check: the limits are far above what the scenarios need.
-fn watchdog<T: Send + 'static>(
-    limit: Duration,
-    scenario: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name("fault-scenario".into())
-        .spawn(move || {
-            let out = scenario();
-            let _ = tx.send(());
-            out
-        })
-        .unwrap();
-    match rx.recv_timeout(limit) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => match handle.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("watchdog: the scenario did not finish within {limit:?} (it hangs)")
-        }
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -7,29 +7,7 @@ use serde::{Deserialize, Serialize};
 
 multiproc::test_support!();
 
-/// Test hook, run when the binary loads: a child started with
-/// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake;
-/// with `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` it stalls that long first.
-#[used]
-#[allow(unsafe_code)]
-#[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
-#[cfg_attr(
-    target_vendor = "apple",
-    unsafe(link_section = "__DATA,__mod_init_func")
-)]
-#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
-static LOAD_HOOK: extern "C" fn() = {
-    extern "C" fn hook() {
-        if let Some(code) = std::env::var_os("MULTIPROC_TEST_EXIT_AT_LOAD") {
-            std::process::exit(code.to_string_lossy().parse().unwrap_or(99));
-        }
-        if let Some(ms) = std::env::var_os("MULTIPROC_TEST_SLEEP_AT_LOAD") {
-            let ms = ms.to_string_lossy().parse().unwrap_or(0);
-            std::thread::sleep(Duration::from_millis(ms));
-        }
-    }
-    hook
-};
+mod common;
 
 fn square(x: u64) -> u64 {
     x * x

@@ -4,56 +4,15 @@
 
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use multiproc::{ErrorKind, Process, SharedValue};
 
 multiproc::test_support!();
 
-/// Test hook, run when the binary loads: a child started with
-/// `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` stalls that long before its handshake,
-/// which gives an impostor time to connect first.
-#[used]
-#[allow(unsafe_code)]
-#[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
-#[cfg_attr(
-    target_vendor = "apple",
-    unsafe(link_section = "__DATA,__mod_init_func")
-)]
-#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
-static LOAD_HOOK: extern "C" fn() = {
-    extern "C" fn hook() {
-        if let Some(ms) = std::env::var_os("MULTIPROC_TEST_SLEEP_AT_LOAD") {
-            let ms = ms.to_string_lossy().parse().unwrap_or(0);
-            std::thread::sleep(Duration::from_millis(ms));
-        }
-    }
-    hook
-};
-
-/// Runs `scenario` on its own thread; fails the test if it has not finished
-/// within `limit` (a hang is a failure; not a speed check).
-fn watchdog<T: Send + 'static>(
-    limit: Duration,
-    scenario: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let out = scenario();
-        let _ = tx.send(());
-        out
-    });
-    match rx.recv_timeout(limit) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => match handle.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("watchdog: the scenario did not finish within {limit:?} (it hangs)")
-        }
-    }
-}
+mod common;
+#[allow(unused_imports)]
+use common::watchdog;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
