@@ -19,7 +19,7 @@
 //!     rank, size = comm.Get_rank(), comm.Get_size()
 //!     data = np.arange(1_000_000, dtype="f8") if rank == 0 else None
 //!     share = comm.scatter(np.array_split(data, size) if rank == 0 else None)
-//!     with mp.Pool(mp.cpu_count() // ...) as pool:       # per-rank pool
+//!     with mp.Pool(max(1, mp.cpu_count() // ranks_here)) as pool:  # per-rank pool
 //!         part = np.concatenate(pool.map(kernel, np.array_split(share, 8)))
 //!     out = comm.gather(part)
 //!     if rank == 0: print(np.concatenate(out)[-1])
