@@ -209,11 +209,14 @@ impl ClusterBuilder {
     /// the program already did, and starts this rank's local pool. Run
     /// without a launcher, the program is a cluster of one rank.
     ///
-    /// Every rank must call it (it is collective).
+    /// Every rank must call it (it is collective). Make one `Cluster` per
+    /// program and keep it until the end: dropping the one that
+    /// initialised MPI finalises MPI, after which no `Cluster` can start.
     ///
     /// # Errors
     /// As [`PoolBuilder::build`]; [`ErrorKind::InvalidState`] for zero
-    /// workers or a second `Cluster` in this process while one lives.
+    /// workers, or after MPI was finalised; [`ErrorKind::Spawn`] on every
+    /// rank if any rank's local pool could not start.
     ///
     /// ```
     /// fn main() -> multiproc::Result<()> {
