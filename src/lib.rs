@@ -3,6 +3,8 @@
 
 mod affinity;
 mod bootstrap;
+#[cfg(all(feature = "mpi", not(loom)))]
+mod cluster;
 mod codec;
 mod error;
 mod participants;
@@ -23,6 +25,8 @@ mod sys;
 mod task;
 
 pub use affinity::cpu_count;
+#[cfg(all(feature = "mpi", not(loom)))]
+pub use cluster::{Cluster, ClusterBuilder, ClusterTiming};
 pub use error::{Error, ErrorKind, PanicInfo, Result};
 #[cfg(not(loom))]
 pub use pipe::{pipe, wait, Connection, Waitable};

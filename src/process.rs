@@ -516,6 +516,23 @@ impl ProcessBuilder {
         self
     }
 
+    /// Removes every inherited environment variable whose name starts with
+    /// one of `prefixes` (as read now) from the child's environment.
+    pub(crate) fn env_remove_prefixes(mut self, prefixes: &[&str]) -> Self {
+        if prefixes.is_empty() {
+            return self;
+        }
+        for (key, _) in std::env::vars_os() {
+            let strip = key
+                .to_str()
+                .is_some_and(|k| prefixes.iter().any(|p| k.starts_with(p)));
+            if strip {
+                self.env.push((key, None));
+            }
+        }
+        self
+    }
+
     /// Starts `f(args)` in a new child process and returns at once.
     ///
     /// The child starts in about a millisecond; its handshake completes in

@@ -53,6 +53,8 @@ pub(crate) struct Config {
     pub(crate) timing: bool,
     pub(crate) key: TaskKey,
     pub(crate) doorbell: crate::segment::SegmentHandle,
+    /// Prefixes of inherited environment variables workers must not see.
+    pub(crate) strip_env: &'static [&'static str],
 }
 
 /// Per-worker counters (mpire's "insights").
@@ -122,6 +124,7 @@ impl Worker {
         };
         let process = Process::builder()
             .name(format!("PoolWorker-{}", index + 1))
+            .env_remove_prefixes(cfg.strip_env)
             .spawn(worker_main, args)?;
         let now = Instant::now();
         Ok(Worker {

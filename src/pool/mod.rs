@@ -109,6 +109,10 @@ pub struct PoolBuilder {
     ring_bytes: usize,
     task_timeout: Option<Duration>,
     insights: bool,
+    /// Inherited environment variables whose names start with one of
+    /// these are removed from every worker's environment (a cluster rank's
+    /// pool strips the MPI launcher's variables).
+    strip_env: &'static [&'static str],
 }
 
 /// Tags the initializer's descriptor once the pool's key exists.
@@ -125,6 +129,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("ring_bytes", &self.ring_bytes)
             .field("task_timeout", &self.task_timeout)
             .field("insights", &self.insights)
+            .field("strip_env", &self.strip_env)
             .finish()
     }
 }
@@ -140,6 +145,7 @@ impl Default for PoolBuilder {
             ring_bytes: DEFAULT_RING_BYTES,
             task_timeout: None,
             insights: false,
+            strip_env: &[],
         }
     }
 }
@@ -262,6 +268,21 @@ impl PoolBuilder {
         self
     }
 
+    /// Workers start without the inherited environment variables whose
+    /// names start with one of `prefixes` (crate-internal: a cluster rank
+    /// keeps its MPI launcher's variables away from its workers).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn strip_env_prefixes(mut self, prefixes: &'static [&'static str]) -> Self {
+        self.strip_env = prefixes;
+        self
+    }
+
+    /// The process count set by [`processes`](PoolBuilder::processes), if any.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn processes_set(&self) -> Option<usize> {
+        self.processes
+    }
+
     /// Starts the workers. They start in parallel and the call returns
     /// once the OS has started them; tasks queue until each worker is up.
     ///
@@ -307,6 +328,7 @@ impl PoolBuilder {
             timing: self.insights,
             key,
             doorbell: doorbell.handle(),
+            strip_env: self.strip_env,
         };
         let core = Core::new(cfg)?;
         Ok(Pool {

@@ -91,6 +91,25 @@ impl<T: Pod> ShmVec<T> {
         Ok(v)
     }
 
+    /// `len` elements over a segment that held another `ShmVec` before
+    /// (the cluster reuses its transfer buffers across calls). `None` if
+    /// the segment is too small or `T` over-aligned.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn over(segment: Arc<Segment>, len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        (bytes <= segment.len() && std::mem::align_of::<T>() <= 64).then_some(ShmVec {
+            segment,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// The segment, for reuse by [`over`](ShmVec::over).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn into_segment(self) -> Arc<Segment> {
+        self.segment
+    }
+
     /// Number of elements.
     ///
     /// ```
@@ -122,9 +141,10 @@ impl<T: Pod> Deref for ShmVec<T> {
             return &[];
         }
         // SAFETY: the segment holds `len * size_of::<T>()` data bytes,
-        // 64-aligned (checked against `align_of::<T>()` in `zeroed`), mapped
-        // while the `Arc` lives, initialised (zero-filled, then written only
-        // as `T`s) and every bit pattern is a valid `T` (`Pod`). No other
+        // 64-aligned (checked against `align_of::<T>()` in `zeroed` and
+        // `over`), mapped while the `Arc` lives, initialised (zero-filled,
+        // then written only as `Pod` values, `T`s or, for a reused segment,
+        // another `Pod` type) and every bit pattern is a valid `T` (`Pod`). No other
         // process writes it while this shared borrow lives: the handle is
         // never given out, and pool workers write it only during a pool
         // call that holds `&mut self`.
