@@ -572,27 +572,10 @@ impl Cluster {
             self.finish(outcome, started, timing)?;
             Ok(out)
         } else {
-            let Some(h) = self.broadcast_header(header) else {
-                return self
-                    .finish(Err(self.protocol_error()), started, timing)
-                    .map(|()| Vec::new());
-            };
-            timing.scatter = started.elapsed();
-            if h.root_failed != 0 {
-                return self.finish(Ok(()), started, timing).map(|()| Vec::new());
-            }
-            let range = self.share(h.n as usize, self.rank);
-            let t = Instant::now();
-            let result = match self.mismatch(&h, header) {
-                Some(e) => {
-                    self.drain_part();
-                    Err(e)
-                }
-                None => self.map_received(f, range.len()),
-            };
-            timing.compute = t.elapsed();
-            let outcome = self.reply(result, range.start as u64, timing.compute);
-            self.finish(outcome, started, timing).map(|()| Vec::new())
+            self.follow(header, started, |h| {
+                self.map_received(f, self.share(h.n as usize, self.rank).len())
+            })
+            .map(|()| Vec::new())
         }
     }
 
@@ -681,54 +664,27 @@ impl Cluster {
                 Ok(v) => (v, Ok(())),
                 Err(e) => (Vec::new(), Err(e.to_remote(0, 0))),
             };
-            for r in 1..self.size {
-                let offset = self.share(n, r).start as u64;
-                let got = self.gather_from(r, offset, None, &mut timing);
-                if outcome.is_err() {
-                    continue;
-                }
-                outcome = got.and_then(|bytes| {
-                    let part: Vec<R> = postcard::from_bytes(&bytes).map_err(|e| {
-                        Error::codec(format!("decoding rank {r}'s results"), e).to_remote(0, 0)
-                    })?;
-                    out.extend(part);
-                    Ok(())
-                });
-            }
+            self.gather_serde(
+                |r| self.share(n, r).start as u64,
+                &mut outcome,
+                &mut timing,
+                |part: Vec<R>| out.extend(part),
+            );
             self.finish(outcome, started, timing)?;
             Ok(out)
         } else {
             drop(items);
-            let Some(h) = self.broadcast_header(header) else {
-                return self
-                    .finish(Err(self.protocol_error()), started, timing)
-                    .map(|()| Vec::new());
-            };
-            timing.scatter = started.elapsed();
-            if h.root_failed != 0 {
-                return self.finish(Ok(()), started, timing).map(|()| Vec::new());
-            }
-            let offset = self.share(h.n as usize, self.rank).start as u64;
-            let t = Instant::now();
-            let result = match self.mismatch(&h, header) {
-                Some(e) => {
-                    self.drain_part();
-                    Err(e)
-                }
-                None => {
-                    let bytes = self.recv_blob(TAG_PART);
-                    postcard::from_bytes::<Vec<A>>(&bytes)
-                        .map_err(|e| Error::codec("decoding this rank's items", e))
-                        .and_then(|items| self.pool.map(f, items))
-                        .and_then(|out| {
-                            postcard::to_stdvec(&out)
-                                .map_err(|e| Error::codec("encoding this rank's results", e))
-                        })
-                }
-            };
-            timing.compute = t.elapsed();
-            let outcome = self.reply(result, offset, timing.compute);
-            self.finish(outcome, started, timing).map(|()| Vec::new())
+            self.follow(header, started, |_| {
+                let bytes = self.recv_blob(TAG_PART);
+                postcard::from_bytes::<Vec<A>>(&bytes)
+                    .map_err(|e| Error::codec("decoding this rank's items", e))
+                    .and_then(|items| self.pool.map(f, items))
+                    .and_then(|out| {
+                        postcard::to_stdvec(&out)
+                            .map_err(|e| Error::codec("encoding this rank's results", e))
+                    })
+            })
+            .map(|()| Vec::new())
         }
     }
 
@@ -800,55 +756,88 @@ impl Cluster {
                 }
                 Err(e) => Err(e.to_remote(0, 0)),
             };
-            for r in 1..self.size {
-                let got = self.gather_from(r, 0, None, &mut timing);
-                if outcome.is_err() {
-                    continue;
-                }
-                outcome = got.and_then(|bytes| {
-                    out.push(postcard::from_bytes(&bytes).map_err(|e| {
-                        Error::codec(format!("decoding rank {r}'s result"), e).to_remote(0, 0)
-                    })?);
-                    Ok(())
-                });
-            }
+            self.gather_serde(|_| 0, &mut outcome, &mut timing, |v: R| out.push(v));
             self.finish(outcome, started, timing)?;
             Ok(out)
         } else {
             drop(args);
-            let Some(h) = self.broadcast_header(header) else {
-                return self
-                    .finish(Err(self.protocol_error()), started, timing)
-                    .map(|()| Vec::new());
-            };
-            timing.scatter = started.elapsed();
-            if h.root_failed != 0 {
-                return self.finish(Ok(()), started, timing).map(|()| Vec::new());
-            }
-            let t = Instant::now();
-            let result = match self.mismatch(&h, header) {
-                Some(e) => {
-                    self.drain_part();
-                    Err(e)
-                }
-                None => {
-                    let bytes = self.recv_blob(TAG_PART);
-                    postcard::from_bytes::<A>(&bytes)
-                        .map_err(|e| Error::codec("decoding the arguments", e))
-                        .and_then(|args| self.pool.apply(f, (self.rank, args)))
-                        .and_then(|out| {
-                            postcard::to_stdvec(&out)
-                                .map_err(|e| Error::codec("encoding this rank's result", e))
-                        })
-                }
-            };
-            timing.compute = t.elapsed();
-            let outcome = self.reply(result, 0, timing.compute);
-            self.finish(outcome, started, timing).map(|()| Vec::new())
+            self.follow(header, started, |_| {
+                let bytes = self.recv_blob(TAG_PART);
+                postcard::from_bytes::<A>(&bytes)
+                    .map_err(|e| Error::codec("decoding the arguments", e))
+                    .and_then(|args| self.pool.apply(f, (self.rank, args)))
+                    .and_then(|out| {
+                        postcard::to_stdvec(&out)
+                            .map_err(|e| Error::codec("encoding this rank's result", e))
+                    })
+            })
+            .map(|()| Vec::new())
         }
     }
 
     // ---- the frame's steps -------------------------------------------
+
+    /// A non-root rank's side of a collective call: take the root's header,
+    /// check it against this rank's own, run `work` on this rank's share
+    /// (it returns the encoded result), send the result to the root, and
+    /// learn the call's outcome.
+    fn follow(
+        &self,
+        header: Header,
+        started: Instant,
+        work: impl FnOnce(&Header) -> Result<Vec<u8>>,
+    ) -> Result<()> {
+        let mut timing = ClusterTiming::default();
+        let Some(h) = self.broadcast_header(header) else {
+            return self.finish(Err(self.protocol_error()), started, timing);
+        };
+        timing.scatter = started.elapsed();
+        if h.root_failed != 0 {
+            return self.finish(Ok(()), started, timing);
+        }
+        // Where this rank's items start in the whole input (`apply` has
+        // one "item" per rank, reported as index 0).
+        let offset = if header.op == Op::Apply as u64 {
+            0
+        } else {
+            self.share(h.n as usize, self.rank).start as u64
+        };
+        let t = Instant::now();
+        let result = match self.mismatch(&h, header) {
+            Some(e) => {
+                self.drain_part();
+                Err(e)
+            }
+            None => work(&h),
+        };
+        timing.compute = t.elapsed();
+        let outcome = self.reply(result, offset, timing.compute);
+        self.finish(outcome, started, timing)
+    }
+
+    /// The root collects every other rank's postcard-encoded result in
+    /// rank order, handing each to `take`; after the first failure it
+    /// still drains the rest (every rank sends exactly once).
+    fn gather_serde<D: DeserializeOwned>(
+        &self,
+        offset: impl Fn(usize) -> u64,
+        outcome: &mut Outcome,
+        timing: &mut ClusterTiming,
+        mut take: impl FnMut(D),
+    ) {
+        for r in 1..self.size {
+            let got = self.gather_from(r, offset(r), None, timing);
+            if outcome.is_err() {
+                continue;
+            }
+            *outcome = got.and_then(|bytes| {
+                take(postcard::from_bytes(&bytes).map_err(|e| {
+                    Error::codec(format!("decoding rank {r}'s results"), e).to_remote(0, 0)
+                })?);
+                Ok(())
+            });
+        }
+    }
 
     fn next_seq(&self) -> u64 {
         let s = self.seq.get();
