@@ -237,8 +237,9 @@ fn accept(
     let handshake_err =
         |what: &str| Error::new(ErrorKind::Handshake, what.to_string()).with_pid(pid);
     // Whoever connects first is decoded here. ipc-channel's decoder panics
-    // on a channel index with no channel attached (its own FIXME), so a
-    // malformed hello is caught and refused like a wrong token.
+    // on a channel index with no channel attached (an acknowledged gap
+    // upstream), so a malformed hello is caught and refused like a wrong
+    // token.
     let accepted = std::panic::catch_unwind(AssertUnwindSafe(|| server.accept()))
         .map_err(|_| handshake_err("a peer sent a malformed hello"))?;
     let (conn, hello) = accepted.map_err(|e| {

@@ -3,6 +3,7 @@
 //! item and result types.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
@@ -228,7 +229,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Collect<U> {
     st: Mutex<CollectState<U>>,
     /// `ready()` without the lock: waiting drivers ask on every spin.
-    ready: std::sync::atomic::AtomicBool,
+    ready: AtomicBool,
     /// Ready only once settled (zero-copy: the memory is ours again).
     wait_settle: bool,
 }
@@ -268,7 +269,7 @@ impl<U> Collect<U> {
                 taken: false,
                 done_items: 0,
             }),
-            ready: std::sync::atomic::AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             wait_settle,
         })
     }
@@ -277,7 +278,7 @@ impl<U> Collect<U> {
     pub(crate) fn ready(&self) -> bool {
         // SYNC: Acquire pairs with the Release stores in `fail` / `settle`,
         // made under the state lock after the state changed.
-        self.ready.load(std::sync::atomic::Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
     }
 
     /// `Some(true)` if it succeeded, `Some(false)` if it failed, `None`
@@ -382,14 +383,14 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Collect<U> {
             st.parts.clear();
         }
         if !self.wait_settle {
-            self.ready.store(true, std::sync::atomic::Ordering::Release);
+            self.ready.store(true, Ordering::Release);
         }
     }
 
     fn settle(&self) {
         let mut st = lock(&self.st);
         st.settled = true;
-        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        self.ready.store(true, Ordering::Release);
     }
 }
 
@@ -397,6 +398,12 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Collect<U> {
 pub(crate) struct Stream<U> {
     st: Mutex<StreamState<U>>,
     ordered: bool,
+    /// Outputs buffered and not yet handed out. Changed under `st`, read
+    /// without it by the dispatcher on every step (a bound, not a sync
+    /// point: Relaxed).
+    buffered: AtomicUsize,
+    /// The consumer went away (Relaxed, as `buffered`).
+    dropped: AtomicBool,
 }
 
 struct StreamState<U> {
@@ -405,12 +412,10 @@ struct StreamState<U> {
     unordered: VecDeque<U>,
     /// Ordered: index of the next item to hand out.
     next: u64,
-    buffered: usize,
     /// The first error and the index it belongs to.
     error: Option<(u64, Error)>,
     settled: bool,
     closed: bool,
-    dropped: bool,
     done_items: u64,
 }
 
@@ -421,14 +426,14 @@ impl<U> Stream<U> {
                 parts: BTreeMap::new(),
                 unordered: VecDeque::new(),
                 next: 0,
-                buffered: 0,
                 error: None,
                 settled: false,
                 closed: false,
-                dropped: false,
                 done_items: 0,
             }),
             ordered,
+            buffered: AtomicUsize::new(0),
+            dropped: AtomicBool::new(false),
         })
     }
 
@@ -459,13 +464,13 @@ impl<U> Stream<U> {
                         st.parts.insert(next + 1, rest);
                     }
                     st.next += 1;
-                    st.buffered -= 1;
+                    self.buffered.fetch_sub(1, Ordering::Relaxed);
                     return Some(Some(Ok(v)));
                 }
             }
         } else {
             if let Some(v) = st.unordered.pop_front() {
-                st.buffered -= 1;
+                self.buffered.fetch_sub(1, Ordering::Relaxed);
                 return Some(Some(Ok(v)));
             }
             if let Some((_, e)) = st.error.take() {
@@ -486,7 +491,7 @@ impl<U> Stream<U> {
     /// The consumer went away.
     pub(crate) fn drop_consumer(&self) {
         let mut st = lock(&self.st);
-        st.dropped = true;
+        self.dropped.store(true, Ordering::Relaxed);
         st.parts.clear();
         st.unordered.clear();
     }
@@ -501,10 +506,10 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Stream<U> {
         let mut part = VecDeque::new();
         decode_all(bytes, count, &mut part)?;
         let mut st = lock(&self.st);
-        if st.dropped || part.is_empty() {
+        if self.dropped.load(Ordering::Relaxed) || part.is_empty() {
             return Ok(());
         }
-        st.buffered += part.len();
+        self.buffered.fetch_add(part.len(), Ordering::Relaxed);
         if self.ordered {
             if first < st.next || st.parts.insert(first, part).is_some() {
                 return Err(Error::new(
@@ -535,11 +540,11 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Stream<U> {
     }
 
     fn backlog(&self) -> usize {
-        lock(&self.st).buffered
+        self.buffered.load(Ordering::Relaxed)
     }
 
     fn abandoned(&self) -> bool {
-        lock(&self.st).dropped
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 

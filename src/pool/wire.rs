@@ -217,6 +217,16 @@ impl ItemFailure {
         }
     }
 
+    /// Item `offset` panicked.
+    pub(crate) fn panicked(offset: u64, info: PanicInfo) -> ItemFailure {
+        ItemFailure {
+            offset,
+            kind: ErrorKind::Panicked,
+            message: info.message().to_string(),
+            panic: Some(info),
+        }
+    }
+
     pub(crate) fn protocol(offset: u64, message: String) -> ItemFailure {
         ItemFailure {
             offset,
@@ -375,12 +385,7 @@ where
     // The parent held a value of `F`: it made the descriptor from one.
     let f: F = conjure();
     let call = |i: u64, a: A| {
-        crate::bootstrap::catch_panic(|| f(a)).map_err(|info| ItemFailure {
-            offset: i,
-            kind: ErrorKind::Panicked,
-            message: info.message().to_string(),
-            panic: Some(info),
-        })
+        crate::bootstrap::catch_panic(|| f(a)).map_err(|info| ItemFailure::panicked(i, info))
     };
     // Raw results (primitive numbers) collect here and go out in blocks.
     let mut results = Results::<R> {
@@ -500,12 +505,7 @@ fn elements<T: Pod>(
 
 /// Runs a kernel on `count` elements, catching a panic.
 fn guarded(f: impl FnOnce()) -> std::result::Result<(), ItemFailure> {
-    crate::bootstrap::catch_panic(f).map_err(|info| ItemFailure {
-        offset: 0,
-        kind: ErrorKind::Panicked,
-        message: info.message().to_string(),
-        panic: Some(info),
-    })
+    crate::bootstrap::catch_panic(f).map_err(|info| ItemFailure::panicked(0, info))
 }
 
 #[allow(unsafe_code)]
