@@ -167,7 +167,11 @@ impl Connection {
                 "this end of a one-way pipe cannot send",
             )
         })?;
-        ring::with_handle(&self.tx, || out.producer(), f)
+        let r = ring::with_handle(&self.tx, || out.producer(), f);
+        // A segment shrunk by a peer: what the call saw or did was private
+        // zeros, not the pipe.
+        self.segment.check_intact()?;
+        r
     }
 
     fn with_rx<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
@@ -177,7 +181,11 @@ impl Connection {
                 "this end of a one-way pipe cannot receive",
             )
         })?;
-        ring::with_handle(&self.rx, || inp.consumer(), f)
+        let r = ring::with_handle(&self.rx, || inp.consumer(), f);
+        // A segment shrunk by a peer: what the call saw or did was private
+        // zeros, not the pipe.
+        self.segment.check_intact()?;
+        r
     }
 
     /// Sends a value (Python's `send(obj)`), waiting for room.

@@ -68,6 +68,10 @@ unsafe impl Region for RingRegion {
     fn len(&self) -> usize {
         self.segment.len().saturating_sub(RING_OFFSET)
     }
+
+    fn lost(&self) -> bool {
+        self.segment.lost()
+    }
 }
 
 struct Inner {
@@ -152,7 +156,11 @@ impl Inner {
             p.set_peer_check(self.peer_check());
             Ok(p)
         };
-        ring::with_handle(&self.producer, make, f)
+        let r = ring::with_handle(&self.producer, make, f);
+        // A segment shrunk by a peer: what the call saw or did was private
+        // zeros, not the queue.
+        self.segment.check_intact()?;
+        r
     }
 
     fn with_consumer<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
@@ -161,7 +169,11 @@ impl Inner {
             c.set_peer_check(self.peer_check());
             Ok(c)
         };
-        ring::with_handle(&self.consumer, make, f)
+        let r = ring::with_handle(&self.consumer, make, f);
+        // A segment shrunk by a peer: what the call saw or did was private
+        // zeros, not the queue.
+        self.segment.check_intact()?;
+        r
     }
 }
 

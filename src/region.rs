@@ -29,6 +29,11 @@ pub(crate) unsafe trait Region: Send + Sync + 'static {
     fn base(&self) -> *mut u8;
     /// Size of the block in bytes, as this process mapped it.
     fn len(&self) -> usize;
+    /// Whether another process shrank the memory under this region, so it
+    /// holds private zeros now (see `sys::sigbus`). Heap blocks never are.
+    fn lost(&self) -> bool {
+        false
+    }
 }
 
 /// A zeroed, 64-byte-aligned heap block: a region for in-process use.

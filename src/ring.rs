@@ -239,6 +239,11 @@ impl Mem {
         Mem { region, base, cap }
     }
 
+    /// Another process shrank the memory under us (see `sys::sigbus`).
+    fn lost(&self) -> bool {
+        self.region.lost()
+    }
+
     #[inline]
     fn header(&self) -> &Header {
         // SAFETY: the region is valid for at least HEADER_SIZE bytes
@@ -309,6 +314,10 @@ impl Mem {
     #[inline]
     fn header(&self) -> &Header {
         &self.header
+    }
+
+    fn lost(&self) -> bool {
+        false
     }
 
     fn word(&self, off: usize) -> &AtomicU64 {
@@ -746,15 +755,15 @@ pub(crate) fn with_handle<H, R>(
 
 /// The blocking part of every ring wait: spin for `spin`, then park on
 /// `waiters` in slices until `ready`, the deadline, or (checked every
-/// liveness period) the peer's death.
+/// liveness period) an error from `health`: the peer's death, or the
+/// memory lost to a peer's shrink.
 fn block_until(
     spin: Duration,
     waiters: &Waiters,
     wait: &mut Wait,
     ready: impl Fn() -> bool,
-    peer_alive: impl Fn() -> bool,
+    health: impl Fn() -> Result<()>,
     what: &str,
-    peer: &str,
 ) -> Result<()> {
     if spin_until(spin, &ready) {
         return Ok(());
@@ -767,10 +776,23 @@ fn block_until(
         if ready() {
             return Ok(());
         }
-        if wait.liveness_due() && !peer_alive() {
-            return Err(Error::new(ErrorKind::PeerDied, format!("ring {peer} died")));
+        if wait.liveness_due() {
+            health()?;
         }
     }
+}
+
+/// What a blocked wait checks every liveness period: the memory is still
+/// shared (`Protocol`, and the ring is poisoned, if a peer shrank it) and
+/// the other side is alive (`PeerDied`).
+fn ring_health(ring: &Ring, peer_alive: impl FnOnce() -> bool, peer: &str) -> Result<()> {
+    if ring.mem.lost() {
+        return Err(ring.poison(crate::segment::lost_error("under a ring").to_string()));
+    }
+    if !peer_alive() {
+        return Err(Error::new(ErrorKind::PeerDied, format!("ring {peer} died")));
+    }
+    Ok(())
 }
 
 /// Whether the other side is alive: the caller's check if it set one, else
@@ -886,6 +908,9 @@ fn lock_side(ring: &Ring, side: &Side, pid: u32, wait: &mut Wait, spin: Duration
     }
     loop {
         check_state_any(ring)?;
+        if ring.mem.lost() {
+            return Err(ring.poison(crate::segment::lost_error("under a ring").to_string()));
+        }
         // SYNC: Relaxed: the value only picks the futex's expected word and
         // the pid to check; the CAS above carries the ordering.
         let holder = side.lock.load(Ordering::Relaxed);
@@ -1231,16 +1256,8 @@ impl Producer {
             let need = (pad + size + FRAME_WORD) as u64;
             st != 0 || tail.wrapping_sub(head).saturating_add(need) <= cap as u64
         };
-        let peer = || self.peer_alive();
-        block_until(
-            self.spin,
-            &h.prod_wait.0,
-            wait,
-            fits,
-            peer,
-            "ring push",
-            "consumer",
-        )
+        let health = || ring_health(&self.ring, || self.peer_alive(), "consumer");
+        block_until(self.spin, &h.prod_wait.0, wait, fits, health, "ring push")
     }
 
     fn peer_alive(&self) -> bool {
@@ -1514,16 +1531,8 @@ impl Consumer {
             // SYNC: Acquire pairs with the Release fetch_or in close/poison.
             w != 0 || h.state.0.load(Ordering::Acquire) != 0
         };
-        let peer = || self.peer_alive();
-        block_until(
-            self.spin,
-            &h.cons_wait.0,
-            wait,
-            ready,
-            peer,
-            "ring pop",
-            "producer",
-        )
+        let health = || ring_health(&self.ring, || self.peer_alive(), "producer");
+        block_until(self.spin, &h.cons_wait.0, wait, ready, health, "ring pop")
     }
 
     fn peer_alive(&self) -> bool {

@@ -107,6 +107,17 @@ impl fmt::Debug for Segment {
     }
 }
 
+/// The error for a segment another process shrank under us.
+pub(crate) fn lost_error(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!(
+            "shared memory {what} was shrunk by another process; this process's view of it \
+             was replaced with zeros and is no longer shared"
+        ),
+    )
+}
+
 fn total_len(len: usize) -> Result<usize> {
     len.checked_add(HEADER_LEN)
         .filter(|&t| t <= isize::MAX as usize)
@@ -220,6 +231,28 @@ impl Segment {
     /// Start of the data: `len()` bytes, aligned to [`MAX_ALIGN`].
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr().wrapping_add(HEADER_LEN)
+    }
+
+    /// Whether another process shrank the segment under this mapping, which
+    /// then holds private zeros and shares nothing any more (Linux; the
+    /// other platforms cannot shrink a segment).
+    pub(crate) fn lost(&self) -> bool {
+        self.map.lost()
+    }
+
+    /// `Err(Protocol)` once [`lost`](Self::lost): the error every blocking
+    /// user of a segment returns instead of waiting on memory nobody else
+    /// sees any more.
+    pub(crate) fn check_intact(&self) -> Result<()> {
+        if self.lost() {
+            return Err(self.lost_error());
+        }
+        Ok(())
+    }
+
+    /// The error [`check_intact`](Self::check_intact) returns.
+    pub(crate) fn lost_error(&self) -> Error {
+        lost_error(&self.handle().to_string())
     }
 
     /// No new opens through this process's handles (Linux) or through the
@@ -391,6 +424,10 @@ unsafe impl crate::region::Region for SegmentRegion {
 
     fn len(&self) -> usize {
         self.len
+    }
+
+    fn lost(&self) -> bool {
+        self.segment.lost()
     }
 }
 

@@ -176,6 +176,26 @@ pub struct SharedValue<T> {
 }
 
 impl<T: Pod> SharedValue<T> {
+    /// Whether another process shrank this value's shared memory under us.
+    ///
+    /// On Linux anyone who can open a segment can `ftruncate` it, and
+    /// touching the lost pages would kill this process with `SIGBUS`. The
+    /// crate catches that fault instead: it replaces the whole mapping with
+    /// private zeros, so the access goes on, and from then on reads give
+    /// zeros and writes reach nobody. This says whether that happened; the
+    /// crate's blocking objects (locks, queues, pipes, the pool) turn it
+    /// into an [`ErrorKind::Protocol`] error themselves. Always `false` on
+    /// Windows and macOS, where a segment cannot shrink. Python has no
+    /// counterpart: there the reader dies of `SIGBUS`.
+    ///
+    /// ```
+    /// let x = multiproc::SharedValue::new(1u64).unwrap();
+    /// assert!(!x.is_lost());
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.seg.lost()
+    }
+
     /// Puts `value` into a new shared-memory segment.
     ///
     /// # Errors
@@ -453,6 +473,26 @@ impl<T> SharedArray<T> {
 }
 
 impl<T: Pod> SharedArray<T> {
+    /// Whether another process shrank this array's shared memory under us.
+    ///
+    /// On Linux anyone who can open a segment can `ftruncate` it, and
+    /// touching the lost pages would kill this process with `SIGBUS`. The
+    /// crate catches that fault instead: it replaces the whole mapping with
+    /// private zeros, so the access goes on, and from then on reads give
+    /// zeros and writes reach nobody. This says whether that happened; the
+    /// crate's blocking objects (locks, queues, pipes, the pool) turn it
+    /// into an [`ErrorKind::Protocol`] error themselves. Always `false` on
+    /// Windows and macOS, where a segment cannot shrink. Python has no
+    /// counterpart: there the reader dies of `SIGBUS`.
+    ///
+    /// ```
+    /// let x = multiproc::SharedArray::<u32>::new(4).unwrap();
+    /// assert!(!x.is_lost());
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.seg.lost()
+    }
+
     /// A new array of `len` zeroed elements (Python: `Array('q', n)`).
     ///
     /// # Errors
@@ -891,6 +931,26 @@ impl SharedMemory {
         Ok(SharedMemory {
             seg: Arc::new(Segment::open(&handle)?),
         })
+    }
+
+    /// Whether another process shrank this block under us.
+    ///
+    /// On Linux anyone who can open a segment can `ftruncate` it, and
+    /// touching the lost pages would kill this process with `SIGBUS`. The
+    /// crate catches that fault instead: it replaces the whole mapping with
+    /// private zeros, so the access goes on, and from then on reads give
+    /// zeros and writes reach nobody. This says whether that happened; the
+    /// crate's blocking objects (locks, queues, pipes, the pool) turn it
+    /// into an [`ErrorKind::Protocol`] error themselves. Always `false` on
+    /// Windows and macOS, where a segment cannot shrink. Python has no
+    /// counterpart: there the reader dies of `SIGBUS`.
+    ///
+    /// ```
+    /// let x = multiproc::SharedMemory::create(64).unwrap();
+    /// assert!(!x.is_lost());
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.seg.lost()
     }
 
     /// The block's name, for [`open`](Self::open) in another process. It

@@ -176,6 +176,7 @@ impl<B: Block> Shared<B> {
     /// `Err(PeerDied)` if the block is broken or a participant died (which
     /// then breaks it and wakes everyone).
     fn check_peers(&self) -> Result<()> {
+        self.segment.check_intact()?;
         let block = self.block();
         let h = block.header();
         // SYNC: Acquire pairs with the Release store of `broken` below (by
@@ -523,8 +524,16 @@ impl Lock {
     }
 
     fn lock_until(&self, deadline: Option<Instant>) -> Result<LockGuard<'_>> {
+        // A lock word in memory nobody else sees any more excludes nobody.
+        self.shared.segment.check_intact()?;
         let mutex = &self.shared.block().mutex;
-        match mutex.lock(deadline, &|| Ok(()))? {
+        match mutex.lock(deadline, &|| self.shared.segment.check_intact())? {
+            // Taken in memory a peer shrank away (the fault during `lock`
+            // replaced it with zeros): it excludes nobody.
+            Acquired::Clean if self.shared.segment.lost() => {
+                mutex.unlock();
+                Err(self.shared.segment.lost_error())
+            }
             Acquired::Clean => Ok(LockGuard { lock: self }),
             Acquired::OwnerDied(owner) => {
                 mutex.unlock();
@@ -662,6 +671,7 @@ impl RLock {
     }
 
     fn lock_until(&self, deadline: Option<Instant>) -> Result<RLockGuard<'_>> {
+        self.shared.segment.check_intact()?;
         let b = self.shared.block();
         let me = thread_token();
         let guard = || RLockGuard {
@@ -675,7 +685,15 @@ impl RLock {
             b.count.fetch_add(1, Ordering::Relaxed);
             return Ok(guard());
         }
-        match b.mutex.lock(deadline, &|| Ok(()))? {
+        match b
+            .mutex
+            .lock(deadline, &|| self.shared.segment.check_intact())?
+        {
+            // As in `Lock::lock_until`.
+            Acquired::Clean if self.shared.segment.lost() => {
+                b.mutex.unlock();
+                Err(self.shared.segment.lost_error())
+            }
             Acquired::Clean => {
                 b.owner_thread.store(me, Ordering::Relaxed);
                 b.count.store(1, Ordering::Relaxed);

@@ -13,7 +13,7 @@
 //! | 6 the parent is SIGKILLed | `row06_…` |
 //! | 7 /dev/shm is full | `row07_…` |
 //! | 8 a peer corrupts a ring | `row08_…` |
-//! | 9 a peer shrinks a segment | `row09_limitation_…` |
+//! | 9 a peer shrinks a segment | `row09_…` |
 //! | 10 impostor at the handshake | `tests/security.rs` |
 //! | 11 the bare marker | `row11_…` |
 //! | 12 malformed frames | `row12_…` |
@@ -689,59 +689,217 @@ fn row07_a_full_dev_shm_is_no_space_at_creation_never_sigbus() {
 
 // ------------------------------------------------------------------ row 9
 
-/// Maps the segment, says so, waits for the go, then reads all of it.
-fn read_after_go((m, go): (multiproc::SharedMemory, SharedValue<u32>)) -> usize {
+/// Maps the segment, says so, waits for the go, then reads all of it:
+/// (length, bytes that are not zero, whether the mapping was lost).
+fn read_after_go((m, go): (multiproc::SharedMemory, SharedValue<u32>)) -> (usize, usize, bool) {
     go.set(1);
     let deadline = Instant::now() + Duration::from_secs(30);
     while go.get() != 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    m.to_vec().len()
+    let bytes = m.to_vec();
+    (
+        bytes.len(),
+        bytes.iter().filter(|&&b| b != 0).count(),
+        m.is_lost(),
+    )
 }
 
-/// LIMITATION (Linux): a peer of the same user that opens a segment can
-/// `ftruncate` it, and every process that then touches the lost pages
-/// dies of SIGBUS. Segments are `O_TMPFILE` files on /dev/shm, which
-/// cannot be sealed (only `memfd_create` files can); moving to memfd
-/// would trade the /dev/shm size cap (a clean `NoSpace`, row 7) for the
-/// OOM killer. This test shows the limitation; when it is lifted, turn it
-/// into "the reader survives".
+/// The fd under which this process holds `m` (its name starts
+/// `<pid>.<fd>.`).
+#[cfg(target_os = "linux")]
+fn fd_of(m: &multiproc::SharedMemory) -> String {
+    let name = m.name();
+    name.split('_')
+        .next()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+/// What any peer holding segments can do: shrink every shared-memory file
+/// it holds to nothing (`ftruncate` through its own fd). Returns how many.
+#[cfg(target_os = "linux")]
+fn shrink_every_segment() -> usize {
+    shrink_segments_larger_than(0)
+}
+
+/// As [`shrink_every_segment`], for the files over `min` bytes only.
+#[cfg(target_os = "linux")]
+fn shrink_segments_larger_than(min: u64) -> usize {
+    let mut shrunk = 0;
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        if !target.to_string_lossy().starts_with("/dev/shm/") {
+            continue;
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fd.path())
+            .unwrap();
+        if f.metadata().unwrap().len() <= min {
+            continue;
+        }
+        f.set_len(0).unwrap();
+        shrunk += 1;
+    }
+    shrunk
+}
+
+/// Row 9: a peer `ftruncate`s a segment under a reader. The reader's next
+/// access would be SIGBUS; it lives, reads zeros, and is told the memory
+/// is lost. The process that shrank it survives its own mapping too.
 #[cfg(target_os = "linux")]
 #[test]
-#[allow(unsafe_code)]
-fn row09_limitation_a_peer_shrinking_a_segment_kills_its_readers_with_sigbus() {
-    use std::os::fd::AsRawFd;
+fn row09_a_peer_shrinking_a_segment_crashes_no_reader() {
     watchdog(LIMIT, || {
         let m = multiproc::SharedMemory::create(1 << 20).unwrap();
+        m.write_at(0, &[0xab; 1 << 16]);
         let go = SharedValue::new(0u32).unwrap();
         let reader = Process::spawn(read_after_go, (m.clone(), go.clone())).unwrap();
         wait_for_flag(&go, 1);
         // The peer's move: open the segment as any holder can, shrink it.
-        let fd = m
-            .name()
-            .split('_')
-            .next()
-            .unwrap()
-            .split('.')
-            .nth(1)
-            .unwrap()
-            .to_string();
         let f = std::fs::OpenOptions::new()
-            .read(true)
             .write(true)
-            .open(format!("/proc/self/fd/{fd}"))
+            .open(format!("/proc/self/fd/{}", fd_of(&m)))
             .unwrap();
-        // SAFETY: ftruncate on an fd we own; this process never touches the
-        // mapping again (it only unmaps it on drop).
-        assert_eq!(unsafe { libc::ftruncate(f.as_raw_fd(), 0) }, 0);
+        f.set_len(0).unwrap();
         go.set(2);
-        let err = reader.join().unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
-        assert_eq!(
-            err.exit_status().and_then(|s| s.signal()),
-            Some(libc::SIGBUS),
-            "the limitation is gone? {err}"
+        let (len, nonzero, lost) = reader.join().expect("the reader must survive");
+        assert_eq!((len, nonzero, lost), (1 << 20, 0, true));
+        // This process's own mapping is guarded the same way.
+        assert!(!m.is_lost(), "not touched since the shrink yet");
+        let bytes = m.to_vec();
+        assert!(m.is_lost());
+        assert!(bytes.iter().all(|&b| b == 0));
+        // Writes are private now: another view of the same segment is
+        // still lost, and a fresh open is refused (the size is wrong).
+        m.write_at(0, &[1]);
+        assert!(multiproc::SharedMemory::open(&m.name()).is_err());
+    });
+}
+
+/// A hostile peer: shrinks every segment it was given, then exits cleanly.
+#[cfg(target_os = "linux")]
+fn shrink_everything(
+    _: (
+        multiproc::Queue<u64>,
+        multiproc::Lock,
+        multiproc::Connection,
+        multiproc::Event,
+        multiproc::Semaphore,
+    ),
+) -> usize {
+    shrink_every_segment()
+}
+
+/// Row 9: every blocking object over a shrunk segment fails with a
+/// `Protocol` error saying so, instead of crashing, hanging, or excluding
+/// nobody (a lock word in private zeros).
+#[cfg(target_os = "linux")]
+#[test]
+fn row09_objects_over_a_shrunk_segment_fail_with_protocol() {
+    watchdog(LIMIT, || {
+        let q = multiproc::Queue::<u64>::new().unwrap();
+        let lock = multiproc::Lock::new().unwrap();
+        let (here, there) = multiproc::pipe(true).unwrap();
+        let event = multiproc::Event::new().unwrap();
+        let sem = multiproc::Semaphore::new(0).unwrap();
+        let objects = (q.clone(), lock.clone(), there, event.clone(), sem.clone());
+        let shrunk = Process::spawn(shrink_everything, objects)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(shrunk >= 5, "only {shrunk} segments shrunk");
+        let protocol = |what: &str, r: multiproc::Result<()>| {
+            let e = r.expect_err(what);
+            assert_eq!(e.kind(), ErrorKind::Protocol, "{what}: {e}");
+            assert!(e.to_string().contains("shrunk"), "{what}: {e}");
+        };
+        protocol("get", q.get().map(drop));
+        protocol("put", q.put(&7));
+        protocol("lock", lock.lock().map(drop));
+        protocol("lock again", lock.lock().map(drop));
+        protocol("recv", here.recv::<u64>().map(drop));
+        protocol("send", here.send(&1u64));
+        protocol("event wait", event.wait());
+        protocol("acquire", sem.acquire());
+    });
+}
+
+/// A task that shrinks every segment its worker holds: the pool's rings,
+/// its doorbell, everything.
+#[cfg(target_os = "linux")]
+fn shrink_my_worker(x: u64) -> u64 {
+    if x == 3 {
+        shrink_every_segment();
+    }
+    x
+}
+
+/// Row 9, the pool: a task that shrinks its worker's segments fails the
+/// call with an error naming that worker; the parent lives and nothing
+/// hangs, including dropping the pool.
+#[cfg(target_os = "linux")]
+#[test]
+fn row09_a_task_shrinking_the_pools_segments_fails_the_call() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let err = pool
+            .map(shrink_my_worker, 0..64u64)
+            .expect_err("the map cannot succeed");
+        eprintln!("row 9 pool: {err}");
+        assert!(
+            matches!(err.kind(), ErrorKind::Protocol | ErrorKind::ProcessDied),
+            "{err}"
         );
+        assert!(err.to_string().contains("shr"), "says what happened: {err}");
+        // The task also shrank the doorbell every worker shares, so the
+        // pool breaks as soon as it notices; until then a call may still
+        // finish on the intact workers. Either way: a right answer or a
+        // clear error, never a hang.
+        match pool.map(square, 0..4u64) {
+            Ok(v) => assert_eq!(v, [0, 1, 4, 9]),
+            Err(e) => assert!(e.to_string().contains("broken"), "{e}"),
+        }
+        drop(pool);
+    });
+}
+
+/// A task that shrinks only its worker's rings (the one big segment a
+/// worker of a plain `map` holds; the doorbell is 128 bytes).
+#[cfg(target_os = "linux")]
+fn shrink_my_rings(x: u64) -> u64 {
+    if x == 3 {
+        assert_eq!(shrink_segments_larger_than(4096), 1);
+    }
+    x
+}
+
+/// Row 9, the pool: a worker that shrinks its own rings is killed and
+/// replaced; the call fails naming it, and the pool goes on.
+#[cfg(target_os = "linux")]
+#[test]
+fn row09_a_worker_shrinking_its_rings_is_replaced_and_the_pool_goes_on() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let err = pool
+            .map(shrink_my_rings, 0..64u64)
+            .expect_err("the map cannot succeed");
+        assert!(
+            matches!(err.kind(), ErrorKind::Protocol | ErrorKind::ProcessDied),
+            "{err}"
+        );
+        assert!(err.to_string().contains("shr"), "says what happened: {err}");
+        assert_eq!(
+            pool.map(square, 0..100u64).unwrap(),
+            (0..100u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+        assert!(pool.restarts() >= 1);
     });
 }
 

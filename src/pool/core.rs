@@ -82,7 +82,8 @@ pub(crate) struct Worker {
     pub(crate) index: usize,
     process: Process<std::result::Result<(), String>>,
     pub(crate) pid: u32,
-    _segment: Arc<Segment>,
+    /// Both rings; watched for a shrink by the worker (`check_health`).
+    segment: Arc<Segment>,
     tasks: Producer,
     results: Consumer,
     inflight: VecDeque<Inflight>,
@@ -131,7 +132,7 @@ impl Worker {
             index,
             pid: process.pid(),
             process,
-            _segment: segment,
+            segment,
             tasks,
             results,
             inflight: VecDeque::new(),
@@ -736,16 +737,25 @@ impl Core {
                 self.restarts += 1;
             }
             Err(e) => {
-                self.broken = Some((
+                self.set_broken(
                     e.kind(),
                     format!("could not start a replacement worker: {e}"),
-                ));
-                let err = self.broken_error().expect("just set");
-                for job in self.jobs.values_mut() {
-                    job.fail(Error::new(err.kind(), err.to_string()));
-                    job.exhausted = true;
-                }
+                );
             }
+        }
+    }
+
+    /// Breaks the pool for good: every job fails with `why`, and so does
+    /// every later call.
+    pub(crate) fn set_broken(&mut self, kind: ErrorKind, why: String) {
+        if self.broken.is_some() {
+            return;
+        }
+        let message = format!("the pool is broken: {why}");
+        self.broken = Some((kind, why));
+        for job in self.jobs.values_mut() {
+            job.fail(Error::new(kind, message.clone()));
+            job.exhausted = true;
         }
     }
 
@@ -761,6 +771,22 @@ impl Core {
                 continue;
             };
             if let Some(st) = w.process.exit_code() {
+                let ready = w.ready;
+                // A worker that gave up by itself says why in its result
+                // (it could not open its rings or the doorbell, …).
+                let own = self.workers[i].as_mut().and_then(|w| {
+                    match w.process.join_timeout(Duration::from_millis(20)) {
+                        Ok(Some(Err(why))) => Some(why),
+                        _ => None,
+                    }
+                });
+                if let (Some(why), false) = (&own, ready) {
+                    // It never came up: a replacement would fail the same
+                    // way, so the pool cannot go on.
+                    let why = format!("pool worker {i} could not start: {why}");
+                    self.set_broken(ErrorKind::Spawn, why);
+                }
+                let Some(w) = &self.workers[i] else { continue };
                 // (`lose_worker_with` first drains what it committed.)
                 let what = match w.inflight.front() {
                     Some(t) => format!(
@@ -771,6 +797,10 @@ impl Core {
                         t.first + t.count
                     ),
                     None => format!("pool worker {} (pid {}) died while idle", w.index, w.pid),
+                };
+                let what = match own {
+                    Some(why) => format!("{what}: {why}"),
+                    None => what,
                 };
                 let loss = Loss {
                     kind: ErrorKind::ProcessDied,
@@ -813,6 +843,17 @@ impl Core {
                     self.lose_worker(i, err, true);
                     continue;
                 }
+            }
+            if w.segment.lost() {
+                let err = Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "pool worker {} (pid {}) shrank its ring segment; the worker was killed",
+                        w.index, w.pid
+                    ),
+                );
+                self.lose_worker(i, err, true);
+                continue;
             }
             let w = self.workers[i].as_mut().expect("still there");
             if let Err(e) = w.detach_dropped() {
@@ -1125,6 +1166,12 @@ impl Shared {
             let now = Instant::now();
             let since = *last_progress.get_or_insert(now);
             if now.duration_since(core.last_health) >= TICK {
+                if self.doorbell.lost() {
+                    core.set_broken(
+                        ErrorKind::Protocol,
+                        "a worker shrank the pool's doorbell segment".into(),
+                    );
+                }
                 core.check_health();
                 self.notify();
                 if done(&core) {

@@ -46,6 +46,12 @@ impl Doorbell {
         Ok(Doorbell { segment })
     }
 
+    /// A worker shrank the doorbell's segment under us (see `sys::sigbus`):
+    /// nobody can ring it any more.
+    pub(crate) fn lost(&self) -> bool {
+        self.segment.lost()
+    }
+
     pub(crate) fn handle(&self) -> SegmentHandle {
         self.segment.handle()
     }

@@ -25,6 +25,8 @@ pub(crate) mod shm;
 #[path = "shm_windows.rs"]
 pub(crate) mod shm;
 mod shm_name;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod sigbus;
 #[cfg(windows)]
 mod wait_windows;
 // Under loom the ring parks with loom's yield instead.

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::shm_name;
+use super::sigbus;
 
 /// Where a peer finds a segment: a process that holds it, the fd it holds
 /// it under, and the file's identity.
@@ -76,6 +77,9 @@ pub(crate) struct Map {
     fd: AtomicI32,
     /// The locator peers get from us (the fd number as it was).
     loc: Locator,
+    /// Keeps a peer's `ftruncate` from crashing us (see `sigbus`); taken
+    /// out just before the unmap.
+    guard: Option<sigbus::Guard>,
 }
 
 // SAFETY: `Map` owns a `MAP_SHARED` mapping and an fd. Neither is tied to a
@@ -145,7 +149,9 @@ impl Map {
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
         let fd: RawFd = OwnedFd::from(file).into_raw_fd();
+        let guard = Some(sigbus::Guard::register(ptr.as_ptr(), len));
         Ok(Map {
+            guard,
             ptr,
             len,
             fd: AtomicI32::new(fd),
@@ -173,6 +179,13 @@ impl Map {
         self.len
     }
 
+    /// Whether another process shrank the file under this mapping: the
+    /// mapping was then replaced with private zeros (see `sigbus`) and
+    /// shares nothing any more.
+    pub(crate) fn lost(&self) -> bool {
+        self.guard.as_ref().is_some_and(sigbus::Guard::lost)
+    }
+
     /// Stops peers from opening the segment through us: closes our fd.
     /// The mapping stays valid.
     pub(crate) fn unlink(&self) {
@@ -186,6 +199,9 @@ impl Map {
 
 impl Drop for Map {
     fn drop(&mut self) {
+        // Unregister first: once unmapped, the range may be reused by a
+        // mapping that is not ours.
+        drop(self.guard.take());
         // SAFETY: `ptr`/`len` are the mapping `map` made; every reference
         // into it borrows from the `Map` (or a `Segment` owning it), so none
         // outlives this drop.

@@ -125,6 +125,13 @@ impl Map {
         self.ptr.as_ptr()
     }
 
+    /// Always `false`: macOS sizes a POSIX shared-memory object once and
+    /// refuses any later `ftruncate` (`EINVAL`), so no peer can shrink it.
+    /// (Other BSDs are not a supported target; see ARCHITECTURE.)
+    pub(crate) fn lost(&self) -> bool {
+        false
+    }
+
     /// The length asked for (the mapping may be a little longer).
     pub(crate) fn map_len(&self) -> usize {
         self.len

@@ -201,6 +201,13 @@ impl Map {
         self.ptr.as_ptr()
     }
 
+    /// Always `false`: a section's size is fixed when it is created (it can
+    /// only be extended, which does not touch existing views), so no peer
+    /// can take pages away from a view.
+    pub(crate) fn lost(&self) -> bool {
+        false
+    }
+
     /// The length asked for (the view may be a little longer).
     pub(crate) fn map_len(&self) -> usize {
         self.len
