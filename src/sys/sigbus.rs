@@ -201,11 +201,21 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // Only a fault (not a `kill`), at an address in one of our mappings.
     if code > 0 {
         if let Some(slot) = find(addr) {
+            // SYNC: Relaxed: the flag also elects one remapper. A thread
+            // that faulted on the old pages while another one remaps just
+            // returns and retries the access (faulting again until the new
+            // pages are there), so the zeros are mapped once and writes
+            // made to them right after are not wiped by a second remap.
+            if slot.lost.swap(true, Ordering::Relaxed) {
+                // SAFETY: restoring this thread's errno (see above).
+                unsafe { *errno_at = errno };
+                return;
+            }
             let start = slot.start.load(Ordering::Acquire);
             let len = slot.len.load(Ordering::Relaxed);
             // SAFETY: `[start, start + len)` is a whole mapping of ours that
-            // is still registered (it is unregistered only after munmap,
-            // and a fault inside it means it is in use). Replacing it with
+            // is still registered (it is unregistered just before its
+            // munmap, and a fault inside it means it is still in use). Replacing it with
             // private anonymous memory of the same size keeps every
             // pointer into it valid; its contents become zeros, which every
             // reader of shared memory already has to accept from a peer.
@@ -220,8 +230,6 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
                 )
             };
             if p != libc::MAP_FAILED {
-                // SYNC: Relaxed: a flag read by `Guard::lost`.
-                slot.lost.store(true, Ordering::Relaxed);
                 // SAFETY: restoring this thread's errno (see above).
                 unsafe { *errno_at = errno };
                 return;
@@ -315,6 +323,67 @@ mod tests {
         drop(guard);
         // SAFETY: the mapping we made (replaced in place, same size).
         assert_eq!(unsafe { libc::munmap(p.cast(), 8192) }, 0);
+    }
+
+    /// Threads reading and writing the mapping while it is shrunk under
+    /// them: every one survives, and the zeros are mapped once (a write
+    /// made after the remap is not wiped by a second one).
+    #[test]
+    fn concurrent_faults_remap_once_and_nobody_dies() {
+        const LEN: usize = 1 << 20;
+        let file = tempfile_in_dev_shm();
+        file.set_len(LEN as u64).unwrap();
+        // SAFETY: a fresh shared mapping of a file we own.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let base = p as usize;
+        let guard = Guard::register(p.cast(), LEN);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut reads = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for page in (0..LEN).step_by(4096) {
+                            let at = (base + page + t * 8) as *mut u64;
+                            // SAFETY: inside the mapping (aligned, in
+                            // bounds); it stays mapped until the threads
+                            // are joined.
+                            unsafe { at.write_volatile(at.read_volatile().wrapping_add(1)) };
+                            reads += 1;
+                        }
+                    }
+                    reads
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        file.set_len(0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let marker = (base + 8 * 4096 + 64) as *mut u64;
+        // SAFETY: inside the (replaced) mapping; no thread writes there.
+        unsafe { marker.write_volatile(0xfeed) };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            assert!(t.join().unwrap() > 0);
+        }
+        assert!(guard.lost());
+        // SAFETY: as above.
+        assert_eq!(unsafe { marker.read_volatile() }, 0xfeed);
+        drop(guard);
+        // SAFETY: the mapping made above (replaced in place, same size).
+        assert_eq!(unsafe { libc::munmap(p, LEN) }, 0);
     }
 
     #[test]
