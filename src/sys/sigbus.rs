@@ -359,7 +359,9 @@ mod tests {
                             // SAFETY: inside the mapping (aligned, in
                             // bounds); it stays mapped until the threads
                             // are joined.
-                            unsafe { at.write_volatile(at.read_volatile().wrapping_add(1)) };
+                            let v = unsafe { at.read_volatile() };
+                            // SAFETY: as above.
+                            unsafe { at.write_volatile(v.wrapping_add(1)) };
                             reads += 1;
                         }
                     }
