@@ -3,24 +3,43 @@
 //! ```text
 //!  parent                                        child (same binary, re-executed)
 //!  ──────                                        ────────────────────────────────
-//!  IpcOneShotServer::new() → name
-//!  spawn(exe, MULTIPROC_WORKER=v1:ppid:token:name)
-//!  accept() on a handshake thread ◄─── Hello { token, pid, reply } ── init(): connect(name)
-//!  check token (constant time) and pid
+//!  rendezvous = Segment::create(4032)
+//!  generation 1 = IpcOneShotServer::new(),
+//!    its name published in the rendezvous
+//!  spawn(exe, MULTIPROC_WORKER=v2:ppid:token:rendezvous)
+//!                                                init(): open the rendezvous,
+//!                                                read the newest generation
+//!  accept() on generation 1's thread ◄── Hello { token, pid, reply } ── connect(name)
+//!  check token (constant time) and pid,
+//!  claim the start
 //!  reply.send(Config { task, args,  ─────────────────────────────────► run the task
 //!             results, control })
 //!  results.recv()  ◄───────────────────── Outcome ──────────────────── exit(0 | 1)
 //! ```
 //!
 //! * The marker alone runs nothing: a child that cannot parse it, cannot
-//!   connect, or gets no `Config` within [`CHILD_DEADLINE`] exits with
-//!   [`EXIT_BOOTSTRAP_FAILED`] before any task code.
-//! * `accept()` blocks forever upstream, so it runs on its own thread. If the
-//!   child dies first, the parent wakes that thread by connecting to its own
-//!   server and sending [`Hello::Abort`].
+//!   open the rendezvous or read it, or gets no `Config` within
+//!   [`CHILD_DEADLINE`] exits with [`EXIT_BOOTSTRAP_FAILED`] before any
+//!   task code.
+//! * A connection that is not the child's hello (wrong token or pid,
+//!   malformed) is refused, and the parent publishes a new generation (a
+//!   new one-shot server) at once; the child says hello again to each new
+//!   one. One that connects and says nothing holds its generation's thread
+//!   in `recv`: when the child has tried that generation and it stays
+//!   silent, the watch thread publishes another. At most
+//!   [`MAX_GENERATIONS`]; then the start fails closed.
+//! * The first generation to validate a hello claims the start and sends
+//!   the `Config`; a later valid hello is dropped. The waiter closes a start
+//!   nobody claimed when the child exits or the start times out (the claim
+//!   is revoked under the same lock), so then no task code ever ran.
+//! * `accept()` blocks forever upstream, so each generation runs on its own
+//!   thread; the parent wakes one it no longer needs by connecting to it
+//!   (never blocking), and never waits for one.
 //! * The child watches its `control` receiver: when the parent dies, the
 //!   channel disconnects and the child exits with [`EXIT_PARENT_GONE`]
 //!   (Linux also sets `PR_SET_PDEATHSIG`).
+//!
+//! docs/ARCHITECTURE.md ("Handshake") has the rules and why they hold.
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
@@ -807,6 +826,30 @@ pub(crate) fn decode_hello_for_fuzzing(bytes: &[u8]) -> bool {
     match ipc::IpcMessage::from_data(bytes.to_vec()).to::<Hello>() {
         Ok(Hello::Abort) => true,
         Ok(Hello::Worker { .. }) => unreachable!("a Worker hello without a channel decoded"),
+        Err(_) => false,
+    }
+}
+
+/// Runs [`parse_generation`] on `bytes` as they are (nearly always the
+/// wrong size) and laid into a rendezvous-sized buffer: the first 4 bytes
+/// as the count, the rest at the start of the slot that count names, so
+/// that the fuzzer reaches the slot checks.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn parse_generation_for_fuzzing(bytes: &[u8]) -> bool {
+    let _ = parse_generation(bytes);
+    let mut buf = vec![0u8; RENDEZVOUS_LEN];
+    let (count, rest) = bytes.split_at(bytes.len().min(4));
+    buf[..count.len()].copy_from_slice(count);
+    let n = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let at = SLOTS_AT + (n.clamp(1, MAX_GENERATIONS) - 1) * SLOT_LEN;
+    let take = rest.len().min(SLOT_LEN);
+    buf[at..at + take].copy_from_slice(&rest[..take]);
+    match parse_generation(&buf) {
+        Ok((generation, name)) => {
+            assert!((1..=MAX_GENERATIONS as u32).contains(&generation));
+            assert!(!name.is_empty() && name.len() <= SLOT_NAME_MAX);
+            true
+        }
         Err(_) => false,
     }
 }

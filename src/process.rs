@@ -527,9 +527,9 @@ impl ProcessBuilder {
         self
     }
 
-    /// How long the child may take to start and complete its handshake
-    /// before [`join`](Process::join) reports [`ErrorKind::Handshake`] and the
-    /// child is killed. Default 10 s.
+    /// How long the child may take, counted from the spawn, to start and
+    /// complete its handshake before [`join`](Process::join) reports
+    /// [`ErrorKind::Handshake`] and the child is killed. Default 10 s.
     ///
     /// ```
     /// let b = multiproc::Process::builder().start_timeout(std::time::Duration::from_secs(30));
