@@ -235,7 +235,7 @@ pub(crate) fn parse_generation(rendezvous: &[u8]) -> std::result::Result<(u32, &
         .ok()
         .filter(|n| (1..=MAX_GENERATIONS).contains(n))
         .ok_or_else(|| format!("the handshake rendezvous claims {count} generations"))?;
-    let slot = SLOTS_AT + (n - 1) * SLOT_LEN;
+    let slot = slot_at(n);
     let len = usize::try_from(word(slot)).unwrap_or(usize::MAX);
     if len == 0 || len > SLOT_NAME_MAX {
         return Err(format!("generation {count} has a name of {len} bytes"));
@@ -250,9 +250,16 @@ pub(crate) fn parse_generation(rendezvous: &[u8]) -> std::result::Result<(u32, &
     Ok((count, name))
 }
 
+/// Offset of generation `number`'s slot (`number` in 1..=MAX_GENERATIONS).
+fn slot_at(number: usize) -> usize {
+    SLOTS_AT + (number - 1) * SLOT_LEN
+}
+
 /// Writes generation `number`'s slot, then publishes it (Release: a child
 /// that sees the count sees the slot). Slots are written once, before the
-/// count covers them, so a reader never sees a name change under it.
+/// count covers them, so a reader never sees a name change under it. The
+/// child reads each word with the same offset and length as written here
+/// (the whole slot, the count), so both sides make the same atomic pieces.
 fn publish_slot(rendezvous: &Segment, number: usize, name: &str) -> Result<()> {
     let bytes = name.as_bytes();
     if !(1..=MAX_GENERATIONS).contains(&number) || bytes.is_empty() || bytes.len() > SLOT_NAME_MAX {
@@ -264,11 +271,31 @@ fn publish_slot(rendezvous: &Segment, number: usize, name: &str) -> Result<()> {
             ),
         ));
     }
-    let slot = SLOTS_AT + (number - 1) * SLOT_LEN;
-    rendezvous.store(slot + 4, bytes);
-    rendezvous.store(slot, &(bytes.len() as u32).to_le_bytes());
+    let mut slot = [0u8; SLOT_LEN];
+    slot[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    slot[4..4 + bytes.len()].copy_from_slice(bytes);
+    rendezvous.store(slot_at(number), &slot);
     rendezvous.store(PUBLISHED_AT, &(number as u32).to_le_bytes());
     Ok(())
+}
+
+/// Copies the count and the slot it names (if it names one) into
+/// `snapshot` (`RENDEZVOUS_LEN` bytes), and decodes the newest generation
+/// from it.
+fn read_newest<'a>(
+    rendezvous: &Segment,
+    snapshot: &'a mut [u8],
+) -> std::result::Result<(u32, &'a str), String> {
+    rendezvous.load(PUBLISHED_AT, &mut snapshot[PUBLISHED_AT..PUBLISHED_AT + 4]);
+    let count = u32::from_le_bytes([snapshot[0], snapshot[1], snapshot[2], snapshot[3]]);
+    if let Some(n) = usize::try_from(count)
+        .ok()
+        .filter(|n| (1..=MAX_GENERATIONS).contains(n))
+    {
+        let at = slot_at(n);
+        rendezvous.load(at, &mut snapshot[at..at + SLOT_LEN]);
+    }
+    parse_generation(snapshot)
 }
 
 /// A fresh one-shot handshake server, its directory owner-only.
@@ -841,7 +868,7 @@ pub(crate) fn parse_generation_for_fuzzing(bytes: &[u8]) -> bool {
     let (count, rest) = bytes.split_at(bytes.len().min(4));
     buf[..count.len()].copy_from_slice(count);
     let n = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let at = SLOTS_AT + (n.clamp(1, MAX_GENERATIONS) - 1) * SLOT_LEN;
+    let at = slot_at(n.clamp(1, MAX_GENERATIONS));
     let take = rest.len().min(SLOT_LEN);
     buf[at..at + take].copy_from_slice(&rest[..take]);
     match parse_generation(&buf) {
@@ -982,8 +1009,7 @@ fn await_config(
         let mut word = [0u8; 4];
         rendezvous.load(PUBLISHED_AT, &mut word);
         if u32::from_le_bytes(word) != tried || retry {
-            rendezvous.load(0, &mut snapshot);
-            let (generation, server) = parse_generation(&snapshot)?;
+            let (generation, server) = read_newest(rendezvous, &mut snapshot)?;
             match say_hello(server, token, reply) {
                 Ok(tx) => {
                     hellos.retain(|(g, _)| *g != generation);
@@ -1152,15 +1178,17 @@ mod tests {
     #[test]
     fn published_generations_read_back_newest_first() {
         let seg = Segment::create(RENDEZVOUS_LEN).unwrap();
-        assert!(
-            parse_generation(&snapshot(&seg)).is_err(),
-            "nothing published"
-        );
+        let mut buf = vec![0u8; RENDEZVOUS_LEN];
+        assert!(read_newest(&seg, &mut buf).is_err(), "nothing published");
         for n in 1..=MAX_GENERATIONS {
             let name = a_server_name(n as u8);
             publish_slot(&seg, n, &name).unwrap();
             let bytes = snapshot(&seg);
             assert_eq!(parse_generation(&bytes).unwrap(), (n as u32, name.as_str()));
+            assert_eq!(
+                read_newest(&seg, &mut buf).unwrap(),
+                (n as u32, name.as_str())
+            );
         }
         assert!(publish_slot(&seg, MAX_GENERATIONS + 1, "x").is_err());
         assert!(publish_slot(&seg, 1, &"x".repeat(SLOT_NAME_MAX + 1)).is_err());
@@ -1213,7 +1241,7 @@ mod tests {
                 let mut bytes = vec![0u8; RENDEZVOUS_LEN];
                 bytes[..4].copy_from_slice(&count.to_le_bytes());
                 let n = (count as usize).clamp(1, MAX_GENERATIONS);
-                let slot = SLOTS_AT + (n - 1) * SLOT_LEN;
+                let slot = slot_at(n);
                 bytes[slot..slot + 4].copy_from_slice(&len.to_le_bytes());
                 let room = (SLOT_LEN - 4).min(name.len());
                 bytes[slot + 4..slot + 4 + room].copy_from_slice(&name[..room]);

@@ -596,7 +596,8 @@ impl ProcessBuilder {
     /// # Errors
     /// [`ErrorKind::Codec`] if `args` cannot be serialised,
     /// [`ErrorKind::Spawn`] / [`ErrorKind::Io`] if the OS refuses to start
-    /// the child.
+    /// the child, [`ErrorKind::NoSpace`] if shared memory is exhausted (each
+    /// start uses one 4 KiB segment for its handshake).
     ///
     /// ```
     /// fn add((a, b): (i32, i32)) -> i32 { a + b }
