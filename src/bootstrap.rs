@@ -957,7 +957,7 @@ fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     // The original `reply` stays here, so `config_rx` never disconnects
     // while clones of it travel in hellos.
     let (reply, config_rx) = ipc::channel::<Config>().map_err(|e| format!("channel: {e}"))?;
-    let config = await_config(&rendezvous, &token, &reply, &config_rx, deadline)?;
+    let config = await_config(&rendezvous, &token, &reply, config_rx, deadline)?;
     drop(rendezvous);
 
     let control = config.control;
@@ -994,9 +994,10 @@ fn await_config(
     rendezvous: &Segment,
     token: &Token,
     reply: &IpcSender<Config>,
-    config_rx: &IpcReceiver<Config>,
+    config_rx: IpcReceiver<Config>,
     deadline: Instant,
 ) -> std::result::Result<Config, String> {
+    let inbox = ConfigInbox::new(config_rx)?;
     let mut snapshot = vec![0u8; RENDEZVOUS_LEN];
     let mut tried = 0u32;
     // Read the rendezvous (again): first, and after a failed hello.
@@ -1034,10 +1035,55 @@ fn await_config(
                 "no task from the parent within {CHILD_DEADLINE:?}{why}"
             ));
         }
-        match config_rx.try_recv_timeout(left.min(CHILD_SLICE)) {
-            Ok(config) => return Ok(config),
-            Err(ipc_channel::TryRecvError::Empty) => {}
-            Err(e) => return Err(format!("no task from the parent: {e:?}")),
+        if let Some(config) = inbox.recv_timeout(left.min(CHILD_SLICE))? {
+            return Ok(config);
+        }
+    }
+}
+
+/// Where the child's `Config` arrives, waited for in short slices.
+enum ConfigInbox {
+    /// `try_recv_timeout` on the channel itself (Unix).
+    Direct(IpcReceiver<Config>),
+    /// A thread blocked in `recv` forwards it (Windows: see
+    /// [`sys::IPC_TIMED_RECV_IN_SLICES`]). If no `Config` ever comes, the
+    /// thread stays blocked until the worker exits.
+    Forwarded(mpsc::Receiver<std::result::Result<Config, String>>),
+}
+
+impl ConfigInbox {
+    fn new(config_rx: IpcReceiver<Config>) -> std::result::Result<ConfigInbox, String> {
+        if sys::IPC_TIMED_RECV_IN_SLICES {
+            return Ok(ConfigInbox::Direct(config_rx));
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("multiproc-config".into())
+            .spawn(move || {
+                let got = config_rx
+                    .recv()
+                    .map_err(|e| format!("no task from the parent: {e:?}"));
+                let _ = tx.send(got);
+            })
+            .map_err(|e| format!("config thread: {e}"))?;
+        Ok(ConfigInbox::Forwarded(rx))
+    }
+
+    /// The `Config` if it arrives within `timeout`.
+    fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Option<Config>, String> {
+        match self {
+            ConfigInbox::Direct(rx) => match rx.try_recv_timeout(timeout) {
+                Ok(config) => Ok(Some(config)),
+                Err(ipc_channel::TryRecvError::Empty) => Ok(None),
+                Err(e) => Err(format!("no task from the parent: {e:?}")),
+            },
+            ConfigInbox::Forwarded(rx) => match rx.recv_timeout(timeout) {
+                Ok(got) => got.map(Some),
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    Err("the config thread ended".to_string())
+                }
+            },
         }
     }
 }
@@ -1294,7 +1340,7 @@ mod tests {
         std::thread::spawn(move || {
             let (reply, config_rx) = ipc::channel::<Config>().unwrap();
             let deadline = Instant::now() + limit;
-            await_config(&rendezvous, &token, &reply, &config_rx, deadline).map(|c| c.name)
+            await_config(&rendezvous, &token, &reply, config_rx, deadline).map(|c| c.name)
         })
     }
 

@@ -239,6 +239,10 @@ pub(crate) fn wake_handshake_server(name: &str) -> bool {
 /// needs no thread watching its control channel for EOF.
 pub(crate) const PARENT_DEATH_SIGNAL: bool = cfg!(target_os = "linux");
 
+/// `ipc-channel`'s `try_recv_timeout` can be called in short slices: on
+/// Unix it is a `poll` and then a read, and loses nothing on a timeout.
+pub(crate) const IPC_TIMED_RECV_IN_SLICES: bool = true;
+
 /// Blocks until process `pid` (our un-reaped child) exits or `timeout`
 /// passes; the caller then reaps it with `try_wait`. Spurious early returns
 /// are fine.
