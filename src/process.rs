@@ -182,12 +182,12 @@ pub fn active_children() -> Vec<ProcessInfo> {
 }
 
 static CHILDREN: Mutex<Vec<Weak<ChildCell>>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How long a start that a handshake generation claimed (it sends the
 /// child its task) may take to report its link once the child exited or
 /// the start timed out. Sending a `Config` takes microseconds.
 const CLAIMED_GRACE: Duration = Duration::from_secs(5);
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The OS child, shared by its `Process` and the registry.
 struct ChildCell {
@@ -386,7 +386,11 @@ impl Waiter {
     /// The start failed on the parent's side (the generations ran out, or
     /// sending the task failed): the child gets no task; make sure it ends.
     fn start_failed(&self, e: Error) -> Error {
-        let status = match self.cell.poll_exit() {
+        // A send that failed because the child was dying: keep its status.
+        let dying = self
+            .cell
+            .wait_exit(Some(Instant::now() + Duration::from_millis(100)));
+        let status = match dying {
             Some(status) => Some(status),
             None => {
                 let _ = self.cell.signal(sys::kill, false);
