@@ -409,14 +409,11 @@ impl Start {
     /// child its `Config`; any later one is the same child, already served
     /// (or a start already decided), and is dropped without a word.
     fn claim(&self, number: usize, conn: IpcReceiver<Hello>, reply: IpcSender<Config>) {
-        let (payload, waiting) = {
+        let (payload, waiting, rendezvous) = {
             let mut st = self.lock();
             st.generations[number - 1].done = true;
             match std::mem::replace(&mut st.claim, Claim::Claimed(number)) {
-                Claim::Open(payload) => {
-                    st.rendezvous = None;
-                    (payload, st.take_waiting())
-                }
+                Claim::Open(payload) => (payload, st.take_waiting(), st.rendezvous.take()),
                 other => {
                     st.claim = other;
                     return;
@@ -431,7 +428,7 @@ impl Start {
         // that close frees the (already unlinked) socket inode, which on a
         // disk-backed $TMPDIR can wait ~0.3 ms for the filesystem.
         let _ = self.result.try_send(result);
-        drop(conn);
+        drop((conn, rendezvous));
     }
 
     /// Generation `number` got a connection that is not the child's hello.
@@ -957,8 +954,9 @@ fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     // The original `reply` stays here, so `config_rx` never disconnects
     // while clones of it travel in hellos.
     let (reply, config_rx) = ipc::channel::<Config>().map_err(|e| format!("channel: {e}"))?;
+    // The rendezvous stays mapped until the worker exits: unmapping it
+    // now would only delay the task.
     let config = await_config(&rendezvous, &token, &reply, config_rx, deadline)?;
-    drop(rendezvous);
 
     let control = config.control;
     if sys::PARENT_DEATH_SIGNAL {
