@@ -330,8 +330,7 @@ enum Claim {
 /// One published handshake server.
 struct Generation {
     name: String,
-    /// Its thread has finished with its connection (or never will get one
-    /// that matters: it was woken).
+    /// Its thread has had its one connection (and claimed or refused it).
     done: bool,
     /// The parent connected to it to wake its `accept()`.
     woken: bool,
