@@ -159,6 +159,13 @@ pub mod __fuzz {
         }
     }
 
+    /// Reads the newest handshake generation from a rendezvous segment's
+    /// bytes, as a child does (any process of the same user can write
+    /// them). Must never panic.
+    pub fn rendezvous(bytes: &[u8]) -> bool {
+        crate::bootstrap::parse_generation_for_fuzzing(bytes)
+    }
+
     /// Decodes a first handshake message (`Hello`) as the parent does with
     /// whatever connects to its handshake server first. Must never panic.
     pub fn hello(bytes: &[u8]) -> bool {

@@ -12,7 +12,7 @@ use ipc_channel::TryRecvError as IpcTryRecvError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{self, Launch, Link, Outcome};
+use crate::bootstrap::{self, Closed, Handshake, Launch, Link, Outcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 use crate::task::TaskRef;
@@ -184,6 +184,11 @@ pub fn active_children() -> Vec<ProcessInfo> {
 static CHILDREN: Mutex<Vec<Weak<ChildCell>>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How long a start that a handshake generation claimed (it sends the
+/// child its task) may take to report its link once the child exited or
+/// the start timed out. Sending a `Config` takes microseconds.
+const CLAIMED_GRACE: Duration = Duration::from_secs(5);
+
 /// The OS child, shared by its `Process` and the registry.
 struct ChildCell {
     pid: u32,
@@ -248,10 +253,9 @@ impl ChildCell {
 
 /// Where a child is in its life, from the parent's side.
 enum State {
-    Handshaking {
-        handshake: std::sync::mpsc::Receiver<Result<Link>>,
-        server_name: String,
-    },
+    /// Started; the handshake (its generations, see `bootstrap`) is in
+    /// flight.
+    Handshaking(Handshake),
     Running(Link),
     /// The outcome arrived; the child is exiting.
     Exiting(Outcome),
@@ -277,19 +281,15 @@ impl Waiter {
     fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<Outcome>> {
         loop {
             match std::mem::replace(&mut self.state, State::Finished) {
-                State::Handshaking {
-                    handshake,
-                    server_name,
-                } => match self.wait_handshake(&handshake, &server_name, deadline)? {
-                    Some(link) => self.state = State::Running(link),
-                    None => {
-                        self.state = State::Handshaking {
-                            handshake,
-                            server_name,
-                        };
-                        return Ok(None);
+                State::Handshaking(mut handshake) => {
+                    match self.wait_handshake(&mut handshake, deadline)? {
+                        Some(link) => self.state = State::Running(link),
+                        None => {
+                            self.state = State::Handshaking(handshake);
+                            return Ok(None);
+                        }
                     }
-                },
+                }
                 State::Running(link) => {
                     let received = match deadline {
                         None => link.results.recv().map_err(|_| IpcTryRecvError::Empty),
@@ -326,15 +326,18 @@ impl Waiter {
         }
     }
 
+    /// Waits for the start's result. The child's start is decided here
+    /// when it exits or the start timeout passes: `close` then revokes the
+    /// claim, so a start nobody claimed can never send a `Config` later and
+    /// its error is final. A start a generation claimed (its `Config` went,
+    /// or goes, to the child) waits for that generation's link, bounded.
     fn wait_handshake(
         &self,
-        handshake: &std::sync::mpsc::Receiver<Result<Link>>,
-        server_name: &str,
+        handshake: &mut Handshake,
         deadline: Option<Instant>,
     ) -> Result<Option<Link>> {
-        let start_deadline = Instant::now() + self.start_timeout;
+        let start_deadline = handshake.started() + self.start_timeout;
         let mut pause = Duration::from_micros(50);
-        let mut aborted = false;
         loop {
             let mut slice = pause;
             if let Some(d) = deadline {
@@ -342,21 +345,7 @@ impl Waiter {
             }
             match handshake.recv_timeout(slice) {
                 Ok(Ok(link)) => return Ok(Some(link)),
-                Ok(Err(e)) => {
-                    let status = self
-                        .cell
-                        .wait_exit(Some(Instant::now() + Duration::from_secs(1)));
-                    return Err(match status {
-                        // Terminated or killed by the user while starting.
-                        Some(_) if self.cell.signalled.load(Ordering::Relaxed) => self.died(),
-                        Some(s) => e.with_status(s),
-                        None => {
-                            // Alive but refused (wrong token): it must not run.
-                            let _ = self.cell.signal(sys::kill, false);
-                            e
-                        }
-                    });
-                }
+                Ok(Err(e)) => return Err(self.start_failed(e)),
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(
                         Error::new(ErrorKind::Handshake, "handshake thread vanished")
@@ -365,21 +354,90 @@ impl Waiter {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if !aborted {
-                if self.cell.poll_exit().is_some() {
-                    // The child died before connecting: wake `accept()`.
-                    bootstrap::abort_handshake(server_name);
-                    aborted = true;
-                } else if Instant::now() >= start_deadline {
-                    let _ = self.cell.signal(sys::kill, false);
-                    bootstrap::abort_handshake(server_name);
-                    aborted = true;
+            let now = Instant::now();
+            match handshake.closed_at() {
+                None => {
+                    let exited = self.cell.poll_exit().is_some();
+                    if exited || now >= start_deadline {
+                        let closed = handshake.close();
+                        if closed.claimed.is_none() {
+                            return Err(self.never_started(&closed, exited));
+                        }
+                        // Claimed: its link (or error) follows at once.
+                    }
                 }
+                Some(at) if now >= at + CLAIMED_GRACE => {
+                    let _ = self.cell.signal(sys::kill, false);
+                    return Err(Error::new(
+                        ErrorKind::Handshake,
+                        "the handshake thread that sent the task did not report",
+                    )
+                    .with_pid(self.cell.pid));
+                }
+                Some(_) => {}
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
             pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    /// The start failed on the parent's side (the generations ran out, or
+    /// sending the task failed): the child gets no task; make sure it ends.
+    fn start_failed(&self, e: Error) -> Error {
+        // A send that failed because the child was dying: keep its status.
+        let dying = self
+            .cell
+            .wait_exit(Some(Instant::now() + Duration::from_millis(100)));
+        let status = match dying {
+            Some(status) => Some(status),
+            None => {
+                let _ = self.cell.signal(sys::kill, false);
+                self.cell
+                    .wait_exit(Some(Instant::now() + Duration::from_secs(1)))
+            }
+        };
+        match status {
+            // Terminated or killed by the user while starting.
+            Some(_) if self.cell.signalled.load(Ordering::Relaxed) => self.died(),
+            Some(s) => e.with_status(s),
+            None => e,
+        }
+    }
+
+    /// The start was closed with no claim: the child exited before a
+    /// generation took its hello, or the start timeout passed. No task code
+    /// ran, and none will.
+    fn never_started(&self, closed: &Closed, exited: bool) -> Error {
+        if !exited {
+            let _ = self.cell.signal(sys::kill, false);
+        }
+        let status = self
+            .cell
+            .wait_exit(Some(Instant::now() + Duration::from_secs(1)));
+        if status.is_some() && self.cell.signalled.load(Ordering::Relaxed) {
+            return self.died();
+        }
+        let mut what = if exited {
+            "the child exited before connecting".to_string()
+        } else {
+            format!(
+                "the child did not complete its handshake within {:?}",
+                self.start_timeout
+            )
+        };
+        if closed.refused > 0 {
+            what.push_str(&format!(
+                "; refused {} other connections (the last: {})",
+                closed.refused,
+                closed.last_refusal.as_deref().unwrap_or("?")
+            ));
+        }
+        let err = Error::new(ErrorKind::Handshake, what).with_pid(self.cell.pid);
+        match status {
+            Some(s) => err.with_status(s),
+            None => err,
         }
     }
 
@@ -473,9 +531,9 @@ impl ProcessBuilder {
         self
     }
 
-    /// How long the child may take to start and complete its handshake
-    /// before [`join`](Process::join) reports [`ErrorKind::Handshake`] and the
-    /// child is killed. Default 10 s.
+    /// How long the child may take, counted from the spawn, to start and
+    /// complete its handshake before [`join`](Process::join) reports
+    /// [`ErrorKind::Handshake`] and the child is killed. Default 10 s.
     ///
     /// ```
     /// let b = multiproc::Process::builder().start_timeout(std::time::Duration::from_secs(30));
@@ -542,7 +600,8 @@ impl ProcessBuilder {
     /// # Errors
     /// [`ErrorKind::Codec`] if `args` cannot be serialised,
     /// [`ErrorKind::Spawn`] / [`ErrorKind::Io`] if the OS refuses to start
-    /// the child.
+    /// the child, [`ErrorKind::NoSpace`] if shared memory is exhausted (each
+    /// start uses one 4 KiB segment for its handshake).
     ///
     /// ```
     /// fn add((a, b): (i32, i32)) -> i32 { a + b }
@@ -567,11 +626,8 @@ impl ProcessBuilder {
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
-        let Launch {
-            child,
-            handshake,
-            server_name,
-        } = bootstrap::launch(token, name.clone(), task, args, &self.env)?;
+        let Launch { child, handshake } =
+            bootstrap::launch(token, name.clone(), task, args, &self.env)?;
         let cell = Arc::new(ChildCell {
             pid: child.id(),
             name,
@@ -585,10 +641,7 @@ impl ProcessBuilder {
         Ok(Process {
             waiter: Waiter {
                 cell,
-                state: State::Handshaking {
-                    handshake,
-                    server_name,
-                },
+                state: State::Handshaking(handshake),
                 start_timeout: self.start_timeout,
                 _args: Box::new(args_value),
             },

@@ -1169,12 +1169,15 @@ fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process:
 #[cfg(unix)]
 #[test]
 fn row12_an_unknown_task_reference_is_refused_and_runs_nothing() {
+    use common::rendezvous;
     use ipc_channel::ipc::{self, IpcOneShotServer};
     watchdog(LIMIT, || {
         let (server, server_name) = IpcOneShotServer::<wire::Hello>::new().unwrap();
         let token = [0x5au8; 32];
-        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
-        let mut child = start_by_hand(&format!("v1:{}:{hex}:{server_name}", std::process::id()));
+        // Play the parent: publish our server in a rendezvous of our own.
+        let shm = multiproc::SharedMemory::create(rendezvous::LEN).unwrap();
+        rendezvous::publish(&shm, 1, &server_name);
+        let mut child = start_by_hand(&rendezvous::marker(std::process::id(), &token, &shm.name()));
         let (_conn, hello) = server.accept().unwrap();
         let wire::Hello::Worker {
             token: presented,
@@ -1210,15 +1213,22 @@ fn row12_an_unknown_task_reference_is_refused_and_runs_nothing() {
 #[test]
 fn row11_the_bare_marker_exits_nonzero_within_a_second_and_runs_nothing() {
     watchdog(LIMIT, || {
+        use common::rendezvous;
         let exe = std::env::current_exe().unwrap();
-        let hex = "ab".repeat(32);
+        let token = [0xab; 32];
         let pid = std::process::id();
+        // A rendezvous that opens but in which nothing is published.
+        let empty = multiproc::SharedMemory::create(rendezvous::LEN).unwrap();
         for marker in [
             "1".to_string(),
-            format!("v1:{pid}:{hex}"),
-            format!("v1:{pid}:{hex}:/nonexistent/socket"),
-            // Not our parent: refused before connecting anywhere.
-            format!("v1:1:{hex}:/nonexistent/socket"),
+            format!("v2:{pid}:{}", "ab".repeat(32)),
+            // The previous version's marker (a socket path) is refused.
+            format!("v1:{pid}:{}:/nonexistent/socket", "ab".repeat(32)),
+            rendezvous::marker(pid, &token, "/nonexistent/socket"),
+            rendezvous::marker(pid, &token, &rendezvous::gone()),
+            rendezvous::marker(pid, &token, &empty.name()),
+            // Not our parent: refused before opening anything.
+            rendezvous::marker(1, &token, &empty.name()),
         ] {
             let started = Instant::now();
             let child = std::process::Command::new(&exe)
@@ -1244,6 +1254,49 @@ fn row11_the_bare_marker_exits_nonzero_within_a_second_and_runs_nothing() {
             assert!(!stdout.contains("test result"), "{stdout}");
             assert!(took < Duration::from_secs(1), "{marker:?} took {took:?}");
         }
+    });
+}
+
+/// Row 11, continued: a marker whose rendezvous opens and names a server
+/// nobody listens on. The child keeps trying (a parent may publish a new
+/// server at any time) until its 5 s deadline, then exits 121 having run
+/// nothing.
+#[test]
+fn row11_a_rendezvous_naming_no_server_exits_121_at_the_child_deadline() {
+    use common::rendezvous;
+    watchdog(LIMIT, || {
+        let shm = multiproc::SharedMemory::create(rendezvous::LEN).unwrap();
+        // A name each platform's check accepts, where nobody listens.
+        let nowhere = if cfg!(windows) {
+            "67e55044-10b1-426f-9247-bb680e5fe0c8"
+        } else {
+            "/nonexistent/socket"
+        };
+        rendezvous::publish(&shm, 1, nowhere);
+        let started = Instant::now();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "multiproc_worker_entry",
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .env(
+                "MULTIPROC_WORKER",
+                rendezvous::marker(std::process::id(), &[0xab; 32], &shm.name()),
+            )
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(121), "{stderr}");
+        assert!(stderr.contains("no task from the parent"), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("test result"));
+        assert!(took >= Duration::from_secs(4), "gave up after {took:?}");
+        // The child noted that it tried generation 1 (the parent's hint).
+        let mut tried = [0u8; 4];
+        shm.read_at(4, &mut tried);
+        assert_eq!(u32::from_le_bytes(tried), 1);
     });
 }
 

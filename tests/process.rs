@@ -250,14 +250,13 @@ fn a_child_that_never_handshakes_is_killed_at_the_start_timeout() {
 #[test]
 fn the_bare_marker_runs_nothing_and_exits_nonzero() {
     let exe = std::env::current_exe().unwrap();
+    let pid = std::process::id();
     for marker in [
         "1".to_string(),
-        "v1:1:nothex:/nonexistent".to_string(),
-        format!(
-            "v1:{}:{}:/nonexistent/socket",
-            std::process::id(),
-            "ab".repeat(32)
-        ),
+        "v2:1:nothex:/nonexistent".to_string(),
+        common::rendezvous::marker(pid, &[0xab; 32], "/nonexistent/socket"),
+        // Well formed, but that rendezvous no longer exists.
+        common::rendezvous::marker(pid, &[0xab; 32], &common::rendezvous::gone()),
     ] {
         let started = Instant::now();
         let mut child = std::process::Command::new(&exe)

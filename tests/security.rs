@@ -6,13 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use multiproc::{ErrorKind, Process, SharedValue};
+use multiproc::{ErrorKind, ExitStatus, Process, SharedMemory, SharedValue};
 
 multiproc::test_support!();
 
 mod common;
 #[allow(unused_imports)]
-use common::watchdog;
+use common::{rendezvous, watchdog};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -21,10 +21,10 @@ fn mark(ran: SharedValue<u32>) {
     ran.set(1);
 }
 
-/// The handshake server named in a child's marker, read from its initial
-/// environment (what a same-user impostor can do).
+/// The handshake rendezvous named in a child's marker, read from its
+/// initial environment and opened as any process of the same user can.
 #[cfg(target_os = "linux")]
-fn server_of(pid: u32) -> String {
+fn rendezvous_of(pid: u32) -> SharedMemory {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -33,7 +33,8 @@ fn server_of(pid: u32) -> String {
             .filter_map(|v| std::str::from_utf8(v).ok())
             .find_map(|v| v.strip_prefix("MULTIPROC_WORKER="))
         {
-            return m.splitn(4, ':').nth(3).unwrap().to_string();
+            assert!(m.starts_with("v2:"), "{m}");
+            return SharedMemory::open(m.splitn(4, ':').nth(3).unwrap()).unwrap();
         }
         // Between fork and exec the environment is the parent's.
         assert!(Instant::now() < deadline, "no marker in the child's env");
@@ -69,49 +70,70 @@ mod wire {
     }
 }
 
-/// Row 10, LIMITATION: an impostor that connects to a child's handshake
-/// server before the child is rejected and learns nothing, but the start
-/// of that child fails (fail closed) instead of waiting for the real
-/// child: ipc-channel's one-shot server accepts exactly one connection.
-/// An impostor must be the same user (the server lives in a 0700
-/// directory; the marker is readable only through /proc by that user), who
-/// could ptrace the child anyway.
+/// Says hello to `server` with a wrong token, as `pid`; returns the reply
+/// channel's receiving end, which must never get anything.
+#[cfg(target_os = "linux")]
+fn wrong_token_hello(server: String, pid: u32) -> ipc_channel::ipc::IpcReceiver<()> {
+    use ipc_channel::ipc::{self, IpcSender};
+    let (reply, config) = ipc::channel::<()>().unwrap();
+    IpcSender::<wire::Hello>::connect(server)
+        .unwrap()
+        .send(wire::Hello::Worker {
+            token: [0; 32],
+            pid,
+            reply,
+        })
+        .unwrap();
+    config
+}
+
+/// The parent dropped the impostor's reply sender without sending on it.
+#[cfg(target_os = "linux")]
+fn assert_got_nothing(config: &ipc_channel::ipc::IpcReceiver<()>) {
+    let got = config.try_recv_timeout(Duration::from_secs(5));
+    assert!(
+        matches!(
+            got,
+            Err(ipc_channel::TryRecvError::IpcError(
+                ipc_channel::IpcError::Disconnected
+            ))
+        ),
+        "the impostor's reply channel: {got:?}"
+    );
+}
+
+/// Row 10: an impostor that reads the marker and the rendezvous, connects
+/// to the handshake server before the (slowed) child and presents a wrong
+/// token is refused and gets nothing; the parent publishes a new server at
+/// once, and the real child connects there and runs its task.
 #[cfg(target_os = "linux")]
 #[test]
-fn row10_an_impostor_with_a_wrong_token_is_rejected_and_the_start_fails_closed() {
-    use ipc_channel::ipc::{self, IpcSender};
+fn row10_an_impostor_with_a_wrong_token_is_refused_and_the_real_child_still_runs() {
     watchdog(LIMIT, || {
         let ran = SharedValue::new(0u32).unwrap();
         let p = Process::builder()
             .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "1000")
             .spawn(mark, ran.clone())
             .unwrap();
-        let server = server_of(p.pid());
-        let (reply, config) = ipc::channel::<()>().unwrap();
-        let impostor = IpcSender::<wire::Hello>::connect(server).unwrap();
-        impostor
-            .send(wire::Hello::Worker {
-                token: [0; 32],
-                pid: p.pid(),
-                reply,
-            })
-            .unwrap();
-        let err = p.join().unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
-        assert!(err.to_string().contains("wrong token"), "{err}");
-        // The impostor got nothing: its reply channel closed unused.
-        assert!(config.try_recv_timeout(Duration::from_secs(5)).is_err());
-        assert_eq!(ran.get(), 0, "task code ran");
+        let rv = rendezvous_of(p.pid());
+        let (generation, server) = rendezvous::newest(&rv);
+        assert_eq!(generation, 1);
+        let config = wrong_token_hello(server, p.pid());
+        // Refused, and the next server published, while the child sleeps.
+        rendezvous::wait_for(&rv, 2, Duration::from_secs(5));
+        assert_got_nothing(&config);
+        assert_eq!(ran.get(), 0);
+        p.join().unwrap();
+        assert_eq!(ran.get(), 1, "the real child's task did not run");
     });
 }
 
 /// Row 10: a hello that does not decode (here a channel index with no
-/// channel attached, on which ipc-channel's decoder panics) is rejected
-/// as a handshake error naming it; nothing panics through and the child
-/// runs nothing.
+/// channel attached, on which ipc-channel's decoder panics) is refused;
+/// nothing panics through, and the real child still runs its task.
 #[cfg(target_os = "linux")]
 #[test]
-fn row10_an_impostor_with_a_malformed_hello_is_rejected() {
+fn row10_an_impostor_with_a_malformed_hello_is_refused_and_the_real_child_still_runs() {
     use ipc_channel::ipc::IpcSender;
     watchdog(LIMIT, || {
         let ran = SharedValue::new(0u32).unwrap();
@@ -119,7 +141,8 @@ fn row10_an_impostor_with_a_malformed_hello_is_rejected() {
             .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "1000")
             .spawn(mark, ran.clone())
             .unwrap();
-        let server = server_of(p.pid());
+        let rv = rendezvous_of(p.pid());
+        let (_, server) = rendezvous::newest(&rv);
         let impostor = IpcSender::<wire::BadHello>::connect(server).unwrap();
         impostor
             .send(wire::BadHello::Worker {
@@ -128,10 +151,107 @@ fn row10_an_impostor_with_a_malformed_hello_is_rejected() {
                 reply: 7,
             })
             .unwrap();
+        rendezvous::wait_for(&rv, 2, Duration::from_secs(5));
+        assert_eq!(ran.get(), 0);
+        p.join().unwrap();
+        assert_eq!(ran.get(), 1, "the real child's task did not run");
+    });
+}
+
+/// Row 10: an impostor that connects first and then says nothing, keeping
+/// the connection open for the whole test, holds that server's thread in
+/// `recv`. The child notes in the rendezvous that it tried that server;
+/// when it stays silent the parent publishes another, and the child runs.
+#[cfg(target_os = "linux")]
+#[test]
+fn row10_a_silent_impostor_does_not_stop_the_real_child() {
+    use ipc_channel::ipc::IpcSender;
+    watchdog(LIMIT, || {
+        let ran = SharedValue::new(0u32).unwrap();
+        let p = Process::builder()
+            .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "300")
+            .spawn(mark, ran.clone())
+            .unwrap();
+        let rv = rendezvous_of(p.pid());
+        let (_, server) = rendezvous::newest(&rv);
+        let silent = IpcSender::<wire::Hello>::connect(server).unwrap();
+        p.join().unwrap();
+        assert_eq!(ran.get(), 1, "the real child's task did not run");
+        assert!(rendezvous::published(&rv) >= 2);
+        drop(silent);
+    });
+}
+
+/// Row 10: an impostor that presents a wrong token to every server the
+/// parent publishes, as soon as it appears, exhausts the generations: the
+/// start fails closed with `Handshake` (naming the refusals), well within
+/// the start timeout; the child is killed before any task code runs, and
+/// the impostor got nothing anywhere. Nothing hangs.
+#[cfg(target_os = "linux")]
+#[test]
+fn row10_an_impostor_refused_at_every_generation_fails_the_start_closed() {
+    watchdog(LIMIT, || {
+        let ran = SharedValue::new(0u32).unwrap();
+        let start_timeout = Duration::from_secs(20);
+        let started = Instant::now();
+        let p = Process::builder()
+            .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "3000")
+            .start_timeout(start_timeout)
+            .spawn(mark, ran.clone())
+            .unwrap();
+        let rv = rendezvous_of(p.pid());
+        let mut replies = Vec::new();
+        for n in 1..=16 {
+            rendezvous::wait_for(&rv, n, Duration::from_secs(5));
+            replies.push(wrong_token_hello(rendezvous::server(&rv, n), p.pid()));
+        }
+        let err = p.join().unwrap_err();
+        assert!(started.elapsed() < start_timeout, "{:?}", started.elapsed());
+        assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("refused 16 connections"), "{text}");
+        assert!(text.contains("wrong token"), "{text}");
+        assert_eq!(err.exit_status(), Some(ExitStatus::Signal(9)), "{err}");
+        assert_eq!(rendezvous::published(&rv), 16);
+        for config in &replies {
+            assert_got_nothing(config);
+        }
+        assert_eq!(ran.get(), 0, "task code ran");
+    });
+}
+
+/// A silent impostor holds a server's thread, but not the parent: a child
+/// that never connects is still killed at its start timeout, and `join`
+/// returns at once (the held thread ends when the impostor closes).
+#[cfg(target_os = "linux")]
+#[test]
+fn row10_a_silent_impostor_cannot_hang_a_start_that_times_out() {
+    use ipc_channel::ipc::IpcSender;
+    watchdog(LIMIT, || {
+        let ran = SharedValue::new(0u32).unwrap();
+        let start_timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        let p = Process::builder()
+            .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "60000")
+            .start_timeout(start_timeout)
+            .spawn(mark, ran.clone())
+            .unwrap();
+        let rv = rendezvous_of(p.pid());
+        let (_, server) = rendezvous::newest(&rv);
+        let silent = IpcSender::<wire::Hello>::connect(server).unwrap();
         let err = p.join().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
-        assert!(err.to_string().contains("malformed"), "{err}");
+        assert!(
+            err.to_string().contains("did not complete its handshake"),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(ran.get(), 0, "task code ran");
+        drop(silent);
     });
 }
 
@@ -146,7 +266,7 @@ fn the_handshake_socket_is_in_an_owner_only_directory() {
             .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "300")
             .spawn(mark, ran.clone())
             .unwrap();
-        let server = server_of(p.pid());
+        let (_, server) = rendezvous::newest(&rendezvous_of(p.pid()));
         let dir = std::path::Path::new(&server)
             .parent()
             .unwrap()

@@ -183,14 +183,65 @@ pub(crate) fn restrict_handshake_server(name: &str) -> io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Any non-empty name is a socket path `ipc-channel` can try to connect to.
+/// Any non-empty name without a NUL byte is a socket path `ipc-channel`
+/// can try to connect to (its `connect` unwraps a `CString`).
 pub(crate) fn handshake_server_name_ok(name: &str) -> bool {
-    !name.is_empty()
+    !name.is_empty() && !name.contains('\0')
+}
+
+/// Wakes a one-shot handshake server blocked in `accept()` without ever
+/// blocking: a non-blocking connect to its socket, then close. Its
+/// `accept()` returns and the first `recv` sees the end of the stream.
+/// `false` when it could not connect at once: nobody listens any more, or
+/// the backlog is full (its thread is then held by another connection and
+/// ends when that one closes).
+#[cfg(target_os = "linux")]
+pub(crate) fn wake_handshake_server(name: &str) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    // SAFETY: `sockaddr_un` is plain data, for which all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let path = name.as_bytes();
+    // Leave room for the terminating NUL, as the kernel reads a C string.
+    if path.is_empty() || path.len() >= addr.sun_path.len() || path.contains(&0) {
+        return false;
+    }
+    for (dst, &src) in addr.sun_path.iter_mut().zip(path) {
+        *dst = src as libc::c_char;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // SAFETY: `socket` has no memory preconditions; it returns a new fd or -1.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` was just returned by `socket` and is owned here only.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `addr` is an initialised `sockaddr_un` that outlives the call
+    // and its exact size is passed; the fd is ours.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&raw const addr).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    rc == 0
 }
 
 /// Linux kills a worker with its parent (`PR_SET_PDEATHSIG`), so the worker
 /// needs no thread watching its control channel for EOF.
 pub(crate) const PARENT_DEATH_SIGNAL: bool = cfg!(target_os = "linux");
+
+/// `ipc-channel`'s `try_recv_timeout` can be called in short slices: on
+/// Unix it is a `poll` and then a read, and loses nothing on a timeout.
+pub(crate) const IPC_TIMED_RECV_IN_SLICES: bool = true;
 
 /// Blocks until process `pid` (our un-reaped child) exits or `timeout`
 /// passes; the caller then reaps it with `try_wait`. Spurious early returns

@@ -198,6 +198,13 @@ pub(crate) fn handshake_server_name_ok(name: &str) -> bool {
 /// missing): workers also watch their control channel.
 pub(crate) const PARENT_DEATH_SIGNAL: bool = false;
 
+/// `ipc-channel`'s `try_recv_timeout` on Windows cancels its overlapped
+/// read when it times out (and starts another next time); under Wine a
+/// message that arrives around such a cancel was seen lost (about 1 start
+/// in 100 with 5 ms slices). Callers that wait in slices use one blocking
+/// `recv` on a thread instead.
+pub(crate) const IPC_TIMED_RECV_IN_SLICES: bool = false;
+
 /// Blocks until process `pid` (our un-reaped child, so the pid is not
 /// reused: we hold its handle) exits or `timeout` passes; the caller then
 /// reaps it with `try_wait`. Spurious early returns are fine.

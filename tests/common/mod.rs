@@ -54,3 +54,76 @@ pub(crate) fn watchdog<T: Send + 'static>(
         }
     }
 }
+
+/// A mirror of the handshake rendezvous (src/bootstrap.rs): the shared
+/// memory whose handle a worker's marker carries, where the parent
+/// publishes its handshake servers ("generations"). Tests read it as an
+/// impostor of the same user can, or write it to play a parent.
+pub(crate) mod rendezvous {
+    use multiproc::SharedMemory;
+
+    /// Data bytes of the segment.
+    pub(crate) const LEN: usize = 4032;
+    /// u32 LE: generations published.
+    pub(crate) const PUBLISHED_AT: usize = 0;
+    /// The first of 16 slots of 248 bytes: u32 LE name length, then the name.
+    pub(crate) const SLOTS_AT: usize = 64;
+    pub(crate) const SLOT_LEN: usize = 248;
+
+    /// Publishes generation `n` (from 1) as `name`, as the parent does.
+    pub(crate) fn publish(shm: &SharedMemory, n: u32, name: &str) {
+        let slot = SLOTS_AT + (n as usize - 1) * SLOT_LEN;
+        shm.write_at(slot + 4, name.as_bytes());
+        shm.write_at(slot, &(name.len() as u32).to_le_bytes());
+        shm.write_at(PUBLISHED_AT, &n.to_le_bytes());
+    }
+
+    /// How many generations are published.
+    pub(crate) fn published(shm: &SharedMemory) -> u32 {
+        let mut word = [0u8; 4];
+        shm.read_at(PUBLISHED_AT, &mut word);
+        u32::from_le_bytes(word)
+    }
+
+    /// Generation `n`'s server name.
+    pub(crate) fn server(shm: &SharedMemory, n: u32) -> String {
+        let slot = SLOTS_AT + (n as usize - 1) * SLOT_LEN;
+        let mut word = [0u8; 4];
+        shm.read_at(slot, &mut word);
+        let mut name = vec![0u8; u32::from_le_bytes(word) as usize];
+        shm.read_at(slot + 4, &mut name);
+        String::from_utf8(name).unwrap()
+    }
+
+    /// The newest generation and its server name.
+    pub(crate) fn newest(shm: &SharedMemory) -> (u32, String) {
+        let n = published(shm);
+        assert!((1..=16).contains(&n), "{n} generations published");
+        (n, server(shm, n))
+    }
+
+    /// Waits until at least `n` generations are published (panics after
+    /// `limit`).
+    pub(crate) fn wait_for(shm: &SharedMemory, n: u32, limit: std::time::Duration) {
+        let until = std::time::Instant::now() + limit;
+        while published(shm) < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "generation {n} not published within {limit:?} (have {})",
+                published(shm)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The name of a rendezvous that no longer exists (it was dropped).
+    pub(crate) fn gone() -> String {
+        SharedMemory::create(LEN).unwrap().name()
+    }
+
+    /// A worker's marker: `v2:<parent pid>:<token hex>:<rendezvous name>`.
+    pub(crate) fn marker(ppid: u32, token: &[u8; 32], rendezvous: &str) -> String {
+        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        format!("v2:{ppid}:{hex}:{rendezvous}")
+    }
+}
