@@ -113,7 +113,7 @@ pub(crate) enum Outcome {
 
 /// The parent's ends of a started worker's channels.
 pub(crate) struct Link {
-    pub(crate) results: IpcReceiver<Outcome>,
+    pub(crate) results: Inbox<Outcome>,
     /// Held only so the child sees a disconnection when the parent dies.
     _control: IpcSender<Control>,
 }
@@ -821,7 +821,7 @@ fn send_config(reply: IpcSender<Config>, payload: Payload, pid: u32) -> Result<L
             handshake_err("sending the task").with_source(std::io::Error::other(format!("{e:?}")))
         })?;
     Ok(Link {
-        results,
+        results: Inbox::new(results),
         _control: control,
     })
 }
@@ -994,7 +994,7 @@ fn await_config(
     config_rx: IpcReceiver<Config>,
     deadline: Instant,
 ) -> std::result::Result<Config, String> {
-    let inbox = ConfigInbox::new(config_rx)?;
+    let mut inbox = Inbox::new(config_rx);
     let mut snapshot = vec![0u8; RENDEZVOUS_LEN];
     let mut tried = 0u32;
     // Read the rendezvous (again): first, and after a failed hello.
@@ -1032,55 +1032,96 @@ fn await_config(
                 "no task from the parent within {CHILD_DEADLINE:?}{why}"
             ));
         }
-        if let Some(config) = inbox.recv_timeout(left.min(CHILD_SLICE))? {
+        if let Some(config) = inbox
+            .recv_timeout(left.min(CHILD_SLICE))
+            .map_err(|e| format!("no task from the parent: {e}"))?
+        {
             return Ok(config);
         }
     }
 }
 
-/// Where the child's `Config` arrives, waited for in short slices.
-enum ConfigInbox {
-    /// `try_recv_timeout` on the channel itself (Unix).
-    Direct(IpcReceiver<Config>),
-    /// A thread blocked in `recv` forwards it (Windows: see
-    /// [`sys::IPC_TIMED_RECV_IN_SLICES`]). If no `Config` ever comes, the
-    /// thread stays blocked until the worker exits.
-    Forwarded(mpsc::Receiver<std::result::Result<Config, String>>),
+/// An ipc-channel receiver waited on with timeouts: the child's `Config`
+/// (in short slices) and a child's `Outcome` (`Process::join_timeout`).
+///
+/// Where a timed receive may lose a message
+/// ([`sys::IPC_TIMED_RECV_IN_SLICES`] is `false`: Windows), the first
+/// timed wait moves the receiver to a thread blocked in one `recv`, which
+/// forwards what arrives; untimed waits and Unix use the channel itself.
+/// If nothing ever arrives and the channel never disconnects, that thread
+/// stays blocked until the process exits.
+pub(crate) enum Inbox<T> {
+    Direct(IpcReceiver<T>),
+    Forwarded(mpsc::Receiver<std::result::Result<T, String>>),
+    /// Moving between the two (never seen outside `forward`).
+    Moving,
 }
 
-impl ConfigInbox {
-    fn new(config_rx: IpcReceiver<Config>) -> std::result::Result<ConfigInbox, String> {
-        if sys::IPC_TIMED_RECV_IN_SLICES {
-            return Ok(ConfigInbox::Direct(config_rx));
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("multiproc-config".into())
-            .spawn(move || {
-                let got = config_rx
-                    .recv()
-                    .map_err(|e| format!("no task from the parent: {e:?}"));
-                let _ = tx.send(got);
-            })
-            .map_err(|e| format!("config thread: {e}"))?;
-        Ok(ConfigInbox::Forwarded(rx))
+impl<T> Inbox<T>
+where
+    T: for<'de> Deserialize<'de> + Serialize + Send + 'static,
+{
+    pub(crate) fn new(rx: IpcReceiver<T>) -> Inbox<T> {
+        Inbox::Direct(rx)
     }
 
-    /// The `Config` if it arrives within `timeout`.
-    fn recv_timeout(&self, timeout: Duration) -> std::result::Result<Option<Config>, String> {
+    /// Waits for the message; `Err` once the sender is gone (or the
+    /// channel broke), with why.
+    pub(crate) fn recv(&mut self) -> std::result::Result<T, String> {
         match self {
-            ConfigInbox::Direct(rx) => match rx.try_recv_timeout(timeout) {
-                Ok(config) => Ok(Some(config)),
+            Inbox::Direct(rx) => rx.recv().map_err(|e| format!("{e:?}")),
+            Inbox::Forwarded(rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err("the forwarding thread ended".to_string())),
+            Inbox::Moving => Err("no receiver".to_string()),
+        }
+    }
+
+    /// The message if it arrives within `timeout`.
+    pub(crate) fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<Option<T>, String> {
+        if !sys::IPC_TIMED_RECV_IN_SLICES {
+            self.forward()?;
+        }
+        match self {
+            Inbox::Direct(rx) => match rx.try_recv_timeout(timeout) {
+                Ok(msg) => Ok(Some(msg)),
                 Err(ipc_channel::TryRecvError::Empty) => Ok(None),
-                Err(e) => Err(format!("no task from the parent: {e:?}")),
+                Err(e) => Err(format!("{e:?}")),
             },
-            ConfigInbox::Forwarded(rx) => match rx.recv_timeout(timeout) {
+            Inbox::Forwarded(rx) => match rx.recv_timeout(timeout) {
                 Ok(got) => got.map(Some),
                 Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    Err("the config thread ended".to_string())
+                    Err("the forwarding thread ended".to_string())
                 }
             },
+            Inbox::Moving => Err("no receiver".to_string()),
+        }
+    }
+
+    /// Hands a direct receiver to a thread blocked in `recv`.
+    fn forward(&mut self) -> std::result::Result<(), String> {
+        let Inbox::Direct(_) = self else {
+            return Ok(());
+        };
+        let Inbox::Direct(rx) = std::mem::replace(self, Inbox::Moving) else {
+            return Ok(());
+        };
+        let (tx, forwarded) = mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("multiproc-inbox".into())
+            .spawn(move || {
+                let _ = tx.send(rx.recv().map_err(|e| format!("{e:?}")));
+            });
+        match spawned {
+            Ok(_) => {
+                *self = Inbox::Forwarded(forwarded);
+                Ok(())
+            }
+            Err(e) => Err(format!("inbox thread: {e}")),
         }
     }
 }

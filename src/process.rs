@@ -8,7 +8,6 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use ipc_channel::TryRecvError as IpcTryRecvError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -290,16 +289,16 @@ impl Waiter {
                         }
                     }
                 }
-                State::Running(link) => {
+                State::Running(mut link) => {
                     let received = match deadline {
-                        None => link.results.recv().map_err(|_| IpcTryRecvError::Empty),
+                        None => link.results.recv().map(Some),
                         Some(d) => link
                             .results
-                            .try_recv_timeout(d.saturating_duration_since(Instant::now())),
+                            .recv_timeout(d.saturating_duration_since(Instant::now())),
                     };
                     match received {
-                        Ok(outcome) => self.state = State::Exiting(outcome),
-                        Err(IpcTryRecvError::Empty) if deadline.is_some() => {
+                        Ok(Some(outcome)) => self.state = State::Exiting(outcome),
+                        Ok(None) => {
                             self.state = State::Running(link);
                             return Ok(None);
                         }

@@ -134,6 +134,24 @@ fn is_alive_and_join_timeout() {
     assert_eq!(again.kind(), ErrorKind::InvalidState);
 }
 
+/// Polling in short slices never loses a result: on Windows a timed
+/// ipc-channel receive cancels its read at each timeout, and a message
+/// arriving then could vanish (seen under Wine); `join_timeout` must not.
+#[test]
+fn join_timeout_in_short_slices_never_loses_a_result() {
+    for i in 0..40u64 {
+        let mut p = Process::spawn(square, i).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let got = loop {
+            if let Some(v) = p.join_timeout(Duration::from_millis(1)).unwrap() {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "child {i}: no result");
+        };
+        assert_eq!(got, i * i);
+    }
+}
+
 #[test]
 fn exit_code_of_a_child_that_exits() {
     let p = Process::spawn(exit_with, 3).unwrap();
