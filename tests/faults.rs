@@ -1133,24 +1133,6 @@ mod wire {
     }
 }
 
-/// Starts this test binary as a worker by hand, with a marker naming a
-/// handshake server we own.
-#[cfg(unix)]
-fn start_by_hand(marker: &str) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "multiproc_worker_entry",
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-        ])
-        .env("MULTIPROC_WORKER", marker)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[cfg(unix)]
 fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
@@ -1177,7 +1159,11 @@ fn row12_an_unknown_task_reference_is_refused_and_runs_nothing() {
         // Play the parent: publish our server in a rendezvous of our own.
         let shm = multiproc::SharedMemory::create(rendezvous::LEN).unwrap();
         rendezvous::publish(&shm, 1, &server_name);
-        let mut child = start_by_hand(&rendezvous::marker(std::process::id(), &token, &shm.name()));
+        let mut child = common::start_worker_by_hand(&rendezvous::marker(
+            std::process::id(),
+            &token,
+            &shm.name(),
+        ));
         let (_conn, hello) = server.accept().unwrap();
         let wire::Hello::Worker {
             token: presented,
@@ -1214,7 +1200,6 @@ fn row12_an_unknown_task_reference_is_refused_and_runs_nothing() {
 fn row11_the_bare_marker_exits_nonzero_within_a_second_and_runs_nothing() {
     watchdog(LIMIT, || {
         use common::rendezvous;
-        let exe = std::env::current_exe().unwrap();
         let token = [0xab; 32];
         let pid = std::process::id();
         // A rendezvous that opens but in which nothing is published.
@@ -1231,18 +1216,7 @@ fn row11_the_bare_marker_exits_nonzero_within_a_second_and_runs_nothing() {
             rendezvous::marker(1, &token, &empty.name()),
         ] {
             let started = Instant::now();
-            let child = std::process::Command::new(&exe)
-                .args([
-                    "multiproc_worker_entry",
-                    "--exact",
-                    "--include-ignored",
-                    "--nocapture",
-                ])
-                .env("MULTIPROC_WORKER", &marker)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = common::start_worker_by_hand(&marker);
             let out = child.wait_with_output().unwrap();
             let took = started.elapsed();
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1274,18 +1248,9 @@ fn row11_a_rendezvous_naming_no_server_exits_121_at_the_child_deadline() {
         };
         rendezvous::publish(&shm, 1, nowhere);
         let started = Instant::now();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "multiproc_worker_entry",
-                "--exact",
-                "--include-ignored",
-                "--nocapture",
-            ])
-            .env(
-                "MULTIPROC_WORKER",
-                rendezvous::marker(std::process::id(), &[0xab; 32], &shm.name()),
-            )
-            .output()
+        let marker = rendezvous::marker(std::process::id(), &[0xab; 32], &shm.name());
+        let out = common::start_worker_by_hand(&marker)
+            .wait_with_output()
             .unwrap();
         let took = started.elapsed();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -267,7 +267,6 @@ fn a_child_that_never_handshakes_is_killed_at_the_start_timeout() {
 
 #[test]
 fn the_bare_marker_runs_nothing_and_exits_nonzero() {
-    let exe = std::env::current_exe().unwrap();
     let pid = std::process::id();
     for marker in [
         "1".to_string(),
@@ -277,18 +276,7 @@ fn the_bare_marker_runs_nothing_and_exits_nonzero() {
         common::rendezvous::marker(pid, &[0xab; 32], &common::rendezvous::gone()),
     ] {
         let started = Instant::now();
-        let mut child = std::process::Command::new(&exe)
-            .args([
-                "multiproc_worker_entry",
-                "--exact",
-                "--include-ignored",
-                "--nocapture",
-            ])
-            .env("MULTIPROC_WORKER", &marker)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = common::start_worker_by_hand(&marker);
         // Watchdog: never let this test hang.
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {

@@ -28,6 +28,24 @@ pub(crate) static LOAD_HOOK: extern "C" fn() = {
     hook
 };
 
+/// Starts this test binary as a worker by hand, the way the crate re-executes
+/// it (the libtest arguments that select `test_support!`'s entry), with
+/// `marker` as its `MULTIPROC_WORKER`; stdout and stderr are captured.
+pub(crate) fn start_worker_by_hand(marker: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "multiproc_worker_entry",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("MULTIPROC_WORKER", marker)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs `scenario` on its own thread; the test fails if it has not finished
 /// within `limit` (a hang is a failure, never a stuck CI job). Not a speed
 /// check: the limits are far above what the scenarios need.
