@@ -633,6 +633,14 @@ impl Ring {
         self.mem.header()
     }
 
+    /// `Protocol` (and the ring poisoned) once a peer shrank its memory.
+    fn check_intact(&self) -> Result<()> {
+        if self.mem.lost() {
+            return Err(self.poison(crate::segment::lost_error("under a ring").to_string()));
+        }
+        Ok(())
+    }
+
     /// Marks the ring broken (a peer broke the protocol) and wakes everyone.
     fn poison(&self, what: impl Into<String>) -> Error {
         // SYNC: Release pairs with the Acquire loads of state in check_state.
@@ -736,8 +744,12 @@ fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
 
 /// Runs `f` on the handle in `slot`, creating it with `make` on first use.
 /// Queue and Pipe keep one lazily claimed handle per side and process.
+///
+/// After `f`, a ring whose memory a peer shrank (see `sys::sigbus`) is
+/// `Protocol`, whatever `f` returned: what it saw or did was private
+/// zeros, not the ring.
 #[cfg(not(loom))]
-pub(crate) fn with_handle<H, R>(
+pub(crate) fn with_handle<H: Handle, R>(
     slot: &std::sync::Mutex<Option<H>>,
     make: impl FnOnce() -> Result<H>,
     f: impl FnOnce(&mut H) -> Result<R>,
@@ -747,9 +759,30 @@ pub(crate) fn with_handle<H, R>(
         *slot = Some(make()?);
     }
     match slot.as_mut() {
-        Some(handle) => f(handle),
+        Some(handle) => {
+            let r = f(handle);
+            handle.ring().check_intact()?;
+            r
+        }
         // Filled just above; kept as an error rather than a panic.
         None => Err(Error::new(ErrorKind::InvalidState, "no ring handle")),
+    }
+}
+
+/// A producer or consumer: the ring it works on.
+pub(crate) trait Handle {
+    fn ring(&self) -> &Ring;
+}
+
+impl Handle for Producer {
+    fn ring(&self) -> &Ring {
+        &self.ring
+    }
+}
+
+impl Handle for Consumer {
+    fn ring(&self) -> &Ring {
+        &self.ring
     }
 }
 
@@ -786,9 +819,7 @@ fn block_until(
 /// shared (`Protocol`, and the ring is poisoned, if a peer shrank it) and
 /// the other side is alive (`PeerDied`).
 fn ring_health(ring: &Ring, peer_alive: impl FnOnce() -> bool, peer: &str) -> Result<()> {
-    if ring.mem.lost() {
-        return Err(ring.poison(crate::segment::lost_error("under a ring").to_string()));
-    }
+    ring.check_intact()?;
     if !peer_alive() {
         return Err(Error::new(ErrorKind::PeerDied, format!("ring {peer} died")));
     }
@@ -908,9 +939,7 @@ fn lock_side(ring: &Ring, side: &Side, pid: u32, wait: &mut Wait, spin: Duration
     }
     loop {
         check_state_any(ring)?;
-        if ring.mem.lost() {
-            return Err(ring.poison(crate::segment::lost_error("under a ring").to_string()));
-        }
+        ring.check_intact()?;
         // SYNC: Relaxed: the value only picks the futex's expected word and
         // the pid to check; the CAS above carries the ordering.
         let holder = side.lock.load(Ordering::Relaxed);

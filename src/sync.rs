@@ -524,12 +524,11 @@ impl Lock {
     }
 
     fn lock_until(&self, deadline: Option<Instant>) -> Result<LockGuard<'_>> {
-        // A lock word in memory nobody else sees any more excludes nobody.
-        self.shared.segment.check_intact()?;
         let mutex = &self.shared.block().mutex;
         match mutex.lock(deadline, &|| self.shared.segment.check_intact())? {
-            // Taken in memory a peer shrank away (the fault during `lock`
-            // replaced it with zeros): it excludes nobody.
+            // Taken in memory a peer shrank away (before or during `lock`;
+            // the fault replaced it with zeros): a lock word nobody else
+            // sees excludes nobody.
             Acquired::Clean if self.shared.segment.lost() => {
                 mutex.unlock();
                 Err(self.shared.segment.lost_error())
@@ -671,7 +670,6 @@ impl RLock {
     }
 
     fn lock_until(&self, deadline: Option<Instant>) -> Result<RLockGuard<'_>> {
-        self.shared.segment.check_intact()?;
         let b = self.shared.block();
         let me = thread_token();
         let guard = || RLockGuard {
