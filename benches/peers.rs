@@ -5,6 +5,7 @@
 //! PEERS_QUICK=1 cargo bench --bench peers    # smoke test: a few iterations
 //! PEERS_PYTHON=/path/to/python3 cargo bench --bench peers
 //! PEERS_ONLY=apply,zero-copy cargo bench --bench peers   # some groups only
+//! PEERS_WORKERS=16 cargo bench --bench peers  # workers/threads of the map rows (default 2)
 //! ```
 //!
 //! Each row of the table compares multiproc with one peer, measured side by
@@ -57,6 +58,7 @@ fn main() {
             iters_queue: 5,
             iters_zc: 5,
             zc_len: 1_000_000,
+            compute_len: 200_000,
             iters_map: 5,
             map_items: 100_000,
             map_items_procspawn: 200,
@@ -73,6 +75,7 @@ fn main() {
             iters_queue: 30,
             iters_zc: 20,
             zc_len: 100_000_000,
+            compute_len: 1_000_000,
             iters_map: 20,
             map_items: 1_000_000,
             map_items_procspawn: 2_000,
@@ -95,7 +98,8 @@ fn main() {
     println!();
 
     // PEERS_ONLY=apply,map runs only the groups whose name contains one of
-    // the comma-separated words (spawn, pipe, queue, zero-copy, map, apply).
+    // the comma-separated words (spawn, pipe, queue, zero-copy, compute, map,
+    // apply).
     let only = std::env::var("PEERS_ONLY").unwrap_or_default();
     let want = |group: &str| {
         only.is_empty()
@@ -120,6 +124,10 @@ fn main() {
         zero_copy_map_into(&mut table, &cfg, &zc);
     }
     drop(zc);
+    if want("compute") {
+        let zc = ZeroCopyData::new(cfg.compute_len);
+        compute_map(&mut table, &cfg, &zc);
+    }
     if want("serde map") {
         serde_map(&mut table, &cfg);
     }
@@ -144,8 +152,13 @@ fn main() {
     goal_line(&table, QUEUE_METRIC, 10e-9, "(>= 100 M items/s)", |s| {
         format!(" = {:.2} M items/s", 1e-6 / s)
     });
-    ratio_goal(&table, &zc_metric(cfg.zc_len), RAYON, 0.90);
-    ratio_goal(&table, &map_metric(cfg.map_items), PYTHON_POOL, 100.0);
+    ratio_goal(&table, &zc_metric(cfg.zc_len), &rayon_name(), 0.90);
+    ratio_goal(
+        &table,
+        &map_metric(cfg.map_items),
+        &python_pool_name(),
+        100.0,
+    );
     goal_line(&table, APPLY_METRIC, 0.5e-6, "per call", |_| String::new());
 }
 
@@ -163,6 +176,8 @@ struct Config {
     iters_zc: usize,
     /// Elements of the zero-copy map rows (1e8 in the full run).
     zc_len: usize,
+    /// Elements of the compute-bound zero-copy row (1e6 in the full run).
+    compute_len: usize,
     /// Timed rounds for the serde `map` rows.
     iters_map: usize,
     /// Items of one serde `map` (multiproc, Python, procspawn in chunks).
@@ -677,11 +692,47 @@ fn self_timed<T: 'static>(
 /// Bytes one element of a zero-copy map moves: 8 read, 8 written.
 const ZC_BYTES_PER_ELEMENT: f64 = 16.0;
 /// Workers (threads for rayon and memcpy) of the zero-copy and serde rows.
-const POOL_WORKERS: usize = 2;
+/// `PEERS_WORKERS` (default 2: the CI machine's cores).
+fn pool_workers() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| match std::env::var("PEERS_WORKERS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("PEERS_WORKERS={v:?} is not a positive count; using 2");
+                2
+            }
+        },
+        Err(_) => 2,
+    })
+}
+/// `Pool(pool_workers())`, for experiments: `PEERS_PIN=1` pins the
+/// workers, `PEERS_ZC_CHUNK=n` sets the chunk of the zero-copy rows.
+fn bench_pool(zero_copy: bool) -> multiproc::Result<multiproc::Pool> {
+    let mut b = multiproc::Pool::builder().processes(pool_workers());
+    if std::env::var("PEERS_PIN").is_ok_and(|v| v == "1") {
+        b = b.pin_cores(true);
+    }
+    if let Some(c) = std::env::var("PEERS_ZC_CHUNK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|_| zero_copy)
+    {
+        b = b.chunksize(c);
+    }
+    b.build()
+}
+
 /// Workers of the `apply` rows: one worker, kept hot by the calls.
 const APPLY_WORKERS: usize = 1;
-const RAYON: &str = "rayon 1.12 par_iter, 2 threads";
-const PYTHON_POOL: &str = "Python Pool(2).map";
+
+fn rayon_name() -> String {
+    format!("rayon 1.12 par_iter, {} threads", pool_workers())
+}
+
+fn python_pool_name() -> String {
+    format!("Python Pool({}).map", pool_workers())
+}
 const APPLY_METRIC: &str = "Pool apply round trip, u64 arg/result, 1 worker";
 
 /// `n` as `1e8` when it is a power of ten, else in full.
@@ -701,8 +752,9 @@ fn count(n: u64) -> String {
 
 fn zc_metric(n: usize) -> String {
     format!(
-        "ShmVec map_elements {} f64 x*x+1, 2 workers",
-        count(n as u64)
+        "ShmVec map_elements {} f64 x*x+1, {} workers",
+        count(n as u64),
+        pool_workers()
     )
 }
 
@@ -714,7 +766,11 @@ fn zc_into_metric(n: usize) -> String {
 }
 
 fn map_metric(n: u64) -> String {
-    format!("Pool.map {} u64 squares (serde), 2 workers", count(n))
+    format!(
+        "Pool.map {} u64 squares (serde), {} workers",
+        count(n),
+        pool_workers()
+    )
 }
 
 /// The chunk kernel of the `map_into` rows (the same `x*x+1`).
@@ -779,6 +835,90 @@ fn square_plus_one_of(x: f64) -> f64 {
     x * x + 1.0
 }
 
+/// Multiply-adds per element of the compute-bound row.
+const COMPUTE_STEPS: usize = 64;
+
+/// The compute-bound row's element function: a chain of
+/// [`COMPUTE_STEPS`] dependent multiply-adds (no fast-math, so the
+/// compiler keeps every one), about 0.1–0.2 µs an element.
+fn compute_of(x: f64) -> f64 {
+    let mut y = x;
+    for _ in 0..COMPUTE_STEPS {
+        y = y * 0.999_999 + 1e-3;
+    }
+    y
+}
+
+fn compute_metric(n: usize) -> String {
+    format!(
+        "ShmVec map_elements {} f64, {COMPUTE_STEPS} mul-adds each, {} workers",
+        count(n as u64),
+        pool_workers()
+    )
+}
+
+/// The compute-bound row: [`compute_of`] over `zc.n` elements, against
+/// rayon with as many threads and one thread. Memory is not the limit
+/// here, so this row shows how the workers scale with cores.
+fn compute_map(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
+    // Chunks as multiproc's (8 per worker), each a plain loop the compiler
+    // vectorises: per-element `par_iter` closures would not be, and would
+    // make rayon look slower than it is.
+    let chunk = zc.n.div_ceil(pool_workers() * 8).max(1);
+    let name = &format!("rayon 1.12 par_chunks, {} threads", pool_workers());
+    let rayon = match rayon_pool() {
+        Ok(pool) => zc_heap(zc, name, compute_of, move |input, output| {
+            pool.install(|| {
+                output
+                    .par_chunks_mut(chunk)
+                    .zip(input.par_chunks(chunk))
+                    .for_each(|(y, x)| {
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            *y = compute_of(x);
+                        }
+                    });
+            });
+        }),
+        Err(e) => Contender::unavailable(name, e),
+    };
+    let sequential = zc_heap(
+        zc,
+        "sequential loop, 1 thread",
+        compute_of,
+        |input, output| {
+            for (y, &x) in output.iter_mut().zip(input) {
+                *y = compute_of(x);
+            }
+        },
+    );
+    let ours = || {
+        let shm = match &zc.shm {
+            Ok(shm) => Rc::clone(shm),
+            Err(e) => return Contender::unavailable("multiproc", e.clone()),
+        };
+        match bench_pool(true) {
+            Ok(pool) => Contender::try_timed("multiproc", move || {
+                let mut pair = shm.borrow_mut();
+                let (input, output) = &mut *pair;
+                spoil(output);
+                pool.map_elements(compute_of, input, output)
+                    .map_err(|e| e.to_string())?;
+                check_map(input, output, compute_of)
+            }),
+            Err(e) => Contender::unavailable("multiproc", format!("Pool::new: {e}")),
+        }
+        .per_iteration(zc.n as u64)
+    };
+    table.side_by_side(
+        &compute_metric(zc.n),
+        "element",
+        cfg,
+        cfg.iters_zc,
+        ours,
+        vec![rayon, sequential],
+    );
+}
+
 /// A multiproc contender over the shared `ShmVec` pair: a fresh
 /// `Pool(2)` (its workers map the pair in the warm-up rounds) running
 /// `map_elements` or `map_into`.
@@ -787,7 +927,7 @@ fn zc_ours(zc: &ZeroCopyData, into: bool) -> Contender {
         Ok(shm) => Rc::clone(shm),
         Err(e) => return Contender::unavailable("multiproc", e.clone()),
     };
-    match multiproc::Pool::new(POOL_WORKERS) {
+    match bench_pool(true) {
         Ok(pool) => Contender::try_timed("multiproc", move || {
             let mut pair = shm.borrow_mut();
             let (input, output) = &mut *pair;
@@ -826,7 +966,7 @@ fn zc_heap(
 
 fn rayon_pool() -> Result<Rc<rayon::ThreadPool>, String> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(POOL_WORKERS)
+        .num_threads(pool_workers())
         .build()
         .map(Rc::new)
         .map_err(|e| format!("rayon pool: {e}"))
@@ -837,15 +977,20 @@ fn rayon_pool() -> Result<Rc<rayon::ThreadPool>, String> {
 /// two-thread memcpy of the same bytes (the memory's bandwidth).
 fn zero_copy_map(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
     let rayon = match rayon_pool() {
-        Ok(pool) => zc_heap(zc, RAYON, square_plus_one_of, move |input, output| {
-            pool.install(|| {
-                output
-                    .par_iter_mut()
-                    .zip(input.par_iter())
-                    .for_each(|(y, &x)| *y = x * x + 1.0);
-            });
-        }),
-        Err(e) => Contender::unavailable(RAYON, e),
+        Ok(pool) => zc_heap(
+            zc,
+            &rayon_name(),
+            square_plus_one_of,
+            move |input, output| {
+                pool.install(|| {
+                    output
+                        .par_iter_mut()
+                        .zip(input.par_iter())
+                        .for_each(|(y, &x)| *y = x * x + 1.0);
+                });
+            },
+        ),
+        Err(e) => Contender::unavailable(&rayon_name(), e),
     };
     let sequential = zc_heap(
         zc,
@@ -857,17 +1002,17 @@ fn zero_copy_map(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
             }
         },
     );
+    let threads = pool_workers();
     let memcpy = zc_heap(
         zc,
-        "memcpy, 2 threads (bandwidth)",
+        &format!("memcpy, {threads} threads (bandwidth)"),
         |x| x,
-        |input, output| {
-            let half = input.len() / 2;
-            let (in_a, in_b) = input.split_at(half);
-            let (out_a, out_b) = output.split_at_mut(half);
+        move |input, output| {
+            let part = input.len().div_ceil(threads).max(1);
             std::thread::scope(|s| {
-                s.spawn(move || out_a.copy_from_slice(in_a));
-                out_b.copy_from_slice(in_b);
+                for (out, inp) in output.chunks_mut(part).zip(input.chunks(part)) {
+                    s.spawn(move || out.copy_from_slice(inp));
+                }
             });
         },
     );
@@ -882,11 +1027,11 @@ fn zero_copy_map(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
 }
 
 /// As [`zero_copy_map`], with `map_into` and a chunk kernel, against rayon
-/// running the same kernel over chunks of the same size.
+/// running the same kernel over chunks (8 per thread; rayon steals, so
+/// equal chunks balance).
 fn zero_copy_map_into(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
-    // multiproc's default zero-copy chunk: 8 per worker, at least 16 Ki.
-    let chunk = zc.n.div_ceil(POOL_WORKERS * 8).max(16 * 1024);
-    let name = "rayon 1.12 par_chunks, 2 threads";
+    let chunk = zc.n.div_ceil(pool_workers() * 8).max(16 * 1024);
+    let name = &format!("rayon 1.12 par_chunks, {} threads", pool_workers());
     let rayon = match rayon_pool() {
         Ok(pool) => zc_heap(zc, name, square_plus_one_of, move |input, output| {
             pool.install(|| {
@@ -935,7 +1080,7 @@ fn check_squares(out: &[u64], first: u64, len: u64) -> Result<(), String> {
 fn serde_map(table: &mut Table, cfg: &Config) {
     let m = cfg.map_items;
     let ours = move || {
-        match multiproc::Pool::new(POOL_WORKERS) {
+        match bench_pool(false) {
             Ok(pool) => self_timed(
                 "multiproc",
                 move || {
@@ -950,19 +1095,19 @@ fn serde_map(table: &mut Table, cfg: &Config) {
         .per_iteration(m)
     };
     let python = PythonPeer::contender(
-        PYTHON_POOL,
+        &python_pool_name(),
         &[
             "pool_map",
             "--n",
             &m.to_string(),
             "--workers",
-            &POOL_WORKERS.to_string(),
+            &pool_workers().to_string(),
         ],
     )
     .per_iteration(m);
     let k = cfg.map_items_procspawn;
-    let name = "procspawn 1.0.2 Pool(2), 1 task/item";
-    let procspawn_items = match procspawn::Pool::new(POOL_WORKERS) {
+    let name = &format!("procspawn 1.0.2 Pool({}), 1 task/item", pool_workers());
+    let procspawn_items = match procspawn::Pool::new(pool_workers()) {
         Ok(pool) => self_timed(
             name,
             move || {
@@ -979,13 +1124,17 @@ fn serde_map(table: &mut Table, cfg: &Config) {
         Err(e) => Contender::unavailable(name, format!("procspawn::Pool::new: {e}")),
     }
     .per_iteration(k);
-    let name = "procspawn 1.0.2 Pool(2), 8 chunks";
-    let procspawn_chunks = match procspawn::Pool::new(POOL_WORKERS) {
+    let name = &format!(
+        "procspawn 1.0.2 Pool({}), {} chunks",
+        pool_workers(),
+        pool_workers() * 4
+    );
+    let procspawn_chunks = match procspawn::Pool::new(pool_workers()) {
         Ok(pool) => self_timed(
             name,
             move || {
                 let t0 = Instant::now();
-                let chunk = m.div_ceil(POOL_WORKERS as u64 * 4).max(1);
+                let chunk = m.div_ceil(pool_workers() as u64 * 4).max(1);
                 let handles: Vec<_> = (0..m)
                     .step_by(chunk as usize)
                     .map(|lo| pool.spawn((lo..(lo + chunk).min(m)).collect(), squares))
@@ -1301,6 +1450,16 @@ struct PythonPeer {
 impl PythonPeer {
     const SCRIPT: &'static str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py");
 
+    /// [`Self::SCRIPT`], or `benches/peers.py` under the current directory
+    /// when the binary runs away from the checkout it was built in.
+    fn script() -> &'static str {
+        if std::path::Path::new(Self::SCRIPT).exists() {
+            Self::SCRIPT
+        } else {
+            "benches/peers.py"
+        }
+    }
+
     fn python() -> String {
         std::env::var("PEERS_PYTHON").unwrap_or_else(|_| "python3".to_string())
     }
@@ -1319,7 +1478,7 @@ impl PythonPeer {
     fn start(args: &[&str]) -> Result<PythonPeer, String> {
         let python = PythonPeer::python();
         let mut child = Command::new(&python)
-            .arg(PythonPeer::SCRIPT)
+            .arg(PythonPeer::script())
             .args(args)
             .args(["--warmup", "0", "--serve"])
             .stdin(Stdio::piped())

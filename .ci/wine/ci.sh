@@ -39,6 +39,11 @@ timeout 300 wine wineboot --init >/dev/null 2>&1 || true
 timeout 120 wineserver -w || true
 # Keep the wineserver up between runs (it would exit after each program).
 timeout 7200 wineserver -p >/dev/null 2>&1 || true
+# Start Wine's own services (services.exe, rpcss, ...) now, from a command
+# whose output goes nowhere: the first program of a prefix starts them and
+# they keep that program's stdout and stderr open. Started by a doctest,
+# they would hold rustdoc's pipes and rustdoc would wait for EOF forever.
+timeout 120 wine cmd /c exit 0 </dev/null >/dev/null 2>&1 || true
 
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/.ci/wine/runner.sh"
 

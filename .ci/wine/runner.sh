@@ -30,4 +30,9 @@ if [ ! -f "$WINEPREFIX/system.reg" ]; then
 fi
 wine=wine
 command -v wine >/dev/null || wine=wine64
-exec timeout --kill-after=10 "${WINE_TIMEOUT:-600}" "$wine" "$exe" "$@"
+rc=0
+timeout --kill-after=10 "${WINE_TIMEOUT:-600}" "$wine" "$exe" "$@" || rc=$?
+# A failure that printed nothing (a Wine loader that could not start the
+# program, say) still says which program and how.
+[ "$rc" = 0 ] || echo "wine runner: $(basename "$exe") exited with status $rc" >&2
+exit "$rc"

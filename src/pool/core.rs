@@ -71,6 +71,8 @@ struct Inflight {
     first: u64,
     count: u64,
     sent: Instant,
+    /// A zero-copy chunk: bulk work the parent only hands out.
+    bulk: bool,
 }
 
 struct Attached {
@@ -372,6 +374,16 @@ impl Core {
             .any(|w| !w.inflight.is_empty())
     }
 
+    /// Workers running a zero-copy chunk now (each one busy on a core).
+    fn bulk_busy_workers(&self) -> usize {
+        self.workers
+            .iter()
+            .flatten()
+            .chain(&self.retired)
+            .filter(|w| w.inflight.front().is_some_and(|t| t.bulk))
+            .count()
+    }
+
     /// Something a driver can do now: tasks in flight, or tasks to send.
     pub(crate) fn active(&self) -> bool {
         self.has_inflight() || self.jobs.values().any(Job::wants_dispatch)
@@ -605,7 +617,7 @@ impl Core {
                 Error::panicked(info).with_context("the input iterator panicked in the parent"),
             )
         });
-        let (first, count) = match next {
+        let (first, count, bulk) = match next {
             Next::Done => {
                 job.exhausted = true;
                 return Ok(());
@@ -617,7 +629,7 @@ impl Core {
             }
             Next::Task { first, count } => {
                 w.send(K_TASK, scratch)?;
-                (first, count)
+                (first, count, false)
             }
             Next::Zc(ZcTask {
                 first,
@@ -642,7 +654,7 @@ impl Core {
                 }
                 .write(scratch);
                 w.send(K_ZC, scratch)?;
-                (first, count)
+                (first, count, true)
             }
         };
         // Only task timeouts read these times; skip the clock otherwise.
@@ -659,6 +671,7 @@ impl Core {
             first,
             count,
             sent: now,
+            bulk,
         });
         w.sent += 1;
         if cfg.max_tasks_per_child.is_some_and(|m| w.sent >= m) {
@@ -1042,6 +1055,10 @@ pub(crate) struct Shared {
     contenders: AtomicUsize,
     /// Threads waiting on `cv` (notify only when there are some).
     sleepers: AtomicUsize,
+    /// The machine's cores: a driver spins only while fewer workers than
+    /// this run zero-copy chunks, so that its spinning never takes a core
+    /// from one.
+    cores: usize,
     pub(crate) pump: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -1054,6 +1071,7 @@ impl Shared {
             want: AtomicUsize::new(0),
             contenders: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pump: Mutex::new(None),
         }
     }
@@ -1181,7 +1199,15 @@ impl Shared {
             if deadline.is_some_and(|d| now >= d) {
                 return core;
             }
-            if inflight && now.duration_since(since) < SPIN {
+            // Spinning buys latency with a core. When every core runs a
+            // worker busy with a zero-copy chunk, that core is a worker's:
+            // sleep on the doorbell instead, as rayon's caller does. Each
+            // worker has its next chunk queued (DEPTH), so none waits for
+            // us to wake. Serde tasks are short and the parent is part of
+            // their pipeline (it encodes and decodes every item): it keeps
+            // spinning for them.
+            if inflight && now.duration_since(since) < SPIN && core.bulk_busy_workers() < self.cores
+            {
                 continue;
             }
             // Sleep on the doorbell until a worker rings or a tick passes.

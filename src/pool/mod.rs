@@ -953,12 +953,14 @@ impl Pool {
         self.start_stream(f, items, false)
     }
 
-    fn zc_chunk(&self, n: usize) -> u64 {
+    /// How a zero-copy map cuts `0..n`: the user's fixed `chunksize`, or
+    /// guided chunks (see [`ZcChunks`]).
+    fn zc_chunks(&self) -> ZcChunks {
         match self.chunksize {
-            Some(c) => c as u64,
-            // Eight chunks per worker balance a noisy machine; 16 Ki
-            // elements keep the per-chunk cost (≈ 1 µs) out of the way.
-            None => (n.div_ceil(self.processes * 8)).max(16 * 1024) as u64,
+            Some(c) => ZcChunks::Fixed(c as u64),
+            None => ZcChunks::Guided {
+                workers: self.processes as u64,
+            },
         }
     }
 
@@ -975,7 +977,7 @@ impl Pool {
         let source = ZcSource {
             next: 0,
             n: n as u64,
-            chunk: self.zc_chunk(n),
+            chunks: self.zc_chunks(),
             task,
             input: Arc::clone(input),
             output: output.cloned(),
@@ -1378,10 +1380,40 @@ fn one<R>(mut v: Vec<R>) -> Result<R> {
 struct ZcSource {
     next: u64,
     n: u64,
-    chunk: u64,
+    chunks: ZcChunks,
     task: TaskRef,
     input: Arc<Segment>,
     output: Option<Arc<Segment>>,
+}
+
+/// Chunk sizes of a zero-copy map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ZcChunks {
+    /// `chunksize` elements each (the user's choice).
+    Fixed(u64),
+    /// Guided self-scheduling: each chunk is the remaining elements over
+    /// twice the workers, at least [`ZC_MIN_CHUNK`]. Early chunks are large
+    /// (few descriptors for a big map); late ones small, so the workers
+    /// finish together: a chunk queued behind a busy worker's running one
+    /// (DEPTH) cannot move to an idle worker, and with guided chunks the
+    /// last such chunk is a small one.
+    Guided { workers: u64 },
+}
+
+/// Smallest guided chunk: 4 Ki elements (64 KiB of `f64` read and
+/// written), several µs even of a memory-bound map, against ≈ 1 µs of cost
+/// per chunk.
+const ZC_MIN_CHUNK: u64 = 4 * 1024;
+
+impl ZcChunks {
+    /// Elements of the next chunk when `left` (> 0) remain.
+    fn next(self, left: u64) -> u64 {
+        let want = match self {
+            ZcChunks::Fixed(c) => c,
+            ZcChunks::Guided { workers } => left.div_ceil(2 * workers.max(1)).max(ZC_MIN_CHUNK),
+        };
+        want.clamp(1, left)
+    }
 }
 
 impl Source for ZcSource {
@@ -1389,7 +1421,7 @@ impl Source for ZcSource {
         if self.next >= self.n {
             return Next::Done;
         }
-        let count = self.chunk.min(self.n - self.next);
+        let count = self.chunks.next(self.n - self.next);
         let first = self.next;
         self.next += count;
         Next::Zc(ZcTask {
@@ -1710,5 +1742,47 @@ pub(crate) fn fuzz_frames(bytes: &[u8]) -> bool {
         },
         2 => core::fuzz_result(rest),
         _ => postcard::from_bytes::<crate::segment::SegmentHandle>(rest).is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod zc_chunk_tests {
+    use super::{ZcChunks, ZC_MIN_CHUNK};
+
+    /// The chunks `c` cuts `0..n` into.
+    fn cut(c: ZcChunks, n: u64) -> Vec<u64> {
+        let (mut left, mut out) = (n, Vec::new());
+        while left > 0 {
+            let k = c.next(left);
+            assert!(k >= 1 && k <= left, "chunk {k} of {left} left");
+            out.push(k);
+            left -= k;
+        }
+        out
+    }
+
+    #[test]
+    fn guided_chunks_cover_everything_shrink_and_respect_the_floor() {
+        for workers in [1, 2, 3, 16, 64] {
+            for n in [1, 7, 4096, 4097, 100_000, 1_000_000, 100_000_000] {
+                let chunks = cut(ZcChunks::Guided { workers }, n);
+                assert_eq!(chunks.iter().sum::<u64>(), n);
+                assert!(chunks.windows(2).all(|w| w[0] >= w[1]), "{chunks:?}");
+                // Only the last chunk may be under the floor.
+                let body = &chunks[..chunks.len() - 1];
+                assert!(body.iter().all(|&k| k >= ZC_MIN_CHUNK), "{chunks:?}");
+                // The first chunk leaves work for every other worker.
+                assert!(chunks[0] <= n.div_ceil(2 * workers).max(ZC_MIN_CHUNK));
+            }
+        }
+        // 1e8 over 16 workers: a few hundred descriptors, not thousands.
+        let chunks = cut(ZcChunks::Guided { workers: 16 }, 100_000_000);
+        assert!(chunks.len() < 400, "{} chunks", chunks.len());
+    }
+
+    #[test]
+    fn fixed_chunks_are_the_users_size() {
+        assert_eq!(cut(ZcChunks::Fixed(3), 10), [3, 3, 3, 1]);
+        assert_eq!(cut(ZcChunks::Fixed(100), 10), [10]);
     }
 }

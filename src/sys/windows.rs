@@ -62,11 +62,26 @@ pub(crate) fn same_image(anchor: usize, addr: usize) -> bool {
 /// outside the job. Where a job cannot be made or assigned (an old Windows
 /// that forbids nested jobs, a sandbox), the worker's EOF watch on its
 /// control channel still makes it exit when we die.
+///
+/// `ERROR_INTERNAL_ERROR` from `CreateProcessW` is tried again, up to
+/// [`SPAWN_TRIES`] times: it means the new process died before it finished
+/// starting (Wine returns it when the child's loader fails, which it does
+/// about once in a thousand starts under load), so none of its code ran,
+/// and the same command can simply start again.
 pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
     use std::os::windows::io::AsRawHandle;
     use windows_sys::Win32::System::JobObjects::AssignProcessToJobObject;
 
-    let child = cmd.spawn()?;
+    let mut tries = 1;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if is_stillborn(&e) && tries < SPAWN_TRIES => {
+                std::thread::sleep(std::time::Duration::from_millis(5 * u64::from(tries)));
+                tries += 1;
+            }
+            other => break other?,
+        }
+    };
     if let Some(job) = kill_on_close_job() {
         // SAFETY: `job` is the job handle this process keeps open for its
         // whole life; the child's handle is valid while we hold `child`.
@@ -74,6 +89,15 @@ pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
         unsafe { AssignProcessToJobObject(job as _, child.as_raw_handle() as _) };
     }
     Ok(child)
+}
+
+/// Starts of one child before its spawn error is final (see [`spawn`]).
+const SPAWN_TRIES: u32 = 3;
+
+/// `CreateProcessW` failed because the new process died while starting
+/// (`ERROR_INTERNAL_ERROR`), before any of its own code ran.
+fn is_stillborn(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(windows_sys::Win32::Foundation::ERROR_INTERNAL_ERROR as i32)
 }
 
 /// This process's job with `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`, as a raw
