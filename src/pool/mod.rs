@@ -644,7 +644,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, n) = self.start_map(f, items.into_iter().collect())?;
+        let (sink, n) = self.start_map(f, raw::collect_items(items.into_iter()))?;
         let s2 = Arc::clone(&sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
         drop(core);
@@ -680,7 +680,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let started = Instant::now();
-        let (sink, n) = self.start_map(f, items.into_iter().collect())?;
+        let (sink, n) = self.start_map(f, raw::collect_items(items.into_iter()))?;
         let mut last_done = u64::MAX;
         loop {
             let s2 = Arc::clone(&sink);
@@ -727,7 +727,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items: Vec<A> = items.into_iter().collect();
+        let items: Vec<A> = raw::collect_items(items.into_iter());
         let bar = indicatif::ProgressBar::new(items.len() as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -788,7 +788,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, n) = self.start_map(f, items.into_iter().collect())?;
+        let (sink, n) = self.start_map(f, raw::collect_items(items.into_iter()))?;
         self.ensure_pump();
         Ok(AsyncResult {
             shared: Arc::clone(&self.shared),

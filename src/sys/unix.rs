@@ -304,6 +304,30 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// Asks for transparent huge pages over the whole pages inside
+/// `addr..addr + len` (Linux, where THP is in `madvise` mode, the common
+/// default). A large buffer the caller is about to fill then takes one
+/// fault per 2 MiB instead of one per 4 KiB: an 8 MB output `Vec` fills in
+/// ≈ 0.8 ms instead of ≈ 2.9 ms on fresh pages here. A hint only: nothing
+/// happens elsewhere or where the kernel declines.
+pub(crate) fn advise_huge_pages(addr: *mut u8, len: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        const PAGE: usize = 4096;
+        let start = (addr as usize).next_multiple_of(PAGE);
+        let end = (addr as usize).saturating_add(len) & !(PAGE - 1);
+        if end > start {
+            // SAFETY: MADV_HUGEPAGE changes only the kernel's paging policy
+            // for the range: no contents, no mapping, no protection. A
+            // range that is not (wholly) mapped fails with ENOMEM, which
+            // changes nothing and is ignored.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (addr, len);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -367,6 +367,10 @@ pub(crate) fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
 }
 
+/// Huge pages need a privilege on Windows: nothing to ask (see the Unix
+/// backend).
+pub(crate) fn advise_huge_pages(_addr: *mut u8, _len: usize) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
