@@ -891,24 +891,7 @@ fn compute_map(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
             }
         },
     );
-    let ours = || {
-        let shm = match &zc.shm {
-            Ok(shm) => Rc::clone(shm),
-            Err(e) => return Contender::unavailable("multiproc", e.clone()),
-        };
-        match bench_pool(true) {
-            Ok(pool) => Contender::try_timed("multiproc", move || {
-                let mut pair = shm.borrow_mut();
-                let (input, output) = &mut *pair;
-                spoil(output);
-                pool.map_elements(compute_of, input, output)
-                    .map_err(|e| e.to_string())?;
-                check_map(input, output, compute_of)
-            }),
-            Err(e) => Contender::unavailable("multiproc", format!("Pool::new: {e}")),
-        }
-        .per_iteration(zc.n as u64)
-    };
+    let ours = || zc_ours(zc, |p, x, y| p.map_elements(compute_of, x, y), compute_of);
     table.side_by_side(
         &compute_metric(zc.n),
         "element",
@@ -919,10 +902,17 @@ fn compute_map(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
     );
 }
 
-/// A multiproc contender over the shared `ShmVec` pair: a fresh
-/// `Pool(2)` (its workers map the pair in the warm-up rounds) running
-/// `map_elements` or `map_into`.
-fn zc_ours(zc: &ZeroCopyData, into: bool) -> Contender {
+/// How a multiproc zero-copy row maps the `ShmVec` pair.
+type ZcRun = fn(
+    &multiproc::Pool,
+    &multiproc::ShmVec<f64>,
+    &mut multiproc::ShmVec<f64>,
+) -> multiproc::Result<()>;
+
+/// A multiproc contender over the shared `ShmVec` pair: a fresh pool (its
+/// workers map the pair in the warm-up rounds) running `run`, checked
+/// against `f` afterwards.
+fn zc_ours(zc: &ZeroCopyData, run: ZcRun, f: fn(f64) -> f64) -> Contender {
     let shm = match &zc.shm {
         Ok(shm) => Rc::clone(shm),
         Err(e) => return Contender::unavailable("multiproc", e.clone()),
@@ -932,13 +922,8 @@ fn zc_ours(zc: &ZeroCopyData, into: bool) -> Contender {
             let mut pair = shm.borrow_mut();
             let (input, output) = &mut *pair;
             spoil(output);
-            if into {
-                pool.map_into(square_plus_one, input, output)
-            } else {
-                pool.map_elements(|x: f64| x * x + 1.0, input, output)
-            }
-            .map_err(|e| e.to_string())?;
-            check_map(input, output, square_plus_one_of)
+            run(&pool, input, output).map_err(|e| e.to_string())?;
+            check_map(input, output, f)
         }),
         Err(e) => Contender::unavailable("multiproc", format!("Pool::new: {e}")),
     }
@@ -1021,7 +1006,13 @@ fn zero_copy_map(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
         "element",
         cfg,
         cfg.iters_zc,
-        || zc_ours(zc, false),
+        || {
+            zc_ours(
+                zc,
+                |p, x, y| p.map_elements(square_plus_one_of, x, y),
+                square_plus_one_of,
+            )
+        },
         vec![rayon, sequential, memcpy],
     );
 }
@@ -1048,7 +1039,13 @@ fn zero_copy_map_into(table: &mut Table, cfg: &Config, zc: &ZeroCopyData) {
         "element",
         cfg,
         cfg.iters_zc,
-        || zc_ours(zc, true),
+        || {
+            zc_ours(
+                zc,
+                |p, x, y| p.map_into(square_plus_one, x, y),
+                square_plus_one_of,
+            )
+        },
         vec![rayon],
     );
 }

@@ -161,7 +161,10 @@ mod tests {
     fn big_buffers_hold_what_small_ones_do() {
         // Over HUGE_FROM (advised huge pages) and under it.
         for n in [0usize, 3, 1 << 20] {
-            assert_eq!(collect_items(0..n as u64), (0..n as u64).collect::<Vec<_>>());
+            assert_eq!(
+                collect_items(0..n as u64),
+                (0..n as u64).collect::<Vec<_>>()
+            );
             // A length the iterator does not know in advance.
             let odd = (0..n as u64).filter(|x| x % 3 == 0);
             assert_eq!(collect_items(odd.clone()), odd.collect::<Vec<_>>());
