@@ -879,12 +879,22 @@ impl<R> Drop for Process<R> {
         if matches!(self.waiter.state, State::Finished) {
             return;
         }
+        let mut state = std::mem::replace(&mut self.waiter.state, State::Finished);
+        if let State::Handshaking(handshake) = &mut state {
+            // A child that has exited never reads its handshake rendezvous
+            // again: release it now rather than in the reaper, so nothing
+            // of this start outlives the drop (a pool drops the workers it
+            // has just killed and reaped, one of them maybe still starting).
+            if self.waiter.cell.poll_exit().is_some() {
+                handshake.close();
+            }
+        }
         // Detach: a reaper thread keeps the channels open (so the child is
         // not told its parent left) and reaps the child when it ends.
         let cell = Arc::clone(&self.waiter.cell);
         let mut waiter = Waiter {
             cell: Arc::clone(&cell),
-            state: std::mem::replace(&mut self.waiter.state, State::Finished),
+            state,
             start_timeout: self.waiter.start_timeout,
             _args: std::mem::replace(&mut self.waiter._args, Box::new(())),
         };

@@ -230,6 +230,37 @@ fn row01_sigkill_of_a_worker_during_map() {
     assert!(named_shm_entries().is_empty(), "{:?}", named_shm_entries());
 }
 
+/// A child killed while it starts, then dropped without a join (what a
+/// pool does with a replacement worker when it is dropped): measured in a
+/// clean child, as row 1.
+#[cfg(target_os = "linux")]
+fn killed_while_starting(_: ()) -> ((usize, usize), (usize, usize)) {
+    let before = shm_holdings();
+    let p = Process::spawn(sleep_long, 0).unwrap();
+    // At once: the child has not said hello yet (that takes a millisecond),
+    // so its handshake rendezvous is still open.
+    p.kill().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.exit_code().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(p.exit_code().is_some(), "the killed child did not exit");
+    drop(p);
+    (before, shm_holdings())
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn row01_a_child_killed_while_starting_holds_no_shared_memory_after_drop() {
+    let (before, after) = watchdog(LIMIT, || {
+        Process::spawn(killed_while_starting, ())
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    assert_eq!(after, before, "shared memory held after the drop");
+}
+
 // ------------------------------------------------------------------ row 2
 
 fn fragile(x: u64) -> u64 {
