@@ -309,13 +309,20 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 /// default). A large buffer the caller is about to fill then takes one
 /// fault per 2 MiB instead of one per 4 KiB: an 8 MB output `Vec` fills in
 /// ≈ 0.8 ms instead of ≈ 2.9 ms on fresh pages here. A hint only: nothing
-/// happens elsewhere or where the kernel declines.
+/// happens elsewhere or where the kernel declines. The advice stays with
+/// the address range after the buffer is freed, so what the allocator
+/// later puts there may get huge pages too (for a range of ≥ 4 MiB, at
+/// most a few MiB more resident memory).
 pub(crate) fn advise_huge_pages(addr: *mut u8, len: usize) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        const PAGE: usize = 4096;
-        let start = (addr as usize).next_multiple_of(PAGE);
-        let end = (addr as usize).saturating_add(len) & !(PAGE - 1);
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096);
+        let start = (addr as usize).next_multiple_of(page);
+        let end = (addr as usize).saturating_add(len) & !(page - 1);
         if end > start {
             // SAFETY: MADV_HUGEPAGE changes only the kernel's paging policy
             // for the range: no contents, no mapping, no protection. A
