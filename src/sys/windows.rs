@@ -376,6 +376,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_child_that_died_starting_is_started_again() {
+        assert!(is_stillborn(&io::Error::from_raw_os_error(1359)));
+        // Not found, access denied, bad exe format: final at once.
+        for code in [2, 5, 193] {
+            assert!(!is_stillborn(&io::Error::from_raw_os_error(code)));
+        }
+        assert!(!is_stillborn(&io::Error::other("not an OS error")));
+    }
+
+    #[test]
     fn handshake_names_must_be_uuids() {
         assert!(handshake_server_name_ok(
             "67e55044-10b1-426f-9247-bb680e5fe0c8"
