@@ -167,12 +167,10 @@ where
             .min(u32::MAX as usize);
         self.raw_buf.clear();
         self.raw_buf.extend(self.peeked.take());
-        while self.raw_buf.len() < n {
-            match self.items.next() {
-                Some(item) => self.raw_buf.push(item),
-                None => break,
-            }
-        }
+        // One `extend`, not a `push` per item: over a `Vec`'s iterator
+        // (what `map` hands us) it is a plain copy.
+        let more = n.saturating_sub(self.raw_buf.len());
+        self.raw_buf.extend(self.items.by_ref().take(more));
         if self.raw_buf.is_empty() {
             return Next::Done;
         }
