@@ -608,14 +608,58 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// q.put(&1u8).unwrap();
     /// ```
     pub fn put(&self, item: &T) -> Result<()> {
-        let h = self.queue.inner.header();
-        // Counted before the item is visible, so `join` never sees an item
-        // done before it was counted.
-        // SYNC: AcqRel pairs with the AcqRel decrements in `task_done`.
-        h.unfinished.fetch_add(1, Ordering::AcqRel);
+        self.add_unfinished(1);
         self.queue.put(item).inspect_err(|_| {
             self.task_done_unchecked();
         })
+    }
+
+    /// As [`Queue::put_timeout`], counting one more unfinished task if the
+    /// item goes in (Python's `put(item, timeout=…)`).
+    ///
+    /// # Errors
+    /// As [`Queue::put_timeout`].
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::new().unwrap();
+    /// q.put_timeout(1u8, std::time::Duration::from_millis(10)).unwrap();
+    /// ```
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), TryPutError<T>> {
+        self.add_unfinished(1);
+        self.queue.put_timeout(item, timeout).inspect_err(|_| {
+            self.task_done_unchecked();
+        })
+    }
+
+    /// As [`Queue::try_put`], counting one more unfinished task if the item
+    /// goes in (Python's `put_nowait`).
+    ///
+    /// # Errors
+    /// As [`Queue::try_put`].
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::new().unwrap();
+    /// q.try_put(1u8).unwrap();
+    /// ```
+    pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
+        self.put_timeout(item, Duration::ZERO)
+    }
+
+    /// Counts `n` more unfinished tasks, before their items are visible, so
+    /// `join` never sees an item done before it was counted. (Every put of
+    /// a `JoinableQueue` goes through here; `Queue`'s own puts, reachable
+    /// through `Deref`, are shadowed by these.)
+    fn add_unfinished(&self, n: u32) {
+        // SYNC: AcqRel pairs with the AcqRel decrements in `task_done`.
+        self.queue
+            .inner
+            .header()
+            .unfinished
+            .fetch_add(n, Ordering::AcqRel);
     }
 
     fn task_done_unchecked(&self) -> u32 {

@@ -166,6 +166,32 @@ fn close_stops_puts_through_this_handle_only() {
 }
 
 #[test]
+fn joinable_queue_counts_every_kind_of_put() {
+    let q = JoinableQueue::new().unwrap();
+    q.put(&1u32).unwrap();
+    q.try_put(2).unwrap();
+    q.put_timeout(3, Duration::from_millis(10)).unwrap();
+    // A put that fails counts nothing.
+    let small = JoinableQueue::<Vec<u8>>::new().unwrap();
+    assert!(matches!(
+        small.try_put(vec![0u8; 4 << 20]),
+        Err(TryPutError::Failed(..))
+    ));
+    assert_eq!(
+        small.task_done().unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
+    for want in 1..=3 {
+        assert_eq!(q.get().unwrap(), want);
+        q.task_done().unwrap();
+    }
+    // Three items, three tasks: one more task_done is one too many, and
+    // join has nothing to wait for.
+    assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidState);
+    q.join().unwrap();
+}
+
+#[test]
 fn joinable_queue_join_waits_for_every_task_done() {
     fn worker((q, done): (JoinableQueue<u32>, Queue<u32>)) {
         loop {
