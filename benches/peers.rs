@@ -117,6 +117,7 @@ fn main() {
     }
     if want("queue") {
         queue_throughput(&mut table, &cfg);
+        queue_batched(&mut table, &cfg);
     }
     let zc = ZeroCopyData::new(if want("zero-copy") { cfg.zc_len } else { 0 });
     if want("zero-copy") {
@@ -230,6 +231,7 @@ fn spawn_join(table: &mut Table, cfg: &Config, n: usize, iters: usize) {
 
 const PIPE_METRIC: &str = "Pipe ping-pong 8 B, one-way latency";
 const QUEUE_METRIC: &str = "Queue throughput, small items child → parent";
+const QUEUE_BATCH_METRIC: &str = "Queue put_many/get_many, small items child → parent";
 /// The pipe rows' calibration peer: a bare cache-line ping-pong.
 const FLOOR: &str = "bare shm spin (floor)";
 
@@ -510,13 +512,21 @@ fn pipe_pingpong(table: &mut Table, cfg: &Config) {
     );
 }
 
-/// Child of the multiproc queue row: for each count read from `cmd`, puts
-/// that many `u64` (0, 1, ...) on `data`; a count of 0 ends it.
-fn produce((data, cmd): (multiproc::Queue<u64>, multiproc::Queue<u64>)) -> Result<(), String> {
+/// Child of the multiproc queue rows: for each count read from `cmd`, puts
+/// that many `u64` (0, 1, ...) on `data`, one `put` each or (`batched`)
+/// with one `put_many`; a count of 0 ends it.
+fn produce(
+    (data, cmd, batched): (multiproc::Queue<u64>, multiproc::Queue<u64>, bool),
+) -> Result<(), String> {
     loop {
         let n = cmd.get().map_err(|e| format!("produce get: {e}"))?;
         if n == 0 {
             return Ok(());
+        }
+        if batched {
+            data.put_many(0..n)
+                .map_err(|e| format!("produce put_many: {e}"))?;
+            continue;
         }
         for i in 0..n {
             data.put(&i).map_err(|e| format!("produce put {i}: {e}"))?;
@@ -524,32 +534,51 @@ fn produce((data, cmd): (multiproc::Queue<u64>, multiproc::Queue<u64>)) -> Resul
     }
 }
 
-/// The parent's side of the multiproc queue row.
+/// The parent's side of the multiproc queue rows.
 struct QueueProducer {
     data: multiproc::Queue<u64>,
     cmd: multiproc::Queue<u64>,
+    batched: bool,
     child: Option<multiproc::Process<Result<(), String>>>,
 }
 
+/// Most items one `get_many` of the batched row takes.
+const QUEUE_BATCH: usize = 4096;
+
 impl QueueProducer {
-    fn start() -> multiproc::Result<QueueProducer> {
+    fn start(batched: bool) -> multiproc::Result<QueueProducer> {
         let data = multiproc::Queue::new()?;
         let cmd = multiproc::Queue::new()?;
-        let child = multiproc::Process::spawn(produce, (data.clone(), cmd.clone()))?;
+        let child = multiproc::Process::spawn(produce, (data.clone(), cmd.clone(), batched))?;
         Ok(QueueProducer {
             data,
             cmd,
+            batched,
             child: Some(child),
         })
     }
 
-    /// Asks for `m` items and gets them all, checking their order.
+    /// Asks for `m` items and gets them all (one `get` each, or in
+    /// `get_many` batches), checking their order.
     fn items(&mut self, m: u64) -> Result<(), String> {
         self.cmd.put(&m).map_err(|e| format!("put count: {e}"))?;
-        for i in 0..m {
-            let v = self.data.get().map_err(|e| format!("get item {i}: {e}"))?;
-            if v != i {
-                return Err(format!("item {i}: got {v}"));
+        let mut i = 0;
+        let mut batch = Vec::new();
+        while i < m {
+            if self.batched {
+                batch = self
+                    .data
+                    .get_many(QUEUE_BATCH)
+                    .map_err(|e| format!("get_many at item {i}: {e}"))?;
+            } else {
+                batch.clear();
+                batch.push(self.data.get().map_err(|e| format!("get item {i}: {e}"))?);
+            }
+            for &v in &batch {
+                if v != i {
+                    return Err(format!("item {i}: got {v}"));
+                }
+                i += 1;
             }
         }
         Ok(())
@@ -636,17 +665,42 @@ impl Drop for IpcProducer {
     }
 }
 
+/// A multiproc queue contender: a producer child started once, `m` items
+/// an iteration.
+fn queue_contender(name: &str, batched: bool, m: u64) -> Contender {
+    match QueueProducer::start(batched) {
+        Ok(mut q) => Contender::try_timed(name, move || q.items(m)),
+        Err(e) => Contender::unavailable(name, format!("starting the producer: {e}")),
+    }
+    .per_iteration(m)
+}
+
+/// The batched queue row: `put_many` in the child, `get_many` in the
+/// parent, against one `put`/`get` per item (the row above, as a peer
+/// here) and Python's `Queue()`, which has no batch calls.
+fn queue_batched(table: &mut Table, cfg: &Config) {
+    let m = QUEUE_ITEMS;
+    let per_item = queue_contender("multiproc put/get per item", false, m);
+    let python = PythonPeer::contender(
+        "Python Queue()",
+        &["queue_throughput", "--n", &QUEUE_ITEMS_PEER.to_string()],
+    )
+    .per_iteration(QUEUE_ITEMS_PEER);
+    table.side_by_side(
+        QUEUE_BATCH_METRIC,
+        "item",
+        cfg,
+        cfg.iters_queue,
+        move || queue_contender("multiproc", true, m),
+        vec![per_item, python],
+    );
+}
+
 /// A child started once puts M `u64` on a queue, the parent gets them all;
 /// the figure is the time per item.
 fn queue_throughput(table: &mut Table, cfg: &Config) {
     let m = QUEUE_ITEMS;
-    let ours = move || {
-        match QueueProducer::start() {
-            Ok(mut q) => Contender::try_timed("multiproc", move || q.items(m)),
-            Err(e) => Contender::unavailable("multiproc", format!("starting the producer: {e}")),
-        }
-        .per_iteration(m)
-    };
+    let ours = move || queue_contender("multiproc", false, m);
     let peer_m = QUEUE_ITEMS_PEER;
     let ipc = match IpcProducer::start() {
         Ok(mut q) => Contender::try_timed("ipc-channel 0.23", move || q.items(peer_m)),

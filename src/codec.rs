@@ -143,7 +143,8 @@ pub(crate) fn decode_pod_slice<T: Pod>(bytes: &[u8]) -> Result<Cow<'_, [T]>> {
     }
 }
 
-fn check_max(len: usize, max: usize) -> Result<()> {
+/// `Codec` if a value of `len` bytes is over a frame of `max`.
+pub(crate) fn check_max(len: usize, max: usize) -> Result<()> {
     if len > max {
         return Err(Error::new(
             ErrorKind::Codec,

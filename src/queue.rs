@@ -9,6 +9,7 @@
 //! buffer). The count is a hint for `len()`, like Python's `qsize()`.
 #![allow(unsafe_code)]
 
+use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -450,6 +451,156 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
+    /// Puts every item of `items`, in order, as [`put`](Queue::put) would
+    /// one by one, but holding the queue for as many as fit at once: one
+    /// lock and one wake-up of a waiting consumer per batch instead of per
+    /// item. Waits for room like `put` when the queue is full. Each item
+    /// is still its own entry: any consumer may `get` any of them.
+    ///
+    /// Python counterpart: a loop of `q.put(item)`.
+    ///
+    /// # Errors
+    /// As [`put`](Queue::put). The items before the failing one are in
+    /// the queue; the failing one and those after it are not.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put_many(&[1u32, 2, 3]).unwrap();
+    /// q.put_many((4..=6u32).map(|x| x * 10)).unwrap();
+    /// assert_eq!(q.get_many(10).unwrap(), [1, 2, 3, 40, 50, 60]);
+    /// ```
+    pub fn put_many<I>(&self, items: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.put_many_counted(items, &|_| {})
+    }
+
+    /// [`put_many`](Queue::put_many), calling `count(true)` before each
+    /// item is written and `count(false)` if it then was not
+    /// (`JoinableQueue`'s unfinished tasks).
+    fn put_many_counted<I>(&self, items: I, count: &dyn Fn(bool)) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        let inner = &self.inner;
+        let mut items = items.into_iter();
+        let mut put = 0u64;
+        let result = inner.with_producer(|p| {
+            let max = p.max_payload();
+            let sized = |item: I::Item| -> Result<(I::Item, usize)> {
+                let len = codec::serde_len(item.borrow())?;
+                codec::check_max(len, max)?;
+                Ok((item, len))
+            };
+            let mut next = match items.next() {
+                Some(item) => sized(item)?,
+                None => return Ok(()),
+            };
+            loop {
+                // As many as fit, under one hold of the ring.
+                let written = p.batch(None, |b| -> Result<Option<(I::Item, usize)>> {
+                    let mut cur = next;
+                    loop {
+                        let (item, len) = cur;
+                        count(true);
+                        let wrote = b.try_write(KIND_ITEM, len, |buf| {
+                            codec::encode_serde_into(item.borrow(), buf)
+                        });
+                        match wrote {
+                            Ok(true) => put += 1,
+                            Ok(false) => {
+                                count(false);
+                                return Ok(Some((item, len)));
+                            }
+                            Err(e) => {
+                                count(false);
+                                return Err(e);
+                            }
+                        }
+                        cur = match items.next() {
+                            Some(item) => sized(item)?,
+                            None => return Ok(None),
+                        };
+                    }
+                })??;
+                match written {
+                    None => return Ok(()),
+                    Some((item, len)) => {
+                        p.wait_for_room(len, None)?;
+                        next = (item, len);
+                    }
+                }
+            }
+        });
+        // SYNC: Relaxed, as in `put`.
+        inner.header().puts.0.fetch_add(put, Ordering::Relaxed);
+        result
+    }
+
+    /// Takes up to `max` items, in order: waits for the first like
+    /// [`get`](Queue::get), then takes only those already in the queue,
+    /// under one hold of the queue (one lock, one wake-up of a waiting
+    /// producer). Returns at least one item, unless `max` is 0.
+    ///
+    /// Python counterpart: `get()` then `get_nowait()` until `Empty` or
+    /// `max` items.
+    ///
+    /// # Errors
+    /// As [`get`](Queue::get). An item that does not decode as a `T` fails
+    /// the call (and is consumed) only when it comes first; after other
+    /// items it is left in the queue for the next call, so no item already
+    /// taken is lost.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put_many(0..5u8).unwrap();
+    /// assert_eq!(q.get_many(3).unwrap(), [0, 1, 2]);
+    /// assert_eq!(q.get_many(3).unwrap(), [3, 4]);
+    /// ```
+    pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
+        self.get_many_until(max, None)
+    }
+
+    /// [`get_many`](Queue::get_many) without waiting: the items in the
+    /// queue now, up to `max` (an empty `Vec` if there are none).
+    ///
+    /// # Errors
+    /// As [`get_many`](Queue::get_many), but never a timeout.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// assert!(q.try_get_many(8).unwrap().is_empty());
+    /// q.put(&7).unwrap();
+    /// assert_eq!(q.try_get_many(8).unwrap(), [7]);
+    /// ```
+    pub fn try_get_many(&self, max: usize) -> Result<Vec<T>> {
+        match self.get_many_until(max, Some(Instant::now())) {
+            Err(e) if e.is_timeout() => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    fn get_many_until(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<T>> {
+        let inner = &self.inner;
+        let mut out = Vec::new();
+        inner.with_consumer(|c| {
+            c.take_each(max, deadline, |_, bytes| {
+                out.push(codec::decode_serde(bytes)?);
+                Ok(())
+            })
+        })?;
+        // SYNC: Relaxed, as in `get`.
+        inner
+            .header()
+            .gets
+            .0
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
     /// Items in the queue now (Python's `qsize()`): exact when nobody is
     /// putting or getting at that moment.
     ///
@@ -647,6 +798,32 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// ```
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
         self.put_timeout(item, Duration::ZERO)
+    }
+
+    /// As [`Queue::put_many`], counting one more unfinished task per item
+    /// that goes in.
+    ///
+    /// # Errors
+    /// As [`Queue::put_many`].
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::<u8>::new().unwrap();
+    /// q.put_many(&[1, 2]).unwrap();
+    /// for _ in 0..2 { q.get().unwrap(); q.task_done().unwrap(); }
+    /// q.join().unwrap();
+    /// ```
+    pub fn put_many<I>(&self, items: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.queue.put_many_counted(items, &|add| {
+            if add {
+                self.add_unfinished(1);
+            } else {
+                self.task_done_unchecked();
+            }
+        })
     }
 
     /// Counts `n` more unfinished tasks, before their items are visible, so

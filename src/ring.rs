@@ -798,7 +798,14 @@ fn block_until(
     health: impl Fn() -> Result<()>,
     what: &str,
 ) -> Result<()> {
-    if spin_until(spin, &ready) {
+    // A caller that found nothing after its deadline (a `try_*` call, or a
+    // retry after a wake-up that changed nothing) times out here, even if
+    // `ready` keeps saying yes: a peer that scribbles on the ring cannot
+    // turn a bounded wait into an endless one.
+    if wait.slice().is_none() {
+        return Err(timeout_error(what));
+    }
+    if spin_until(wait.spin_budget(spin), &ready) {
         return Ok(());
     }
     loop {
@@ -887,6 +894,16 @@ impl Wait {
         }
     }
 
+    /// How long to spin before parking: `spin`, but never past the
+    /// deadline (a `try_*` call, whose deadline is now, checks once and
+    /// returns instead of spinning 50 µs).
+    fn spin_budget(&self, spin: Duration) -> Duration {
+        match self.deadline {
+            None => spin,
+            Some(d) => spin.min(d.saturating_duration_since(Instant::now())),
+        }
+    }
+
     /// How long the next park may last; `None` once the deadline passed.
     fn slice(&self) -> Option<Duration> {
         match self.deadline {
@@ -934,7 +951,7 @@ fn lock_side(ring: &Ring, side: &Side, pid: u32, wait: &mut Wait, spin: Duration
                 .compare_exchange(0, pid, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
     };
-    if spin_until(spin, try_lock) {
+    if spin_until(wait.spin_budget(spin), try_lock) {
         return Ok(());
     }
     loop {
@@ -1278,7 +1295,9 @@ impl Producer {
             let head = h.cons.0.pos.load(Ordering::Acquire);
             let tail = h.prod.0.pos.load(Ordering::Acquire);
             // SYNC: Acquire pairs with the Release fetch_or in close/poison.
-            let st = h.state.0.load(Ordering::Acquire);
+            // Only the bits that end a producer's wait count (other bits,
+            // which no correct peer sets, must not make it spin).
+            let st = h.state.0.load(Ordering::Acquire) & (CONSUMER_CLOSED | POISONED);
             // The same need as try_reserve_raw: padding, frame, terminator.
             let off = (tail as usize) & (cap - 1);
             let pad = if off + size > cap { cap - off } else { 0 };
@@ -1558,7 +1577,8 @@ impl Consumer {
             // commit_raw (hint; re-read by try_peek_raw).
             let w = mem.word(off).load(Ordering::Acquire);
             // SYNC: Acquire pairs with the Release fetch_or in close/poison.
-            w != 0 || h.state.0.load(Ordering::Acquire) != 0
+            // Only the bits that end a consumer's wait count, as above.
+            w != 0 || h.state.0.load(Ordering::Acquire) & (PRODUCER_CLOSED | POISONED) != 0
         };
         let health = || ring_health(&self.ring, || self.peer_alive(), "producer");
         block_until(self.spin, &h.cons_wait.0, wait, ready, health, "ring pop")
@@ -1611,17 +1631,7 @@ pub(crate) struct Reservation<'a> {
 impl Reservation<'_> {
     /// The reserved payload bytes (contents unspecified: old frames).
     pub(crate) fn buf(&mut self) -> &mut [u8] {
-        let mem = &self.producer.ring.mem;
-        let start = self.slot.off + FRAME_WORD;
-        assert!(start + self.slot.len <= mem.cap, "ring: bad reservation");
-        // SAFETY: in bounds (asserted); the bytes are initialised (the data
-        // area is zeroed at creation and only ever holds bytes). They are
-        // free space past our tail: by the ring protocol the consumer does
-        // not read them until the commit's Release store, and no other
-        // producer writes them (Spsc: one producer; Mpmc: we hold the
-        // producer lock until commit/drop). The borrow of `self` keeps the
-        // slice from outliving the reservation.
-        unsafe { std::slice::from_raw_parts_mut(mem.data_at(start), self.slot.len) }
+        self.producer.slot_buf(self.slot)
     }
 
     /// Publishes the first `len` bytes of [`buf`](Self::buf) as a frame of
@@ -1659,8 +1669,111 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// Frames written in place under one hold of the producer side
+/// ([`Producer::batch`]).
+#[cfg(not(loom))]
+pub(crate) struct Batch<'a> {
+    producer: &'a mut Producer,
+    wrote: bool,
+}
+
+#[cfg(not(loom))]
+impl Batch<'_> {
+    /// Writes one frame of `kind` if `len` payload bytes fit now:
+    /// `write` fills the reserved bytes and returns how many it used (at
+    /// most `len`). `Ok(false)`: no room now (nothing was written).
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::try_push`]; `write`'s error (the frame is then
+    /// abandoned); `InvalidState` if `write` claims more than `len` bytes.
+    pub(crate) fn try_write(
+        &mut self,
+        kind: u8,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<usize>,
+    ) -> Result<bool> {
+        Producer::check_kind(kind)?;
+        self.producer.check_len(len)?;
+        let Some(slot) = self.producer.try_reserve_raw(len)? else {
+            return Ok(false);
+        };
+        let used = write(self.producer.slot_buf(slot))?;
+        if used > slot.len {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!("a frame of {used} bytes written into {}", slot.len),
+            ));
+        }
+        self.producer.commit_raw(slot, kind, used);
+        self.wrote = true;
+        Ok(true)
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.producer.leave();
+        if self.wrote {
+            self.producer.notify();
+        }
+    }
+}
+
 #[cfg(not(loom))]
 impl Producer {
+    /// The payload bytes of `slot`, a reservation this producer made and
+    /// has not committed, while it still holds the side (contents
+    /// unspecified: old frames).
+    fn slot_buf(&mut self, slot: Slot) -> &mut [u8] {
+        let mem = &self.ring.mem;
+        let start = slot.off + FRAME_WORD;
+        assert!(start + slot.len <= mem.cap, "ring: bad reservation");
+        // SAFETY: in bounds (asserted); the bytes are initialised (the data
+        // area is zeroed at creation and only ever holds bytes). They are
+        // free space past our tail: by the ring protocol the consumer does
+        // not read them until the commit's Release store, and no other
+        // producer writes them (Spsc: one producer; Mpmc: the caller holds
+        // the producer lock until commit/drop of its `Reservation` or
+        // `Batch`). The `&mut self` borrow keeps the slice from outliving
+        // that hold.
+        unsafe { std::slice::from_raw_parts_mut(mem.data_at(start), slot.len) }
+    }
+
+    /// Writes frames in place under one hold of the producer side (Mpmc:
+    /// one lock for all of them), waiting for the lock until `deadline`:
+    /// `fill` writes as many as there is room for with
+    /// [`Batch::try_write`]. A parked consumer is woken once, when the
+    /// batch ends (also if `fill` panics, which releases the side).
+    ///
+    /// # Errors
+    ///
+    /// As [`reserve`](Self::reserve), before `fill` runs.
+    pub(crate) fn batch<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        fill: impl FnOnce(&mut Batch<'_>) -> R,
+    ) -> Result<R> {
+        self.check_state()?;
+        self.enter(&mut Wait::new(deadline))?;
+        let mut batch = Batch {
+            producer: self,
+            wrote: false,
+        };
+        Ok(fill(&mut batch))
+    }
+
+    /// Waits until a frame of `len` payload bytes might fit (a hint: the
+    /// caller retries), `deadline` passes or the consumer is gone.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push).
+    pub(crate) fn wait_for_room(&mut self, len: usize, deadline: Option<Instant>) -> Result<()> {
+        self.wait_writable(len, &mut Wait::new(deadline))
+    }
+
     /// Reserves room for a frame of `len` payload bytes, to be written in
     /// place; `Ok(None)` if the ring is full.
     ///
@@ -1736,18 +1849,26 @@ impl Frame<'_> {
 
     /// The payload, in place in the ring.
     pub(crate) fn bytes(&self) -> &[u8] {
-        let mem = &self.consumer.ring.mem;
-        let start = self.frame.off + FRAME_WORD;
-        assert!(start + self.frame.len <= mem.cap, "ring: bad frame");
-        // SAFETY: in bounds (asserted; the frame was validated against the
-        // local capacity), initialised bytes. By the ring protocol they are
-        // the consumer's until it publishes a head past them (in Drop,
-        // after this borrow ends): the producer wrote them before its
-        // Release store of the frame word we Acquire-loaded, and writes
-        // there again only after seeing our head move. (A peer that breaks
-        // the protocol can change the bytes under us; any bytes are valid
-        // `u8`s, and such a peer is outside this process.)
-        unsafe { std::slice::from_raw_parts(mem.data_at(start), self.frame.len) }
+        self.consumer.frame_bytes(self.frame)
+    }
+}
+
+/// A hold of the consumer side for [`Consumer::take_each`]: released on
+/// drop (a panicking `read` included), waking a parked producer if frames
+/// were released.
+#[cfg(not(loom))]
+struct Hold<'a> {
+    consumer: &'a mut Consumer,
+    released: bool,
+}
+
+#[cfg(not(loom))]
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.consumer.leave();
+        if self.released {
+            self.consumer.notify();
+        }
     }
 }
 
@@ -1762,6 +1883,87 @@ impl Drop for Frame<'_> {
 
 #[cfg(not(loom))]
 impl Consumer {
+    /// The payload of `frame`, one [`try_peek_raw`](Self::try_peek_raw)
+    /// returned and this consumer has not released, while it still holds
+    /// the side.
+    fn frame_bytes(&self, frame: RawFrame) -> &[u8] {
+        let mem = &self.ring.mem;
+        let start = frame.off + FRAME_WORD;
+        assert!(start + frame.len <= mem.cap, "ring: bad frame");
+        // SAFETY: in bounds (asserted; the frame was validated against the
+        // local capacity), initialised bytes. By the ring protocol they are
+        // the consumer's until it publishes a head past them (after this
+        // borrow of `self` ends: releasing needs `&mut self`): the producer
+        // wrote them before its Release store of the frame word we
+        // Acquire-loaded, and writes there again only after seeing our head
+        // move. (A peer that breaks the protocol can change the bytes under
+        // us; any bytes are valid `u8`s, and such a peer is outside this
+        // process.)
+        unsafe { std::slice::from_raw_parts(mem.data_at(start), frame.len) }
+    }
+
+    /// Takes up to `max` frames in order, under one hold of the consumer
+    /// side (Mpmc: one lock for all of them): waits until `deadline` for
+    /// the first, then takes only those already there, and wakes a parked
+    /// producer once. `read(kind, payload)` gets each frame in place.
+    /// Returns how many were taken (at least 1 unless `max` is 0).
+    ///
+    /// When `read` fails on the first frame, that frame is consumed and the
+    /// error returned, as [`pop`](Self::pop) does; when it fails on a later
+    /// one, that frame stays in the ring (the next call meets it first) and
+    /// the count so far is returned, so nothing already read is lost. An
+    /// error of the ring after the first frame is likewise left for the
+    /// next call.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop), and `read`'s error on the first frame.
+    pub(crate) fn take_each(
+        &mut self,
+        max: usize,
+        deadline: Option<Instant>,
+        mut read: impl FnMut(u8, &[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut wait = Wait::new(deadline);
+        loop {
+            self.enter(&mut wait)?;
+            let mut hold = Hold {
+                consumer: self,
+                released: false,
+            };
+            let mut taken = 0;
+            while taken < max {
+                let frame = match hold.consumer.try_peek_raw() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) if taken == 0 => return Err(e),
+                    Err(_) => break,
+                };
+                let outcome = read(frame.kind, hold.consumer.frame_bytes(frame));
+                match outcome {
+                    Ok(()) => {}
+                    Err(_) if taken > 0 => break,
+                    Err(e) => {
+                        hold.consumer.release_raw(frame);
+                        hold.released = true;
+                        return Err(e);
+                    }
+                }
+                hold.consumer.release_raw(frame);
+                hold.released = true;
+                taken += 1;
+            }
+            if taken > 0 {
+                return Ok(taken);
+            }
+            drop(hold);
+            self.wait_readable(&mut wait)?;
+        }
+    }
+
     /// The next frame in place; `Ok(None)` when empty.
     ///
     /// # Errors

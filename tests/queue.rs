@@ -224,16 +224,88 @@ fn joinable_queue_join_waits_for_every_task_done() {
     assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidState);
 }
 
+#[test]
+fn put_many_and_get_many_keep_order_and_mix_with_single_items() {
+    let q = Queue::new().unwrap();
+    q.put(&0u32).unwrap();
+    // Borrowed items (`&u32`) and owned ones both go.
+    let some = [1u32, 2, 3];
+    q.put_many(some.iter()).unwrap();
+    q.put_many(Vec::<u32>::new()).unwrap();
+    q.put_many((4..8u32).collect::<Vec<_>>()).unwrap();
+    assert_eq!(q.len(), 8);
+    assert_eq!(q.get_many(0).unwrap(), Vec::<u32>::new());
+    assert_eq!(q.get().unwrap(), 0);
+    assert_eq!(q.get_many(2).unwrap(), [1, 2]);
+    assert_eq!(q.get_many(100).unwrap(), [3, 4, 5, 6, 7]);
+    assert!(q.is_empty());
+    assert!(q.try_get_many(4).unwrap().is_empty());
+    assert!(q
+        .get_timeout(Duration::from_millis(5))
+        .unwrap_err()
+        .is_timeout());
+}
+
+#[test]
+fn put_many_beyond_the_capacity_waits_for_a_consumer_in_another_process() {
+    fn drain((q, n): (Queue<u64>, u64)) -> Vec<u64> {
+        let mut got = Vec::new();
+        while (got.len() as u64) < n {
+            got.extend(q.get_many(1000).unwrap());
+        }
+        got
+    }
+    // 4 KiB of ring, 20 000 items: put_many waits for room many times.
+    let q = Queue::<u64>::with_capacity(4096).unwrap();
+    let n = 20_000u64;
+    let p = Process::spawn(drain, (q.clone(), n)).unwrap();
+    q.put_many(0..n).unwrap();
+    assert_eq!(p.join().unwrap(), (0..n).collect::<Vec<_>>());
+    assert!(q.is_empty());
+}
+
+#[test]
+fn get_many_leaves_an_undecodable_item_for_the_next_call() {
+    let strings = Queue::<String>::new().unwrap();
+    // The same queue, seen as holding `u32`s: 300 encodes as a length of
+    // 300 bytes with none after it, which no `String` decodes from.
+    let numbers: Queue<u32> =
+        postcard::from_bytes(&postcard::to_allocvec(&strings).unwrap()).unwrap();
+    strings.put_many(["a", "b"].map(String::from)).unwrap();
+    numbers.put(&300).unwrap();
+    strings.put(&"c".to_string()).unwrap();
+    // The good items come first; the bad one stays in the queue ...
+    assert_eq!(strings.get_many(10).unwrap(), ["a", "b"]);
+    // ... fails the next call, which consumes it ...
+    assert_eq!(strings.get_many(10).unwrap_err().kind(), ErrorKind::Codec);
+    // ... and nothing else was lost.
+    assert_eq!(strings.get_many(10).unwrap(), ["c"]);
+}
+
+#[test]
+fn joinable_put_many_counts_each_item() {
+    let q = JoinableQueue::new().unwrap();
+    q.put_many([1u8, 2, 3]).unwrap();
+    assert_eq!(q.get_many(3).unwrap(), [1, 2, 3]);
+    for _ in 0..3 {
+        q.task_done().unwrap();
+    }
+    assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidState);
+    q.join().unwrap();
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Put(Vec<u8>),
     Get,
+    GetMany(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..200).prop_map(Op::Put),
         Just(Op::Get),
+        (0usize..6).prop_map(Op::GetMany),
     ]
 }
 
@@ -241,7 +313,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// A queue behaves like a bounded FIFO: every try_put either succeeds
-    /// (and the item comes out later, in order) or hands the item back.
+    /// (and the item comes out later, in order) or hands the item back;
+    /// try_get_many(k) takes the first k (or all, if fewer).
     #[test]
     fn queue_matches_a_fifo_model(ops in prop::collection::vec(op(), 1..200)) {
         let q = Queue::<Vec<u8>>::with_capacity(2048).unwrap();
@@ -254,6 +327,10 @@ proptest! {
                     Err(TryPutError::Failed(e, _)) => prop_assert!(false, "{}", e),
                 },
                 Op::Get => prop_assert_eq!(q.try_get().unwrap(), model.pop_front()),
+                Op::GetMany(k) => {
+                    let want: Vec<_> = (0..k).map_while(|_| model.pop_front()).collect();
+                    prop_assert_eq!(q.try_get_many(k).unwrap(), want);
+                }
             }
             prop_assert_eq!(q.len(), model.len());
             prop_assert_eq!(q.is_empty(), model.is_empty());

@@ -98,7 +98,7 @@ pub(crate) fn run(data: &[u8]) {
     while let Some(op) = inp.byte() {
         seq = seq.wrapping_add(1);
         let len_of = |b: u8| (b as usize * (max + 2)) / 255;
-        match op % 6 {
+        match op % 8 {
             0 => {
                 let (Some(l), Some(kind)) = (inp.byte(), inp.byte()) else {
                     return;
@@ -167,6 +167,69 @@ pub(crate) fn run(data: &[u8]) {
                 }
             }
             4 => {
+                let (Some(l), Some(n)) = (inp.byte(), inp.byte()) else {
+                    return;
+                };
+                // A batch of up to 8 frames of one length, written until
+                // the ring is full.
+                let (len, n) = (len_of(l), usize::from(n % 8) + 1);
+                let got = p.batch(Some(Instant::now()), |b| {
+                    let mut written = 0u8;
+                    for _ in 0..n {
+                        let fill = seq.wrapping_add(written);
+                        match b.try_write(9, len, |buf| {
+                            buf.fill(fill);
+                            Ok(len)
+                        }) {
+                            Ok(true) => written += 1,
+                            Ok(false) => break,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(written)
+                });
+                if !corrupted {
+                    let written = got.expect("batch: the side is free");
+                    if len > max {
+                        assert!(written.is_err());
+                    } else {
+                        let mut want = 0u8;
+                        for _ in 0..n {
+                            let (fits, pad) = m.room(len);
+                            if !fits {
+                                break;
+                            }
+                            m.add(pad, Some((9, vec![seq.wrapping_add(want); len])));
+                            want += 1;
+                        }
+                        assert_eq!(written.expect("batch write"), want);
+                    }
+                }
+            }
+            5 => {
+                let Some(k) = inp.byte() else { return };
+                let k = usize::from(k % 6);
+                let mut got = Vec::new();
+                let taken = c.take_each(k, Some(Instant::now()), |kind, bytes| {
+                    assert!(bytes.len() <= max);
+                    got.push((kind, bytes.to_vec()));
+                    Ok(())
+                });
+                if !corrupted {
+                    let want: Vec<Frame> = (0..k).map_while(|_| m.pop()).collect();
+                    match taken {
+                        Ok(n) => {
+                            assert!(k == 0 || n > 0);
+                            assert_eq!(n, got.len());
+                            assert_eq!(got, want);
+                        }
+                        Err(e) => {
+                            assert!(e.is_timeout() && k > 0 && want.is_empty(), "{e}");
+                        }
+                    }
+                }
+            }
+            6 => {
                 let (Some(at), Some(w)) = (inp.byte(), inp.word()) else {
                     return;
                 };

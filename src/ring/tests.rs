@@ -946,3 +946,81 @@ fn bench_ring_one_thread() {
         );
     }
 }
+
+#[test]
+fn bogus_state_bits_do_not_turn_a_bounded_wait_into_a_spin() {
+    // A peer sets state bits that do not concern the waiting side (or no
+    // side at all). The waits must still time out at their deadline.
+    for bits in [CONSUMER_CLOSED, 0x100, CONSUMER_CLOSED | 0x100] {
+        let (r, _p, mut c) = ring(256, Mode::Mpmc);
+        r.header().state.0.store(bits, Ordering::SeqCst);
+        let t = Instant::now();
+        let e = c.pop(soon()).unwrap_err();
+        assert!(e.is_timeout(), "{bits:#x}: {e}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{bits:#x}");
+        assert_eq!(
+            c.take_each(4, soon(), |_, _| Ok(())).unwrap_err().kind(),
+            ErrorKind::Timeout
+        );
+    }
+    for bits in [PRODUCER_CLOSED, 0x100, PRODUCER_CLOSED | 0x100] {
+        let (r, mut p, _c) = ring(256, Mode::Mpmc);
+        while p.try_push(1, &[0u8; 40]).unwrap() {}
+        r.header().state.0.store(bits, Ordering::SeqCst);
+        let e = p.push(1, &[0u8; 40], soon()).unwrap_err();
+        assert!(e.is_timeout(), "{bits:#x}: {e}");
+    }
+}
+
+#[test]
+fn batches_write_and_take_several_frames_under_one_hold() {
+    let (_r, mut p, mut c) = ring(256, Mode::Mpmc);
+    let written = p
+        .batch(None, |b| {
+            let mut n = 0;
+            while b.try_write(3, 8, |buf| {
+                buf.fill(n);
+                Ok(8)
+            })? {
+                n += 1;
+            }
+            Ok::<u8, Error>(n)
+        })
+        .unwrap()
+        .unwrap();
+    // 256 bytes of ring, 16 a frame (8 word + 8 payload), 8 for the
+    // terminator: 15 frames fit.
+    assert_eq!(written, 15);
+    let mut got = Vec::new();
+    assert_eq!(
+        c.take_each(10, None, |k, b| {
+            got.push((k, b.to_vec()));
+            Ok(())
+        })
+        .unwrap(),
+        10
+    );
+    assert_eq!(got, (0..10u8).map(|n| (3, vec![n; 8])).collect::<Vec<_>>());
+    // A failing read after others leaves its frame for the next call.
+    let mut seen = 0;
+    assert_eq!(
+        c.take_each(10, None, |_, _| {
+            seen += 1;
+            if seen == 3 {
+                Err(Error::new(ErrorKind::Codec, "bad"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap(),
+        2
+    );
+    assert_eq!(c.try_pop().unwrap(), Some((3, vec![12u8; 8])));
+    // A failing read of the first frame consumes it and is the error.
+    let e = c
+        .take_each(10, None, |_, _| Err(Error::new(ErrorKind::Codec, "bad")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Codec);
+    assert_eq!(c.try_pop().unwrap(), Some((3, vec![14u8; 8])));
+    assert!(c.try_pop().unwrap().is_none());
+}
