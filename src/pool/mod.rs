@@ -218,7 +218,9 @@ impl PoolBuilder {
     /// Items per task for [`map`](Pool::map)-like calls and `imap` (Python's
     /// `chunksize`). Default: Python's rule for `map` (the items split into
     /// about four tasks per worker), 1 for `imap`; a task is also cut at
-    /// about 64 KiB of encoded items.
+    /// about 64 KiB of encoded items. For the zero-copy maps it fixes the
+    /// chunk size, whose default is guided: the elements left over twice
+    /// the workers, at least 4 Ki, so the last chunks are small.
     ///
     /// ```
     /// let b = multiproc::Pool::builder().chunksize(64);
