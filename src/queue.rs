@@ -567,6 +567,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`get_many`](Queue::get_many) without waiting: the items in the
     /// queue now, up to `max` (an empty `Vec` if there are none).
     ///
+    /// Python counterpart: `get_nowait()` until `Empty` or `max` items.
+    ///
     /// # Errors
     /// As [`get_many`](Queue::get_many), but never a timeout.
     ///
@@ -802,6 +804,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// As [`Queue::put_many`], counting one more unfinished task per item
     /// that goes in.
+    ///
+    /// Python counterpart: a loop of `q.put(item)` on a `JoinableQueue`.
     ///
     /// # Errors
     /// As [`Queue::put_many`].
