@@ -675,17 +675,22 @@ fn queue_contender(name: &str, batched: bool, m: u64) -> Contender {
     .per_iteration(m)
 }
 
+/// Python's `Queue()` peer of both queue rows (`peers.py queue_throughput`).
+fn python_queue() -> Contender {
+    PythonPeer::contender(
+        "Python Queue()",
+        &["queue_throughput", "--n", &QUEUE_ITEMS_PEER.to_string()],
+    )
+    .per_iteration(QUEUE_ITEMS_PEER)
+}
+
 /// The batched queue row: `put_many` in the child, `get_many` in the
 /// parent, against one `put`/`get` per item (the row above, as a peer
 /// here) and Python's `Queue()`, which has no batch calls.
 fn queue_batched(table: &mut Table, cfg: &Config) {
     let m = QUEUE_ITEMS;
     let per_item = queue_contender("multiproc put/get per item", false, m);
-    let python = PythonPeer::contender(
-        "Python Queue()",
-        &["queue_throughput", "--n", &QUEUE_ITEMS_PEER.to_string()],
-    )
-    .per_iteration(QUEUE_ITEMS_PEER);
+    let python = python_queue();
     table.side_by_side(
         QUEUE_BATCH_METRIC,
         "item",
@@ -707,11 +712,7 @@ fn queue_throughput(table: &mut Table, cfg: &Config) {
         Err(e) => Contender::unavailable("ipc-channel 0.23", e),
     }
     .per_iteration(peer_m);
-    let python = PythonPeer::contender(
-        "Python Queue()",
-        &["queue_throughput", "--n", &peer_m.to_string()],
-    )
-    .per_iteration(peer_m);
+    let python = python_queue();
     table.side_by_side(
         QUEUE_METRIC,
         "item",

@@ -1642,18 +1642,8 @@ impl Reservation<'_> {
     /// `InvalidState` if `len` is more than was reserved or `kind` is
     /// reserved; the reservation is then abandoned.
     pub(crate) fn commit(mut self, kind: u8, len: usize) -> Result<()> {
-        Producer::check_kind(kind)?;
-        if len > self.slot.len {
-            return Err(Error::new(
-                ErrorKind::InvalidState,
-                format!(
-                    "commit of {len} bytes into a reservation of {}",
-                    self.slot.len
-                ),
-            ));
-        }
+        self.producer.commit_checked(self.slot, kind, len)?;
         self.done = true;
-        self.producer.commit_raw(self.slot, kind, len);
         self.producer.leave();
         self.producer.notify();
         Ok(())
@@ -1699,13 +1689,7 @@ impl Batch<'_> {
             return Ok(false);
         };
         let used = write(self.producer.slot_buf(slot))?;
-        if used > slot.len {
-            return Err(Error::new(
-                ErrorKind::InvalidState,
-                format!("a frame of {used} bytes written into {}", slot.len),
-            ));
-        }
-        self.producer.commit_raw(slot, kind, used);
+        self.producer.commit_checked(slot, kind, used)?;
         self.wrote = true;
         Ok(true)
     }
@@ -1739,6 +1723,20 @@ impl Producer {
         // `Batch`). The `&mut self` borrow keeps the slice from outliving
         // that hold.
         unsafe { std::slice::from_raw_parts_mut(mem.data_at(start), slot.len) }
+    }
+
+    /// Publishes the first `len` bytes of `slot` as a frame of `kind`, after
+    /// checking both (the frame is abandoned on an error).
+    fn commit_checked(&mut self, slot: Slot, kind: u8, len: usize) -> Result<()> {
+        Self::check_kind(kind)?;
+        if len > slot.len {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!("commit of {len} bytes into a reservation of {}", slot.len),
+            ));
+        }
+        self.commit_raw(slot, kind, len);
+        Ok(())
     }
 
     /// Writes frames in place under one hold of the producer side (Mpmc:

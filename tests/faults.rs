@@ -131,11 +131,7 @@ fn is_dead(pid: u32) -> bool {
 /// files on /dev/shm (the crate's segments are nameless files there).
 #[cfg(target_os = "linux")]
 fn shm_holdings() -> (usize, usize) {
-    let fds = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|l| l.to_string_lossy().starts_with("/dev/shm/"))
-        .count();
+    let fds = common::shm_fds().len();
     let maps = std::fs::read_to_string("/proc/self/maps")
         .unwrap()
         .lines()
@@ -761,17 +757,8 @@ fn shrink_every_segment() -> usize {
 #[cfg(target_os = "linux")]
 fn shrink_segments_larger_than(min: u64) -> usize {
     let mut shrunk = 0;
-    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(target) = std::fs::read_link(fd.path()) else {
-            continue;
-        };
-        if !target.to_string_lossy().starts_with("/dev/shm/") {
-            continue;
-        }
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(fd.path())
-            .unwrap();
+    for (fd, _) in common::shm_fds() {
+        let f = std::fs::OpenOptions::new().write(true).open(fd).unwrap();
         if f.metadata().unwrap().len() <= min {
             continue;
         }

@@ -310,14 +310,8 @@ fn segments_and_named_objects_are_owner_only() {
         #[allow(unsafe_code)]
         let uid = unsafe { libc::getuid() };
         let mut seen = 0;
-        for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            if !target.to_string_lossy().starts_with("/dev/shm/") {
-                continue;
-            }
-            let Ok(meta) = std::fs::metadata(fd.path()) else {
+        for (fd, target) in common::shm_fds() {
+            let Ok(meta) = std::fs::metadata(&fd) else {
                 continue;
             };
             assert_eq!(meta.mode() & 0o7777, 0o600, "{target:?}");

@@ -366,20 +366,18 @@ impl Core {
         !self.jobs.is_empty()
     }
 
+    /// Live and retiring workers.
+    fn all_workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().flatten().chain(&self.retired)
+    }
+
     fn has_inflight(&self) -> bool {
-        self.workers
-            .iter()
-            .flatten()
-            .chain(&self.retired)
-            .any(|w| !w.inflight.is_empty())
+        self.all_workers().any(|w| !w.inflight.is_empty())
     }
 
     /// Workers running a zero-copy chunk now (each one busy on a core).
     fn bulk_busy_workers(&self) -> usize {
-        self.workers
-            .iter()
-            .flatten()
-            .chain(&self.retired)
+        self.all_workers()
             .filter(|w| w.inflight.front().is_some_and(|t| t.bulk))
             .count()
     }

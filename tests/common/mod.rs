@@ -145,3 +145,21 @@ pub(crate) mod rendezvous {
         format!("v2:{ppid}:{hex}:{rendezvous}")
     }
 }
+
+/// This process's open descriptors of shared-memory files, as
+/// `(/proc/self/fd/N, target)`: every link in `/proc/self/fd` that points
+/// into `/dev/shm` (the crate's segments are files there, named or not).
+#[cfg(target_os = "linux")]
+pub(crate) fn shm_fds() -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            target
+                .to_string_lossy()
+                .starts_with("/dev/shm/")
+                .then(|| (fd.path(), target))
+        })
+        .collect()
+}
