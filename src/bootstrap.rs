@@ -65,12 +65,13 @@ pub(crate) const EXIT_BOOTSTRAP_FAILED: i32 = 121;
 pub(crate) const EXIT_PARENT_GONE: i32 = 122;
 /// Exit code of a worker whose task panicked (Python: 1 for an exception).
 pub(crate) const EXIT_PANICKED: i32 = 1;
+/// Exit code of a process started as a worker that reached a spawn before
+/// `init()` made it one: it stops there instead of starting children of
+/// its own (the start of a process storm).
+pub(crate) const EXIT_NOT_INITIALISED: i32 = 123;
 
 /// How long a child waits for its `Config`, from the start of `init()`.
 const CHILD_DEADLINE: Duration = Duration::from_secs(5);
-
-/// A handshake socket older than this that nobody listens on is debris.
-const STALE_SOCKET_AGE: Duration = Duration::from_secs(2);
 
 pub(crate) type Token = [u8; 32];
 
@@ -126,9 +127,59 @@ pub(crate) struct Launch {
 
 static TEST_ENTRY: OnceLock<String> = OnceLock::new();
 
-/// Called by [`crate::test_support!`]'s constructor in test binaries.
+/// Called by [`crate::test_support!`]'s constructor in test binaries: the
+/// harness stands in for `main`, so this process may now start workers.
 pub(crate) fn enable_test_mode(entry: String) {
     let _ = TEST_ENTRY.set(entry);
+    READY.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Set once this process has passed [`init`] as a parent (or a test
+/// binary's constructor stood in for it): only then may it start workers.
+static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What to do when a process that has not run `init()` tries to start one.
+const HOW_TO_INIT: &str = "call `multiproc::init()` first in `main`; in a test file \
+     (tests/*.rs), add `multiproc::test_support!()` at its top; a library that does not \
+     own `main` can enable multiproc's cargo feature `auto-init` instead";
+
+/// The gate every start passes first.
+///
+/// * A process that carries the worker marker but has not become a worker
+///   reached a spawn before `init()`: it would start a child that does
+///   the same, and so on. It stops here, with one line on stderr and
+///   [`EXIT_NOT_INITIALISED`]; its parent reports the fix.
+/// * A process that has not run `init()` at all would start children that
+///   re-run `main` from the top: refused with an error naming the fix
+///   (Python raises `RuntimeError` about the bootstrapping phase).
+fn ensure_may_start() -> Result<()> {
+    if std::env::var_os(MARKER).is_some() {
+        eprintln!(
+            "multiproc: process {} was started as a worker but reached a spawn before \
+             `multiproc::init()` ran; it stops here without starting anything: {HOW_TO_INIT}",
+            std::process::id()
+        );
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        std::process::exit(EXIT_NOT_INITIALISED);
+    }
+    if !READY.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(not_initialised(
+            "multiproc::init() has not run in this process, so a child could not become a worker",
+        ));
+    }
+    Ok(())
+}
+
+/// The error for a start that could not work because `init()` did not run
+/// (here, or in the child: `what` says which).
+pub(crate) fn not_initialised(what: &str) -> Error {
+    Error::new(ErrorKind::InvalidState, init_advice(what))
+}
+
+/// `what` went wrong for want of `init()`, and how to fix it.
+pub(crate) fn init_advice(what: &str) -> String {
+    format!("{what}: {HOW_TO_INIT}")
 }
 
 /// A fresh 256-bit handshake token.
@@ -298,10 +349,50 @@ fn read_newest<'a>(
     parse_generation(snapshot)
 }
 
+/// Runs ipc-channel's one-time set-up while descriptors are known to be
+/// free (`sys::prepare_handshake` just checked).
+///
+/// Its Unix back-end sizes fragments from a probe socket pair made on the
+/// first send, in a `LazyLock` that panics when the descriptor table is
+/// full, which poisons it: every later send in the process panics (seen
+/// as "malformed hello" refusals and workers exiting 121 after one moment
+/// of `EMFILE`). Done here, on purpose, it never meets a full table.
+fn warm_ipc_channel() -> Result<()> {
+    static WARM: OnceLock<()> = OnceLock::new();
+    if WARM.get().is_some() {
+        return Ok(());
+    }
+    let (tx, rx) = ipc::channel::<u8>()
+        .map_err(|e| Error::io("creating a channel (ipc-channel set-up)", e))?;
+    let sent = std::panic::catch_unwind(AssertUnwindSafe(|| tx.send(0)));
+    match sent {
+        Ok(Ok(())) if rx.recv().is_ok() => {
+            let _ = WARM.set(());
+            Ok(())
+        }
+        Ok(Ok(())) | Ok(Err(_)) => Err(Error::new(
+            ErrorKind::Io,
+            "ipc-channel's set-up failed (its first send did not arrive)",
+        )),
+        Err(_) => Err(Error::new(
+            ErrorKind::Io,
+            "ipc-channel's one-time set-up failed earlier in this process (a full file \
+             descriptor table at its first use): restart the program",
+        )),
+    }
+}
+
 /// A fresh one-shot handshake server, its directory owner-only.
 fn new_server() -> Result<(IpcOneShotServer<Hello>, String)> {
-    let (server, name) = IpcOneShotServer::<Hello>::new()
-        .map_err(|e| Error::io("creating the handshake server", e))?;
+    // ipc-channel asserts (panics) on some failures of its own set-up, e.g.
+    // a temporary directory that vanished since `prepare_handshake`.
+    let created = std::panic::catch_unwind(IpcOneShotServer::<Hello>::new).map_err(|_| {
+        Error::new(
+            ErrorKind::Io,
+            "creating the handshake server: ipc-channel panicked (is TMPDIR a writable directory?)",
+        )
+    })?;
+    let (server, name) = created.map_err(|e| Error::io("creating the handshake server", e))?;
     sys::restrict_handshake_server(&name)
         .map_err(|e| Error::io("restricting the handshake server to this user", e))?;
     Ok((server, name))
@@ -631,15 +722,20 @@ pub(crate) fn launch(
     args: Vec<u8>,
     env: &[(std::ffi::OsString, Option<std::ffi::OsString>)],
 ) -> Result<Launch> {
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    SWEPT.call_once(|| sys::sweep_stale_handshake_dirs(&std::env::temp_dir(), STALE_SOCKET_AGE));
+    ensure_may_start()?;
+    let exe =
+        sys::worker_exe().map_err(|e| Error::new(ErrorKind::Spawn, "re-exec").with_source(e))?;
+    sys::prepare_handshake().map_err(|e| Error::io("preparing the handshake", e))?;
+    warm_ipc_channel()?;
     let started = Instant::now();
     let rendezvous = Segment::create(RENDEZVOUS_LEN)?;
     let (server, server_name) = new_server()?;
     publish_slot(&rendezvous, 1, &server_name)?;
-    let exe =
-        std::env::current_exe().map_err(|e| Error::io("locating the current executable", e))?;
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = std::process::Command::new(exe.program);
+    #[cfg(unix)]
+    if let Some(arg0) = exe.arg0 {
+        std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
+    }
     for (key, value) in env {
         match value {
             Some(v) => cmd.env(key, v),
@@ -900,6 +996,8 @@ pub(crate) fn worker_name() -> Option<&'static str> {
 /// See [`crate::init`].
 pub(crate) fn init() {
     let Some(marker) = std::env::var_os(MARKER) else {
+        sys::note_identity();
+        READY.store(true, std::sync::atomic::Ordering::Release);
         return;
     };
     // Whatever this worker starts must not believe it is a worker too. This
@@ -907,6 +1005,8 @@ pub(crate) fn init() {
     std::env::remove_var(MARKER);
     let code = match worker_main(&marker.to_string_lossy()) {
         Ok(code) => code,
+        // Nobody is left to read a message.
+        Err(msg) if msg == PARENT_GONE => EXIT_PARENT_GONE,
         Err(msg) => {
             eprintln!("multiproc: not starting worker: {msg}");
             EXIT_BOOTSTRAP_FAILED
@@ -939,10 +1039,15 @@ pub(crate) fn parse_marker(
     Ok((ppid, token, rendezvous))
 }
 
+/// `worker_main`'s error when the parent is already gone.
+const PARENT_GONE: &str = "parent gone";
+
 fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     let deadline = Instant::now() + CHILD_DEADLINE;
     let (ppid, token, rendezvous) = parse_marker(marker)?;
-    sys::die_with_parent(ppid).map_err(|e| format!("parent check: {e}"))?;
+    if !sys::die_with_parent(ppid).map_err(|e| format!("parent check: {e}"))? {
+        return Err(PARENT_GONE.to_string());
+    }
     let rendezvous = Segment::open(&rendezvous)
         .map_err(|e| format!("cannot open the parent's handshake rendezvous: {e}"))?;
     if rendezvous.len() != RENDEZVOUS_LEN {
@@ -1194,6 +1299,12 @@ pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Pa
             let _ = LAST_PANIC.try_with(|last| {
                 *last.borrow_mut() = Some(PanicInfo::new(message, location, backtrace));
             });
+            // std's line names only the thread ("thread 'main' panicked"),
+            // which reads as if the parent crashed; name the process first,
+            // as Python does ("Process Process-1:" above the traceback).
+            if let Some(name) = worker_name() {
+                eprintln!("Process {name} (pid {}):", std::process::id());
+            }
             previous(info);
         }));
     });

@@ -56,6 +56,15 @@ pub use sync::{
 /// without a parent to complete the handshake, exits with a non-zero code
 /// and runs no task code.
 ///
+/// Forgetting it is an error, never a process storm: a process that has
+/// not run `init()` cannot start workers (every start returns an error of
+/// kind [`ErrorKind::InvalidState`] that names the fix), and a child that
+/// reaches a start before its `init()` stops there with exit code 123 and
+/// one line on stderr instead of starting children of its own. Test files
+/// use [`test_support!`] instead; a library that does not own `main` can
+/// enable the cargo feature `auto-init`, which calls `init()` from a
+/// load-time constructor (see README, "Without `init()`").
+///
 /// Python counterpart: `if __name__ == "__main__":` (plus
 /// `multiprocessing.freeze_support()`).
 ///
@@ -65,9 +74,51 @@ pub use sync::{
 ///     // … the rest of the program, which may start processes …
 /// }
 /// ```
+///
+/// Without it, a start is refused before any child exists:
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn main() {
+///     // no multiproc::init() here
+///     # #[cfg(not(feature = "auto-init"))] {
+///     let err = multiproc::Process::spawn(square, 3).unwrap_err();
+///     assert_eq!(err.kind(), multiproc::ErrorKind::InvalidState);
+///     assert!(err.to_string().contains("call `multiproc::init()` first in `main`"));
+///     # }
+/// }
+/// ```
 pub fn init() {
     bootstrap::init();
 }
+
+/// Feature `auto-init`: [`init`] from a load-time constructor, before
+/// `main`, so that a program whose `main` this crate's user does not own
+/// (a library embedding `multiproc`) needs no `init()` call. The
+/// trade-offs are in README ("Without `init()`").
+#[cfg(feature = "auto-init")]
+#[allow(unsafe_code)]
+#[used]
+// SAFETY (link sections): each names the platform's table of load-time
+// constructors, which holds `extern "C" fn()` pointers; the static is
+// exactly one such pointer, to a function that takes nothing and whose
+// panics cannot unwind out (`extern "C"` aborts instead).
+#[cfg_attr(
+    any(target_os = "linux", target_os = "android", target_os = "freebsd"),
+    unsafe(link_section = ".init_array")
+)]
+#[cfg_attr(
+    target_vendor = "apple",
+    unsafe(link_section = "__DATA,__mod_init_func")
+)]
+#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
+static AUTO_INIT: extern "C" fn() = {
+    extern "C" fn auto_init() {
+        bootstrap::init();
+    }
+    auto_init
+};
 
 /// Makes a test binary (`cargo test`, `tests/*.rs`) able to start worker
 /// processes. Put it once at the top of each integration-test file that

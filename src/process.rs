@@ -181,6 +181,26 @@ pub fn active_children() -> Vec<ProcessInfo> {
 }
 
 static CHILDREN: Mutex<Vec<Weak<ChildCell>>> = Mutex::new(Vec::new());
+
+/// Adds a child to the registry, first dropping the entries of children
+/// whose `Process` is gone once they make up half of it, so a program that
+/// spawns and joins forever keeps a registry the size of what is alive.
+fn register(cell: &Arc<ChildCell>) {
+    push_pruned(
+        &mut CHILDREN.lock().unwrap_or_else(|p| p.into_inner()),
+        cell,
+    );
+}
+
+fn push_pruned<T>(registry: &mut Vec<Weak<T>>, cell: &Arc<T>) {
+    if registry.len() == registry.capacity() {
+        registry.retain(|weak| weak.strong_count() > 0);
+        // Room for as many again: pruning stays amortised O(1) a spawn.
+        let live = registry.len();
+        registry.reserve(live.max(4));
+    }
+    registry.push(Arc::downgrade(cell));
+}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How long a start that a handshake generation claimed (it sends the
@@ -419,7 +439,27 @@ impl Waiter {
             return self.died();
         }
         let mut what = if exited {
-            "the child exited before connecting".to_string()
+            match status {
+                Some(ExitStatus::Code(bootstrap::EXIT_NOT_INITIALISED)) => {
+                    let err = bootstrap::not_initialised(
+                        "the child reached a spawn before multiproc::init() made it a worker",
+                    );
+                    return err
+                        .with_pid(self.cell.pid)
+                        .with_status(status.unwrap_or(ExitStatus::Code(-1)));
+                }
+                Some(ExitStatus::Code(code))
+                    if code != bootstrap::EXIT_BOOTSTRAP_FAILED
+                        && code != bootstrap::EXIT_PARENT_GONE =>
+                {
+                    // It ran to an end of its own: `main` never reached
+                    // `init()` there.
+                    "the child exited before connecting (did its `main` reach \
+                     `multiproc::init()`? call it first in `main`)"
+                        .to_string()
+                }
+                _ => "the child exited before connecting".to_string(),
+            }
         } else {
             format!(
                 "the child did not complete its handshake within {:?}",
@@ -633,10 +673,7 @@ impl ProcessBuilder {
             child: Mutex::new(child),
             signalled: AtomicBool::new(false),
         });
-        CHILDREN
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&cell));
+        register(&cell);
         Ok(Process {
             waiter: Waiter {
                 cell,
@@ -910,6 +947,35 @@ impl<R> Drop for Process<R> {
             // No thread to wait with: a killed child beats an unreaped one.
             let _ = cell.signal(sys::kill, false);
             cell.wait_exit(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_stays_the_size_of_what_is_alive() {
+        let mut registry = Vec::new();
+        let alive: Vec<Arc<u32>> = (0..10).map(Arc::new).collect();
+        for cell in &alive {
+            push_pruned(&mut registry, cell);
+        }
+        // 20 000 children spawned and joined: each `Process` gone at once.
+        for i in 0..20_000 {
+            let cell = Arc::new(i);
+            push_pruned(&mut registry, &cell);
+        }
+        assert!(
+            registry.capacity() <= 64,
+            "{} entries kept ({} capacity) for 10 live children",
+            registry.len(),
+            registry.capacity()
+        );
+        // Nothing alive was dropped.
+        for cell in &alive {
+            assert!(registry.iter().any(|w| w.as_ptr() == Arc::as_ptr(cell)));
         }
     }
 }

@@ -783,6 +783,7 @@ impl Core {
             };
             if let Some(st) = w.process.exit_code() {
                 let ready = w.ready;
+                let pid = w.pid;
                 // A worker that gave up by itself says why in its result
                 // (it could not open its rings or the doorbell, …).
                 let own = self.workers[i].as_mut().and_then(|w| {
@@ -791,6 +792,14 @@ impl Core {
                         _ => None,
                     }
                 });
+                if st == ExitStatus::Code(crate::bootstrap::EXIT_NOT_INITIALISED) {
+                    // It reached a start before `init()`: so will every
+                    // replacement. (The worker printed the same advice.)
+                    let why = crate::bootstrap::init_advice(&format!(
+                        "pool worker {i} (pid {pid}) reached a spawn before multiproc::init() made it a worker"
+                    ));
+                    self.set_broken(ErrorKind::InvalidState, why);
+                }
                 if let (Some(why), false) = (&own, ready) {
                     // It never came up: a replacement would fail the same
                     // way, so the pool cannot go on.

@@ -13,6 +13,9 @@ mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
 
+mod exe;
+pub(crate) use exe::{note_identity, worker_exe};
+
 // Shared-memory objects: `sys::shm::{Map, Locator, is_no_space}`.
 mod futex;
 #[cfg(any(target_os = "linux", target_os = "android"))]

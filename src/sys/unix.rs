@@ -37,32 +37,60 @@ pub(crate) fn same_image(anchor: usize, addr: usize) -> bool {
 #[cfg(target_os = "linux")]
 pub(crate) fn spawn(cmd: Command) -> io::Result<Child> {
     use std::sync::mpsc;
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::Mutex;
 
-    type Job = (Command, mpsc::SyncSender<io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    // `None` until a spawner thread could be started: a refusal (a full
+    // pids cgroup, `ulimit -u`) is this call's error, and a later call
+    // tries again.
+    static SPAWNER: Mutex<Option<mpsc::Sender<SpawnJob>>> = Mutex::new(None);
 
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+    let (reply, result) = mpsc::sync_channel(1);
+    {
+        let mut spawner = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = spawner_in(&mut spawner, std::thread::Builder::new())?;
+        if tx.send((cmd, reply)).is_err() {
+            *spawner = None;
+            return Err(io::Error::other("the spawner thread is gone"));
+        }
+    }
+    result
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+/// A command for the spawner thread, and where its result goes.
+#[cfg(target_os = "linux")]
+type SpawnJob = (Command, std::sync::mpsc::SyncSender<io::Result<Child>>);
+
+/// The spawner thread's queue in `slot`, starting the thread with
+/// `builder` if there is none yet.
+#[cfg(target_os = "linux")]
+fn spawner_in(
+    slot: &mut Option<std::sync::mpsc::Sender<SpawnJob>>,
+    builder: std::thread::Builder,
+) -> io::Result<&std::sync::mpsc::Sender<SpawnJob>> {
+    if slot.is_none() {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        builder
             .name("multiproc-spawner".into())
             .spawn(move || {
                 for (mut cmd, reply) in rx {
                     let _ = reply.send(cmd.spawn());
                 }
             })
-            .expect("cannot start the multiproc spawner thread");
-        Mutex::new(tx)
-    });
-    let (reply, result) = mpsc::sync_channel(1);
-    spawner
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .send((cmd, reply))
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    result
-        .recv()
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the system refused a thread to start processes from ({e}): \
+                         too many threads or processes (a pids cgroup, ulimit -u)"
+                    ),
+                )
+            })?;
+        *slot = Some(tx);
+    }
+    slot.as_ref()
+        .ok_or_else(|| io::Error::other("the spawner thread is gone"))
 }
 
 /// Starts `cmd` (no thread-bound parent-death signal here).
@@ -103,7 +131,9 @@ pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
 /// Linux: `PR_SET_PDEATHSIG(SIGKILL)`, then a `getppid` check closes the
 /// race where the parent died before the `prctl`. Elsewhere the worker's
 /// EOF watch on its control channel (see `bootstrap`) does the job.
-pub(crate) fn die_with_parent(parent_pid: u32) -> io::Result<()> {
+///
+/// `Ok(false)` when the parent is already gone.
+pub(crate) fn die_with_parent(parent_pid: u32) -> io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: `prctl(PR_SET_PDEATHSIG, sig)` only sets a process flag.
@@ -112,13 +142,170 @@ pub(crate) fn die_with_parent(parent_pid: u32) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    if std::os::unix::process::parent_id() != parent_pid {
-        return Err(io::Error::other("parent process already exited"));
+    Ok(std::os::unix::process::parent_id() == parent_pid)
+}
+
+/// Readies this process to serve a handshake: enough free descriptors,
+/// and (ipc-channel's Unix-socket back-end) a directory that can hold its
+/// socket. Cheap after the first call.
+///
+/// ipc-channel's one-shot server takes its socket's directory from the
+/// `tempfile` crate's default, `$TMPDIR`, and cannot be given another. It
+/// panics when that directory is missing or not a directory, cuts a path
+/// over the 108-byte socket limit (then binds the wrong name), and under
+/// a full descriptor table binds an invalid descriptor and leaves its
+/// directory behind. So before every server: check that descriptors are
+/// free (the error then names the real cause), and if `$TMPDIR` cannot
+/// hold a socket, point `tempfile`'s default at the first directory that
+/// can (`/tmp`, `/dev/shm`, `/var/tmp`, `$XDG_RUNTIME_DIR`).
+pub(crate) fn prepare_handshake() -> io::Result<()> {
+    ensure_free_fds(HANDSHAKE_FDS)?;
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        let dir = handshake_dir()?;
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| sweep_stale_handshake_dirs(&dir, STALE_SOCKET_AGE));
     }
     Ok(())
 }
 
+/// Descriptors one start needs at once: the server's socket and the
+/// directory walk that removes it, the accepted connection, the two
+/// channels of the child's `Config`, `/dev/null` for its stdin, and
+/// ipc-channel's own probe channel on the first send.
+const HANDSHAKE_FDS: usize = 12;
+
+/// Handshake sockets older than this whose server is gone are swept.
+#[cfg(not(target_vendor = "apple"))]
+const STALE_SOCKET_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Fails with the real cause (`EMFILE`: too many open files) when fewer
+/// than `n` descriptors are free, before anything is created that a
+/// failure half-way would leave behind.
+fn ensure_free_fds(n: usize) -> io::Result<()> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: starting a worker needs {n} free file descriptors; \
+                         close some, or raise the limit (ulimit -n)"
+                    ),
+                ));
+            }
+            // No /dev/null here: nothing to learn from this probe.
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// The directory ipc-channel's one-shot servers will bind in (see
+/// [`prepare_handshake`]): `tempfile`'s default if it can hold a socket,
+/// else the first fallback that can, which then becomes the default.
+#[cfg(not(target_vendor = "apple"))]
+fn handshake_dir() -> io::Result<std::path::PathBuf> {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    // The last directory that passed the probe: checked once, not per start.
+    static VERIFIED: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let current = tempfile::env::temp_dir();
+    let mut verified = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
+    if verified.as_ref() == Some(&current) {
+        return Ok(current);
+    }
+    if can_hold_socket(&current) {
+        *verified = Some(current.clone());
+        return Ok(current);
+    }
+    let mut candidates: Vec<PathBuf> = ["/tmp", "/dev/shm", "/var/tmp"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR") {
+        candidates.push(PathBuf::from(run));
+    }
+    let why = unusable_because(&current);
+    for dir in candidates {
+        if can_hold_socket(&dir) {
+            return match tempfile::env::override_temp_dir(&dir) {
+                Ok(()) => {
+                    *verified = Some(dir.clone());
+                    Ok(dir)
+                }
+                // Another thread or library chose first; use its choice if
+                // it can hold a socket.
+                Err(chosen) if can_hold_socket(&chosen) => Ok(chosen),
+                Err(chosen) => Err(io::Error::other(format!(
+                    "the temporary directory {} cannot hold a handshake socket ({})",
+                    chosen.display(),
+                    unusable_because(&chosen)
+                ))),
+            };
+        }
+    }
+    Err(io::Error::other(format!(
+        "no directory can hold a handshake socket: TMPDIR={} ({why}), and /tmp, /dev/shm, \
+         /var/tmp and $XDG_RUNTIME_DIR are not usable either; set TMPDIR to a writable \
+         directory with a short path",
+        current.display()
+    )))
+}
+
+/// Longest directory path whose `<dir>/.tmpXXXXXX/socket` still fits a
+/// Unix socket address (108 bytes with its NUL on Linux, 104 elsewhere).
+#[cfg(not(target_vendor = "apple"))]
+const SOCKET_DIR_MAX: usize = {
+    let sun_path = if cfg!(any(target_os = "linux", target_os = "android")) {
+        108
+    } else {
+        104
+    };
+    sun_path - 1 - "/.tmpXXXXXX/socket".len()
+};
+
+#[cfg(not(target_vendor = "apple"))]
+fn can_hold_socket(dir: &std::path::Path) -> bool {
+    unusable_because(dir).is_empty()
+}
+
+/// Why `dir` cannot hold a handshake socket; empty when it can.
+#[cfg(not(target_vendor = "apple"))]
+fn unusable_because(dir: &std::path::Path) -> &'static str {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = dir.as_os_str().as_bytes();
+    if bytes.len() > SOCKET_DIR_MAX {
+        return "its path is too long for a socket address";
+    }
+    if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return "not a directory";
+    }
+    let Ok(c) = std::ffi::CString::new(bytes) else {
+        return "its path holds a NUL byte";
+    };
+    // SAFETY: `c` is a valid NUL-terminated path; `access` only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return "not writable";
+    }
+    // `access` answers yes to root on any directory of a writable file
+    // system, /proc included: try what ipc-channel will do.
+    let probe = dir.join(format!(
+        ".multiproc-probe-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    if std::fs::create_dir(&probe).is_err() {
+        return "cannot create a directory in it";
+    }
+    let _ = std::fs::remove_dir(&probe);
+    ""
+}
+
 /// Removes handshake sockets that a killed parent left behind.
+#[cfg(not(target_vendor = "apple"))]
 ///
 /// `ipc-channel`'s one-shot server binds a socket in a fresh
 /// `$TMPDIR/.tmp??????/` directory and removes it on accept. If the parent
@@ -335,10 +522,56 @@ pub(crate) fn advise_huge_pages(addr: *mut u8, len: usize) {
     let _ = (addr, len);
 }
 
-#[cfg(test)]
+// What they test exists where ipc-channel's Unix-socket back-end runs.
+#[cfg(all(test, not(target_vendor = "apple")))]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_refused_spawner_thread_is_an_error_and_a_later_call_retries() {
+        let mut slot = None;
+        // A stack no system can give: the thread is refused.
+        let refused = std::thread::Builder::new().stack_size(1 << 62);
+        let err = spawner_in(&mut slot, refused).unwrap_err();
+        assert!(err.to_string().contains("refused a thread"), "{err}");
+        assert!(slot.is_none());
+        let tx = spawner_in(&mut slot, std::thread::Builder::new()).unwrap();
+        let (reply, result) = std::sync::mpsc::sync_channel(1);
+        tx.send((Command::new("true"), reply)).unwrap();
+        let mut child = result.recv().unwrap().unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    #[test]
+    #[cfg(not(target_vendor = "apple"))]
+    fn unusable_temp_dirs_are_named_and_usable_ones_pass() {
+        let base = std::env::temp_dir().join(format!("multiproc-unit-tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let file = base.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let mut long = base.clone();
+        while long.as_os_str().len() <= SOCKET_DIR_MAX {
+            long.push("d");
+        }
+        assert_eq!(unusable_because(&base), "");
+        assert_eq!(unusable_because(&base.join("missing")), "not a directory");
+        assert_eq!(unusable_because(&file), "not a directory");
+        assert_eq!(
+            unusable_because(std::path::Path::new("/proc")),
+            "cannot create a directory in it"
+        );
+        assert_eq!(
+            unusable_because(&long),
+            "its path is too long for a socket address"
+        );
+        assert!(
+            std::fs::read_dir(&base).unwrap().count() == 1,
+            "the probe left something"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn sweep_removes_dead_handshake_dirs_only() {

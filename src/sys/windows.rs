@@ -192,13 +192,15 @@ pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
 
 /// Windows: the parent's kill-on-close job (see [`spawn`]) kills the worker
 /// with it; the worker's EOF watch on its control channel is the fallback.
-pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<()> {
-    Ok(())
+pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<bool> {
+    Ok(true)
 }
 
-/// Windows' one-shot servers are named pipes, which vanish with their
-/// process: nothing to sweep.
-pub(crate) fn sweep_stale_handshake_dirs(_tmp: &std::path::Path, _min_age: std::time::Duration) {}
+/// Windows' one-shot servers are named pipes, which need no directory and
+/// vanish with their process: nothing to prepare or sweep.
+pub(crate) fn prepare_handshake() -> io::Result<()> {
+    Ok(())
+}
 
 /// Windows' one-shot servers are named pipes with ipc-channel's default
 /// security: nothing to restrict here (the token guards the handshake).
