@@ -22,7 +22,8 @@ use super::wire::{
 };
 use super::worker::{rings_in, rings_len, worker_main, WorkerArgs};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::{ExitStatus, Process};
+use crate::exit_status::ExitStatus;
+use crate::process::Process;
 use crate::ring::{Consumer, Producer};
 use crate::segment::Segment;
 use crate::task::{TaskKey, TaskRef};
