@@ -26,6 +26,11 @@ mod sys;
 mod task;
 
 pub use affinity::cpu_count;
+/// bytemuck's marker traits for plain-old-data types, which shared memory
+/// holds as bytes: `ShmVec<T>`, `SharedArray<T>` and `SharedValue<T>` need
+/// `T: Pod`. Derive them on a `#[repr(C)]` type with bytemuck's `derive`
+/// feature (`#[derive(Clone, Copy, Pod, Zeroable)]`).
+pub use bytemuck::{Pod, Zeroable};
 #[cfg(all(feature = "mpi", not(loom)))]
 pub use cluster::{Cluster, ClusterBuilder, ClusterTiming};
 pub use error::{Error, ErrorKind, PanicInfo, Result};
