@@ -1,4 +1,4 @@
-//! `multiproc` side by side with its peers (DESIGN.md §8).
+//! `multiproc` side by side with its peers (docs/BENCHMARKS.md).
 //!
 //! ```text
 //! cargo bench --bench peers                  # full run

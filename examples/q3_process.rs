@@ -1,4 +1,5 @@
-//! Seed Q3: "Write a python code to create a process using the multiprocessing module."
+//! The course's question Q3: "Write a python code to create a process using
+//! the multiprocessing module."
 //!
 //! Python:
 //! ```python

@@ -1,4 +1,5 @@
-//! Seed Q4: "What is a multiprocessing pool in python? Why is it used?"
+//! The course's question Q4: "What is a multiprocessing pool in python? Why
+//! is it used?"
 //!
 //! A pool is a fixed set of worker processes that take tasks from a queue:
 //! you pay for starting processes once, then hand them many items.

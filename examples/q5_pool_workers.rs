@@ -1,5 +1,5 @@
-//! Seed Q5: "How can we create a pool of worker processes in python using
-//! the multiprocessing module?"
+//! The course's question Q5: "How can we create a pool of worker processes
+//! in python using the multiprocessing module?"
 //!
 //! The same program as Q4, showing the worker processes themselves: their
 //! pids, which worker ran which item, and what each did (mpire-style

@@ -1,5 +1,6 @@
-//! Seed Q6: "Write a python program to create 4 processes, each process should
-//! print a different number using the multiprocessing module in python."
+//! The course's question Q6: "Write a python program to create 4 processes,
+//! each process should print a different number using the multiprocessing
+//! module in python."
 //!
 //! Python:
 //! ```python

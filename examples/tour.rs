@@ -88,7 +88,8 @@ fn main() -> multiproc::Result<()> {
 
     println!("== cpu_count: {} usable CPUs", multiproc::cpu_count());
 
-    // The headline: Pool(processes=4).map(square, range(10)) (seed Q4/Q5).
+    // The headline: Pool(processes=4).map(square, range(10)), the course's
+    // Q4 and Q5.
     let pool = Pool::new(4)?;
     println!("== Pool(4).map: {:?}", pool.map(square, 0..10)?);
     println!(
@@ -144,7 +145,7 @@ fn main() -> multiproc::Result<()> {
         report.worker, report.words, report.pid
     );
 
-    // Four processes at once (seed Q6).
+    // Four processes at once (the course's Q6).
     let procs = (0..4u64)
         .map(|i| Process::spawn(square, i))
         .collect::<multiproc::Result<Vec<_>>>()?;

@@ -10,7 +10,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::process::ExitStatus;
+use crate::exit_status::ExitStatus;
 
 /// `Result<T, multiproc::Error>`.
 ///

@@ -7,6 +7,7 @@ mod bootstrap;
 mod cluster;
 mod codec;
 mod error;
+mod exit_status;
 mod participants;
 // The loom build (`--cfg loom`) models the ring alone; its users are left out.
 #[cfg(not(loom))]
@@ -25,18 +26,22 @@ mod sys;
 mod task;
 
 pub use affinity::cpu_count;
+/// bytemuck's marker traits for plain-old-data types, which shared memory
+/// holds as bytes: `ShmVec<T>`, `SharedArray<T>` and `SharedValue<T>` need
+/// `T: Pod`. Derive them on a `#[repr(C)]` type with bytemuck's `derive`
+/// feature (`#[derive(Clone, Copy, Pod, Zeroable)]`).
+pub use bytemuck::{Pod, Zeroable};
 #[cfg(all(feature = "mpi", not(loom)))]
 pub use cluster::{Cluster, ClusterBuilder, ClusterTiming};
 pub use error::{Error, ErrorKind, PanicInfo, Result};
+pub use exit_status::ExitStatus;
 #[cfg(not(loom))]
 pub use pipe::{pipe, wait, Connection, Waitable};
 #[cfg(not(loom))]
 pub use pool::{
     pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WorkerInsights,
 };
-pub use process::{
-    active_children, current_process, ExitStatus, Process, ProcessBuilder, ProcessInfo,
-};
+pub use process::{active_children, current_process, Process, ProcessBuilder, ProcessInfo};
 #[cfg(not(loom))]
 pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};

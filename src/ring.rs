@@ -86,7 +86,8 @@ const POISONED: u32 = 4;
 /// How long a blocked waiter sleeps before it re-checks peer liveness.
 const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
 /// Default spin before parking: waking a parked peer costs ≈ 50 µs on the
-/// target VM (DESIGN.md §8), so spinning shorter than that loses.
+/// target VM (docs/BENCHMARKS.md, "Measured before the code"), so spinning
+/// shorter than that loses.
 pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// Who may use each side of a ring.

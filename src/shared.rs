@@ -421,7 +421,8 @@ impl<'de, T: Pod> Deserialize<'de> for SharedValue<T> {
 /// - The memory is freed when the last handle in any process is dropped.
 ///   On Linux nothing is ever left behind, even when processes are killed
 ///   with SIGKILL; on macOS and Windows a *creator* killed that way leaves
-///   its segment's name behind (see `docs/ARCHITECTURE.md`).
+///   its segment's name behind (see "Segments" in
+///   [ARCHITECTURE.md](https://github.com/multiproc-rs/multiproc/blob/main/docs/ARCHITECTURE.md)).
 /// - The safe accessors never cause undefined behaviour, even while other
 ///   processes write the same elements: every naturally aligned piece of up
 ///   to 8 bytes is copied with one atomic access (Acquire loads, Release

@@ -1317,9 +1317,11 @@ impl Block for BarrierBlock {
 
 /// Makes `parties` processes (or threads) wait until all have arrived.
 ///
-/// Python counterpart: `multiprocessing.Barrier(parties)`. `wait` returns
-/// the arrival index (0 for the last to arrive, as Python's does for one
-/// party… here: `parties - 1` down to 0 in arrival order).
+/// Python counterpart: `multiprocessing.Barrier(parties)`. As in Python,
+/// `wait` returns each party a different index from 0 to `parties - 1`, so
+/// `if b.wait()? == 0 { … }` picks exactly one party to act after the
+/// barrier. The order is the reverse of Python's: the first party to arrive
+/// gets `parties - 1` and the last gets 0 (Python gives the first 0).
 ///
 /// Robust: if a process sharing the barrier dies abruptly, or a waiter times
 /// out, the barrier is broken and every waiter gets an error

@@ -22,7 +22,8 @@ use super::wire::{
 };
 use super::worker::{rings_in, rings_len, worker_main, WorkerArgs};
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::{ExitStatus, Process};
+use crate::exit_status::ExitStatus;
+use crate::process::Process;
 use crate::ring::{Consumer, Producer};
 use crate::segment::Segment;
 use crate::task::{TaskKey, TaskRef};
@@ -33,7 +34,7 @@ const DEPTH: usize = 2;
 /// A task frame is packed up to about this many bytes of items.
 const SOFT_FRAME: usize = 64 * 1024;
 /// Spin this long after the last progress before sleeping (the cost of
-/// waking a parked vCPU here, DESIGN §8).
+/// waking a parked vCPU here; docs/BENCHMARKS.md, "Measured before the code").
 const SPIN: Duration = Duration::from_micros(50);
 /// Health checks (dead workers, task timeouts) at least this often.
 const TICK: Duration = Duration::from_millis(10);

@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command};
 
-use crate::process::ExitStatus;
+use crate::exit_status::ExitStatus;
 
 /// `true` when `addr` lies in the same loaded image (executable or shared
 /// object) as `anchor`, which is code of this crate.

@@ -11,7 +11,7 @@ use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
 use windows_sys::Win32::System::ProcessStatus::{K32GetModuleInformation, MODULEINFO};
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
-use crate::process::ExitStatus;
+use crate::exit_status::ExitStatus;
 
 /// `true` when `addr` lies inside this executable's image, as `anchor`
 /// (code of this crate, linked into the executable) does.
