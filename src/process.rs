@@ -563,7 +563,9 @@ impl ProcessBuilder {
     /// [`ErrorKind::Codec`] if `args` cannot be serialised,
     /// [`ErrorKind::Spawn`] / [`ErrorKind::Io`] if the OS refuses to start
     /// the child, [`ErrorKind::NoSpace`] if shared memory is exhausted (each
-    /// start uses one 4 KiB segment for its handshake).
+    /// start uses one 4 KiB segment for its handshake),
+    /// [`ErrorKind::InvalidState`] if this process has not run
+    /// [`init`](crate::init) (the message says what to add).
     ///
     /// ```
     /// fn add((a, b): (i32, i32)) -> i32 { a + b }
@@ -661,7 +663,8 @@ impl<R: DeserializeOwned> Process<R> {
     ///   (killed, `exit()`, crash); see [`Error::exit_status`].
     /// * [`ErrorKind::Handshake`]: the child never started properly.
     /// * [`ErrorKind::InvalidState`]: the result was already taken by
-    ///   [`join_timeout`](Process::join_timeout).
+    ///   [`join_timeout`](Process::join_timeout), or the child reached a
+    ///   start before its [`init`](crate::init) (exit code 123).
     ///
     /// ```
     /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]

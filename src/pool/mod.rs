@@ -291,7 +291,8 @@ impl PoolBuilder {
     /// # Errors
     /// [`ErrorKind::Spawn`] / [`ErrorKind::Io`] / [`ErrorKind::NoSpace`]
     /// when a worker or its shared memory cannot be created;
-    /// [`ErrorKind::InvalidState`] for zero processes.
+    /// [`ErrorKind::InvalidState`] for zero processes, or when this process
+    /// has not run [`init`](crate::init).
     ///
     /// ```
     /// fn main() {
