@@ -1046,6 +1046,13 @@ fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     let deadline = Instant::now() + CHILD_DEADLINE;
     let (ppid, token, rendezvous) = parse_marker(marker)?;
     if !sys::die_with_parent(ppid).map_err(|e| format!("parent check: {e}"))? {
+        // Our parent is not the marker's process: it died (we were
+        // reparented), or the marker names somebody else.
+        if sys::pid_alive(ppid) {
+            return Err(format!(
+                "parent check: process {ppid}, named in {MARKER}, is not this process's parent"
+            ));
+        }
         return Err(PARENT_GONE.to_string());
     }
     let rendezvous = Segment::open(&rendezvous)

@@ -278,3 +278,33 @@ fn a_childs_panic_names_the_process_on_stderr() {
         );
     });
 }
+
+// ------------------------------------- a child whose parent already left
+
+/// Unix: the child compares its parent with the marker's at once (Windows
+/// relies on the job object and the control channel instead).
+#[cfg(unix)]
+#[test]
+fn a_child_whose_parent_is_gone_exits_122_silently() {
+    common::watchdog(Duration::from_secs(60), || {
+        // A pid that named a process which has exited.
+        let mut gone = Command::new(std::env::current_exe().unwrap())
+            .arg("--list")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let dead_pid = gone.id();
+        gone.wait().unwrap();
+        let empty = multiproc::SharedMemory::create(common::rendezvous::LEN).unwrap();
+        let marker = common::rendezvous::marker(dead_pid, &[7; 32], &empty.name());
+        let out = common::start_worker_by_hand(&marker)
+            .wait_with_output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(122), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("multiproc"),
+            "nobody is left to read it: stay silent, not {stderr:?}"
+        );
+    });
+}
