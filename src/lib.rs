@@ -8,6 +8,7 @@ mod cluster;
 mod codec;
 mod error;
 mod exit_status;
+mod panic;
 mod participants;
 // The loom build (`--cfg loom`) models the ring alone; its users are left out.
 #[cfg(not(loom))]

@@ -514,12 +514,12 @@ impl Core {
                 // the items before the failing one, which may arrive later.
                 if h.count > 0 {
                     // Decoding runs the result type's `Deserialize`: user code.
-                    let delivered = crate::bootstrap::catch_panic(|| {
-                        job.sink.deliver(h.first, h.count, outputs)
-                    })
-                    .unwrap_or_else(|info| {
-                        Err(Error::panicked(info).with_context("decoding a result panicked"))
-                    });
+                    let delivered =
+                        crate::panic::catch_panic(|| job.sink.deliver(h.first, h.count, outputs))
+                            .unwrap_or_else(|info| {
+                                Err(Error::panicked(info)
+                                    .with_context("decoding a result panicked"))
+                            });
                     if let Err(e) = delivered {
                         job.fail(e.with_pid(w.pid));
                     }
@@ -608,14 +608,14 @@ impl Core {
         let hard = w.tasks.max_payload();
         // The source runs user code (the input iterator, serialisation):
         // a panic there fails this job, not the thread that drives the pool.
-        let next = crate::bootstrap::catch_panic(|| {
-            job.source.next(scratch, id, SOFT_FRAME.min(hard), hard)
-        })
-        .unwrap_or_else(|info| {
-            Next::Failed(
-                Error::panicked(info).with_context("the input iterator panicked in the parent"),
-            )
-        });
+        let next =
+            crate::panic::catch_panic(|| job.source.next(scratch, id, SOFT_FRAME.min(hard), hard))
+                .unwrap_or_else(|info| {
+                    Next::Failed(
+                        Error::panicked(info)
+                            .with_context("the input iterator panicked in the parent"),
+                    )
+                });
         let (first, count, bulk) = match next {
             Next::Done => {
                 job.exhausted = true;

@@ -385,7 +385,7 @@ where
     // The parent held a value of `F`: it made the descriptor from one.
     let f: F = conjure();
     let call = |i: u64, a: A| {
-        crate::bootstrap::catch_panic(|| f(a)).map_err(|info| ItemFailure::panicked(i, info))
+        crate::panic::catch_panic(|| f(a)).map_err(|info| ItemFailure::panicked(i, info))
     };
     // Raw results (primitive numbers) collect here and go out in blocks.
     let mut results = Results::<R> {
@@ -505,7 +505,7 @@ fn elements<T: Pod>(
 
 /// Runs a kernel on `count` elements, catching a panic.
 fn guarded(f: impl FnOnce()) -> std::result::Result<(), ItemFailure> {
-    crate::bootstrap::catch_panic(f).map_err(|info| ItemFailure::panicked(0, info))
+    crate::panic::catch_panic(f).map_err(|info| ItemFailure::panicked(0, info))
 }
 
 #[allow(unsafe_code)]

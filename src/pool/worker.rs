@@ -130,7 +130,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                 message: format!("initializer refused: {why}"),
                 panic: None,
             }),
-            Ok(run) => match crate::bootstrap::catch_panic(|| run(&init_args)) {
+            Ok(run) => match crate::panic::catch_panic(|| run(&init_args)) {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => Some(TaskError {
                     index: 0,
