@@ -21,7 +21,7 @@ use super::wire::{
     R_INIT_FAILED, R_READY, R_RESULT,
 };
 use super::worker::{rings_in, rings_len, worker_main, WorkerArgs};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Call, Error, ErrorKind, Result};
 use crate::process::{ExitStatus, Process};
 use crate::ring::{Consumer, Producer};
 use crate::segment::Segment;
@@ -151,6 +151,18 @@ impl Worker {
                 busy: Duration::ZERO,
                 started: now,
             },
+        })
+    }
+
+    /// `e`, from this worker's rings or frames, worded for the user: the
+    /// pool kills a worker it cannot talk to.
+    fn killed_for(&self, e: Error) -> Error {
+        let name = format!("pool worker {} (pid {}) was killed", self.index, self.pid);
+        e.in_call(&Call {
+            name: &name,
+            timed_out: "it did not answer in time",
+            peer_died: "its process died",
+            disconnected: "it stopped taking tasks",
         })
     }
 
@@ -415,6 +427,10 @@ impl Core {
                 match self.drain_worker(Slot::Live(i)) {
                     Ok(moved) => any |= moved,
                     Err(e) => {
+                        let e = match &self.workers[i] {
+                            Some(w) => w.killed_for(e),
+                            None => e,
+                        };
                         self.lose_worker(i, e, true);
                         any = true;
                     }
@@ -427,6 +443,7 @@ impl Core {
                 Ok(moved) => any |= moved,
                 Err(e) => {
                     let w = self.retired.remove(r);
+                    let e = w.killed_for(e);
                     w.kill_and_reap();
                     self.fail_inflight(w, &Loss::from_error(&e));
                     any = true;
@@ -584,6 +601,10 @@ impl Core {
                     return any;
                 };
                 if let Err(e) = self.send_one(id, wi) {
+                    let e = match &self.workers[wi] {
+                        Some(w) => w.killed_for(e),
+                        None => e,
+                    };
                     self.lose_worker(wi, e, true);
                 }
                 any = true;

@@ -1646,7 +1646,9 @@ impl<T> AsyncResult<T> {
     /// ```
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<T> {
         if !self.wait_timeout(timeout) {
-            return Err(Error::timeout("AsyncResult::get_timeout"));
+            return Err(Error::timeout(
+                "AsyncResult::get_timeout: the result was not ready in time (it may still come)",
+            ));
         }
         self.take()
     }
