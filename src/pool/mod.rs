@@ -668,6 +668,10 @@ impl Pool {
     ///   pool stays usable.
     /// * [`ErrorKind::ProcessDied`]: a worker died while running part of
     ///   the map ([`Error::pid`], [`Error::exit_status`]); it is replaced.
+    ///   [`Error::item_index`] is the item it was running (the worker
+    ///   notes each item it starts in memory the pool reads after its
+    ///   death; where the note is missing or not believable, the first
+    ///   item of its chunk).
     /// * [`ErrorKind::Timeout`]: a task ran past
     ///   [`PoolBuilder::task_timeout`].
     /// * [`ErrorKind::Codec`]: an item or result could not be encoded or
