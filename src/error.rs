@@ -190,6 +190,25 @@ struct Inner {
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
+/// A user-facing call, and what the errors of the layer under it mean
+/// for that call ([`Error::in_call`]). The ring under a queue knows only
+/// that "nothing arrived in time"; the user called `Queue::get` on an
+/// empty queue.
+pub(crate) struct Call<'a> {
+    /// The call as the user wrote it (`"Queue::get"`), or the object the
+    /// error is about (`"pool worker 2 (pid 4242)"`).
+    pub(crate) name: &'a str,
+    /// What a [`Timeout`](ErrorKind::Timeout) means: "the queue stayed
+    /// empty".
+    pub(crate) timed_out: &'a str,
+    /// What a [`PeerDied`](ErrorKind::PeerDied) means: "the process at the
+    /// other end of the pipe died".
+    pub(crate) peer_died: &'a str,
+    /// What a [`Disconnected`](ErrorKind::Disconnected) means: "the other
+    /// end of the pipe was dropped and nothing is left to receive".
+    pub(crate) disconnected: &'a str,
+}
+
 /// An [`Error`] as it crosses from one MPI rank to another (postcard).
 #[cfg(feature = "mpi")]
 #[derive(Debug, Serialize, Deserialize)]
@@ -324,6 +343,29 @@ impl Error {
 
     pub(crate) fn codec(context: impl Into<String>, err: postcard::Error) -> Self {
         Error::new(ErrorKind::Codec, context).with_source(err)
+    }
+
+    /// Words the error of a layer underneath (a ring's "nothing arrived
+    /// in time") for the user's call (`Queue::get`): the message names the
+    /// call and, for a timeout, a dead peer or a closed other end, says
+    /// what that means for it. (A peer's death that names the process,
+    /// such as a lock holder's, keeps the lower layer's account.) Kind,
+    /// pid, exit status, item and source stay as they were.
+    pub(crate) fn in_call(mut self, call: &Call<'_>) -> Self {
+        let detail = std::mem::take(&mut self.inner.context);
+        let named = self.inner.pid.is_some() && !detail.is_empty();
+        let what = match self.inner.kind {
+            ErrorKind::Timeout => call.timed_out,
+            ErrorKind::PeerDied if !named => call.peer_died,
+            ErrorKind::Disconnected => call.disconnected,
+            _ => &detail,
+        };
+        self.inner.context = if what.is_empty() {
+            call.name.to_string()
+        } else {
+            format!("{}: {what}", call.name)
+        };
+        self
     }
 
     pub(crate) fn panicked(info: PanicInfo) -> Self {
@@ -501,5 +543,47 @@ impl From<Error> for io::Error {
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET: Call<'static> = Call {
+        name: "Queue::get",
+        timed_out: "the queue stayed empty",
+        peer_died: "a process sharing the queue died",
+        disconnected: "the queue was closed",
+    };
+
+    #[test]
+    fn in_call_names_the_call_and_keeps_the_facts() {
+        let e = Error::new(ErrorKind::Timeout, "nothing arrived in time").in_call(&GET);
+        assert!(e.is_timeout());
+        assert_eq!(
+            e.to_string(),
+            "timed out (Queue::get: the queue stayed empty)"
+        );
+
+        let e = Error::new(ErrorKind::PeerDied, "the sending process died").in_call(&GET);
+        assert_eq!(e.kind(), ErrorKind::PeerDied);
+        assert!(e
+            .to_string()
+            .ends_with("(Queue::get: a process sharing the queue died)"));
+
+        // A death that names the process keeps its account, and the pid.
+        let e = Error::new(ErrorKind::PeerDied, "process 7 died holding the lock")
+            .with_pid(7)
+            .in_call(&GET);
+        assert_eq!(e.pid(), Some(7));
+        assert!(e
+            .to_string()
+            .contains("(Queue::get: process 7 died holding the lock)"));
+
+        // Other kinds keep the detail behind the call's name.
+        let e = Error::new(ErrorKind::Protocol, "bad frame").in_call(&GET);
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert!(e.to_string().ends_with("(Queue::get: bad frame)"));
     }
 }

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Call, Error, ErrorKind, Result};
 use crate::ring::{self, Consumer, Mode, Producer, Ring};
 use crate::segment::{Segment, SegmentHandle, SegmentRegion};
 use crate::sync::deadline_after;
@@ -59,6 +59,26 @@ fn rings_in(segment: &Arc<Segment>, create: bool, duplex: bool) -> Result<[Optio
         *slot = Some(ring);
     }
     Ok(rings)
+}
+
+/// What the ring's errors mean for a call that sends.
+fn sending(name: &str) -> Call<'_> {
+    Call {
+        name,
+        timed_out: "the pipe stayed full",
+        peer_died: "the process at the other end of the pipe died",
+        disconnected: "the other end of the pipe was dropped: nothing would receive this",
+    }
+}
+
+/// What the ring's errors mean for a call that receives.
+fn receiving(name: &str) -> Call<'_> {
+    Call {
+        name,
+        timed_out: "nothing arrived on the pipe",
+        peer_died: "the process at the other end of the pipe died",
+        disconnected: "the other end of the pipe was dropped and nothing is left to receive",
+    }
 }
 
 /// One end of a [`pipe`].
@@ -160,24 +180,30 @@ impl Connection {
         }
     }
 
-    fn with_tx<R>(&self, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
-        let out = self.out.as_ref().ok_or_else(|| {
-            Error::new(
+    /// Runs `f` on this end's producer; its errors are worded for `call`.
+    fn with_tx<R>(&self, call: &str, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
+        let call = sending(call);
+        let Some(out) = self.out.as_ref() else {
+            return Err(Error::new(
                 ErrorKind::InvalidState,
                 "this end of a one-way pipe cannot send",
             )
-        })?;
-        ring::with_handle(&self.tx, || out.producer(), f)
+            .in_call(&call));
+        };
+        ring::with_handle(&self.tx, || out.producer(), f).map_err(|e| e.in_call(&call))
     }
 
-    fn with_rx<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
-        let inp = self.inp.as_ref().ok_or_else(|| {
-            Error::new(
+    /// Runs `f` on this end's consumer; its errors are worded for `call`.
+    fn with_rx<R>(&self, call: &str, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
+        let call = receiving(call);
+        let Some(inp) = self.inp.as_ref() else {
+            return Err(Error::new(
                 ErrorKind::InvalidState,
                 "this end of a one-way pipe cannot receive",
             )
-        })?;
-        ring::with_handle(&self.rx, || inp.consumer(), f)
+            .in_call(&call));
+        };
+        ring::with_handle(&self.rx, || inp.consumer(), f).map_err(|e| e.in_call(&call))
     }
 
     /// Sends a value (Python's `send(obj)`), waiting for room.
@@ -193,7 +219,9 @@ impl Connection {
     /// assert_eq!(b.recv::<Vec<i32>>().unwrap(), vec![1, 2, 3]);
     /// ```
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        self.with_tx(|p| codec::push_value(p, KIND_VALUE, value, None))
+        self.with_tx("Connection::send", |p| {
+            codec::push_value(p, KIND_VALUE, value, None)
+        })
     }
 
     /// Receives a value (Python's `recv()`), waiting for one.
@@ -209,7 +237,7 @@ impl Connection {
     /// assert_eq!(a.recv::<String>().unwrap(), "hi");
     /// ```
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.recv_until(None)
+        self.recv_until(None, "Connection::recv")
     }
 
     /// As [`recv`](Connection::recv), waiting at most `timeout`.
@@ -222,16 +250,16 @@ impl Connection {
     /// assert!(a.recv_timeout::<u8>(std::time::Duration::from_millis(5)).unwrap_err().is_timeout());
     /// ```
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.recv_until(deadline_after(timeout))
+        self.recv_until(deadline_after(timeout), "Connection::recv_timeout")
     }
 
-    fn recv_until<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
-        self.with_rx(|c| {
+    fn recv_until<T: DeserializeOwned>(&self, deadline: Option<Instant>, call: &str) -> Result<T> {
+        self.with_rx(call, |c| {
             let frame = c.peek(deadline)?;
             if frame.kind() != KIND_VALUE {
                 return Err(Error::new(
                     ErrorKind::Protocol,
-                    "expected a value, got raw bytes",
+                    "expected a value, got raw bytes (sent with send_bytes)",
                 ));
             }
             codec::decode_serde(frame.bytes())
@@ -249,7 +277,9 @@ impl Connection {
     /// assert_eq!(b.recv_bytes().unwrap(), vec![1, 2, 3]);
     /// ```
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.with_tx(|p| p.push(KIND_BYTES, bytes, None))
+        self.with_tx("Connection::send_bytes", |p| {
+            p.push(KIND_BYTES, bytes, None)
+        })
     }
 
     /// Receives raw bytes (Python's `recv_bytes`).
@@ -281,12 +311,12 @@ impl Connection {
     /// assert_eq!(a.recv_bytes_into(&mut buf).unwrap(), 3);
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
-        self.with_rx(|c| {
+        self.with_rx("Connection::recv_bytes", |c| {
             let frame = c.peek(None)?;
             if frame.kind() != KIND_BYTES {
                 return Err(Error::new(
                     ErrorKind::Protocol,
-                    "expected bytes, got a value",
+                    "expected bytes, got a value (sent with send)",
                 ));
             }
             buf.clear();
@@ -311,7 +341,7 @@ impl Connection {
     /// ```
     pub fn poll(&self, timeout: Duration) -> Result<bool> {
         let deadline = deadline_after(timeout);
-        self.with_rx(|c| c.poll(deadline))
+        self.with_rx("Connection::poll", |c| c.poll(deadline))
     }
 }
 

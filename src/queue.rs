@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Call, Error, ErrorKind, Result};
 use crate::participants::Participants;
 use crate::region::Region;
 use crate::ring::{self, Consumer, Mode, PeerCheck, Producer, Ring};
@@ -147,28 +147,67 @@ impl Inner {
         })
     }
 
-    fn with_producer<R>(&self, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
+    /// Runs `f` on this process's producer; its errors are worded for
+    /// `call` (a `put` variant).
+    fn with_producer<R>(
+        &self,
+        call: &Call<'_>,
+        f: impl FnOnce(&mut Producer) -> Result<R>,
+    ) -> Result<R> {
         // SYNC: Relaxed: a per-process flag; nothing is published with it.
         if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::new(ErrorKind::InvalidState, "the queue was closed"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "this handle was closed (Queue::close)",
+            )
+            .in_call(call));
         }
         let make = || {
             let mut p = self.ring.producer()?;
             p.set_peer_check(self.peer_check());
             Ok(p)
         };
-        ring::with_handle(&self.producer, make, f)
+        ring::with_handle(&self.producer, make, f).map_err(|e| e.in_call(call))
     }
 
-    fn with_consumer<R>(&self, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
+    /// Runs `f` on this process's consumer; its errors are worded for
+    /// `call` (a `get` variant).
+    fn with_consumer<R>(
+        &self,
+        call: &Call<'_>,
+        f: impl FnOnce(&mut Consumer) -> Result<R>,
+    ) -> Result<R> {
         let make = || {
             let mut c = self.ring.consumer()?;
             c.set_peer_check(self.peer_check());
             Ok(c)
         };
-        ring::with_handle(&self.consumer, make, f)
+        ring::with_handle(&self.consumer, make, f).map_err(|e| e.in_call(call))
     }
 }
+
+/// What the ring's errors mean for a call that puts.
+const fn putting(name: &'static str) -> Call<'static> {
+    Call {
+        name,
+        timed_out: "the queue stayed full",
+        peer_died: PEER_DIED,
+        disconnected: "the queue was closed",
+    }
+}
+
+/// What the ring's errors mean for a call that gets.
+const fn getting(name: &'static str) -> Call<'static> {
+    Call {
+        name,
+        timed_out: "the queue stayed empty",
+        peer_died: PEER_DIED,
+        disconnected: "the queue was closed",
+    }
+}
+
+const PEER_DIED: &str = "a process sharing the queue died abruptly (without dropping its \
+                         handle), so this call could never complete";
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -349,12 +388,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// q.put(&"hello".to_string()).unwrap();
     /// ```
     pub fn put(&self, item: &T) -> Result<()> {
-        self.put_until(item, None)
+        self.put_until(item, None, &putting("Queue::put"))
     }
 
-    fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
+    fn put_until(&self, item: &T, deadline: Option<Instant>, call: &Call<'_>) -> Result<()> {
         let inner = &self.inner;
-        inner.with_producer(|p| codec::push_value(p, KIND_ITEM, item, deadline))?;
+        inner.with_producer(call, |p| codec::push_value(p, KIND_ITEM, item, deadline))?;
         // SYNC: Relaxed: `len` is a hint, not a synchronisation point.
         inner.header().puts.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -376,7 +415,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         item: T,
         timeout: Duration,
     ) -> std::result::Result<(), TryPutError<T>> {
-        match self.put_until(&item, deadline_after(timeout)) {
+        self.put_timeout_as(item, timeout, &putting("Queue::put_timeout"))
+    }
+
+    fn put_timeout_as(
+        &self,
+        item: T,
+        timeout: Duration,
+        call: &Call<'_>,
+    ) -> std::result::Result<(), TryPutError<T>> {
+        match self.put_until(&item, deadline_after(timeout), call) {
             Ok(()) => Ok(()),
             Err(e) if e.is_timeout() => Err(TryPutError::Full(item)),
             Err(e) => Err(TryPutError::Failed(e, item)),
@@ -394,7 +442,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// q.try_put(1u8).unwrap();
     /// ```
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
-        self.put_timeout(item, Duration::ZERO)
+        self.put_timeout_as(item, Duration::ZERO, &putting("Queue::try_put"))
     }
 
     /// Takes the item at the front, waiting for one.
@@ -410,12 +458,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert_eq!(q.get().unwrap(), 3);
     /// ```
     pub fn get(&self) -> Result<T> {
-        self.get_until(None)
+        self.get_until(None, &getting("Queue::get"))
     }
 
-    fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
+    fn get_until(&self, deadline: Option<Instant>, call: &Call<'_>) -> Result<T> {
         let inner = &self.inner;
-        let (_, item) = inner.with_consumer(|c| codec::pop_value::<T>(c, deadline))?;
+        let (_, item) = inner.with_consumer(call, |c| codec::pop_value::<T>(c, deadline))?;
         // SYNC: Relaxed, as for `puts`.
         inner.header().gets.0.fetch_add(1, Ordering::Relaxed);
         Ok(item)
@@ -431,7 +479,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert!(q.get_timeout(std::time::Duration::from_millis(5)).unwrap_err().is_timeout());
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_until(deadline_after(timeout))
+        self.get_until(deadline_after(timeout), &getting("Queue::get_timeout"))
     }
 
     /// Takes the front item if there is one now (Python's `get_nowait`).
@@ -444,7 +492,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert_eq!(q.try_get().unwrap(), None);
     /// ```
     pub fn try_get(&self) -> Result<Option<T>> {
-        match self.get_until(Some(Instant::now())) {
+        match self.get_until(Some(Instant::now()), &getting("Queue::try_get")) {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_timeout() => Ok(None),
             Err(e) => Err(e),
@@ -474,13 +522,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        self.put_many_counted(items, &|_| {})
+        self.put_many_counted(items, &|_| {}, &putting("Queue::put_many"))
     }
 
     /// [`put_many`](Queue::put_many), calling `count(true)` before each
     /// item is written and `count(false)` if it then was not
     /// (`JoinableQueue`'s unfinished tasks).
-    fn put_many_counted<I>(&self, items: I, count: &dyn Fn(bool)) -> Result<()>
+    fn put_many_counted<I>(&self, items: I, count: &dyn Fn(bool), call: &Call<'_>) -> Result<()>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
@@ -488,7 +536,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let inner = &self.inner;
         let mut items = items.into_iter();
         let mut put = 0u64;
-        let result = inner.with_producer(|p| {
+        let result = inner.with_producer(call, |p| {
             let max = p.max_payload();
             let sized = |item: I::Item| -> Result<(I::Item, usize)> {
                 let len = codec::serde_len(item.borrow())?;
@@ -561,7 +609,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert_eq!(q.get_many(3).unwrap(), [3, 4]);
     /// ```
     pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
-        self.get_many_until(max, None)
+        self.get_many_until(max, None, &getting("Queue::get_many"))
     }
 
     /// [`get_many`](Queue::get_many) without waiting: the items in the
@@ -579,16 +627,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert_eq!(q.try_get_many(8).unwrap(), [7]);
     /// ```
     pub fn try_get_many(&self, max: usize) -> Result<Vec<T>> {
-        match self.get_many_until(max, Some(Instant::now())) {
+        let call = getting("Queue::try_get_many");
+        match self.get_many_until(max, Some(Instant::now()), &call) {
             Err(e) if e.is_timeout() => Ok(Vec::new()),
             other => other,
         }
     }
 
-    fn get_many_until(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<T>> {
+    fn get_many_until(
+        &self,
+        max: usize,
+        deadline: Option<Instant>,
+        call: &Call<'_>,
+    ) -> Result<Vec<T>> {
         let inner = &self.inner;
         let mut out = Vec::new();
-        inner.with_consumer(|c| {
+        inner.with_consumer(call, |c| {
             c.take_each(max, deadline, |_, bytes| {
                 out.push(codec::decode_serde(bytes)?);
                 Ok(())
@@ -762,7 +816,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// ```
     pub fn put(&self, item: &T) -> Result<()> {
         self.add_unfinished(1);
-        self.queue.put(item).inspect_err(|_| {
+        let call = putting("JoinableQueue::put");
+        self.queue.put_until(item, None, &call).inspect_err(|_| {
             self.task_done_unchecked();
         })
     }
@@ -782,10 +837,21 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         item: T,
         timeout: Duration,
     ) -> std::result::Result<(), TryPutError<T>> {
+        self.put_timeout_as(item, timeout, &putting("JoinableQueue::put_timeout"))
+    }
+
+    fn put_timeout_as(
+        &self,
+        item: T,
+        timeout: Duration,
+        call: &Call<'_>,
+    ) -> std::result::Result<(), TryPutError<T>> {
         self.add_unfinished(1);
-        self.queue.put_timeout(item, timeout).inspect_err(|_| {
-            self.task_done_unchecked();
-        })
+        self.queue
+            .put_timeout_as(item, timeout, call)
+            .inspect_err(|_| {
+                self.task_done_unchecked();
+            })
     }
 
     /// As [`Queue::try_put`], counting one more unfinished task if the item
@@ -799,7 +865,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// q.try_put(1u8).unwrap();
     /// ```
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
-        self.put_timeout(item, Duration::ZERO)
+        self.put_timeout_as(item, Duration::ZERO, &putting("JoinableQueue::try_put"))
     }
 
     /// As [`Queue::put_many`], counting one more unfinished task per item
@@ -821,13 +887,15 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        self.queue.put_many_counted(items, &|add| {
+        let count = |add| {
             if add {
                 self.add_unfinished(1);
             } else {
                 self.task_done_unchecked();
             }
-        })
+        };
+        let call = putting("JoinableQueue::put_many");
+        self.queue.put_many_counted(items, &count, &call)
     }
 
     /// Counts `n` more unfinished tasks, before their items are visible, so
@@ -917,7 +985,10 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
                 if let Some(pid) = h.participants.dead() {
                     return Err(Error::new(
                         ErrorKind::PeerDied,
-                        format!("{n} unfinished tasks and process {pid} sharing the queue died"),
+                        format!(
+                            "JoinableQueue::join: {n} tasks are unfinished and process {pid} \
+                             sharing the queue died abruptly (it may have taken one with it)"
+                        ),
                     )
                     .with_pid(pid));
                 }

@@ -615,10 +615,10 @@ impl Ring {
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            let which = if producer { "producer" } else { "consumer" };
+            let which = if producer { "sends" } else { "receives" };
             return Err(Error::new(
                 ErrorKind::InvalidState,
-                format!("ring already has a {which}"),
+                format!("another process already {which} on this end: only one process may"),
             ));
         }
         // SYNC: Release pairs with the Acquire load of the pid in the other
@@ -829,7 +829,10 @@ fn block_until(
 fn ring_health(ring: &Ring, peer_alive: impl FnOnce() -> bool, peer: &str) -> Result<()> {
     ring.check_intact()?;
     if !peer_alive() {
-        return Err(Error::new(ErrorKind::PeerDied, format!("ring {peer} died")));
+        return Err(Error::new(
+            ErrorKind::PeerDied,
+            format!("the {peer} process died"),
+        ));
     }
     Ok(())
 }
@@ -933,6 +936,11 @@ impl Wait {
     }
 }
 
+/// The context of every error of a poisoned ring (what poisoned it was
+/// reported once, to the call that found it).
+const POISONED_MSG: &str = "no longer usable: a process died or wrote invalid data \
+                            in the middle of an operation";
+
 fn timeout_error(what: &str) -> Error {
     Error::new(ErrorKind::Timeout, what.to_string())
 }
@@ -968,7 +976,9 @@ fn lock_side(ring: &Ring, side: &Side, pid: u32, wait: &mut Wait, spin: Duration
             continue;
         }
         let Some(t) = wait.slice() else {
-            return Err(timeout_error("ring lock"));
+            return Err(timeout_error(
+                "another process held the lock past the deadline",
+            ));
         };
         // SYNC: SeqCst pairs with the SeqCst fence in unlock_side (Dekker:
         // either the unlocker sees us waiting or our futex sees the change).
@@ -983,8 +993,12 @@ fn lock_side(ring: &Ring, side: &Side, pid: u32, wait: &mut Wait, spin: Duration
         // SYNC: Relaxed: pid of the holder, a hint for the check below.
         if wait.liveness_due() && side.lock.load(Ordering::Relaxed) == holder && !pid_alive(holder)
         {
-            let e = ring.poison(format!("ring lock holder {holder} died"));
-            return Err(Error::new(ErrorKind::PeerDied, e.to_string()).with_pid(holder));
+            let why = format!(
+                "process {holder} died in the middle of an operation, holding the lock; \
+                 what it was writing may be half-done, so this can no longer be used"
+            );
+            ring.poison(why.clone());
+            return Err(Error::new(ErrorKind::PeerDied, why).with_pid(holder));
         }
     }
 }
@@ -1004,7 +1018,7 @@ fn unlock_side(side: &Side) {
 fn check_state_any(ring: &Ring) -> Result<()> {
     // SYNC: Acquire pairs with the Release fetch_or in poison/close.
     if ring.header().state.0.load(Ordering::Acquire) & POISONED != 0 {
-        return Err(Error::new(ErrorKind::Protocol, "ring poisoned"));
+        return Err(Error::new(ErrorKind::Protocol, POISONED_MSG));
     }
     Ok(())
 }
@@ -1059,18 +1073,24 @@ impl Producer {
     #[inline]
     fn check_state(&self) -> Result<()> {
         if self.poisoned {
-            return Err(Error::new(ErrorKind::Protocol, "ring poisoned"));
+            return Err(Error::new(ErrorKind::Protocol, POISONED_MSG));
         }
         if self.closed {
-            return Err(Error::new(ErrorKind::InvalidState, "producer closed"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "this sending end was closed",
+            ));
         }
         // SYNC: Acquire pairs with the Release fetch_or in poison/close.
         let st = self.header().state.0.load(Ordering::Acquire);
         if st & POISONED != 0 {
-            return Err(Error::new(ErrorKind::Protocol, "ring poisoned"));
+            return Err(Error::new(ErrorKind::Protocol, POISONED_MSG));
         }
         if st & CONSUMER_CLOSED != 0 {
-            return Err(Error::new(ErrorKind::Disconnected, "ring consumer closed"));
+            return Err(Error::new(
+                ErrorKind::Disconnected,
+                "the receiving end was closed",
+            ));
         }
         Ok(())
     }
@@ -1305,8 +1325,15 @@ impl Producer {
             let need = (pad + size + FRAME_WORD) as u64;
             st != 0 || tail.wrapping_sub(head).saturating_add(need) <= cap as u64
         };
-        let health = || ring_health(&self.ring, || self.peer_alive(), "consumer");
-        block_until(self.spin, &h.prod_wait.0, wait, fits, health, "ring push")
+        let health = || ring_health(&self.ring, || self.peer_alive(), "receiving");
+        block_until(
+            self.spin,
+            &h.prod_wait.0,
+            wait,
+            fits,
+            health,
+            "no room came free in time",
+        )
     }
 
     fn peer_alive(&self) -> bool {
@@ -1382,15 +1409,18 @@ impl Consumer {
     #[inline]
     fn check_state(&self) -> Result<u32> {
         if self.poisoned {
-            return Err(Error::new(ErrorKind::Protocol, "ring poisoned"));
+            return Err(Error::new(ErrorKind::Protocol, POISONED_MSG));
         }
         if self.closed {
-            return Err(Error::new(ErrorKind::InvalidState, "consumer closed"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "this receiving end was closed",
+            ));
         }
         // SYNC: Acquire pairs with the Release fetch_or in poison/close.
         let st = self.header().state.0.load(Ordering::Acquire);
         if st & POISONED != 0 {
-            return Err(Error::new(ErrorKind::Protocol, "ring poisoned"));
+            return Err(Error::new(ErrorKind::Protocol, POISONED_MSG));
         }
         Ok(st)
     }
@@ -1445,7 +1475,10 @@ impl Consumer {
                 // SYNC: Acquire, as above.
                 w = self.ring.mem.word(off).load(Ordering::Acquire);
                 if w == 0 {
-                    return Err(Error::new(ErrorKind::Disconnected, "ring producer closed"));
+                    return Err(Error::new(
+                        ErrorKind::Disconnected,
+                        "the sending end was closed and nothing is left",
+                    ));
                 }
             }
             let len = (w & 0xFFFF_FFFF) as usize;
@@ -1581,8 +1614,15 @@ impl Consumer {
             // Only the bits that end a consumer's wait count, as above.
             w != 0 || h.state.0.load(Ordering::Acquire) & (PRODUCER_CLOSED | POISONED) != 0
         };
-        let health = || ring_health(&self.ring, || self.peer_alive(), "producer");
-        block_until(self.spin, &h.cons_wait.0, wait, ready, health, "ring pop")
+        let health = || ring_health(&self.ring, || self.peer_alive(), "sending");
+        block_until(
+            self.spin,
+            &h.cons_wait.0,
+            wait,
+            ready,
+            health,
+            "nothing arrived in time",
+        )
     }
 
     fn peer_alive(&self) -> bool {

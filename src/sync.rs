@@ -182,9 +182,17 @@ impl<B: Block> Shared<B> {
         // SYNC: Acquire pairs with the Release store of `broken` below (by
         // whichever waiter found the dead participant).
         if h.broken.load(Ordering::Acquire) != 0 {
+            let or_timeout = if B::KIND == Kind::Barrier {
+                ", or a wait on it timed out"
+            } else {
+                ""
+            };
             return Err(Error::new(
                 ErrorKind::PeerDied,
-                format!("{:?} is broken", B::KIND),
+                format!(
+                    "this {:?} is broken: a process sharing it died{or_timeout}",
+                    B::KIND
+                ),
             ));
         }
         if let Some(p) = h.participants.dead() {
@@ -194,7 +202,11 @@ impl<B: Block> Shared<B> {
             block.wake_all();
             return Err(Error::new(
                 ErrorKind::PeerDied,
-                format!("process {p} sharing this {:?} died", B::KIND),
+                format!(
+                    "process {p} sharing this {:?} died abruptly, so the wait could \
+                     never complete",
+                    B::KIND
+                ),
             )
             .with_pid(p));
         }
@@ -215,13 +227,20 @@ impl<B: Block> Drop for Shared<B> {
 }
 
 /// Sleeps on `word` while it holds `expected`, for at most one tick and not
-/// past `deadline`. `Err(Timeout)` once the deadline has passed.
-fn sleep_on(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Result<()> {
+/// past `deadline`. `Err(Timeout)` once the deadline has passed, with
+/// `timed_out` (the user's call and what did not happen in time) as its
+/// message.
+fn sleep_on(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+    timed_out: &str,
+) -> Result<()> {
     let mut slice = TICK;
     if let Some(d) = deadline {
         let now = Instant::now();
         if now >= d {
-            return Err(Error::timeout("wait"));
+            return Err(Error::timeout(timed_out));
         }
         slice = slice.min(d - now);
     }
@@ -283,7 +302,14 @@ impl MutexWord {
             .is_ok()
     }
 
-    fn lock(&self, deadline: Option<Instant>, check: &dyn Fn() -> Result<()>) -> Result<Acquired> {
+    /// Takes the lock, or fails at `deadline` with `timed_out` as the
+    /// message.
+    fn lock(
+        &self,
+        deadline: Option<Instant>,
+        timed_out: &str,
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<Acquired> {
         let me = pid();
         if me & WAITERS != 0 {
             return Err(Error::new(
@@ -353,7 +379,7 @@ impl MutexWord {
                 continue;
             }
             contended = WAITERS;
-            sleep_on(&self.word, cur | WAITERS, deadline).map_err(|_| Error::timeout("lock"))?;
+            sleep_on(&self.word, cur | WAITERS, deadline, timed_out)?;
         }
     }
 
@@ -525,7 +551,8 @@ impl Lock {
 
     fn lock_until(&self, deadline: Option<Instant>) -> Result<LockGuard<'_>> {
         let mutex = &self.shared.block().mutex;
-        match mutex.lock(deadline, &|| self.shared.segment.check_intact())? {
+        let timed_out = "Lock::lock_timeout: another process held the lock until the deadline";
+        match mutex.lock(deadline, timed_out, &|| self.shared.segment.check_intact())? {
             // Taken in memory a peer shrank away (before or during `lock`;
             // the fault replaced it with zeros): a lock word nobody else
             // sees excludes nobody.
@@ -683,9 +710,10 @@ impl RLock {
             b.count.fetch_add(1, Ordering::Relaxed);
             return Ok(guard());
         }
+        let timed_out = "RLock::lock_timeout: another process held the lock until the deadline";
         match b
             .mutex
-            .lock(deadline, &|| self.shared.segment.check_intact())?
+            .lock(deadline, timed_out, &|| self.shared.segment.check_intact())?
         {
             // As in `Lock::lock_until`.
             Acquired::Clean if self.shared.segment.lost() => {
@@ -879,7 +907,12 @@ impl Semaphore {
                 last_check = Instant::now();
                 self.shared.check_peers()?;
             }
-            sleep_on(&b.value, 0, deadline).map_err(|_| Error::timeout("acquire"))?;
+            sleep_on(
+                &b.value,
+                0,
+                deadline,
+                "Semaphore::acquire_timeout: no permit came free in time",
+            )?;
         }
     }
 
@@ -1075,7 +1108,12 @@ impl Event {
                 last_check = Instant::now();
                 self.shared.check_peers()?;
             }
-            sleep_on(&b.flag, 0, deadline).map_err(|_| Error::timeout("Event::wait"))?;
+            sleep_on(
+                &b.flag,
+                0,
+                deadline,
+                "Event::wait_timeout: the event was not set in time",
+            )?;
         }
     }
 }
@@ -1192,7 +1230,10 @@ impl Condition {
 
     fn relock(&self, deadline: Option<Instant>) -> Result<ConditionGuard<'_>> {
         let b = self.shared.block();
-        match b.mutex.lock(deadline, &|| self.shared.check_peers())? {
+        match b
+            .mutex
+            .lock(deadline, "Condition::lock", &|| self.shared.check_peers())?
+        {
             Acquired::Clean => Ok(ConditionGuard { cond: self }),
             Acquired::OwnerDied(owner) => {
                 b.mutex.unlock();
@@ -1252,12 +1293,13 @@ impl Condition {
                     break Err(e);
                 }
             }
-            if let Err(e) = sleep_on(&b.sequence, seen, deadline) {
+            let timed_out = "Condition::wait_timeout: no notify came in time";
+            if let Err(e) = sleep_on(&b.sequence, seen, deadline, timed_out) {
                 break Err(e);
             }
         };
         // Retake the lock whatever happened, so the guard stays truthful.
-        match b.mutex.lock(None, &|| Ok(()))? {
+        match b.mutex.lock(None, "Condition::wait", &|| Ok(()))? {
             Acquired::Clean => outcome,
             Acquired::OwnerDied(owner) => Err(owner_died("Condition", owner)),
         }
@@ -1441,14 +1483,20 @@ impl Barrier {
                 last_check = Instant::now();
                 self.shared.check_peers()?;
             }
-            if let Err(e) = sleep_on(&b.generation, generation, deadline) {
+            let timed_out = "Barrier::wait_timeout: not every party arrived in time; \
+                             the barrier is now broken for all of them";
+            if let Err(e) = sleep_on(&b.generation, generation, deadline, timed_out) {
                 // Python: a timed-out wait breaks the barrier for all.
                 b.header.broken.store(1, Ordering::Release);
                 b.wake_all();
                 return Err(e);
             }
             if b.header.broken.load(Ordering::Acquire) != 0 {
-                return Err(Error::new(ErrorKind::PeerDied, "Barrier is broken"));
+                return Err(Error::new(
+                    ErrorKind::PeerDied,
+                    "this Barrier is broken: another party's wait timed out, or a \
+                     process sharing it died",
+                ));
             }
         }
     }

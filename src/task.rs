@@ -80,20 +80,51 @@ pub(crate) fn type_name_of<T: ?Sized>() -> &'static str {
     std::any::type_name::<T>()
 }
 
+/// The compile-time check that `F` can be a task: every path that names a
+/// task (`TaskRef::of`, [`conjure`]) evaluates [`TaskType::CHECK`], so a
+/// wrong `F` gets this one message, once.
+///
+/// Only a zero-sized `F` can be sent: its behaviour is all in its type, so
+/// the child can rebuild the value from the type alone. A closure that
+/// captures carries its captures as data, and a `fn` pointer carries an
+/// address; neither has a name another process could look up (Python's
+/// `pickle` refuses lambdas and local functions for the same reason).
+///
+/// Why this fires at `cargo build` and not at `cargo check`: stable Rust
+/// has no bound that says "zero-sized", and no trait that tells a `fn`
+/// item or capture-less closure from a `fn` pointer or a capturing closure
+/// (all of them implement `Fn`, `Copy` and `'static` alike; negative
+/// impls, auto traits and `generic_const_exprs`, which could express it,
+/// are unstable). So the size is checked by a const that is evaluated when
+/// the generic code is instantiated, which happens at code generation and
+/// never under `cargo check`. The error's "evaluation of" note names the
+/// user's closure (with its file and line) or `fn` pointer type.
+pub(crate) struct TaskType<F>(PhantomData<F>);
+
+impl<F> TaskType<F> {
+    pub(crate) const CHECK: () = assert!(
+        std::mem::size_of::<F>() == 0,
+        "this multiproc task is a closure that captures variables, or a `fn` pointer; \
+         another process cannot rebuild either. Pass the `fn` item itself \
+         (`pool.map(square, items)` with `fn square(x: u64) -> u64`, not a \
+         `let f: fn(u64) -> u64` variable) or a closure that captures nothing, and \
+         send the data as the argument instead of capturing it, e.g. a tuple: \
+         `pool.map(|(x, k): (u64, u64)| x * k, (0..10).map(|x| (x, k)))`. \
+         The `TaskType::<...>` in the note below is the offending task's type \
+         (a closure's shows the file and line it was written at)."
+    );
+}
+
 /// The value of a zero-sized `fn` item or non-capturing closure type.
 ///
 /// Only call this for a type `F` of which the caller (or, across processes,
 /// the parent that made the descriptor this code runs under) held a value:
 /// then `F` is inhabited, and being zero-sized it has no bytes that could
-/// be invalid. Fails to compile for a type with a size.
+/// be invalid. Fails to compile for a type with a size ([`TaskType`]).
 pub(crate) fn conjure<F>() -> F {
-    const {
-        assert!(
-            std::mem::size_of::<F>() == 0,
-            "multiproc tasks must be non-capturing"
-        )
-    };
-    // SAFETY: `F` is zero-sized (asserted at compile time above), so there
+    #[allow(clippy::let_unit_value)]
+    let () = TaskType::<F>::CHECK;
+    // SAFETY: `F` is zero-sized (checked at compile time above), so there
     // are no bytes to be invalid, and per this function's contract `F` is
     // the type of a fn item or capture-less closure whose value the program
     // held: such a value carries no state and no invariant.
@@ -142,12 +173,6 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    const IS_ZST: () = assert!(
-        std::mem::size_of::<F>() == 0,
-        "multiproc tasks must be non-capturing: pass a fn item or a closure that captures nothing \
-         (send the data as the task's argument instead)"
-    );
-
     const ENTRY: &'static Entry<RunFn> = &Entry::new(describe::<F, A, R>, run::<F, A, R>);
 }
 
@@ -169,8 +194,6 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    #[allow(clippy::let_unit_value)]
-    let () = Descriptor::<F, A, R>::IS_ZST;
     let args: A = postcard::from_bytes(args)?;
     // The parent held a value of this exact type: that is how this
     // monomorphisation came to exist.
@@ -240,7 +263,7 @@ impl TaskRef {
         R: Serialize,
     {
         #[allow(clippy::let_unit_value)]
-        let () = Descriptor::<F, A, R>::IS_ZST;
+        let () = TaskType::<F>::CHECK;
         TaskRef::of_entry(Descriptor::<F, A, R>::ENTRY, key)
     }
 

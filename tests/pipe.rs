@@ -83,7 +83,41 @@ fn recv_from_a_dead_sender_is_an_error_not_a_hang() {
         matches!(err.kind(), ErrorKind::PeerDied | ErrorKind::Disconnected),
         "{err}"
     );
+    // It says so in the pipe's terms (the child's end is dropped as it
+    // dies, or it dies first).
+    let text = err.to_string();
+    assert!(
+        text.contains("Connection::recv_timeout: the process at the other end of the pipe died")
+            || text.contains("Connection::recv_timeout: the other end of the pipe was dropped"),
+        "{text}"
+    );
     assert!(p.join().is_err());
+}
+
+#[test]
+fn errors_name_the_connection_call() {
+    let (rx, tx) = pipe(false).unwrap();
+    let err = rx.recv_timeout::<u8>(Duration::from_millis(5)).unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(
+        err.to_string(),
+        "timed out (Connection::recv_timeout: nothing arrived on the pipe)"
+    );
+    let err = rx.send(&1u8).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState);
+    assert!(
+        err.to_string()
+            .contains("Connection::send: this end of a one-way pipe cannot send"),
+        "{err}"
+    );
+    tx.send(&1u8).unwrap();
+    let err = rx.recv_bytes().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol);
+    assert!(
+        err.to_string()
+            .contains("Connection::recv_bytes: expected bytes, got a value"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -339,6 +339,38 @@ fn an_aborting_worker_is_reported_with_its_signal() {
     assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
 }
 
+fn abort_on_six(x: u64) -> u64 {
+    if x == 6 {
+        std::process::abort();
+    }
+    x
+}
+
+fn abort_on_text_six(s: String) -> usize {
+    if s == "6" {
+        std::process::abort();
+    }
+    s.len()
+}
+
+#[test]
+fn a_worker_that_dies_mid_chunk_reports_the_item_it_was_running() {
+    // Chunks [0, 4), [4, 8), [8, 12): item 6 is in the middle of one.
+    let pool = Pool::builder().processes(2).chunksize(4).build().unwrap();
+    // Raw numbers …
+    let err = pool.map(abort_on_six, 0..12).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+    assert_eq!(err.item_index(), Some(6), "{err}");
+    assert!(err.to_string().contains("item 6"), "{err}");
+    // … and serde items.
+    let words: Vec<String> = (0..12).map(|i| i.to_string()).collect();
+    let err = pool.map(abort_on_text_six, words).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+    assert_eq!(err.item_index(), Some(6), "{err}");
+    // The next map, on the replacement worker, starts clean.
+    assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+}
+
 #[test]
 fn a_task_over_its_timeout_fails_and_its_worker_is_replaced() {
     let pool = Pool::builder()

@@ -127,10 +127,13 @@ fn get_timeout_times_out_and_try_get_is_none() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(q
-        .get_timeout(Duration::from_millis(20))
-        .unwrap_err()
-        .is_timeout());
+    let err = q.get_timeout(Duration::from_millis(20)).unwrap_err();
+    assert!(err.is_timeout());
+    // The message names the user's call, not the ring under it.
+    assert_eq!(
+        err.to_string(),
+        "timed out (Queue::get_timeout: the queue stayed empty)"
+    );
     assert_eq!(q.try_get().unwrap(), None);
     other.join().unwrap();
 }
@@ -150,6 +153,12 @@ fn get_fails_instead_of_hanging_when_a_holder_is_killed() {
     p.kill().unwrap();
     let err = q.get_timeout(Duration::from_secs(20)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PeerDied, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("Queue::get_timeout: a process sharing the queue died"),
+        "{text}"
+    );
+    assert!(!text.contains("producer"), "internal words: {text}");
     let _ = p.join();
 }
 
@@ -159,7 +168,13 @@ fn close_stops_puts_through_this_handle_only() {
     let other = q.clone();
     q.put(&1).unwrap();
     q.close();
-    assert_eq!(q.put(&2).unwrap_err().kind(), ErrorKind::InvalidState);
+    let err = q.put(&2).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState);
+    assert!(
+        err.to_string()
+            .contains("Queue::put: this handle was closed"),
+        "{err}"
+    );
     // Clones share the handle state in this process (like Python's one
     // Queue object); the items already put are still there.
     assert_eq!(other.get().unwrap(), 1);

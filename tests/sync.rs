@@ -87,6 +87,7 @@ fn lock_timeout_really_times_out() {
     let start = Instant::now();
     let err = lock.lock_timeout(Duration::from_millis(100)).unwrap_err();
     assert!(err.is_timeout());
+    assert!(err.to_string().contains("Lock::lock_timeout"), "{err}");
     assert!(start.elapsed() >= Duration::from_millis(100));
 }
 
@@ -142,10 +143,12 @@ fn bounded_semaphore_refuses_extra_release() {
     sem.acquire().unwrap();
     sem.release().unwrap();
     assert!(sem.acquire_timeout(Duration::from_millis(10)).is_ok());
-    assert!(sem
-        .acquire_timeout(Duration::from_millis(10))
-        .unwrap_err()
-        .is_timeout());
+    let err = sem.acquire_timeout(Duration::from_millis(10)).unwrap_err();
+    assert!(err.is_timeout());
+    assert!(
+        err.to_string().contains("Semaphore::acquire_timeout"),
+        "{err}"
+    );
     // Bounded at zero: no release is ever allowed. Unbounded: it is.
     let zero = Semaphore::bounded(0).unwrap();
     assert_eq!(zero.release().unwrap_err().kind(), ErrorKind::InvalidState);
@@ -201,10 +204,9 @@ fn event_set_in_a_child_wakes_the_parent() {
         e.set();
     }
     let e = Event::new().unwrap();
-    assert!(e
-        .wait_timeout(Duration::from_millis(10))
-        .unwrap_err()
-        .is_timeout());
+    let err = e.wait_timeout(Duration::from_millis(10)).unwrap_err();
+    assert!(err.is_timeout());
+    assert!(err.to_string().contains("Event::wait_timeout"), "{err}");
     let p = Process::spawn(setter, (e.clone(), 50)).unwrap();
     e.wait_timeout(Duration::from_secs(30)).unwrap();
     assert!(e.is_set());

@@ -16,12 +16,13 @@ use serde_bytes::ByteBuf;
 
 use super::doorbell::Doorbell;
 use super::jobs::{Next, Sink, Source, ZcTask};
+use super::wire::running_item;
 use super::wire::{
     ResultHeader, TaskError, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC,
     R_INIT_FAILED, R_READY, R_RESULT,
 };
-use super::worker::{rings_in, rings_len, worker_main, WorkerArgs};
-use crate::error::{Error, ErrorKind, Result};
+use super::worker::{rings_in, rings_len, worker_main, ProgressLine, WorkerArgs};
+use crate::error::{Call, Error, ErrorKind, Result};
 use crate::exit_status::ExitStatus;
 use crate::process::Process;
 use crate::ring::{Consumer, Producer};
@@ -71,6 +72,9 @@ struct Inflight {
     job: u64,
     first: u64,
     count: u64,
+    /// Task frames sent to this worker before this one (wrapping): the
+    /// number the worker's progress word names it by.
+    seq: u32,
     sent: Instant,
     /// A zero-copy chunk: bulk work the parent only hands out.
     bulk: bool,
@@ -87,6 +91,8 @@ pub(crate) struct Worker {
     pub(crate) pid: u32,
     /// Both rings; watched for a shrink by the worker (`check_health`).
     segment: Arc<Segment>,
+    /// Where the worker says which item it runs.
+    progress: ProgressLine,
     tasks: Producer,
     results: Consumer,
     inflight: VecDeque<Inflight>,
@@ -107,6 +113,7 @@ impl Worker {
     fn spawn(cfg: &Config, index: usize) -> Result<Worker> {
         let segment = Arc::new(Segment::create(rings_len(cfg.ring_bytes))?);
         let (task_ring, result_ring) = rings_in(&segment, cfg.ring_bytes, true)?;
+        let progress = ProgressLine::in_segment(&segment, cfg.ring_bytes)?;
         let tasks = task_ring.producer()?;
         let results = result_ring.consumer()?;
         let args = WorkerArgs {
@@ -136,6 +143,7 @@ impl Worker {
             pid: process.pid(),
             process,
             segment,
+            progress,
             tasks,
             results,
             inflight: VecDeque::new(),
@@ -153,6 +161,33 @@ impl Worker {
                 started: now,
             },
         })
+    }
+
+    /// `e`, from this worker's rings or frames, worded for the user: the
+    /// pool kills a worker it cannot talk to.
+    fn killed_for(&self, e: Error) -> Error {
+        let name = format!("pool worker {} (pid {}) was killed", self.index, self.pid);
+        e.in_call(&Call {
+            name: &name,
+            timed_out: "it did not answer in time",
+            peer_died: "its process died",
+            disconnected: "it stopped taking tasks",
+        })
+    }
+
+    /// The item this worker was running when it died, and the position
+    /// in `inflight` of its task: what its progress word names, if that is
+    /// an item of a task in flight. Call only once it is dead (exited, or
+    /// killed and reaped).
+    fn running_item(&self) -> Option<(usize, u64)> {
+        // SYNC: Relaxed: pairs with the worker's Relaxed store in
+        // `Running::start`; the worker is dead, so it stores no more and
+        // all it stored is visible.
+        let word = self.progress.running().load(Ordering::Relaxed);
+        self.inflight
+            .iter()
+            .enumerate()
+            .find_map(|(i, t)| running_item(word, t.seq, t.first, t.count).map(|item| (i, item)))
     }
 
     fn has_room(&self) -> bool {
@@ -416,6 +451,10 @@ impl Core {
                 match self.drain_worker(Slot::Live(i)) {
                     Ok(moved) => any |= moved,
                     Err(e) => {
+                        let e = match &self.workers[i] {
+                            Some(w) => w.killed_for(e),
+                            None => e,
+                        };
                         self.lose_worker(i, e, true);
                         any = true;
                     }
@@ -428,6 +467,7 @@ impl Core {
                 Ok(moved) => any |= moved,
                 Err(e) => {
                     let w = self.retired.remove(r);
+                    let e = w.killed_for(e);
                     w.kill_and_reap();
                     self.fail_inflight(w, &Loss::from_error(&e));
                     any = true;
@@ -585,6 +625,10 @@ impl Core {
                     return any;
                 };
                 if let Err(e) = self.send_one(id, wi) {
+                    let e = match &self.workers[wi] {
+                        Some(w) => w.killed_for(e),
+                        None => e,
+                    };
                     self.lose_worker(wi, e, true);
                 }
                 any = true;
@@ -669,6 +713,7 @@ impl Core {
             job: id,
             first,
             count,
+            seq: w.sent as u32,
             sent: now,
             bulk,
         });
@@ -698,12 +743,19 @@ impl Core {
         });
     }
 
-    /// Fails every job with work on `w` (which is dead or being dropped).
+    /// Fails every job with work on `w` (which is dead): at the item it
+    /// was running for the task it was in, at their first item for the
+    /// others.
     fn fail_inflight(&mut self, w: Worker, loss: &Loss) {
-        for t in &w.inflight {
+        let running = w.running_item();
+        for (i, t) in w.inflight.iter().enumerate() {
             if let Some(job) = self.jobs.get_mut(&t.job) {
                 job.outstanding -= 1;
-                job.fail(loss.error_for(t.first, w.pid));
+                let item = match running {
+                    Some((task, item)) if task == i => item,
+                    _ => t.first,
+                };
+                job.fail(loss.error_for(item, w.pid));
             }
         }
     }
@@ -809,15 +861,28 @@ impl Core {
                 }
                 let Some(w) = &self.workers[i] else { continue };
                 // (`lose_worker_with` first drains what it committed.)
-                let what = match w.inflight.front() {
-                    Some(t) => format!(
+                let running = w
+                    .running_item()
+                    .and_then(|(i, item)| Some((w.inflight.get(i)?, item)));
+                let what = match (w.inflight.front(), running) {
+                    (_, Some((t, item))) => format!(
+                        "pool worker {} (pid {}) died while running item {item} \
+                         (of the task of items {}..{})",
+                        w.index,
+                        w.pid,
+                        t.first,
+                        t.first + t.count
+                    ),
+                    (Some(t), None) => format!(
                         "pool worker {} (pid {}) died while running items {}..{}",
                         w.index,
                         w.pid,
                         t.first,
                         t.first + t.count
                     ),
-                    None => format!("pool worker {} (pid {}) died while idle", w.index, w.pid),
+                    (None, None) => {
+                        format!("pool worker {} (pid {}) died while idle", w.index, w.pid)
+                    }
                 };
                 let what = match own {
                     Some(why) => format!("{what}: {why}"),

@@ -71,6 +71,50 @@ const DEFAULT_RING_BYTES: usize = 1 << 20;
 ///     Ok(())
 /// }
 /// ```
+///
+/// # What a task can be
+///
+/// A task crosses to the worker by name, as Python pickles a function by
+/// its qualified name; so it must be a `fn` item or a closure that
+/// captures nothing. Data goes in as the argument (a tuple for several).
+/// A closure that captures, or a `fn` pointer, is a compile-time error
+/// (at `cargo build`; `cargo check` cannot see it) that says what to pass
+/// instead:
+///
+/// ```compile_fail,E0080
+/// fn main() {
+///     multiproc::init();
+///     let pool = multiproc::Pool::new(2).unwrap();
+///     let k = 3u64;
+///     let _ = pool.map(move |x: u64| x * k, 0..10u64); // captures `k`
+/// }
+/// ```
+///
+/// ```compile_fail,E0080
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn main() {
+///     multiproc::init();
+///     let pool = multiproc::Pool::new(2).unwrap();
+///     let f: fn(u64) -> u64 = square; // a pointer: an address, not a name
+///     let _ = pool.map(f, 0..10u64);
+/// }
+/// ```
+///
+/// What to write instead:
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn main() {
+///     multiproc::init();
+///     let pool = multiproc::Pool::new(2).unwrap();
+///     let k = 3u64;
+///     let scaled = pool.map(|(x, k): (u64, u64)| x * k, (0..4u64).map(|x| (x, k))).unwrap();
+///     assert_eq!(scaled, [0, 3, 6, 9]);
+///     assert_eq!(pool.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+/// }
+/// ```
 pub struct Pool {
     shared: Arc<Shared>,
     timing: bool,
@@ -625,6 +669,10 @@ impl Pool {
     ///   pool stays usable.
     /// * [`ErrorKind::ProcessDied`]: a worker died while running part of
     ///   the map ([`Error::pid`], [`Error::exit_status`]); it is replaced.
+    ///   [`Error::item_index`] is the item it was running (the worker
+    ///   notes each item it starts in memory the pool reads after its
+    ///   death; where the note is missing or not believable, the first
+    ///   item of its chunk).
     /// * [`ErrorKind::Timeout`]: a task ran past
     ///   [`PoolBuilder::task_timeout`].
     /// * [`ErrorKind::Codec`]: an item or result could not be encoded or
@@ -1603,7 +1651,9 @@ impl<T> AsyncResult<T> {
     /// ```
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<T> {
         if !self.wait_timeout(timeout) {
-            return Err(Error::timeout("AsyncResult::get_timeout"));
+            return Err(Error::timeout(
+                "AsyncResult::get_timeout: the result was not ready in time (it may still come)",
+            ));
         }
         self.take()
     }

@@ -5,6 +5,8 @@
 //! process: it is decoded from bytes with explicit bounds checks, and a bad
 //! value becomes a `Protocol` error, never a panic or an index.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytemuck::Pod;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -237,6 +239,53 @@ impl ItemFailure {
     }
 }
 
+/// The worker's progress word for item `offset` of its `task`-th task
+/// frame (see `worker::Progress`).
+pub(crate) fn running_word(task: u32, offset: u32) -> u64 {
+    (u64::from(task) << 32) | u64::from(offset)
+}
+
+/// The item a dead worker was running, from the progress word it left:
+/// `Some` only if the word names `task` (the task at the front of its
+/// queue, items `[first, first + count)`) and an item inside it. The word
+/// was written by the worker, so anything else is refused, and the caller
+/// falls back to `first`.
+pub(crate) fn running_item(word: u64, task: u32, first: u64, count: u64) -> Option<u64> {
+    let offset = word & u64::from(u32::MAX);
+    if (word >> 32) as u32 != task || offset >= count {
+        return None;
+    }
+    first.checked_add(offset)
+}
+
+/// Where a worker says which item of a task it starts (one relaxed store
+/// an item), so that the parent can name the item that killed it.
+pub(crate) struct Running<'a> {
+    word: &'a AtomicU64,
+    /// `running_word(task, 0)`.
+    base: u64,
+}
+
+impl<'a> Running<'a> {
+    pub(crate) fn new(word: &'a AtomicU64, task: u32) -> Running<'a> {
+        Running {
+            word,
+            base: running_word(task, 0),
+        }
+    }
+
+    /// Item `offset` of the task starts now.
+    #[inline]
+    fn start(&self, offset: u32) {
+        // SYNC: Relaxed: the parent reads the word only after this process
+        // died (its exit seen, or killed and reaped), when every store it
+        // made is visible; nothing else is published with it, and the
+        // parent checks the value (`running_item`).
+        self.word
+            .store(self.base | u64::from(offset), Ordering::Relaxed);
+    }
+}
+
 /// Where a serde trampoline puts its outputs: a reused buffer that is
 /// flushed to the result ring as a partial frame when it grows large.
 pub(crate) struct Out<'a> {
@@ -249,6 +298,8 @@ pub(crate) struct Out<'a> {
     pub(crate) count: u32,
     /// Flush once the buffer holds this many bytes.
     pub(crate) flush_at: usize,
+    /// Where the trampoline says which item it starts.
+    running: Running<'a>,
 }
 
 impl<'a> Out<'a> {
@@ -259,6 +310,7 @@ impl<'a> Out<'a> {
         job: u64,
         first: u64,
         flush_at: usize,
+        running: Running<'a>,
     ) -> Out<'a> {
         let mut out = Out {
             producer,
@@ -267,6 +319,7 @@ impl<'a> Out<'a> {
             first,
             count: 0,
             flush_at,
+            running,
         };
         out.begin();
         out
@@ -397,13 +450,17 @@ where
             let items = super::raw::from_raw::<A>(input, count as usize)
                 .ok_or_else(|| ItemFailure::protocol(0, "raw items of the wrong length".into()))?;
             for (i, a) in items.into_iter().enumerate() {
+                // `count` is a u32, so is every offset.
+                out.running.start(i as u32);
                 let i = i as u64;
                 results.emit(out, i, call(i, a)?)?;
             }
             return Ok(());
         }
         let mut rest = input;
-        for i in 0..u64::from(count) {
+        for i in 0..count {
+            out.running.start(i);
+            let i = u64::from(i);
             let (a, tail) = postcard::take_from_bytes::<A>(rest)
                 .map_err(|e| ItemFailure::codec(i, "decoding the item", e))?;
             rest = tail;
@@ -665,5 +722,23 @@ pub(crate) fn fuzz_elements(first: u64, count: u64, len: usize) -> bool {
             true
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_word_counts_only_inside_its_own_task() {
+        // Task 7 holds items 40..44.
+        assert_eq!(running_item(running_word(7, 2), 7, 40, 4), Some(42));
+        assert_eq!(running_item(running_word(7, 0), 7, 40, 4), Some(40));
+        // Left over from the task before, or past the end: refused.
+        assert_eq!(running_item(running_word(6, 2), 7, 40, 4), None);
+        assert_eq!(running_item(running_word(7, 4), 7, 40, 4), None);
+        assert_eq!(running_item(u64::MAX, 7, 40, 4), None);
+        // A word a worker made up cannot overflow the index.
+        assert_eq!(running_item(running_word(7, 3), 7, u64::MAX - 1, 4), None);
     }
 }

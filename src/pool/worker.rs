@@ -3,8 +3,13 @@
 //! It reads task frames from its task ring, runs them, and writes result
 //! frames to its result ring, ringing the pool's doorbell after each. It
 //! returns (and the process exits 0) when the parent closes the task ring.
+//!
+//! Its segment holds the task ring, the result ring and, last, a
+//! [`Progress`] line: the item it is running, which the parent reads when
+//! the worker died to say which item killed it.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,10 +18,11 @@ use serde_bytes::ByteBuf;
 
 use super::doorbell::Doorbell;
 use super::wire::{
-    ChunkFn, ItemFailure, Out, ResultHeader, Span, TaskError, TaskHeader, ZcFn, ZcHeader, F_ERROR,
-    F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, R_INIT_FAILED, R_READY,
+    ChunkFn, ItemFailure, Out, ResultHeader, Running, Span, TaskError, TaskHeader, ZcFn, ZcHeader,
+    F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, R_INIT_FAILED, R_READY,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::region::Region;
 use crate::ring::{self, Mode, Ring};
 use crate::segment::{Segment, SegmentHandle, SegmentRegion};
 use crate::task::{RunKind, TaskKey, TaskRef};
@@ -69,9 +75,50 @@ pub(crate) fn rings_in(
     Ok((tasks, results))
 }
 
-/// Bytes of a worker's ring segment.
+/// Bytes of a worker's segment: two rings and the [`Progress`] line.
 pub(crate) fn rings_len(ring_bytes: usize) -> usize {
-    2 * ring::region_size(ring_bytes)
+    2 * ring::region_size(ring_bytes) + PROGRESS_LEN
+}
+
+/// The last line of a worker's segment: what the worker is doing, for the
+/// parent to read once the worker died. Only the worker writes it, so to
+/// the parent it is a claim to check, never a fact.
+#[repr(C)]
+struct Progress {
+    /// [`wire::running_word`](super::wire::running_word)`(task, offset)`:
+    /// the worker started item `offset` of the `task`-th task frame it
+    /// received (counted from 0, wrapping).
+    running: AtomicU64,
+    _rest: [AtomicU64; 7],
+}
+
+const PROGRESS_LEN: usize = 64;
+const _: () = assert!(std::mem::size_of::<Progress>() == PROGRESS_LEN);
+
+/// A worker's [`Progress`] line, in its segment (worker and parent side).
+pub(crate) struct ProgressLine {
+    region: SegmentRegion,
+}
+
+impl ProgressLine {
+    /// The line after the two rings of `ring_bytes` each.
+    pub(crate) fn in_segment(segment: &Arc<Segment>, ring_bytes: usize) -> Result<ProgressLine> {
+        let region = SegmentRegion::new(segment, 2 * ring::region_size(ring_bytes), PROGRESS_LEN)
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "pool segment too small"))?;
+        Ok(ProgressLine { region })
+    }
+
+    /// The word the worker stores the item it starts in.
+    #[allow(unsafe_code)]
+    pub(crate) fn running(&self) -> &AtomicU64 {
+        let progress = self.region.base().cast::<Progress>();
+        // SAFETY: the region is `PROGRESS_LEN` = `size_of::<Progress>()`
+        // bytes of the segment's data, 64-aligned (both checked by
+        // `SegmentRegion::new`) and kept mapped by the region's `Arc` for
+        // as long as `self` lives; `Progress` is atomics only, valid for
+        // any bytes the other process writes.
+        unsafe { &(*progress).running }
+    }
 }
 
 /// The function every pool worker process runs. `Err` is a message for
@@ -119,6 +166,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
     let segment = Arc::new(Segment::open(&args.rings)?);
     let doorbell = Doorbell::open(&args.doorbell)?;
     let (task_ring, result_ring) = rings_in(&segment, args.ring_bytes, false)?;
+    let progress = ProgressLine::in_segment(&segment, args.ring_bytes)?;
     let mut tasks = task_ring.consumer()?;
     let mut results = result_ring.producer()?;
 
@@ -172,6 +220,9 @@ fn serve(args: WorkerArgs) -> Result<()> {
     // Partial frames stay well inside the ring's frame limit, leaving room
     // for a task error after them.
     let flush_at = FLUSH_AT.min(results.max_payload() / 2);
+    // Task frames received: the parent numbers the tasks it sends the same
+    // way, so a progress word names one task, not just an offset.
+    let mut task_seq = 0u32;
 
     loop {
         let frame = match tasks.peek(None) {
@@ -184,7 +235,9 @@ fn serve(args: WorkerArgs) -> Result<()> {
             K_TASK => {
                 let (h, items) = TaskHeader::read(bytes)?;
                 let started = args.timing.then(Instant::now);
-                let mut out = Out::new(&mut results, &mut buf, h.job, h.first, flush_at);
+                let running = Running::new(progress.running(), task_seq);
+                task_seq = task_seq.wrapping_add(1);
+                let mut out = Out::new(&mut results, &mut buf, h.job, h.first, flush_at, running);
                 let outcome = match chunk_fns.get(h.task) {
                     Ok(run) => run(items, h.count, &mut out),
                     Err(e) => Err(ItemFailure::protocol(0, e.to_string())),
@@ -194,6 +247,9 @@ fn serve(args: WorkerArgs) -> Result<()> {
             K_ZC => {
                 let h = ZcHeader::read(bytes)?;
                 let started = args.timing.then(Instant::now);
+                // One kernel call over the whole chunk: no item to tell.
+                let running = Running::new(progress.running(), task_seq);
+                task_seq = task_seq.wrapping_add(1);
                 let span = |slot: u32| -> std::result::Result<Span, ItemFailure> {
                     match slots.get(&slot) {
                         Some(Ok(seg)) => Ok(Span {
@@ -211,7 +267,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                     .get(h.task)
                     .map_err(|e| ItemFailure::protocol(0, e.to_string()))
                     .and_then(|run| run(span(h.input)?, span(h.output)?, h.first, h.count));
-                let mut out = Out::new(&mut results, &mut buf, h.job, h.first, flush_at);
+                let mut out = Out::new(&mut results, &mut buf, h.job, h.first, flush_at, running);
                 finish(&mut out, h.first, outcome, started)?;
             }
             K_ATTACH => {
