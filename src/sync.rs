@@ -758,9 +758,8 @@ impl Block for SemaphoreBlock {
 
 /// A counter of permits shared between processes.
 ///
-/// Python counterpart: `multiprocessing.Semaphore(n)`; with
-/// [`Semaphore::bounded`], `BoundedSemaphore(n)` (see
-/// [`BoundedSemaphore`]).
+/// Python counterpart: `multiprocessing.Semaphore(n)`; for
+/// `BoundedSemaphore(n)` see [`BoundedSemaphore`].
 ///
 /// Robust: if a process sharing the semaphore dies abruptly (it may have
 /// held permits that are now lost), the semaphore is broken and every
@@ -780,15 +779,132 @@ pub struct Semaphore {
 }
 shared_serde!(Semaphore);
 
-/// A semaphore whose `release` fails past its initial value.
+/// A semaphore whose `release` fails past its initial value: a release
+/// without a matching acquire is caught as the bug it is.
 ///
-/// Python counterpart: `multiprocessing.BoundedSemaphore(n)`.
+/// Python counterpart: `multiprocessing.BoundedSemaphore(n)`. Its own type
+/// (not a flavour of [`Semaphore`]), so that `BoundedSemaphore::new(n)`,
+/// what a Python user writes, is bounded.
 ///
 /// ```
-/// let sem: multiproc::BoundedSemaphore = multiproc::Semaphore::bounded(1).unwrap();
+/// let sem = multiproc::BoundedSemaphore::new(1).unwrap();
 /// assert!(sem.release().is_err()); // would exceed 1
+/// sem.acquire().unwrap();
+/// sem.release().unwrap();
+/// assert_eq!(sem.value(), 1);
 /// ```
-pub type BoundedSemaphore = Semaphore;
+#[derive(Clone)]
+pub struct BoundedSemaphore {
+    inner: Semaphore,
+}
+
+impl BoundedSemaphore {
+    /// A semaphore with `value` permits, which `release` may not exceed.
+    ///
+    /// # Errors
+    /// As [`Lock::new`].
+    ///
+    /// ```
+    /// let sem = multiproc::BoundedSemaphore::new(2).unwrap();
+    /// assert_eq!(sem.value(), 2);
+    /// ```
+    pub fn new(value: u32) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore {
+            inner: Semaphore::with_bound(value, Some(value))?,
+        })
+    }
+
+    /// Takes a permit, waiting for one if needed.
+    ///
+    /// # Errors
+    /// As [`Semaphore::acquire`].
+    ///
+    /// ```
+    /// let sem = multiproc::BoundedSemaphore::new(1).unwrap();
+    /// sem.acquire().unwrap();
+    /// ```
+    pub fn acquire(&self) -> Result<()> {
+        self.inner.acquire()
+    }
+
+    /// As [`acquire`](BoundedSemaphore::acquire), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Semaphore::acquire_timeout`].
+    ///
+    /// ```
+    /// let sem = multiproc::BoundedSemaphore::new(0).unwrap();
+    /// let e = sem.acquire_timeout(std::time::Duration::from_millis(10)).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
+        self.inner.acquire_timeout(timeout)
+    }
+
+    /// Takes a permit if one is free: `Ok(true)`; `Ok(false)` otherwise.
+    ///
+    /// # Errors
+    /// As [`Semaphore::try_acquire`].
+    ///
+    /// ```
+    /// let sem = multiproc::BoundedSemaphore::new(0).unwrap();
+    /// assert!(!sem.try_acquire().unwrap());
+    /// ```
+    pub fn try_acquire(&self) -> Result<bool> {
+        self.inner.try_acquire()
+    }
+
+    /// Returns a permit.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] if it would exceed the initial value
+    /// (Python's `ValueError: Semaphore released too many times`).
+    ///
+    /// ```
+    /// let sem = multiproc::BoundedSemaphore::new(1).unwrap();
+    /// sem.acquire().unwrap();
+    /// sem.release().unwrap();
+    /// assert!(sem.release().is_err());
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        self.inner.release()
+    }
+
+    /// The number of free permits now (Python's `get_value()`).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::BoundedSemaphore::new(4).unwrap().value(), 4);
+    /// ```
+    pub fn value(&self) -> u32 {
+        self.inner.value()
+    }
+}
+
+impl Serialize for BoundedSemaphore {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.inner.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for BoundedSemaphore {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let inner = Semaphore::deserialize(d)?;
+        // SYNC: Relaxed: `bounded` never changes after `create` (published
+        // by its Release store of `magic`, which `open` acquired).
+        if inner.shared.block().bounded.load(Ordering::Relaxed) == 0 {
+            return Err(serde::de::Error::custom(
+                "the handle names a Semaphore, not a BoundedSemaphore",
+            ));
+        }
+        Ok(BoundedSemaphore { inner })
+    }
+}
+
+impl std::fmt::Debug for BoundedSemaphore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundedSemaphore").finish_non_exhaustive()
+    }
+}
 
 impl Semaphore {
     /// A semaphore with `value` permits.
@@ -802,19 +918,6 @@ impl Semaphore {
     /// ```
     pub fn new(value: u32) -> Result<Semaphore> {
         Self::with_bound(value, None)
-    }
-
-    /// A bounded semaphore: `release` beyond `value` is an error.
-    ///
-    /// # Errors
-    /// As [`Lock::new`].
-    ///
-    /// ```
-    /// let sem = multiproc::Semaphore::bounded(2).unwrap();
-    /// assert_eq!(sem.value(), 2);
-    /// ```
-    pub fn bounded(value: u32) -> Result<Semaphore> {
-        Self::with_bound(value, Some(value))
     }
 
     fn with_bound(value: u32, bound: Option<u32>) -> Result<Semaphore> {

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use multiproc::{
-    Barrier, Condition, ErrorKind, Event, Lock, Process, RLock, Semaphore, SharedValue,
+    Barrier, BoundedSemaphore, Condition, ErrorKind, Event, Lock, Process, RLock, Semaphore,
+    SharedValue,
 };
 
 multiproc::test_support!();
@@ -138,7 +139,7 @@ fn semaphore_limits_concurrency_across_processes() {
 
 #[test]
 fn bounded_semaphore_refuses_extra_release() {
-    let sem = Semaphore::bounded(1).unwrap();
+    let sem = BoundedSemaphore::new(1).unwrap();
     assert_eq!(sem.release().unwrap_err().kind(), ErrorKind::InvalidState);
     sem.acquire().unwrap();
     sem.release().unwrap();
@@ -150,11 +151,43 @@ fn bounded_semaphore_refuses_extra_release() {
         "{err}"
     );
     // Bounded at zero: no release is ever allowed. Unbounded: it is.
-    let zero = Semaphore::bounded(0).unwrap();
+    let zero = BoundedSemaphore::new(0).unwrap();
     assert_eq!(zero.release().unwrap_err().kind(), ErrorKind::InvalidState);
     let free = Semaphore::new(0).unwrap();
     free.release().unwrap();
     assert_eq!(free.value(), 1);
+}
+
+/// What a Python user writes, `BoundedSemaphore(2)`, is bounded here too
+/// (it was once an alias of `Semaphore`, whose `new` is not), in the
+/// process that made it and in a child that received it.
+#[test]
+fn bounded_semaphore_new_is_bounded_in_every_process() {
+    fn release_once(sem: BoundedSemaphore) -> bool {
+        sem.release().is_ok()
+    }
+    let sem = BoundedSemaphore::new(2).unwrap();
+    assert_eq!(sem.release().unwrap_err().kind(), ErrorKind::InvalidState);
+    let p = multiproc::Process::spawn(release_once, sem.clone()).unwrap();
+    assert!(!p.join().unwrap(), "the child released past the bound");
+    sem.acquire().unwrap();
+    let p = multiproc::Process::spawn(release_once, sem.clone()).unwrap();
+    assert!(p.join().unwrap());
+    assert_eq!(sem.value(), 2);
+}
+
+/// A handle is checked for what it names: a plain semaphore's handle does
+/// not become a bounded one.
+#[test]
+fn a_semaphore_handle_does_not_decode_as_a_bounded_one() {
+    let plain = Semaphore::new(1).unwrap();
+    let bytes = postcard::to_stdvec(&plain).unwrap();
+    // (postcard keeps only the kind of a custom error, not its text.)
+    assert!(postcard::from_bytes::<BoundedSemaphore>(&bytes).is_err());
+    let bounded = BoundedSemaphore::new(1).unwrap();
+    let bytes = postcard::to_stdvec(&bounded).unwrap();
+    let again = postcard::from_bytes::<BoundedSemaphore>(&bytes).unwrap();
+    assert_eq!(again.release().unwrap_err().kind(), ErrorKind::InvalidState);
 }
 
 #[test]
