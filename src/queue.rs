@@ -46,7 +46,10 @@ struct QueueHeader {
     /// `JoinableQueue`: items put and not yet marked done; `join` sleeps
     /// on it as a futex word.
     unfinished: AtomicU32,
-    _pad: AtomicU32,
+    /// Non-zero for a `JoinableQueue`'s segment: every put, through any
+    /// handle of any type, counts an unfinished task. Written once before
+    /// the handle exists.
+    counts_tasks: AtomicU32,
     participants: Participants,
 }
 
@@ -83,6 +86,8 @@ struct Inner {
     slot: Option<usize>,
     /// `close()` was called on this process's handles.
     closed: AtomicBool,
+    /// The segment's `counts_tasks`, read once (it never changes).
+    counts_tasks: bool,
 }
 
 impl Inner {
@@ -94,7 +99,7 @@ impl Inner {
         unsafe { &*self.segment.as_ptr().cast::<QueueHeader>() }
     }
 
-    fn create(capacity: usize) -> Result<Inner> {
+    fn create(capacity: usize, counts_tasks: bool) -> Result<Inner> {
         let capacity = capacity
             .clamp(ring::MIN_CAPACITY, ring::MAX_CAPACITY)
             .next_power_of_two();
@@ -103,7 +108,16 @@ impl Inner {
             segment: Arc::clone(&segment),
         });
         let ring = Ring::create(region, capacity, Mode::Mpmc)?;
-        Ok(Inner::with(segment, ring))
+        let mut inner = Inner::with(segment, ring);
+        // SYNC: Relaxed: no other process has this segment's handle yet;
+        // whatever sends the handle (a spawn, a ring, a pipe) orders this
+        // store before the other side's first look.
+        inner
+            .header()
+            .counts_tasks
+            .store(u32::from(counts_tasks), Ordering::Relaxed);
+        inner.counts_tasks = counts_tasks;
+        Ok(inner)
     }
 
     fn open(handle: &SegmentHandle) -> Result<Inner> {
@@ -131,9 +145,37 @@ impl Inner {
             consumer: Mutex::new(None),
             slot: None,
             closed: AtomicBool::new(false),
+            counts_tasks: false,
         };
         inner.slot = inner.header().participants.register();
+        // SYNC: Relaxed: see `create`.
+        inner.counts_tasks = inner.header().counts_tasks.load(Ordering::Relaxed) != 0;
         inner
+    }
+
+    /// Counts `n` more unfinished tasks if this is a joinable queue:
+    /// before their items are visible, so `join` never sees an item done
+    /// before it was counted. Every put path calls it, whatever the
+    /// handle's type.
+    fn count_tasks(&self, n: u32) {
+        if self.counts_tasks {
+            // SYNC: AcqRel pairs with the AcqRel decrement in `task_done`.
+            self.header().unfinished.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes back one count of [`count_tasks`](Inner::count_tasks) (an
+    /// item that did not go in), or marks one task done. Returns the
+    /// count before.
+    fn uncount_task(&self) -> u32 {
+        let h = self.header();
+        // SYNC: AcqRel: Release publishes the consumer's work to `join`'s
+        // Acquire load; Acquire orders it after earlier task_done calls.
+        let before = h.unfinished.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 {
+            sys::futex_wake_all(&h.unfinished);
+        }
+        before
     }
 
     /// Blocked calls give up once a process sharing the queue has died
@@ -177,6 +219,14 @@ impl Inner {
         call: &Call<'_>,
         f: impl FnOnce(&mut Consumer) -> Result<R>,
     ) -> Result<R> {
+        // SYNC: Relaxed: as in `with_producer`.
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "this handle was closed (Queue::close)",
+            )
+            .in_call(call));
+        }
         let make = || {
             let mut c = self.ring.consumer()?;
             c.set_peer_check(self.peer_check());
@@ -371,7 +421,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn with_capacity(bytes: usize) -> Result<Self> {
         Ok(Queue {
-            inner: Arc::new(Inner::create(bytes)?),
+            inner: Arc::new(Inner::create(bytes, false)?),
             _items: PhantomData,
         })
     }
@@ -393,7 +443,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_until(&self, item: &T, deadline: Option<Instant>, call: &Call<'_>) -> Result<()> {
         let inner = &self.inner;
-        inner.with_producer(call, |p| codec::push_value(p, KIND_ITEM, item, deadline))?;
+        inner.count_tasks(1);
+        inner
+            .with_producer(call, |p| codec::push_value(p, KIND_ITEM, item, deadline))
+            .inspect_err(|_| {
+                if inner.counts_tasks {
+                    inner.uncount_task();
+                }
+            })?;
         // SYNC: Relaxed: `len` is a hint, not a synchronisation point.
         inner.header().puts.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -522,18 +579,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        self.put_many_counted(items, &|_| {}, &putting("Queue::put_many"))
+        self.put_many_as(items, &putting("Queue::put_many"))
     }
 
-    /// [`put_many`](Queue::put_many), calling `count(true)` before each
-    /// item is written and `count(false)` if it then was not
-    /// (`JoinableQueue`'s unfinished tasks).
-    fn put_many_counted<I>(&self, items: I, count: &dyn Fn(bool), call: &Call<'_>) -> Result<()>
+    /// [`put_many`](Queue::put_many), its errors worded for `call`.
+    fn put_many_as<I>(&self, items: I, call: &Call<'_>) -> Result<()>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
         let inner = &self.inner;
+        let count = |add: bool| {
+            if add {
+                inner.count_tasks(1);
+            } else if inner.counts_tasks {
+                inner.uncount_task();
+            }
+        };
         let mut items = items.into_iter();
         let mut put = 0u64;
         let result = inner.with_producer(call, |p| {
@@ -699,23 +761,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.inner.ring.used_bytes() + needed > self.inner.ring.capacity()
     }
 
-    /// This handle will put no more items (Python's `close()`): later
-    /// `put`s through it fail. Other handles are unaffected.
+    /// This process is done with the queue (Python's `close()`: "no more
+    /// data will be put on this queue by the current process"): later
+    /// `put`s and `get`s through this handle and its clones fail at once
+    /// with [`ErrorKind::InvalidState`], as Python raises on a closed
+    /// queue. Handles of other processes (and handles this process opened
+    /// separately from the same queue) are unaffected, as are the items
+    /// already in the queue.
     ///
     /// ```
     /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// let clone = q.clone();
     /// q.close();
     /// assert!(q.put(&1).is_err());
+    /// assert!(clone.get().is_err()); // at once, not after a wait
     /// ```
     pub fn close(&self) {
-        let mut slot = self
-            .inner
-            .producer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *slot = None;
+        let inner = &self.inner;
+        *inner.producer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *inner.consumer.lock().unwrap_or_else(|p| p.into_inner()) = None;
         // SYNC: Relaxed: see `with_producer`.
-        self.inner.closed.store(true, Ordering::Relaxed);
+        inner.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -776,9 +842,14 @@ impl<T> Serialize for JoinableQueue<T> {
 
 impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(JoinableQueue {
-            queue: Queue::deserialize(d)?,
-        })
+        let queue = Queue::deserialize(d)?;
+        if !queue.inner.counts_tasks {
+            // Its puts would count nothing, and `join` would not wait.
+            return Err(serde::de::Error::custom(
+                "the handle names a Queue, not a JoinableQueue",
+            ));
+        }
+        Ok(JoinableQueue { queue })
     }
 }
 
@@ -800,8 +871,25 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// q.join().unwrap(); // nothing put: returns at once
     /// ```
     pub fn new() -> Result<Self> {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A joinable queue whose ring holds `bytes` bytes, as
+    /// [`Queue::with_capacity`].
+    ///
+    /// # Errors
+    /// As [`Queue::new`].
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::<u64>::with_capacity(4096).unwrap();
+    /// q.put(&1).unwrap();
+    /// ```
+    pub fn with_capacity(bytes: usize) -> Result<Self> {
         Ok(JoinableQueue {
-            queue: Queue::new()?,
+            queue: Queue {
+                inner: Arc::new(Inner::create(bytes, true)?),
+                _items: PhantomData,
+            },
         })
     }
 
@@ -815,11 +903,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// q.put(&1u8).unwrap();
     /// ```
     pub fn put(&self, item: &T) -> Result<()> {
-        self.add_unfinished(1);
-        let call = putting("JoinableQueue::put");
-        self.queue.put_until(item, None, &call).inspect_err(|_| {
-            self.task_done_unchecked();
-        })
+        self.queue
+            .put_until(item, None, &putting("JoinableQueue::put"))
     }
 
     /// As [`Queue::put_timeout`], counting one more unfinished task if the
@@ -837,21 +922,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         item: T,
         timeout: Duration,
     ) -> std::result::Result<(), TryPutError<T>> {
-        self.put_timeout_as(item, timeout, &putting("JoinableQueue::put_timeout"))
-    }
-
-    fn put_timeout_as(
-        &self,
-        item: T,
-        timeout: Duration,
-        call: &Call<'_>,
-    ) -> std::result::Result<(), TryPutError<T>> {
-        self.add_unfinished(1);
         self.queue
-            .put_timeout_as(item, timeout, call)
-            .inspect_err(|_| {
-                self.task_done_unchecked();
-            })
+            .put_timeout_as(item, timeout, &putting("JoinableQueue::put_timeout"))
     }
 
     /// As [`Queue::try_put`], counting one more unfinished task if the item
@@ -865,7 +937,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// q.try_put(1u8).unwrap();
     /// ```
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
-        self.put_timeout_as(item, Duration::ZERO, &putting("JoinableQueue::try_put"))
+        self.queue
+            .put_timeout_as(item, Duration::ZERO, &putting("JoinableQueue::try_put"))
     }
 
     /// As [`Queue::put_many`], counting one more unfinished task per item
@@ -887,39 +960,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        let count = |add| {
-            if add {
-                self.add_unfinished(1);
-            } else {
-                self.task_done_unchecked();
-            }
-        };
-        let call = putting("JoinableQueue::put_many");
-        self.queue.put_many_counted(items, &count, &call)
-    }
-
-    /// Counts `n` more unfinished tasks, before their items are visible, so
-    /// `join` never sees an item done before it was counted. (Every put of
-    /// a `JoinableQueue` goes through here; `Queue`'s own puts, reachable
-    /// through `Deref`, are shadowed by these.)
-    fn add_unfinished(&self, n: u32) {
-        // SYNC: AcqRel pairs with the AcqRel decrements in `task_done`.
         self.queue
-            .inner
-            .header()
-            .unfinished
-            .fetch_add(n, Ordering::AcqRel);
-    }
-
-    fn task_done_unchecked(&self) -> u32 {
-        let h = self.queue.inner.header();
-        // SYNC: AcqRel: Release publishes the consumer's work to `join`'s
-        // Acquire load; Acquire orders it after earlier task_done calls.
-        let before = h.unfinished.fetch_sub(1, Ordering::AcqRel);
-        if before == 1 {
-            sys::futex_wake_all(&h.unfinished);
-        }
-        before
+            .put_many_as(items, &putting("JoinableQueue::put_many"))
     }
 
     /// Marks one item taken with `get` as processed.
@@ -946,7 +988,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
                     "task_done() called more times than there were items",
                 ));
             }
-            // SYNC: AcqRel as in `task_done_unchecked`.
+            // SYNC: AcqRel as in `Inner::uncount_task`.
             match h
                 .unfinished
                 .compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Relaxed)

@@ -163,10 +163,12 @@ fn get_fails_instead_of_hanging_when_a_holder_is_killed() {
 }
 
 #[test]
-fn close_stops_puts_through_this_handle_only() {
+fn close_ends_puts_and_gets_through_this_processs_handles_at_once() {
     let q = Queue::<u8>::new().unwrap();
-    let other = q.clone();
+    let clone = q.clone();
     q.put(&1).unwrap();
+    // What another process holds: the same queue, its own handle.
+    let elsewhere: Queue<u8> = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
     q.close();
     let err = q.put(&2).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidState);
@@ -175,9 +177,40 @@ fn close_stops_puts_through_this_handle_only() {
             .contains("Queue::put: this handle was closed"),
         "{err}"
     );
-    // Clones share the handle state in this process (like Python's one
-    // Queue object); the items already put are still there.
-    assert_eq!(other.get().unwrap(), 1);
+    // Python raises at once on a closed queue's get too; clones are this
+    // process's one queue object. A blocking get must not wait.
+    for e in [
+        q.get().unwrap_err(),
+        clone.get().unwrap_err(),
+        clone.get_timeout(Duration::from_secs(3600)).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+        assert!(e.to_string().contains("this handle was closed"), "{e}");
+    }
+    // The items already put are still there for everyone else.
+    assert_eq!(elsewhere.get().unwrap(), 1);
+}
+
+/// A `Queue` handle of a joinable queue counts its puts too: the count
+/// lives in the queue, not in the handle's type.
+#[test]
+fn a_plain_handle_of_a_joinable_queue_counts_its_puts() {
+    let jq = JoinableQueue::<u8>::new().unwrap();
+    let plain: Queue<u8> = postcard::from_bytes(&postcard::to_stdvec(&jq).unwrap()).unwrap();
+    plain.put(&1).unwrap();
+    plain.put_many([2u8, 3]).unwrap();
+    for _ in 0..3 {
+        jq.get().unwrap();
+    }
+    for _ in 0..3 {
+        jq.task_done().unwrap();
+    }
+    assert_eq!(jq.task_done().unwrap_err().kind(), ErrorKind::InvalidState);
+    jq.join().unwrap();
+    // And a plain queue's handle is not taken for a joinable one.
+    let q = Queue::<u8>::new().unwrap();
+    let bytes = postcard::to_stdvec(&q).unwrap();
+    assert!(postcard::from_bytes::<JoinableQueue<u8>>(&bytes).is_err());
 }
 
 #[test]
