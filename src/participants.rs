@@ -16,10 +16,11 @@ use crate::sys;
 /// Slots per object. A process beyond this many is simply not watched.
 pub(crate) const SLOTS: usize = 128;
 
-/// The shared table (`#[repr(C)]`, atomics only).
-#[repr(C)]
-pub(crate) struct Participants {
-    slots: [AtomicU32; SLOTS],
+crate::segment::in_place! {
+    /// The shared table (`#[repr(C)]`, atomics only).
+    pub(crate) struct Participants {
+        slots: [AtomicU32; SLOTS],
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Participants>() == 4 * SLOTS);

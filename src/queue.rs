@@ -7,7 +7,6 @@
 //! [`RING_OFFSET`]. Items are
 //! serialised with postcard straight into the ring (no intermediate
 //! buffer). The count is a hint for `len()`, like Python's `qsize()`.
-#![allow(unsafe_code)]
 
 use std::borrow::Borrow;
 use std::marker::PhantomData;
@@ -21,9 +20,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec;
 use crate::error::{Call, Error, ErrorKind, Result};
 use crate::participants::Participants;
-use crate::region::Region;
 use crate::ring::{self, Consumer, Mode, PeerCheck, Producer, Ring};
-use crate::segment::{Segment, SegmentHandle};
+use crate::segment::{in_place, Line, Segment, SegmentHandle, SegmentRegion, Typed};
 use crate::sync::deadline_after;
 use crate::sys;
 
@@ -33,53 +31,27 @@ const KIND_ITEM: u8 = 1;
 /// Where the ring starts in the segment (after the header, 64-aligned).
 const RING_OFFSET: usize = 1024;
 
-/// One cache line, so producers and consumers do not write the same line.
-#[repr(C, align(64))]
-struct Line<T>(T);
-
-#[repr(C)]
-struct QueueHeader {
-    /// Items ever put (written by producers only) …
-    puts: Line<AtomicU64>,
-    /// … and ever taken (consumers only): `len` is the difference.
-    gets: Line<AtomicU64>,
-    /// `JoinableQueue`: items put and not yet marked done; `join` sleeps
-    /// on it as a futex word.
-    unfinished: AtomicU32,
-    /// Non-zero for a `JoinableQueue`'s segment: every put, through any
-    /// handle of any type, counts an unfinished task. Written once before
-    /// the handle exists.
-    counts_tasks: AtomicU32,
-    participants: Participants,
+in_place! {
+    struct QueueHeader {
+        /// Items ever put (written by producers only) …
+        puts: Line<AtomicU64>,
+        /// … and ever taken (consumers only): `len` is the difference.
+        gets: Line<AtomicU64>,
+        /// `JoinableQueue`: items put and not yet marked done; `join` sleeps
+        /// on it as a futex word.
+        unfinished: AtomicU32,
+        /// Non-zero for a `JoinableQueue`'s segment: every put, through any
+        /// handle of any type, counts an unfinished task. Written once before
+        /// the handle exists.
+        counts_tasks: AtomicU32,
+        participants: Participants,
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<QueueHeader>() <= RING_OFFSET);
 
-/// The ring's part of the segment.
-struct RingRegion {
-    segment: Arc<Segment>,
-}
-
-// SAFETY: `base()` points `RING_OFFSET` bytes into a live mapping that the
-// `Arc<Segment>` keeps alive, and `len()` stays within it; the ring only
-// reaches the memory through atomics and raw copies.
-unsafe impl Region for RingRegion {
-    fn base(&self) -> *mut u8 {
-        // The caller (`Inner::new`) checked `segment.len() > RING_OFFSET`.
-        self.segment.as_ptr().wrapping_add(RING_OFFSET)
-    }
-
-    fn len(&self) -> usize {
-        self.segment.len().saturating_sub(RING_OFFSET)
-    }
-
-    fn lost(&self) -> bool {
-        self.segment.lost()
-    }
-}
-
 struct Inner {
-    segment: Arc<Segment>,
+    header: Typed<QueueHeader>,
     ring: Ring,
     producer: Mutex<Option<Producer>>,
     consumer: Mutex<Option<Consumer>>,
@@ -92,11 +64,18 @@ struct Inner {
 
 impl Inner {
     fn header(&self) -> &QueueHeader {
-        // SAFETY: the segment is at least RING_OFFSET bytes (checked when it
-        // was created or opened), page aligned, and stays mapped while
-        // `self.segment` lives; `QueueHeader` is atomics only, so a shared
-        // reference to memory other processes mutate atomically is fine.
-        unsafe { &*self.segment.as_ptr().cast::<QueueHeader>() }
+        self.header.get()
+    }
+
+    /// The ring's part of the segment: everything after `RING_OFFSET`.
+    fn ring_region(segment: &Arc<Segment>) -> Result<Arc<SegmentRegion>> {
+        segment
+            .len()
+            .checked_sub(RING_OFFSET)
+            .filter(|&len| len > 0)
+            .and_then(|len| SegmentRegion::new(segment, RING_OFFSET, len))
+            .map(Arc::new)
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "queue segment too small"))
     }
 
     fn create(capacity: usize, counts_tasks: bool) -> Result<Inner> {
@@ -104,11 +83,8 @@ impl Inner {
             .clamp(ring::MIN_CAPACITY, ring::MAX_CAPACITY)
             .next_power_of_two();
         let segment = Arc::new(Segment::create(RING_OFFSET + ring::region_size(capacity))?);
-        let region = Arc::new(RingRegion {
-            segment: Arc::clone(&segment),
-        });
-        let ring = Ring::create(region, capacity, Mode::Mpmc)?;
-        let mut inner = Inner::with(segment, ring);
+        let ring = Ring::create(Self::ring_region(&segment)?, capacity, Mode::Mpmc)?;
+        let mut inner = Inner::with(Typed::new(segment)?, ring);
         // SYNC: Relaxed: no other process has this segment's handle yet;
         // whatever sends the handle (a spawn, a ring, a pipe) orders this
         // store before the other side's first look.
@@ -122,24 +98,19 @@ impl Inner {
 
     fn open(handle: &SegmentHandle) -> Result<Inner> {
         let segment = Arc::new(Segment::open(handle)?);
-        if segment.len() <= RING_OFFSET {
-            return Err(Error::new(ErrorKind::Protocol, "queue segment too small"));
-        }
-        let ring = Ring::attach(Arc::new(RingRegion {
-            segment: Arc::clone(&segment),
-        }))?;
+        let ring = Ring::attach(Self::ring_region(&segment)?)?;
         if ring.mode() != Mode::Mpmc {
             return Err(Error::new(
                 ErrorKind::Protocol,
                 "segment does not hold a queue",
             ));
         }
-        Ok(Inner::with(segment, ring))
+        Ok(Inner::with(Typed::new(segment)?, ring))
     }
 
-    fn with(segment: Arc<Segment>, ring: Ring) -> Inner {
+    fn with(header: Typed<QueueHeader>, ring: Ring) -> Inner {
         let mut inner = Inner {
-            segment,
+            header,
             ring,
             producer: Mutex::new(None),
             consumer: Mutex::new(None),
@@ -181,12 +152,8 @@ impl Inner {
     /// Blocked calls give up once a process sharing the queue has died
     /// abruptly (it is still registered: it never dropped its handle).
     fn peer_check(&self) -> PeerCheck {
-        let segment = Arc::clone(&self.segment);
-        Arc::new(move || {
-            // SAFETY: as in `header()`; `segment` keeps the mapping alive.
-            let header = unsafe { &*segment.as_ptr().cast::<QueueHeader>() };
-            header.participants.dead().is_none()
-        })
+        let header = self.header.clone();
+        Arc::new(move || header.get().participants.dead().is_none())
     }
 
     /// Runs `f` on this process's producer; its errors are worded for
@@ -379,7 +346,7 @@ impl<T> std::fmt::Debug for Queue<T> {
 
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.inner.segment.handle().serialize(s)
+        self.inner.header.segment().handle().serialize(s)
     }
 }
 

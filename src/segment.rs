@@ -387,6 +387,133 @@ fn piece(addr: usize, left: usize) -> usize {
         .unwrap_or(1)
 }
 
+// ------------------------------------------------------- typed in-place views
+
+/// A type that may be viewed in place in a segment that other processes
+/// write concurrently: the one way the crate looks at shared memory as a
+/// Rust type (queue headers, synchronisation blocks, the doorbell).
+///
+/// Declare such types with [`in_place!`], which checks every field at
+/// compile time; the implementations here are the building blocks.
+///
+/// # Safety
+/// Implementors must be valid for every bit pattern another process may
+/// write (atomic integers are; `AtomicBool` is not), reachable only
+/// through atomics (so shared mutation through `&` is sound across
+/// processes), `#[repr(C)]` or an array, and aligned to at most
+/// [`MAX_ALIGN`].
+pub(crate) unsafe trait InPlace: Sync {}
+
+// SAFETY: atomic integers: any bit pattern is a valid value, and every
+// access is atomic; alignments 1 to 8.
+unsafe impl InPlace for std::sync::atomic::AtomicU8 {}
+// SAFETY: as above.
+unsafe impl InPlace for std::sync::atomic::AtomicU16 {}
+// SAFETY: as above.
+unsafe impl InPlace for std::sync::atomic::AtomicU32 {}
+// SAFETY: as above.
+unsafe impl InPlace for std::sync::atomic::AtomicU64 {}
+// SAFETY: as above.
+unsafe impl InPlace for std::sync::atomic::AtomicI32 {}
+// SAFETY: as above.
+unsafe impl InPlace for std::sync::atomic::AtomicI64 {}
+// SAFETY: an array of in-place values is laid out as its elements, with
+// their alignment, and every element is valid for any bits.
+unsafe impl<T: InPlace, const N: usize> InPlace for [T; N] {}
+
+/// One cache line, so that processes writing different fields of a
+/// shared type do not write the same line.
+#[repr(C, align(64))]
+pub(crate) struct Line<T>(pub(crate) T);
+
+// SAFETY: `#[repr(C, align(64))]` around one in-place value: the padding
+// is never read, the value is valid for any bits, alignment 64 =
+// MAX_ALIGN.
+unsafe impl<T: InPlace> InPlace for Line<T> {}
+
+/// Declares a `#[repr(C)]` struct that may be viewed in place in shared
+/// memory ([`InPlace`]). Every field's type must be `InPlace` itself,
+/// which the compiler checks (a plain integer, a pointer, a `bool` or an
+/// `AtomicBool` is refused), so the declaring file needs no `unsafe`.
+macro_rules! in_place {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        $vis struct $name {
+            $( $(#[$fmeta])* $fvis $field : $ty ),*
+        }
+
+        // SAFETY: `#[repr(C)]` (above), every field is `InPlace` (the
+        // bounds below are checked: a trivially false one is an error),
+        // and the alignment is checked below.
+        #[allow(unsafe_code)]
+        unsafe impl $crate::segment::InPlace for $name
+        where
+            $( $ty: $crate::segment::InPlace ),*
+        {}
+
+        const _: () = assert!(std::mem::align_of::<$name>() <= $crate::segment::MAX_ALIGN);
+    };
+}
+pub(crate) use in_place;
+
+/// A segment whose data starts with an `H`: the checked, typed view.
+pub(crate) struct Typed<H> {
+    segment: std::sync::Arc<Segment>,
+    _view: std::marker::PhantomData<fn() -> H>,
+}
+
+impl<H> Clone for Typed<H> {
+    fn clone(&self) -> Self {
+        Typed {
+            segment: std::sync::Arc::clone(&self.segment),
+            _view: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<H: InPlace> Typed<H> {
+    /// Views `segment`'s data as an `H`; a `Protocol` error if it is too
+    /// small (a peer's handle can name any segment).
+    pub(crate) fn new(segment: std::sync::Arc<Segment>) -> Result<Typed<H>> {
+        if segment.len() < std::mem::size_of::<H>() {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "the segment is too small for what its handle says it holds",
+            ));
+        }
+        // Data starts HEADER_LEN (= MAX_ALIGN) bytes into a page-aligned
+        // mapping, and `InPlace` types are aligned to at most MAX_ALIGN.
+        debug_assert!((segment.as_ptr() as usize).is_multiple_of(std::mem::align_of::<H>()));
+        Ok(Typed {
+            segment,
+            _view: std::marker::PhantomData,
+        })
+    }
+
+    /// The shared value.
+    pub(crate) fn get(&self) -> &H {
+        // SAFETY: the data holds at least `size_of::<H>()` bytes (checked
+        // in `new`), aligned for `H` (MAX_ALIGN, see `new`), and stays
+        // mapped while `self.segment` lives, which outlives the borrow.
+        // `H: InPlace`: any bits are a valid `H` and every access is
+        // atomic, so a shared reference is sound while other processes
+        // write it. A segment another process shrank is replaced by
+        // zeroed private memory (sys::sigbus), still valid for `H`.
+        unsafe { &*self.segment.as_ptr().cast::<H>() }
+    }
+
+    /// The segment itself.
+    pub(crate) fn segment(&self) -> &std::sync::Arc<Segment> {
+        &self.segment
+    }
+}
+
 /// A sub-range of a segment, as the memory a ring lives in.
 pub(crate) struct SegmentRegion {
     segment: std::sync::Arc<Segment>,

@@ -25,10 +25,8 @@
 //! Everything read from the block is an integer another process may have
 //! written: it is only ever compared, never used as an index or a length,
 //! so a corrupt block gives wrong answers or errors, never UB.
-#![allow(unsafe_code)]
 
 use std::marker::PhantomData;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +35,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::participants::Participants;
-use crate::segment::{Segment, SegmentHandle};
+use crate::segment::{in_place, InPlace, Segment, SegmentHandle, Typed};
 use crate::sys;
 
 /// Longest single sleep of a waiter between liveness checks.
@@ -59,19 +57,20 @@ enum Kind {
     Barrier = 6,
 }
 
-/// Common start of every block.
-#[repr(C)]
-struct Header {
-    magic: AtomicU32,
-    kind: AtomicU32,
-    /// Non-zero once a participant died: every wait fails with `PeerDied`.
-    broken: AtomicU32,
-    _pad: AtomicU32,
-    participants: Participants,
+in_place! {
+    /// Common start of every block.
+    struct Header {
+        magic: AtomicU32,
+        kind: AtomicU32,
+        /// Non-zero once a participant died: every wait fails with `PeerDied`.
+        broken: AtomicU32,
+        _pad: AtomicU32,
+        participants: Participants,
+    }
 }
 
 /// What each primitive's block provides to the shared machinery.
-trait Block: Sized {
+trait Block: InPlace + Sized {
     const KIND: Kind;
     fn header(&self) -> &Header;
     /// Wakes every sleeper on every futex word of the block.
@@ -92,17 +91,9 @@ fn thread_token() -> u64 {
 
 /// One process's handle on a block: the segment, and its participant slot.
 struct Shared<B: Block> {
-    segment: Segment,
-    block: NonNull<B>,
+    block: Typed<B>,
     slot: Option<usize>,
-    _block: PhantomData<B>,
 }
-
-// SAFETY: `block` points into `segment`, which lives as long as `Shared`;
-// `B` holds only atomics, which are safe to use from any thread.
-unsafe impl<B: Block> Send for Shared<B> {}
-// SAFETY: as above; every access through `&Shared` is an atomic operation.
-unsafe impl<B: Block> Sync for Shared<B> {}
 
 impl<B: Block> Shared<B> {
     /// Creates the segment and lets `init` set the block's fields (the
@@ -140,31 +131,18 @@ impl<B: Block> Shared<B> {
     }
 
     fn attach(segment: Segment) -> Result<Self> {
-        let ptr = segment.as_ptr();
-        if segment.len() < std::mem::size_of::<B>()
-            || !(ptr as usize).is_multiple_of(std::mem::align_of::<B>())
-        {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                "segment too small or misaligned",
-            ));
-        }
-        let block = NonNull::new(ptr.cast::<B>())
-            .ok_or_else(|| Error::new(ErrorKind::Protocol, "null segment"))?;
         Ok(Shared {
-            segment,
-            block,
+            block: Typed::new(Arc::new(segment))?,
             slot: None,
-            _block: PhantomData,
         })
     }
 
     fn block(&self) -> &B {
-        // SAFETY: `block` is non-null, aligned, and the segment (size checked
-        // in `attach`) stays mapped while `self` lives. `B` consists of
-        // atomics only, for which every bit pattern is valid and shared
-        // mutation (by other processes too) is allowed through `&`.
-        unsafe { self.block.as_ref() }
+        self.block.get()
+    }
+
+    fn segment(&self) -> &Segment {
+        self.block.segment()
     }
 
     /// Takes a participant slot for this process (None if all are taken:
@@ -176,7 +154,7 @@ impl<B: Block> Shared<B> {
     /// `Err(PeerDied)` if the block is broken or a participant died (which
     /// then breaks it and wakes everyone).
     fn check_peers(&self) -> Result<()> {
-        self.segment.check_intact()?;
+        self.segment().check_intact()?;
         let block = self.block();
         let h = block.header();
         // SYNC: Acquire pairs with the Release store of `broken` below (by
@@ -214,7 +192,7 @@ impl<B: Block> Shared<B> {
     }
 
     fn handle(&self) -> SegmentHandle {
-        self.segment.handle()
+        self.segment().handle()
     }
 }
 
@@ -280,11 +258,12 @@ macro_rules! shared_serde {
 
 // ------------------------------------------------------------------ mutex core
 
-/// The lock word: 0 = free, else the owner's pid, plus `WAITERS` if someone
-/// may be sleeping on it.
-#[repr(C)]
-struct MutexWord {
-    word: AtomicU32,
+in_place! {
+    /// The lock word: 0 = free, else the owner's pid, plus `WAITERS` if someone
+    /// may be sleeping on it.
+    struct MutexWord {
+        word: AtomicU32,
+    }
 }
 
 enum Acquired {
@@ -408,10 +387,11 @@ fn owner_died(what: &str, owner: u32) -> Error {
 
 // ------------------------------------------------------------------------ Lock
 
-#[repr(C)]
-struct LockBlock {
-    header: Header,
-    mutex: MutexWord,
+in_place! {
+    struct LockBlock {
+        header: Header,
+        mutex: MutexWord,
+    }
 }
 
 impl Block for LockBlock {
@@ -552,13 +532,15 @@ impl Lock {
     fn lock_until(&self, deadline: Option<Instant>) -> Result<LockGuard<'_>> {
         let mutex = &self.shared.block().mutex;
         let timed_out = "Lock::lock_timeout: another process held the lock until the deadline";
-        match mutex.lock(deadline, timed_out, &|| self.shared.segment.check_intact())? {
+        match mutex.lock(deadline, timed_out, &|| {
+            self.shared.segment().check_intact()
+        })? {
             // Taken in memory a peer shrank away (before or during `lock`;
             // the fault replaced it with zeros): a lock word nobody else
             // sees excludes nobody.
-            Acquired::Clean if self.shared.segment.lost() => {
+            Acquired::Clean if self.shared.segment().lost() => {
                 mutex.unlock();
-                Err(self.shared.segment.lost_error())
+                Err(self.shared.segment().lost_error())
             }
             Acquired::Clean => Ok(LockGuard { lock: self }),
             Acquired::OwnerDied(owner) => {
@@ -583,15 +565,16 @@ impl Lock {
 
 // ----------------------------------------------------------------------- RLock
 
-#[repr(C)]
-struct RLockBlock {
-    header: Header,
-    mutex: MutexWord,
-    _pad: AtomicU32,
-    /// `thread_token()` of the owning thread (meaningful with the pid in
-    /// the lock word), 0 when free.
-    owner_thread: AtomicU64,
-    count: AtomicU32,
+in_place! {
+    struct RLockBlock {
+        header: Header,
+        mutex: MutexWord,
+        _pad: AtomicU32,
+        /// `thread_token()` of the owning thread (meaningful with the pid in
+        /// the lock word), 0 when free.
+        owner_thread: AtomicU64,
+        count: AtomicU32,
+    }
 }
 
 impl Block for RLockBlock {
@@ -711,14 +694,13 @@ impl RLock {
             return Ok(guard());
         }
         let timed_out = "RLock::lock_timeout: another process held the lock until the deadline";
-        match b
-            .mutex
-            .lock(deadline, timed_out, &|| self.shared.segment.check_intact())?
-        {
+        match b.mutex.lock(deadline, timed_out, &|| {
+            self.shared.segment().check_intact()
+        })? {
             // As in `Lock::lock_until`.
-            Acquired::Clean if self.shared.segment.lost() => {
+            Acquired::Clean if self.shared.segment().lost() => {
                 b.mutex.unlock();
-                Err(self.shared.segment.lost_error())
+                Err(self.shared.segment().lost_error())
             }
             Acquired::Clean => {
                 b.owner_thread.store(me, Ordering::Relaxed);
@@ -737,13 +719,14 @@ impl RLock {
 
 // ------------------------------------------------------------------ Semaphore
 
-#[repr(C)]
-struct SemaphoreBlock {
-    header: Header,
-    value: AtomicU32,
-    /// The value `release` may not exceed, if `bounded` is non-zero.
-    bound: AtomicU32,
-    bounded: AtomicU32,
+in_place! {
+    struct SemaphoreBlock {
+        header: Header,
+        value: AtomicU32,
+        /// The value `release` may not exceed, if `bounded` is non-zero.
+        bound: AtomicU32,
+        bounded: AtomicU32,
+    }
 }
 
 impl Block for SemaphoreBlock {
@@ -1074,10 +1057,11 @@ impl Semaphore {
 
 // ----------------------------------------------------------------------- Event
 
-#[repr(C)]
-struct EventBlock {
-    header: Header,
-    flag: AtomicU32,
+in_place! {
+    struct EventBlock {
+        header: Header,
+        flag: AtomicU32,
+    }
 }
 
 impl Block for EventBlock {
@@ -1223,12 +1207,13 @@ impl Event {
 
 // ------------------------------------------------------------------- Condition
 
-#[repr(C)]
-struct ConditionBlock {
-    header: Header,
-    mutex: MutexWord,
-    /// Bumped by every notify; waiters sleep on it.
-    sequence: AtomicU32,
+in_place! {
+    struct ConditionBlock {
+        header: Header,
+        mutex: MutexWord,
+        /// Bumped by every notify; waiters sleep on it.
+        sequence: AtomicU32,
+    }
 }
 
 impl Block for ConditionBlock {
@@ -1442,12 +1427,13 @@ impl Condition {
 
 // --------------------------------------------------------------------- Barrier
 
-#[repr(C)]
-struct BarrierBlock {
-    header: Header,
-    parties: AtomicU32,
-    arrived: AtomicU32,
-    generation: AtomicU32,
+in_place! {
+    struct BarrierBlock {
+        header: Header,
+        parties: AtomicU32,
+        arrived: AtomicU32,
+        generation: AtomicU32,
+    }
 }
 
 impl Block for BarrierBlock {
