@@ -113,11 +113,13 @@ pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     let run = match config.task.resolve(task_key(&token)) {
         Ok(run) => run,
         Err(why) => {
+            stand_down_parent_watch();
             let _ = config.results.send(Outcome::Rejected(why.to_string()));
             return Err(why.to_string());
         }
     };
     let (outcome, code) = run_catching(|| run(&config.args));
+    stand_down_parent_watch();
     config
         .results
         .send(outcome)
@@ -199,10 +201,32 @@ pub(super) fn say_hello(
     Ok(hello)
 }
 
+/// Set once the task has ended and its outcome is about to go: from then
+/// on the parent may drop the control link (it has what it waited for),
+/// and this process exits with the task's own code, not
+/// [`EXIT_PARENT_GONE`].
+static STOOD_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the parent watch to let the disconnect that follows the outcome
+/// pass: without it, the watch could see the parent drop the link before
+/// the main thread's own `exit`, and end a child that had delivered its
+/// result with 122 (seen under Wine, where no parent-death signal exists).
+fn stand_down_parent_watch() {
+    // SYNC: SeqCst pairs with the SeqCst load in `watch_parent`: the store
+    // precedes the outcome's send, which precedes the parent's drop of the
+    // link, which precedes the watch's `recv` error and then its load.
+    STOOD_DOWN.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 pub(super) fn watch_parent(control: IpcReceiver<Control>) {
     // `Control` has no values yet, so `recv` only ever returns an error:
     // the parent closed the channel or died.
     if control.recv().is_err() {
+        // SYNC: SeqCst, see `stand_down_parent_watch`.
+        if STOOD_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
+            // The outcome is out; the main thread exits with its code.
+            return;
+        }
         let _ = std::io::stdout().flush();
         std::process::exit(EXIT_PARENT_GONE);
     }
