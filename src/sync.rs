@@ -1211,8 +1211,28 @@ in_place! {
     struct ConditionBlock {
         header: Header,
         mutex: MutexWord,
-        /// Bumped by every notify; waiters sleep on it.
-        sequence: AtomicU32,
+        /// Hands out arrival numbers: `notify` chooses the oldest waiters.
+        arrivals: AtomicU32,
+        _pad: AtomicU32,
+        /// One slot per waiting process (thread), as Python keeps one lock
+        /// per waiter: `notify(n)` marks exactly n slots.
+        waiters: [WaiterSlot; WAITER_SLOTS],
+    }
+}
+
+/// Waiters one `Condition` can hold at once.
+const WAITER_SLOTS: usize = 256;
+const SLOT_FREE: u32 = 0;
+const SLOT_TAKEN: u32 = 1;
+const SLOT_WAITING: u32 = 2;
+const SLOT_NOTIFIED: u32 = 3;
+
+in_place! {
+    /// A waiter's place: its state (a futex word it sleeps on) and its
+    /// arrival number.
+    struct WaiterSlot {
+        state: AtomicU32,
+        arrival: AtomicU32,
     }
 }
 
@@ -1223,7 +1243,15 @@ impl Block for ConditionBlock {
     }
     fn wake_all(&self) {
         sys::futex_wake(&self.mutex.word, u32::MAX);
-        sys::futex_wake(&self.sequence, u32::MAX);
+        // SYNC: Relaxed: a waiter that starts waiting after this look
+        // checks `broken` itself within a TICK.
+        for slot in self
+            .waiters
+            .iter()
+            .filter(|s| s.state.load(Ordering::Relaxed) == SLOT_WAITING)
+        {
+            sys::futex_wake(&slot.state, u32::MAX);
+        }
     }
 }
 
@@ -1366,13 +1394,15 @@ impl Condition {
     fn wait_until(&self, guard: &mut ConditionGuard<'_>, deadline: Option<Instant>) -> Result<()> {
         debug_assert!(std::ptr::eq(guard.cond, self), "guard of another Condition");
         let b = self.shared.block();
-        // SYNC: Acquire pairs with the Release fetch_add in `notify`.
-        let seen = b.sequence.load(Ordering::Acquire);
+        // The slot is taken and marked waiting before the lock is let go,
+        // so a notify that follows the caller's check of its predicate
+        // sees this waiter.
+        let slot = Self::arrive(b)?;
         b.mutex.unlock();
         let mut last_check = Instant::now();
         let outcome = loop {
-            // SYNC: Acquire pairs with the Release fetch_add in `notify`.
-            if b.sequence.load(Ordering::Acquire) != seen {
+            // SYNC: Acquire pairs with the Release CAS in `notify`.
+            if slot.state.load(Ordering::Acquire) == SLOT_NOTIFIED {
                 break Ok(());
             }
             if last_check.elapsed() >= TICK {
@@ -1382,10 +1412,25 @@ impl Condition {
                 }
             }
             let timed_out = "Condition::wait_timeout: no notify came in time";
-            if let Err(e) = sleep_on(&b.sequence, seen, deadline, timed_out) {
+            if let Err(e) = sleep_on(&slot.state, SLOT_WAITING, deadline, timed_out) {
                 break Err(e);
             }
         };
+        // Leaving un-notified: withdraw, unless a notify chose this slot
+        // in the meantime (then this waiter was notified after all).
+        // SYNC: AcqRel pairs with the CAS in `notify`.
+        let withdrawn = slot
+            .state
+            .compare_exchange(
+                SLOT_WAITING,
+                SLOT_TAKEN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        let outcome = if withdrawn { outcome } else { Ok(()) };
+        // SYNC: Release pairs with the Acquire CAS in `arrive`.
+        slot.state.store(SLOT_FREE, Ordering::Release);
         // Retake the lock whatever happened, so the guard stays truthful.
         match b.mutex.lock(None, "Condition::wait", &|| Ok(()))? {
             Acquired::Clean => outcome,
@@ -1393,7 +1438,38 @@ impl Condition {
         }
     }
 
-    /// Wakes up to `n` waiters (Python's `notify(n)`).
+    /// Takes a free waiter slot and marks it waiting, with the next
+    /// arrival number.
+    fn arrive(b: &ConditionBlock) -> Result<&WaiterSlot> {
+        let slot = b
+            .waiters
+            .iter()
+            .find(|s| {
+                // SYNC: Acquire pairs with the Release store that freed it.
+                s.state
+                    .compare_exchange(SLOT_FREE, SLOT_TAKEN, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidState,
+                    format!(
+                        "Condition::wait: {WAITER_SLOTS} waiters already wait on this condition"
+                    ),
+                )
+            })?;
+        // SYNC: Relaxed: only the order of arrivals matters; the Release
+        // store of the state below publishes it to `notify`.
+        let n = b.arrivals.fetch_add(1, Ordering::Relaxed);
+        slot.arrival.store(n, Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire loads in `notify`.
+        slot.state.store(SLOT_WAITING, Ordering::Release);
+        Ok(slot)
+    }
+
+    /// Wakes up to `n` of the processes waiting now, the longest-waiting
+    /// first (Python's `notify(n)`): exactly `min(n, waiting)` of them
+    /// return from [`wait`](Condition::wait).
     ///
     /// ```
     /// let c = multiproc::Condition::new().unwrap();
@@ -1401,9 +1477,36 @@ impl Condition {
     /// ```
     pub fn notify(&self, n: u32) {
         let b = self.shared.block();
-        // SYNC: Release pairs with the Acquire loads in `wait_until`.
-        b.sequence.fetch_add(1, Ordering::Release);
-        sys::futex_wake(&b.sequence, n);
+        let mut left = n;
+        while left > 0 {
+            // SYNC: Relaxed: a reference point for arrival ages only.
+            let now = b.arrivals.load(Ordering::Relaxed);
+            // The oldest waiting slot (arrival numbers wrap: compare ages).
+            let oldest = b
+                .waiters
+                .iter()
+                // SYNC: Acquire pairs with the Release store in `arrive`.
+                .filter(|s| s.state.load(Ordering::Acquire) == SLOT_WAITING)
+                .max_by_key(|s| now.wrapping_sub(s.arrival.load(Ordering::Relaxed)));
+            let Some(slot) = oldest else {
+                return;
+            };
+            // SYNC: AcqRel pairs with the waiter's Acquire load and its
+            // withdrawing CAS: exactly one of the two wins the slot.
+            if slot
+                .state
+                .compare_exchange(
+                    SLOT_WAITING,
+                    SLOT_NOTIFIED,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                sys::futex_wake(&slot.state, 1);
+                left -= 1;
+            }
+        }
     }
 
     /// Wakes one waiter.

@@ -9,6 +9,7 @@ use multiproc::{
 };
 
 multiproc::test_support!();
+mod common;
 
 fn nap(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
@@ -289,6 +290,61 @@ fn condition_notify_across_processes() {
     }
     assert_eq!(got, vec![1, 2, 3, 4, 5]);
     p.join().unwrap();
+}
+
+/// CPython's `test_notify_n`: of 6 waiters, `notify(2)` wakes exactly 2
+/// (they once all returned at their next periodic wake-up), `notify(1)`
+/// one more, `notify_all` the rest.
+#[test]
+fn condition_notify_n_wakes_exactly_n() {
+    fn waiter((c, ready, woken): (Condition, SharedValue<u32>, SharedValue<u32>)) {
+        let mut g = c.lock().unwrap();
+        ready.fetch_add(1);
+        c.wait(&mut g).unwrap();
+        woken.fetch_add(1);
+    }
+    common::watchdog(Duration::from_secs(120), || {
+        let c = Condition::new().unwrap();
+        let ready = SharedValue::new(0u32).unwrap();
+        let woken = SharedValue::new(0u32).unwrap();
+        let ps: Vec<_> = (0..6)
+            .map(|_| Process::spawn(waiter, (c.clone(), ready.clone(), woken.clone())).unwrap())
+            .collect();
+        let until = |what: &str, cond: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !cond() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        // Every waiter counts itself under the lock and waits: once the
+        // lock is free after the sixth, all six wait.
+        until("six waiters", &|| ready.get() == 6);
+        drop(c.lock().unwrap());
+        let settled = |n: u32| {
+            until("the notified waiters return", &|| woken.get() >= n);
+            // Longer than many periodic wake-ups of the sleepers (25 ms):
+            // a waiter that was not notified must still be waiting.
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(woken.get(), n, "notify woke more than it was asked to");
+        };
+        c.notify(2);
+        settled(2);
+        c.notify(1);
+        settled(3);
+        c.notify_all();
+        until("all six", &|| woken.get() == 6);
+        for p in ps {
+            p.join().unwrap();
+        }
+        // Nobody waits: a notify now is not kept for a later waiter.
+        c.notify(3);
+        let mut g = c.lock().unwrap();
+        assert!(c
+            .wait_timeout(&mut g, Duration::from_millis(50))
+            .unwrap_err()
+            .is_timeout());
+    });
 }
 
 #[test]
