@@ -679,6 +679,54 @@ impl RLock {
         self.lock_until(deadline_after(timeout))
     }
 
+    /// Takes the lock if it is free or this thread already holds it
+    /// (Python's `acquire(block=False)`); `None` if another thread or
+    /// process holds it.
+    ///
+    /// ```
+    /// let lock = multiproc::RLock::new().unwrap();
+    /// let a = lock.try_lock().unwrap();
+    /// let b = lock.try_lock().unwrap(); // re-entered
+    /// # drop((b, a));
+    /// ```
+    pub fn try_lock(&self) -> Option<RLockGuard<'_>> {
+        let b = self.shared.block();
+        let me = thread_token();
+        let guard = || RLockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        };
+        // SYNC: Relaxed: as in `lock_until`.
+        if b.mutex.owner() == pid() && b.owner_thread.load(Ordering::Relaxed) == me {
+            b.count.fetch_add(1, Ordering::Relaxed);
+            return Some(guard());
+        }
+        if !b.mutex.try_lock() {
+            return None;
+        }
+        if self.shared.segment().lost() {
+            b.mutex.unlock();
+            return None;
+        }
+        b.owner_thread.store(me, Ordering::Relaxed);
+        b.count.store(1, Ordering::Relaxed);
+        Some(guard())
+    }
+
+    /// `true` while some thread of some process holds the lock (Python's
+    /// `locked()`, 3.14).
+    ///
+    /// ```
+    /// let lock = multiproc::RLock::new().unwrap();
+    /// assert!(!lock.is_locked());
+    /// let g = lock.lock().unwrap();
+    /// assert!(lock.is_locked());
+    /// # drop(g);
+    /// ```
+    pub fn is_locked(&self) -> bool {
+        self.shared.block().mutex.owner() != 0
+    }
+
     fn lock_until(&self, deadline: Option<Instant>) -> Result<RLockGuard<'_>> {
         let b = self.shared.block();
         let me = thread_token();
@@ -1554,8 +1602,8 @@ impl Block for BarrierBlock {
 /// Python counterpart: `multiprocessing.Barrier(parties)`. As in Python,
 /// `wait` returns each party a different index from 0 to `parties - 1`, so
 /// `if b.wait()? == 0 { … }` picks exactly one party to act after the
-/// barrier. The order is the reverse of Python's: the first party to arrive
-/// gets `parties - 1` and the last gets 0 (Python gives the first 0).
+/// barrier. The numbering is Python's too: the first party to arrive gets
+/// 0 and the last `parties - 1`.
 ///
 /// Robust: if a process sharing the barrier dies abruptly, or a waiter times
 /// out, the barrier is broken and every waiter gets an error
@@ -1617,8 +1665,32 @@ impl Barrier {
         self.shared.block().parties.load(Ordering::Relaxed)
     }
 
-    /// Waits for all parties; returns this party's index (`parties - 1` for
-    /// the first to arrive, 0 for the last).
+    /// How many parties wait at the barrier now (Python's `n_waiting`).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Barrier::new(3).unwrap().n_waiting(), 0);
+    /// ```
+    pub fn n_waiting(&self) -> u32 {
+        // SYNC: Relaxed: a momentary reading, like Python's.
+        self.shared.block().arrived.load(Ordering::Relaxed)
+    }
+
+    /// Whether the barrier is broken: a wait timed out or a process
+    /// sharing it died (Python's `broken`). Every wait then fails.
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(2).unwrap();
+    /// assert!(!b.broken());
+    /// let _ = b.wait_timeout(std::time::Duration::from_millis(1));
+    /// assert!(b.broken());
+    /// ```
+    pub fn broken(&self) -> bool {
+        // SYNC: Acquire pairs with the Release stores of `broken`.
+        self.shared.block().header.broken.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits for all parties; returns this party's index in the order of
+    /// arrival (0 for the first, `parties - 1` for the last, as Python).
     ///
     /// # Errors
     /// [`ErrorKind::PeerDied`] if the barrier is broken.
@@ -1662,9 +1734,10 @@ impl Barrier {
             // SYNC: Release pairs with the Acquire loads of waiters below.
             b.generation.fetch_add(1, Ordering::Release);
             sys::futex_wake(&b.generation, u32::MAX);
-            return Ok(0);
+            return Ok(parties - 1);
         }
-        let index = parties - arrived;
+        // Python's numbering: arrivals count up from 0.
+        let index = arrived - 1;
         let mut last_check = Instant::now();
         loop {
             // SYNC: Acquire pairs with the Release fetch_add above.

@@ -347,6 +347,49 @@ fn condition_notify_n_wakes_exactly_n() {
     });
 }
 
+/// Python's numbering: the first to arrive gets 0, the last `parties - 1`
+/// (this crate once counted the other way round).
+#[test]
+fn barrier_indices_count_arrivals_from_zero() {
+    common::watchdog(Duration::from_secs(60), || {
+        let b = Barrier::new(2).unwrap();
+        assert_eq!(b.n_waiting(), 0);
+        let first = {
+            let b = b.clone();
+            std::thread::spawn(move || b.wait().unwrap())
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while b.n_waiting() < 1 {
+            assert!(Instant::now() < deadline, "the first party never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(b.wait().unwrap(), 1, "the last to arrive gets parties - 1");
+        assert_eq!(first.join().unwrap(), 0, "the first to arrive gets 0");
+        assert_eq!(b.n_waiting(), 0);
+        assert!(!b.broken());
+    });
+}
+
+#[test]
+fn rlock_try_lock_re_enters_and_refuses_other_processes() {
+    fn try_take(l: RLock) -> bool {
+        l.try_lock().is_some()
+    }
+    let l = RLock::new().unwrap();
+    assert!(!l.is_locked());
+    let a = l.try_lock().expect("free");
+    let b = l.try_lock().expect("re-entered by its owner");
+    assert!(l.is_locked());
+    let p = Process::spawn(try_take, l.clone()).unwrap();
+    assert!(!p.join().unwrap(), "another process took a held RLock");
+    drop(b);
+    assert!(l.is_locked(), "still held once");
+    drop(a);
+    assert!(!l.is_locked());
+    let p = Process::spawn(try_take, l.clone()).unwrap();
+    assert!(p.join().unwrap());
+}
+
 #[test]
 fn primitives_reject_a_handle_of_another_kind() {
     let e = Event::new().unwrap();
