@@ -42,7 +42,9 @@ pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
     pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WorkerInsights,
 };
-pub use process::{active_children, current_process, Process, ProcessBuilder, ProcessInfo};
+pub use process::{
+    active_children, current_process, parent_process, Process, ProcessBuilder, ProcessInfo,
+};
 #[cfg(not(loom))]
 pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};

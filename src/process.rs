@@ -64,10 +64,34 @@ impl ProcessInfo {
 pub fn current_process() -> ProcessInfo {
     ProcessInfo {
         name: bootstrap::worker_name()
-            .unwrap_or("MainProcess")
+            .unwrap_or(bootstrap::MAIN_PROCESS)
             .to_string(),
         pid: std::process::id(),
     }
+}
+
+/// The process that started this one, if this is a worker; `None` in the
+/// program itself.
+///
+/// Python counterpart: `multiprocessing.parent_process()`.
+///
+/// ```
+/// fn parent_of_child(_: ()) -> Option<(String, u32)> {
+///     multiproc::parent_process().map(|p| (p.name().to_string(), p.pid()))
+/// }
+///
+/// fn main() {
+///     multiproc::init();
+///     assert!(multiproc::parent_process().is_none());
+///     let p = multiproc::Process::spawn(parent_of_child, ()).unwrap();
+///     assert_eq!(p.join().unwrap(), Some(("MainProcess".to_string(), std::process::id())));
+/// }
+/// ```
+pub fn parent_process() -> Option<ProcessInfo> {
+    bootstrap::parent().map(|(name, pid)| ProcessInfo {
+        name: name.to_string(),
+        pid,
+    })
 }
 
 /// The children of this process that are still running.

@@ -16,6 +16,13 @@ use crate::segment::{Segment, SegmentHandle};
 use crate::sys;
 
 pub(super) static CURRENT_NAME: OnceLock<String> = OnceLock::new();
+/// The parent's name and pid, in a worker.
+static PARENT: OnceLock<(String, u32)> = OnceLock::new();
+
+/// The parent's name and pid if this process is a worker.
+pub(crate) fn parent() -> Option<(&'static str, u32)> {
+    PARENT.get().map(|(name, pid)| (name.as_str(), *pid))
+}
 
 /// The name this process was given by its parent, if it is a worker.
 pub(crate) fn worker_name() -> Option<&'static str> {
@@ -109,6 +116,7 @@ pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
             .map_err(|e| format!("watch thread: {e}"))?;
     }
     let _ = CURRENT_NAME.set(config.name);
+    let _ = PARENT.set((config.parent_name, ppid));
 
     let run = match config.task.resolve(task_key(&token)) {
         Ok(run) => run,

@@ -57,7 +57,10 @@ mod tests;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use child::parse_marker;
-pub(crate) use child::{init, worker_name};
+pub(crate) use child::{init, parent, worker_name};
+
+/// The name of a process that is not a worker (Python's).
+pub(crate) const MAIN_PROCESS: &str = "MainProcess";
 pub(crate) use inbox::Inbox;
 #[cfg(feature = "fuzzing")]
 pub(crate) use parent::{decode_hello_for_fuzzing, decode_outcome_for_fuzzing};
@@ -113,6 +116,8 @@ pub(crate) enum Hello {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Config {
     name: String,
+    /// The parent's own name (`current_process().name()` there).
+    parent_name: String,
     task: TaskRef,
     args: ByteBuf,
     results: IpcSender<Outcome>,

@@ -73,6 +73,7 @@ pub(super) fn new_server() -> Result<(IpcOneShotServer<Hello>, String)> {
 /// What the first generation to validate the child's hello sends it.
 pub(super) struct Payload {
     pub(super) name: String,
+    pub(super) parent_name: String,
     pub(super) task: TaskRef,
     pub(super) args: Vec<u8>,
 }
@@ -434,7 +435,12 @@ pub(crate) fn launch(
     }
     let child =
         sys::spawn(cmd).map_err(|e| Error::new(ErrorKind::Spawn, "re-exec").with_source(e))?;
-    let payload = Payload { name, task, args };
+    let payload = Payload {
+        name,
+        parent_name: worker_name().unwrap_or(MAIN_PROCESS).to_string(),
+        task,
+        args,
+    };
     match begin(
         token,
         child.id(),
@@ -578,6 +584,7 @@ pub(super) fn send_config(reply: IpcSender<Config>, payload: Payload, pid: u32) 
     reply
         .send(Config {
             name: payload.name,
+            parent_name: payload.parent_name,
             task: payload.task,
             args: ByteBuf::from(payload.args),
             results: results_tx,

@@ -149,6 +149,7 @@ fn start_here(token: Token) -> Handshake {
     }
     let payload = Payload {
         name: "unit".into(),
+        parent_name: MAIN_PROCESS.into(),
         task: TaskRef::of(&double, task_key(&token)),
         args: vec![21],
     };
