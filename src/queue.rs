@@ -981,6 +981,29 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// q.join().unwrap();
     /// ```
     pub fn join(&self) -> Result<()> {
+        self.join_until(None)
+    }
+
+    /// As [`join`](JoinableQueue::join), waiting at most `timeout`.
+    ///
+    /// Python has no timeout on `JoinableQueue.join()`; this is the
+    /// `_timeout` form every other wait here has.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`] if tasks are still unfinished at the
+    /// deadline, or as [`join`](JoinableQueue::join).
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::new().unwrap();
+    /// q.put(&1u8).unwrap();
+    /// let e = q.join_timeout(std::time::Duration::from_millis(5)).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_until(deadline_after(timeout))
+    }
+
+    fn join_until(&self, deadline: Option<Instant>) -> Result<()> {
         let h = self.queue.inner.header();
         let mut last_check = Instant::now();
         loop {
@@ -988,6 +1011,16 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             let n = h.unfinished.load(Ordering::Acquire);
             if n == 0 {
                 return Ok(());
+            }
+            let mut slice = Duration::from_millis(50);
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(Error::timeout(&format!(
+                        "JoinableQueue::join_timeout: {n} tasks were still unfinished"
+                    )));
+                }
+                slice = slice.min(d - now);
             }
             if last_check.elapsed() >= Duration::from_millis(100) {
                 last_check = Instant::now();
@@ -1002,7 +1035,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
                     .with_pid(pid));
                 }
             }
-            sys::futex_wait(&h.unfinished, n, Duration::from_millis(50));
+            sys::futex_wait(&h.unfinished, n, slice);
         }
     }
 }
