@@ -18,12 +18,9 @@ use bytemuck::Pod;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-#[cfg(not(loom))]
-use {
-    crate::ring::{Consumer, Producer},
-    serde::de::DeserializeOwned,
-    std::time::Instant,
-};
+use crate::ring::{Consumer, Producer};
+use serde::de::DeserializeOwned;
+use std::time::Instant;
 
 /// Bytes `value` takes in postcard form.
 ///
@@ -161,7 +158,6 @@ pub(crate) fn check_max(len: usize, max: usize) -> Result<()> {
 ///
 /// `Codec` (cannot serialise, over the ring's maximum), and the errors of
 /// [`Producer::reserve`].
-#[cfg(not(loom))]
 pub(crate) fn push_value<T: Serialize + ?Sized>(
     producer: &mut Producer,
     kind: u8,
@@ -182,7 +178,6 @@ pub(crate) fn push_value<T: Serialize + ?Sized>(
 ///
 /// `Codec` for a payload that is not a `T`, and the errors of
 /// [`Consumer::peek`].
-#[cfg(not(loom))]
 pub(crate) fn pop_value<T: DeserializeOwned>(
     consumer: &mut Consumer,
     deadline: Option<Instant>,
@@ -197,7 +192,6 @@ pub(crate) fn pop_value<T: DeserializeOwned>(
 /// # Errors
 ///
 /// As [`Producer::push`].
-#[cfg(not(loom))]
 pub(crate) fn push_pod_slice<T: Pod>(
     producer: &mut Producer,
     kind: u8,
@@ -213,7 +207,6 @@ pub(crate) fn push_pod_slice<T: Pod>(
 ///
 /// `Codec` for a length that is not a whole number of values, and the
 /// errors of [`Consumer::peek`].
-#[cfg(not(loom))]
 pub(crate) fn pop_pod_vec<T: Pod>(
     consumer: &mut Consumer,
     deadline: Option<Instant>,
@@ -316,7 +309,6 @@ mod tests {
         assert!(decode_pod_slice::<()>(&[1]).is_err());
     }
 
-    #[cfg(not(loom))]
     #[test]
     fn values_through_a_ring_in_place() {
         use crate::ring::{Mode, Ring};
