@@ -1,5 +1,4 @@
 #![doc = include_str!("../README.md")]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod affinity;
 mod bootstrap;

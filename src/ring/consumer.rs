@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
@@ -37,7 +37,8 @@ impl<M: Memory> Consumer<M> {
     }
 
     /// Sets how long blocking calls spin before they park.
-    pub(crate) fn set_spin(&mut self, spin: Duration) {
+    #[cfg(test)]
+    pub(crate) fn set_spin(&mut self, spin: std::time::Duration) {
         self.end.spin = spin;
     }
 
@@ -172,6 +173,7 @@ impl<M: Memory> Consumer<M> {
     ///
     /// `Disconnected` when the ring is empty and the producer closed;
     /// `Protocol` when a frame or position is invalid or the ring poisoned.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn try_pop_into_quiet(&mut self, buf: &mut Vec<u8>) -> Result<Option<u8>> {
         self.enter(&mut Wait::new(None))?;
         let r = match self.try_peek_raw() {
@@ -192,6 +194,7 @@ impl<M: Memory> Consumer<M> {
     /// # Errors
     ///
     /// As [`try_pop_into_quiet`](Self::try_pop_into_quiet).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn try_pop_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<u8>> {
         let r = self.try_pop_into_quiet(buf)?;
         if r.is_some() {
@@ -205,6 +208,7 @@ impl<M: Memory> Consumer<M> {
     /// # Errors
     ///
     /// As [`try_pop_into`](Self::try_pop_into).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn try_pop(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
         let mut buf = Vec::new();
         Ok(self.try_pop_into(&mut buf)?.map(|k| (k, buf)))
@@ -216,6 +220,7 @@ impl<M: Memory> Consumer<M> {
     ///
     /// As [`try_pop`](Self::try_pop), plus `Timeout`, and `PeerDied` when
     /// the ring is empty and the producer is gone.
+    #[cfg(test)]
     pub(crate) fn pop(&mut self, deadline: Option<Instant>) -> Result<(u8, Vec<u8>)> {
         let mut wait = Wait::new(deadline);
         let mut buf = Vec::new();

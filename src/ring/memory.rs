@@ -102,6 +102,7 @@ pub(crate) trait Memory: Send + Sync + Sized + 'static {
     /// Copies `src` into the data area at `off`.
     fn write(&self, off: usize, src: &[u8]);
     /// Replaces the contents of `dst` with the `len` bytes at `off`.
+    #[cfg(any(test, feature = "fuzzing"))]
     fn read_into(&self, off: usize, len: usize, dst: &mut Vec<u8>);
     /// A memory fence of `order`.
     fn fence(order: Ordering);
@@ -211,6 +212,7 @@ impl Memory for SharedMem {
 
     /// No zero-fill first: the copy initialises the bytes.
     #[inline]
+    #[cfg(any(test, feature = "fuzzing"))]
     fn read_into(&self, off: usize, len: usize, dst: &mut Vec<u8>) {
         assert!(off <= self.cap && len <= self.cap - off, "ring: bad read");
         dst.clear();
@@ -243,9 +245,6 @@ impl Memory for SharedMem {
         crate::sys::pid_alive(pid)
     }
 }
-
-#[cfg(all(test, loom))]
-pub(super) use model::ModelMem;
 
 /// The loom back-end (tests under `--cfg loom` only).
 #[cfg(all(test, loom))]

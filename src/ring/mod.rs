@@ -44,8 +44,6 @@
 //! the Mpmc side lock, `producer.rs` and `consumer.rs` the two ends, each
 //! with its in-place views.
 #![allow(unsafe_code)]
-// Not every entry point has a user in the library yet.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -304,6 +302,7 @@ impl Ring {
     }
 
     /// A new ring in a fresh heap region (tests, in-process use).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn with_heap(capacity: usize, mode: Mode) -> Result<Ring> {
         Ring::create(
             Arc::new(crate::region::HeapRegion::new(region_size(capacity))),

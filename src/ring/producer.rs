@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
@@ -42,7 +42,8 @@ impl<M: Memory> Producer<M> {
     }
 
     /// Sets how long blocking calls spin before they park.
-    pub(crate) fn set_spin(&mut self, spin: Duration) {
+    #[cfg(test)]
+    pub(crate) fn set_spin(&mut self, spin: std::time::Duration) {
         self.end.spin = spin;
     }
 
@@ -483,6 +484,7 @@ impl Producer {
     /// # Errors
     ///
     /// As [`try_push`](Self::try_push).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn try_reserve(&mut self, len: usize) -> Result<Option<Reservation<'_>>> {
         self.check_len(len)?;
         self.check_state()?;
