@@ -1,4 +1,5 @@
-//! Payload encoding: postcard for serde values, raw bytes for `Pod` values.
+//! Payload encoding: postcard for serde values. (Arrays of numbers travel
+//! as raw bytes in the pool's own frames, `pool/raw.rs`.)
 //!
 //! Decoding is validating: garbage becomes [`ErrorKind::Codec`], never a
 //! panic. Allocation while decoding is bounded by the input: postcard reads
@@ -9,21 +10,13 @@
 //! The ring helpers serialise straight into a ring reservation (postcard's
 //! size pass, then `to_slice` in place) and decode straight from a frame in
 //! place, so a value crosses with one copy on each side.
-// Not every entry point has a user in the library yet: the `Pod` path serves the zero-copy Pool (issue 4); the tests use all of it.
-#![cfg_attr(not(test), allow(dead_code))]
 
-use std::borrow::Cow;
-
-use bytemuck::Pod;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-#[cfg(not(loom))]
-use {
-    crate::ring::{Consumer, Producer},
-    serde::de::DeserializeOwned,
-    std::time::Instant,
-};
+use crate::ring::{Consumer, Producer};
+use serde::de::DeserializeOwned;
+use std::time::Instant;
 
 /// Bytes `value` takes in postcard form.
 ///
@@ -41,6 +34,7 @@ pub(crate) fn serde_len<T: Serialize + ?Sized>(value: &T) -> Result<usize> {
 /// # Errors
 ///
 /// `Codec` if the value cannot be serialised or is over `max`.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode_serde<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Vec<u8>> {
     let len = serde_len(value)?;
     check_max(len, max)?;
@@ -78,71 +72,6 @@ pub(crate) fn decode_serde<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T>
     Ok(value)
 }
 
-/// The bytes of a `Pod` value, as they are in memory (no copy).
-pub(crate) fn encode_pod<T: Pod>(value: &T) -> &[u8] {
-    bytemuck::bytes_of(value)
-}
-
-/// The bytes of a slice of `Pod` values (no copy).
-pub(crate) fn encode_pod_slice<T: Pod>(values: &[T]) -> &[u8] {
-    bytemuck::cast_slice(values)
-}
-
-/// One `T` from exactly `size_of::<T>()` bytes (any alignment).
-///
-/// # Errors
-///
-/// `Codec` for a wrong length.
-pub(crate) fn decode_pod<T: Pod>(bytes: &[u8]) -> Result<T> {
-    if bytes.len() != std::mem::size_of::<T>() {
-        return Err(Error::new(
-            ErrorKind::Codec,
-            format!(
-                "{} bytes for a value of {} bytes ({})",
-                bytes.len(),
-                std::mem::size_of::<T>(),
-                std::any::type_name::<T>()
-            ),
-        ));
-    }
-    Ok(bytemuck::pod_read_unaligned(bytes))
-}
-
-/// A slice of `T` over `bytes`: borrowed when `bytes` is aligned for `T`
-/// (zero copy), copied otherwise.
-///
-/// # Errors
-///
-/// `Codec` when the length is not a multiple of `size_of::<T>()`.
-pub(crate) fn decode_pod_slice<T: Pod>(bytes: &[u8]) -> Result<Cow<'_, [T]>> {
-    let size = std::mem::size_of::<T>();
-    if size == 0 {
-        return if bytes.is_empty() {
-            Ok(Cow::Borrowed(&[]))
-        } else {
-            Err(Error::new(ErrorKind::Codec, "bytes for a zero-sized type"))
-        };
-    }
-    if !bytes.len().is_multiple_of(size) {
-        return Err(Error::new(
-            ErrorKind::Codec,
-            format!(
-                "{} bytes is not a whole number of {size}-byte values",
-                bytes.len()
-            ),
-        ));
-    }
-    match bytemuck::try_cast_slice(bytes) {
-        Ok(s) => Ok(Cow::Borrowed(s)),
-        Err(_) => Ok(Cow::Owned(
-            bytes
-                .chunks_exact(size)
-                .map(bytemuck::pod_read_unaligned)
-                .collect(),
-        )),
-    }
-}
-
 /// `Codec` if a value of `len` bytes is over a frame of `max`.
 pub(crate) fn check_max(len: usize, max: usize) -> Result<()> {
     if len > max {
@@ -161,7 +90,6 @@ pub(crate) fn check_max(len: usize, max: usize) -> Result<()> {
 ///
 /// `Codec` (cannot serialise, over the ring's maximum), and the errors of
 /// [`Producer::reserve`].
-#[cfg(not(loom))]
 pub(crate) fn push_value<T: Serialize + ?Sized>(
     producer: &mut Producer,
     kind: u8,
@@ -182,7 +110,6 @@ pub(crate) fn push_value<T: Serialize + ?Sized>(
 ///
 /// `Codec` for a payload that is not a `T`, and the errors of
 /// [`Consumer::peek`].
-#[cfg(not(loom))]
 pub(crate) fn pop_value<T: DeserializeOwned>(
     consumer: &mut Consumer,
     deadline: Option<Instant>,
@@ -190,37 +117,6 @@ pub(crate) fn pop_value<T: DeserializeOwned>(
     let frame = consumer.peek(deadline)?;
     let value = decode_serde(frame.bytes())?;
     Ok((frame.kind(), value))
-}
-
-/// Sends a slice of `Pod` values as one frame (one copy into the ring).
-///
-/// # Errors
-///
-/// As [`Producer::push`].
-#[cfg(not(loom))]
-pub(crate) fn push_pod_slice<T: Pod>(
-    producer: &mut Producer,
-    kind: u8,
-    values: &[T],
-    deadline: Option<Instant>,
-) -> Result<()> {
-    producer.push(kind, encode_pod_slice(values), deadline)
-}
-
-/// Takes the next frame as a `Vec` of `Pod` values.
-///
-/// # Errors
-///
-/// `Codec` for a length that is not a whole number of values, and the
-/// errors of [`Consumer::peek`].
-#[cfg(not(loom))]
-pub(crate) fn pop_pod_vec<T: Pod>(
-    consumer: &mut Consumer,
-    deadline: Option<Instant>,
-) -> Result<(u8, Vec<T>)> {
-    let frame = consumer.peek(deadline)?;
-    let values = decode_pod_slice::<T>(frame.bytes())?.into_owned();
-    Ok((frame.kind(), values))
 }
 
 #[cfg(test)]
@@ -287,37 +183,6 @@ mod tests {
     }
 
     #[test]
-    fn pod_round_trip_aligned_and_not() {
-        let v = [1.5f64, -2.0, 3.25];
-        let bytes = encode_pod_slice(&v);
-        assert!(matches!(
-            decode_pod_slice::<f64>(bytes).unwrap(),
-            Cow::Borrowed(_)
-        ));
-        // Misaligned copy of the same bytes.
-        let mut shifted = vec![0u8; bytes.len() + 1];
-        shifted[1..].copy_from_slice(bytes);
-        let mis = &shifted[1..];
-        let d = decode_pod_slice::<f64>(mis).unwrap();
-        assert_eq!(&*d, &v);
-        assert_eq!(
-            decode_pod::<u32>(encode_pod(&0xdead_beefu32)).unwrap(),
-            0xdead_beef
-        );
-        assert_eq!(
-            decode_pod::<u32>(&[1, 2, 3]).unwrap_err().kind(),
-            ErrorKind::Codec
-        );
-        assert_eq!(
-            decode_pod_slice::<u32>(&[1, 2, 3]).unwrap_err().kind(),
-            ErrorKind::Codec
-        );
-        assert!(decode_pod_slice::<()>(&[]).unwrap().is_empty());
-        assert!(decode_pod_slice::<()>(&[1]).is_err());
-    }
-
-    #[cfg(not(loom))]
-    #[test]
     fn values_through_a_ring_in_place() {
         use crate::ring::{Mode, Ring};
         let ring = Ring::with_heap(4096, Mode::Spsc).unwrap();
@@ -342,11 +207,6 @@ mod tests {
                     id: i,
                     args: vec![i as i32; (i % 7) as usize]
                 }
-            );
-            push_pod_slice(&mut p, 4, &[i, i + 1], None).unwrap();
-            assert_eq!(
-                pop_pod_vec::<u64>(&mut c, None).unwrap(),
-                (4, vec![i, i + 1])
             );
         }
         // Over the ring's maximum: an error, not a hang.
@@ -386,19 +246,10 @@ enum FuzzMsg {
 /// same value.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_decode(data: &[u8]) -> bool {
-    #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-    #[repr(C)]
-    struct Rec {
-        a: u64,
-        b: u32,
-        c: u16,
-        d: u8,
-        e: u8,
-    }
     let Some((&sel, bytes)) = data.split_first() else {
         return false;
     };
-    match sel % 5 {
+    match sel % 2 {
         0 => match decode_serde::<FuzzMsg>(bytes) {
             Ok(v) => {
                 let again = encode_serde(&v, usize::MAX).expect("re-encode");
@@ -412,21 +263,6 @@ pub(crate) fn fuzz_decode(data: &[u8]) -> bool {
                 false
             }
         },
-        1 => decode_serde::<&str>(bytes).is_ok(),
-        2 => match decode_pod_slice::<Rec>(bytes) {
-            Ok(v) => {
-                assert_eq!(encode_pod_slice(&v), bytes);
-                true
-            }
-            Err(_) => false,
-        },
-        3 => match decode_pod::<Rec>(bytes) {
-            Ok(v) => {
-                assert_eq!(encode_pod(&v), bytes);
-                true
-            }
-            Err(_) => false,
-        },
-        _ => decode_pod_slice::<f64>(bytes.get(1..).unwrap_or(&[])).is_ok(),
+        _ => decode_serde::<&str>(bytes).is_ok(),
     }
 }

@@ -1,22 +1,17 @@
 #![doc = include_str!("../README.md")]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod affinity;
 mod bootstrap;
-#[cfg(all(feature = "mpi", not(loom)))]
+#[cfg(feature = "mpi")]
 mod cluster;
 mod codec;
 mod error;
 mod exit_status;
 mod panic;
 mod participants;
-// The loom build (`--cfg loom`) models the ring alone; its users are left out.
-#[cfg(not(loom))]
 mod pipe;
-#[cfg(not(loom))]
 mod pool;
 mod process;
-#[cfg(not(loom))]
 mod queue;
 mod region;
 mod ring;
@@ -32,20 +27,17 @@ pub use affinity::cpu_count;
 /// `T: Pod`. Derive them on a `#[repr(C)]` type with bytemuck's `derive`
 /// feature (`#[derive(Clone, Copy, Pod, Zeroable)]`).
 pub use bytemuck::{Pod, Zeroable};
-#[cfg(all(feature = "mpi", not(loom)))]
+#[cfg(feature = "mpi")]
 pub use cluster::{Cluster, ClusterBuilder, ClusterTiming};
 pub use error::{Error, ErrorKind, PanicInfo, Result};
 pub use exit_status::ExitStatus;
-#[cfg(not(loom))]
 pub use pipe::{pipe, wait, Connection, Waitable};
-#[cfg(not(loom))]
 pub use pool::{
     pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WorkerInsights,
 };
 pub use process::{
     active_children, current_process, parent_process, Process, ProcessBuilder, ProcessInfo,
 };
-#[cfg(not(loom))]
 pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};
 pub use sync::{
@@ -253,7 +245,6 @@ pub mod __fuzz {
     /// headers as a worker reads them (with the chunk bounds check), result
     /// frames as the parent reads them (header, error tail, outputs).
     /// Must never panic.
-    #[cfg(not(loom))]
     pub fn pool_frames(bytes: &[u8]) -> bool {
         crate::pool::fuzz_frames(bytes)
     }

@@ -6,7 +6,6 @@
 //! Python's `Pipe(duplex=False)`). Each ring side is claimed by the first
 //! process that uses it, so an end passed to a child is claimed there, on
 //! its first `send`/`recv`, and the ring then watches the other side's pid.
-#![allow(unsafe_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,13 +1,6 @@
 //! Memory a ring lives in: a shared-memory mapping in production, a plain
 //! heap block in tests (proptest, loom's companions, the fuzzers).
 #![allow(unsafe_code)]
-// Not every entry point has a user in the library yet: `HeapRegion` backs the in-process tests, loom and the fuzzer.
-#![cfg_attr(not(test), allow(dead_code))]
-// Queue and Pipe (the rest of issue 3) are the users; until they land
-// some of this is only reached from tests.
-
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::ptr::NonNull;
 
 /// Alignment every region must have: one cache line, so the ring header's
 /// cache-line fields really sit on separate lines.
@@ -36,45 +29,59 @@ pub(crate) unsafe trait Region: Send + Sync + 'static {
     }
 }
 
-/// A zeroed, 64-byte-aligned heap block: a region for in-process use.
-pub(crate) struct HeapRegion {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use heap::HeapRegion;
 
-// SAFETY: the block is owned by the value and only reached through raw
-// pointers and atomics by its users (see `Region`), so sharing or moving the
-// handle across threads is fine.
-unsafe impl Send for HeapRegion {}
-// SAFETY: as for `Send`: `&HeapRegion` hands out only a raw pointer.
-unsafe impl Sync for HeapRegion {}
+/// The heap region: the tests' and the fuzzers' memory (a ring in
+/// production lives in a segment).
+#[cfg(any(test, feature = "fuzzing"))]
+mod heap {
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use std::ptr::NonNull;
 
-impl HeapRegion {
-    /// A zeroed block of `len` bytes (at least one byte is allocated).
-    pub(crate) fn new(len: usize) -> HeapRegion {
-        let layout = Layout::from_size_align(len.max(1), REGION_ALIGN).expect("region too large");
-        // SAFETY: `layout` has a non-zero size.
-        let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        HeapRegion { ptr, layout }
+    use super::{Region, REGION_ALIGN};
+
+    /// A zeroed, 64-byte-aligned heap block: a region for in-process use.
+    pub(crate) struct HeapRegion {
+        ptr: NonNull<u8>,
+        layout: Layout,
     }
-}
 
-impl Drop for HeapRegion {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed(self.layout)` and is freed
-        // once, here.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
+    // SAFETY: the block is owned by the value and only reached through raw
+    // pointers and atomics by its users (see `Region`), so sharing or moving the
+    // handle across threads is fine.
+    unsafe impl Send for HeapRegion {}
+    // SAFETY: as for `Send`: `&HeapRegion` hands out only a raw pointer.
+    unsafe impl Sync for HeapRegion {}
 
-// SAFETY: `ptr` is a live allocation of `layout.size() >= len` bytes,
-// aligned to REGION_ALIGN, zero-initialised, freed only on drop.
-unsafe impl Region for HeapRegion {
-    fn base(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+    impl HeapRegion {
+        /// A zeroed block of `len` bytes (at least one byte is allocated).
+        pub(crate) fn new(len: usize) -> HeapRegion {
+            let layout =
+                Layout::from_size_align(len.max(1), REGION_ALIGN).expect("region too large");
+            // SAFETY: `layout` has a non-zero size.
+            let raw = unsafe { alloc_zeroed(layout) };
+            let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+            HeapRegion { ptr, layout }
+        }
     }
-    fn len(&self) -> usize {
-        self.layout.size()
+
+    impl Drop for HeapRegion {
+        fn drop(&mut self) {
+            // SAFETY: `ptr` came from `alloc_zeroed(self.layout)` and is freed
+            // once, here.
+            unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+        }
+    }
+
+    // SAFETY: `ptr` is a live allocation of `layout.size() >= len` bytes,
+    // aligned to REGION_ALIGN, zero-initialised, freed only on drop.
+    unsafe impl Region for HeapRegion {
+        fn base(&self) -> *mut u8 {
+            self.ptr.as_ptr()
+        }
+        fn len(&self) -> usize {
+            self.layout.size()
+        }
     }
 }

@@ -467,7 +467,6 @@ pub struct SharedArray<T> {
 
 impl<T> SharedArray<T> {
     /// The segment holding the elements (for the pool's zero-copy maps).
-    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn segment(&self) -> &Arc<Segment> {
         &self.seg
     }

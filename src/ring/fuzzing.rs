@@ -6,6 +6,7 @@
 
 use super::*;
 use std::collections::VecDeque;
+use std::time::Instant;
 
 /// A frame as the model holds it: kind and payload.
 type Frame = (u8, Vec<u8>);

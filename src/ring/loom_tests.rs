@@ -21,7 +21,7 @@ fn loom_spsc_frames_arrive_intact_and_in_order() {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(4);
     b.check(move || {
-        let r = Ring::with_heap(64, Mode::Spsc).unwrap();
+        let r = Ring::in_model(64, Mode::Spsc).unwrap();
         let mut p = r.producer().unwrap();
         let mut c = r.consumer().unwrap();
         let t = thread::spawn(move || {
@@ -53,7 +53,7 @@ fn loom_mpmc_lock_serialises_producers() {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(|| {
-        let r = Ring::with_heap(64, Mode::Mpmc).unwrap();
+        let r = Ring::in_model(64, Mode::Mpmc).unwrap();
         let ts: Vec<_> = (0..2u8)
             .map(|id| {
                 let mut p = r.producer().unwrap();
@@ -85,7 +85,7 @@ fn loom_close_after_frames_drains_then_disconnects() {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(|| {
-        let r = Ring::with_heap(64, Mode::Spsc).unwrap();
+        let r = Ring::in_model(64, Mode::Spsc).unwrap();
         let mut p = r.producer().unwrap();
         let mut c = r.consumer().unwrap();
         let t = thread::spawn(move || {

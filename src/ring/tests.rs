@@ -1,11 +1,13 @@
 //! Unit, corruption, property and stress tests of the ring over heap
 //! regions. The ring is private, so its property tests live here rather
 //! than in `tests/`.
-#![cfg(not(loom))]
 
 use super::*;
+use crate::region::HeapRegion;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::thread;
+use std::time::Instant;
 
 fn ring(cap: usize, mode: Mode) -> (Ring, Producer, Consumer) {
     let r = Ring::with_heap(cap, mode).unwrap();

@@ -32,6 +32,4 @@ mod shm_name;
 mod sigbus;
 #[cfg(windows)]
 mod wait_windows;
-// Under loom the ring parks with loom's yield instead.
-#[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use futex::{futex_wait, futex_wake, futex_wake_all, pid_alive};

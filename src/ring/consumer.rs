@@ -1,0 +1,487 @@
+//! The reading end of a ring: [`Consumer`] (pop, every frame word
+//! validated before its bytes are trusted, close) and the in-place reads
+//! over shared memory, [`Frame`] (peek → release) and `take_each` (many
+//! frames under one hold of the side).
+#![allow(unsafe_code)]
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::memory::{Atomic, Memory, SharedMem};
+use super::wait::{self, block_until, ring_health, Wait};
+use super::{
+    frame_size, max_payload, seal, End, Handle, Header, Mode, PeerCheck, RawFrame, Ring,
+    CONSUMER_CLOSED, FRAME_WORD, KIND_PAD, POISONED, PRODUCER_CLOSED,
+};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The reading end of a ring.
+pub(crate) struct Consumer<M: Memory = SharedMem> {
+    end: End<M>,
+    /// Spsc: the authoritative head. Mpmc: refreshed under the lock.
+    head: u64,
+}
+
+impl Handle for Consumer {
+    fn ring(&self) -> &Ring {
+        &self.end.ring
+    }
+}
+
+impl<M: Memory> Consumer<M> {
+    pub(super) fn new(ring: Ring<M>, pid: u32) -> Consumer<M> {
+        Consumer {
+            end: End::new(ring, pid),
+            head: 0,
+        }
+    }
+
+    /// Sets how long blocking calls spin before they park.
+    #[cfg(test)]
+    pub(crate) fn set_spin(&mut self, spin: std::time::Duration) {
+        self.end.spin = spin;
+    }
+
+    /// Sets a liveness check of the producer(s), run every ≤ 100 ms while
+    /// blocked on an empty ring. Without one, Spsc uses the producer's
+    /// recorded pid.
+    pub(crate) fn set_peer_check(&mut self, check: PeerCheck) {
+        self.end.peer_alive = Some(check);
+    }
+
+    #[inline]
+    fn header(&self) -> &Header<M> {
+        self.end.header()
+    }
+
+    fn protocol(&mut self, what: impl Into<String>) -> Error {
+        self.end.protocol(what)
+    }
+
+    #[inline]
+    fn check_state(&self) -> Result<u32> {
+        self.end.check_state("receiving")
+    }
+
+    #[inline]
+    fn enter(&mut self, wait: &mut Wait) -> Result<()> {
+        if self.end.ring.mode == Mode::Spsc {
+            return Ok(());
+        }
+        self.end.lock(&self.header().cons.0, wait)?;
+        // SYNC: Relaxed: the lock's Acquire orders the previous holder's
+        // Release store of head before this load.
+        let head = self.header().cons.0.pos.load(Ordering::Relaxed);
+        // SYNC: Acquire pairs with the Release stores of tail; only used
+        // for the plausibility check (tail may lag committed frames).
+        let tail = self.header().prod.0.pos.load(Ordering::Acquire);
+        let cap = self.end.ring.mem.cap() as u64;
+        if !head.is_multiple_of(8) || tail.wrapping_add(cap).wrapping_sub(head) > 2 * cap {
+            self.leave();
+            return Err(self.protocol(format!("ring head {head} invalid for tail {tail}")));
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    #[inline]
+    fn leave(&mut self) {
+        self.end.unlock(&self.header().cons.0);
+    }
+
+    /// Reads and validates the frame word at `head`, skipping padding.
+    /// `None`: empty (and the producer is not closed).
+    #[inline]
+    fn try_peek_raw(&mut self) -> Result<Option<RawFrame>> {
+        let cap = self.end.ring.mem.cap();
+        loop {
+            let off = (self.head as usize) & (cap - 1);
+            // SYNC: Acquire pairs with the Release store of the frame word
+            // in Producer::commit_raw / try_reserve_raw: the payload and the
+            // next terminator are visible once we see the word.
+            let mut w = self.end.ring.mem.word(off).load(Ordering::Acquire);
+            if w == 0 {
+                let st = self.check_state()?;
+                if st & PRODUCER_CLOSED == 0 {
+                    return Ok(None);
+                }
+                // Closed: frames committed before the close are visible now
+                // (the close's Release pairs with check_state's Acquire).
+                // SYNC: Acquire, as above.
+                w = self.end.ring.mem.word(off).load(Ordering::Acquire);
+                if w == 0 {
+                    return Err(Error::new(
+                        ErrorKind::Disconnected,
+                        "the sending end was closed and nothing is left",
+                    ));
+                }
+            }
+            let len = (w & 0xFFFF_FFFF) as usize;
+            let kind = (w >> 32) as u8;
+            if w >> 40 != seal(self.head) {
+                return Err(self.protocol(format!(
+                    "ring frame word {w:#x} at position {} has a bad seal",
+                    self.head
+                )));
+            }
+            if kind == KIND_PAD {
+                if off == 0 || len != cap - off - FRAME_WORD {
+                    return Err(self.protocol(format!("ring padding of {len} at offset {off}")));
+                }
+                self.head = self.head.wrapping_add((cap - off) as u64);
+                self.publish_head();
+                continue;
+            }
+            if len > max_payload(cap) || off + frame_size(len) > cap {
+                return Err(self.protocol(format!(
+                    "ring frame of {len} bytes at offset {off} (capacity {cap})"
+                )));
+            }
+            return Ok(Some(RawFrame {
+                pos: self.head,
+                off,
+                kind,
+                len,
+            }));
+        }
+    }
+
+    #[inline]
+    fn publish_head(&self) {
+        // SYNC: Release pairs with the Acquire load of head in
+        // Producer::load_head: we are done reading these bytes.
+        self.header().cons.0.pos.store(self.head, Ordering::Release);
+    }
+
+    #[inline]
+    fn release_raw(&mut self, f: RawFrame) {
+        self.head = f.pos.wrapping_add(frame_size(f.len) as u64);
+        self.publish_head();
+    }
+
+    /// Wakes producers parked on a full ring, if any. Needed only after the
+    /// `*_quiet` calls.
+    pub(crate) fn notify(&self) {
+        wait::notify(&self.header().prod_wait.0);
+    }
+
+    /// Takes the next frame, copying its payload into `buf` (cleared
+    /// first; grows at most to the ring's maximum frame). `Ok(None)`: the
+    /// ring is empty. Does not wake a producer parked on a full ring.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` when the ring is empty and the producer closed;
+    /// `Protocol` when a frame or position is invalid or the ring poisoned.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn try_pop_into_quiet(&mut self, buf: &mut Vec<u8>) -> Result<Option<u8>> {
+        self.enter(&mut Wait::new(None))?;
+        let r = match self.try_peek_raw() {
+            Ok(Some(f)) => {
+                self.end.ring.mem.read_into(f.off + FRAME_WORD, f.len, buf);
+                self.release_raw(f);
+                Ok(Some(f.kind))
+            }
+            other => other.map(|_| None),
+        };
+        self.leave();
+        r
+    }
+
+    /// [`try_pop_into_quiet`](Self::try_pop_into_quiet), then wakes a
+    /// parked producer.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_pop_into_quiet`](Self::try_pop_into_quiet).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn try_pop_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<u8>> {
+        let r = self.try_pop_into_quiet(buf)?;
+        if r.is_some() {
+            self.notify();
+        }
+        Ok(r)
+    }
+
+    /// Takes the next frame as `(kind, payload)`; `Ok(None)` when empty.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_pop_into`](Self::try_pop_into).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn try_pop(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
+        let mut buf = Vec::new();
+        Ok(self.try_pop_into(&mut buf)?.map(|k| (k, buf)))
+    }
+
+    /// Takes the next frame, waiting until `deadline` (`None`: forever).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_pop`](Self::try_pop), plus `Timeout`, and `PeerDied` when
+    /// the ring is empty and the producer is gone.
+    #[cfg(test)]
+    pub(crate) fn pop(&mut self, deadline: Option<Instant>) -> Result<(u8, Vec<u8>)> {
+        let mut wait = Wait::new(deadline);
+        let mut buf = Vec::new();
+        loop {
+            if let Some(k) = self.try_pop_into(&mut buf)? {
+                return Ok((k, buf));
+            }
+            self.wait_readable(&mut wait)?;
+        }
+    }
+
+    /// Blocks until the ring might hold a frame (a hint: the caller
+    /// retries), the deadline passes or the producer is gone.
+    pub(super) fn wait_readable(&mut self, wait: &mut Wait) -> Result<()> {
+        let h = self.end.ring.header();
+        let mem = &self.end.ring.mem;
+        let mask = mem.cap() - 1;
+        let spsc_head = (self.end.ring.mode == Mode::Spsc).then_some(self.head);
+        let ready = || {
+            let head = spsc_head.unwrap_or_else(|| {
+                // SYNC: Relaxed: a hint (masked below); Mpmc re-reads head
+                // under the lock before using it.
+                h.cons.0.pos.load(Ordering::Relaxed)
+            });
+            let off = (head as usize & mask) & !7;
+            // SYNC: Acquire pairs with the Release store of the frame word in
+            // commit_raw (hint; re-read by try_peek_raw).
+            let w = mem.word(off).load(Ordering::Acquire);
+            // SYNC: Acquire pairs with the Release fetch_or in close/poison.
+            // Only the bits that end a consumer's wait count, as above.
+            w != 0 || h.state.0.load(Ordering::Acquire) & (PRODUCER_CLOSED | POISONED) != 0
+        };
+        let health = || ring_health(&self.end.ring, || self.peer_alive(), "sending");
+        block_until(
+            self.end.spin,
+            &h.cons_wait.0,
+            wait,
+            ready,
+            health,
+            "nothing arrived in time",
+        )
+    }
+
+    fn peer_alive(&self) -> bool {
+        self.end.peer_alive(&self.header().prod.0)
+    }
+
+    /// Marks the consumer side closed and wakes producers: their pushes
+    /// then fail with `Disconnected`. Spsc consumers close on drop.
+    pub(crate) fn close(&mut self) {
+        self.end.close(CONSUMER_CLOSED);
+    }
+}
+
+impl<M: Memory> Drop for Consumer<M> {
+    fn drop(&mut self) {
+        if self.end.ring.mode == Mode::Spsc {
+            self.close();
+        }
+    }
+}
+
+/// The frame at the consumer's head, read in place. Dropping it releases
+/// the frame (its bytes go back to the producer); in Mpmc the consumer lock
+/// is held until then.
+pub(crate) struct Frame<'a> {
+    consumer: &'a mut Consumer,
+    frame: RawFrame,
+}
+
+impl Frame<'_> {
+    /// The frame's kind (0..=MAX_KIND).
+    pub(crate) fn kind(&self) -> u8 {
+        self.frame.kind
+    }
+
+    /// The payload, in place in the ring.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.consumer.frame_bytes(self.frame)
+    }
+}
+
+/// A hold of the consumer side for [`Consumer::take_each`]: released on
+/// drop (a panicking `read` included), waking a parked producer if frames
+/// were released.
+struct Hold<'a> {
+    consumer: &'a mut Consumer,
+    released: bool,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.consumer.leave();
+        if self.released {
+            self.consumer.notify();
+        }
+    }
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        self.consumer.release_raw(self.frame);
+        self.consumer.leave();
+        self.consumer.notify();
+    }
+}
+
+// In place: the caller reads the ring's bytes, so only memory with
+// addressable bytes (a region) offers it.
+impl Consumer {
+    /// The payload of `frame`, one [`try_peek_raw`](Self::try_peek_raw)
+    /// returned and this consumer has not released, while it still holds
+    /// the side.
+    fn frame_bytes(&self, frame: RawFrame) -> &[u8] {
+        let mem = &self.end.ring.mem;
+        let start = frame.off + FRAME_WORD;
+        assert!(start + frame.len <= mem.cap(), "ring: bad frame");
+        // SAFETY: in bounds (asserted; the frame was validated against the
+        // local capacity), initialised bytes. By the ring protocol they are
+        // the consumer's until it publishes a head past them (after this
+        // borrow of `self` ends: releasing needs `&mut self`): the producer
+        // wrote them before its Release store of the frame word we
+        // Acquire-loaded, and writes there again only after seeing our head
+        // move. (A peer that breaks the protocol can change the bytes under
+        // us; any bytes are valid `u8`s, and such a peer is outside this
+        // process.)
+        unsafe { std::slice::from_raw_parts(mem.data_at(start), frame.len) }
+    }
+
+    /// Takes up to `max` frames in order, under one hold of the consumer
+    /// side (Mpmc: one lock for all of them): waits until `deadline` for
+    /// the first, then takes only those already there, and wakes a parked
+    /// producer once. `read(kind, payload)` gets each frame in place.
+    /// Returns how many were taken (at least 1 unless `max` is 0).
+    ///
+    /// When `read` fails on the first frame, that frame is consumed and the
+    /// error returned, as [`pop`](Self::pop) does; when it fails on a later
+    /// one, that frame stays in the ring (the next call meets it first) and
+    /// the count so far is returned, so nothing already read is lost. An
+    /// error of the ring after the first frame is likewise left for the
+    /// next call.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop), and `read`'s error on the first frame.
+    pub(crate) fn take_each(
+        &mut self,
+        max: usize,
+        deadline: Option<Instant>,
+        mut read: impl FnMut(u8, &[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut wait = Wait::new(deadline);
+        loop {
+            self.enter(&mut wait)?;
+            let mut hold = Hold {
+                consumer: self,
+                released: false,
+            };
+            let mut taken = 0;
+            while taken < max {
+                let frame = match hold.consumer.try_peek_raw() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) if taken == 0 => return Err(e),
+                    Err(_) => break,
+                };
+                let outcome = read(frame.kind, hold.consumer.frame_bytes(frame));
+                match outcome {
+                    Ok(()) => {}
+                    Err(_) if taken > 0 => break,
+                    Err(e) => {
+                        hold.consumer.release_raw(frame);
+                        hold.released = true;
+                        return Err(e);
+                    }
+                }
+                hold.consumer.release_raw(frame);
+                hold.released = true;
+                taken += 1;
+            }
+            if taken > 0 {
+                return Ok(taken);
+            }
+            drop(hold);
+            self.wait_readable(&mut wait)?;
+        }
+    }
+
+    /// The next frame in place; `Ok(None)` when empty.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_pop`](Self::try_pop).
+    pub(crate) fn try_peek(&mut self) -> Result<Option<Frame<'_>>> {
+        self.enter(&mut Wait::new(None))?;
+        match self.try_peek_raw() {
+            Ok(Some(frame)) => Ok(Some(Frame {
+                consumer: self,
+                frame,
+            })),
+            other => {
+                self.leave();
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// Waits until a frame is ready (`Ok(true)`) or `deadline` passes
+    /// (`Ok(false)`), without taking it: Python's `Connection.poll`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop), except that a timeout is `Ok(false)`.
+    pub(crate) fn poll(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        let mut wait = Wait::new(deadline);
+        let outcome = loop {
+            if let Err(e) = self.enter(&mut wait) {
+                break Err(e);
+            }
+            let ready = self.try_peek_raw();
+            self.leave();
+            match ready {
+                Ok(Some(_)) => break Ok(true),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if let Err(e) = self.wait_readable(&mut wait) {
+                break Err(e);
+            }
+        };
+        match outcome {
+            Err(e) if e.is_timeout() => Ok(false),
+            other => other,
+        }
+    }
+
+    /// The next frame in place, waiting until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop).
+    pub(crate) fn peek(&mut self, deadline: Option<Instant>) -> Result<Frame<'_>> {
+        let mut wait = Wait::new(deadline);
+        let frame = loop {
+            self.enter(&mut wait)?;
+            match self.try_peek_raw() {
+                Ok(Some(f)) => break f,
+                Ok(None) => self.leave(),
+                Err(e) => {
+                    self.leave();
+                    return Err(e);
+                }
+            }
+            self.wait_readable(&mut wait)?;
+        };
+        Ok(Frame {
+            consumer: self,
+            frame,
+        })
+    }
+}
