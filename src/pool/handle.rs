@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_bytes::ByteBuf;
 
 use super::core::Config;
-use super::wire::{running_item, K_ATTACH, K_DETACH};
+use super::wire::{running_item, Attach, Detach, K_ATTACH, K_DETACH};
 use super::worker::{rings_in, rings_len, worker_main, ProgressLine, WorkerArgs};
 use crate::error::{Call, Error, Result};
 use crate::exit_status::ExitStatus;
@@ -196,15 +196,11 @@ impl Worker {
         }
         if self.attached.len() >= MAX_ATTACHED {
             let old = self.attached.remove(0);
-            self.send(K_DETACH, &old.slot.to_le_bytes())?;
+            self.send(K_DETACH, &Detach::bytes(old.slot))?;
         }
         let slot = self.next_slot;
         self.next_slot = self.next_slot.wrapping_add(1);
-        scratch.clear();
-        scratch.extend_from_slice(&slot.to_le_bytes());
-        scratch.extend_from_slice(&[0; 4]);
-        postcard::to_io(&segment.handle(), &mut *scratch)
-            .map_err(|e| Error::codec("segment handle", e))?;
+        Attach::write(slot, &segment.handle(), scratch)?;
         self.send(K_ATTACH, scratch)?;
         self.attached.push(Attached {
             slot,
@@ -219,7 +215,7 @@ impl Worker {
         while i < self.attached.len() {
             if self.attached[i].segment.strong_count() == 0 {
                 let a = self.attached.remove(i);
-                self.send(K_DETACH, &a.slot.to_le_bytes())?;
+                self.send(K_DETACH, &Detach::bytes(a.slot))?;
             } else {
                 i += 1;
             }

@@ -825,6 +825,6 @@ pub(crate) fn fuzz_frames(bytes: &[u8]) -> bool {
             Err(_) => false,
         },
         2 => core::fuzz_result(rest),
-        _ => postcard::from_bytes::<crate::segment::SegmentHandle>(rest).is_ok(),
+        _ => wire::Attach::read(rest).is_ok_and(|(_, h)| h.is_ok()),
     }
 }
