@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::handle::{Inflight, Worker};
+use super::health::{death, fatal, verdict, Loss};
 use super::jobs::{Next, Sink, Source, ZcTask};
 use super::wire::{ResultHeader, TaskError, ZcHeader, F_ERROR, F_LAST, K_TASK, K_ZC};
 use super::wire::{R_INIT_FAILED, R_READY, R_RESULT};
@@ -17,8 +18,6 @@ use crate::task::{TaskKey, TaskRef};
 
 /// A task frame is packed up to about this many bytes of items.
 const SOFT_FRAME: usize = 64 * 1024;
-/// With a task timeout, how long a worker may take to start on top of it.
-const START_ALLOWANCE: Duration = Duration::from_secs(10);
 
 /// The fixed settings of a pool.
 pub(crate) struct Config {
@@ -226,10 +225,7 @@ impl Core {
             match self.drain_worker(Slot::Retired(r)) {
                 Ok(moved) => any |= moved,
                 Err(e) => {
-                    let w = self.retired.remove(r);
-                    let e = w.killed_for(e);
-                    w.kill_and_reap();
-                    self.fail_inflight(w, &Loss::from_error(&e));
+                    self.lose_retired(r, e);
                     any = true;
                     continue;
                 }
@@ -349,6 +345,14 @@ impl Core {
             w.results.notify();
         }
         Ok(any)
+    }
+
+    /// Retired worker `r`'s rings failed: kill it and fail its work.
+    fn lose_retired(&mut self, r: usize, e: Error) {
+        let w = self.retired.remove(r);
+        let e = w.killed_for(e);
+        w.kill_and_reap();
+        self.fail_inflight(w, &Loss::from_error(&e));
     }
 
     fn dispatch(&mut self) -> bool {
@@ -583,10 +587,12 @@ impl Core {
         }
     }
 
-    /// Dead workers, task timeouts, retirements. Cheap enough to run every
-    /// [`TICK`] while a driver waits.
+    /// Dead workers, task timeouts, retirements: a [`verdict`] per live
+    /// worker, applied here. Cheap enough to run every tick while a driver
+    /// waits.
     pub(crate) fn check_health(&mut self) {
         self.last_health = Instant::now();
+        let now = self.last_health;
         for i in 0..self.workers.len() {
             let Some(w) = &self.workers[i] else {
                 if self.state == State::Running && self.broken.is_none() {
@@ -594,125 +600,26 @@ impl Core {
                 }
                 continue;
             };
-            if let Some(st) = w.process.exit_code() {
-                let ready = w.ready;
-                let pid = w.pid;
-                // A worker that gave up by itself says why in its result
-                // (it could not open its rings or the doorbell, …).
-                let own = self.workers[i].as_mut().and_then(|w| {
-                    match w.process.join_timeout(Duration::from_millis(20)) {
-                        Ok(Some(Err(why))) => Some(why),
-                        _ => None,
-                    }
-                });
-                if st == ExitStatus::Code(crate::bootstrap::EXIT_NOT_INITIALISED) {
-                    // It reached a start before `init()`: so will every
-                    // replacement. (The worker printed the same advice.)
-                    let why = crate::bootstrap::init_advice(&format!(
-                        "pool worker {i} (pid {pid}) reached a spawn before multiproc::init() made it a worker"
-                    ));
-                    self.set_broken(ErrorKind::InvalidState, why);
-                }
-                if let (Some(why), false) = (&own, ready) {
-                    // It never came up: a replacement would fail the same
-                    // way, so the pool cannot go on.
-                    let why = format!("pool worker {i} could not start: {why}");
-                    self.set_broken(ErrorKind::Spawn, why);
-                }
-                let Some(w) = &self.workers[i] else { continue };
-                // (`lose_worker_with` first drains what it committed.)
-                let running = w
-                    .running_item()
-                    .and_then(|(i, item)| Some((w.inflight.get(i)?, item)));
-                let what = match (w.inflight.front(), running) {
-                    (_, Some((t, item))) => format!(
-                        "pool worker {} (pid {}) died while running item {item} \
-                         (of the task of items {}..{})",
-                        w.index,
-                        w.pid,
-                        t.first,
-                        t.first + t.count
-                    ),
-                    (Some(t), None) => format!(
-                        "pool worker {} (pid {}) died while running items {}..{}",
-                        w.index,
-                        w.pid,
-                        t.first,
-                        t.first + t.count
-                    ),
-                    (None, None) => {
-                        format!("pool worker {} (pid {}) died while idle", w.index, w.pid)
-                    }
-                };
-                let what = match own {
-                    Some(why) => format!("{what}: {why}"),
-                    None => what,
-                };
-                let loss = Loss {
-                    kind: ErrorKind::ProcessDied,
-                    message: what,
-                    status: Some(st),
-                };
-                self.lose_worker_with(i, loss, false);
+            if let Some(status) = w.process.exit_code() {
+                self.bury(i, status);
                 continue;
             }
-            if let (Some(limit), false, false) =
-                (self.cfg.task_timeout, w.ready, w.inflight.is_empty())
-            {
-                // Starting (exec, handshake, initializer) does not count
-                // toward a task's time, but it cannot take forever either.
-                let allowance = limit + START_ALLOWANCE;
-                if w.stats.started.elapsed() > allowance {
-                    let err = Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "pool worker {} (pid {}) did not start (or finish its initializer) within {:?}; it was killed",
-                            w.index, w.pid, allowance
-                        ),
-                    );
-                    self.lose_worker(i, err, true);
-                    continue;
-                }
-            }
-            if let (Some(limit), Some(front), true) =
-                (self.cfg.task_timeout, w.inflight.front(), w.ready)
-            {
-                let since = w.front_since.max(front.sent);
-                if since.elapsed() > limit {
-                    let err = Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "a task of pool worker {} (pid {}) ran longer than {:?}; the worker was killed",
-                            w.index, w.pid, limit
-                        ),
-                    );
-                    self.lose_worker(i, err, true);
-                    continue;
-                }
-            }
-            if w.segment.lost() {
-                let err = Error::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "pool worker {} (pid {}) shrank its ring segment; the worker was killed",
-                        w.index, w.pid
-                    ),
-                );
-                self.lose_worker(i, err, true);
+            if let Some(loss) = verdict(w, &self.cfg, now) {
+                self.lose_worker_with(i, loss, true);
                 continue;
             }
-            let w = self.workers[i].as_mut().expect("still there");
+            let Some(w) = self.workers[i].as_mut() else {
+                continue;
+            };
             if let Err(e) = w.detach_dropped() {
                 self.lose_worker(i, e, true);
                 continue;
             }
-            if self.workers[i]
-                .as_ref()
-                .is_some_and(|w| w.retiring && self.state == State::Running)
-            {
-                let old = self.workers[i].take().expect("checked");
-                self.retired.push(old);
-                self.respawn(i);
+            if w.retiring && self.state == State::Running {
+                if let Some(old) = self.workers[i].take() {
+                    self.retired.push(old);
+                    self.respawn(i);
+                }
             }
         }
         let mut r = 0;
@@ -733,6 +640,31 @@ impl Core {
             }
         }
         self.settle_finished();
+    }
+
+    /// Live worker `i` exited with `status`: break the pool if every
+    /// replacement would fail the same way, then fail its work and
+    /// replace it.
+    fn bury(&mut self, i: usize, status: ExitStatus) {
+        // A worker that gave up by itself says why in its result (it could
+        // not open its rings or the doorbell, …). It has exited, so the
+        // wait is for a result already sent or never coming.
+        let own = self.workers[i].as_mut().and_then(|w| {
+            match w.process.join_timeout(Duration::from_millis(20)) {
+                Ok(Some(Err(why))) => Some(why),
+                _ => None,
+            }
+        });
+        let Some(w) = &self.workers[i] else {
+            return;
+        };
+        let broken = fatal(w, status, own.as_deref());
+        // Told before `lose_worker_with` drains what it committed.
+        let loss = death(w, status, own.as_deref());
+        if let Some((kind, why)) = broken {
+            self.set_broken(kind, why);
+        }
+        self.lose_worker_with(i, loss, false);
     }
 
     /// Kills every worker and fails every job (`terminate`).
@@ -822,37 +754,6 @@ impl std::hash::BuildHasher for JobIds {
     type Hasher = JobIdHasher;
     fn build_hasher(&self) -> JobIdHasher {
         JobIdHasher::default()
-    }
-}
-
-/// Why a worker's work was lost.
-struct Loss {
-    kind: ErrorKind,
-    message: String,
-    status: Option<ExitStatus>,
-}
-
-impl Loss {
-    fn from_error(e: &Error) -> Loss {
-        let message = match std::error::Error::source(e) {
-            Some(src) => format!("{}: {src}", e.context()),
-            None => e.context().to_string(),
-        };
-        Loss {
-            kind: e.kind(),
-            message,
-            status: e.exit_status(),
-        }
-    }
-
-    fn error_for(&self, first: u64, pid: u32) -> Error {
-        let e = Error::new(self.kind, self.message.clone())
-            .with_index(first)
-            .with_pid(pid);
-        match self.status {
-            Some(st) => e.with_status(st),
-            None => e,
-        }
     }
 }
 

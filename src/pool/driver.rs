@@ -27,7 +27,8 @@ pub(crate) struct Shared {
     core: Mutex<Core>,
     pub(crate) cv: Condvar,
     pub(crate) doorbell: Doorbell,
-    /// Callers that want to drive (the pump steps aside for them).
+    /// Callers that want to drive (the pump steps aside for them). A hint:
+    /// the lock guards the core; a late read costs at most one tick.
     want: AtomicUsize,
     /// Threads blocked on the lock (a spinning driver lets them in).
     contenders: AtomicUsize,
@@ -59,6 +60,10 @@ impl Shared {
         if let Ok(g) = self.core.try_lock() {
             return g;
         }
+        // SYNC: SeqCst add/sub; partner: the driver's Relaxed load in
+        // `drive`, which only decides whether to yield the lock for a round:
+        // a stale 0 costs one more spin (it reads again every iteration),
+        // a stale 1 one needless yield. The mutex orders the core's data.
         self.contenders.fetch_add(1, Ordering::SeqCst);
         let g = self.core.lock().unwrap_or_else(|p| self.recover(p));
         self.contenders.fetch_sub(1, Ordering::SeqCst);
@@ -91,6 +96,11 @@ impl Shared {
         done: &dyn Fn(&Core) -> bool,
         deadline: Option<Instant>,
     ) -> (MutexGuard<'_, Core>, bool) {
+        // SYNC: SeqCst; partner: the pump's SeqCst loads of `want` in
+        // `drive` and `pump`. The add comes before our `ring_always` below,
+        // whose own SeqCst fence and futex wake the pump, so a pump asleep
+        // on the doorbell wakes to see it; one that misses it anyway steps
+        // aside at its next look, and we wait at most `TICK` on `cv` meanwhile.
         self.want.fetch_add(1, Ordering::SeqCst);
         let mut core = self.lock();
         let ok = loop {
@@ -116,6 +126,7 @@ impl Shared {
             core.driving = false;
             self.notify();
         };
+        // SYNC: SeqCst; same partner as the add above.
         self.want.fetch_sub(1, Ordering::SeqCst);
         (core, ok)
     }
@@ -141,12 +152,15 @@ impl Shared {
                 last_progress = None;
                 spins = 0;
             }
+            // SYNC: SeqCst load; partner: the add in `wait_until`.
             if done(&core) || (pump && self.want.load(Ordering::SeqCst) > 0) {
                 return core;
             }
             if pump && !core.active() {
                 return core;
             }
+            // SYNC: Relaxed; partner: the SeqCst add in `lock` (a hint only,
+            // see there).
             if self.contenders.load(Ordering::Relaxed) > 0 {
                 drop(core);
                 std::thread::yield_now();
@@ -209,6 +223,11 @@ impl Shared {
     /// Wakes the threads waiting on the condition variable, if any (std's
     /// `notify_all` makes a system call even when nobody waits).
     pub(crate) fn notify(&self) {
+        // SYNC: SeqCst load; partner: the SeqCst add in `cv_wait`, made
+        // under the lock. A waiter that registered before we took the lock
+        // to make progress is seen here; one that registers later takes
+        // the lock after our progress and sees it in its `done` check
+        // before it waits. A miss would cost one bounded wait, never a hang.
         if self.sleepers.load(Ordering::SeqCst) > 0 {
             self.cv.notify_all();
         }
@@ -220,8 +239,9 @@ impl Shared {
         core: MutexGuard<'a, Core>,
         timeout: Duration,
     ) -> MutexGuard<'a, Core> {
-        // SeqCst: a notifier that made progress under the lock after we
-        // registered sees the count (we register while holding the lock).
+        // SYNC: SeqCst; partner: the load in `notify`. A notifier that
+        // made progress under the lock after we registered sees the count
+        // (we register while holding the lock).
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         let core = match self.cv.wait_timeout(core, timeout) {
             Ok((g, _)) => g,
@@ -232,6 +252,7 @@ impl Shared {
                 g
             }
         };
+        // SYNC: SeqCst; same partner as the add above.
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         core
     }
@@ -244,6 +265,7 @@ impl Shared {
             {
                 return;
             }
+            // SYNC: SeqCst load; partner: the add in `wait_until`.
             if core.driving || self.want.load(Ordering::SeqCst) > 0 || !core.active() {
                 core = self.cv_wait(core, Duration::from_millis(50));
                 if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {

@@ -17,6 +17,7 @@ mod core;
 mod doorbell;
 mod driver;
 mod handle;
+mod health;
 mod jobs;
 mod raw;
 mod results;
