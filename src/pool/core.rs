@@ -355,16 +355,39 @@ impl Core {
         self.fail_inflight(w, &Loss::from_error(&e));
     }
 
-    fn dispatch(&mut self) -> bool {
+    /// Pushes the frames that did not fit a task ring before, for live and
+    /// retired workers alike: a retiring worker's last task may be among
+    /// them. A worker whose task ring fails is lost (its frames could never
+    /// be sent).
+    fn flush_backlogs(&mut self) -> bool {
         let mut any = false;
-        for w in self.workers.iter_mut().flatten() {
-            if !w.backlog.is_empty() {
-                match w.flush_backlog() {
-                    Ok(moved) => any |= moved,
-                    Err(_) => w.retiring = true,
+        for i in 0..self.workers.len() {
+            let Some(w) = self.workers[i].as_mut().filter(|w| !w.backlog.is_empty()) else {
+                continue;
+            };
+            match w.flush_backlog() {
+                Ok(moved) => any |= moved,
+                Err(e) => {
+                    let e = w.killed_for(e);
+                    self.lose_worker(i, e, true);
+                    any = true;
                 }
             }
         }
+        let mut r = 0;
+        while r < self.retired.len() {
+            if let Err(e) = self.retired[r].flush_backlog() {
+                self.lose_retired(r, e);
+                any = true;
+                continue;
+            }
+            r += 1;
+        }
+        any
+    }
+
+    fn dispatch(&mut self) -> bool {
+        let mut any = self.flush_backlogs();
         if self.broken.is_some() {
             return any;
         }
@@ -616,6 +639,7 @@ impl Core {
                 continue;
             }
             if w.retiring && self.state == State::Running {
+                // Its backlog, if any, is still flushed (`flush_backlogs`).
                 if let Some(old) = self.workers[i].take() {
                     self.retired.push(old);
                     self.respawn(i);
