@@ -225,6 +225,9 @@ impl Worker {
 
     /// Kills the worker and waits (briefly) until the OS reports it gone,
     /// so it can no longer write any memory it shares.
+    /// Runs under the pool's lock (at most 5 s, usually far less): its
+    /// jobs may fail only once it is gone (docs/ARCHITECTURE.md, Pool,
+    /// "Blocking under the pool's lock").
     pub(crate) fn kill_and_reap(&self) -> Option<ExitStatus> {
         let _ = self.process.kill();
         let deadline = Instant::now() + Duration::from_secs(5);
