@@ -24,38 +24,51 @@ const CAPACITY: usize = 1 << 20;
 const KIND_VALUE: u8 = 1;
 const KIND_BYTES: u8 = 2;
 
+/// The pipe's rings: ring 0, and ring 1 if the pipe is duplex (made here)
+/// or the segment holds it (attached).
 fn rings_in(segment: &Arc<Segment>, create: bool, duplex: bool) -> Result<[Option<Ring>; 2]> {
-    let size = ring::region_size(CAPACITY);
+    let count = if duplex { 2 } else { 1 };
+    let mut rings = spsc_rings_in(segment, CAPACITY, count, create, "pipe")?.into_iter();
+    Ok([rings.next(), rings.next()])
+}
+
+/// Up to `count` SPSC rings of `ring_bytes` each, back to back from the
+/// start of `segment`: made there (`create`), or attached to (as many as
+/// the segment holds, at most `count`; at least one). `what` names the
+/// owner in errors. The one place that lays rings out in a segment: a
+/// pipe's one or two, a pool worker's task and result rings.
+pub(crate) fn spsc_rings_in(
+    segment: &Arc<Segment>,
+    ring_bytes: usize,
+    count: usize,
+    create: bool,
+    what: &str,
+) -> Result<Vec<Ring>> {
+    let size = ring::region_size(ring_bytes);
     let count = if create {
-        if duplex {
-            2
-        } else {
-            1
-        }
+        count
     } else {
-        (segment.len() / size).min(2)
+        (segment.len() / size).min(count)
     };
+    let too_small = || Error::new(ErrorKind::Protocol, format!("{what} segment too small"));
     if count == 0 || segment.len() < count * size {
-        return Err(Error::new(ErrorKind::Protocol, "pipe segment too small"));
+        return Err(too_small());
     }
-    let mut rings = [None, None];
-    for (i, slot) in rings.iter_mut().enumerate().take(count) {
-        let region = Arc::new(
-            SegmentRegion::new(segment, i * size, size)
-                .ok_or_else(|| Error::new(ErrorKind::Protocol, "pipe segment too small"))?,
-        );
+    let mut rings = Vec::with_capacity(count);
+    for i in 0..count {
+        let region = Arc::new(SegmentRegion::new(segment, i * size, size).ok_or_else(too_small)?);
         let ring = if create {
-            Ring::create(region, CAPACITY, Mode::Spsc)?
+            Ring::create(region, ring_bytes, Mode::Spsc)?
         } else {
             Ring::attach(region)?
         };
         if ring.mode() != Mode::Spsc {
             return Err(Error::new(
                 ErrorKind::Protocol,
-                "segment does not hold a pipe",
+                format!("segment does not hold {what} rings"),
             ));
         }
-        *slot = Some(ring);
+        rings.push(ring);
     }
     Ok(rings)
 }

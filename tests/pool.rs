@@ -10,6 +10,8 @@ use multiproc::{ErrorKind, Pool, SharedValue, ShmVec};
 
 multiproc::test_support!();
 
+mod common;
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -230,6 +232,37 @@ fn max_tasks_per_child_replaces_workers() {
     assert_eq!(pids.len(), 8, "every task ran in a fresh worker");
     assert!(pool.restarts() >= 6, "restarts: {}", pool.restarts());
     assert_eq!(pool.map(square, 0..4).unwrap(), [0, 1, 4, 9]);
+}
+
+/// Sleeps on big items only, so the small task before a big one is done
+/// while the big one still runs (and holds its frame in the task ring).
+fn slow_if_big(v: Vec<u8>) -> usize {
+    if v.len() > 1000 {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    v.len()
+}
+
+#[test]
+fn a_retiring_workers_last_frame_is_sent_even_if_its_ring_was_full() {
+    // A 4 KiB task ring: item 0 (~0.4 KiB frame) and item 1 (~2 KiB) go
+    // out together; item 0 finishes at once while item 1 runs for 300 ms,
+    // so item 2's ~2 KiB frame fits neither after item 1 nor before it: it
+    // waits in the parent. It is the worker's last task (max 3), so the
+    // worker retires with that frame unsent; it must still be sent.
+    let lens = [300usize, 1900, 1900, 10];
+    let got = common::watchdog(Duration::from_secs(30), move || {
+        let pool = Pool::builder()
+            .processes(1)
+            .ring_bytes(4096)
+            .max_tasks_per_child(3)
+            .chunksize(1)
+            .build()
+            .unwrap();
+        let items: Vec<Vec<u8>> = lens.iter().map(|&n| vec![7u8; n]).collect();
+        pool.map(slow_if_big, items)
+    });
+    assert_eq!(got.unwrap(), lens);
 }
 
 fn fragile(x: u64) -> u64 {

@@ -1,48 +1,23 @@
-//! The parent's scheduler: workers, jobs, dispatch, results, failures.
-//!
-//! There is no scheduler thread on the hot path. Whoever waits for a
-//! result drives: it polls the workers' result rings, routes outputs to
-//! their jobs, and refills the task rings, all under one mutex. A
-//! background *pump* thread drives only while nobody else does (work
-//! submitted with `*_async` or `imap` progresses while the caller does
-//! something else), and steps aside as soon as a caller wants to drive.
+//! The parent's scheduler, `Core`: the workers and the jobs behind the
+//! pool's lock; one step of results in and tasks out, the health check,
+//! and what a lost worker costs its jobs. Who runs it, and when, is
+//! `driver.rs`; the handle on one worker is `handle.rs`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_bytes::ByteBuf;
-
-use super::doorbell::Doorbell;
+use super::handle::{Inflight, Worker};
+use super::health::{death, fatal, verdict, Loss};
 use super::jobs::{Next, Sink, Source, ZcTask};
-use super::wire::running_item;
-use super::wire::{
-    ResultHeader, TaskError, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC,
-    R_INIT_FAILED, R_READY, R_RESULT,
-};
-use super::worker::{rings_in, rings_len, worker_main, ProgressLine, WorkerArgs};
-use crate::error::{Call, Error, ErrorKind, Result};
+use super::wire::{ResultHeader, TaskError, ZcHeader, F_ERROR, F_LAST, K_TASK, K_ZC};
+use super::wire::{R_INIT_FAILED, R_READY, R_RESULT};
+use crate::error::{Error, ErrorKind, Result};
 use crate::exit_status::ExitStatus;
-use crate::process::Process;
-use crate::ring::{Consumer, Producer};
-use crate::segment::Segment;
 use crate::task::{TaskKey, TaskRef};
 
-/// Tasks in flight per worker: one running, one queued behind it, so a
-/// worker never waits for the parent between tasks.
-const DEPTH: usize = 2;
 /// A task frame is packed up to about this many bytes of items.
 const SOFT_FRAME: usize = 64 * 1024;
-/// Spin this long after the last progress before sleeping (the cost of
-/// waking a parked vCPU here; docs/BENCHMARKS.md, "Measured before the code").
-const SPIN: Duration = Duration::from_micros(50);
-/// Health checks (dead workers, task timeouts) at least this often.
-const TICK: Duration = Duration::from_millis(10);
-/// With a task timeout, how long a worker may take to start on top of it.
-const START_ALLOWANCE: Duration = Duration::from_secs(10);
-/// Segments attached to one worker before the oldest is detached.
-const MAX_ATTACHED: usize = 16;
 
 /// The fixed settings of a pool.
 pub(crate) struct Config {
@@ -57,222 +32,6 @@ pub(crate) struct Config {
     pub(crate) doorbell: crate::segment::SegmentHandle,
     /// Prefixes of inherited environment variables workers must not see.
     pub(crate) strip_env: &'static [&'static str],
-}
-
-/// Per-worker counters (mpire's "insights").
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Stats {
-    pub(crate) tasks: u64,
-    pub(crate) items: u64,
-    pub(crate) busy: Duration,
-    pub(crate) started: Instant,
-}
-
-struct Inflight {
-    job: u64,
-    first: u64,
-    count: u64,
-    /// Task frames sent to this worker before this one (wrapping): the
-    /// number the worker's progress word names it by.
-    seq: u32,
-    sent: Instant,
-    /// A zero-copy chunk: bulk work the parent only hands out.
-    bulk: bool,
-}
-
-struct Attached {
-    slot: u32,
-    segment: Weak<Segment>,
-}
-
-pub(crate) struct Worker {
-    pub(crate) index: usize,
-    process: Process<std::result::Result<(), String>>,
-    pub(crate) pid: u32,
-    /// Both rings; watched for a shrink by the worker (`check_health`).
-    segment: Arc<Segment>,
-    /// Where the worker says which item it runs.
-    progress: ProgressLine,
-    tasks: Producer,
-    results: Consumer,
-    inflight: VecDeque<Inflight>,
-    /// Frames that did not fit into the task ring yet, in order.
-    backlog: VecDeque<(u8, Vec<u8>)>,
-    sent: u64,
-    retiring: bool,
-    /// The worker said it is up (after its initializer).
-    ready: bool,
-    attached: Vec<Attached>,
-    next_slot: u32,
-    /// When the task at the front of `inflight` started (about).
-    front_since: Instant,
-    pub(crate) stats: Stats,
-}
-
-impl Worker {
-    fn spawn(cfg: &Config, index: usize) -> Result<Worker> {
-        let segment = Arc::new(Segment::create(rings_len(cfg.ring_bytes))?);
-        let (task_ring, result_ring) = rings_in(&segment, cfg.ring_bytes, true)?;
-        let progress = ProgressLine::in_segment(&segment, cfg.ring_bytes)?;
-        let tasks = task_ring.producer()?;
-        let results = result_ring.consumer()?;
-        let args = WorkerArgs {
-            rings: segment.handle(),
-            ring_bytes: cfg.ring_bytes,
-            doorbell: cfg.doorbell.clone(),
-            key: cfg.key,
-            index: index as u32,
-            core: cfg
-                .cores
-                .as_ref()
-                .filter(|c| !c.is_empty())
-                .map(|c| c[index % c.len()]),
-            init: cfg
-                .init
-                .as_ref()
-                .map(|(t, a)| (*t, ByteBuf::from(a.clone()))),
-            timing: cfg.timing,
-        };
-        let process = Process::builder()
-            .name(format!("PoolWorker-{}", index + 1))
-            .env_remove_prefixes(cfg.strip_env)
-            .spawn(worker_main, args)?;
-        let now = Instant::now();
-        Ok(Worker {
-            index,
-            pid: process.pid(),
-            process,
-            segment,
-            progress,
-            tasks,
-            results,
-            inflight: VecDeque::new(),
-            backlog: VecDeque::new(),
-            sent: 0,
-            retiring: false,
-            ready: false,
-            attached: Vec::new(),
-            next_slot: 0,
-            front_since: now,
-            stats: Stats {
-                tasks: 0,
-                items: 0,
-                busy: Duration::ZERO,
-                started: now,
-            },
-        })
-    }
-
-    /// `e`, from this worker's rings or frames, worded for the user: the
-    /// pool kills a worker it cannot talk to.
-    fn killed_for(&self, e: Error) -> Error {
-        let name = format!("pool worker {} (pid {}) was killed", self.index, self.pid);
-        e.in_call(&Call {
-            name: &name,
-            timed_out: "it did not answer in time",
-            peer_died: "its process died",
-            disconnected: "it stopped taking tasks",
-        })
-    }
-
-    /// The item this worker was running when it died, and the position
-    /// in `inflight` of its task: what its progress word names, if that is
-    /// an item of a task in flight. Call only once it is dead (exited, or
-    /// killed and reaped).
-    fn running_item(&self) -> Option<(usize, u64)> {
-        // SYNC: Relaxed: pairs with the worker's Relaxed store in
-        // `Running::start`; the worker is dead, so it stores no more and
-        // all it stored is visible.
-        let word = self.progress.running().load(Ordering::Relaxed);
-        self.inflight
-            .iter()
-            .enumerate()
-            .find_map(|(i, t)| running_item(word, t.seq, t.first, t.count).map(|item| (i, item)))
-    }
-
-    fn has_room(&self) -> bool {
-        !self.retiring && self.inflight.len() < DEPTH && self.backlog.is_empty()
-    }
-
-    /// Pushes a frame, or queues it behind the ones that did not fit.
-    fn send(&mut self, kind: u8, frame: &[u8]) -> Result<()> {
-        if self.backlog.is_empty() && self.tasks.try_push(kind, frame)? {
-            return Ok(());
-        }
-        self.backlog.push_back((kind, frame.to_vec()));
-        Ok(())
-    }
-
-    fn flush_backlog(&mut self) -> Result<bool> {
-        let mut any = false;
-        while let Some((kind, frame)) = self.backlog.front() {
-            if !self.tasks.try_push(*kind, frame)? {
-                break;
-            }
-            self.backlog.pop_front();
-            any = true;
-        }
-        Ok(any)
-    }
-
-    /// The slot `segment` is attached at in this worker, attaching it
-    /// first if needed.
-    fn slot_for(&mut self, segment: &Arc<Segment>, scratch: &mut Vec<u8>) -> Result<u32> {
-        if let Some(a) = self.attached.iter().find(|a| {
-            a.segment
-                .upgrade()
-                .is_some_and(|s| Arc::ptr_eq(&s, segment))
-        }) {
-            return Ok(a.slot);
-        }
-        if self.attached.len() >= MAX_ATTACHED {
-            let old = self.attached.remove(0);
-            self.send(K_DETACH, &old.slot.to_le_bytes())?;
-        }
-        let slot = self.next_slot;
-        self.next_slot = self.next_slot.wrapping_add(1);
-        scratch.clear();
-        scratch.extend_from_slice(&slot.to_le_bytes());
-        scratch.extend_from_slice(&[0; 4]);
-        postcard::to_io(&segment.handle(), &mut *scratch)
-            .map_err(|e| Error::codec("segment handle", e))?;
-        self.send(K_ATTACH, scratch)?;
-        self.attached.push(Attached {
-            slot,
-            segment: Arc::downgrade(segment),
-        });
-        Ok(slot)
-    }
-
-    /// Detaches segments whose last handle in this process is gone.
-    fn detach_dropped(&mut self) -> Result<()> {
-        let mut i = 0;
-        while i < self.attached.len() {
-            if self.attached[i].segment.strong_count() == 0 {
-                let a = self.attached.remove(i);
-                self.send(K_DETACH, &a.slot.to_le_bytes())?;
-            } else {
-                i += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Kills the worker and waits (briefly) until the OS reports it gone,
-    /// so it can no longer write any memory it shares.
-    fn kill_and_reap(&self) -> Option<ExitStatus> {
-        let _ = self.process.kill();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(st) = self.process.exit_code() {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
 }
 
 pub(crate) struct Job {
@@ -340,10 +99,10 @@ pub(crate) struct Core {
     /// Set when the pool cannot work any more (initializer failed, a
     /// replacement worker could not be started); every call returns it.
     pub(crate) broken: Option<(ErrorKind, String)>,
-    driving: bool,
+    pub(crate) driving: bool,
     scratch: Vec<u8>,
     attach_scratch: Vec<u8>,
-    last_health: Instant,
+    pub(crate) last_health: Instant,
     pub(crate) restarts: u64,
 }
 
@@ -407,12 +166,12 @@ impl Core {
         self.workers.iter().flatten().chain(&self.retired)
     }
 
-    fn has_inflight(&self) -> bool {
+    pub(crate) fn has_inflight(&self) -> bool {
         self.all_workers().any(|w| !w.inflight.is_empty())
     }
 
     /// Workers running a zero-copy chunk now (each one busy on a core).
-    fn bulk_busy_workers(&self) -> usize {
+    pub(crate) fn bulk_busy_workers(&self) -> usize {
         self.all_workers()
             .filter(|w| w.inflight.front().is_some_and(|t| t.bulk))
             .count()
@@ -432,7 +191,7 @@ impl Core {
     }
 
     /// One round: results in, tasks out. `true` if anything moved.
-    fn step(&mut self) -> bool {
+    pub(crate) fn step(&mut self) -> bool {
         let got = self.poll_results();
         let sent = self.dispatch();
         if got || sent {
@@ -441,7 +200,7 @@ impl Core {
         got || sent
     }
 
-    fn poll_results(&mut self) -> bool {
+    pub(crate) fn poll_results(&mut self) -> bool {
         let mut any = false;
         for i in 0..self.workers.len() {
             if self.workers[i]
@@ -466,10 +225,7 @@ impl Core {
             match self.drain_worker(Slot::Retired(r)) {
                 Ok(moved) => any |= moved,
                 Err(e) => {
-                    let w = self.retired.remove(r);
-                    let e = w.killed_for(e);
-                    w.kill_and_reap();
-                    self.fail_inflight(w, &Loss::from_error(&e));
+                    self.lose_retired(r, e);
                     any = true;
                     continue;
                 }
@@ -591,16 +347,47 @@ impl Core {
         Ok(any)
     }
 
-    fn dispatch(&mut self) -> bool {
+    /// Retired worker `r`'s rings failed: kill it and fail its work.
+    fn lose_retired(&mut self, r: usize, e: Error) {
+        let w = self.retired.remove(r);
+        let e = w.killed_for(e);
+        w.kill_and_reap();
+        self.fail_inflight(w, &Loss::from_error(&e));
+    }
+
+    /// Pushes the frames that did not fit a task ring before, for live and
+    /// retired workers alike: a retiring worker's last task may be among
+    /// them. A worker whose task ring fails is lost (its frames could never
+    /// be sent).
+    fn flush_backlogs(&mut self) -> bool {
         let mut any = false;
-        for w in self.workers.iter_mut().flatten() {
-            if !w.backlog.is_empty() {
-                match w.flush_backlog() {
-                    Ok(moved) => any |= moved,
-                    Err(_) => w.retiring = true,
+        for i in 0..self.workers.len() {
+            let Some(w) = self.workers[i].as_mut().filter(|w| !w.backlog.is_empty()) else {
+                continue;
+            };
+            match w.flush_backlog() {
+                Ok(moved) => any |= moved,
+                Err(e) => {
+                    let e = w.killed_for(e);
+                    self.lose_worker(i, e, true);
+                    any = true;
                 }
             }
         }
+        let mut r = 0;
+        while r < self.retired.len() {
+            if let Err(e) = self.retired[r].flush_backlog() {
+                self.lose_retired(r, e);
+                any = true;
+                continue;
+            }
+            r += 1;
+        }
+        any
+    }
+
+    fn dispatch(&mut self) -> bool {
+        let mut any = self.flush_backlogs();
         if self.broken.is_some() {
             return any;
         }
@@ -823,10 +610,12 @@ impl Core {
         }
     }
 
-    /// Dead workers, task timeouts, retirements. Cheap enough to run every
-    /// [`TICK`] while a driver waits.
-    fn check_health(&mut self) {
+    /// Dead workers, task timeouts, retirements: a [`verdict`] per live
+    /// worker, applied here. Cheap enough to run every tick while a driver
+    /// waits.
+    pub(crate) fn check_health(&mut self) {
         self.last_health = Instant::now();
+        let now = self.last_health;
         for i in 0..self.workers.len() {
             let Some(w) = &self.workers[i] else {
                 if self.state == State::Running && self.broken.is_none() {
@@ -834,125 +623,27 @@ impl Core {
                 }
                 continue;
             };
-            if let Some(st) = w.process.exit_code() {
-                let ready = w.ready;
-                let pid = w.pid;
-                // A worker that gave up by itself says why in its result
-                // (it could not open its rings or the doorbell, …).
-                let own = self.workers[i].as_mut().and_then(|w| {
-                    match w.process.join_timeout(Duration::from_millis(20)) {
-                        Ok(Some(Err(why))) => Some(why),
-                        _ => None,
-                    }
-                });
-                if st == ExitStatus::Code(crate::bootstrap::EXIT_NOT_INITIALISED) {
-                    // It reached a start before `init()`: so will every
-                    // replacement. (The worker printed the same advice.)
-                    let why = crate::bootstrap::init_advice(&format!(
-                        "pool worker {i} (pid {pid}) reached a spawn before multiproc::init() made it a worker"
-                    ));
-                    self.set_broken(ErrorKind::InvalidState, why);
-                }
-                if let (Some(why), false) = (&own, ready) {
-                    // It never came up: a replacement would fail the same
-                    // way, so the pool cannot go on.
-                    let why = format!("pool worker {i} could not start: {why}");
-                    self.set_broken(ErrorKind::Spawn, why);
-                }
-                let Some(w) = &self.workers[i] else { continue };
-                // (`lose_worker_with` first drains what it committed.)
-                let running = w
-                    .running_item()
-                    .and_then(|(i, item)| Some((w.inflight.get(i)?, item)));
-                let what = match (w.inflight.front(), running) {
-                    (_, Some((t, item))) => format!(
-                        "pool worker {} (pid {}) died while running item {item} \
-                         (of the task of items {}..{})",
-                        w.index,
-                        w.pid,
-                        t.first,
-                        t.first + t.count
-                    ),
-                    (Some(t), None) => format!(
-                        "pool worker {} (pid {}) died while running items {}..{}",
-                        w.index,
-                        w.pid,
-                        t.first,
-                        t.first + t.count
-                    ),
-                    (None, None) => {
-                        format!("pool worker {} (pid {}) died while idle", w.index, w.pid)
-                    }
-                };
-                let what = match own {
-                    Some(why) => format!("{what}: {why}"),
-                    None => what,
-                };
-                let loss = Loss {
-                    kind: ErrorKind::ProcessDied,
-                    message: what,
-                    status: Some(st),
-                };
-                self.lose_worker_with(i, loss, false);
+            if let Some(status) = w.process.exit_code() {
+                self.bury(i, status);
                 continue;
             }
-            if let (Some(limit), false, false) =
-                (self.cfg.task_timeout, w.ready, w.inflight.is_empty())
-            {
-                // Starting (exec, handshake, initializer) does not count
-                // toward a task's time, but it cannot take forever either.
-                let allowance = limit + START_ALLOWANCE;
-                if w.stats.started.elapsed() > allowance {
-                    let err = Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "pool worker {} (pid {}) did not start (or finish its initializer) within {:?}; it was killed",
-                            w.index, w.pid, allowance
-                        ),
-                    );
-                    self.lose_worker(i, err, true);
-                    continue;
-                }
-            }
-            if let (Some(limit), Some(front), true) =
-                (self.cfg.task_timeout, w.inflight.front(), w.ready)
-            {
-                let since = w.front_since.max(front.sent);
-                if since.elapsed() > limit {
-                    let err = Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "a task of pool worker {} (pid {}) ran longer than {:?}; the worker was killed",
-                            w.index, w.pid, limit
-                        ),
-                    );
-                    self.lose_worker(i, err, true);
-                    continue;
-                }
-            }
-            if w.segment.lost() {
-                let err = Error::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "pool worker {} (pid {}) shrank its ring segment; the worker was killed",
-                        w.index, w.pid
-                    ),
-                );
-                self.lose_worker(i, err, true);
+            if let Some(loss) = verdict(w, &self.cfg, now) {
+                self.lose_worker_with(i, loss, true);
                 continue;
             }
-            let w = self.workers[i].as_mut().expect("still there");
+            let Some(w) = self.workers[i].as_mut() else {
+                continue;
+            };
             if let Err(e) = w.detach_dropped() {
                 self.lose_worker(i, e, true);
                 continue;
             }
-            if self.workers[i]
-                .as_ref()
-                .is_some_and(|w| w.retiring && self.state == State::Running)
-            {
-                let old = self.workers[i].take().expect("checked");
-                self.retired.push(old);
-                self.respawn(i);
+            if w.retiring && self.state == State::Running {
+                // Its backlog, if any, is still flushed (`flush_backlogs`).
+                if let Some(old) = self.workers[i].take() {
+                    self.retired.push(old);
+                    self.respawn(i);
+                }
             }
         }
         let mut r = 0;
@@ -973,6 +664,31 @@ impl Core {
             }
         }
         self.settle_finished();
+    }
+
+    /// Live worker `i` exited with `status`: break the pool if every
+    /// replacement would fail the same way, then fail its work and
+    /// replace it.
+    fn bury(&mut self, i: usize, status: ExitStatus) {
+        // A worker that gave up by itself says why in its result (it could
+        // not open its rings or the doorbell, …). It has exited, so the
+        // wait is for a result already sent or never coming.
+        let own = self.workers[i].as_mut().and_then(|w| {
+            match w.process.join_timeout(Duration::from_millis(20)) {
+                Ok(Some(Err(why))) => Some(why),
+                _ => None,
+            }
+        });
+        let Some(w) = &self.workers[i] else {
+            return;
+        };
+        let broken = fatal(w, status, own.as_deref());
+        // Told before `lose_worker_with` drains what it committed.
+        let loss = death(w, status, own.as_deref());
+        if let Some((kind, why)) = broken {
+            self.set_broken(kind, why);
+        }
+        self.lose_worker_with(i, loss, false);
     }
 
     /// Kills every worker and fails every job (`terminate`).
@@ -1065,37 +781,6 @@ impl std::hash::BuildHasher for JobIds {
     }
 }
 
-/// Why a worker's work was lost.
-struct Loss {
-    kind: ErrorKind,
-    message: String,
-    status: Option<ExitStatus>,
-}
-
-impl Loss {
-    fn from_error(e: &Error) -> Loss {
-        let message = match std::error::Error::source(e) {
-            Some(src) => format!("{}: {src}", e.context()),
-            None => e.context().to_string(),
-        };
-        Loss {
-            kind: e.kind(),
-            message,
-            status: e.exit_status(),
-        }
-    }
-
-    fn error_for(&self, first: u64, pid: u32) -> Error {
-        let e = Error::new(self.kind, self.message.clone())
-            .with_index(first)
-            .with_pid(pid);
-        match self.status {
-            Some(st) => e.with_status(st),
-            None => e,
-        }
-    }
-}
-
 /// Splits a failed task's result payload into the outputs before the
 /// failure and the [`TaskError`]; the worker appends the outputs' length.
 fn split_error(rest: &[u8]) -> Result<(&[u8], Option<TaskError>)> {
@@ -1114,245 +799,6 @@ fn split_error(rest: &[u8]) -> Result<(&[u8], Option<TaskError>)> {
     let te: TaskError =
         postcard::from_bytes(err).map_err(|e| Error::codec("decoding a task error", e))?;
     Ok((outputs, Some(te)))
-}
-
-/// The pool's shared state: the core behind its lock, the condition
-/// variable waiters sleep on, the doorbell, and the driver hand-off.
-pub(crate) struct Shared {
-    core: Mutex<Core>,
-    pub(crate) cv: Condvar,
-    pub(crate) doorbell: Doorbell,
-    /// Callers that want to drive (the pump steps aside for them).
-    want: AtomicUsize,
-    /// Threads blocked on the lock (a spinning driver lets them in).
-    contenders: AtomicUsize,
-    /// Threads waiting on `cv` (notify only when there are some).
-    sleepers: AtomicUsize,
-    /// The machine's cores: a driver spins only while fewer workers than
-    /// this run zero-copy chunks, so that its spinning never takes a core
-    /// from one.
-    cores: usize,
-    pub(crate) pump: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl Shared {
-    pub(crate) fn new(core: Core, doorbell: Doorbell) -> Shared {
-        Shared {
-            core: Mutex::new(core),
-            cv: Condvar::new(),
-            doorbell,
-            want: AtomicUsize::new(0),
-            contenders: AtomicUsize::new(0),
-            sleepers: AtomicUsize::new(0),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            pump: Mutex::new(None),
-        }
-    }
-
-    /// Takes the pool lock, telling a spinning driver to let us in.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
-        if let Ok(g) = self.core.try_lock() {
-            return g;
-        }
-        self.contenders.fetch_add(1, Ordering::SeqCst);
-        let g = self.core.lock().unwrap_or_else(|p| self.recover(p));
-        self.contenders.fetch_sub(1, Ordering::SeqCst);
-        g
-    }
-
-    fn relock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|p| self.recover(p))
-    }
-
-    /// A thread panicked holding the lock (user code in a serialiser, a
-    /// `Deserialize` impl, an iterator): its state changes are complete
-    /// per step, but if it was the driver, nobody drives now. Let the next
-    /// waiter take over instead of waiting for it forever.
-    fn recover<'a>(
-        &'a self,
-        poisoned: std::sync::PoisonError<MutexGuard<'a, Core>>,
-    ) -> MutexGuard<'a, Core> {
-        let mut g = poisoned.into_inner();
-        g.driving = false;
-        self.core.clear_poison();
-        g
-    }
-
-    /// Blocks until `done(core)` holds (driving the pool meanwhile if
-    /// nobody else does) or `deadline` passes; returns the locked core and
-    /// whether `done` holds.
-    pub(crate) fn wait_until(
-        &self,
-        done: &dyn Fn(&Core) -> bool,
-        deadline: Option<Instant>,
-    ) -> (MutexGuard<'_, Core>, bool) {
-        self.want.fetch_add(1, Ordering::SeqCst);
-        let mut core = self.lock();
-        let ok = loop {
-            if done(&core) {
-                break true;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break false;
-            }
-            if core.driving {
-                // The pump may be asleep on the doorbell: wake it so it
-                // sees us and steps aside.
-                self.doorbell.ring_always();
-                let wait = deadline
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-                    .unwrap_or(TICK)
-                    .min(TICK);
-                core = self.cv_wait(core, wait);
-                continue;
-            }
-            core.driving = true;
-            core = self.drive(core, done, false, deadline);
-            core.driving = false;
-            self.notify();
-        };
-        self.want.fetch_sub(1, Ordering::SeqCst);
-        (core, ok)
-    }
-
-    /// The driving loop: step, spin, sleep on the doorbell, check health.
-    /// The clock is read once per 64 spins (a read costs as much as a poll
-    /// of every ring).
-    fn drive<'a>(
-        &'a self,
-        mut core: MutexGuard<'a, Core>,
-        done: &dyn Fn(&Core) -> bool,
-        pump: bool,
-        deadline: Option<Instant>,
-    ) -> MutexGuard<'a, Core> {
-        let mut last_progress: Option<Instant> = None;
-        let mut spins: u32 = 0;
-        loop {
-            if core.state == State::Terminated {
-                return core;
-            }
-            if core.step() {
-                self.notify();
-                last_progress = None;
-                spins = 0;
-            }
-            if done(&core) || (pump && self.want.load(Ordering::SeqCst) > 0) {
-                return core;
-            }
-            if pump && !core.active() {
-                return core;
-            }
-            if self.contenders.load(Ordering::Relaxed) > 0 {
-                drop(core);
-                std::thread::yield_now();
-                core = self.relock();
-                continue;
-            }
-            spins = spins.wrapping_add(1);
-            let inflight = core.has_inflight();
-            if inflight && !spins.is_multiple_of(64) {
-                std::hint::spin_loop();
-                continue;
-            }
-            let now = Instant::now();
-            let since = *last_progress.get_or_insert(now);
-            if now.duration_since(core.last_health) >= TICK {
-                if self.doorbell.lost() {
-                    core.set_broken(
-                        ErrorKind::Protocol,
-                        "a worker shrank the pool's doorbell segment".into(),
-                    );
-                }
-                core.check_health();
-                self.notify();
-                if done(&core) {
-                    return core;
-                }
-            }
-            if deadline.is_some_and(|d| now >= d) {
-                return core;
-            }
-            // Spinning buys latency with a core. When every core runs a
-            // worker busy with a zero-copy chunk, that core is a worker's:
-            // sleep on the doorbell instead, as rayon's caller does. Each
-            // worker has its next chunk queued (DEPTH), so none waits for
-            // us to wake. Serde tasks are short and the parent is part of
-            // their pipeline (it encodes and decodes every item): it keeps
-            // spinning for them.
-            if inflight && now.duration_since(since) < SPIN && core.bulk_busy_workers() < self.cores
-            {
-                continue;
-            }
-            // Sleep on the doorbell until a worker rings or a tick passes.
-            let seq = self.doorbell.prepare();
-            if core.poll_results() {
-                self.doorbell.cancel();
-                continue;
-            }
-            drop(core);
-            let mut nap = TICK;
-            if let Some(d) = deadline {
-                nap = nap.min(d.saturating_duration_since(Instant::now()));
-            }
-            self.doorbell.sleep(seq, nap);
-            core = self.relock();
-            last_progress = None;
-            spins = 0;
-        }
-    }
-
-    /// Wakes the threads waiting on the condition variable, if any (std's
-    /// `notify_all` makes a system call even when nobody waits).
-    pub(crate) fn notify(&self) {
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            self.cv.notify_all();
-        }
-    }
-
-    /// Waits on the condition variable for at most `timeout`.
-    fn cv_wait<'a>(
-        &'a self,
-        core: MutexGuard<'a, Core>,
-        timeout: Duration,
-    ) -> MutexGuard<'a, Core> {
-        // SeqCst: a notifier that made progress under the lock after we
-        // registered sees the count (we register while holding the lock).
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let core = match self.cv.wait_timeout(core, timeout) {
-            Ok((g, _)) => g,
-            Err(p) => {
-                let mut g = p.into_inner().0;
-                g.driving = false;
-                self.core.clear_poison();
-                g
-            }
-        };
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        core
-    }
-
-    /// The pump thread's loop: drive while there is work nobody drives.
-    pub(crate) fn pump(self: Arc<Self>) {
-        let mut core = self.lock();
-        loop {
-            if core.state == State::Terminated || (core.state == State::Closed && !core.has_jobs())
-            {
-                return;
-            }
-            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !core.active() {
-                core = self.cv_wait(core, Duration::from_millis(50));
-                if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
-                    core.check_health();
-                    self.notify();
-                }
-                continue;
-            }
-            core.driving = true;
-            core = self.drive(core, &|c: &Core| !c.active(), true, None);
-            core.driving = false;
-            self.notify();
-        }
-    }
 }
 
 /// The parent's handling of one result frame, against a task in flight of

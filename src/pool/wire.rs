@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, PanicInfo, Result};
 use crate::ring::Producer;
+use crate::segment::SegmentHandle;
 use crate::task::{conjure, type_name_of, Entry, RunKind, TaskRef};
 
 /// Parent → worker: a chunk of serde items for an element function.
@@ -127,6 +128,48 @@ impl ZcHeader {
             output: read_u32(b, 28),
             task: TaskRef::from_words([read_u64(b, 32), read_u64(b, 40), read_u64(b, 48)]),
         })
+    }
+}
+
+/// A [`K_ATTACH`] frame: map the segment `handle` names into slot `slot`.
+/// Layout: the slot (u32), 4 bytes of zeros, the postcard `SegmentHandle`.
+pub(crate) struct Attach;
+
+impl Attach {
+    pub(crate) fn write(slot: u32, handle: &SegmentHandle, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        out.extend_from_slice(&slot.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        postcard::to_io(handle, &mut *out).map_err(|e| Error::codec("segment handle", e))?;
+        Ok(())
+    }
+
+    /// The slot, and the handle or why it cannot be decoded (a bad handle
+    /// fails the tasks that use the slot; a short frame is a protocol
+    /// error).
+    pub(crate) fn read(b: &[u8]) -> Result<(u32, std::result::Result<SegmentHandle, String>)> {
+        if b.len() < 8 {
+            return Err(short("attach frame"));
+        }
+        let handle = postcard::from_bytes::<SegmentHandle>(&b[8..])
+            .map_err(|e| format!("bad segment handle: {e}"));
+        Ok((read_u32(b, 0), handle))
+    }
+}
+
+/// A [`K_DETACH`] frame: forget slot `n`. Layout: the slot (u32).
+pub(crate) struct Detach;
+
+impl Detach {
+    pub(crate) fn bytes(slot: u32) -> [u8; 4] {
+        slot.to_le_bytes()
+    }
+
+    pub(crate) fn read(b: &[u8]) -> Result<u32> {
+        if b.len() < 4 {
+            return Err(short("detach frame"));
+        }
+        Ok(read_u32(b, 0))
     }
 }
 
@@ -740,5 +783,23 @@ mod tests {
         assert_eq!(running_item(u64::MAX, 7, 40, 4), None);
         // A word a worker made up cannot overflow the index.
         assert_eq!(running_item(running_word(7, 3), 7, u64::MAX - 1, 4), None);
+    }
+
+    #[test]
+    fn attach_and_detach_frames_round_trip_and_refuse_short_ones() {
+        let seg = crate::segment::Segment::create(4096).unwrap();
+        let mut frame = vec![9; 3]; // `write` starts the frame afresh
+        Attach::write(7, &seg.handle(), &mut frame).unwrap();
+        let (slot, handle) = Attach::read(&frame).unwrap();
+        assert_eq!(slot, 7);
+        assert_eq!(handle.unwrap(), seg.handle());
+        // A bad handle is the slot's failure, a short frame the worker's.
+        assert!(Attach::read(&frame[..9]).unwrap().1.is_err());
+        assert_eq!(
+            Attach::read(&frame[..7]).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        assert_eq!(Detach::read(&Detach::bytes(5)).unwrap(), 5);
+        assert!(Detach::read(&[1, 2, 3]).is_err());
     }
 }

@@ -18,12 +18,13 @@ use serde_bytes::ByteBuf;
 
 use super::doorbell::Doorbell;
 use super::wire::{
-    ChunkFn, ItemFailure, Out, ResultHeader, Running, Span, TaskError, TaskHeader, ZcFn, ZcHeader,
-    F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, R_INIT_FAILED, R_READY,
+    Attach, ChunkFn, Detach, ItemFailure, Out, ResultHeader, Running, Span, TaskError, TaskHeader,
+    ZcFn, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, R_INIT_FAILED, R_READY,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::pipe::spsc_rings_in;
 use crate::region::Region;
-use crate::ring::{self, Mode, Ring};
+use crate::ring::{self, Ring};
 use crate::segment::{Segment, SegmentHandle, SegmentRegion};
 use crate::task::{RunKind, TaskKey, TaskRef};
 
@@ -44,35 +45,18 @@ pub(crate) struct WorkerArgs {
     pub(crate) timing: bool,
 }
 
-/// The task ring and the result ring of one worker, in one segment.
+/// The task ring and the result ring of one worker, at the start of its
+/// segment.
 pub(crate) fn rings_in(
     segment: &Arc<Segment>,
     ring_bytes: usize,
     create: bool,
 ) -> Result<(Ring, Ring)> {
-    let size = ring::region_size(ring_bytes);
-    let mut rings = Vec::with_capacity(2);
-    for i in 0..2 {
-        let region = Arc::new(
-            SegmentRegion::new(segment, i * size, size)
-                .ok_or_else(|| Error::new(ErrorKind::Protocol, "pool segment too small"))?,
-        );
-        let ring = if create {
-            Ring::create(region, ring_bytes, Mode::Spsc)?
-        } else {
-            Ring::attach(region)?
-        };
-        if ring.mode() != Mode::Spsc {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                "segment does not hold pool rings",
-            ));
-        }
-        rings.push(ring);
+    let mut rings = spsc_rings_in(segment, ring_bytes, 2, create, "pool")?;
+    match (rings.pop(), rings.pop()) {
+        (Some(results), Some(tasks)) => Ok((tasks, results)),
+        _ => Err(Error::new(ErrorKind::Protocol, "pool segment too small")),
     }
-    let results = rings.pop().expect("two rings");
-    let tasks = rings.pop().expect("two rings");
-    Ok((tasks, results))
 }
 
 /// Bytes of a worker's segment: two rings and the [`Progress`] line.
@@ -271,13 +255,9 @@ fn serve(args: WorkerArgs) -> Result<()> {
                 finish(&mut out, h.first, outcome, started)?;
             }
             K_ATTACH => {
-                if bytes.len() < 8 {
-                    return Err(Error::new(ErrorKind::Protocol, "short attach frame"));
-                }
-                let slot = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-                let opened = postcard::from_bytes::<SegmentHandle>(&bytes[8..])
-                    .map_err(|e| format!("bad segment handle: {e}"))
-                    .and_then(|h| Segment::open(&h).map(Arc::new).map_err(|e| e.to_string()));
+                let (slot, handle) = Attach::read(bytes)?;
+                let opened =
+                    handle.and_then(|h| Segment::open(&h).map(Arc::new).map_err(|e| e.to_string()));
                 if slots.len() >= 4096 && !slots.contains_key(&slot) {
                     return Err(Error::new(
                         ErrorKind::Protocol,
@@ -287,10 +267,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                 slots.insert(slot, opened);
             }
             K_DETACH => {
-                if bytes.len() < 4 {
-                    return Err(Error::new(ErrorKind::Protocol, "short detach frame"));
-                }
-                slots.remove(&u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")));
+                slots.remove(&Detach::read(bytes)?);
             }
             other => {
                 return Err(Error::new(

@@ -1,0 +1,283 @@
+//! The driver and the pump: who runs the pool's [`Core`] and when.
+//!
+//! There is no scheduler thread on the hot path. Whoever waits for a
+//! result drives: it polls the workers' result rings, routes outputs to
+//! their jobs, and refills the task rings, all under one mutex. A
+//! background *pump* thread drives only while nobody else does (work
+//! submitted with `*_async` or `imap` progresses while the caller does
+//! something else), and steps aside as soon as a caller wants to drive.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::core::{Core, State};
+use super::doorbell::Doorbell;
+use crate::error::ErrorKind;
+
+/// Spin this long after the last progress before sleeping (the cost of
+/// waking a parked vCPU here; docs/BENCHMARKS.md, "Measured before the code").
+const SPIN: Duration = Duration::from_micros(50);
+/// Health checks (dead workers, task timeouts) at least this often.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+/// The pool's shared state: the core behind its lock, the condition
+/// variable waiters sleep on, the doorbell, and the driver hand-off.
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    pub(crate) cv: Condvar,
+    pub(crate) doorbell: Doorbell,
+    /// Callers that want to drive (the pump steps aside for them). A hint:
+    /// the lock guards the core; a late read costs at most one tick.
+    want: AtomicUsize,
+    /// Threads blocked on the lock (a spinning driver lets them in).
+    contenders: AtomicUsize,
+    /// Threads waiting on `cv` (notify only when there are some).
+    sleepers: AtomicUsize,
+    /// The machine's cores: a driver spins only while fewer workers than
+    /// this run zero-copy chunks, so that its spinning never takes a core
+    /// from one.
+    cores: usize,
+    pub(crate) pump: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(core: Core, doorbell: Doorbell) -> Shared {
+        Shared {
+            core: Mutex::new(core),
+            cv: Condvar::new(),
+            doorbell,
+            want: AtomicUsize::new(0),
+            contenders: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pump: Mutex::new(None),
+        }
+    }
+
+    /// Takes the pool lock, telling a spinning driver to let us in.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        if let Ok(g) = self.core.try_lock() {
+            return g;
+        }
+        // SYNC: SeqCst add/sub; partner: the driver's Relaxed load in
+        // `drive`, which only decides whether to yield the lock for a round:
+        // a stale 0 costs one more spin (it reads again every iteration),
+        // a stale 1 one needless yield. The mutex orders the core's data.
+        self.contenders.fetch_add(1, Ordering::SeqCst);
+        let g = self.core.lock().unwrap_or_else(|p| self.recover(p));
+        self.contenders.fetch_sub(1, Ordering::SeqCst);
+        g
+    }
+
+    pub(crate) fn relock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| self.recover(p))
+    }
+
+    /// A thread panicked holding the lock (user code in a serialiser, a
+    /// `Deserialize` impl, an iterator): its state changes are complete
+    /// per step, but if it was the driver, nobody drives now. Let the next
+    /// waiter take over instead of waiting for it forever.
+    pub(crate) fn recover<'a>(
+        &'a self,
+        poisoned: std::sync::PoisonError<MutexGuard<'a, Core>>,
+    ) -> MutexGuard<'a, Core> {
+        let mut g = poisoned.into_inner();
+        g.driving = false;
+        self.core.clear_poison();
+        g
+    }
+
+    /// Blocks until `done(core)` holds (driving the pool meanwhile if
+    /// nobody else does) or `deadline` passes; returns the locked core and
+    /// whether `done` holds.
+    pub(crate) fn wait_until(
+        &self,
+        done: &dyn Fn(&Core) -> bool,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'_, Core>, bool) {
+        // SYNC: SeqCst; partner: the pump's SeqCst loads of `want` in
+        // `drive` and `pump`. The add comes before our `ring_always` below,
+        // whose own SeqCst fence and futex wake the pump, so a pump asleep
+        // on the doorbell wakes to see it; one that misses it anyway steps
+        // aside at its next look, and we wait at most `TICK` on `cv` meanwhile.
+        self.want.fetch_add(1, Ordering::SeqCst);
+        let mut core = self.lock();
+        let ok = loop {
+            if done(&core) {
+                break true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break false;
+            }
+            if core.driving {
+                // The pump may be asleep on the doorbell: wake it so it
+                // sees us and steps aside.
+                self.doorbell.ring_always();
+                let wait = deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(TICK)
+                    .min(TICK);
+                core = self.cv_wait(core, wait);
+                continue;
+            }
+            core.driving = true;
+            core = self.drive(core, done, false, deadline);
+            core.driving = false;
+            self.notify();
+        };
+        // SYNC: SeqCst; same partner as the add above.
+        self.want.fetch_sub(1, Ordering::SeqCst);
+        (core, ok)
+    }
+
+    /// The driving loop: step, spin, sleep on the doorbell, check health.
+    /// The clock is read once per 64 spins (a read costs as much as a poll
+    /// of every ring).
+    pub(crate) fn drive<'a>(
+        &'a self,
+        mut core: MutexGuard<'a, Core>,
+        done: &dyn Fn(&Core) -> bool,
+        pump: bool,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Core> {
+        let mut last_progress: Option<Instant> = None;
+        let mut spins: u32 = 0;
+        loop {
+            if core.state == State::Terminated {
+                return core;
+            }
+            if core.step() {
+                self.notify();
+                last_progress = None;
+                spins = 0;
+            }
+            // SYNC: SeqCst load; partner: the add in `wait_until`.
+            if done(&core) || (pump && self.want.load(Ordering::SeqCst) > 0) {
+                return core;
+            }
+            if pump && !core.active() {
+                return core;
+            }
+            // SYNC: Relaxed; partner: the SeqCst add in `lock` (a hint only,
+            // see there).
+            if self.contenders.load(Ordering::Relaxed) > 0 {
+                drop(core);
+                std::thread::yield_now();
+                core = self.relock();
+                continue;
+            }
+            spins = spins.wrapping_add(1);
+            let inflight = core.has_inflight();
+            if inflight && !spins.is_multiple_of(64) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            let since = *last_progress.get_or_insert(now);
+            if now.duration_since(core.last_health) >= TICK {
+                if self.doorbell.lost() {
+                    core.set_broken(
+                        ErrorKind::Protocol,
+                        "a worker shrank the pool's doorbell segment".into(),
+                    );
+                }
+                core.check_health();
+                self.notify();
+                if done(&core) {
+                    return core;
+                }
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return core;
+            }
+            // Spinning buys latency with a core. When every core runs a
+            // worker busy with a zero-copy chunk, that core is a worker's:
+            // sleep on the doorbell instead, as rayon's caller does. Each
+            // worker has its next chunk queued (DEPTH), so none waits for
+            // us to wake. Serde tasks are short and the parent is part of
+            // their pipeline (it encodes and decodes every item): it keeps
+            // spinning for them.
+            if inflight && now.duration_since(since) < SPIN && core.bulk_busy_workers() < self.cores
+            {
+                continue;
+            }
+            // Sleep on the doorbell until a worker rings or a tick passes.
+            let seq = self.doorbell.prepare();
+            if core.poll_results() {
+                self.doorbell.cancel();
+                continue;
+            }
+            drop(core);
+            let mut nap = TICK;
+            if let Some(d) = deadline {
+                nap = nap.min(d.saturating_duration_since(Instant::now()));
+            }
+            self.doorbell.sleep(seq, nap);
+            core = self.relock();
+            last_progress = None;
+            spins = 0;
+        }
+    }
+
+    /// Wakes the threads waiting on the condition variable, if any (std's
+    /// `notify_all` makes a system call even when nobody waits).
+    pub(crate) fn notify(&self) {
+        // SYNC: SeqCst load; partner: the SeqCst add in `cv_wait`, made
+        // under the lock. A waiter that registered before we took the lock
+        // to make progress is seen here; one that registers later takes
+        // the lock after our progress and sees it in its `done` check
+        // before it waits. A miss would cost one bounded wait, never a hang.
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits on the condition variable for at most `timeout`.
+    pub(crate) fn cv_wait<'a>(
+        &'a self,
+        core: MutexGuard<'a, Core>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Core> {
+        // SYNC: SeqCst; partner: the load in `notify`. A notifier that
+        // made progress under the lock after we registered sees the count
+        // (we register while holding the lock).
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let core = match self.cv.wait_timeout(core, timeout) {
+            Ok((g, _)) => g,
+            Err(p) => {
+                let mut g = p.into_inner().0;
+                g.driving = false;
+                self.core.clear_poison();
+                g
+            }
+        };
+        // SYNC: SeqCst; same partner as the add above.
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        core
+    }
+
+    /// The pump thread's loop: drive while there is work nobody drives.
+    pub(crate) fn pump(self: Arc<Self>) {
+        let mut core = self.lock();
+        loop {
+            if core.state == State::Terminated || (core.state == State::Closed && !core.has_jobs())
+            {
+                return;
+            }
+            // SYNC: SeqCst load; partner: the add in `wait_until`.
+            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !core.active() {
+                core = self.cv_wait(core, Duration::from_millis(50));
+                if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
+                    core.check_health();
+                    self.notify();
+                }
+                continue;
+            }
+            core.driving = true;
+            core = self.drive(core, &|c: &Core| !c.active(), true, None);
+            core.driving = false;
+            self.notify();
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! `Worker`: the parent's handle on one worker process — its rings, the
+//! tasks it has in flight, the frames that did not fit its task ring yet,
+//! the segments it has attached, and its counters.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use serde_bytes::ByteBuf;
+
+use super::core::Config;
+use super::wire::{running_item, Attach, Detach, K_ATTACH, K_DETACH};
+use super::worker::{rings_in, rings_len, worker_main, ProgressLine, WorkerArgs};
+use crate::error::{Call, Error, Result};
+use crate::exit_status::ExitStatus;
+use crate::process::Process;
+use crate::ring::{Consumer, Producer};
+use crate::segment::Segment;
+
+/// Tasks in flight per worker: one running, one queued behind it, so a
+/// worker never waits for the parent between tasks.
+pub(crate) const DEPTH: usize = 2;
+/// Segments attached to one worker before the oldest is detached.
+const MAX_ATTACHED: usize = 16;
+
+/// Per-worker counters (mpire's "insights").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) tasks: u64,
+    pub(crate) items: u64,
+    pub(crate) busy: Duration,
+    pub(crate) started: Instant,
+}
+
+pub(crate) struct Inflight {
+    pub(crate) job: u64,
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+    /// Task frames sent to this worker before this one (wrapping): the
+    /// number the worker's progress word names it by.
+    pub(crate) seq: u32,
+    pub(crate) sent: Instant,
+    /// A zero-copy chunk: bulk work the parent only hands out.
+    pub(crate) bulk: bool,
+}
+
+pub(crate) struct Attached {
+    pub(crate) slot: u32,
+    pub(crate) segment: Weak<Segment>,
+}
+
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    pub(crate) process: Process<std::result::Result<(), String>>,
+    pub(crate) pid: u32,
+    /// Both rings; watched for a shrink by the worker (`check_health`).
+    pub(crate) segment: Arc<Segment>,
+    /// Where the worker says which item it runs.
+    pub(crate) progress: ProgressLine,
+    pub(crate) tasks: Producer,
+    pub(crate) results: Consumer,
+    pub(crate) inflight: VecDeque<Inflight>,
+    /// Frames that did not fit into the task ring yet, in order.
+    pub(crate) backlog: VecDeque<(u8, Vec<u8>)>,
+    pub(crate) sent: u64,
+    pub(crate) retiring: bool,
+    /// The worker said it is up (after its initializer).
+    pub(crate) ready: bool,
+    pub(crate) attached: Vec<Attached>,
+    pub(crate) next_slot: u32,
+    /// When the task at the front of `inflight` started (about).
+    pub(crate) front_since: Instant,
+    pub(crate) stats: Stats,
+}
+
+impl Worker {
+    pub(crate) fn spawn(cfg: &Config, index: usize) -> Result<Worker> {
+        let segment = Arc::new(Segment::create(rings_len(cfg.ring_bytes))?);
+        let (task_ring, result_ring) = rings_in(&segment, cfg.ring_bytes, true)?;
+        let progress = ProgressLine::in_segment(&segment, cfg.ring_bytes)?;
+        let tasks = task_ring.producer()?;
+        let results = result_ring.consumer()?;
+        let args = WorkerArgs {
+            rings: segment.handle(),
+            ring_bytes: cfg.ring_bytes,
+            doorbell: cfg.doorbell.clone(),
+            key: cfg.key,
+            index: index as u32,
+            core: cfg
+                .cores
+                .as_ref()
+                .filter(|c| !c.is_empty())
+                .map(|c| c[index % c.len()]),
+            init: cfg
+                .init
+                .as_ref()
+                .map(|(t, a)| (*t, ByteBuf::from(a.clone()))),
+            timing: cfg.timing,
+        };
+        let process = Process::builder()
+            .name(format!("PoolWorker-{}", index + 1))
+            .env_remove_prefixes(cfg.strip_env)
+            .spawn(worker_main, args)?;
+        let now = Instant::now();
+        Ok(Worker {
+            index,
+            pid: process.pid(),
+            process,
+            segment,
+            progress,
+            tasks,
+            results,
+            inflight: VecDeque::new(),
+            backlog: VecDeque::new(),
+            sent: 0,
+            retiring: false,
+            ready: false,
+            attached: Vec::new(),
+            next_slot: 0,
+            front_since: now,
+            stats: Stats {
+                tasks: 0,
+                items: 0,
+                busy: Duration::ZERO,
+                started: now,
+            },
+        })
+    }
+
+    /// `e`, from this worker's rings or frames, worded for the user: the
+    /// pool kills a worker it cannot talk to.
+    pub(crate) fn killed_for(&self, e: Error) -> Error {
+        let name = format!("pool worker {} (pid {}) was killed", self.index, self.pid);
+        e.in_call(&Call {
+            name: &name,
+            timed_out: "it did not answer in time",
+            peer_died: "its process died",
+            disconnected: "it stopped taking tasks",
+        })
+    }
+
+    /// The item this worker was running when it died, and the position
+    /// in `inflight` of its task: what its progress word names, if that is
+    /// an item of a task in flight. Call only once it is dead (exited, or
+    /// killed and reaped).
+    pub(crate) fn running_item(&self) -> Option<(usize, u64)> {
+        // SYNC: Relaxed: pairs with the worker's Relaxed store in
+        // `Running::start`; the worker is dead, so it stores no more and
+        // all it stored is visible.
+        let word = self.progress.running().load(Ordering::Relaxed);
+        self.inflight
+            .iter()
+            .enumerate()
+            .find_map(|(i, t)| running_item(word, t.seq, t.first, t.count).map(|item| (i, item)))
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        !self.retiring && self.inflight.len() < DEPTH && self.backlog.is_empty()
+    }
+
+    /// Pushes a frame, or queues it behind the ones that did not fit.
+    pub(crate) fn send(&mut self, kind: u8, frame: &[u8]) -> Result<()> {
+        if self.backlog.is_empty() && self.tasks.try_push(kind, frame)? {
+            return Ok(());
+        }
+        self.backlog.push_back((kind, frame.to_vec()));
+        Ok(())
+    }
+
+    pub(crate) fn flush_backlog(&mut self) -> Result<bool> {
+        let mut any = false;
+        while let Some((kind, frame)) = self.backlog.front() {
+            if !self.tasks.try_push(*kind, frame)? {
+                break;
+            }
+            self.backlog.pop_front();
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// The slot `segment` is attached at in this worker, attaching it
+    /// first if needed.
+    pub(crate) fn slot_for(
+        &mut self,
+        segment: &Arc<Segment>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<u32> {
+        if let Some(a) = self.attached.iter().find(|a| {
+            a.segment
+                .upgrade()
+                .is_some_and(|s| Arc::ptr_eq(&s, segment))
+        }) {
+            return Ok(a.slot);
+        }
+        if self.attached.len() >= MAX_ATTACHED {
+            let old = self.attached.remove(0);
+            self.send(K_DETACH, &Detach::bytes(old.slot))?;
+        }
+        let slot = self.next_slot;
+        self.next_slot = self.next_slot.wrapping_add(1);
+        Attach::write(slot, &segment.handle(), scratch)?;
+        self.send(K_ATTACH, scratch)?;
+        self.attached.push(Attached {
+            slot,
+            segment: Arc::downgrade(segment),
+        });
+        Ok(slot)
+    }
+
+    /// Detaches segments whose last handle in this process is gone.
+    pub(crate) fn detach_dropped(&mut self) -> Result<()> {
+        let mut i = 0;
+        while i < self.attached.len() {
+            if self.attached[i].segment.strong_count() == 0 {
+                let a = self.attached.remove(i);
+                self.send(K_DETACH, &Detach::bytes(a.slot))?;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the worker and waits (briefly) until the OS reports it gone,
+    /// so it can no longer write any memory it shares.
+    /// Runs under the pool's lock (at most 5 s, usually far less): its
+    /// jobs may fail only once it is gone (docs/ARCHITECTURE.md, Pool,
+    /// "Blocking under the pool's lock").
+    pub(crate) fn kill_and_reap(&self) -> Option<ExitStatus> {
+        let _ = self.process.kill();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(st) = self.process.exit_code() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! What a call that returns before its work is done hands back:
+//! [`AsyncResult`] (`map_async`, `apply_async`) and [`IMap`] (`imap`,
+//! `imap_unordered`), both of which drive the pool while they wait.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::core::{Core, State};
+use super::driver::Shared;
+use super::jobs::{Collect, Stream};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The one result of an `apply`.
+pub(super) fn one<R>(mut v: Vec<R>) -> Result<R> {
+    match (v.pop(), v.is_empty()) {
+        (Some(r), true) => Ok(r),
+        _ => Err(Error::new(
+            ErrorKind::Protocol,
+            "expected exactly one result",
+        )),
+    }
+}
+
+/// The result of an `*_async` call (Python's `AsyncResult`).
+///
+/// ```
+/// fn main() {
+///     multiproc::init();
+///     let pool = multiproc::Pool::new(1).unwrap();
+///     let r = pool.apply_async(|x: u32| x + 1, 41).unwrap();
+///     r.wait();
+///     assert!(r.ready());
+///     assert_eq!(r.successful(), Some(true));
+///     assert_eq!(r.get().unwrap(), 42);
+/// }
+/// ```
+pub struct AsyncResult<T> {
+    shared: Arc<Shared>,
+    sink: Arc<dyn AnyCollect<T>>,
+    expect: Option<u64>,
+    unwrap_one: bool,
+    taken: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// `Collect<R>` seen as producing a `T` (`Vec<R>`, or `R` for `apply`).
+trait AnyCollect<T>: Send + Sync {
+    fn ready(&self) -> bool;
+    fn successful(&self) -> Option<bool>;
+    fn take_as(&self, expect: Option<u64>, one: bool) -> Result<T>;
+}
+
+impl<R: Send> AnyCollect<Vec<R>> for Collect<R> {
+    fn ready(&self) -> bool {
+        Collect::ready(self)
+    }
+    fn successful(&self) -> Option<bool> {
+        Collect::successful(self)
+    }
+    fn take_as(&self, expect: Option<u64>, _one: bool) -> Result<Vec<R>> {
+        self.take(expect)
+    }
+}
+
+/// `apply_async`'s view: one `R`.
+struct One<R>(Arc<Collect<R>>);
+
+impl<R: Send> AnyCollect<R> for One<R> {
+    fn ready(&self) -> bool {
+        self.0.ready()
+    }
+    fn successful(&self) -> Option<bool> {
+        self.0.successful()
+    }
+    fn take_as(&self, expect: Option<u64>, _one: bool) -> Result<R> {
+        one(self.0.take(expect)?)
+    }
+}
+
+impl<R: Send + 'static> AsyncResult<Vec<R>> {
+    /// The result of a `map_async` of `n` items.
+    pub(super) fn of_map(shared: Arc<Shared>, sink: Arc<Collect<R>>, n: u64) -> Self {
+        AsyncResult {
+            shared,
+            sink,
+            expect: Some(n),
+            unwrap_one: false,
+            taken: false,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<R: Send + 'static> AsyncResult<R> {
+    /// The result of an `apply_async`.
+    pub(super) fn of_apply(shared: Arc<Shared>, sink: Arc<Collect<R>>) -> Self {
+        AsyncResult {
+            shared,
+            sink: Arc::new(One(sink)),
+            expect: Some(1),
+            unwrap_one: true,
+            taken: false,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> AsyncResult<T> {
+    /// `true` once the result (or error) is there (Python's `ready()`).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     let r = pool.apply_async(|x: u8| x, 1).unwrap();
+    ///     r.wait();
+    ///     assert!(r.ready());
+    /// }
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.sink.ready()
+    }
+
+    /// `Some(true)` if it finished without error, `Some(false)` if it
+    /// failed, `None` while it runs (Python raises `ValueError` then).
+    ///
+    /// ```
+    /// fn boom(_: ()) { panic!("no") }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     let r = pool.apply_async(boom, ()).unwrap();
+    ///     r.wait();
+    ///     assert_eq!(r.successful(), Some(false));
+    /// }
+    /// ```
+    pub fn successful(&self) -> Option<bool> {
+        self.sink.successful()
+    }
+
+    /// Blocks until it is ready (Python's `wait()`).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     let r = pool.map_async(|x: u8| x, [1, 2]).unwrap();
+    ///     r.wait();
+    ///     assert!(r.ready());
+    /// }
+    /// ```
+    pub fn wait(&self) {
+        let s = Arc::clone(&self.sink);
+        let _ = self.shared.wait_until(
+            &move |c: &Core| s.ready() || c.state == State::Terminated,
+            None,
+        );
+    }
+
+    /// Waits at most `timeout`; `true` if it is ready (Python's
+    /// `wait(timeout)`).
+    ///
+    /// ```
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     let r = pool.apply_async(nap, 300).unwrap();
+    ///     assert!(!r.wait_timeout(std::time::Duration::from_millis(10)));
+    /// }
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let s = Arc::clone(&self.sink);
+        let deadline = Instant::now() + timeout;
+        let (_core, ok) = self
+            .shared
+            .wait_until(&move |_: &Core| s.ready(), Some(deadline));
+        ok
+    }
+
+    /// The value (Python's `get()`).
+    ///
+    /// # Errors
+    /// As the call that made it ([`Pool::map`], [`Pool::apply`]).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     assert_eq!(pool.apply_async(|s: String| s.len(), "four".to_string()).unwrap().get().unwrap(), 4);
+    /// }
+    /// ```
+    pub fn get(mut self) -> Result<T> {
+        self.wait();
+        self.take()
+    }
+
+    /// The value if it is ready within `timeout` (Python's
+    /// `get(timeout)`); [`ErrorKind::Timeout`] otherwise, and the result
+    /// stays available for a later call.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`]; [`ErrorKind::InvalidState`] if the value was
+    /// already taken; otherwise as [`get`](AsyncResult::get).
+    ///
+    /// ```
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     let mut r = pool.apply_async(nap, 200).unwrap();
+    ///     assert!(r.get_timeout(std::time::Duration::from_millis(1)).unwrap_err().is_timeout());
+    ///     assert_eq!(r.get_timeout(std::time::Duration::from_secs(30)).unwrap(), 200);
+    /// }
+    /// ```
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<T> {
+        if !self.wait_timeout(timeout) {
+            return Err(Error::timeout(
+                "AsyncResult::get_timeout: the result was not ready in time (it may still come)",
+            ));
+        }
+        self.take()
+    }
+
+    fn take(&mut self) -> Result<T> {
+        if self.taken {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "the result was already taken",
+            ));
+        }
+        self.taken = true;
+        self.sink.take_as(self.expect, self.unwrap_one)
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+///
+/// ```
+/// fn main() {
+///     multiproc::init();
+///     let pool = multiproc::Pool::new(2).unwrap();
+///     for r in pool.imap(|x: u32| x * 2, 0..3).unwrap() {
+///         println!("{}", r.unwrap());
+///     }
+/// }
+/// ```
+pub struct IMap<R> {
+    shared: Arc<Shared>,
+    sink: Arc<Stream<R>>,
+    id: u64,
+    done: bool,
+}
+
+impl<R> IMap<R> {
+    /// The iterator over the results of job `id`.
+    pub(super) fn new(shared: Arc<Shared>, sink: Arc<Stream<R>>, id: u64) -> Self {
+        IMap {
+            shared,
+            sink,
+            id,
+            done: false,
+        }
+    }
+
+    /// Items finished by the workers so far (handed out or not).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     let mut it = pool.imap(|x: u8| x, [1u8]).unwrap();
+    ///     it.next();
+    ///     assert_eq!(it.finished(), 1);
+    /// }
+    /// ```
+    pub fn finished(&self) -> u64 {
+        self.sink.done_items()
+    }
+}
+
+impl<R> Iterator for IMap<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        if self.done {
+            return None;
+        }
+        if let Some(v) = self.sink.try_next() {
+            self.done = v.is_none();
+            return v;
+        }
+        let s = Arc::clone(&self.sink);
+        let mut out = None;
+        let cell = Mutex::new(&mut out);
+        let _ = self.shared.wait_until(
+            &|c: &Core| {
+                // `done` may be asked again after it said yes: take one
+                // item only.
+                let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_some() {
+                    return true;
+                }
+                if let Some(v) = s.try_next() {
+                    **slot = Some(v);
+                    return true;
+                }
+                c.state == State::Terminated
+            },
+            None,
+        );
+        // Wake the pump: a consumed item may let it dispatch more.
+        self.shared.notify();
+        match out {
+            Some(v) => {
+                self.done = v.is_none();
+                v
+            }
+            None => {
+                self.done = true;
+                Some(Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "the pool was terminated",
+                )))
+            }
+        }
+    }
+}
+
+impl<R> Drop for IMap<R> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.sink.drop_consumer();
+            let mut core = self.shared.lock();
+            core.cancel(self.id);
+            drop(core);
+            self.shared.notify();
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for IMap<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMap")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,426 @@
+//! The zero-copy maps: `Pool::map_into`, `map_elements`, `map_in_place`,
+//! their `SharedArray` forms, and `map_slice` with its reused arena; how
+//! such a map cuts its elements into chunks; and [`ShmVec`], the buffer
+//! they work on (`shm_vec.rs`). Only chunk descriptors cross the rings.
+
+mod shm_vec;
+
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+pub use self::shm_vec::ShmVec;
+use self::shm_vec::{copy_in, copy_out};
+use super::core::Core;
+use super::jobs::{Collect, Next, Source, ZcTask};
+use super::wire::ZcDesc;
+use super::Pool;
+use crate::error::{Error, ErrorKind, Result};
+use crate::segment::Segment;
+use crate::shared::SharedArray;
+use crate::task::TaskRef;
+
+impl Pool {
+    /// How a zero-copy map cuts `0..n`: the user's fixed `chunksize`, or
+    /// guided chunks (see [`ZcChunks`]).
+    fn zc_chunks(&self) -> ZcChunks {
+        match self.chunksize {
+            Some(c) => ZcChunks::Fixed(c as u64),
+            None => ZcChunks::Guided {
+                workers: self.processes as u64,
+            },
+        }
+    }
+
+    fn run_zc(
+        &self,
+        task: TaskRef,
+        input: &Arc<Segment>,
+        output: Option<&Arc<Segment>>,
+        n: usize,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let source = ZcSource {
+            next: 0,
+            n: n as u64,
+            chunks: self.zc_chunks(),
+            task,
+            input: Arc::clone(input),
+            output: output.cloned(),
+        };
+        let sink = Collect::<()>::new(true);
+        self.submit(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
+        let s2 = Arc::clone(&sink);
+        let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
+        drop(core);
+        sink.take(None)?;
+        // A worker that shrank a segment under us: what we read back is
+        // zeros, not results.
+        input.check_intact()?;
+        output.map_or(Ok(()), |o| o.check_intact())
+    }
+
+    /// Zero-copy parallel map: `kernel(input_chunk, output_chunk)` over
+    /// whole chunks of two [`ShmVec`]s, in the workers. Only chunk
+    /// descriptors cross the rings; the kernel sees slices, so the compiler
+    /// vectorises it. Returns when every chunk is done (or lost with a dead
+    /// worker, whose error is returned): until then nothing else touches
+    /// `output`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] if the lengths differ; otherwise as
+    /// [`map`](Pool::map) (a panic names the first element of its chunk).
+    ///
+    /// ```
+    /// fn affine(x: &[f64], y: &mut [f64]) {
+    ///     for (y, x) in y.iter_mut().zip(x) { *y = 2.0 * x + 1.0; }
+    /// }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let x = multiproc::ShmVec::from_slice(&[0.0, 1.0, 2.0])?;
+    ///     let mut y = multiproc::ShmVec::zeroed(3)?;
+    ///     pool.map_into(affine, &x, &mut y)?;
+    ///     assert_eq!(&y[..], &[1.0, 3.0, 5.0]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn map_into<F, T, U>(
+        &self,
+        kernel: F,
+        input: &ShmVec<T>,
+        output: &mut ShmVec<U>,
+    ) -> Result<()>
+    where
+        F: Fn(&[T], &mut [U]) + 'static,
+        T: Pod,
+        U: Pod,
+    {
+        let _ = &kernel;
+        same_len(input.len(), output.len())?;
+        let task = TaskRef::of_entry(ZcDesc::<F, T, U>::INTO, self.key);
+        self.run_zc(task, input.segment(), Some(output.segment()), input.len())
+    }
+
+    /// Zero-copy element-wise map: `output[i] = f(input[i])`, in the
+    /// workers, chunk by chunk (the loop is compiled with `f` inlined, so it
+    /// vectorises).
+    ///
+    /// # Errors
+    /// As [`map_into`](Pool::map_into).
+    ///
+    /// ```
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let x = multiproc::ShmVec::from_slice(&[1u32, 2, 3])?;
+    ///     let mut y = multiproc::ShmVec::<u64>::zeroed(3)?;
+    ///     pool.map_elements(|v: u32| u64::from(v) << 32, &x, &mut y)?;
+    ///     assert_eq!(y[2], 3 << 32);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn map_elements<F, T, U>(
+        &self,
+        f: F,
+        input: &ShmVec<T>,
+        output: &mut ShmVec<U>,
+    ) -> Result<()>
+    where
+        F: Fn(T) -> U + 'static,
+        T: Pod,
+        U: Pod,
+    {
+        let _ = &f;
+        same_len(input.len(), output.len())?;
+        let task = TaskRef::of_entry(ZcDesc::<F, T, U>::ELEMENTS, self.key);
+        self.run_zc(task, input.segment(), Some(output.segment()), input.len())
+    }
+
+    /// Zero-copy in-place map: `kernel(chunk)` over whole chunks of `data`,
+    /// in the workers.
+    ///
+    /// # Errors
+    /// As [`map_into`](Pool::map_into).
+    ///
+    /// ```
+    /// fn scale(xs: &mut [f32]) { for x in xs { *x *= 0.5; } }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let mut v = multiproc::ShmVec::from_slice(&[2.0f32, 4.0])?;
+    ///     pool.map_in_place(scale, &mut v)?;
+    ///     assert_eq!(&v[..], &[1.0, 2.0]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn map_in_place<F, T>(&self, kernel: F, data: &mut ShmVec<T>) -> Result<()>
+    where
+        F: Fn(&mut [T]) + 'static,
+        T: Pod,
+    {
+        let _ = &kernel;
+        let task = TaskRef::of_entry(ZcDesc::<F, T, T>::IN_PLACE, self.key);
+        self.run_zc(task, data.segment(), None, data.len())
+    }
+
+    /// [`map_in_place`](Pool::map_in_place) over a [`SharedArray`], whose
+    /// clones (here and in other processes) the pool cannot see: hence
+    /// `unsafe`. Prefer a [`ShmVec`], which has no such clones.
+    ///
+    /// # Safety
+    /// While the call runs, nothing else may read or write any element of
+    /// `data`: no other handle in this process, no other process — the same
+    /// contract as [`SharedArray::as_mut_slice`].
+    ///
+    /// # Errors
+    /// As [`map_into`](Pool::map_into).
+    ///
+    /// ```
+    /// fn bump(xs: &mut [u32]) { for x in xs { *x += 1; } }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let mut a = multiproc::SharedArray::from_slice(&[1u32, 2, 3])?;
+    ///     // SAFETY: `a` has no other handle, so only the pool touches it.
+    ///     unsafe { pool.map_shared_in_place(bump, &mut a)? };
+    ///     assert_eq!(a.to_vec(), [2, 3, 4]);
+    ///     Ok(())
+    /// }
+    /// ```
+    #[allow(unsafe_code)]
+    pub unsafe fn map_shared_in_place<F, T>(
+        &self,
+        kernel: F,
+        data: &mut SharedArray<T>,
+    ) -> Result<()>
+    where
+        F: Fn(&mut [T]) + 'static,
+        T: Pod,
+    {
+        let _ = &kernel;
+        let task = TaskRef::of_entry(ZcDesc::<F, T, T>::IN_PLACE, self.key);
+        self.run_zc(task, data.segment(), None, data.len())
+    }
+
+    /// [`map_into`](Pool::map_into) from one [`SharedArray`] into another.
+    ///
+    /// # Safety
+    /// While the call runs, nothing else may write `input` or read or write
+    /// `output` (no other handle here, no other process).
+    ///
+    /// # Errors
+    /// As [`map_into`](Pool::map_into).
+    ///
+    /// ```
+    /// fn double(x: &[f64], y: &mut [f64]) { for (y, x) in y.iter_mut().zip(x) { *y = 2.0 * x; } }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let x = multiproc::SharedArray::from_slice(&[1.0, 2.0])?;
+    ///     let mut y = multiproc::SharedArray::<f64>::new(2)?;
+    ///     // SAFETY: no other handles exist.
+    ///     unsafe { pool.map_shared_into(double, &x, &mut y)? };
+    ///     assert_eq!(y.to_vec(), [2.0, 4.0]);
+    ///     Ok(())
+    /// }
+    /// ```
+    #[allow(unsafe_code)]
+    pub unsafe fn map_shared_into<F, T, U>(
+        &self,
+        kernel: F,
+        input: &SharedArray<T>,
+        output: &mut SharedArray<U>,
+    ) -> Result<()>
+    where
+        F: Fn(&[T], &mut [U]) + 'static,
+        T: Pod,
+        U: Pod,
+    {
+        let _ = &kernel;
+        same_len(input.len(), output.len())?;
+        let task = TaskRef::of_entry(ZcDesc::<F, T, U>::INTO, self.key);
+        self.run_zc(task, input.segment(), Some(output.segment()), input.len())
+    }
+
+    /// Element-wise map over a plain slice: the items are copied into a
+    /// pool-owned, reused shared-memory arena, mapped there by the
+    /// workers, and copied out. For data that lives in shared memory
+    /// anyway, [`map_elements`](Pool::map_elements) skips both copies.
+    ///
+    /// # Errors
+    /// As [`map_into`](Pool::map_into); [`ErrorKind::NoSpace`] if the arena
+    /// cannot grow.
+    ///
+    /// ```
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let out = pool.map_slice(|x: f64| x.sqrt(), &[4.0, 9.0, 16.0])?;
+    ///     assert_eq!(out, [2.0, 3.0, 4.0]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn map_slice<F, T, U>(&self, f: F, input: &[T]) -> Result<Vec<U>>
+    where
+        F: Fn(T) -> U + 'static,
+        T: Pod,
+        U: Pod,
+    {
+        let _ = &f;
+        if input.is_empty() {
+            return Ok(Vec::new());
+        }
+        let in_bytes = std::mem::size_of_val(input);
+        let out_bytes = input.len() * std::mem::size_of::<U>();
+        let a = self.arena(in_bytes)?;
+        let b = self.arena(out_bytes)?;
+        let result = (|| {
+            copy_in(&a, bytemuck::cast_slice(input));
+            let task = TaskRef::of_entry(ZcDesc::<F, T, U>::ELEMENTS, self.key);
+            self.run_zc(task, &a, Some(&b), input.len())?;
+            let mut out = vec![U::zeroed(); input.len()];
+            copy_out(&b, bytemuck::cast_slice_mut(&mut out));
+            Ok(out)
+        })();
+        let mut arenas = self.arenas.lock().unwrap_or_else(|p| p.into_inner());
+        arenas.push(a);
+        arenas.push(b);
+        result
+    }
+
+    /// A free arena of at least `bytes`, reused when possible.
+    fn arena(&self, bytes: usize) -> Result<Arc<Segment>> {
+        let mut arenas = self.arenas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = arenas.iter().position(|s| s.len() >= bytes) {
+            return Ok(arenas.swap_remove(i));
+        }
+        // Grow: drop the smallest and make a bigger one (1.5x headroom).
+        if arenas.len() >= 2 {
+            if let Some(i) = (0..arenas.len()).min_by_key(|&i| arenas[i].len()) {
+                arenas.swap_remove(i);
+            }
+        }
+        drop(arenas);
+        Ok(Arc::new(Segment::create(
+            bytes.saturating_add(bytes / 2).max(4096),
+        )?))
+    }
+}
+
+fn same_len(a: usize, b: usize) -> Result<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidState,
+            format!("input has {a} elements, output {b}"),
+        ))
+    }
+}
+
+/// Chunks of a zero-copy map.
+struct ZcSource {
+    next: u64,
+    n: u64,
+    chunks: ZcChunks,
+    task: TaskRef,
+    input: Arc<Segment>,
+    output: Option<Arc<Segment>>,
+}
+
+/// Chunk sizes of a zero-copy map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ZcChunks {
+    /// `chunksize` elements each (the user's choice).
+    Fixed(u64),
+    /// Guided self-scheduling: each chunk is the remaining elements over
+    /// twice the workers, at least [`ZC_MIN_CHUNK`]. Early chunks are large
+    /// (few descriptors for a big map); late ones small, so the workers
+    /// finish together: a chunk queued behind a busy worker's running one
+    /// (DEPTH) cannot move to an idle worker, and with guided chunks the
+    /// last such chunk is a small one.
+    Guided { workers: u64 },
+}
+
+/// Smallest guided chunk: 4 Ki elements (64 KiB of `f64` read and
+/// written), several µs even of a memory-bound map, against ≈ 1 µs of cost
+/// per chunk.
+const ZC_MIN_CHUNK: u64 = 4 * 1024;
+
+impl ZcChunks {
+    /// Elements of the next chunk when `left` (> 0) remain.
+    fn next(self, left: u64) -> u64 {
+        let want = match self {
+            ZcChunks::Fixed(c) => c,
+            ZcChunks::Guided { workers } => left.div_ceil(2 * workers.max(1)).max(ZC_MIN_CHUNK),
+        };
+        want.clamp(1, left)
+    }
+}
+
+impl Source for ZcSource {
+    fn next(&mut self, _frame: &mut Vec<u8>, _job: u64, _soft: usize, _hard: usize) -> Next {
+        if self.next >= self.n {
+            return Next::Done;
+        }
+        let count = self.chunks.next(self.n - self.next);
+        let first = self.next;
+        self.next += count;
+        Next::Zc(ZcTask {
+            first,
+            count,
+            task: self.task,
+            input: Arc::clone(&self.input),
+            output: self.output.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod zc_chunk_tests {
+    use super::{ZcChunks, ZC_MIN_CHUNK};
+
+    /// The chunks `c` cuts `0..n` into.
+    fn cut(c: ZcChunks, n: u64) -> Vec<u64> {
+        let (mut left, mut out) = (n, Vec::new());
+        while left > 0 {
+            let k = c.next(left);
+            assert!(k >= 1 && k <= left, "chunk {k} of {left} left");
+            out.push(k);
+            left -= k;
+        }
+        out
+    }
+
+    #[test]
+    fn guided_chunks_cover_everything_shrink_and_respect_the_floor() {
+        for workers in [1, 2, 3, 16, 64] {
+            for n in [1, 7, 4096, 4097, 100_000, 1_000_000, 100_000_000] {
+                let chunks = cut(ZcChunks::Guided { workers }, n);
+                assert_eq!(chunks.iter().sum::<u64>(), n);
+                assert!(chunks.windows(2).all(|w| w[0] >= w[1]), "{chunks:?}");
+                // Only the last chunk may be under the floor.
+                let body = &chunks[..chunks.len() - 1];
+                assert!(body.iter().all(|&k| k >= ZC_MIN_CHUNK), "{chunks:?}");
+                // The first chunk leaves work for every other worker.
+                assert!(chunks[0] <= n.div_ceil(2 * workers).max(ZC_MIN_CHUNK));
+            }
+        }
+        // 1e8 over 16 workers: a few hundred descriptors, not thousands.
+        let chunks = cut(ZcChunks::Guided { workers: 16 }, 100_000_000);
+        assert!(chunks.len() < 400, "{} chunks", chunks.len());
+    }
+
+    #[test]
+    fn fixed_chunks_are_the_users_size() {
+        assert_eq!(cut(ZcChunks::Fixed(3), 10), [3, 3, 3, 1]);
+        assert_eq!(cut(ZcChunks::Fixed(100), 10), [10]);
+    }
+}
