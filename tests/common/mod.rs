@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Test hook, run when the binary loads: a child started with
 /// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake;
@@ -162,4 +162,113 @@ pub(crate) fn shm_fds() -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
                 .then(|| (fd.path(), target))
         })
         .collect()
+}
+
+// ------------------------------------------------ background effects
+
+/// How often [`wait_for`] and [`settled`] look.
+const POLL: Duration = Duration::from_millis(10);
+
+/// How long [`settled`]'s probe must stay unchanged. Far longer than a
+/// runnable thread waits for a core on a loaded machine (tens of ms), so a
+/// release still in flight shows up as a change within it.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Polls `probe` until `done` holds for what it returns, for at most
+/// `limit`: `Ok(value)` as soon as it holds, `Err(last value seen)` if it
+/// never did. For what the crate or the kernel finishes in the background
+/// (a reaper thread dropping a child's handles, a killed process being torn
+/// down): on a loaded machine it comes late, so look until it has happened,
+/// not once. The caller asserts on the value, saying what it waited for.
+pub(crate) fn wait_for<T>(
+    limit: Duration,
+    mut probe: impl FnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) -> Result<T, T> {
+    let until = Instant::now() + limit;
+    loop {
+        let value = probe();
+        if done(&value) {
+            return Ok(value);
+        }
+        if Instant::now() >= until {
+            return Err(value);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A baseline taken when nothing is in flight: polls `probe` until it has
+/// returned the same value for [`QUIET`] (whatever was being released has
+/// been), and returns that value. Panics if it keeps changing for `limit`.
+pub(crate) fn settled<T: PartialEq + std::fmt::Debug>(
+    limit: Duration,
+    mut probe: impl FnMut() -> T,
+) -> T {
+    let until = Instant::now() + limit;
+    let mut last = probe();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(POLL);
+        let now = probe();
+        if now != last {
+            assert!(
+                Instant::now() < until,
+                "still changing after {limit:?}: {last:?} -> {now:?}"
+            );
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= QUIET {
+            return last;
+        }
+    }
+}
+
+/// What this process holds of what the crate releases, some of it in the
+/// background: descriptors, shared-memory files (fds into /dev/shm and
+/// mappings of them; the crate's segments are files there, named or not),
+/// and child processes (running or unreaped).
+#[cfg(target_os = "linux")]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Held {
+    pub(crate) fds: usize,
+    pub(crate) shm_fds: usize,
+    pub(crate) shm_maps: usize,
+    pub(crate) children: Vec<u32>,
+}
+
+#[cfg(target_os = "linux")]
+impl Held {
+    /// Shared memory only: (fds, mappings).
+    pub(crate) fn shm(&self) -> (usize, usize) {
+        (self.shm_fds, self.shm_maps)
+    }
+}
+
+/// This process's [`Held`] now.
+#[cfg(target_os = "linux")]
+pub(crate) fn held() -> Held {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut children = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(s) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    children.sort_unstable();
+    Held {
+        fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
+        shm_fds: shm_fds().len(),
+        shm_maps: maps.lines().filter(|l| l.contains(" /dev/shm/")).count(),
+        children,
+    }
+}
+
+/// A baseline of [`Held`] taken when nothing is in flight: no count, and
+/// no thread (the crate's handshake and reaper threads release what they
+/// hold and end), has changed for [`QUIET`].
+#[cfg(target_os = "linux")]
+pub(crate) fn settled_held(limit: Duration) -> Held {
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    settled(limit, || (held(), threads())).0
 }
