@@ -11,7 +11,7 @@ use multiproc::{ErrorKind, Event, Pool, SharedValue, ShmVec};
 multiproc::test_support!();
 
 mod common;
-use common::watchdog;
+use common::{nap_counted, wait_running, watchdog, when_set};
 
 /// Limit for the tests that could hang if a failure went unnoticed.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -27,26 +27,6 @@ fn my_pid(_: u64) -> u32 {
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
-}
-
-/// `nap`, after counting itself in `running`: a test can act once tasks
-/// really run, not after a sleep that a loaded machine outlasts.
-fn nap_counted((ms, running): (u64, SharedValue<u32>)) -> u64 {
-    running.fetch_add(1);
-    nap(ms)
-}
-
-/// Waits (bounded) until `n` tasks have counted themselves in `running`.
-fn wait_running(running: &SharedValue<u32>, n: u32) {
-    let seen = common::wait_for(Duration::from_secs(30), || running.get(), |&r| r >= n);
-    assert!(seen.is_ok(), "{seen:?} of {n} tasks started");
-}
-
-/// Returns `value` once `go` is set: a task that is not ready until the
-/// test says so.
-fn when_set((go, value): (Event, u64)) -> u64 {
-    go.wait_timeout(Duration::from_secs(60)).unwrap();
-    value
 }
 
 #[test]

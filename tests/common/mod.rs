@@ -198,6 +198,27 @@ pub(crate) fn wait_for<T>(
     }
 }
 
+/// Naps `ms` after counting itself in `running`: a test acts once its
+/// tasks really run, not after a sleep that a loaded machine outlasts.
+pub(crate) fn nap_counted((ms, running): (u64, multiproc::SharedValue<u32>)) -> u64 {
+    running.fetch_add(1);
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Waits (bounded) until `n` tasks have counted themselves in `running`.
+pub(crate) fn wait_running(running: &multiproc::SharedValue<u32>, n: u32) {
+    let seen = wait_for(Duration::from_secs(30), || running.get(), |&r| r >= n);
+    assert!(seen.is_ok(), "{seen:?} of {n} tasks started");
+}
+
+/// Returns `value` once `go` is set: a task that cannot finish before the
+/// test says so, however slow or fast the machine.
+pub(crate) fn when_set((go, value): (multiproc::Event, u64)) -> u64 {
+    go.wait_timeout(Duration::from_secs(60)).unwrap();
+    value
+}
+
 /// A baseline taken when nothing is in flight: polls `probe` until it has
 /// returned the same value for [`QUIET`] (whatever was being released has
 /// been), and returns that value. Panics if it keeps changing for `limit`.
