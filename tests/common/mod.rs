@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 /// Test hook, run when the binary loads: a child started with
 /// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake;
-/// with `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` it stalls that long first.
+/// with `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` it stalls that long first; with
+/// `MULTIPROC_TEST_WAIT_AT_LOAD=path` it stalls until the test opens that
+/// [`Gate`] (a minute at most).
 #[used]
 #[allow(unsafe_code)]
 #[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
@@ -24,9 +26,49 @@ pub(crate) static LOAD_HOOK: extern "C" fn() = {
             let ms = ms.to_string_lossy().parse().unwrap_or(0);
             std::thread::sleep(Duration::from_millis(ms));
         }
+        if let Some(gate) = std::env::var_os(Gate::VAR) {
+            let gate = std::path::Path::new(&gate);
+            let _ = wait_for(Duration::from_secs(60), || gate.exists(), |&open| open);
+        }
     }
     hook
 };
+
+/// Holds a child back before its handshake until the test has done what
+/// it must do first (play an impostor, look at the handshake server): the
+/// child is spawned with [`Gate::env`] and waits at load until
+/// [`open`](Gate::open). Unlike a sleep, no load makes the child early.
+pub(crate) struct Gate {
+    path: std::path::PathBuf,
+}
+
+impl Gate {
+    const VAR: &'static str = "MULTIPROC_TEST_WAIT_AT_LOAD";
+
+    /// A closed gate, named after `test` (unique per test and process).
+    pub(crate) fn new(test: &str) -> Gate {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-gate-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Gate { path }
+    }
+
+    /// The environment variable that makes a child wait for this gate.
+    pub(crate) fn env(&self) -> (&'static str, &std::path::Path) {
+        (Self::VAR, &self.path)
+    }
+
+    /// Lets the child go on.
+    pub(crate) fn open(&self) {
+        std::fs::write(&self.path, b"").unwrap();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
 
 /// Starts this test binary as a worker by hand, the way the crate re-executes
 /// it (the libtest arguments that select `test_support!`'s entry), with
