@@ -356,20 +356,17 @@ fn a_dropped_process_keeps_running_detached() {
     let p = Process::spawn(
         |path: String| {
             std::thread::sleep(Duration::from_millis(100));
-            std::fs::write(path, b"done").unwrap();
+            // Written whole, then renamed: the file never exists half-written.
+            let tmp = format!("{path}.tmp");
+            std::fs::write(&tmp, b"done").unwrap();
+            std::fs::rename(tmp, path).unwrap();
         },
         path.clone(),
     )
     .unwrap();
     drop(p);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !dir.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the detached child never finished"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let written = common::wait_for(Duration::from_secs(30), || dir.exists(), |&done| done);
+    assert!(written.is_ok(), "the detached child never finished");
     assert_eq!(std::fs::read(&dir).unwrap(), b"done");
     std::fs::remove_file(&dir).unwrap();
 }
