@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use multiproc::{pipe, Connection, ErrorKind, Process};
+use multiproc::{pipe, Connection, ErrorKind, Event, Process};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -131,15 +131,20 @@ fn a_value_received_as_bytes_is_a_protocol_error() {
 
 #[test]
 fn poll_and_wait_over_connections_and_processes() {
-    fn later((conn, ms): (Connection, u64)) {
-        std::thread::sleep(Duration::from_millis(ms));
-        conn.send(&Msg::Ping(ms)).unwrap();
+    /// Sends `Ping(n)` once `go` is set (at once if it is already).
+    fn when_set((conn, go, n): (Connection, Event, u64)) {
+        go.wait_timeout(Duration::from_secs(60)).unwrap();
+        conn.send(&Msg::Ping(n)).unwrap();
     }
     let (a, a_child) = pipe(true).unwrap();
     let (b, b_child) = pipe(true).unwrap();
     assert!(!a.poll(Duration::ZERO).unwrap());
-    let pa = Process::spawn(later, (a_child, 400)).unwrap();
-    let pb = Process::spawn(later, (b_child, 10)).unwrap();
+    // `a`'s child sends only when told: however the two are scheduled,
+    // `b` is ready first.
+    let (a_go, b_go) = (Event::new().unwrap(), Event::new().unwrap());
+    b_go.set();
+    let pa = Process::spawn(when_set, (a_child, a_go.clone(), 400)).unwrap();
+    let pb = Process::spawn(when_set, (b_child, b_go, 10)).unwrap();
     let ready = multiproc::wait(&[&a, &b], Some(Duration::from_secs(30)));
     assert_eq!(ready, vec![1]);
     assert!(b.poll(Duration::ZERO).unwrap());
@@ -147,6 +152,8 @@ fn poll_and_wait_over_connections_and_processes() {
     // A process is ready once it has ended.
     let ready = multiproc::wait(&[&pb], Some(Duration::from_secs(30)));
     assert_eq!(ready, vec![0]);
+    assert!(!a.poll(Duration::ZERO).unwrap());
+    a_go.set();
     assert!(a.poll(Duration::from_secs(30)).unwrap());
     assert_eq!(a.recv::<Msg>().unwrap(), Msg::Ping(400));
     // Nothing ready (the other end is alive and silent): wait returns

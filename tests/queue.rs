@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use multiproc::{ErrorKind, JoinableQueue, Process, Queue, TryPutError};
+use multiproc::{ErrorKind, Event, JoinableQueue, Process, Queue, TryPutError};
 use proptest::prelude::*;
 
 multiproc::test_support!();
@@ -140,16 +140,17 @@ fn get_timeout_times_out_and_try_get_is_none() {
 
 #[test]
 fn get_fails_instead_of_hanging_when_a_holder_is_killed() {
-    fn hold(q: Queue<u8>) {
+    fn hold((q, holding): (Queue<u8>, Event)) {
         let _keep = q;
+        holding.set();
         std::thread::sleep(Duration::from_secs(600));
     }
     let q = Queue::<u8>::new().unwrap();
-    let mut p = Process::spawn(hold, q.clone()).unwrap();
-    assert!(p
-        .join_timeout(Duration::from_millis(200))
-        .unwrap()
-        .is_none());
+    let holding = Event::new().unwrap();
+    let p = Process::spawn(hold, (q.clone(), holding.clone())).unwrap();
+    // Killed once it holds the queue (a child killed while it starts never
+    // shared it: nobody would have died holding it).
+    holding.wait_timeout(Duration::from_secs(30)).unwrap();
     p.kill().unwrap();
     let err = q.get_timeout(Duration::from_secs(20)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PeerDied, "{err}");

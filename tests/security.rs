@@ -12,7 +12,7 @@ multiproc::test_support!();
 
 mod common;
 #[allow(unused_imports)]
-use common::{rendezvous, watchdog};
+use common::{rendezvous, watchdog, Gate};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -90,7 +90,7 @@ fn wrong_token_hello(server: String, pid: u32) -> ipc_channel::ipc::IpcReceiver<
 /// The parent dropped the impostor's reply sender without sending on it.
 #[cfg(target_os = "linux")]
 fn assert_got_nothing(config: &ipc_channel::ipc::IpcReceiver<()>) {
-    let got = config.try_recv_timeout(Duration::from_secs(5));
+    let got = config.try_recv_timeout(Duration::from_secs(20));
     assert!(
         matches!(
             got,
@@ -103,26 +103,29 @@ fn assert_got_nothing(config: &ipc_channel::ipc::IpcReceiver<()>) {
 }
 
 /// Row 10: an impostor that reads the marker and the rendezvous, connects
-/// to the handshake server before the (slowed) child and presents a wrong
-/// token is refused and gets nothing; the parent publishes a new server at
-/// once, and the real child connects there and runs its task.
+/// to the handshake server before the (held back) child and presents a
+/// wrong token is refused and gets nothing; the parent publishes a new
+/// server at once, and the real child connects there and runs its task.
 #[cfg(target_os = "linux")]
 #[test]
 fn row10_an_impostor_with_a_wrong_token_is_refused_and_the_real_child_still_runs() {
     watchdog(LIMIT, || {
         let ran = SharedValue::new(0u32).unwrap();
+        let gate = Gate::new("row10-wrong-token");
+        let (var, path) = gate.env();
         let p = Process::builder()
-            .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "1000")
+            .env(var, path)
             .spawn(mark, ran.clone())
             .unwrap();
         let rv = rendezvous_of(p.pid());
         let (generation, server) = rendezvous::newest(&rv);
         assert_eq!(generation, 1);
         let config = wrong_token_hello(server, p.pid());
-        // Refused, and the next server published, while the child sleeps.
-        rendezvous::wait_for(&rv, 2, Duration::from_secs(5));
+        // Refused, and the next server published, while the child waits.
+        rendezvous::wait_for(&rv, 2, Duration::from_secs(20));
         assert_got_nothing(&config);
         assert_eq!(ran.get(), 0);
+        gate.open();
         p.join().unwrap();
         assert_eq!(ran.get(), 1, "the real child's task did not run");
     });
@@ -137,8 +140,10 @@ fn row10_an_impostor_with_a_malformed_hello_is_refused_and_the_real_child_still_
     use ipc_channel::ipc::IpcSender;
     watchdog(LIMIT, || {
         let ran = SharedValue::new(0u32).unwrap();
+        let gate = Gate::new("row10-malformed");
+        let (var, path) = gate.env();
         let p = Process::builder()
-            .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "1000")
+            .env(var, path)
             .spawn(mark, ran.clone())
             .unwrap();
         let rv = rendezvous_of(p.pid());
@@ -151,8 +156,9 @@ fn row10_an_impostor_with_a_malformed_hello_is_refused_and_the_real_child_still_
                 reply: 7,
             })
             .unwrap();
-        rendezvous::wait_for(&rv, 2, Duration::from_secs(5));
+        rendezvous::wait_for(&rv, 2, Duration::from_secs(20));
         assert_eq!(ran.get(), 0);
+        gate.open();
         p.join().unwrap();
         assert_eq!(ran.get(), 1, "the real child's task did not run");
     });
@@ -168,13 +174,16 @@ fn row10_a_silent_impostor_does_not_stop_the_real_child() {
     use ipc_channel::ipc::IpcSender;
     watchdog(LIMIT, || {
         let ran = SharedValue::new(0u32).unwrap();
+        let gate = Gate::new("row10-silent");
+        let (var, path) = gate.env();
         let p = Process::builder()
-            .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "300")
+            .env(var, path)
             .spawn(mark, ran.clone())
             .unwrap();
         let rv = rendezvous_of(p.pid());
         let (_, server) = rendezvous::newest(&rv);
         let silent = IpcSender::<wire::Hello>::connect(server).unwrap();
+        gate.open();
         p.join().unwrap();
         assert_eq!(ran.get(), 1, "the real child's task did not run");
         assert!(rendezvous::published(&rv) >= 2);
@@ -184,29 +193,29 @@ fn row10_a_silent_impostor_does_not_stop_the_real_child() {
 
 /// Row 10: an impostor that presents a wrong token to every server the
 /// parent publishes, as soon as it appears, exhausts the generations: the
-/// start fails closed with `Handshake` (naming the refusals), well within
-/// the start timeout; the child is killed before any task code runs, and
-/// the impostor got nothing anywhere. Nothing hangs.
+/// start fails closed with `Handshake` (naming the refusals, so not the
+/// start timeout, an hour here); the child, held back, is killed before
+/// any task code runs, and the impostor got nothing anywhere. Nothing
+/// hangs.
 #[cfg(target_os = "linux")]
 #[test]
 fn row10_an_impostor_refused_at_every_generation_fails_the_start_closed() {
     watchdog(LIMIT, || {
         let ran = SharedValue::new(0u32).unwrap();
-        let start_timeout = Duration::from_secs(20);
-        let started = Instant::now();
+        let gate = Gate::new("row10-every-generation");
+        let (var, path) = gate.env();
         let p = Process::builder()
-            .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "3000")
-            .start_timeout(start_timeout)
+            .env(var, path)
+            .start_timeout(Duration::from_secs(3600))
             .spawn(mark, ran.clone())
             .unwrap();
         let rv = rendezvous_of(p.pid());
         let mut replies = Vec::new();
         for n in 1..=16 {
-            rendezvous::wait_for(&rv, n, Duration::from_secs(5));
+            rendezvous::wait_for(&rv, n, Duration::from_secs(20));
             replies.push(wrong_token_hello(rendezvous::server(&rv, n), p.pid()));
         }
         let err = p.join().unwrap_err();
-        assert!(started.elapsed() < start_timeout, "{:?}", started.elapsed());
         assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
         let text = err.to_string();
         assert!(text.contains("refused 16 connections"), "{text}");
@@ -230,7 +239,6 @@ fn row10_a_silent_impostor_cannot_hang_a_start_that_times_out() {
     watchdog(LIMIT, || {
         let ran = SharedValue::new(0u32).unwrap();
         let start_timeout = Duration::from_secs(1);
-        let started = Instant::now();
         let p = Process::builder()
             .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "60000")
             .start_timeout(start_timeout)
@@ -239,16 +247,13 @@ fn row10_a_silent_impostor_cannot_hang_a_start_that_times_out() {
         let rv = rendezvous_of(p.pid());
         let (_, server) = rendezvous::newest(&rv);
         let silent = IpcSender::<wire::Hello>::connect(server).unwrap();
+        // Were `join` held by the impostor's thread, it would not return
+        // before `silent` is dropped below: a hang, caught by the watchdog.
         let err = p.join().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
         assert!(
             err.to_string().contains("did not complete its handshake"),
             "{err}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            started.elapsed()
         );
         assert_eq!(ran.get(), 0, "task code ran");
         drop(silent);
@@ -262,8 +267,10 @@ fn the_handshake_socket_is_in_an_owner_only_directory() {
     use std::os::unix::fs::MetadataExt;
     watchdog(LIMIT, || {
         let ran = SharedValue::new(0u32).unwrap();
+        let gate = Gate::new("owner-only-dir");
+        let (var, path) = gate.env();
         let p = Process::builder()
-            .env("MULTIPROC_TEST_SLEEP_AT_LOAD", "300")
+            .env(var, path)
             .spawn(mark, ran.clone())
             .unwrap();
         let (_, server) = rendezvous::newest(&rendezvous_of(p.pid()));
@@ -272,6 +279,7 @@ fn the_handshake_socket_is_in_an_owner_only_directory() {
             .unwrap()
             .to_path_buf();
         let meta = std::fs::metadata(&dir).unwrap();
+        gate.open();
         p.join().unwrap();
         assert_eq!(ran.get(), 1);
         assert_eq!(meta.mode() & 0o7777, 0o700, "{dir:?}");

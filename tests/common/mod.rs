@@ -2,11 +2,13 @@
 #![allow(dead_code)]
 
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Test hook, run when the binary loads: a child started with
 /// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake;
-/// with `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` it stalls that long first.
+/// with `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` it stalls that long first; with
+/// `MULTIPROC_TEST_WAIT_AT_LOAD=path` it stalls until the test opens that
+/// [`Gate`] (a minute at most).
 #[used]
 #[allow(unsafe_code)]
 #[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
@@ -24,9 +26,49 @@ pub(crate) static LOAD_HOOK: extern "C" fn() = {
             let ms = ms.to_string_lossy().parse().unwrap_or(0);
             std::thread::sleep(Duration::from_millis(ms));
         }
+        if let Some(gate) = std::env::var_os(Gate::VAR) {
+            let gate = std::path::Path::new(&gate);
+            let _ = wait_for(Duration::from_secs(60), || gate.exists(), |&open| open);
+        }
     }
     hook
 };
+
+/// Holds a child back before its handshake until the test has done what
+/// it must do first (play an impostor, look at the handshake server): the
+/// child is spawned with [`Gate::env`] and waits at load until
+/// [`open`](Gate::open). Unlike a sleep, no load makes the child early.
+pub(crate) struct Gate {
+    path: std::path::PathBuf,
+}
+
+impl Gate {
+    const VAR: &'static str = "MULTIPROC_TEST_WAIT_AT_LOAD";
+
+    /// A closed gate, named after `test` (unique per test and process).
+    pub(crate) fn new(test: &str) -> Gate {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-gate-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Gate { path }
+    }
+
+    /// The environment variable that makes a child wait for this gate.
+    pub(crate) fn env(&self) -> (&'static str, &std::path::Path) {
+        (Self::VAR, &self.path)
+    }
+
+    /// Lets the child go on.
+    pub(crate) fn open(&self) {
+        std::fs::write(&self.path, b"").unwrap();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
 
 /// Starts this test binary as a worker by hand, the way the crate re-executes
 /// it (the libtest arguments that select `test_support!`'s entry), with
@@ -162,4 +204,134 @@ pub(crate) fn shm_fds() -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
                 .then(|| (fd.path(), target))
         })
         .collect()
+}
+
+// ------------------------------------------------ background effects
+
+/// How often [`wait_for`] and [`settled`] look.
+const POLL: Duration = Duration::from_millis(10);
+
+/// How long [`settled`]'s probe must stay unchanged. Far longer than a
+/// runnable thread waits for a core on a loaded machine (tens of ms), so a
+/// release still in flight shows up as a change within it.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Polls `probe` until `done` holds for what it returns, for at most
+/// `limit`: `Ok(value)` as soon as it holds, `Err(last value seen)` if it
+/// never did. For what the crate or the kernel finishes in the background
+/// (a reaper thread dropping a child's handles, a killed process being torn
+/// down): on a loaded machine it comes late, so look until it has happened,
+/// not once. The caller asserts on the value, saying what it waited for.
+pub(crate) fn wait_for<T>(
+    limit: Duration,
+    mut probe: impl FnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) -> Result<T, T> {
+    let until = Instant::now() + limit;
+    loop {
+        let value = probe();
+        if done(&value) {
+            return Ok(value);
+        }
+        if Instant::now() >= until {
+            return Err(value);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Naps `ms` after counting itself in `running`: a test acts once its
+/// tasks really run, not after a sleep that a loaded machine outlasts.
+pub(crate) fn nap_counted((ms, running): (u64, multiproc::SharedValue<u32>)) -> u64 {
+    running.fetch_add(1);
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Waits (bounded) until `n` tasks have counted themselves in `running`.
+pub(crate) fn wait_running(running: &multiproc::SharedValue<u32>, n: u32) {
+    let seen = wait_for(Duration::from_secs(30), || running.get(), |&r| r >= n);
+    assert!(seen.is_ok(), "{seen:?} of {n} tasks started");
+}
+
+/// Returns `value` once `go` is set: a task that cannot finish before the
+/// test says so, however slow or fast the machine.
+pub(crate) fn when_set((go, value): (multiproc::Event, u64)) -> u64 {
+    go.wait_timeout(Duration::from_secs(60)).unwrap();
+    value
+}
+
+/// A baseline taken when nothing is in flight: polls `probe` until it has
+/// returned the same value for [`QUIET`] (whatever was being released has
+/// been), and returns that value. Panics if it keeps changing for `limit`.
+pub(crate) fn settled<T: PartialEq + std::fmt::Debug>(
+    limit: Duration,
+    mut probe: impl FnMut() -> T,
+) -> T {
+    let until = Instant::now() + limit;
+    let mut last = probe();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(POLL);
+        let now = probe();
+        if now != last {
+            assert!(
+                Instant::now() < until,
+                "still changing after {limit:?}: {last:?} -> {now:?}"
+            );
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= QUIET {
+            return last;
+        }
+    }
+}
+
+/// What this process holds of what the crate releases, some of it in the
+/// background: descriptors, shared-memory files (fds into /dev/shm and
+/// mappings of them; the crate's segments are files there, named or not),
+/// and child processes (running or unreaped).
+#[cfg(target_os = "linux")]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Held {
+    pub(crate) fds: usize,
+    pub(crate) shm_fds: usize,
+    pub(crate) shm_maps: usize,
+    pub(crate) children: Vec<u32>,
+}
+
+#[cfg(target_os = "linux")]
+impl Held {
+    /// Shared memory only: (fds, mappings).
+    pub(crate) fn shm(&self) -> (usize, usize) {
+        (self.shm_fds, self.shm_maps)
+    }
+}
+
+/// This process's [`Held`] now.
+#[cfg(target_os = "linux")]
+pub(crate) fn held() -> Held {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut children = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(s) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    children.sort_unstable();
+    Held {
+        fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
+        shm_fds: shm_fds().len(),
+        shm_maps: maps.lines().filter(|l| l.contains(" /dev/shm/")).count(),
+        children,
+    }
+}
+
+/// A baseline of [`Held`] taken when nothing is in flight: no count, and
+/// no thread (the crate's handshake and reaper threads release what they
+/// hold and end), has changed for [`QUIET`].
+#[cfg(target_os = "linux")]
+pub(crate) fn settled_held(limit: Duration) -> Held {
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    settled(limit, || (held(), threads())).0
 }
