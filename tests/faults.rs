@@ -1117,6 +1117,7 @@ mod wire {
     #[derive(Serialize, Deserialize)]
     pub(crate) struct Config {
         pub(crate) name: String,
+        pub(crate) parent_name: String,
         /// `TaskRef { offset, fingerprint, tag }`.
         pub(crate) task: (i64, u64, u64),
         pub(crate) args: serde_bytes::ByteBuf,
@@ -1179,6 +1180,7 @@ fn row12_an_unknown_task_reference_is_refused_and_runs_nothing() {
         reply
             .send(wire::Config {
                 name: "forged".into(),
+                parent_name: "MainProcess".into(),
                 // An offset no descriptor has, with a tag nobody computed.
                 task: (0x1234, 0xdead_beef, 0x0bad_cafe),
                 args: serde_bytes::ByteBuf::from(vec![1, 2, 3]),
