@@ -743,3 +743,27 @@ fn task_timeouts_count_from_the_start_of_the_task_not_of_the_worker() {
     assert_eq!(pool.apply(nap, 10).unwrap(), 10);
     assert_eq!(pool.restarts(), 0);
 }
+
+/// Python raises `ValueError` for these; they were once taken as 1.
+#[test]
+fn zero_processes_tasks_per_child_or_chunksize_are_errors() {
+    for (what, builder) in [
+        ("processes", Pool::builder().processes(0)),
+        (
+            "max_tasks_per_child",
+            Pool::builder().processes(1).max_tasks_per_child(0),
+        ),
+        ("chunksize", Pool::builder().processes(1).chunksize(0)),
+    ] {
+        let err = match builder.build() {
+            Ok(_) => panic!("{what}(0) was accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(err.kind(), ErrorKind::InvalidState, "{what}: {err}");
+        assert!(err.to_string().contains(what), "{what}: {err}");
+    }
+    assert_eq!(
+        multiproc::Barrier::new(0).unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
+}

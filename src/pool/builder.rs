@@ -131,7 +131,9 @@ impl PoolBuilder {
     /// # let _ = b;
     /// ```
     pub fn max_tasks_per_child(mut self, n: u64) -> Self {
-        self.max_tasks_per_child = Some(n.max(1));
+        // 0 is refused by `build` (Python: "maxtasksperchild must be a
+        // positive int or None").
+        self.max_tasks_per_child = Some(n);
         self
     }
 
@@ -161,7 +163,8 @@ impl PoolBuilder {
     /// # let _ = b;
     /// ```
     pub fn chunksize(mut self, n: usize) -> Self {
-        self.chunksize = Some(n.max(1));
+        // 0 is refused by `build`.
+        self.chunksize = Some(n);
         self
     }
 
@@ -225,7 +228,8 @@ impl PoolBuilder {
     /// # Errors
     /// [`ErrorKind::Spawn`] / [`ErrorKind::Io`] / [`ErrorKind::NoSpace`]
     /// when a worker or its shared memory cannot be created;
-    /// [`ErrorKind::InvalidState`] for zero processes, or when this process
+    /// [`ErrorKind::InvalidState`] for zero processes, zero tasks per child
+    /// or a zero chunk size (Python's `ValueError`), or when this process
     /// has not run [`init`](crate::init).
     ///
     /// ```
@@ -237,11 +241,15 @@ impl PoolBuilder {
     /// ```
     pub fn build(self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        let invalid = |what: &str| Err(Error::new(ErrorKind::InvalidState, what.to_string()));
         if processes == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidState,
-                "a pool needs at least one process",
-            ));
+            return invalid("Pool: processes must be at least 1");
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return invalid("Pool: max_tasks_per_child must be at least 1 (or not set)");
+        }
+        if self.chunksize == Some(0) {
+            return invalid("Pool: chunksize must be at least 1 (or not set)");
         }
         let key = random_key()?;
         let doorbell = Doorbell::create()?;
