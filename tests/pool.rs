@@ -767,3 +767,25 @@ fn zero_processes_tasks_per_child_or_chunksize_are_errors() {
         ErrorKind::InvalidState
     );
 }
+
+/// CPython's `test_maxtasksperchild_close_join` shape: after `close()`,
+/// queued work still finishes, on replacement workers if it must (it once
+/// hung: retired workers were replaced only while the pool ran).
+#[test]
+fn queued_work_finishes_after_close_with_max_tasks_per_child() {
+    watchdog(LIMIT, || {
+        let pool = Pool::builder()
+            .processes(1)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let results: Vec<_> = (0..6u64)
+            .map(|i| pool.apply_async(square, i).unwrap())
+            .collect();
+        pool.close();
+        pool.join().unwrap();
+        let got: Vec<u64> = results.into_iter().map(|r| r.get().unwrap()).collect();
+        assert_eq!(got, [0, 1, 4, 9, 16, 25]);
+        assert!(pool.restarts() >= 5, "each task needs a fresh worker");
+    });
+}

@@ -576,9 +576,22 @@ impl Core {
         }
         self.fail_inflight(w, &loss);
         self.settle_finished();
-        if self.state == State::Running && self.broken.is_none() {
+        if self.replaces_workers() {
             self.respawn(i);
         }
+    }
+
+    /// Whether a lost or retired worker gets a replacement: while the pool
+    /// runs, and after `close()` while queued work is left (Python's
+    /// `close()`: submitted work still finishes; with
+    /// `max_tasks_per_child` it needs new workers to do so).
+    fn replaces_workers(&self) -> bool {
+        self.broken.is_none()
+            && match self.state {
+                State::Running => true,
+                State::Closed => self.has_jobs(),
+                State::Terminated => false,
+            }
     }
 
     fn respawn(&mut self, i: usize) {
@@ -618,7 +631,7 @@ impl Core {
         let now = self.last_health;
         for i in 0..self.workers.len() {
             let Some(w) = &self.workers[i] else {
-                if self.state == State::Running && self.broken.is_none() {
+                if self.replaces_workers() {
                     self.respawn(i);
                 }
                 continue;
@@ -638,7 +651,7 @@ impl Core {
                 self.lose_worker(i, e, true);
                 continue;
             }
-            if w.retiring && self.state == State::Running {
+            if w.retiring && self.replaces_workers() {
                 // Its backlog, if any, is still flushed (`flush_backlogs`).
                 if let Some(old) = self.workers[i].take() {
                     self.retired.push(old);
