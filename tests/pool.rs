@@ -683,6 +683,10 @@ fn the_smallest_rings_still_carry_everything() {
     assert_eq!(err.kind(), ErrorKind::Panicked);
 }
 
+fn shout(s: String) -> String {
+    s + "!"
+}
+
 #[test]
 fn a_panicking_input_iterator_fails_its_call_not_the_pool() {
     let pool = Pool::new(2).unwrap();
@@ -699,7 +703,29 @@ fn a_panicking_input_iterator_fails_its_call_not_the_pool() {
         .unwrap()
         .message()
         .contains("input 50 is bad"));
-    assert!(got[..got.len() - 1].iter().all(|r| r.is_ok()));
+    assert_eq!(err.item_index(), Some(50), "{err}");
+    // As CPython: every good result first, in order, then the error.
+    let good: Vec<u64> = got[..got.len() - 1]
+        .iter()
+        .map(|r| *r.as_ref().unwrap())
+        .collect();
+    assert_eq!(good, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
+    // The same in chunks of 8 (the failure in the middle of one), with
+    // numbers (raw chunks) and strings (serde chunks).
+    let chunked = Pool::builder().processes(2).chunksize(8).build().unwrap();
+    let items = (0u64..).inspect(|&i| assert!(i != 50, "input {i} is bad"));
+    let got: Vec<_> = chunked.imap(square, items).unwrap().collect();
+    assert_eq!(got.len(), 51);
+    assert!(got[..50].iter().all(|r| r.is_ok()));
+    assert_eq!(got[50].as_ref().unwrap_err().item_index(), Some(50));
+    let words = (0u64..).map(|i| {
+        assert!(i != 50, "input {i} is bad");
+        i.to_string()
+    });
+    let got: Vec<_> = chunked.imap(shout, words).unwrap().collect();
+    assert_eq!(got.len(), 51);
+    assert_eq!(got[49].as_ref().unwrap(), "49!");
+    assert_eq!(got[50].as_ref().unwrap_err().item_index(), Some(50));
     // Async work and later calls still run.
     assert_eq!(
         pool.map_async(square, 0..4).unwrap().get().unwrap(),

@@ -76,6 +76,10 @@ pub(crate) struct IterSource<I: Iterator> {
     next_index: u64,
     chunksize: usize,
     task: TaskRef,
+    /// The input iterator panicked at this item: the items before it go
+    /// out first, then the next call reports it, so an ordered `imap`
+    /// yields every good result before the error (as CPython does).
+    failure: Option<Error>,
 }
 
 impl<I: Iterator> IterSource<I> {
@@ -87,7 +91,17 @@ impl<I: Iterator> IterSource<I> {
             next_index: 0,
             chunksize: chunksize.max(1),
             task,
+            failure: None,
         }
+    }
+
+    /// Records that the input iterator panicked when asked for item `at`.
+    fn input_panicked(&mut self, info: crate::error::PanicInfo, at: u64) {
+        self.failure = Some(
+            Error::panicked(info)
+                .with_context("the input iterator panicked in the parent")
+                .with_index(at),
+        );
     }
 }
 
@@ -97,6 +111,9 @@ where
     I::Item: Serialize + Send + 'static,
 {
     fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next {
+        if let Some(e) = self.failure.take() {
+            return Next::Failed(e);
+        }
         frame.clear();
         TaskHeader {
             job,
@@ -110,7 +127,17 @@ where
         }
         let mut count: u32 = 0;
         while (count as usize) < self.chunksize && frame.len() < soft {
-            let Some(item) = self.peeked.take().or_else(|| self.items.next()) else {
+            let pulled = match self.peeked.take() {
+                Some(item) => Some(item),
+                None => match crate::panic::catch_panic(|| self.items.next()) {
+                    Ok(item) => item,
+                    Err(info) => {
+                        self.input_panicked(info, self.next_index + u64::from(count));
+                        break;
+                    }
+                },
+            };
+            let Some(item) = pulled else {
                 break;
             };
             let at = frame.len();
@@ -140,7 +167,10 @@ where
             count += 1;
         }
         if count == 0 {
-            return Next::Done;
+            return match self.failure.take() {
+                Some(e) => Next::Failed(e),
+                None => Next::Done,
+            };
         }
         frame[16..20].copy_from_slice(&count.to_le_bytes());
         let first = self.next_index;
@@ -170,9 +200,18 @@ where
         // One `extend`, not a `push` per item: over a `Vec`'s iterator
         // (what `map` hands us) it is a plain copy.
         let more = n.saturating_sub(self.raw_buf.len());
-        self.raw_buf.extend(self.items.by_ref().take(more));
+        let (items, buf) = (&mut self.items, &mut self.raw_buf);
+        // Items taken before a panic stay in `raw_buf` (`extend` pushes
+        // as it goes) and go out first.
+        if let Err(info) = crate::panic::catch_panic(|| buf.extend(items.by_ref().take(more))) {
+            let at = self.next_index + self.raw_buf.len() as u64;
+            self.input_panicked(info, at);
+        }
         if self.raw_buf.is_empty() {
-            return Next::Done;
+            return match self.failure.take() {
+                Some(e) => Next::Failed(e),
+                None => Next::Done,
+            };
         }
         let count = self.raw_buf.len() as u32;
         let encoded = super::raw::extend_raw(&self.raw_buf, frame);
