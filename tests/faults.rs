@@ -1,5 +1,9 @@
 //! The fault matrix (issue 6): one test per row, each run under a watchdog
-//! so that no scenario can hang CI. Rows 10 and the mode checks live in
+//! so that no scenario can hang CI. No row asserts an elapsed time (a busy
+//! machine stretches any): a failure noticed by itself shows in the error
+//! it gives (not `Timeout`) or in not hanging. Resource counts are taken
+//! once nothing is in flight and compared after waiting, under a deadline,
+//! for what the crate releases in the background. Rows 10 and the mode checks live in
 //! `tests/security.rs`. A row the crate does not meet is a documented
 //! limitation whose test shows the limitation (named `limitation_…`).
 //!
@@ -363,11 +367,8 @@ fn hold_lock((lock, held): (multiproc::Lock, SharedValue<u32>)) {
 }
 
 fn wait_for_flag(flag: &SharedValue<u32>, value: u32) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while flag.get() != value {
-        assert!(Instant::now() < deadline, "the peer never got ready");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let seen = common::wait_for(Duration::from_secs(30), || flag.get(), |&v| v == value);
+    assert!(seen.is_ok(), "the peer never got ready (flag {seen:?})");
 }
 
 /// The death is noticed by itself: each wait's timeout is far longer than

@@ -165,15 +165,11 @@ pub(crate) mod rendezvous {
     /// Waits until at least `n` generations are published (panics after
     /// `limit`).
     pub(crate) fn wait_for(shm: &SharedMemory, n: u32, limit: std::time::Duration) {
-        let until = std::time::Instant::now() + limit;
-        while published(shm) < n {
-            assert!(
-                std::time::Instant::now() < until,
-                "generation {n} not published within {limit:?} (have {})",
-                published(shm)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let seen = super::wait_for(limit, || published(shm), |&have| have >= n);
+        assert!(
+            seen.is_ok(),
+            "generation {n} not published within {limit:?} (have {seen:?})"
+        );
     }
 
     /// The name of a rendezvous that no longer exists (it was dropped).
@@ -238,27 +234,6 @@ pub(crate) fn wait_for<T>(
         }
         std::thread::sleep(POLL);
     }
-}
-
-/// Naps `ms` after counting itself in `running`: a test acts once its
-/// tasks really run, not after a sleep that a loaded machine outlasts.
-pub(crate) fn nap_counted((ms, running): (u64, multiproc::SharedValue<u32>)) -> u64 {
-    running.fetch_add(1);
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
-}
-
-/// Waits (bounded) until `n` tasks have counted themselves in `running`.
-pub(crate) fn wait_running(running: &multiproc::SharedValue<u32>, n: u32) {
-    let seen = wait_for(Duration::from_secs(30), || running.get(), |&r| r >= n);
-    assert!(seen.is_ok(), "{seen:?} of {n} tasks started");
-}
-
-/// Returns `value` once `go` is set: a task that cannot finish before the
-/// test says so, however slow or fast the machine.
-pub(crate) fn when_set((go, value): (multiproc::Event, u64)) -> u64 {
-    go.wait_timeout(Duration::from_secs(60)).unwrap();
-    value
 }
 
 /// A baseline taken when nothing is in flight: polls `probe` until it has
@@ -334,4 +309,27 @@ pub(crate) fn held() -> Held {
 pub(crate) fn settled_held(limit: Duration) -> Held {
     let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
     settled(limit, || (held(), threads())).0
+}
+
+// ------------------------------------------- tasks that say where they are
+
+/// Naps `ms` after counting itself in `running`: a test acts once its
+/// tasks really run, not after a sleep that a loaded machine outlasts.
+pub(crate) fn nap_counted((ms, running): (u64, multiproc::SharedValue<u32>)) -> u64 {
+    running.fetch_add(1);
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Waits (bounded) until `n` tasks have counted themselves in `running`.
+pub(crate) fn wait_running(running: &multiproc::SharedValue<u32>, n: u32) {
+    let seen = wait_for(Duration::from_secs(30), || running.get(), |&r| r >= n);
+    assert!(seen.is_ok(), "{seen:?} of {n} tasks started");
+}
+
+/// Returns `value` once `go` is set: a task that cannot finish before the
+/// test says so, however slow or fast the machine.
+pub(crate) fn when_set((go, value): (multiproc::Event, u64)) -> u64 {
+    go.wait_timeout(Duration::from_secs(60)).unwrap();
+    value
 }
