@@ -111,9 +111,7 @@ pub(crate) type PeerCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 // Shared header
 // ---------------------------------------------------------------------------
 
-/// One cache line.
-#[repr(C, align(64))]
-pub(crate) struct Line<T>(T);
+pub(crate) use crate::segment::Line;
 
 /// Written once by [`Ring::create`] before any peer attaches.
 #[repr(C)]
