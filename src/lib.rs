@@ -93,32 +93,48 @@ pub fn init() {
     bootstrap::init();
 }
 
-/// Feature `auto-init`: [`init`] from a load-time constructor, before
-/// `main`, so that a program whose `main` this crate's user does not own
-/// (a library embedding `multiproc`) needs no `init()` call. The
-/// trade-offs are in README ("Without `init()`").
+/// Registers `$body` to run at load time, before `main`: a pointer in the
+/// platform's table of constructors (`.init_array` on Linux and FreeBSD,
+/// `__mod_init_func` on macOS, `.CRT$XCU` on Windows). `#[used]` keeps it
+/// through the linker, also from an rlib. Not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __load_time_constructor {
+    ($name:ident, $body:block) => {
+        #[used]
+        #[cfg_attr(
+            any(target_os = "linux", target_os = "android", target_os = "freebsd"),
+            unsafe(link_section = ".init_array")
+        )]
+        #[cfg_attr(
+            target_vendor = "apple",
+            unsafe(link_section = "__DATA,__mod_init_func")
+        )]
+        #[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
+        static $name: extern "C" fn() = {
+            // Panics cannot unwind out of an `extern "C"` function: they
+            // abort instead.
+            extern "C" fn constructor() $body
+            constructor
+        };
+    };
+}
+
+// Feature `auto-init`: [`init`] from a load-time constructor, before
+// `main`, so that a program whose `main` this crate's user does not own (a
+// library embedding `multiproc`) needs no `init()` call. The trade-offs
+// are in README ("Forgetting `init()`, and doing without it").
+//
+// SAFETY (link sections, in the macro): each names the platform's table
+// of load-time constructors, which holds `extern "C" fn()` pointers; the
+// static is exactly one such pointer, to a function that takes nothing.
 #[cfg(feature = "auto-init")]
 #[allow(unsafe_code)]
-#[used]
-// SAFETY (link sections): each names the platform's table of load-time
-// constructors, which holds `extern "C" fn()` pointers; the static is
-// exactly one such pointer, to a function that takes nothing and whose
-// panics cannot unwind out (`extern "C"` aborts instead).
-#[cfg_attr(
-    any(target_os = "linux", target_os = "android", target_os = "freebsd"),
-    unsafe(link_section = ".init_array")
-)]
-#[cfg_attr(
-    target_vendor = "apple",
-    unsafe(link_section = "__DATA,__mod_init_func")
-)]
-#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
-static AUTO_INIT: extern "C" fn() = {
-    extern "C" fn auto_init() {
-        bootstrap::init();
-    }
-    auto_init
-};
+mod auto_init {
+    crate::__load_time_constructor!(AUTO_INIT, {
+        crate::bootstrap::init();
+    });
+}
 
 /// Makes a test binary (`cargo test`, `tests/*.rs`) able to start worker
 /// processes. Put it once at the top of each integration-test file that
@@ -156,22 +172,9 @@ macro_rules! test_support {
             $crate::init();
         }
 
-        #[used]
-        #[cfg_attr(
-            any(target_os = "linux", target_os = "android", target_os = "freebsd"),
-            unsafe(link_section = ".init_array")
-        )]
-        #[cfg_attr(
-            target_vendor = "apple",
-            unsafe(link_section = "__DATA,__mod_init_func")
-        )]
-        #[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
-        static __MULTIPROC_TEST_SUPPORT: extern "C" fn() = {
-            extern "C" fn register() {
-                $crate::__private::enable_test_mode(module_path!(), "multiproc_worker_entry");
-            }
-            register
-        };
+        $crate::__load_time_constructor!(__MULTIPROC_TEST_SUPPORT, {
+            $crate::__private::enable_test_mode(module_path!(), "multiproc_worker_entry");
+        });
     };
 }
 

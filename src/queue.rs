@@ -156,13 +156,8 @@ impl Inner {
         Arc::new(move || header.get().participants.dead().is_none())
     }
 
-    /// Runs `f` on this process's producer; its errors are worded for
-    /// `call` (a `put` variant).
-    fn with_producer<R>(
-        &self,
-        call: &Call<'_>,
-        f: impl FnOnce(&mut Producer) -> Result<R>,
-    ) -> Result<R> {
+    /// An error for `call` once this process closed the queue.
+    fn check_open(&self, call: &Call<'_>) -> Result<()> {
         // SYNC: Relaxed: a per-process flag; nothing is published with it.
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::new(
@@ -171,6 +166,17 @@ impl Inner {
             )
             .in_call(call));
         }
+        Ok(())
+    }
+
+    /// Runs `f` on this process's producer; its errors are worded for
+    /// `call` (a `put` variant).
+    fn with_producer<R>(
+        &self,
+        call: &Call<'_>,
+        f: impl FnOnce(&mut Producer) -> Result<R>,
+    ) -> Result<R> {
+        self.check_open(call)?;
         let make = || {
             let mut p = self.ring.producer()?;
             p.set_peer_check(self.peer_check());
@@ -186,14 +192,7 @@ impl Inner {
         call: &Call<'_>,
         f: impl FnOnce(&mut Consumer) -> Result<R>,
     ) -> Result<R> {
-        // SYNC: Relaxed: as in `with_producer`.
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::new(
-                ErrorKind::InvalidState,
-                "this handle was closed (Queue::close)",
-            )
-            .in_call(call));
-        }
+        self.check_open(call)?;
         let make = || {
             let mut c = self.ring.consumer()?;
             c.set_peer_check(self.peer_check());
