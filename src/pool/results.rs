@@ -182,7 +182,7 @@ impl<T> AsyncResult<T> {
     /// The value (Python's `get()`).
     ///
     /// # Errors
-    /// As the call that made it ([`Pool::map`], [`Pool::apply`]).
+    /// As the call that made it ([`Pool::map`](crate::Pool::map), [`Pool::apply`](crate::Pool::apply)).
     ///
     /// ```
     /// fn main() {
@@ -243,7 +243,7 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
     }
 }
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+/// The iterator of [`Pool::imap`](crate::Pool::imap) and [`Pool::imap_unordered`](crate::Pool::imap_unordered).
 ///
 /// ```
 /// fn main() {
