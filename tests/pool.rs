@@ -815,3 +815,39 @@ fn queued_work_finishes_after_close_with_max_tasks_per_child() {
         assert!(pool.restarts() >= 5, "each task needs a fresh worker");
     });
 }
+
+/// Both workers die of their initializer before the pool dispatched any
+/// work: the call must fail with the initializer's error, not wait for a
+/// dispatch a broken pool never makes (it hung when the pool learnt of
+/// the failure from a worker's last frame rather than from its exit).
+#[cfg(target_os = "linux")]
+#[test]
+fn work_never_dispatched_fails_when_the_initializer_breaks_the_pool() {
+    fn dead(pid: u32) -> bool {
+        // Gone, or a zombie nobody reaped yet.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    }
+    watchdog(LIMIT, || {
+        for _ in 0..5 {
+            let pool = Pool::builder()
+                .processes(2)
+                .initializer(failing_init, ())
+                .build()
+                .unwrap();
+            let pids = pool.pids();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !pids.iter().all(|&p| dead(p)) {
+                assert!(std::time::Instant::now() < deadline, "workers still alive");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let err = pool.map(square, 0..10).unwrap_err();
+            assert!(err.to_string().contains("cannot initialise"), "{err}");
+        }
+    });
+}

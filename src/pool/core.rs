@@ -275,7 +275,7 @@ impl Core {
                         .map_err(|e| Error::codec("initializer error", e))?;
                     let e = err.into_error(w.index, w.pid);
                     let what = format!("the initializer failed: {e}");
-                    *broken = Some((e.kind(), what.clone()));
+                    Self::break_pool(broken, jobs, e.kind(), what.clone());
                     drop(frame);
                     return Err(Error::new(e.kind(), what));
                 }
@@ -530,6 +530,27 @@ impl Core {
         });
     }
 
+    /// Breaks the pool for good (the one place that does): records why, and
+    /// fails every job, also those with nothing in flight (a job whose items
+    /// were never dispatched would otherwise wait forever: a broken pool
+    /// dispatches nothing). A second break keeps the first reason.
+    fn break_pool(
+        broken: &mut Option<(ErrorKind, String)>,
+        jobs: &mut HashMap<u64, Job, JobIds>,
+        kind: ErrorKind,
+        why: String,
+    ) {
+        if broken.is_some() {
+            return;
+        }
+        let message = format!("the pool is broken: {why}");
+        *broken = Some((kind, why));
+        for job in jobs.values_mut() {
+            job.fail(Error::new(kind, message.clone()));
+            job.exhausted = true;
+        }
+    }
+
     /// Fails every job with work on `w` (which is dead): at the item it
     /// was running for the task it was in, at their first item for the
     /// others.
@@ -612,15 +633,7 @@ impl Core {
     /// Breaks the pool for good: every job fails with `why`, and so does
     /// every later call.
     pub(crate) fn set_broken(&mut self, kind: ErrorKind, why: String) {
-        if self.broken.is_some() {
-            return;
-        }
-        let message = format!("the pool is broken: {why}");
-        self.broken = Some((kind, why));
-        for job in self.jobs.values_mut() {
-            job.fail(Error::new(kind, message.clone()));
-            job.exhausted = true;
-        }
+        Self::break_pool(&mut self.broken, &mut self.jobs, kind, why);
     }
 
     /// Dead workers, task timeouts, retirements: a [`verdict`] per live
