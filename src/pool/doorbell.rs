@@ -7,61 +7,53 @@
 //! `seq`; a worker publishes (Release, in the ring), issues a SeqCst fence,
 //! and only if someone sleeps bumps `seq` and wakes. Either the parent's
 //! re-check sees the result or the worker sees the sleeper.
-#![allow(unsafe_code)]
 
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::segment::{Segment, SegmentHandle};
+use crate::error::Result;
+use crate::segment::{in_place, Segment, SegmentHandle, Typed};
 use crate::sys;
 
-#[repr(C)]
-struct Words {
-    seq: AtomicU32,
-    sleeping: AtomicU32,
+in_place! {
+    struct Words {
+        seq: AtomicU32,
+        sleeping: AtomicU32,
+    }
 }
 
 /// A doorbell in its own small segment, shared by a pool and its workers.
 pub(crate) struct Doorbell {
-    segment: Arc<Segment>,
+    words: Typed<Words>,
 }
 
 impl Doorbell {
     pub(crate) fn create() -> Result<Doorbell> {
         Ok(Doorbell {
-            segment: Arc::new(Segment::create(64)?),
+            words: Typed::new(Arc::new(Segment::create(64)?))?,
         })
     }
 
+    /// A peer's handle can name any segment: `Typed` checks its size.
     pub(crate) fn open(handle: &SegmentHandle) -> Result<Doorbell> {
-        let segment = Arc::new(Segment::open(handle)?);
-        if segment.len() < std::mem::size_of::<Words>() {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                "doorbell segment too small",
-            ));
-        }
-        Ok(Doorbell { segment })
+        Ok(Doorbell {
+            words: Typed::new(Arc::new(Segment::open(handle)?))?,
+        })
     }
 
     /// A worker shrank the doorbell's segment under us (see `sys::sigbus`):
     /// nobody can ring it any more.
     pub(crate) fn lost(&self) -> bool {
-        self.segment.lost()
+        self.words.segment().lost()
     }
 
     pub(crate) fn handle(&self) -> SegmentHandle {
-        self.segment.handle()
+        self.words.segment().handle()
     }
 
     fn words(&self) -> &Words {
-        // SAFETY: the segment's data is 64-aligned, at least
-        // `size_of::<Words>()` bytes (checked on open, 64 on create), mapped
-        // for as long as `self` lives, and `Words` is atomics only, valid
-        // for any bytes another process may write.
-        unsafe { &*(self.segment.as_ptr() as *const Words) }
+        self.words.get()
     }
 
     /// Worker side, after publishing a result: wake the parent if it sleeps.
