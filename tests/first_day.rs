@@ -64,13 +64,32 @@ fn assert_inner_passed(out: &Output, what: &str) {
 }
 
 #[cfg(unix)]
-/// A fresh directory of this test's own under the system's temp dir.
-fn scratch_dir(tag: &str) -> PathBuf {
+/// A fresh directory of this test's own under the system's temp dir,
+/// removed when dropped: also when an assertion fails first.
+struct Scratch(PathBuf);
+
+#[cfg(unix)]
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(unix)]
+fn scratch_dir(tag: &str) -> Scratch {
     let dir =
         std::env::temp_dir().join(format!("multiproc-first-day-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// Starts a process and a pool and checks their results.
@@ -110,7 +129,6 @@ fn workers_start_after_the_executable_was_replaced() {
         let copy = dir.join("first_day_copy");
         std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
         let out = run_inner(&copy, "inner_replace_own_executable", &[]);
-        let _ = std::fs::remove_dir_all(&dir);
         assert_inner_passed(&out, "replaced executable");
     });
 }
@@ -169,7 +187,6 @@ fn any_tmpdir_works_and_keeps_nothing() {
             assert_inner_passed(&out, &format!("TMPDIR {what}"));
         }
         let left = handshake_debris(&long);
-        let _ = std::fs::remove_dir_all(&base);
         assert!(left.is_empty(), "left in the long TMPDIR: {left:?}");
     });
 }
@@ -228,7 +245,6 @@ fn a_full_descriptor_table_is_a_clear_error_and_passes() {
             &[("TMPDIR", tmp.as_os_str())],
         );
         let left = handshake_debris(&tmp);
-        let _ = std::fs::remove_dir_all(&tmp);
         assert_inner_passed(&out, "full descriptor table");
         assert!(left.is_empty(), "left in TMPDIR: {left:?}");
     });
