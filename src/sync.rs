@@ -692,14 +692,8 @@ impl RLock {
     pub fn try_lock(&self) -> Option<RLockGuard<'_>> {
         let b = self.shared.block();
         let me = thread_token();
-        let guard = || RLockGuard {
-            lock: self,
-            _not_send: PhantomData,
-        };
-        // SYNC: Relaxed: as in `lock_until`.
-        if b.mutex.owner() == pid() && b.owner_thread.load(Ordering::Relaxed) == me {
-            b.count.fetch_add(1, Ordering::Relaxed);
-            return Some(guard());
+        if self.reenter(me) {
+            return Some(self.guard());
         }
         if !b.mutex.try_lock() {
             return None;
@@ -708,9 +702,36 @@ impl RLock {
             b.mutex.unlock();
             return None;
         }
+        self.took(me);
+        Some(self.guard())
+    }
+
+    fn guard(&self) -> RLockGuard<'_> {
+        RLockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Counts one more hold if this thread (`me`) holds the lock already.
+    fn reenter(&self, me: u64) -> bool {
+        let b = self.shared.block();
+        // Only the owning thread can have stored its own token with our pid
+        // in the word, so this check cannot race with another owner.
+        // SYNC: Relaxed: owner-thread-only fields (see `RLockGuard::drop`).
+        if b.mutex.owner() == pid() && b.owner_thread.load(Ordering::Relaxed) == me {
+            b.count.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Records this thread as the owner of the word it just took.
+    fn took(&self, me: u64) {
+        let b = self.shared.block();
+        // SYNC: Relaxed: owner-thread-only fields (see `RLockGuard::drop`).
         b.owner_thread.store(me, Ordering::Relaxed);
         b.count.store(1, Ordering::Relaxed);
-        Some(guard())
     }
 
     /// `true` while some thread of some process holds the lock (Python's
@@ -730,16 +751,8 @@ impl RLock {
     fn lock_until(&self, deadline: Option<Instant>) -> Result<RLockGuard<'_>> {
         let b = self.shared.block();
         let me = thread_token();
-        let guard = || RLockGuard {
-            lock: self,
-            _not_send: PhantomData,
-        };
-        // Only the owning thread can have stored its own token with our pid
-        // in the word, so this check cannot race with another owner.
-        // SYNC: Relaxed: owner-thread-only fields (see `RLockGuard::drop`).
-        if b.mutex.owner() == pid() && b.owner_thread.load(Ordering::Relaxed) == me {
-            b.count.fetch_add(1, Ordering::Relaxed);
-            return Ok(guard());
+        if self.reenter(me) {
+            return Ok(self.guard());
         }
         let timed_out = "RLock::lock_timeout: another process held the lock until the deadline";
         match b.mutex.lock(deadline, timed_out, &|| {
@@ -751,9 +764,8 @@ impl RLock {
                 Err(self.shared.segment().lost_error())
             }
             Acquired::Clean => {
-                b.owner_thread.store(me, Ordering::Relaxed);
-                b.count.store(1, Ordering::Relaxed);
-                Ok(guard())
+                self.took(me);
+                Ok(self.guard())
             }
             Acquired::OwnerDied(owner) => {
                 b.owner_thread.store(0, Ordering::Relaxed);

@@ -16,26 +16,15 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
-/// In a process that carries the worker marker (a child of this binary,
-/// before its `init()`), start a child: the guard must stop this process.
-#[used]
-#[allow(unsafe_code)]
-#[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
-#[cfg_attr(
-    target_vendor = "apple",
-    unsafe(link_section = "__DATA,__mod_init_func")
-)]
-#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
-static SPAWN_BEFORE_INIT: extern "C" fn() = {
-    extern "C" fn hook() {
-        if std::env::var_os("MULTIPROC_WORKER").is_some() {
-            let _ = multiproc::Process::spawn(square, 1);
-            // Not reached: the guard exits. Make a miss loud.
-            std::process::exit(77);
-        }
+// In a process that carries the worker marker (a child of this binary,
+// before its `init()`), start a child: the guard must stop this process.
+multiproc::__load_time_constructor!(SPAWN_BEFORE_INIT, {
+    if std::env::var_os("MULTIPROC_WORKER").is_some() {
+        let _ = multiproc::Process::spawn(square, 1);
+        // Not reached: the guard exits. Make a miss loud.
+        std::process::exit(77);
     }
-    hook
-};
+});
 
 #[test]
 fn a_child_that_starts_before_init_stops_and_the_parent_names_the_fix() {

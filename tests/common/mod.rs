@@ -4,35 +4,24 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// Test hook, run when the binary loads: a child started with
-/// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake;
-/// with `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` it stalls that long first; with
-/// `MULTIPROC_TEST_WAIT_AT_LOAD=path` it stalls until the test opens that
-/// [`Gate`] (a minute at most).
-#[used]
-#[allow(unsafe_code)]
-#[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
-#[cfg_attr(
-    target_vendor = "apple",
-    unsafe(link_section = "__DATA,__mod_init_func")
-)]
-#[cfg_attr(windows, unsafe(link_section = ".CRT$XCU"))]
-pub(crate) static LOAD_HOOK: extern "C" fn() = {
-    extern "C" fn hook() {
-        if let Some(code) = std::env::var_os("MULTIPROC_TEST_EXIT_AT_LOAD") {
-            std::process::exit(code.to_string_lossy().parse().unwrap_or(99));
-        }
-        if let Some(ms) = std::env::var_os("MULTIPROC_TEST_SLEEP_AT_LOAD") {
-            let ms = ms.to_string_lossy().parse().unwrap_or(0);
-            std::thread::sleep(Duration::from_millis(ms));
-        }
-        if let Some(gate) = std::env::var_os(Gate::VAR) {
-            let gate = std::path::Path::new(&gate);
-            let _ = wait_for(Duration::from_secs(60), || gate.exists(), |&open| open);
-        }
+// Test hook, run when the binary loads: a child started with
+// `MULTIPROC_TEST_EXIT_AT_LOAD=n` exits with `n` before it can handshake;
+// with `MULTIPROC_TEST_SLEEP_AT_LOAD=ms` it stalls that long first; with
+// `MULTIPROC_TEST_WAIT_AT_LOAD=path` it stalls until the test opens that
+// [`Gate`] (a minute at most).
+multiproc::__load_time_constructor!(LOAD_HOOK, {
+    if let Some(code) = std::env::var_os("MULTIPROC_TEST_EXIT_AT_LOAD") {
+        std::process::exit(code.to_string_lossy().parse().unwrap_or(99));
     }
-    hook
-};
+    if let Some(ms) = std::env::var_os("MULTIPROC_TEST_SLEEP_AT_LOAD") {
+        let ms = ms.to_string_lossy().parse().unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    if let Some(gate) = std::env::var_os(Gate::VAR) {
+        let gate = std::path::Path::new(&gate);
+        let _ = wait_for(Duration::from_secs(60), || gate.exists(), |&open| open);
+    }
+});
 
 /// Holds a child back before its handshake until the test has done what
 /// it must do first (play an impostor, look at the handshake server): the
