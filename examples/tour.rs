@@ -166,10 +166,10 @@ fn main() -> multiproc::Result<()> {
 
     // join(timeout), is_alive, terminate, exitcode.
     let mut p = Process::spawn(sleep_ms, 60_000)?;
-    let finished = p.join_timeout(Duration::from_millis(50))?;
+    let waited = p.join_timeout(Duration::from_millis(50));
     println!(
-        "== join_timeout(50 ms): finished = {}, is_alive = {}",
-        finished.is_some(),
+        "== join_timeout(50 ms): timed out = {}, is_alive = {}",
+        waited.is_err_and(|e| e.is_timeout()),
         p.is_alive()
     );
     println!(

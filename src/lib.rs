@@ -20,6 +20,7 @@ mod shared;
 mod sync;
 mod sys;
 mod task;
+mod wait;
 
 pub use affinity::cpu_count;
 /// bytemuck's marker traits for plain-old-data types, which shared memory
@@ -38,7 +39,7 @@ pub use pool::{
 pub use process::{
     active_children, current_process, parent_process, Process, ProcessBuilder, ProcessInfo,
 };
-pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,

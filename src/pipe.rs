@@ -17,7 +17,7 @@ use crate::codec;
 use crate::error::{Call, Error, ErrorKind, Result};
 use crate::ring::{self, Consumer, Mode, Producer, Ring};
 use crate::segment::{Segment, SegmentHandle, SegmentRegion};
-use crate::sync::deadline_after;
+use crate::wait::deadline_after;
 
 /// Ring bytes per direction.
 const CAPACITY: usize = 1 << 20;

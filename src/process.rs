@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exit_status::ExitStatus;
 use crate::sys;
 use crate::task::TaskRef;
+use crate::wait::Wait;
 
 /// Name and pid of a process: what [`current_process`] and
 /// [`active_children`] return.
@@ -179,21 +180,14 @@ impl ChildCell {
 
     /// Waits for the child to end, until `deadline`.
     fn wait_exit(&self, deadline: Option<Instant>) -> Option<ExitStatus> {
+        let wait = Wait::new(deadline);
         loop {
             if let Some(status) = self.poll_exit() {
                 return Some(status);
             }
             // Sleep until the child exits or a slice passes, without holding
             // the lock (is_alive, kill and active_children take it too).
-            let mut slice = Duration::from_millis(50);
-            if let Some(d) = deadline {
-                let now = Instant::now();
-                if now >= d {
-                    return None;
-                }
-                slice = slice.min(d - now);
-            }
-            sys::wait_for_exit(self.pid, slice);
+            sys::wait_for_exit(self.pid, wait.slice()?);
         }
     }
 
@@ -708,14 +702,16 @@ impl<R: DeserializeOwned> Process<R> {
             .ok_or_else(|| Error::new(ErrorKind::InvalidState, "join ended without a result"))
     }
 
-    /// Waits at most `timeout` (Python's `join(timeout)`): `Ok(Some(value))`
-    /// if the child finished, `Ok(None)` if it is still running.
+    /// Waits at most `timeout` (Python's `join(timeout)`) for the child's
+    /// value. If it is still running then, the error
+    /// [`is_timeout`](Error::is_timeout) and nothing changed: join again
+    /// later, or `terminate` it.
     ///
-    /// Once it has returned `Some` or an error, the result is consumed:
-    /// later calls return [`ErrorKind::InvalidState`].
+    /// Once it has returned a value or another error, the result is
+    /// consumed: later calls return [`ErrorKind::InvalidState`].
     ///
     /// # Errors
-    /// As [`join`](Process::join).
+    /// [`ErrorKind::Timeout`], or as [`join`](Process::join).
     ///
     /// ```
     /// use std::time::Duration;
@@ -724,12 +720,24 @@ impl<R: DeserializeOwned> Process<R> {
     /// fn main() {
     ///     multiproc::init();
     ///     let mut p = multiproc::Process::spawn(nap, 500).unwrap();
-    ///     assert_eq!(p.join_timeout(Duration::from_millis(1)).unwrap(), None);
-    ///     assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), Some(500));
+    ///     assert!(p.join_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    ///     assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 500);
     /// }
     /// ```
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
-        self.wait(Some(Instant::now() + timeout))
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
+        self.wait(crate::wait::deadline_after(timeout))?
+            .ok_or_else(|| {
+                Error::timeout(&format!(
+                    "Process::join_timeout: {} (pid {}) was still running at the deadline",
+                    self.waiter.cell.name, self.waiter.cell.pid
+                ))
+            })
+    }
+
+    /// [`join_timeout`](Process::join_timeout) for the crate's own pollers:
+    /// `Ok(None)` while the child runs.
+    pub(crate) fn poll_join(&mut self, timeout: Duration) -> Result<Option<R>> {
+        self.wait(crate::wait::deadline_after(timeout))
     }
 
     fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<R>> {

@@ -22,8 +22,8 @@ use crate::error::{Call, Error, ErrorKind, Result};
 use crate::participants::Participants;
 use crate::ring::{self, Consumer, Mode, PeerCheck, Producer, Ring};
 use crate::segment::{in_place, Line, Segment, SegmentHandle, SegmentRegion, Typed};
-use crate::sync::deadline_after;
 use crate::sys;
+use crate::wait::{deadline_after, Wait};
 
 /// Ring bytes of [`Queue::new`].
 const DEFAULT_CAPACITY: usize = 1 << 20;
@@ -233,49 +233,6 @@ impl Drop for Inner {
     }
 }
 
-/// `try_put` could not put the item: it is handed back.
-///
-/// ```
-/// let q = multiproc::Queue::<Vec<u8>>::with_capacity(64).unwrap();
-/// let big = vec![0u8; 1000];
-/// match q.try_put(big) {
-///     Err(multiproc::TryPutError::Failed(e, item)) => { assert_eq!(item.len(), 1000); let _ = e; }
-///     other => panic!("{other:?}"),
-/// }
-/// ```
-#[derive(Debug)]
-pub enum TryPutError<T> {
-    /// No room now (or before the deadline).
-    Full(T),
-    /// Another error (too large for the queue, the queue is broken…).
-    Failed(Error, T),
-}
-
-impl<T> TryPutError<T> {
-    /// The item that was not put.
-    ///
-    /// ```
-    /// let e = multiproc::TryPutError::Full(7);
-    /// assert_eq!(e.into_inner(), 7);
-    /// ```
-    pub fn into_inner(self) -> T {
-        match self {
-            TryPutError::Full(t) | TryPutError::Failed(_, t) => t,
-        }
-    }
-}
-
-impl<T> std::fmt::Display for TryPutError<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TryPutError::Full(_) => f.write_str("the queue is full"),
-            TryPutError::Failed(e, _) => write!(f, "put failed: {e}"),
-        }
-    }
-}
-
-impl<T: std::fmt::Debug> std::error::Error for TryPutError<T> {}
-
 /// A first-in first-out queue shared by any number of processes.
 ///
 /// Python counterpart: `multiprocessing.Queue()`: `put`, `get`,
@@ -422,50 +379,47 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(())
     }
 
-    /// Puts `item` if there is room within `timeout`; otherwise hands it
-    /// back in [`TryPutError::Full`].
+    /// As [`put`](Queue::put), waiting at most `timeout` for room (Python's
+    /// `put(item, timeout=t)`).
     ///
     /// # Errors
-    /// [`TryPutError::Full`] on timeout, [`TryPutError::Failed`] as
-    /// [`put`](Queue::put).
+    /// [`ErrorKind::Timeout`] if there was no room in time (nothing was
+    /// put), or as [`put`](Queue::put).
     ///
     /// ```
     /// let q = multiproc::Queue::new().unwrap();
-    /// q.put_timeout(5u8, std::time::Duration::from_millis(10)).unwrap();
+    /// q.put_timeout(&5u8, std::time::Duration::from_millis(10)).unwrap();
     /// ```
-    pub fn put_timeout(
-        &self,
-        item: T,
-        timeout: Duration,
-    ) -> std::result::Result<(), TryPutError<T>> {
-        self.put_timeout_as(item, timeout, &putting("Queue::put_timeout"))
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.put_until(
+            item,
+            deadline_after(timeout),
+            &putting("Queue::put_timeout"),
+        )
     }
 
-    fn put_timeout_as(
-        &self,
-        item: T,
-        timeout: Duration,
-        call: &Call<'_>,
-    ) -> std::result::Result<(), TryPutError<T>> {
-        match self.put_until(&item, deadline_after(timeout), call) {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_timeout() => Err(TryPutError::Full(item)),
-            Err(e) => Err(TryPutError::Failed(e, item)),
+    /// Puts `item` only if there is room now (Python's `put_nowait`):
+    /// `Ok(false)` if the queue is full (nothing was put).
+    ///
+    /// # Errors
+    /// As [`put`](Queue::put).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::with_capacity(64).unwrap();
+    /// assert!(q.try_put(&1u8).unwrap());
+    /// while q.try_put(&2u8).unwrap() {}
+    /// assert!(q.is_full());
+    /// ```
+    pub fn try_put(&self, item: &T) -> Result<bool> {
+        self.try_put_as(item, &putting("Queue::try_put"))
+    }
+
+    fn try_put_as(&self, item: &T, call: &Call<'_>) -> Result<bool> {
+        match self.put_until(item, Some(Instant::now()), call) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_timeout() => Ok(false),
+            Err(e) => Err(e),
         }
-    }
-
-    /// Puts `item` only if there is room now (Python's `put_nowait`).
-    ///
-    /// # Errors
-    /// [`TryPutError::Full`] if there is no room, [`TryPutError::Failed`]
-    /// as [`put`](Queue::put).
-    ///
-    /// ```
-    /// let q = multiproc::Queue::new().unwrap();
-    /// q.try_put(1u8).unwrap();
-    /// ```
-    pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
-        self.put_timeout_as(item, Duration::ZERO, &putting("Queue::try_put"))
     }
 
     /// Takes the item at the front, waiting for one.
@@ -881,15 +835,14 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// ```
     /// let q = multiproc::JoinableQueue::new().unwrap();
-    /// q.put_timeout(1u8, std::time::Duration::from_millis(10)).unwrap();
+    /// q.put_timeout(&1u8, std::time::Duration::from_millis(10)).unwrap();
     /// ```
-    pub fn put_timeout(
-        &self,
-        item: T,
-        timeout: Duration,
-    ) -> std::result::Result<(), TryPutError<T>> {
-        self.queue
-            .put_timeout_as(item, timeout, &putting("JoinableQueue::put_timeout"))
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.queue.put_until(
+            item,
+            deadline_after(timeout),
+            &putting("JoinableQueue::put_timeout"),
+        )
     }
 
     /// As [`Queue::try_put`], counting one more unfinished task if the item
@@ -900,11 +853,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// ```
     /// let q = multiproc::JoinableQueue::new().unwrap();
-    /// q.try_put(1u8).unwrap();
+    /// assert!(q.try_put(&1u8).unwrap());
     /// ```
-    pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
+    pub fn try_put(&self, item: &T) -> Result<bool> {
         self.queue
-            .put_timeout_as(item, Duration::ZERO, &putting("JoinableQueue::try_put"))
+            .try_put_as(item, &putting("JoinableQueue::try_put"))
     }
 
     /// As [`Queue::put_many`], counting one more unfinished task per item
@@ -1004,36 +957,29 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     fn join_until(&self, deadline: Option<Instant>) -> Result<()> {
         let h = self.queue.inner.header();
-        let mut last_check = Instant::now();
+        let mut wait = Wait::new(deadline);
         loop {
             // SYNC: Acquire pairs with the AcqRel decrements in task_done.
             let n = h.unfinished.load(Ordering::Acquire);
             if n == 0 {
                 return Ok(());
             }
-            let mut slice = Duration::from_millis(50);
-            if let Some(d) = deadline {
-                let now = Instant::now();
-                if now >= d {
-                    return Err(Error::timeout(&format!(
-                        "JoinableQueue::join_timeout: {n} tasks were still unfinished"
-                    )));
-                }
-                slice = slice.min(d - now);
-            }
-            if last_check.elapsed() >= Duration::from_millis(100) {
-                last_check = Instant::now();
-                if let Some(pid) = h.participants.dead() {
-                    return Err(Error::new(
-                        ErrorKind::PeerDied,
-                        format!(
-                            "JoinableQueue::join: {n} tasks are unfinished and process {pid} \
-                             sharing the queue died abruptly (it may have taken one with it)"
-                        ),
-                    )
-                    .with_pid(pid));
-                }
-            }
+            wait.check(|| match h.participants.dead() {
+                None => Ok(()),
+                Some(pid) => Err(Error::new(
+                    ErrorKind::PeerDied,
+                    format!(
+                        "JoinableQueue::join: {n} tasks are unfinished and process {pid} \
+                         sharing the queue died abruptly (it may have taken one with it)"
+                    ),
+                )
+                .with_pid(pid)),
+            })?;
+            let Some(slice) = wait.slice() else {
+                return Err(Error::timeout(&format!(
+                    "JoinableQueue::join_timeout: {n} tasks were still unfinished"
+                )));
+            };
             sys::futex_wait(&h.unfinished, n, slice);
         }
     }

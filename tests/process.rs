@@ -127,10 +127,12 @@ fn is_alive_and_join_timeout() {
     let mut p = Process::spawn(when_set, (go.clone(), 400)).unwrap();
     assert!(p.is_alive());
     assert_eq!(p.exit_code(), None);
-    assert_eq!(p.join_timeout(Duration::from_millis(20)).unwrap(), None);
+    let err = p.join_timeout(Duration::from_millis(20)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("still running"), "{err}");
     assert!(p.is_alive());
     go.set();
-    assert_eq!(p.join_timeout(Duration::from_secs(60)).unwrap(), Some(400));
+    assert_eq!(p.join_timeout(Duration::from_secs(60)).unwrap(), 400);
     assert!(!p.is_alive());
     assert_eq!(p.exit_code(), Some(ExitStatus::Code(0)));
     let again = p.join_timeout(Duration::from_millis(1)).unwrap_err();
@@ -146,8 +148,9 @@ fn join_timeout_in_short_slices_never_loses_a_result() {
         let mut p = Process::spawn(square, i).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let got = loop {
-            if let Some(v) = p.join_timeout(Duration::from_millis(1)).unwrap() {
-                break v;
+            match p.join_timeout(Duration::from_millis(1)) {
+                Ok(v) => break v,
+                Err(e) => assert!(e.is_timeout(), "child {i}: {e}"),
             }
             assert!(Instant::now() < deadline, "child {i}: no result");
         };
@@ -511,10 +514,7 @@ fn every_short_child_that_delivered_exits_zero() {
     common::watchdog(Duration::from_secs(300), || {
         for i in 0..40u64 {
             let mut p = Process::spawn(square, i).unwrap();
-            assert_eq!(
-                p.join_timeout(Duration::from_secs(60)).unwrap(),
-                Some(i * i)
-            );
+            assert_eq!(p.join_timeout(Duration::from_secs(60)).unwrap(), i * i);
             let deadline = Instant::now() + Duration::from_secs(30);
             let status = loop {
                 if let Some(s) = p.exit_code() {

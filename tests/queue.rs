@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use multiproc::{ErrorKind, Event, JoinableQueue, Process, Queue, TryPutError};
+use multiproc::{ErrorKind, Event, JoinableQueue, Process, Queue};
 use proptest::prelude::*;
 
 multiproc::test_support!();
@@ -67,7 +67,7 @@ fn two_consumer_processes_share_the_work() {
 }
 
 #[test]
-fn try_put_hands_the_item_back_when_full() {
+fn try_put_says_full_and_put_timeout_times_out_without_putting() {
     let q = Queue::<Vec<u8>>::with_capacity(256).unwrap();
     // A second holder, so a blocked put has someone to wait for.
     let holder = Process::spawn(
@@ -79,35 +79,29 @@ fn try_put_hands_the_item_back_when_full() {
     )
     .unwrap();
     let mut put = 0;
-    let back = loop {
-        match q.try_put(vec![7u8; 40]) {
-            Ok(()) => put += 1,
-            Err(e) => break e,
-        }
-    };
+    while q.try_put(&vec![7u8; 40]).unwrap() {
+        put += 1;
+    }
     assert!(put >= 2);
-    match back {
-        TryPutError::Full(item) => assert_eq!(item, vec![7u8; 40]),
-        other => panic!("{other:?}"),
+    let err = q
+        .put_timeout(&vec![1u8; 40], Duration::from_millis(20))
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("Queue::put_timeout"), "{err}");
+    // Too big for the ring at all: an error, not "full".
+    let err = q.try_put(&vec![0u8; 1000]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec);
+    // Nothing the failed calls tried went in.
+    assert_eq!(q.len(), put);
+    for _ in 0..put {
+        assert_eq!(q.try_get().unwrap(), Some(vec![7u8; 40]));
     }
-    match q.put_timeout(vec![1u8; 40], Duration::from_millis(20)) {
-        Err(TryPutError::Full(item)) => assert_eq!(item, vec![1u8; 40]),
-        other => panic!("{other:?}"),
-    }
-    // Too big for the ring at all: an error, the item handed back.
-    match q.try_put(vec![0u8; 1000]) {
-        Err(TryPutError::Failed(e, item)) => {
-            assert_eq!(e.kind(), ErrorKind::Codec);
-            assert_eq!(item.len(), 1000);
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(q.try_get().unwrap(), Some(vec![7u8; 40]));
+    assert_eq!(q.try_get().unwrap(), None);
 
     // Full of small items: `is_full` says so.
     let small = Queue::<u8>::with_capacity(64).unwrap();
     assert!(!small.is_full());
-    while small.try_put(1).is_ok() {}
+    while small.try_put(&1).unwrap() {}
     assert!(small.is_full());
     assert!(!small.is_empty());
     holder.kill().unwrap();
@@ -218,14 +212,11 @@ fn a_plain_handle_of_a_joinable_queue_counts_its_puts() {
 fn joinable_queue_counts_every_kind_of_put() {
     let q = JoinableQueue::new().unwrap();
     q.put(&1u32).unwrap();
-    q.try_put(2).unwrap();
-    q.put_timeout(3, Duration::from_millis(10)).unwrap();
+    assert!(q.try_put(&2).unwrap());
+    q.put_timeout(&3, Duration::from_millis(10)).unwrap();
     // A put that fails counts nothing.
     let small = JoinableQueue::<Vec<u8>>::new().unwrap();
-    assert!(matches!(
-        small.try_put(vec![0u8; 4 << 20]),
-        Err(TryPutError::Failed(..))
-    ));
+    assert!(small.try_put(&vec![0u8; 4 << 20]).is_err());
     assert_eq!(
         small.task_done().unwrap_err().kind(),
         ErrorKind::InvalidState
@@ -362,7 +353,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// A queue behaves like a bounded FIFO: every try_put either succeeds
-    /// (and the item comes out later, in order) or hands the item back;
+    /// (and the item comes out later, in order) or says full and puts nothing;
     /// try_get_many(k) takes the first k (or all, if fewer).
     #[test]
     fn queue_matches_a_fifo_model(ops in prop::collection::vec(op(), 1..200)) {
@@ -370,11 +361,11 @@ proptest! {
         let mut model = VecDeque::new();
         for op in ops {
             match op {
-                Op::Put(item) => match q.try_put(item.clone()) {
-                    Ok(()) => model.push_back(item),
-                    Err(TryPutError::Full(back)) => prop_assert_eq!(back, item),
-                    Err(TryPutError::Failed(e, _)) => prop_assert!(false, "{}", e),
-                },
+                Op::Put(item) => {
+                    if q.try_put(&item).unwrap() {
+                        model.push_back(item);
+                    }
+                }
                 Op::Get => prop_assert_eq!(q.try_get().unwrap(), model.pop_front()),
                 Op::GetMany(k) => {
                     let want: Vec<_> = (0..k).map_while(|_| model.pop_front()).collect();

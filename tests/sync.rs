@@ -66,6 +66,24 @@ fn a_sigkilled_lock_holder_gives_owner_died_then_the_lock_works() {
 }
 
 #[test]
+fn try_lock_refuses_a_live_holder_and_takes_over_from_a_dead_one() {
+    let lock = Lock::new().unwrap();
+    let held = Event::new().unwrap();
+    let p = Process::spawn(hold_forever, (lock.clone(), held.clone())).unwrap();
+    let pid = p.pid();
+    held.wait_timeout(Duration::from_secs(30)).unwrap();
+    assert!(lock.try_lock().unwrap().is_none(), "a live holder's lock");
+    p.kill().unwrap();
+    assert!(p.join().unwrap_err().is_process_died());
+    // Without waiting: the dead holder is noticed on the spot, not after a
+    // liveness period (a `try_lock` poll loop would otherwise spin forever).
+    let err = lock.try_lock().map(|g| g.is_some()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OwnerDied, "{err}");
+    assert_eq!(err.pid(), Some(pid));
+    assert!(lock.try_lock().unwrap().is_some(), "free again");
+}
+
+#[test]
 fn owner_death_is_seen_by_a_waiter_already_blocked() {
     let lock = Lock::new().unwrap();
     let held = Event::new().unwrap();
@@ -373,12 +391,12 @@ fn barrier_indices_count_arrivals_from_zero() {
 #[test]
 fn rlock_try_lock_re_enters_and_refuses_other_processes() {
     fn try_take(l: RLock) -> bool {
-        l.try_lock().is_some()
+        l.try_lock().unwrap().is_some()
     }
     let l = RLock::new().unwrap();
     assert!(!l.is_locked());
-    let a = l.try_lock().expect("free");
-    let b = l.try_lock().expect("re-entered by its owner");
+    let a = l.try_lock().unwrap().expect("free");
+    let b = l.try_lock().unwrap().expect("re-entered by its owner");
     assert!(l.is_locked());
     let p = Process::spawn(try_take, l.clone()).unwrap();
     assert!(!p.join().unwrap(), "another process took a held RLock");

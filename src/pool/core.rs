@@ -700,7 +700,7 @@ impl Core {
         // not open its rings or the doorbell, …). It has exited, so the
         // wait is for a result already sent or never coming.
         let own = self.workers[i].as_mut().and_then(|w| {
-            match w.process.join_timeout(Duration::from_millis(20)) {
+            match w.process.poll_join(Duration::from_millis(20)) {
                 Ok(Some(Err(why))) => Some(why),
                 _ => None,
             }

@@ -4,7 +4,7 @@
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::core::{Core, State};
 use super::driver::Shared;
@@ -158,8 +158,13 @@ impl<T> AsyncResult<T> {
         );
     }
 
-    /// Waits at most `timeout`; `true` if it is ready (Python's
-    /// `wait(timeout)`).
+    /// Waits at most `timeout` for it to be ready (Python's
+    /// `wait(timeout)`); an error that [`is_timeout`](crate::Error::is_timeout)
+    /// if it is not. A failed task is ready too: its error comes from
+    /// [`get`](AsyncResult::get).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) only.
     ///
     /// ```
     /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
@@ -167,16 +172,24 @@ impl<T> AsyncResult<T> {
     ///     multiproc::init();
     ///     let pool = multiproc::Pool::new(1).unwrap();
     ///     let r = pool.apply_async(nap, 300).unwrap();
-    ///     assert!(!r.wait_timeout(std::time::Duration::from_millis(10)));
+    ///     assert!(r.wait_timeout(std::time::Duration::from_millis(10)).unwrap_err().is_timeout());
+    ///     r.wait_timeout(std::time::Duration::from_secs(30)).unwrap();
+    ///     assert!(r.ready());
     /// }
     /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         let s = Arc::clone(&self.sink);
-        let deadline = Instant::now() + timeout;
-        let (_core, ok) = self
-            .shared
-            .wait_until(&move |_: &Core| s.ready(), Some(deadline));
-        ok
+        let (_core, ready) = self.shared.wait_until(
+            &move |c: &Core| s.ready() || c.state == State::Terminated,
+            crate::wait::deadline_after(timeout),
+        );
+        if ready {
+            Ok(())
+        } else {
+            Err(Error::timeout(
+                "AsyncResult::wait_timeout: the result was not ready at the deadline",
+            ))
+        }
     }
 
     /// The value (Python's `get()`).
@@ -215,11 +228,11 @@ impl<T> AsyncResult<T> {
     /// }
     /// ```
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<T> {
-        if !self.wait_timeout(timeout) {
-            return Err(Error::timeout(
+        self.wait_timeout(timeout).map_err(|_| {
+            Error::timeout(
                 "AsyncResult::get_timeout: the result was not ready in time (it may still come)",
-            ));
-        }
+            )
+        })?;
         self.take()
     }
 

@@ -1,8 +1,8 @@
-//! Waiting on a ring: the spin-then-park loop every blocking call shares,
-//! its deadline and liveness bookkeeping ([`Wait`]), the one park/wake pair
-//! on a header word (a waiter announces itself in a count, a waker checks
-//! the count: Dekker over SeqCst fences), and the Mpmc side lock built on
-//! them.
+//! Waiting on a ring: the spin-then-park loop every blocking call shares
+//! (its deadline and liveness bookkeeping is the crate's one [`Wait`]), the
+//! one park/wake pair on a header word (a waiter announces itself in a
+//! count, a waker checks the count: Dekker over SeqCst fences), and the
+//! Mpmc side lock built on them.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use super::memory::{Atomic, Memory};
 use super::{Mode, PeerCheck, Ring, Side, Waiters};
 use crate::error::{Error, ErrorKind, Result};
+pub(super) use crate::wait::Wait;
 
-/// How long a blocked waiter sleeps before it re-checks peer liveness.
-const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
 /// Default spin before parking: waking a parked peer costs ≈ 50 µs on the
 /// target VM (docs/BENCHMARKS.md, "Measured before the code"), so spinning
 /// shorter than that loses.
@@ -174,61 +173,6 @@ pub(super) fn side_peer_alive<M: Memory>(
         // SYNC: Acquire pairs with the Release store of pid in claim.
         None if mode == Mode::Spsc => M::pid_alive(other.pid.load(Ordering::Acquire)),
         None => true,
-    }
-}
-
-/// Deadline and liveness bookkeeping of one blocking call.
-pub(super) struct Wait {
-    deadline: Option<Instant>,
-    /// Set on the first liveness query: building a Wait must not read the
-    /// clock (every try_* call builds one; a clock read costs more than a
-    /// frame here).
-    last_check: Option<Instant>,
-}
-
-impl Wait {
-    pub(super) fn new(deadline: Option<Instant>) -> Wait {
-        Wait {
-            deadline,
-            last_check: None,
-        }
-    }
-
-    /// How long to spin before parking: `spin`, but never past the
-    /// deadline (a `try_*` call, whose deadline is now, checks once and
-    /// returns instead of spinning 50 µs).
-    fn spin_budget(&self, spin: Duration) -> Duration {
-        match self.deadline {
-            None => spin,
-            Some(d) => spin.min(d.saturating_duration_since(Instant::now())),
-        }
-    }
-
-    /// How long the next park may last; `None` once the deadline passed.
-    fn slice(&self) -> Option<Duration> {
-        match self.deadline {
-            None => Some(LIVENESS_PERIOD),
-            Some(d) => {
-                let left = d.checked_duration_since(Instant::now())?;
-                (!left.is_zero()).then(|| left.min(LIVENESS_PERIOD))
-            }
-        }
-    }
-
-    /// Runs `alive` at most every LIVENESS_PERIOD.
-    fn liveness_due(&mut self) -> bool {
-        match self.last_check {
-            Some(t) if t.elapsed() < LIVENESS_PERIOD => false,
-            Some(_) => {
-                self.last_check = Some(Instant::now());
-                true
-            }
-            None => {
-                // The first park already lasted up to LIVENESS_PERIOD.
-                self.last_check = Some(Instant::now());
-                true
-            }
-        }
     }
 }
 

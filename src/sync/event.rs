@@ -1,0 +1,151 @@
+//! `Event`: a flag processes can wait for.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+in_place! {
+    struct EventBlock {
+        header: Header,
+        flag: AtomicU32,
+    }
+}
+
+impl Block for EventBlock {
+    const KIND: Kind = Kind::Event;
+    fn header(&self) -> &Header {
+        &self.header
+    }
+    fn wake_all(&self) {
+        sys::futex_wake(&self.flag, u32::MAX);
+    }
+}
+
+/// A flag that processes can wait for.
+///
+/// Python counterpart: `multiprocessing.Event()`: `set`, `clear`,
+/// `is_set`, `wait`, `wait(timeout)` (here
+/// [`wait_timeout`](Event::wait_timeout)).
+///
+/// Robust: if a process sharing the event dies abruptly, waiters get
+/// [`ErrorKind::PeerDied`] instead of waiting for a `set` that may never
+/// come.
+///
+/// ```
+/// use multiproc::{Event, Process};
+///
+/// fn starter(go: Event) { go.set(); }
+///
+/// fn main() {
+///     multiproc::init();
+///     let go = Event::new().unwrap();
+///     let p = Process::spawn(starter, go.clone()).unwrap();
+///     go.wait().unwrap();
+///     assert!(go.is_set());
+///     p.join().unwrap();
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    shared: Arc<Shared<EventBlock>>,
+}
+shared_serde!(Event);
+
+impl Event {
+    /// A new, unset event.
+    ///
+    /// # Errors
+    /// As [`Lock::new`].
+    ///
+    /// ```
+    /// assert!(!multiproc::Event::new().unwrap().is_set());
+    /// ```
+    pub fn new() -> Result<Event> {
+        Ok(Event {
+            shared: Shared::create(|_| {})?,
+        })
+    }
+
+    /// Sets the flag and wakes every waiter.
+    ///
+    /// ```
+    /// let e = multiproc::Event::new().unwrap();
+    /// e.set();
+    /// assert!(e.is_set());
+    /// ```
+    pub fn set(&self) {
+        let b = self.shared.block();
+        // SYNC: Release pairs with the Acquire load in `is_set`/`wait`.
+        b.flag.store(1, Ordering::Release);
+        sys::futex_wake(&b.flag, u32::MAX);
+    }
+
+    /// Clears the flag.
+    ///
+    /// ```
+    /// let e = multiproc::Event::new().unwrap();
+    /// e.set();
+    /// e.clear();
+    /// assert!(!e.is_set());
+    /// ```
+    pub fn clear(&self) {
+        // SYNC: Relaxed: clearing publishes nothing; waiters re-check.
+        self.shared.block().flag.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the flag is set.
+    ///
+    /// ```
+    /// assert!(!multiproc::Event::new().unwrap().is_set());
+    /// ```
+    pub fn is_set(&self) -> bool {
+        // SYNC: Acquire pairs with the Release store in `set`.
+        self.shared.block().flag.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits until the flag is set.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PeerDied`] if a process sharing the event died.
+    ///
+    /// ```
+    /// let e = multiproc::Event::new().unwrap();
+    /// e.set();
+    /// e.wait().unwrap();
+    /// ```
+    pub fn wait(&self) -> Result<()> {
+        self.wait_until(None)
+    }
+
+    /// Waits at most `timeout` for the flag.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`], or as [`wait`](Event::wait).
+    ///
+    /// ```
+    /// let e = multiproc::Event::new().unwrap();
+    /// assert!(e.wait_timeout(std::time::Duration::from_millis(5)).unwrap_err().is_timeout());
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_until(deadline_after(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {
+        let b = self.shared.block();
+        let mut wait = Wait::new(deadline);
+        wait.check(|| self.shared.check_peers())?;
+        loop {
+            if self.is_set() {
+                return Ok(());
+            }
+            wait.check(|| self.shared.check_peers())?;
+            wait.sleep_on(
+                &b.flag,
+                0,
+                "Event::wait_timeout: the event was not set in time",
+            )?;
+        }
+    }
+}

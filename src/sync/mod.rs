@@ -1,0 +1,245 @@
+//! Cross-process synchronisation: `Lock`, `RLock`, `Semaphore`,
+//! `BoundedSemaphore`, `Event`, `Condition`, `Barrier`.
+//!
+//! Each primitive is a small `#[repr(C)]` block of atomics at the start of
+//! its own shared-memory segment. Waiting spins briefly and then sleeps on a
+//! futex word of the block, through the crate's one waiter
+//! ([`crate::wait::Wait`]): between slices of at most its liveness period a
+//! waiter checks that the processes it depends on are alive, so a dead peer
+//! becomes an error, never a hang.
+//!
+//! Why not `raw_sync`: its Unix timed waits fail with `EINVAL`, its mutexes
+//! are not robust (a dead holder deadlocks everyone on Unix and makes it
+//! panic on Windows), and its primitives are not `Send`. These are built on
+//! atomics and a futex instead, and robustness comes from two records kept
+//! in the block:
+//!
+//! * a lock word holds the owner's **pid** (plus a waiters bit), so a waiter
+//!   can always tell who holds the lock and whether that process still lives
+//!   (`OwnerDied`);
+//! * a table of **participants**: every process holding a handle registers
+//!   its pid, and removes it when its last handle drops. A participant that
+//!   vanishes without deregistering died abnormally; the primitive is then
+//!   *broken* and every waiter gets `PeerDied` (like Python's
+//!   `BrokenBarrierError`, for all of them).
+//!
+//! Everything read from the block is an integer another process may have
+//! written: it is only ever compared, never used as an index or a length,
+//! so a corrupt block gives wrong answers or errors, never UB.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::participants::Participants;
+use crate::segment::{in_place, InPlace, Segment, SegmentHandle, Typed};
+use crate::sys;
+use crate::wait::deadline_after;
+use crate::wait::Wait;
+
+/// Spins before sleeping: a parked peer costs tens of µs to wake here.
+const SPINS: u32 = 200;
+
+const MAGIC: u32 = 0x4d50_5359; // "MPSY"
+const WAITERS: u32 = 1 << 31;
+
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Lock = 1,
+    RLock = 2,
+    Semaphore = 3,
+    Event = 4,
+    Condition = 5,
+    Barrier = 6,
+}
+
+in_place! {
+    /// Common start of every block.
+    struct Header {
+        magic: AtomicU32,
+        kind: AtomicU32,
+        /// Non-zero once a participant died: every wait fails with `PeerDied`.
+        broken: AtomicU32,
+        _pad: AtomicU32,
+        participants: Participants,
+    }
+}
+
+/// What each primitive's block provides to the shared machinery.
+trait Block: InPlace + Sized {
+    const KIND: Kind;
+    fn header(&self) -> &Header;
+    /// Wakes every sleeper on every futex word of the block.
+    fn wake_all(&self);
+}
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+/// A small per-thread id (unique within this process), for `RLock`.
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // SYNC: Relaxed: only uniqueness matters, no data is published.
+    thread_local!(static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    TOKEN.with(|t| *t)
+}
+
+/// One process's handle on a block: the segment, and its participant slot.
+struct Shared<B: Block> {
+    block: Typed<B>,
+    slot: Option<usize>,
+}
+
+impl<B: Block> Shared<B> {
+    /// Creates the segment and lets `init` set the block's fields (the
+    /// header is filled in here).
+    fn create(init: impl FnOnce(&B)) -> Result<Arc<Self>> {
+        let segment = Segment::create(std::mem::size_of::<B>())?;
+        let shared = Self::attach(segment)?;
+        let block = shared.block();
+        init(block);
+        let h = block.header();
+        // SYNC: Relaxed, published by the Release store of `magic` below.
+        h.kind.store(B::KIND as u32, Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire load of `magic` in `check`
+        // (a peer opening the block sees every field initialised).
+        h.magic.store(MAGIC, Ordering::Release);
+        let mut shared = shared;
+        shared.slot = shared.register();
+        Ok(Arc::new(shared))
+    }
+
+    fn open(handle: &SegmentHandle) -> Result<Arc<Self>> {
+        let mut shared = Self::attach(Segment::open(handle)?)?;
+        let h = shared.block().header();
+        // SYNC: Acquire pairs with the Release store of `magic` in `create`.
+        if h.magic.load(Ordering::Acquire) != MAGIC
+            || h.kind.load(Ordering::Relaxed) != B::KIND as u32
+        {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("segment does not hold a {:?}", B::KIND),
+            ));
+        }
+        shared.slot = shared.register();
+        Ok(Arc::new(shared))
+    }
+
+    fn attach(segment: Segment) -> Result<Self> {
+        Ok(Shared {
+            block: Typed::new(Arc::new(segment))?,
+            slot: None,
+        })
+    }
+
+    fn block(&self) -> &B {
+        self.block.get()
+    }
+
+    fn segment(&self) -> &Segment {
+        self.block.segment()
+    }
+
+    /// Takes a participant slot for this process (None if all are taken:
+    /// this process is then not watched, which is documented).
+    fn register(&self) -> Option<usize> {
+        self.block().header().participants.register()
+    }
+
+    /// `Err(PeerDied)` if the block is broken or a participant died (which
+    /// then breaks it and wakes everyone).
+    fn check_peers(&self) -> Result<()> {
+        self.segment().check_intact()?;
+        let block = self.block();
+        let h = block.header();
+        // SYNC: Acquire pairs with the Release store of `broken` below (by
+        // whichever waiter found the dead participant).
+        if h.broken.load(Ordering::Acquire) != 0 {
+            let or_timeout = if B::KIND == Kind::Barrier {
+                ", or a wait on it timed out"
+            } else {
+                ""
+            };
+            return Err(Error::new(
+                ErrorKind::PeerDied,
+                format!(
+                    "this {:?} is broken: a process sharing it died{or_timeout}",
+                    B::KIND
+                ),
+            ));
+        }
+        if let Some(p) = h.participants.dead() {
+            // SYNC: Release pairs with the Acquire load above in other
+            // waiters.
+            h.broken.store(1, Ordering::Release);
+            block.wake_all();
+            return Err(Error::new(
+                ErrorKind::PeerDied,
+                format!(
+                    "process {p} sharing this {:?} died abruptly, so the wait could \
+                     never complete",
+                    B::KIND
+                ),
+            )
+            .with_pid(p));
+        }
+        Ok(())
+    }
+
+    fn handle(&self) -> SegmentHandle {
+        self.segment().handle()
+    }
+}
+
+impl<B: Block> Drop for Shared<B> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            self.block().header().participants.unregister(i);
+        }
+    }
+}
+
+macro_rules! shared_serde {
+    ($ty:ident) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                self.shared.handle().serialize(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let handle = SegmentHandle::deserialize(d)?;
+                let shared = Shared::open(&handle).map_err(serde::de::Error::custom)?;
+                Ok($ty { shared })
+            }
+        }
+
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+mod barrier;
+mod condition;
+mod event;
+mod lock;
+mod mutex;
+mod rlock;
+mod semaphore;
+
+pub use barrier::Barrier;
+pub use condition::{Condition, ConditionGuard};
+pub use event::Event;
+pub use lock::{Lock, LockGuard};
+use mutex::{owner_died, Acquired, MutexWord};
+pub use rlock::{RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore};
