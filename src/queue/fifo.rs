@@ -1,0 +1,495 @@
+//! `Queue` and `SimpleQueue`: put, get, batches, close.
+
+use std::borrow::Borrow;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec;
+use crate::error::{Call, Result};
+use crate::ring::{self};
+use crate::segment::SegmentHandle;
+use crate::wait::deadline_after;
+
+use super::*;
+
+/// A first-in first-out queue shared by any number of processes.
+///
+/// Python counterpart: `multiprocessing.Queue()`: `put`, `get`,
+/// `put_nowait` ([`try_put`](Queue::try_put)), `get_nowait`
+/// ([`try_get`](Queue::try_get)), `put(timeout=)`
+/// ([`put_timeout`](Queue::put_timeout)), `get(timeout=)`
+/// ([`get_timeout`](Queue::get_timeout)), `qsize` ([`len`](Queue::len)),
+/// `empty`, `full`, `close`. Items are any serde type; nothing is pickled.
+///
+/// The bound is in bytes (the ring's capacity, 1 MiB by default): a `put`
+/// blocks while the ring has no room. Pass the queue to child processes as
+/// an argument; clones share it.
+///
+/// A blocked `get` or `put` fails with [`ErrorKind::PeerDied`] once a
+/// process sharing the queue has died abruptly (killed, crashed) instead of
+/// waiting forever. (Processes that exit normally drop their handles and
+/// break nothing: a `get` then waits for the next producer, as in Python.)
+///
+/// ```
+/// use multiproc::{Process, Queue};
+///
+/// fn producer(q: Queue<String>) {
+///     for i in 0..3 { q.put(&format!("item {i}")).unwrap(); }
+/// }
+///
+/// fn main() {
+///     multiproc::init();
+///     let q = Queue::new().unwrap();
+///     let p = Process::spawn(producer, q.clone()).unwrap();
+///     for i in 0..3 { assert_eq!(q.get().unwrap(), format!("item {i}")); }
+///     p.join().unwrap();
+/// }
+/// ```
+pub struct Queue<T> {
+    pub(super) inner: Arc<Inner>,
+    pub(super) _items: PhantomData<fn(T) -> T>,
+}
+
+/// Python's `multiprocessing.SimpleQueue`: the same queue (it already is
+/// the simple, unbounded-in-items kind); `put`, `get`, `is_empty`, `close`.
+///
+/// ```
+/// let q: multiproc::SimpleQueue<u8> = multiproc::SimpleQueue::new().unwrap();
+/// q.put(&1).unwrap();
+/// assert_eq!(q.get().unwrap(), 1);
+/// ```
+pub type SimpleQueue<T> = Queue<T>;
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: Arc::clone(&self.inner),
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("puts", &self.inner.header().puts.0.load(Ordering::Relaxed))
+            .field("gets", &self.inner.header().gets.0.load(Ordering::Relaxed))
+            .field("capacity_bytes", &self.inner.ring.capacity())
+            .finish()
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.inner.header.segment().handle().serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let handle = SegmentHandle::deserialize(d)?;
+        let inner = Inner::open(&handle).map_err(serde::de::Error::custom)?;
+        Ok(Queue {
+            inner: Arc::new(inner),
+            _items: PhantomData,
+        })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue with a 1 MiB ring.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NoSpace`] / [`ErrorKind::Io`] if the shared memory
+    /// cannot be created.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u32>::new().unwrap();
+    /// assert!(q.is_empty());
+    /// ```
+    pub fn new() -> Result<Self> {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A queue whose ring holds `bytes` bytes (rounded up to a power of
+    /// two, at least 64). One item may use at most half of it.
+    ///
+    /// # Errors
+    /// As [`new`](Queue::new).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u64>::with_capacity(4096).unwrap();
+    /// q.put(&1).unwrap();
+    /// ```
+    pub fn with_capacity(bytes: usize) -> Result<Self> {
+        Ok(Queue {
+            inner: Arc::new(Inner::create(bytes, false)?),
+            _items: PhantomData,
+        })
+    }
+
+    /// Puts `item` at the back, waiting for room.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if the item is larger than half the ring;
+    /// [`ErrorKind::PeerDied`] if the queue stays full and a process sharing
+    /// it died abruptly; [`ErrorKind::InvalidState`] after [`close`](Queue::close).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put(&"hello".to_string()).unwrap();
+    /// ```
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.put_until(item, None, &putting("Queue::put"))
+    }
+
+    pub(super) fn put_until(
+        &self,
+        item: &T,
+        deadline: Option<Instant>,
+        call: &Call<'_>,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        inner.count_tasks(1);
+        inner
+            .with_producer(call, |p| codec::push_value(p, KIND_ITEM, item, deadline))
+            .inspect_err(|_| {
+                if inner.counts_tasks {
+                    inner.uncount_task();
+                }
+            })?;
+        // SYNC: Relaxed: `len` is a hint, not a synchronisation point.
+        inner.header().puts.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// As [`put`](Queue::put), waiting at most `timeout` for room (Python's
+    /// `put(item, timeout=t)`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`] if there was no room in time (nothing was
+    /// put), or as [`put`](Queue::put).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put_timeout(&5u8, std::time::Duration::from_millis(10)).unwrap();
+    /// ```
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.put_until(
+            item,
+            deadline_after(timeout),
+            &putting("Queue::put_timeout"),
+        )
+    }
+
+    /// Puts `item` only if there is room now (Python's `put_nowait`):
+    /// `Ok(false)` if the queue is full (nothing was put).
+    ///
+    /// # Errors
+    /// As [`put`](Queue::put).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::with_capacity(64).unwrap();
+    /// assert!(q.try_put(&1u8).unwrap());
+    /// while q.try_put(&2u8).unwrap() {}
+    /// assert!(q.is_full());
+    /// ```
+    pub fn try_put(&self, item: &T) -> Result<bool> {
+        self.try_put_as(item, &putting("Queue::try_put"))
+    }
+
+    pub(super) fn try_put_as(&self, item: &T, call: &Call<'_>) -> Result<bool> {
+        match self.put_until(item, Some(Instant::now()), call) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_timeout() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the item at the front, waiting for one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::PeerDied`] if the queue is empty and a process sharing it
+    /// died abruptly; [`ErrorKind::Codec`] if the item does not decode as
+    /// a `T` (it is consumed).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put(&3i32).unwrap();
+    /// assert_eq!(q.get().unwrap(), 3);
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.get_until(None, &getting("Queue::get"))
+    }
+
+    fn get_until(&self, deadline: Option<Instant>, call: &Call<'_>) -> Result<T> {
+        let inner = &self.inner;
+        let (_, item) = inner.with_consumer(call, |c| codec::pop_value::<T>(c, deadline))?;
+        // SYNC: Relaxed, as for `puts`.
+        inner.header().gets.0.fetch_add(1, Ordering::Relaxed);
+        Ok(item)
+    }
+
+    /// As [`get`](Queue::get), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`], or as [`get`](Queue::get).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// assert!(q.get_timeout(std::time::Duration::from_millis(5)).unwrap_err().is_timeout());
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(deadline_after(timeout), &getting("Queue::get_timeout"))
+    }
+
+    /// Takes the front item if there is one now (Python's `get_nowait`).
+    ///
+    /// # Errors
+    /// As [`get`](Queue::get).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// assert_eq!(q.try_get().unwrap(), None);
+    /// ```
+    pub fn try_get(&self) -> Result<Option<T>> {
+        match self.get_until(Some(Instant::now()), &getting("Queue::try_get")) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_timeout() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts every item of `items`, in order, as [`put`](Queue::put) would
+    /// one by one, but holding the queue for as many as fit at once: one
+    /// lock and one wake-up of a waiting consumer per batch instead of per
+    /// item. Waits for room like `put` when the queue is full. Each item
+    /// is still its own entry: any consumer may `get` any of them.
+    ///
+    /// Python counterpart: a loop of `q.put(item)`.
+    ///
+    /// # Errors
+    /// As [`put`](Queue::put). The items before the failing one are in
+    /// the queue; the failing one and those after it are not.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put_many(&[1u32, 2, 3]).unwrap();
+    /// q.put_many((4..=6u32).map(|x| x * 10)).unwrap();
+    /// assert_eq!(q.get_many(10).unwrap(), [1, 2, 3, 40, 50, 60]);
+    /// ```
+    pub fn put_many<I>(&self, items: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.put_many_as(items, &putting("Queue::put_many"))
+    }
+
+    /// [`put_many`](Queue::put_many), its errors worded for `call`.
+    pub(super) fn put_many_as<I>(&self, items: I, call: &Call<'_>) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        let inner = &self.inner;
+        let count = |add: bool| {
+            if add {
+                inner.count_tasks(1);
+            } else if inner.counts_tasks {
+                inner.uncount_task();
+            }
+        };
+        let mut items = items.into_iter();
+        let mut put = 0u64;
+        let result = inner.with_producer(call, |p| {
+            let max = p.max_payload();
+            let sized = |item: I::Item| -> Result<(I::Item, usize)> {
+                let len = codec::serde_len(item.borrow())?;
+                codec::check_max(len, max)?;
+                Ok((item, len))
+            };
+            let mut next = match items.next() {
+                Some(item) => sized(item)?,
+                None => return Ok(()),
+            };
+            loop {
+                // As many as fit, under one hold of the ring.
+                let written = p.batch(None, |b| -> Result<Option<(I::Item, usize)>> {
+                    let mut cur = next;
+                    loop {
+                        let (item, len) = cur;
+                        count(true);
+                        let wrote = b.try_write(KIND_ITEM, len, |buf| {
+                            codec::encode_serde_into(item.borrow(), buf)
+                        });
+                        match wrote {
+                            Ok(true) => put += 1,
+                            Ok(false) => {
+                                count(false);
+                                return Ok(Some((item, len)));
+                            }
+                            Err(e) => {
+                                count(false);
+                                return Err(e);
+                            }
+                        }
+                        cur = match items.next() {
+                            Some(item) => sized(item)?,
+                            None => return Ok(None),
+                        };
+                    }
+                })??;
+                match written {
+                    None => return Ok(()),
+                    Some((item, len)) => {
+                        p.wait_for_room(len, None)?;
+                        next = (item, len);
+                    }
+                }
+            }
+        });
+        // SYNC: Relaxed, as in `put`.
+        inner.header().puts.0.fetch_add(put, Ordering::Relaxed);
+        result
+    }
+
+    /// Takes up to `max` items, in order: waits for the first like
+    /// [`get`](Queue::get), then takes only those already in the queue,
+    /// under one hold of the queue (one lock, one wake-up of a waiting
+    /// producer). Returns at least one item, unless `max` is 0.
+    ///
+    /// Python counterpart: `get()` then `get_nowait()` until `Empty` or
+    /// `max` items.
+    ///
+    /// # Errors
+    /// As [`get`](Queue::get). An item that does not decode as a `T` fails
+    /// the call (and is consumed) only when it comes first; after other
+    /// items it is left in the queue for the next call, so no item already
+    /// taken is lost.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put_many(0..5u8).unwrap();
+    /// assert_eq!(q.get_many(3).unwrap(), [0, 1, 2]);
+    /// assert_eq!(q.get_many(3).unwrap(), [3, 4]);
+    /// ```
+    pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
+        self.get_many_until(max, None, &getting("Queue::get_many"))
+    }
+
+    /// [`get_many`](Queue::get_many) without waiting: the items in the
+    /// queue now, up to `max` (an empty `Vec` if there are none).
+    ///
+    /// Python counterpart: `get_nowait()` until `Empty` or `max` items.
+    ///
+    /// # Errors
+    /// As [`get_many`](Queue::get_many), but never a timeout.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// assert!(q.try_get_many(8).unwrap().is_empty());
+    /// q.put(&7).unwrap();
+    /// assert_eq!(q.try_get_many(8).unwrap(), [7]);
+    /// ```
+    pub fn try_get_many(&self, max: usize) -> Result<Vec<T>> {
+        let call = getting("Queue::try_get_many");
+        match self.get_many_until(max, Some(Instant::now()), &call) {
+            Err(e) if e.is_timeout() => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    fn get_many_until(
+        &self,
+        max: usize,
+        deadline: Option<Instant>,
+        call: &Call<'_>,
+    ) -> Result<Vec<T>> {
+        let inner = &self.inner;
+        let mut out = Vec::new();
+        inner.with_consumer(call, |c| {
+            c.take_each(max, deadline, |_, bytes| {
+                out.push(codec::decode_serde(bytes)?);
+                Ok(())
+            })
+        })?;
+        // SYNC: Relaxed, as in `get`.
+        inner
+            .header()
+            .gets
+            .0
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Items in the queue now (Python's `qsize()`): exact when nobody is
+    /// putting or getting at that moment.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put(&1u8).unwrap();
+    /// assert_eq!(q.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        let h = self.inner.header();
+        // Gets first, so gets done after it cannot push the difference
+        // below zero; a consumer may still count its get before the
+        // producer counts the put of the same item, and the saturation
+        // absorbs that moment.
+        // SYNC: Relaxed: counters for a hint; no data is read through them.
+        let gets = h.gets.0.load(Ordering::Relaxed);
+        let puts = h.puts.0.load(Ordering::Relaxed);
+        usize::try_from(puts.saturating_sub(gets)).unwrap_or(usize::MAX)
+    }
+
+    /// `true` when the queue holds no item (Python's `empty()`).
+    ///
+    /// ```
+    /// assert!(multiproc::Queue::<u8>::new().unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.inner.ring.used_bytes() == 0
+    }
+
+    /// `true` when a small item would not fit now (Python's `full()`).
+    ///
+    /// ```
+    /// assert!(!multiproc::Queue::<u8>::new().unwrap().is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        // The ring keeps one frame word free as a terminator; the smallest
+        // item is a one-byte frame. (A hint, like Python's: the padding
+        // frame at the wrap point can make a fitting item wait.)
+        let needed = ring::frame_size(1) + ring::frame_size(0);
+        self.inner.ring.used_bytes() + needed > self.inner.ring.capacity()
+    }
+
+    /// This process is done with the queue (Python's `close()`: "no more
+    /// data will be put on this queue by the current process"): later
+    /// `put`s and `get`s through this handle and its clones fail at once
+    /// with [`ErrorKind::InvalidState`], as Python raises on a closed
+    /// queue. Handles of other processes (and handles this process opened
+    /// separately from the same queue) are unaffected, as are the items
+    /// already in the queue.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// let clone = q.clone();
+    /// q.close();
+    /// assert!(q.put(&1).is_err());
+    /// assert!(clone.get().is_err()); // at once, not after a wait
+    /// ```
+    pub fn close(&self) {
+        let inner = &self.inner;
+        *inner.producer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *inner.consumer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // SYNC: Relaxed: see `with_producer`.
+        inner.closed.store(true, Ordering::Relaxed);
+    }
+}
