@@ -6,59 +6,43 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-in_place! {
-    struct BarrierBlock {
-        header: Header,
+primitive! {
+    /// Makes `parties` processes (or threads) wait until all have arrived.
+    ///
+    /// Python counterpart: `multiprocessing.Barrier(parties)`. As in Python,
+    /// `wait` returns each party a different index from 0 to `parties - 1`, so
+    /// `if b.wait()? == 0 { … }` picks exactly one party to act after the
+    /// barrier. The numbering is Python's too: the first party to arrive gets
+    /// 0 and the last `parties - 1`.
+    ///
+    /// Robust: if a process sharing the barrier dies abruptly, or a waiter times
+    /// out, the barrier is broken and every waiter gets an error
+    /// ([`ErrorKind::PeerDied`] / [`ErrorKind::Timeout`]), like Python's
+    /// `BrokenBarrierError`.
+    ///
+    /// ```
+    /// use multiproc::{Barrier, Process};
+    ///
+    /// fn party(b: Barrier) -> u32 { b.wait().unwrap() }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let b = Barrier::new(3).unwrap();
+    ///     let ps: Vec<_> = (0..2).map(|_| Process::spawn(party, b.clone()).unwrap()).collect();
+    ///     let mine = b.wait().unwrap();
+    ///     let mut all: Vec<u32> = ps.into_iter().map(|p| p.join().unwrap()).collect();
+    ///     all.push(mine);
+    ///     all.sort();
+    ///     assert_eq!(all, vec![0, 1, 2]);
+    /// }
+    /// ```
+    pub struct Barrier over BarrierBlock as Barrier {
         parties: AtomicU32,
         arrived: AtomicU32,
         generation: AtomicU32,
     }
+    wake_all: |b| sys::futex_wake(&b.generation, u32::MAX)
 }
-
-impl Block for BarrierBlock {
-    const KIND: Kind = Kind::Barrier;
-    fn header(&self) -> &Header {
-        &self.header
-    }
-    fn wake_all(&self) {
-        sys::futex_wake(&self.generation, u32::MAX);
-    }
-}
-
-/// Makes `parties` processes (or threads) wait until all have arrived.
-///
-/// Python counterpart: `multiprocessing.Barrier(parties)`. As in Python,
-/// `wait` returns each party a different index from 0 to `parties - 1`, so
-/// `if b.wait()? == 0 { … }` picks exactly one party to act after the
-/// barrier. The numbering is Python's too: the first party to arrive gets
-/// 0 and the last `parties - 1`.
-///
-/// Robust: if a process sharing the barrier dies abruptly, or a waiter times
-/// out, the barrier is broken and every waiter gets an error
-/// ([`ErrorKind::PeerDied`] / [`ErrorKind::Timeout`]), like Python's
-/// `BrokenBarrierError`.
-///
-/// ```
-/// use multiproc::{Barrier, Process};
-///
-/// fn party(b: Barrier) -> u32 { b.wait().unwrap() }
-///
-/// fn main() {
-///     multiproc::init();
-///     let b = Barrier::new(3).unwrap();
-///     let ps: Vec<_> = (0..2).map(|_| Process::spawn(party, b.clone()).unwrap()).collect();
-///     let mine = b.wait().unwrap();
-///     let mut all: Vec<u32> = ps.into_iter().map(|p| p.join().unwrap()).collect();
-///     all.push(mine);
-///     all.sort();
-///     assert_eq!(all, vec![0, 1, 2]);
-/// }
-/// ```
-#[derive(Clone)]
-pub struct Barrier {
-    shared: Arc<Shared<BarrierBlock>>,
-}
-shared_serde!(Barrier);
 
 impl Barrier {
     /// A barrier for `parties` participants (at least 1).

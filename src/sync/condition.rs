@@ -6,19 +6,6 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-in_place! {
-    struct ConditionBlock {
-        header: Header,
-        mutex: MutexWord,
-        /// Hands out arrival numbers: `notify` chooses the oldest waiters.
-        arrivals: AtomicU32,
-        _pad: AtomicU32,
-        /// One slot per waiting process (thread), as Python keeps one lock
-        /// per waiter: `notify(n)` marks exactly n slots.
-        waiters: [WaiterSlot; WAITER_SLOTS],
-    }
-}
-
 /// Waiters one `Condition` can hold at once.
 const WAITER_SLOTS: usize = 256;
 const SLOT_FREE: u32 = 0;
@@ -35,16 +22,52 @@ in_place! {
     }
 }
 
-impl Block for ConditionBlock {
-    const KIND: Kind = Kind::Condition;
-    fn header(&self) -> &Header {
-        &self.header
+primitive! {
+    /// A condition variable with its own lock, shared between processes.
+    ///
+    /// Python counterpart: `multiprocessing.Condition()`: `with cond:` is
+    /// `let mut g = cond.lock()?;`, `cond.wait()` is `cond.wait(&mut g)?`,
+    /// `notify(n)`, `notify_all()`.
+    ///
+    /// Robust: the lock is robust like [`Lock`]; a process sharing the
+    /// condition that dies abruptly breaks it ([`ErrorKind::PeerDied`]).
+    ///
+    /// ```
+    /// use multiproc::{Condition, Process, SharedValue};
+    ///
+    /// fn producer((cond, ready): (Condition, SharedValue<u32>)) {
+    ///     let _g = cond.lock().unwrap();
+    ///     ready.set(1);
+    ///     cond.notify_all();
+    /// }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let cond = Condition::new().unwrap();
+    ///     let ready = SharedValue::new(0u32).unwrap();
+    ///     let mut g = cond.lock().unwrap();
+    ///     let p = Process::spawn(producer, (cond.clone(), ready.clone())).unwrap();
+    ///     while ready.get() == 0 {
+    ///         cond.wait(&mut g).unwrap();
+    ///     }
+    ///     drop(g);
+    ///     p.join().unwrap();
+    /// }
+    /// ```
+    pub struct Condition over ConditionBlock as Condition {
+        mutex: MutexWord,
+        /// Hands out arrival numbers: `notify` chooses the oldest waiters.
+        arrivals: AtomicU32,
+        _pad: AtomicU32,
+        /// One slot per waiting process (thread), as Python keeps one lock
+        /// per waiter: `notify(n)` marks exactly n slots.
+        waiters: [WaiterSlot; WAITER_SLOTS],
     }
-    fn wake_all(&self) {
-        sys::futex_wake(&self.mutex.word, u32::MAX);
+    wake_all: |b| {
+        sys::futex_wake(&b.mutex.word, u32::MAX);
         // SYNC: Relaxed: a waiter that starts waiting after this look
         // checks `broken` itself within a liveness period.
-        for slot in self
+        for slot in b
             .waiters
             .iter()
             .filter(|s| s.state.load(Ordering::Relaxed) == SLOT_WAITING)
@@ -53,43 +76,6 @@ impl Block for ConditionBlock {
         }
     }
 }
-
-/// A condition variable with its own lock, shared between processes.
-///
-/// Python counterpart: `multiprocessing.Condition()`: `with cond:` is
-/// `let mut g = cond.lock()?;`, `cond.wait()` is `cond.wait(&mut g)?`,
-/// `notify(n)`, `notify_all()`.
-///
-/// Robust: the lock is robust like [`Lock`]; a process sharing the
-/// condition that dies abruptly breaks it ([`ErrorKind::PeerDied`]).
-///
-/// ```
-/// use multiproc::{Condition, Process, SharedValue};
-///
-/// fn producer((cond, ready): (Condition, SharedValue<u32>)) {
-///     let _g = cond.lock().unwrap();
-///     ready.set(1);
-///     cond.notify_all();
-/// }
-///
-/// fn main() {
-///     multiproc::init();
-///     let cond = Condition::new().unwrap();
-///     let ready = SharedValue::new(0u32).unwrap();
-///     let mut g = cond.lock().unwrap();
-///     let p = Process::spawn(producer, (cond.clone(), ready.clone())).unwrap();
-///     while ready.get() == 0 {
-///         cond.wait(&mut g).unwrap();
-///     }
-///     drop(g);
-///     p.join().unwrap();
-/// }
-/// ```
-#[derive(Clone)]
-pub struct Condition {
-    shared: Arc<Shared<ConditionBlock>>,
-}
-shared_serde!(Condition);
 
 /// Holds a [`Condition`]'s lock.
 ///

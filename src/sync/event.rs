@@ -6,52 +6,36 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-in_place! {
-    struct EventBlock {
-        header: Header,
+primitive! {
+    /// A flag that processes can wait for.
+    ///
+    /// Python counterpart: `multiprocessing.Event()`: `set`, `clear`,
+    /// `is_set`, `wait`, `wait(timeout)` (here
+    /// [`wait_timeout`](Event::wait_timeout)).
+    ///
+    /// Robust: if a process sharing the event dies abruptly, waiters get
+    /// [`ErrorKind::PeerDied`] instead of waiting for a `set` that may never
+    /// come.
+    ///
+    /// ```
+    /// use multiproc::{Event, Process};
+    ///
+    /// fn starter(go: Event) { go.set(); }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let go = Event::new().unwrap();
+    ///     let p = Process::spawn(starter, go.clone()).unwrap();
+    ///     go.wait().unwrap();
+    ///     assert!(go.is_set());
+    ///     p.join().unwrap();
+    /// }
+    /// ```
+    pub struct Event over EventBlock as Event {
         flag: AtomicU32,
     }
+    wake_all: |b| sys::futex_wake(&b.flag, u32::MAX)
 }
-
-impl Block for EventBlock {
-    const KIND: Kind = Kind::Event;
-    fn header(&self) -> &Header {
-        &self.header
-    }
-    fn wake_all(&self) {
-        sys::futex_wake(&self.flag, u32::MAX);
-    }
-}
-
-/// A flag that processes can wait for.
-///
-/// Python counterpart: `multiprocessing.Event()`: `set`, `clear`,
-/// `is_set`, `wait`, `wait(timeout)` (here
-/// [`wait_timeout`](Event::wait_timeout)).
-///
-/// Robust: if a process sharing the event dies abruptly, waiters get
-/// [`ErrorKind::PeerDied`] instead of waiting for a `set` that may never
-/// come.
-///
-/// ```
-/// use multiproc::{Event, Process};
-///
-/// fn starter(go: Event) { go.set(); }
-///
-/// fn main() {
-///     multiproc::init();
-///     let go = Event::new().unwrap();
-///     let p = Process::spawn(starter, go.clone()).unwrap();
-///     go.wait().unwrap();
-///     assert!(go.is_set());
-///     p.join().unwrap();
-/// }
-/// ```
-#[derive(Clone)]
-pub struct Event {
-    shared: Arc<Shared<EventBlock>>,
-}
-shared_serde!(Event);
 
 impl Event {
     /// A new, unset event.

@@ -5,61 +5,45 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-in_place! {
-    struct LockBlock {
-        header: Header,
+primitive! {
+    /// A lock shared between processes.
+    ///
+    /// Python counterpart: `multiprocessing.Lock()`; `with lock:` is
+    /// `let _guard = lock.lock()?;`, `acquire(timeout=t)` is
+    /// [`lock_timeout`](Lock::lock_timeout), `acquire(False)` is
+    /// [`try_lock`](Lock::try_lock).
+    ///
+    /// Robust: if the process holding the lock dies, the next `lock()` in
+    /// another process (within about 50 ms) returns [`ErrorKind::OwnerDied`] and
+    /// the lock is free again; lock once more to continue, after repairing
+    /// whatever the dead holder was changing.
+    ///
+    /// ```
+    /// use multiproc::{Lock, Process, SharedValue};
+    ///
+    /// fn add(( lock, total): (Lock, SharedValue<u64>)) {
+    ///     for _ in 0..1000 {
+    ///         let _g = lock.lock().unwrap();
+    ///         total.set(total.get() + 1);
+    ///     }
+    /// }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let lock = Lock::new().unwrap();
+    ///     let total = SharedValue::new(0u64).unwrap();
+    ///     let ps: Vec<_> = (0..2)
+    ///         .map(|_| Process::spawn(add, (lock.clone(), total.clone())).unwrap())
+    ///         .collect();
+    ///     for p in ps { p.join().unwrap(); }
+    ///     assert_eq!(total.get(), 2000);
+    /// }
+    /// ```
+    pub struct Lock over LockBlock as Lock {
         mutex: MutexWord,
     }
+    wake_all: |b| sys::futex_wake(&b.mutex.word, u32::MAX)
 }
-
-impl Block for LockBlock {
-    const KIND: Kind = Kind::Lock;
-    fn header(&self) -> &Header {
-        &self.header
-    }
-    fn wake_all(&self) {
-        sys::futex_wake(&self.mutex.word, u32::MAX);
-    }
-}
-
-/// A lock shared between processes.
-///
-/// Python counterpart: `multiprocessing.Lock()`; `with lock:` is
-/// `let _guard = lock.lock()?;`, `acquire(timeout=t)` is
-/// [`lock_timeout`](Lock::lock_timeout), `acquire(False)` is
-/// [`try_lock`](Lock::try_lock).
-///
-/// Robust: if the process holding the lock dies, the next `lock()` in
-/// another process (within about 50 ms) returns [`ErrorKind::OwnerDied`] and
-/// the lock is free again; lock once more to continue, after repairing
-/// whatever the dead holder was changing.
-///
-/// ```
-/// use multiproc::{Lock, Process, SharedValue};
-///
-/// fn add(( lock, total): (Lock, SharedValue<u64>)) {
-///     for _ in 0..1000 {
-///         let _g = lock.lock().unwrap();
-///         total.set(total.get() + 1);
-///     }
-/// }
-///
-/// fn main() {
-///     multiproc::init();
-///     let lock = Lock::new().unwrap();
-///     let total = SharedValue::new(0u64).unwrap();
-///     let ps: Vec<_> = (0..2)
-///         .map(|_| Process::spawn(add, (lock.clone(), total.clone())).unwrap())
-///         .collect();
-///     for p in ps { p.join().unwrap(); }
-///     assert_eq!(total.get(), 2000);
-/// }
-/// ```
-#[derive(Clone)]
-pub struct Lock {
-    shared: Arc<Shared<LockBlock>>,
-}
-shared_serde!(Lock);
 
 /// Holds a [`Lock`]; unlocks on drop.
 ///

@@ -204,25 +204,60 @@ impl<B: Block> Drop for Shared<B> {
     }
 }
 
-macro_rules! shared_serde {
-    ($ty:ident) => {
-        impl Serialize for $ty {
+/// Declares one primitive: its block (the common [`Header`], then the
+/// given fields), the block's [`Block`] impl (`wake_all` as given: wake
+/// every futex word a waiter of the block may sleep on), and the public
+/// handle (`Clone`; serialised as its segment's handle, so it can be part
+/// of a child's argument; `Debug`).
+macro_rules! primitive {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident over $block:ident as $kind:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)?
+        }
+        wake_all: |$b:ident| $wake:expr
+    ) => {
+        in_place! {
+            struct $block {
+                header: Header,
+                $( $(#[$fmeta])* $field : $ty ),*
+            }
+        }
+
+        impl Block for $block {
+            const KIND: Kind = Kind::$kind;
+            fn header(&self) -> &Header {
+                &self.header
+            }
+            fn wake_all(&self) {
+                let $b = self;
+                $wake
+            }
+        }
+
+        $(#[$meta])*
+        #[derive(Clone)]
+        pub struct $name {
+            shared: Arc<Shared<$block>>,
+        }
+
+        impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
                 self.shared.handle().serialize(s)
             }
         }
 
-        impl<'de> Deserialize<'de> for $ty {
+        impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
                 let handle = SegmentHandle::deserialize(d)?;
                 let shared = Shared::open(&handle).map_err(serde::de::Error::custom)?;
-                Ok($ty { shared })
+                Ok($name { shared })
             }
         }
 
-        impl std::fmt::Debug for $ty {
+        impl std::fmt::Debug for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
             }
         }
     };

@@ -6,9 +6,19 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-in_place! {
-    struct RLockBlock {
-        header: Header,
+primitive! {
+    /// A re-entrant lock: the thread holding it may take it again.
+    ///
+    /// Python counterpart: `multiprocessing.RLock()`. Robust like [`Lock`].
+    ///
+    /// ```
+    /// let lock = multiproc::RLock::new().unwrap();
+    /// let outer = lock.lock().unwrap();
+    /// let inner = lock.lock().unwrap(); // same thread: fine
+    /// drop(inner);
+    /// drop(outer);
+    /// ```
+    pub struct RLock over RLockBlock as RLock {
         mutex: MutexWord,
         _pad: AtomicU32,
         /// `thread_token()` of the owning thread (meaningful with the pid in
@@ -16,34 +26,8 @@ in_place! {
         owner_thread: AtomicU64,
         count: AtomicU32,
     }
+    wake_all: |b| sys::futex_wake(&b.mutex.word, u32::MAX)
 }
-
-impl Block for RLockBlock {
-    const KIND: Kind = Kind::RLock;
-    fn header(&self) -> &Header {
-        &self.header
-    }
-    fn wake_all(&self) {
-        sys::futex_wake(&self.mutex.word, u32::MAX);
-    }
-}
-
-/// A re-entrant lock: the thread holding it may take it again.
-///
-/// Python counterpart: `multiprocessing.RLock()`. Robust like [`Lock`].
-///
-/// ```
-/// let lock = multiproc::RLock::new().unwrap();
-/// let outer = lock.lock().unwrap();
-/// let inner = lock.lock().unwrap(); // same thread: fine
-/// drop(inner);
-/// drop(outer);
-/// ```
-#[derive(Clone)]
-pub struct RLock {
-    shared: Arc<Shared<RLockBlock>>,
-}
-shared_serde!(RLock);
 
 /// Holds an [`RLock`] once; the lock is released when the last guard of the
 /// owning thread drops.

@@ -6,48 +6,32 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-in_place! {
-    struct SemaphoreBlock {
-        header: Header,
+primitive! {
+    /// A counter of permits shared between processes.
+    ///
+    /// Python counterpart: `multiprocessing.Semaphore(n)`; for
+    /// `BoundedSemaphore(n)` see [`BoundedSemaphore`].
+    ///
+    /// Robust: if a process sharing the semaphore dies abruptly (it may have
+    /// held permits that are now lost), the semaphore is broken and every
+    /// waiter gets [`ErrorKind::PeerDied`].
+    ///
+    /// ```
+    /// let sem = multiproc::Semaphore::new(2).unwrap();
+    /// sem.acquire().unwrap();
+    /// sem.acquire().unwrap();
+    /// assert!(!sem.try_acquire().unwrap());
+    /// sem.release().unwrap();
+    /// assert_eq!(sem.value(), 1);
+    /// ```
+    pub struct Semaphore over SemaphoreBlock as Semaphore {
         value: AtomicU32,
         /// The value `release` may not exceed, if `bounded` is non-zero.
         bound: AtomicU32,
         bounded: AtomicU32,
     }
+    wake_all: |b| sys::futex_wake(&b.value, u32::MAX)
 }
-
-impl Block for SemaphoreBlock {
-    const KIND: Kind = Kind::Semaphore;
-    fn header(&self) -> &Header {
-        &self.header
-    }
-    fn wake_all(&self) {
-        sys::futex_wake(&self.value, u32::MAX);
-    }
-}
-
-/// A counter of permits shared between processes.
-///
-/// Python counterpart: `multiprocessing.Semaphore(n)`; for
-/// `BoundedSemaphore(n)` see [`BoundedSemaphore`].
-///
-/// Robust: if a process sharing the semaphore dies abruptly (it may have
-/// held permits that are now lost), the semaphore is broken and every
-/// waiter gets [`ErrorKind::PeerDied`].
-///
-/// ```
-/// let sem = multiproc::Semaphore::new(2).unwrap();
-/// sem.acquire().unwrap();
-/// sem.acquire().unwrap();
-/// assert!(!sem.try_acquire().unwrap());
-/// sem.release().unwrap();
-/// assert_eq!(sem.value(), 1);
-/// ```
-#[derive(Clone)]
-pub struct Semaphore {
-    shared: Arc<Shared<SemaphoreBlock>>,
-}
-shared_serde!(Semaphore);
 
 /// A semaphore whose `release` fails past its initial value: a release
 /// without a matching acquire is caught as the bug it is.
