@@ -419,6 +419,53 @@ fn a_task_over_its_timeout_fails_and_its_worker_is_replaced() {
     assert_eq!(pool.restarts(), 1);
 }
 
+/// Sleeps holding 64 MiB of written memory: a process that takes a
+/// while (milliseconds) to tear down once killed.
+fn stall(_: &mut [u32]) {
+    let held = vec![1u8; 64 << 20];
+    std::thread::sleep(Duration::from_secs(120));
+    std::hint::black_box(held);
+}
+
+/// A killed worker is reaped without the pool's lock held; its jobs must
+/// still fail only once it is gone: a zero-copy call gives its `&mut`
+/// borrow back only when no worker can write the memory any more. (The
+/// kernel sleeps for 120 s: a call that waited for it would hang until
+/// the watchdog.)
+#[test]
+fn a_zero_copy_map_cut_by_a_timeout_returns_once_its_worker_is_reaped() {
+    watchdog(LIMIT, || {
+        let pool = Pool::builder()
+            .processes(1)
+            .task_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let victim = pool.pids()[0];
+        let mut v = ShmVec::<u32>::zeroed(1000).unwrap();
+        let err = pool.map_in_place(stall, &mut v).unwrap_err();
+        // Reaped before the call returned: its process entry is gone.
+        #[cfg(target_os = "linux")]
+        assert!(
+            !std::path::Path::new(&format!("/proc/{victim}")).exists(),
+            "worker {victim} was not reaped when its map returned"
+        );
+        assert!(err.is_timeout(), "{err}");
+        assert_eq!(err.pid(), Some(victim), "{err}");
+        assert_eq!(err.item_index(), Some(0), "{err}");
+        #[cfg(unix)]
+        assert_eq!(
+            err.exit_status().and_then(|s| s.signal()),
+            Some(libc::SIGKILL),
+            "{err}"
+        );
+        // Replaced, and the memory is the caller's again.
+        pool.map_in_place(|xs: &mut [u32]| xs.fill(7), &mut v)
+            .unwrap();
+        assert!(v.iter().all(|&x| x == 7));
+        assert_eq!(pool.restarts(), 1);
+    });
+}
+
 /// The blocked map returns without its tasks (they nap for 10 minutes:
 /// waiting for them would hang until the watchdog).
 #[test]

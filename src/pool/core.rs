@@ -7,10 +7,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::handle::{Inflight, Worker};
+use super::handle::{Dying, Inflight, Worker};
 use super::health::{death, fatal, verdict, Loss};
-use super::jobs::{Next, Sink, Source, ZcTask};
-use super::wire::{ResultHeader, TaskError, ZcHeader, F_ERROR, F_LAST, K_TASK, K_ZC};
+use super::jobs::{JobIds, Next, Sink, Source, ZcTask};
+use super::wire::{ResultHeader, TaskError, ZcHeader, F_LAST, K_TASK, K_ZC};
 use super::wire::{R_INIT_FAILED, R_READY, R_RESULT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exit_status::ExitStatus;
@@ -71,6 +71,39 @@ impl Job {
         }
     }
 
+    /// Outputs of items `[first, first + count)` and, for a failed task,
+    /// its error, from the worker `index` (`pid`). Also after a failure:
+    /// an ordered `imap` still hands out the items before the failing one,
+    /// which may arrive later.
+    fn take_outputs(
+        &mut self,
+        (index, pid): (usize, u32),
+        first: u64,
+        count: u32,
+        outputs: &[u8],
+        error: Option<TaskError>,
+    ) {
+        if count > 0 {
+            // Decoding runs the result type's `Deserialize`: user code.
+            let delivered = crate::panic::catch_panic(|| self.sink.deliver(first, count, outputs))
+                .unwrap_or_else(|info| {
+                    Err(Error::panicked(info).with_context("decoding a result panicked"))
+                });
+            if let Err(e) = delivered {
+                self.fail(e.with_pid(pid));
+            }
+        }
+        if let Some(te) = error {
+            self.fail(te.into_error(index, pid));
+        }
+    }
+
+    /// A task of `items` items is back.
+    fn task_done(&mut self, items: u64) {
+        self.outstanding -= 1;
+        self.sink.task_done(items);
+    }
+
     fn wants_dispatch(&self) -> bool {
         !self.failed
             && !self.exhausted
@@ -92,7 +125,10 @@ pub(crate) struct Core {
     pub(crate) workers: Vec<Option<Worker>>,
     /// Workers told to finish (max tasks per child), still draining.
     retired: Vec<Worker>,
-    jobs: HashMap<u64, Job, JobIds>,
+    /// Workers killed and not reaped yet: their jobs wait for the reap
+    /// (`reap_dying`), nobody waits for it under the lock.
+    dying: Vec<Dying>,
+    jobs: Jobs,
     order: VecDeque<u64>,
     next_job: u64,
     pub(crate) state: State,
@@ -116,6 +152,7 @@ impl Core {
             cfg,
             workers,
             retired: Vec::new(),
+            dying: Vec::new(),
             jobs: HashMap::default(),
             order: VecDeque::new(),
             next_job: 1,
@@ -166,8 +203,16 @@ impl Core {
         self.workers.iter().flatten().chain(&self.retired)
     }
 
+    /// Tasks not back yet, also those lost with a worker that is not
+    /// reaped yet (their jobs settle at the reap).
     pub(crate) fn has_inflight(&self) -> bool {
         self.all_workers().any(|w| !w.inflight.is_empty())
+            || self.dying.iter().any(Dying::holds_work)
+    }
+
+    /// Killed workers the OS has not reported gone yet.
+    pub(crate) fn has_dying(&self) -> bool {
+        !self.dying.is_empty()
     }
 
     /// Workers running a zero-copy chunk now (each one busy on a core).
@@ -190,9 +235,13 @@ impl Core {
         self.settle_finished();
     }
 
-    /// One round: results in, tasks out. `true` if anything moved.
+    /// One round: results in, killed workers reaped, tasks out. `true` if
+    /// anything moved.
     pub(crate) fn step(&mut self) -> bool {
-        let got = self.poll_results();
+        let mut got = self.poll_results();
+        if !self.dying.is_empty() {
+            got |= self.reap_dying();
+        }
         let sent = self.dispatch();
         if got || sent {
             self.settle_finished();
@@ -255,90 +304,39 @@ impl Core {
             Slot::Live(i) => workers[i].as_mut().expect("live worker"),
             Slot::Retired(r) => &mut retired[r],
         };
+        let who = (w.index, w.pid);
         let mut any = false;
         loop {
             let Some(frame) = w.results.try_peek()? else {
                 break;
             };
             any = true;
-            match frame.kind() {
-                R_RESULT => {}
-                R_READY => {
-                    w.ready = true;
-                    // The task in front starts now, not when it was sent.
-                    w.front_since = Instant::now();
-                    drop(frame);
-                    continue;
-                }
-                R_INIT_FAILED => {
-                    let err: TaskError = postcard::from_bytes(frame.bytes())
-                        .map_err(|e| Error::codec("initializer error", e))?;
-                    let e = err.into_error(w.index, w.pid);
-                    let what = format!("the initializer failed: {e}");
-                    Self::break_pool(broken, jobs, e.kind(), what.clone());
-                    drop(frame);
-                    return Err(Error::new(e.kind(), what));
-                }
+            // The frame borrows the result ring: what the worker's other
+            // fields need is done once it is released.
+            let then = match frame.kind() {
+                R_RESULT => take_result(frame.bytes(), w.inflight.front(), jobs, who)?,
+                R_READY => Then::Start,
+                R_INIT_FAILED => return Err(init_failed(frame.bytes(), who, broken, jobs)),
                 other => {
                     return Err(Error::new(
                         ErrorKind::Protocol,
                         format!("unknown result frame kind {other}"),
                     ))
                 }
-            }
-            let (h, rest) = ResultHeader::read(frame.bytes())?;
-            let Some(front) = w.inflight.front() else {
-                return Err(Error::new(ErrorKind::Protocol, "a result nobody asked for"));
             };
-            let end = h.first.checked_add(u64::from(h.count));
-            if h.job != front.job
-                || h.first < front.first
-                || end.is_none_or(|e| e > front.first + front.count)
-            {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    "a result that does not match the task in flight",
-                ));
-            }
-            let (outputs, error) = if h.flags & F_ERROR != 0 {
-                split_error(rest)?
-            } else {
-                (rest, None)
-            };
-            if let Some(job) = jobs.get_mut(&h.job) {
-                // Also after a failure: an ordered `imap` still hands out
-                // the items before the failing one, which may arrive later.
-                if h.count > 0 {
-                    // Decoding runs the result type's `Deserialize`: user code.
-                    let delivered =
-                        crate::panic::catch_panic(|| job.sink.deliver(h.first, h.count, outputs))
-                            .unwrap_or_else(|info| {
-                                Err(Error::panicked(info)
-                                    .with_context("decoding a result panicked"))
-                            });
-                    if let Err(e) = delivered {
-                        job.fail(e.with_pid(w.pid));
+            drop(frame);
+            match then {
+                Then::Nothing => {}
+                // The task in front starts now, not when it was sent.
+                Then::Start => w.started(),
+                Then::Finish { busy_ns } => {
+                    if let Some(done) = w.finish_front(busy_ns, timed) {
+                        if let Some(job) = jobs.get_mut(&done.job) {
+                            job.task_done(done.count);
+                        }
                     }
                 }
-                if let Some(te) = error {
-                    job.fail(te.into_error(w.index, w.pid));
-                }
             }
-            if h.flags & F_LAST != 0 {
-                let done = w.inflight.pop_front().expect("checked above");
-                if timed {
-                    // Only task timeouts need it; a clock read is ~20 ns.
-                    w.front_since = Instant::now();
-                }
-                w.stats.tasks += 1;
-                w.stats.items += done.count;
-                w.stats.busy += Duration::from_nanos(h.busy_ns);
-                if let Some(job) = jobs.get_mut(&done.job) {
-                    job.outstanding -= 1;
-                    job.sink.task_done(done.count);
-                }
-            }
-            drop(frame);
         }
         if any {
             // Wake the worker if it waits for room to write more results.
@@ -347,12 +345,33 @@ impl Core {
         Ok(any)
     }
 
-    /// Retired worker `r`'s rings failed: kill it and fail its work.
+    /// Retired worker `r`'s rings failed: kill it; its work fails once it
+    /// is reaped.
     fn lose_retired(&mut self, r: usize, e: Error) {
         let w = self.retired.remove(r);
         let e = w.killed_for(e);
-        w.kill_and_reap();
-        self.fail_inflight(w, &Loss::from_error(&e));
+        self.dying.push(w.kill(Loss::from_error(&e), true));
+    }
+
+    /// Fails the work of killed workers that the OS reports gone (or that
+    /// outlived `handle::REAP_LIMIT`), without waiting for any. `true` if
+    /// any was reaped.
+    pub(crate) fn reap_dying(&mut self) -> bool {
+        let mut any = false;
+        let mut d = 0;
+        while d < self.dying.len() {
+            if !self.dying[d].over() {
+                d += 1;
+                continue;
+            }
+            let (w, loss) = self.dying.remove(d).into_loss();
+            self.fail_inflight(w, &loss);
+            any = true;
+        }
+        if any {
+            self.settle_finished();
+        }
+        any
     }
 
     /// Pushes the frames that did not fit a task ring before, for live and
@@ -536,7 +555,7 @@ impl Core {
     /// dispatches nothing). A second break keeps the first reason.
     fn break_pool(
         broken: &mut Option<(ErrorKind, String)>,
-        jobs: &mut HashMap<u64, Job, JobIds>,
+        jobs: &mut Jobs,
         kind: ErrorKind,
         why: String,
     ) {
@@ -551,9 +570,9 @@ impl Core {
         }
     }
 
-    /// Fails every job with work on `w` (which is dead): at the item it
-    /// was running for the task it was in, at their first item for the
-    /// others.
+    /// Fails every job with work on `w` (which is dead and reaped): at the
+    /// item it was running for the task it was in, at their first item for
+    /// the others.
     fn fail_inflight(&mut self, w: Worker, loss: &Loss) {
         let running = w.running_item();
         for (i, t) in w.inflight.iter().enumerate() {
@@ -569,7 +588,7 @@ impl Core {
     }
 
     /// Worker `i` is gone or unusable: kill it if needed, fail the work it
-    /// held, and start a replacement.
+    /// held (once it is reaped, if killed), and start a replacement.
     fn lose_worker(&mut self, i: usize, err: Error, kill: bool) {
         self.lose_worker_with(i, Loss::from_error(&err), kill);
     }
@@ -590,13 +609,14 @@ impl Core {
             return;
         };
         if kill {
-            w.kill_and_reap();
+            self.dying.push(w.kill(loss, true));
+        } else {
+            if loss.status.is_none() {
+                loss.status = w.process.exit_code();
+            }
+            self.fail_inflight(w, &loss);
+            self.settle_finished();
         }
-        if loss.status.is_none() {
-            loss.status = w.process.exit_code();
-        }
-        self.fail_inflight(w, &loss);
-        self.settle_finished();
         if self.replaces_workers() {
             self.respawn(i);
         }
@@ -642,6 +662,7 @@ impl Core {
     pub(crate) fn check_health(&mut self) {
         self.last_health = Instant::now();
         let now = self.last_health;
+        self.reap_dying();
         for i in 0..self.workers.len() {
             let Some(w) = &self.workers[i] else {
                 if self.replaces_workers() {
@@ -717,30 +738,30 @@ impl Core {
         self.lose_worker_with(i, loss, false);
     }
 
-    /// Kills every worker and fails every job (`terminate`).
+    /// Kills every worker and fails every job (`terminate`): a job with
+    /// work on a worker fails at that item once the worker is reaped
+    /// (`reap_dying`; `Pool::terminate` waits for it outside the lock),
+    /// every other job at once.
     pub(crate) fn terminate(&mut self) {
         self.state = State::Terminated;
         let mut all: Vec<Worker> = self.workers.iter_mut().filter_map(Option::take).collect();
         all.append(&mut self.retired);
-        for w in &all {
-            let _ = w.process.kill();
-        }
-        let loss = Loss {
-            kind: ErrorKind::InvalidState,
-            message: "the pool was terminated".into(),
-            status: None,
-        };
         for w in all {
-            w.kill_and_reap();
-            self.fail_inflight(w, &loss);
+            let loss = Loss::new(ErrorKind::InvalidState, "the pool was terminated".into());
+            // The user ended it: no exit status in the jobs' errors.
+            self.dying.push(w.kill(loss, false));
         }
         for job in self.jobs.values_mut() {
-            job.fail(Error::new(
-                ErrorKind::InvalidState,
-                "the pool was terminated",
-            ));
+            // Every task still out is on a dying worker: it fails there.
+            if job.outstanding == 0 {
+                job.fail(Error::new(
+                    ErrorKind::InvalidState,
+                    "the pool was terminated",
+                ));
+            }
             job.exhausted = true;
         }
+        self.reap_dying();
         self.settle_finished();
     }
 
@@ -777,54 +798,62 @@ enum Slot {
     Retired(usize),
 }
 
-/// Job ids are small sequential numbers this process hands out (a peer's
-/// id only ever finds a job or nothing): hash them as themselves.
-#[derive(Default, Clone, Copy)]
-struct JobIds;
+type Jobs = HashMap<u64, Job, JobIds>;
 
-#[derive(Default)]
-struct JobIdHasher(u64);
-
-impl std::hash::Hasher for JobIdHasher {
-    fn finish(&self) -> u64 {
-        // Spread the bits a little: hashbrown uses the top 7 for tags.
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+/// What a result frame leaves for its worker's bookkeeping, done once the
+/// frame is released.
+enum Then {
+    Nothing,
+    /// `R_READY`: the worker is up.
+    Start,
+    /// The frame completed the front task.
+    Finish {
+        busy_ns: u64,
+    },
 }
 
-impl std::hash::BuildHasher for JobIds {
-    type Hasher = JobIdHasher;
-    fn build_hasher(&self) -> JobIdHasher {
-        JobIdHasher::default()
+/// An `R_RESULT` frame from the worker `who` (index, pid): checked against
+/// its task in flight at the front, its outputs and error handed to the
+/// job.
+fn take_result(
+    bytes: &[u8],
+    front: Option<&Inflight>,
+    jobs: &mut Jobs,
+    who: (usize, u32),
+) -> Result<Then> {
+    let (h, rest) = ResultHeader::read(bytes)?;
+    let Some(front) = front else {
+        return Err(Error::new(ErrorKind::Protocol, "a result nobody asked for"));
+    };
+    h.answers(front.job, front.first, front.count)?;
+    let (outputs, error) = h.payload(rest)?;
+    if let Some(job) = jobs.get_mut(&h.job) {
+        job.take_outputs(who, h.first, h.count, outputs, error);
     }
+    Ok(if h.flags & F_LAST != 0 {
+        Then::Finish { busy_ns: h.busy_ns }
+    } else {
+        Then::Nothing
+    })
 }
 
-/// Splits a failed task's result payload into the outputs before the
-/// failure and the [`TaskError`]; the worker appends the outputs' length.
-fn split_error(rest: &[u8]) -> Result<(&[u8], Option<TaskError>)> {
-    if rest.len() < 4 {
-        return Err(Error::new(ErrorKind::Protocol, "short error frame"));
-    }
-    let (body, len) = rest.split_at(rest.len() - 4);
-    let out_len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-    if out_len > body.len() {
-        return Err(Error::new(
-            ErrorKind::Protocol,
-            "bad output length in error frame",
-        ));
-    }
-    let (outputs, err) = body.split_at(out_len);
-    let te: TaskError =
-        postcard::from_bytes(err).map_err(|e| Error::codec("decoding a task error", e))?;
-    Ok((outputs, Some(te)))
+/// An `R_INIT_FAILED` frame from the worker `who` (index, pid): the pool
+/// breaks with the initializer's error, which is also returned (the
+/// worker is lost).
+fn init_failed(
+    bytes: &[u8],
+    (index, pid): (usize, u32),
+    broken: &mut Option<(ErrorKind, String)>,
+    jobs: &mut Jobs,
+) -> Error {
+    let err: TaskError = match postcard::from_bytes(bytes) {
+        Ok(err) => err,
+        Err(e) => return Error::codec("initializer error", e),
+    };
+    let e = err.into_error(index, pid);
+    let what = format!("the initializer failed: {e}");
+    Core::break_pool(broken, jobs, e.kind(), what.clone());
+    Error::new(e.kind(), what)
 }
 
 /// The parent's handling of one result frame, against a task in flight of
@@ -834,17 +863,11 @@ pub(crate) fn fuzz_result(bytes: &[u8]) -> bool {
     let Ok((h, rest)) = ResultHeader::read(bytes) else {
         return false;
     };
-    let end = h.first.checked_add(u64::from(h.count));
-    if h.job != 1 || end.is_none_or(|e| e > 16) {
+    if h.answers(1, 0, 16).is_err() {
         return false;
     }
-    let (outputs, error) = if h.flags & F_ERROR != 0 {
-        match split_error(rest) {
-            Ok(x) => x,
-            Err(_) => return false,
-        }
-    } else {
-        (rest, None)
+    let Ok((outputs, error)) = h.payload(rest) else {
+        return false;
     };
     let sink = super::jobs::Collect::<String>::new(false);
     let ok = sink.deliver(h.first, h.count, outputs).is_ok();

@@ -62,7 +62,12 @@ impl Doorbell {
         // SYNC: SeqCst fence pairs with the one in `prepare`: either the
         // parent's re-check sees our published frame or we see its sleeper.
         fence(Ordering::SeqCst);
+        // SYNC: Relaxed: the fence above orders it after our publish and
+        // against the parent's `sleeping += 1` and fence in `prepare`.
         if w.sleeping.load(Ordering::Relaxed) != 0 {
+            // SYNC: Release pairs with the Acquire load of `seq` in
+            // `prepare`; the futex compares the value itself, so a bump
+            // after the parent read `seq` makes its sleep return at once.
             w.seq.fetch_add(1, Ordering::Release);
             sys::futex_wake_all(&w.seq);
         }
@@ -72,6 +77,9 @@ impl Doorbell {
     /// the parent wants it to look at its state).
     pub(crate) fn ring_always(&self) {
         let w = self.words();
+        // SYNC: Release pairs with the Acquire load in `prepare`, as in
+        // `ring`. What the other thread should look at is behind the
+        // pool's lock, which orders it; the bump only ends a sleep.
         w.seq.fetch_add(1, Ordering::Release);
         sys::futex_wake_all(&w.seq);
     }
@@ -83,6 +91,9 @@ impl Doorbell {
         let w = self.words();
         // SYNC: Acquire pairs with the Release bump in `ring`.
         let seq = w.seq.load(Ordering::Acquire);
+        // SYNC: SeqCst, and the fence below, pair with the fence in `ring`
+        // before its Relaxed load of `sleeping`: a worker that publishes
+        // after this point sees the sleeper.
         w.sleeping.fetch_add(1, Ordering::SeqCst);
         // SYNC: pairs with the fence in `ring` (see there).
         fence(Ordering::SeqCst);
@@ -101,6 +112,9 @@ impl Doorbell {
         // Another process can write this word; never underflow into a
         // permanent "someone sleeps" (it would only cost wake-ups anyway).
         let w = self.words();
+        // SYNC: SeqCst success, like the add in `prepare` it undoes; a
+        // worker that still sees the old count only wakes us needlessly.
+        // Relaxed failure: nothing is written, nothing to order.
         let _ = w
             .sleeping
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));

@@ -66,6 +66,7 @@ impl Shared {
         // a stale 1 one needless yield. The mutex orders the core's data.
         self.contenders.fetch_add(1, Ordering::SeqCst);
         let g = self.core.lock().unwrap_or_else(|p| self.recover(p));
+        // SYNC: SeqCst; same partner as the add above.
         self.contenders.fetch_sub(1, Ordering::SeqCst);
         g
     }
@@ -144,7 +145,8 @@ impl Shared {
         let mut last_progress: Option<Instant> = None;
         let mut spins: u32 = 0;
         loop {
-            if core.state == State::Terminated {
+            // After `terminate` only killed workers are left to reap.
+            if core.state == State::Terminated && !core.has_dying() {
                 return core;
             }
             if core.step() {
@@ -217,6 +219,28 @@ impl Shared {
             core = self.relock();
             last_progress = None;
             spins = 0;
+        }
+    }
+
+    /// Waits until every killed worker is reaped and its jobs failed
+    /// (`terminate`, `join`; each is bounded by `handle::REAP_LIMIT`),
+    /// taking the lock only to look, so that a caller blocked on one of
+    /// those jobs can take it and return.
+    pub(crate) fn reap_all(&self) {
+        loop {
+            let mut core = self.lock();
+            let moved = core.reap_dying();
+            let left = core.has_dying();
+            drop(core);
+            if moved {
+                self.notify();
+                // A driver asleep on the doorbell looks again.
+                self.doorbell.ring_always();
+            }
+            if !left {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 

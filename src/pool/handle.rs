@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use serde_bytes::ByteBuf;
 
 use super::core::Config;
+use super::health::Loss;
 use super::wire::{running_item, Attach, Detach, K_ATTACH, K_DETACH};
 use super::worker::{rings_in, rings_len, worker_main, ProgressLine, WorkerArgs};
 use crate::error::{Call, Error, Result};
-use crate::exit_status::ExitStatus;
 use crate::process::Process;
 use crate::ring::{Consumer, Producer};
 use crate::segment::Segment;
@@ -223,22 +223,76 @@ impl Worker {
         Ok(())
     }
 
-    /// Kills the worker and waits (briefly) until the OS reports it gone,
-    /// so it can no longer write any memory it shares.
-    /// Runs under the pool's lock (at most 5 s, usually far less): its
-    /// jobs may fail only once it is gone (docs/ARCHITECTURE.md, Pool,
-    /// "Blocking under the pool's lock").
-    pub(crate) fn kill_and_reap(&self) -> Option<ExitStatus> {
+    /// Kills the worker (`SIGKILL`, `TerminateProcess`) without waiting
+    /// for it to go: its work fails with `loss` once [`Dying::reaped`]
+    /// says it is gone, since until then it can still write the memory
+    /// it shares (docs/ARCHITECTURE.md, Pool, "Killed workers").
+    /// `tell_status`: the jobs' errors say how it ended.
+    pub(crate) fn kill(self, loss: Loss, tell_status: bool) -> Dying {
         let _ = self.process.kill();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(st) = self.process.exit_code() {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        Dying {
+            worker: self,
+            loss,
+            tell_status,
+            since: Instant::now(),
         }
+    }
+
+    /// The worker said it is up: the task in front starts now, not when
+    /// it was sent.
+    pub(crate) fn started(&mut self) {
+        self.ready = true;
+        self.front_since = Instant::now();
+    }
+
+    /// The task in front is back (`busy_ns`: the worker's time on it):
+    /// it leaves `inflight` and the counters take it in.
+    pub(crate) fn finish_front(&mut self, busy_ns: u64, timed: bool) -> Option<Inflight> {
+        let done = self.inflight.pop_front()?;
+        if timed {
+            // Only task timeouts need it; a clock read is ~20 ns.
+            self.front_since = Instant::now();
+        }
+        self.stats.tasks += 1;
+        self.stats.items += done.count;
+        self.stats.busy += Duration::from_nanos(busy_ns);
+        Some(done)
+    }
+}
+
+/// How long a killed worker may take to be reported gone before its work
+/// is failed anyway (a process stuck in the kernel; its `Process` still
+/// reaps it in the background once dropped).
+pub(crate) const REAP_LIMIT: Duration = Duration::from_secs(5);
+
+/// A worker that was killed and is not reaped yet, and what its jobs will
+/// be told.
+pub(crate) struct Dying {
+    worker: Worker,
+    loss: Loss,
+    tell_status: bool,
+    since: Instant,
+}
+
+impl Dying {
+    /// Whether jobs wait for this worker's reap.
+    pub(crate) fn holds_work(&self) -> bool {
+        !self.worker.inflight.is_empty()
+    }
+
+    /// Whether the OS reports the worker gone, or [`REAP_LIMIT`] passed.
+    /// Never blocks.
+    pub(crate) fn over(&self) -> bool {
+        self.worker.process.exit_code().is_some() || self.since.elapsed() >= REAP_LIMIT
+    }
+
+    /// The worker, and what its jobs are told: with its exit status, if
+    /// asked and known.
+    pub(crate) fn into_loss(self) -> (Worker, Loss) {
+        let mut loss = self.loss;
+        if self.tell_status && loss.status.is_none() {
+            loss.status = self.worker.process.exit_code();
+        }
+        (self.worker, loss)
     }
 }

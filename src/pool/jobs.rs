@@ -1,6 +1,6 @@
 //! What a job is to the scheduler: a source of task frames and a sink for
 //! their outputs. The scheduler is not generic; these traits carry the
-//! item and result types.
+//! item and result types. Also how the scheduler hashes job ids.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -589,4 +589,34 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Stream<U> {
 /// streams: items before it are still handed out.
 fn error_index(e: &Error) -> Option<u64> {
     e.item_index()
+}
+
+/// Job ids are small sequential numbers this process hands out (a peer's
+/// id only ever finds a job or nothing): hash them as themselves.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct JobIds;
+
+#[derive(Default)]
+pub(crate) struct JobIdHasher(u64);
+
+impl std::hash::Hasher for JobIdHasher {
+    fn finish(&self) -> u64 {
+        // Spread the bits a little: hashbrown uses the top 7 for tags.
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl std::hash::BuildHasher for JobIds {
+    type Hasher = JobIdHasher;
+    fn build_hasher(&self) -> JobIdHasher {
+        JobIdHasher::default()
+    }
 }

@@ -753,6 +753,7 @@ impl Pool {
         let workers = core.shut_down();
         drop(core);
         self.shared.notify();
+        self.shared.reap_all();
         self.stop_pump();
         core::join_workers(workers)
     }
@@ -781,6 +782,7 @@ impl Pool {
         drop(core);
         self.shared.notify();
         self.shared.doorbell.ring_always();
+        self.shared.reap_all();
         self.stop_pump();
     }
 

@@ -215,6 +215,44 @@ impl ResultHeader {
         }
         Ok((h, &b[Self::LEN..]))
     }
+
+    /// Whether this frame answers the task of items `[first, first +
+    /// count)` of job `job` (the worker's task in flight at the front: a
+    /// worker runs its tasks in order): its items must lie inside it.
+    pub(crate) fn answers(&self, job: u64, first: u64, count: u64) -> Result<()> {
+        let end = self.first.checked_add(u64::from(self.count));
+        if self.job != job || self.first < first || end.is_none_or(|e| e > first + count) {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "a result that does not match the task in flight",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Splits the payload after the header into the encoded outputs and,
+    /// with [`F_ERROR`], the [`TaskError`]: a failed task's worker appends
+    /// it and then the outputs' byte length.
+    pub(crate) fn payload<'a>(&self, rest: &'a [u8]) -> Result<(&'a [u8], Option<TaskError>)> {
+        if self.flags & F_ERROR == 0 {
+            return Ok((rest, None));
+        }
+        if rest.len() < 4 {
+            return Err(Error::new(ErrorKind::Protocol, "short error frame"));
+        }
+        let (body, len) = rest.split_at(rest.len() - 4);
+        let out_len = read_u32(len, 0) as usize;
+        if out_len > body.len() {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "bad output length in error frame",
+            ));
+        }
+        let (outputs, err) = body.split_at(out_len);
+        let te: TaskError =
+            postcard::from_bytes(err).map_err(|e| Error::codec("decoding a task error", e))?;
+        Ok((outputs, Some(te)))
+    }
 }
 
 /// Why an item failed in a worker.
@@ -801,5 +839,56 @@ mod tests {
         );
         assert_eq!(Detach::read(&Detach::bytes(5)).unwrap(), 5);
         assert!(Detach::read(&[1, 2, 3]).is_err());
+    }
+
+    fn result(job: u64, first: u64, count: u32, flags: u32) -> ResultHeader {
+        ResultHeader {
+            job,
+            first,
+            count,
+            flags,
+            busy_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_result_answers_only_items_of_its_own_task() {
+        // The task in flight: items 40..44 of job 3.
+        assert!(result(3, 40, 4, 0).answers(3, 40, 4).is_ok());
+        assert!(result(3, 42, 2, F_LAST).answers(3, 40, 4).is_ok());
+        assert!(result(3, 44, 0, F_LAST).answers(3, 40, 4).is_ok());
+        for (job, first, count) in [(2, 40, 4), (3, 39, 1), (3, 42, 3), (3, u64::MAX, 1)] {
+            let e = result(job, first, count, 0).answers(3, 40, 4).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Protocol);
+            assert!(e.to_string().contains("does not match the task in flight"));
+        }
+    }
+
+    #[test]
+    fn an_error_payload_splits_into_outputs_and_the_task_error() {
+        let te = TaskError {
+            index: 5,
+            kind: ErrorKind::Codec,
+            message: "bad".into(),
+            panic: None,
+        };
+        let mut rest = vec![1, 2, 3];
+        rest.extend(postcard::to_allocvec(&te).unwrap());
+        rest.extend(3u32.to_le_bytes());
+        let (outputs, got) = result(1, 0, 1, F_ERROR).payload(&rest).unwrap();
+        assert_eq!(outputs, [1, 2, 3]);
+        assert_eq!(got.unwrap().index, 5);
+        // Without the flag it is all outputs.
+        let (outputs, got) = result(1, 0, 1, 0).payload(&rest).unwrap();
+        assert_eq!(outputs, &rest[..]);
+        assert!(got.is_none());
+        // A length past the body, or no length at all: the worker's fault.
+        let mut bad = rest.clone();
+        let n = bad.len();
+        bad[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        for b in [&bad[..], &rest[..3]] {
+            let e = result(1, 0, 1, F_ERROR).payload(b).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Protocol);
+        }
     }
 }

@@ -99,10 +99,34 @@ impl Pool {
         T: Pod,
         U: Pod,
     {
-        let _ = &kernel;
-        same_len(input.len(), output.len())?;
+        self.map_segment_into(
+            &kernel,
+            input.segment(),
+            input.len(),
+            output.segment(),
+            output.len(),
+        )
+    }
+
+    /// The one body of [`map_into`](Pool::map_into) and
+    /// [`map_shared_into`](Pool::map_shared_into): `kernel` over `input`'s
+    /// `n_in` elements into `output`'s `n_out`.
+    fn map_segment_into<F, T, U>(
+        &self,
+        _kernel: &F,
+        input: &Arc<Segment>,
+        n_in: usize,
+        output: &Arc<Segment>,
+        n_out: usize,
+    ) -> Result<()>
+    where
+        F: Fn(&[T], &mut [U]) + 'static,
+        T: Pod,
+        U: Pod,
+    {
+        same_len(n_in, n_out)?;
         let task = TaskRef::of_entry(ZcDesc::<F, T, U>::INTO, self.key);
-        self.run_zc(task, input.segment(), Some(output.segment()), input.len())
+        self.run_zc(task, input, Some(output), n_in)
     }
 
     /// Zero-copy element-wise map: `output[i] = f(input[i])`, in the
@@ -163,9 +187,19 @@ impl Pool {
         F: Fn(&mut [T]) + 'static,
         T: Pod,
     {
-        let _ = &kernel;
+        self.map_segment_in_place(&kernel, data.segment(), data.len())
+    }
+
+    /// The one body of [`map_in_place`](Pool::map_in_place) and
+    /// [`map_shared_in_place`](Pool::map_shared_in_place): `kernel` over
+    /// the `n` elements of `data`.
+    fn map_segment_in_place<F, T>(&self, _kernel: &F, data: &Arc<Segment>, n: usize) -> Result<()>
+    where
+        F: Fn(&mut [T]) + 'static,
+        T: Pod,
+    {
         let task = TaskRef::of_entry(ZcDesc::<F, T, T>::IN_PLACE, self.key);
-        self.run_zc(task, data.segment(), None, data.len())
+        self.run_zc(task, data, None, n)
     }
 
     /// [`map_in_place`](Pool::map_in_place) over a [`SharedArray`], whose
@@ -203,9 +237,7 @@ impl Pool {
         F: Fn(&mut [T]) + 'static,
         T: Pod,
     {
-        let _ = &kernel;
-        let task = TaskRef::of_entry(ZcDesc::<F, T, T>::IN_PLACE, self.key);
-        self.run_zc(task, data.segment(), None, data.len())
+        self.map_segment_in_place(&kernel, data.segment(), data.len())
     }
 
     /// [`map_into`](Pool::map_into) from one [`SharedArray`] into another.
@@ -243,10 +275,13 @@ impl Pool {
         T: Pod,
         U: Pod,
     {
-        let _ = &kernel;
-        same_len(input.len(), output.len())?;
-        let task = TaskRef::of_entry(ZcDesc::<F, T, U>::INTO, self.key);
-        self.run_zc(task, input.segment(), Some(output.segment()), input.len())
+        self.map_segment_into(
+            &kernel,
+            input.segment(),
+            input.len(),
+            output.segment(),
+            output.len(),
+        )
     }
 
     /// Element-wise map over a plain slice: the items are copied into a
