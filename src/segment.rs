@@ -391,7 +391,8 @@ fn piece(addr: usize, left: usize) -> usize {
 
 /// A type that may be viewed in place in a segment that other processes
 /// write concurrently: the one way the crate looks at shared memory as a
-/// Rust type (queue headers, synchronisation blocks, the doorbell).
+/// Rust type (queue headers, synchronisation blocks, the doorbell, the
+/// ring's header and frame words), always through [`view`].
 ///
 /// Declare such types with [`in_place!`], which checks every field at
 /// compile time; the implementations here are the building blocks.
@@ -435,7 +436,33 @@ unsafe impl<T: InPlace> InPlace for Line<T> {}
 /// memory ([`InPlace`]). Every field's type must be `InPlace` itself,
 /// which the compiler checks (a plain integer, a pointer, a `bool` or an
 /// `AtomicBool` is refused), so the declaring file needs no `unsafe`.
+///
+/// A struct generic over one parameter (the ring's header, generic over
+/// its memory for loom) is `InPlace` for each argument that makes every
+/// field `InPlace`. It takes doc comments only, so no attribute can raise
+/// its alignment above its fields' (at most [`MAX_ALIGN`] each).
 macro_rules! in_place {
+    (
+        $(#[doc = $doc:expr])*
+        $vis:vis struct $name:ident<$g:ident: $bound:path> {
+            $( $(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[repr(C)]
+        $vis struct $name<$g: $bound> {
+            $( $(#[$fmeta])* $fvis $field : $ty ),*
+        }
+
+        // SAFETY: `#[repr(C)]` (above), every field is `InPlace` (the
+        // bounds below), and no attribute but docs is accepted, so the
+        // alignment is the largest field's, at most MAX_ALIGN.
+        #[allow(unsafe_code)]
+        unsafe impl<$g: $bound> $crate::segment::InPlace for $name<$g>
+        where
+            $( $ty: $crate::segment::InPlace ),*
+        {}
+    };
     (
         $(#[$meta:meta])*
         $vis:vis struct $name:ident {
@@ -461,6 +488,32 @@ macro_rules! in_place {
     };
 }
 pub(crate) use in_place;
+
+/// Shared memory at `ptr` as an `H`: the one place the crate turns shared
+/// bytes into a Rust reference. [`Typed::get`] views a segment's start
+/// with it; the ring views its header and frame words with it directly
+/// (a ring lives in a region, often one of several in a segment, and
+/// keeps its base address at hand: a `Typed` would add a pointer chase to
+/// every push and pop).
+///
+/// `H: InPlace` is what makes a shared reference sound while other
+/// processes write: any bits are a valid `H` and every access is atomic.
+/// A segment another process shrank is replaced by zeroed private memory
+/// (`sys::sigbus`), still a valid `H`.
+///
+/// # Safety
+///
+/// `ptr` is aligned for `H` and points to `size_of::<H>()` bytes that
+/// stay mapped (or allocated) for all of `'a`, and that nobody, in this
+/// process or another, accesses other than atomically meanwhile.
+#[inline(always)]
+pub(crate) unsafe fn view<'a, H: InPlace>(ptr: *const u8) -> &'a H {
+    // SAFETY: aligned, in bounds and live for 'a (the caller's promise);
+    // valid for any bits and only accessed atomically (`H: InPlace` and
+    // the caller's promise), so sharing `&H` with concurrent writers in
+    // this process or another is sound.
+    unsafe { &*ptr.cast::<H>() }
+}
 
 /// A segment whose data starts with an `H`: the checked, typed view.
 pub(crate) struct Typed<H> {
@@ -501,11 +554,7 @@ impl<H: InPlace> Typed<H> {
         // SAFETY: the data holds at least `size_of::<H>()` bytes (checked
         // in `new`), aligned for `H` (MAX_ALIGN, see `new`), and stays
         // mapped while `self.segment` lives, which outlives the borrow.
-        // `H: InPlace`: any bits are a valid `H` and every access is
-        // atomic, so a shared reference is sound while other processes
-        // write it. A segment another process shrank is replaced by
-        // zeroed private memory (sys::sigbus), still valid for `H`.
-        unsafe { &*self.segment.as_ptr().cast::<H>() }
+        unsafe { view(self.segment.as_ptr()) }
     }
 
     /// The segment itself.

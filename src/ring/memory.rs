@@ -168,12 +168,13 @@ impl Memory for SharedMem {
 
     #[inline]
     fn header(&self) -> &Header<SharedMem> {
-        // SAFETY: the region is valid for at least HEADER_SIZE bytes
-        // (checked before any SharedMem is built) and 64-aligned (Region's
-        // contract), and Header holds only atomics (UnsafeCell inside), for
-        // which any bit pattern is valid and concurrent writes by peers are
-        // allowed, so a shared reference to it is sound.
-        unsafe { &*(self.base as *const Header<SharedMem>) }
+        // SAFETY: the region is valid for at least HEADER_SIZE =
+        // size_of::<Header>() bytes (checked before any SharedMem is
+        // built), 64-aligned (Region's contract), kept alive by
+        // `self.region` for the borrow, and every party accesses the
+        // header only through its atomics. `Header<SharedMem>: InPlace`
+        // (declared `in_place!`) is checked by `view`'s bound.
+        unsafe { crate::segment::view(self.base) }
     }
 
     #[inline]
@@ -192,9 +193,11 @@ impl Memory for SharedMem {
             "ring: bad word offset"
         );
         // SAFETY: in bounds (asserted), 8-aligned (the data area starts at a
-        // 64-aligned address + 384), and accessed by every party only as an
-        // AtomicU64, so a shared reference to an atomic is sound.
-        unsafe { &*(self.data_at(off) as *const Self::U64) }
+        // 64-aligned address + 384), kept alive by `self.region` for the
+        // borrow, and accessed by every party only as an AtomicU64 while it
+        // is a frame word (its bytes carry payload only in another lap,
+        // ordered against this one by the positions' Release/Acquire).
+        unsafe { crate::segment::view(self.data_at(off)) }
     }
 
     #[inline]

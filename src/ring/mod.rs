@@ -51,6 +51,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::region::{Region, REGION_ALIGN};
+use crate::segment::in_place;
 
 mod consumer;
 mod memory;
@@ -113,52 +114,61 @@ pub(crate) type PeerCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 pub(crate) use crate::segment::Line;
 
-/// Written once by [`Ring::create`] before any peer attaches.
-#[repr(C)]
-pub(crate) struct Meta<M: Memory> {
-    magic: M::U64,
-    capacity: M::U64,
-    version: M::U32,
-    mode: M::U32,
+// The header types are declared `in_place!`: for std's atomics (the
+// shared memory) they are `InPlace`, so `SharedMem::header` views them
+// through `segment::view` as every other shared type; loom's atomics are
+// not, and the model keeps its header as a plain value (`ModelMem`).
+
+in_place! {
+    /// Written once by [`Ring::create`] before any peer attaches.
+    pub(crate) struct Meta<M: Memory> {
+        magic: M::U64,
+        capacity: M::U64,
+        version: M::U32,
+        mode: M::U32,
+    }
 }
 
-/// One side's position and lock, written by that side only.
-#[repr(C)]
-pub(crate) struct Side<M: Memory> {
-    /// Producer: `tail` (end of the last committed frame). Consumer: `head`
-    /// (end of the last released frame).
-    pos: M::U64,
-    /// Mpmc: 0 when free, else the pid of the holder.
-    lock: M::U32,
-    /// Mpmc: number of handles parked on `lock`.
-    lock_waiters: M::U32,
-    /// Spsc: pid of the process that claimed this side (0: none yet).
-    pid: M::U32,
-    /// Spsc: 1 once a handle claimed this side.
-    claimed: M::U32,
+in_place! {
+    /// One side's position and lock, written by that side only.
+    pub(crate) struct Side<M: Memory> {
+        /// Producer: `tail` (end of the last committed frame). Consumer: `head`
+        /// (end of the last released frame).
+        pos: M::U64,
+        /// Mpmc: 0 when free, else the pid of the holder.
+        lock: M::U32,
+        /// Mpmc: number of handles parked on `lock`.
+        lock_waiters: M::U32,
+        /// Spsc: pid of the process that claimed this side (0: none yet).
+        pid: M::U32,
+        /// Spsc: 1 once a handle claimed this side.
+        claimed: M::U32,
+    }
 }
 
-/// Parking place of one side: `seq` is the futex word the other side bumps
-/// to wake it; `sleepers` counts parked handles.
-#[repr(C)]
-pub(crate) struct Waiters<M: Memory> {
-    seq: M::U32,
-    sleepers: M::U32,
+in_place! {
+    /// Parking place of one side: `seq` is the futex word the other side bumps
+    /// to wake it; `sleepers` counts parked handles.
+    pub(crate) struct Waiters<M: Memory> {
+        seq: M::U32,
+        sleepers: M::U32,
+    }
 }
 
-/// The ring's header: atomics only, no pointers (in shared memory,
-/// `M = SharedMem`: std's `AtomicU32`/`AtomicU64`).
-#[repr(C)]
-pub(crate) struct Header<M: Memory> {
-    meta: Line<Meta<M>>,
-    prod: Line<Side<M>>,
-    cons: Line<Side<M>>,
-    /// The consumer parks here (empty ring); producers wake it.
-    cons_wait: Line<Waiters<M>>,
-    /// Producers park here (full ring); the consumer wakes them.
-    prod_wait: Line<Waiters<M>>,
-    /// PRODUCER_CLOSED | CONSUMER_CLOSED | POISONED.
-    state: Line<M::U32>,
+in_place! {
+    /// The ring's header: atomics only, no pointers (in shared memory,
+    /// `M = SharedMem`: std's `AtomicU32`/`AtomicU64`).
+    pub(crate) struct Header<M: Memory> {
+        meta: Line<Meta<M>>,
+        prod: Line<Side<M>>,
+        cons: Line<Side<M>>,
+        /// The consumer parks here (empty ring); producers wake it.
+        cons_wait: Line<Waiters<M>>,
+        /// Producers park here (full ring); the consumer wakes them.
+        prod_wait: Line<Waiters<M>>,
+        /// PRODUCER_CLOSED | CONSUMER_CLOSED | POISONED.
+        state: Line<M::U32>,
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Header<SharedMem>>() == HEADER_SIZE);
