@@ -1,6 +1,11 @@
 //! Unit, corruption, property and stress tests of the ring over heap
 //! regions. The ring is private, so its property tests live here rather
 //! than in `tests/`.
+//!
+//! Over 900 lines on purpose: one file of sections (basics, corruption,
+//! properties, stress), each a flat list of tests sharing the helpers
+//! below; splitting them would scatter those helpers without making any
+//! one test easier to read.
 
 use super::*;
 use crate::region::HeapRegion;
