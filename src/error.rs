@@ -67,6 +67,10 @@ pub enum ErrorKind {
     /// A process taking part in a synchronisation (barrier, semaphore,
     /// event, condition, queue, pipe) died, so the wait can never complete.
     PeerDied,
+    /// A [`Barrier`](crate::Barrier) is broken: it was aborted, reset while
+    /// this party waited, or another party's wait timed out (Python's
+    /// `BrokenBarrierError`).
+    Broken,
     /// Any other operating-system error.
     Io,
 }
@@ -86,6 +90,7 @@ impl ErrorKind {
             ErrorKind::NoSpace => "shared memory exhausted",
             ErrorKind::OwnerDied => "the owner of the lock died holding it",
             ErrorKind::PeerDied => "a peer process died",
+            ErrorKind::Broken => "the barrier is broken",
             ErrorKind::Io => "operating-system error",
         }
     }

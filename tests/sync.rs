@@ -249,6 +249,71 @@ fn a_dead_peer_breaks_a_barrier_for_every_waiter() {
     assert!(dying.join().is_err());
 }
 
+fn wait_on_barrier(b: Barrier) -> Result<u32, ErrorKind> {
+    b.wait_timeout(Duration::from_secs(60)).map_err(|e| e.kind())
+}
+
+/// Waits until `n` parties wait at `b` (they are in another process).
+fn until_waiting(b: &Barrier, n: u32) {
+    common::wait_for(Duration::from_secs(30), || b.n_waiting(), |&w| w == n)
+        .expect("the other party never arrived");
+}
+
+#[test]
+fn barrier_abort_fails_a_waiting_process_and_every_later_wait_until_reset() {
+    let b = Barrier::new(2).unwrap();
+    let p = Process::spawn(wait_on_barrier, b.clone()).unwrap();
+    until_waiting(&b, 1);
+    b.abort();
+    assert!(b.broken());
+    assert_eq!(p.join().unwrap(), Err(ErrorKind::Broken));
+    let later = b.wait_timeout(Duration::from_secs(5)).unwrap_err();
+    assert_eq!(later.kind(), ErrorKind::Broken, "{later}");
+    assert!(later.to_string().contains("aborted"), "{later}");
+    // Mended: a whole round passes again.
+    b.reset();
+    assert!(!b.broken());
+    let p = Process::spawn(wait_on_barrier, b.clone()).unwrap();
+    let mine = b.wait_timeout(Duration::from_secs(60)).unwrap();
+    let theirs = p.join().unwrap().unwrap();
+    assert_eq!(mine + theirs, 1, "indices 0 and 1");
+}
+
+#[test]
+fn barrier_reset_fails_the_waiting_party_and_starts_a_new_round() {
+    let b = Barrier::new(2).unwrap();
+    let p = Process::spawn(wait_on_barrier, b.clone()).unwrap();
+    until_waiting(&b, 1);
+    b.reset();
+    // Python: the waiting party gets BrokenBarrierError; the barrier itself
+    // is not broken.
+    assert_eq!(p.join().unwrap(), Err(ErrorKind::Broken));
+    assert!(!b.broken());
+    assert_eq!(b.n_waiting(), 0);
+    let p = Process::spawn(wait_on_barrier, b.clone()).unwrap();
+    let mine = b.wait_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(mine + p.join().unwrap().unwrap(), 1);
+}
+
+#[test]
+fn barrier_default_timeout_breaks_it_for_the_other_parties() {
+    fn wait_default(b: Barrier) -> Result<u32, ErrorKind> {
+        b.wait().map_err(|e| e.kind())
+    }
+    let b = Barrier::with_timeout(3, Duration::from_millis(300)).unwrap();
+    let p = Process::spawn(wait_on_barrier, b.clone()).unwrap();
+    until_waiting(&b, 1);
+    // The parent's `wait` uses the default: it times out, and the child's
+    // long wait fails at once, broken, instead of running to its 60 s.
+    let mine = b.wait().unwrap_err();
+    assert!(mine.is_timeout(), "{mine}");
+    assert_eq!(p.join().unwrap(), Err(ErrorKind::Broken));
+    // The default travels with the barrier into a child.
+    b.reset();
+    let p = Process::spawn(wait_default, b.clone()).unwrap();
+    assert_eq!(p.join().unwrap(), Err(ErrorKind::Timeout));
+}
+
 #[test]
 fn event_set_in_a_child_wakes_the_parent() {
     fn setter((e, ms): (Event, u64)) {

@@ -1,6 +1,6 @@
 //! `Barrier`: parties wait until all of them arrive.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,10 +15,19 @@ primitive! {
     /// barrier. The numbering is Python's too: the first party to arrive gets
     /// 0 and the last `parties - 1`.
     ///
-    /// Robust: if a process sharing the barrier dies abruptly, or a waiter times
-    /// out, the barrier is broken and every waiter gets an error
-    /// ([`ErrorKind::PeerDied`] / [`ErrorKind::Timeout`]), like Python's
-    /// `BrokenBarrierError`.
+    /// Broken as in Python: [`abort`](Barrier::abort), a wait that times
+    /// out, or [`reset`](Barrier::reset) while parties wait makes every
+    /// waiter (then and later, until `reset`) fail with
+    /// [`ErrorKind::Broken`] (Python's `BrokenBarrierError`; the wait that
+    /// timed out itself gets [`ErrorKind::Timeout`]). Robust: a process
+    /// sharing the barrier that dies abruptly breaks it too
+    /// ([`ErrorKind::PeerDied`]), so no party waits forever for it.
+    ///
+    /// Python's `Barrier(parties, action=f)` has no counterpart: a function
+    /// stored in shared memory could be named by any process that writes
+    /// there. Run it in the party whose index is 0, between two waits:
+    /// `if b.wait()? == 0 { f() }; b.wait()?;` releases nobody before `f`
+    /// returned, as Python's action does.
     ///
     /// ```
     /// use multiproc::{Barrier, Process};
@@ -40,6 +49,11 @@ primitive! {
         parties: AtomicU32,
         arrived: AtomicU32,
         generation: AtomicU32,
+        /// Bumped by `reset` before it releases the waiters, so they can
+        /// tell a reset from a completed round.
+        resets: AtomicU32,
+        /// The default timeout of `wait`, in nanoseconds; 0 for none.
+        timeout_ns: AtomicU64,
     }
     wake_all: |b| sys::futex_wake(&b.generation, u32::MAX)
 }
@@ -56,14 +70,43 @@ impl Barrier {
     /// assert_eq!(b.wait().unwrap(), 0);
     /// ```
     pub fn new(parties: u32) -> Result<Barrier> {
+        Self::create(parties, None)
+    }
+
+    /// A barrier whose [`wait`](Barrier::wait) gives up after `timeout`
+    /// (Python's `Barrier(parties, timeout=t)`); the timeout travels with
+    /// the barrier to every process that shares it.
+    ///
+    /// # Errors
+    /// As [`new`](Barrier::new).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::Barrier::with_timeout(2, Duration::from_millis(5)).unwrap();
+    /// assert!(b.wait().unwrap_err().is_timeout());
+    /// assert!(b.broken());
+    /// ```
+    pub fn with_timeout(parties: u32, timeout: Duration) -> Result<Barrier> {
+        Self::create(parties, Some(timeout))
+    }
+
+    fn create(parties: u32, timeout: Option<Duration>) -> Result<Barrier> {
         if parties == 0 {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "a barrier needs at least one party",
             ));
         }
+        // 0 means "none": a zero timeout is kept as 1 ns (it times out at
+        // once, as asked); one past u64 nanoseconds (584 years) as none.
+        let ns = timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(0).max(1));
+        let init = |b: &BarrierBlock| {
+            // SYNC: Relaxed, published by the Release store of `magic`.
+            b.parties.store(parties, Ordering::Relaxed);
+            b.timeout_ns.store(ns, Ordering::Relaxed);
+        };
         Ok(Barrier {
-            shared: Shared::create(|b: &BarrierBlock| b.parties.store(parties, Ordering::Relaxed))?,
+            shared: Shared::create(init)?,
         })
     }
 
@@ -87,8 +130,9 @@ impl Barrier {
         self.shared.block().arrived.load(Ordering::Relaxed)
     }
 
-    /// Whether the barrier is broken: a wait timed out or a process
-    /// sharing it died (Python's `broken`). Every wait then fails.
+    /// Whether the barrier is broken: aborted, a wait timed out, or a
+    /// process sharing it died (Python's `broken`). Every wait then fails
+    /// until [`reset`](Barrier::reset).
     ///
     /// ```
     /// let b = multiproc::Barrier::new(2).unwrap();
@@ -101,22 +145,89 @@ impl Barrier {
         self.shared.block().header.broken.load(Ordering::Acquire) != 0
     }
 
+    /// Breaks the barrier (Python's `abort()`): every party waiting now,
+    /// and every later `wait` until [`reset`](Barrier::reset), fails with
+    /// [`ErrorKind::Broken`]. Use it when a party cannot go on, so the
+    /// others do not wait for it.
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(2).unwrap();
+    /// b.abort();
+    /// assert_eq!(b.wait().unwrap_err().kind(), multiproc::ErrorKind::Broken);
+    /// ```
+    pub fn abort(&self) {
+        self.break_for(BROKEN_ABORTED);
+    }
+
+    /// Marks the barrier broken for `why` (unless it already is: the first
+    /// reason stays) and wakes every waiter.
+    fn break_for(&self, why: u32) {
+        let b = self.shared.block();
+        // SYNC: Release pairs with the Acquire loads of `broken` in waiters.
+        let _ = b.header.broken.compare_exchange(
+            0,
+            why,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        b.wake_all();
+    }
+
+    /// Returns the barrier to its empty, unbroken state (Python's
+    /// `reset()`): parties waiting now fail with [`ErrorKind::Broken`];
+    /// later waits start a new round.
+    ///
+    /// As Python's documentation says of its own, call it when the state
+    /// of the other parties is known (none of them is arriving at that
+    /// moment): a party that arrives *while* the reset runs may be counted
+    /// in the new round and also told of the reset. A barrier broken by a
+    /// process that died stays broken: that process can never arrive.
+    ///
+    /// ```
+    /// let b = multiproc::Barrier::new(2).unwrap();
+    /// b.abort();
+    /// b.reset();
+    /// assert!(!b.broken());
+    /// ```
+    pub fn reset(&self) {
+        let b = self.shared.block();
+        // SYNC: Release, before the Release bump of `generation` below: a
+        // waiter that sees the new generation (Acquire) sees this too.
+        b.resets.fetch_add(1, Ordering::Release);
+        // SYNC: Relaxed, published by the Release bump of `generation`.
+        b.arrived.store(0, Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire loads of `broken`.
+        b.header.broken.store(0, Ordering::Release);
+        // SYNC: Release pairs with the waiters' Acquire loads of it.
+        b.generation.fetch_add(1, Ordering::Release);
+        sys::futex_wake(&b.generation, u32::MAX);
+    }
+
     /// Waits for all parties; returns this party's index in the order of
     /// arrival (0 for the first, `parties - 1` for the last, as Python).
+    /// Waits at most the barrier's default timeout, if it was made
+    /// [`with_timeout`](Barrier::with_timeout).
     ///
     /// # Errors
-    /// [`ErrorKind::PeerDied`] if the barrier is broken.
+    /// [`ErrorKind::Broken`] if the barrier is broken or is reset meanwhile;
+    /// [`ErrorKind::PeerDied`] if a process sharing it died;
+    /// [`ErrorKind::Timeout`] past the default timeout (the barrier is then
+    /// broken for all).
     ///
     /// ```
     /// let b = multiproc::Barrier::new(1).unwrap();
     /// b.wait().unwrap();
     /// ```
     pub fn wait(&self) -> Result<u32> {
-        self.wait_until(None)
+        // SYNC: Relaxed: set once, before the Release store of `magic`.
+        match self.shared.block().timeout_ns.load(Ordering::Relaxed) {
+            0 => self.wait_until(None),
+            ns => self.wait_until(deadline_after(Duration::from_nanos(ns))),
+        }
     }
 
-    /// As [`wait`](Barrier::wait), at most `timeout`; a timeout breaks the
-    /// barrier for everyone.
+    /// As [`wait`](Barrier::wait), at most `timeout` (instead of the
+    /// default); a timeout breaks the barrier for everyone.
     ///
     /// # Errors
     /// [`ErrorKind::Timeout`], or as [`wait`](Barrier::wait).
@@ -134,8 +245,10 @@ impl Barrier {
         self.shared.check_peers()?;
         // SYNC: Relaxed: as in `parties()`.
         let parties = b.parties.load(Ordering::Relaxed).max(1);
+        // SYNC: Acquire pairs with the Release bump in `reset`.
+        let resets = b.resets.load(Ordering::Acquire);
         // SYNC: Acquire pairs with the Release fetch_add of `generation` by
-        // the last arrival of the previous round.
+        // the last arrival of the previous round (or a reset).
         let generation = b.generation.load(Ordering::Acquire);
         // SYNC: AcqRel: each arrival sees the earlier arrivals' writes, and
         // the last one publishes all of them through `generation`.
@@ -153,26 +266,32 @@ impl Barrier {
         let mut wait = Wait::new(deadline);
         // The check on entry above was this wait's first.
         wait.liveness_due();
-        let timed_out = "Barrier::wait_timeout: not every party arrived in time; \
+        let timed_out = "Barrier::wait: not every party arrived in time; \
                          the barrier is now broken for all of them";
         loop {
-            // SYNC: Acquire pairs with the Release fetch_add above.
+            // SYNC: Acquire pairs with the Release fetch_add of the last
+            // arrival, or of `reset` (whose earlier bump of `resets` this
+            // load therefore also sees).
             if b.generation.load(Ordering::Acquire) != generation {
+                // SYNC: Relaxed: ordered by the Acquire load just above.
+                if b.resets.load(Ordering::Relaxed) != resets {
+                    return Err(Error::new(
+                        ErrorKind::Broken,
+                        "Barrier::wait: the barrier was reset while this party waited",
+                    ));
+                }
                 return Ok(index);
             }
             wait.check(|| self.shared.check_peers())?;
             if let Err(e) = wait.sleep_on(&b.generation, generation, timed_out) {
                 // Python: a timed-out wait breaks the barrier for all.
-                b.header.broken.store(1, Ordering::Release);
-                b.wake_all();
+                self.break_for(BROKEN_TIMED_OUT);
                 return Err(e);
             }
-            if b.header.broken.load(Ordering::Acquire) != 0 {
-                return Err(Error::new(
-                    ErrorKind::PeerDied,
-                    "this Barrier is broken: another party's wait timed out, or a \
-                     process sharing it died",
-                ));
+            // SYNC: Acquire pairs with the Release stores of `broken`.
+            let why = b.header.broken.load(Ordering::Acquire);
+            if why != 0 {
+                return Err(broken_error(Kind::Barrier, why));
             }
         }
     }

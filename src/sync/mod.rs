@@ -157,26 +157,17 @@ impl<B: Block> Shared<B> {
         self.segment().check_intact()?;
         let block = self.block();
         let h = block.header();
-        // SYNC: Acquire pairs with the Release store of `broken` below (by
-        // whichever waiter found the dead participant).
-        if h.broken.load(Ordering::Acquire) != 0 {
-            let or_timeout = if B::KIND == Kind::Barrier {
-                ", or a wait on it timed out"
-            } else {
-                ""
-            };
-            return Err(Error::new(
-                ErrorKind::PeerDied,
-                format!(
-                    "this {:?} is broken: a process sharing it died{or_timeout}",
-                    B::KIND
-                ),
-            ));
+        // SYNC: Acquire pairs with the Release stores of `broken` (below, by
+        // whichever waiter found the dead participant; a barrier's abort or
+        // timed-out wait).
+        let why = h.broken.load(Ordering::Acquire);
+        if why != 0 {
+            return Err(broken_error(B::KIND, why));
         }
         if let Some(p) = h.participants.dead() {
             // SYNC: Release pairs with the Acquire load above in other
             // waiters.
-            h.broken.store(1, Ordering::Release);
+            h.broken.store(BROKEN_PEER_DIED, Ordering::Release);
             block.wake_all();
             return Err(Error::new(
                 ErrorKind::PeerDied,
@@ -193,6 +184,30 @@ impl<B: Block> Shared<B> {
 
     fn handle(&self) -> SegmentHandle {
         self.segment().handle()
+    }
+}
+
+/// Why a block is broken: the values of its header's `broken` word.
+const BROKEN_PEER_DIED: u32 = 1;
+const BROKEN_ABORTED: u32 = 2;
+const BROKEN_TIMED_OUT: u32 = 3;
+
+/// The error every wait on a block broken for `why` returns.
+fn broken_error(kind: Kind, why: u32) -> Error {
+    match why {
+        BROKEN_ABORTED => Error::new(
+            ErrorKind::Broken,
+            format!("this {kind:?} is broken: it was aborted (reset() mends it)"),
+        ),
+        BROKEN_TIMED_OUT => Error::new(
+            ErrorKind::Broken,
+            format!("this {kind:?} is broken: a wait on it timed out (reset() mends it)"),
+        ),
+        // BROKEN_PEER_DIED, or any other value a peer wrote.
+        _ => Error::new(
+            ErrorKind::PeerDied,
+            format!("this {kind:?} is broken: a process sharing it died"),
+        ),
     }
 }
 
