@@ -71,6 +71,9 @@ pub enum ErrorKind {
     /// this party waited, or another party's wait timed out (Python's
     /// `BrokenBarrierError`).
     Broken,
+    /// A received message does not fit the buffer it was to be read into
+    /// (Python's `BufferTooShort`); it stays where it was, unconsumed.
+    BufferTooShort,
     /// Any other operating-system error.
     Io,
 }
@@ -91,6 +94,7 @@ impl ErrorKind {
             ErrorKind::OwnerDied => "the owner of the lock died holding it",
             ErrorKind::PeerDied => "a peer process died",
             ErrorKind::Broken => "the barrier is broken",
+            ErrorKind::BufferTooShort => "the message does not fit the buffer",
             ErrorKind::Io => "operating-system error",
         }
     }

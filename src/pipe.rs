@@ -7,6 +7,7 @@
 //! process that uses it, so an end passed to a child is claimed there, on
 //! its first `send`/`recv`, and the ring then watches the other side's pid.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,13 @@ fn receiving(name: &str) -> Call<'_> {
 /// A `recv` whose sender's process died, or a `send` blocked on a full pipe
 /// whose receiver died, fails with [`ErrorKind::PeerDied`].
 ///
+/// `Clone`: the clones in one process are the same end (threads may share
+/// it; [`close`](Connection::close) closes them all). Across processes an
+/// end's sending side belongs to the first process that sends on it, and
+/// its receiving side to the first that receives; another process that
+/// tries gets [`ErrorKind::InvalidState`] (Python lets several processes
+/// write one end; use a [`Queue`](crate::Queue) for that here).
+///
 /// ```
 /// use multiproc::{pipe, Connection, Process};
 ///
@@ -123,7 +131,13 @@ fn receiving(name: &str) -> Call<'_> {
 ///     p.join().unwrap();
 /// }
 /// ```
+#[derive(Clone)]
 pub struct Connection {
+    inner: Arc<End>,
+}
+
+/// What every clone of one [`Connection`] in this process shares.
+struct End {
     segment: Arc<Segment>,
     end: u8,
     duplex: bool,
@@ -133,14 +147,16 @@ pub struct Connection {
     inp: Option<Ring>,
     tx: Mutex<Option<Producer>>,
     rx: Mutex<Option<Consumer>>,
+    /// [`close`](Connection::close) was called.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("end", &self.end)
-            .field("readable", &self.inp.is_some())
-            .field("writable", &self.out.is_some())
+            .field("end", &self.inner.end)
+            .field("readable", &self.inner.inp.is_some())
+            .field("writable", &self.inner.out.is_some())
             .finish()
     }
 }
@@ -177,13 +193,16 @@ impl Connection {
         duplex: bool,
     ) -> (Connection, Connection) {
         let end = |end: u8, out: Option<Ring>, inp: Option<Ring>| Connection {
-            segment: Arc::clone(&segment),
-            end,
-            duplex,
-            out,
-            inp,
-            tx: Mutex::new(None),
-            rx: Mutex::new(None),
+            inner: Arc::new(End {
+                segment: Arc::clone(&segment),
+                end,
+                duplex,
+                out,
+                inp,
+                tx: Mutex::new(None),
+                rx: Mutex::new(None),
+                closed: AtomicBool::new(false),
+            }),
         };
         if duplex {
             (end(0, r0.clone(), r1.clone()), end(1, r1, r0))
@@ -192,30 +211,102 @@ impl Connection {
         }
     }
 
+    /// An error for `call` once this end was closed.
+    fn check_open(&self, call: &Call<'_>) -> Result<()> {
+        // SYNC: Relaxed: a flag of this handle; the handles it guards are
+        // behind their own mutexes.
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "this end was closed (Connection::close)",
+            )
+            .in_call(call));
+        }
+        Ok(())
+    }
+
+    /// Closes this end (Python's `close()`): later calls on it fail with
+    /// [`ErrorKind::InvalidState`], and if this handle has sent, the other
+    /// end, once it has taken what was sent, gets
+    /// [`ErrorKind::Disconnected`] (Python's `EOFError`) instead of waiting.
+    /// An end that was passed to a child and not used here stays the
+    /// child's: closing the parent's copy, as Python code does after
+    /// `start()`, changes nothing for the child. Closing twice is fine;
+    /// dropping an end closes it too.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true).unwrap();
+    /// a.send(&1u8).unwrap();
+    /// a.close();
+    /// assert!(a.closed());
+    /// assert!(a.send(&2u8).is_err());
+    /// assert_eq!(b.recv::<u8>().unwrap(), 1);
+    /// assert!(b.recv::<u8>().unwrap_err().is_disconnected());
+    /// ```
+    pub fn close(&self) {
+        // SYNC: Relaxed: see `check_open`.
+        self.inner.closed.store(true, Ordering::Relaxed);
+        // Only sides this handle used: an end passed to a child and never
+        // used here is the child's (Python's idiom closes the parent's copy
+        // of it), and claiming it here would cut the child off.
+        let tx = self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut p) = tx {
+            p.close();
+        }
+        let rx = self
+            .inner
+            .rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut c) = rx {
+            c.close();
+        }
+    }
+
+    /// `true` once [`close`](Connection::close) was called (Python's
+    /// `closed`).
+    ///
+    /// ```
+    /// let (a, _b) = multiproc::pipe(true).unwrap();
+    /// assert!(!a.closed());
+    /// ```
+    pub fn closed(&self) -> bool {
+        // SYNC: Relaxed: see `check_open`.
+        self.inner.closed.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` on this end's producer; its errors are worded for `call`.
     fn with_tx<R>(&self, call: &str, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
         let call = sending(call);
-        let Some(out) = self.out.as_ref() else {
+        self.check_open(&call)?;
+        let Some(out) = self.inner.out.as_ref() else {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "this end of a one-way pipe cannot send",
             )
             .in_call(&call));
         };
-        ring::with_handle(&self.tx, || out.producer(), f).map_err(|e| e.in_call(&call))
+        ring::with_handle(&self.inner.tx, || out.producer(), f).map_err(|e| e.in_call(&call))
     }
 
     /// Runs `f` on this end's consumer; its errors are worded for `call`.
     fn with_rx<R>(&self, call: &str, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
         let call = receiving(call);
-        let Some(inp) = self.inp.as_ref() else {
+        self.check_open(&call)?;
+        let Some(inp) = self.inner.inp.as_ref() else {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "this end of a one-way pipe cannot receive",
             )
             .in_call(&call));
         };
-        ring::with_handle(&self.rx, || inp.consumer(), f).map_err(|e| e.in_call(&call))
+        ring::with_handle(&self.inner.rx, || inp.consumer(), f).map_err(|e| e.in_call(&call))
     }
 
     /// Sends a value (Python's `send(obj)`), waiting for room.
@@ -337,6 +428,64 @@ impl Connection {
         })
     }
 
+    /// Receives raw bytes into `buf` from `offset` on (Python's
+    /// `recv_bytes_into(buffer, offset)`), for a buffer that cannot grow
+    /// (a slice of a `SharedArray`'s copy, a stack array…). Returns the
+    /// message's length.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BufferTooShort`] if the message does not fit in
+    /// `buf[offset..]`: unlike Python, which hands the message back inside
+    /// the exception, it stays in the pipe, unconsumed, for a
+    /// [`recv_bytes`](Connection::recv_bytes) or a bigger buffer;
+    /// [`ErrorKind::InvalidState`] if `offset` is past the end of `buf`;
+    /// otherwise as [`recv`](Connection::recv).
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true).unwrap();
+    /// b.send_bytes(b"abcdef").unwrap();
+    /// let mut small = [0u8; 4];
+    /// let e = a.recv_bytes_into_at(&mut small, 0).unwrap_err();
+    /// assert_eq!(e.kind(), multiproc::ErrorKind::BufferTooShort);
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(a.recv_bytes_into_at(&mut buf, 2).unwrap(), 6);
+    /// assert_eq!(&buf, b"\0\0abcdef");
+    /// ```
+    pub fn recv_bytes_into_at(&self, buf: &mut [u8], offset: usize) -> Result<usize> {
+        let room = buf.len().checked_sub(offset).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "Connection::recv_bytes_into_at: offset {offset} is past the end of \
+                     the {}-byte buffer",
+                    buf.len()
+                ),
+            )
+        })?;
+        self.with_rx("Connection::recv_bytes_into_at", |c| {
+            let frame = c.peek(None)?;
+            if frame.kind() != KIND_BYTES {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    "expected bytes, got a value (sent with send)",
+                ));
+            }
+            let len = frame.bytes().len();
+            if len > room {
+                frame.keep();
+                return Err(Error::new(
+                    ErrorKind::BufferTooShort,
+                    format!(
+                        "a message of {len} bytes does not fit the {room} bytes from \
+                         offset {offset}; it stays in the pipe (recv_bytes takes it)"
+                    ),
+                ));
+            }
+            buf[offset..offset + len].copy_from_slice(frame.bytes());
+            Ok(len)
+        })
+    }
+
     /// `true` if a message is waiting, checking for at most `timeout`
     /// (Python's `poll(timeout)`; `Duration::ZERO` just looks).
     ///
@@ -359,7 +508,12 @@ impl Connection {
 
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (self.segment.handle(), self.end, self.duplex).serialize(s)
+        (
+            self.inner.segment.handle(),
+            self.inner.end,
+            self.inner.duplex,
+        )
+            .serialize(s)
     }
 }
 
@@ -383,8 +537,10 @@ impl<'de> Deserialize<'de> for Connection {
 }
 
 /// Something [`wait`] can wait on: a [`Connection`] (ready when a message
-/// is waiting or its sender is gone) or a [`Process`](crate::Process)
-/// (ready when it has ended).
+/// is waiting or its sender is gone), a [`Queue`](crate::Queue) or
+/// [`JoinableQueue`](crate::JoinableQueue) (ready when it holds an item;
+/// Python's `wait` takes a queue's `_reader` for this), or a
+/// [`Process`](crate::Process) (ready when it has ended).
 pub trait Waitable {
     /// `true` if waiting on it would not block now.
     fn is_ready(&self) -> bool;
@@ -394,6 +550,18 @@ impl Waitable for Connection {
     fn is_ready(&self) -> bool {
         // An error (sender gone) is "ready": the next recv reports it.
         self.poll(Duration::ZERO).unwrap_or(true)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Waitable for crate::Queue<T> {
+    fn is_ready(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Waitable for crate::JoinableQueue<T> {
+    fn is_ready(&self) -> bool {
+        !self.is_empty()
     }
 }
 

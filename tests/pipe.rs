@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use multiproc::{pipe, Connection, ErrorKind, Event, Process};
+use multiproc::{pipe, Connection, ErrorKind, Event, Process, Queue};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -217,4 +217,80 @@ proptest! {
             }
         }
     }
+}
+
+fn send_then_return((conn, n): (Connection, u32)) {
+    for i in 0..n {
+        conn.send(&i).unwrap();
+    }
+}
+
+#[test]
+fn closing_the_parents_copy_of_a_childs_end_is_pythons_idiom_and_eof_follows() {
+    let (r, w) = pipe(false).unwrap();
+    let p = Process::spawn(send_then_return, (w.clone(), 3)).unwrap();
+    // As Python's `w.close()` after `p.start()`: this copy was never used
+    // here, so the child's sends are untouched.
+    w.close();
+    assert!(w.closed());
+    assert_eq!(w.send(&9u32).unwrap_err().kind(), ErrorKind::InvalidState);
+    let got: Vec<u32> = (0..3).map(|_| r.recv::<u32>().unwrap()).collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    // The child has returned and dropped its end: EOF, not a hang.
+    let eof = r.recv_timeout::<u32>(Duration::from_secs(60)).unwrap_err();
+    assert!(eof.is_disconnected(), "{eof}");
+    p.join().unwrap();
+}
+
+#[test]
+fn close_after_sending_gives_the_receiver_what_was_sent_then_eof() {
+    let (a, b) = pipe(true).unwrap();
+    a.send(&1u8).unwrap();
+    a.close();
+    a.close(); // twice is fine
+    assert_eq!(b.recv::<u8>().unwrap(), 1);
+    let eof = b.recv_timeout::<u8>(Duration::from_secs(10)).unwrap_err();
+    assert!(eof.is_disconnected(), "{eof}");
+    assert_eq!(a.recv::<u8>().unwrap_err().kind(), ErrorKind::InvalidState);
+}
+
+#[test]
+fn recv_bytes_into_at_keeps_a_message_that_does_not_fit() {
+    let (a, b) = pipe(true).unwrap();
+    b.send_bytes(&[7u8; 10]).unwrap();
+    b.send_bytes(b"xy").unwrap();
+    let mut buf = [0u8; 12];
+    let e = a.recv_bytes_into_at(&mut buf, 4).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BufferTooShort, "{e}");
+    assert_eq!(buf, [0u8; 12], "nothing written");
+    // Nothing lost: the same message comes next, in order.
+    assert_eq!(a.recv_bytes_into_at(&mut buf, 2).unwrap(), 10);
+    assert_eq!(&buf[2..], &[7u8; 10]);
+    assert_eq!(
+        a.recv_bytes_into_at(&mut buf, 12).unwrap_err().kind(),
+        ErrorKind::BufferTooShort
+    );
+    assert_eq!(
+        a.recv_bytes_into_at(&mut buf, 13).unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
+    assert_eq!(a.recv_bytes().unwrap(), b"xy");
+}
+
+#[test]
+fn wait_covers_queues() {
+    fn put_later((q, go): (Queue<u8>, Event)) {
+        go.wait().unwrap();
+        q.put(&5).unwrap();
+    }
+    let q = Queue::<u8>::new().unwrap();
+    let (c, _d) = pipe(true).unwrap();
+    let go = Event::new().unwrap();
+    let p = Process::spawn(put_later, (q.clone(), go.clone())).unwrap();
+    assert!(multiproc::wait(&[&c, &q], Some(Duration::from_millis(20))).is_empty());
+    go.set();
+    let ready = multiproc::wait(&[&c, &q], Some(Duration::from_secs(60)));
+    assert_eq!(ready, vec![1]);
+    assert_eq!(q.get().unwrap(), 5);
+    p.join().unwrap();
 }

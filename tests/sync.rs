@@ -250,7 +250,8 @@ fn a_dead_peer_breaks_a_barrier_for_every_waiter() {
 }
 
 fn wait_on_barrier(b: Barrier) -> Result<u32, ErrorKind> {
-    b.wait_timeout(Duration::from_secs(60)).map_err(|e| e.kind())
+    b.wait_timeout(Duration::from_secs(60))
+        .map_err(|e| e.kind())
 }
 
 /// Waits until `n` parties wait at `b` (they are in another process).

@@ -301,6 +301,14 @@ impl Frame<'_> {
     pub(crate) fn bytes(&self) -> &[u8] {
         self.consumer.frame_bytes(self.frame)
     }
+
+    /// Leaves the frame in the ring, unconsumed: the next peek or pop meets
+    /// it again (a message that did not fit the caller's buffer is not
+    /// lost).
+    pub(crate) fn keep(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        this.consumer.leave();
+    }
 }
 
 /// A hold of the consumer side for [`Consumer::take_each`]: released on

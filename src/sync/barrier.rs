@@ -164,12 +164,10 @@ impl Barrier {
     fn break_for(&self, why: u32) {
         let b = self.shared.block();
         // SYNC: Release pairs with the Acquire loads of `broken` in waiters.
-        let _ = b.header.broken.compare_exchange(
-            0,
-            why,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        let _ = b
+            .header
+            .broken
+            .compare_exchange(0, why, Ordering::Release, Ordering::Relaxed);
         b.wake_all();
     }
 
