@@ -74,6 +74,9 @@ pub enum ErrorKind {
     /// A received message does not fit the buffer it was to be read into
     /// (Python's `BufferTooShort`); it stays where it was, unconsumed.
     BufferTooShort,
+    /// The queue was shut down (Python 3.13's `queue.ShutDown`): no more
+    /// puts, and no more gets once it is empty.
+    ShutDown,
     /// Any other operating-system error.
     Io,
 }
@@ -95,6 +98,7 @@ impl ErrorKind {
             ErrorKind::PeerDied => "a peer process died",
             ErrorKind::Broken => "the barrier is broken",
             ErrorKind::BufferTooShort => "the message does not fit the buffer",
+            ErrorKind::ShutDown => "the queue was shut down",
             ErrorKind::Io => "operating-system error",
         }
     }

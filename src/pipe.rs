@@ -538,7 +538,8 @@ impl<'de> Deserialize<'de> for Connection {
 
 /// Something [`wait`] can wait on: a [`Connection`] (ready when a message
 /// is waiting or its sender is gone), a [`Queue`](crate::Queue) or
-/// [`JoinableQueue`](crate::JoinableQueue) (ready when it holds an item;
+/// [`JoinableQueue`](crate::JoinableQueue) (ready when it holds an item
+/// or was shut down;
 /// Python's `wait` takes a queue's `_reader` for this), or a
 /// [`Process`](crate::Process) (ready when it has ended).
 pub trait Waitable {
@@ -555,13 +556,14 @@ impl Waitable for Connection {
 
 impl<T: Serialize + DeserializeOwned> Waitable for crate::Queue<T> {
     fn is_ready(&self) -> bool {
-        !self.is_empty()
+        // Shut down: the next get answers at once (an item or `ShutDown`).
+        !self.is_empty() || self.is_shutdown()
     }
 }
 
 impl<T: Serialize + DeserializeOwned> Waitable for crate::JoinableQueue<T> {
     fn is_ready(&self) -> bool {
-        !self.is_empty()
+        !self.is_empty() || self.is_shutdown()
     }
 }
 

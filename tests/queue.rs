@@ -8,6 +8,7 @@ use multiproc::{ErrorKind, Event, JoinableQueue, Process, Queue};
 use proptest::prelude::*;
 
 multiproc::test_support!();
+mod common;
 
 fn produce((q, base, n): (Queue<u64>, u64, u64)) {
     for i in 0..n {
@@ -376,4 +377,92 @@ proptest! {
             prop_assert_eq!(q.is_empty(), model.is_empty());
         }
     }
+}
+
+#[test]
+fn maxsize_bounds_items_across_processes() {
+    fn fill((q, n): (Queue<u32>, u32)) {
+        for i in 0..n {
+            q.put(&i).unwrap();
+        }
+    }
+    let q = Queue::<u32>::with_maxsize(3).unwrap();
+    let p = Process::spawn(fill, (q.clone(), 10)).unwrap();
+    // The producer can get at most 3 items ahead of us, whatever their size.
+    let full = common::wait_for(Duration::from_secs(30), || q.len(), |&n| n == 3);
+    assert_eq!(full, Ok(3));
+    assert!(!q.try_put(&99).unwrap(), "a fourth item went in");
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        got.push(q.get_timeout(Duration::from_secs(60)).unwrap());
+        assert!(q.len() <= 3, "{} items in a maxsize-3 queue", q.len());
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    p.join().unwrap();
+    // Timed puts on a full bounded queue time out, and put nothing.
+    let q = Queue::<u8>::with_maxsize(1).unwrap();
+    q.put(&1).unwrap();
+    let e = q.put_timeout(&2, Duration::from_millis(20)).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert_eq!(q.len(), 1);
+    // put_many waits item by item under the bound.
+    let q = Queue::<u8>::with_maxsize(2).unwrap();
+    q.put_many([1u8, 2]).unwrap();
+    assert!(!q.try_put(&3).unwrap());
+    assert_eq!(q.get_many(5).unwrap(), [1, 2]);
+    assert!(q.try_put(&3).unwrap());
+}
+
+#[test]
+fn shutdown_wakes_a_getter_in_another_process_and_stops_puts() {
+    fn get_one((q, ready): (Queue<u8>, Event)) -> Result<u8, ErrorKind> {
+        ready.set();
+        q.get_timeout(Duration::from_secs(60)).map_err(|e| e.kind())
+    }
+    let q = Queue::<u8>::new().unwrap();
+    let ready = Event::new().unwrap();
+    let p = Process::spawn(get_one, (q.clone(), ready.clone())).unwrap();
+    // The child blocks on an empty queue (give it a moment to get there);
+    // a graceful shutdown ends its get at once, not at its 60 s deadline.
+    ready.wait_timeout(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    q.shutdown(false).unwrap();
+    assert_eq!(p.join().unwrap(), Err(ErrorKind::ShutDown));
+    assert!(q.is_shutdown());
+    assert_eq!(q.put(&1).unwrap_err().kind(), ErrorKind::ShutDown);
+    assert_eq!(q.try_put(&1).unwrap_err().kind(), ErrorKind::ShutDown);
+    assert_eq!(q.get().unwrap_err().kind(), ErrorKind::ShutDown);
+}
+
+#[test]
+fn shutdown_graceful_keeps_items_for_gets_and_immediate_drops_them() {
+    let q = Queue::<u8>::new().unwrap();
+    q.put_many([1u8, 2, 3]).unwrap();
+    q.shutdown(false).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    assert_eq!(q.get_many(5).unwrap(), [2, 3]);
+    assert_eq!(q.get().unwrap_err().kind(), ErrorKind::ShutDown);
+
+    let q = Queue::<u8>::new().unwrap();
+    q.put_many([1u8, 2, 3]).unwrap();
+    q.shutdown(true).unwrap();
+    assert_eq!(q.get().unwrap_err().kind(), ErrorKind::ShutDown);
+    assert!(q.is_empty());
+    assert_eq!(q.len(), 0);
+}
+
+#[test]
+fn shutdown_immediate_releases_a_joinable_queues_join_and_a_blocked_bounded_put() {
+    fn put_two(q: JoinableQueue<u8>) -> Result<(), ErrorKind> {
+        q.put(&1).map_err(|e| e.kind())?;
+        // Blocks: maxsize 1 and nobody takes the first item.
+        q.put(&2).map_err(|e| e.kind())
+    }
+    let q = JoinableQueue::<u8>::with_maxsize(1).unwrap();
+    let p = Process::spawn(put_two, q.clone()).unwrap();
+    common::wait_for(Duration::from_secs(30), || q.len(), |&n| n == 1).unwrap();
+    q.shutdown(true).unwrap();
+    assert_eq!(p.join().unwrap(), Err(ErrorKind::ShutDown));
+    // The dropped item counts as done: join does not wait for it.
+    q.join_timeout(Duration::from_secs(30)).unwrap();
 }

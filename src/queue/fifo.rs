@@ -128,14 +128,107 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn with_capacity(bytes: usize) -> Result<Self> {
         Ok(Queue {
-            inner: Arc::new(Inner::create(bytes, false)?),
+            inner: Arc::new(Inner::create(bytes, false, 0)?),
             _items: PhantomData,
         })
     }
 
-    /// Puts `item` at the back, waiting for room.
+    /// A queue of at most `maxsize` items (Python's `Queue(maxsize)`):
+    /// a put waits while it holds that many. 0 means no bound but the
+    /// ring's bytes, as Python's `maxsize <= 0`. The ring is
+    /// [`new`](Queue::new)'s 1 MiB; items must also fit in it.
     ///
     /// # Errors
+    /// [`ErrorKind::InvalidState`] for a `maxsize` over `u32::MAX`;
+    /// otherwise as [`new`](Queue::new).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::with_maxsize(2).unwrap();
+    /// assert!(q.try_put(&1u8).unwrap());
+    /// assert!(q.try_put(&2u8).unwrap());
+    /// assert!(!q.try_put(&3u8).unwrap()); // full: 2 items
+    /// assert_eq!(q.get().unwrap(), 1);
+    /// assert!(q.try_put(&3u8).unwrap());
+    /// ```
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        Ok(Queue {
+            inner: Arc::new(Inner::create(DEFAULT_CAPACITY, false, maxsize_u32(maxsize)?)?),
+            _items: PhantomData,
+        })
+    }
+
+    /// Shuts the queue down for every process that shares it (Python
+    /// 3.13's `shutdown(immediate)`): puts fail with
+    /// [`ErrorKind::ShutDown`] from now on, and calls blocked in a put or
+    /// a get, anywhere, return. With `immediate = false` gets still take
+    /// the items in the queue, then fail with `ShutDown`; with `true` those
+    /// items are dropped (a [`JoinableQueue`](crate::JoinableQueue) counts
+    /// each as done, so its `join` returns) and gets fail at once.
+    /// Shutting down twice is fine; `immediate` only ever strengthens it.
+    ///
+    /// # Errors
+    /// As [`get`](Queue::get), for the items it drops.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new().unwrap();
+    /// q.put(&1u8).unwrap();
+    /// q.shutdown(false).unwrap();
+    /// assert_eq!(q.put(&2).unwrap_err().kind(), multiproc::ErrorKind::ShutDown);
+    /// assert_eq!(q.get().unwrap(), 1);
+    /// assert_eq!(q.get().unwrap_err().kind(), multiproc::ErrorKind::ShutDown);
+    /// ```
+    pub fn shutdown(&self, immediate: bool) -> Result<()> {
+        let inner = &self.inner;
+        let h = inner.header();
+        let how = if immediate { SHUT_DOWN_NOW } else { SHUT_DOWN };
+        // SYNC: Release pairs with the Acquire load in `shut_down`.
+        h.shutdown.fetch_max(how, Ordering::Release);
+        // Closing the ring's sending side (for every process: the ring's
+        // state word) ends every blocked get once the ring is empty and
+        // every blocked or later push, and wakes them all.
+        inner.ring.producer()?.close();
+        sys::futex_wake_all(&h.held);
+        if immediate {
+            let call = getting("Queue::shutdown");
+            let mut dropped = 0u32;
+            let drained = inner.with_consumer(&call, |c| loop {
+                match c.take_each(usize::MAX, Some(Instant::now()), |_, _| Ok(())) {
+                    Ok(n) => dropped = dropped.saturating_add(u32::try_from(n).unwrap_or(u32::MAX)),
+                    Err(e) if e.is_timeout() || e.is_disconnected() => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            });
+            inner.release_items(dropped);
+            // SYNC: Relaxed, as in `get`.
+            h.gets.0.fetch_add(u64::from(dropped), Ordering::Relaxed);
+            for _ in 0..dropped {
+                if inner.counts_tasks {
+                    inner.uncount_task();
+                }
+            }
+            drained?;
+        }
+        Ok(())
+    }
+
+    /// `true` once [`shutdown`](Queue::shutdown) was called on the queue, in
+    /// any process (Python's `is_shutdown`).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new().unwrap();
+    /// assert!(!q.is_shutdown());
+    /// q.shutdown(true).unwrap();
+    /// assert!(q.is_shutdown());
+    /// ```
+    pub fn is_shutdown(&self) -> bool {
+        self.inner.shut_down() != 0
+    }
+
+    /// Puts `item` at the back, waiting for room (and, with a
+    /// [`maxsize`](Queue::with_maxsize), for fewer than `maxsize` items).
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShutDown`] after [`shutdown`](Queue::shutdown);
     /// [`ErrorKind::Codec`] if the item is larger than half the ring;
     /// [`ErrorKind::PeerDied`] if the queue stays full and a process sharing
     /// it died abruptly; [`ErrorKind::InvalidState`] after [`close`](Queue::close).
@@ -155,13 +248,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         call: &Call<'_>,
     ) -> Result<()> {
         let inner = &self.inner;
+        inner.check_not_shut_down(call)?;
+        inner.reserve_item(deadline, call)?;
         inner.count_tasks(1);
         inner
             .with_producer(call, |p| codec::push_value(p, KIND_ITEM, item, deadline))
-            .inspect_err(|_| {
+            .map_err(|e| {
                 if inner.counts_tasks {
                     inner.uncount_task();
                 }
+                inner.release_items(1);
+                inner.after_shutdown(e, call)
             })?;
         // SYNC: Relaxed: `len` is a hint, not a synchronisation point.
         inner.header().puts.0.fetch_add(1, Ordering::Relaxed);
@@ -229,7 +326,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn get_until(&self, deadline: Option<Instant>, call: &Call<'_>) -> Result<T> {
         let inner = &self.inner;
-        let (_, item) = inner.with_consumer(call, |c| codec::pop_value::<T>(c, deadline))?;
+        if inner.shut_down() == SHUT_DOWN_NOW {
+            return Err(shut_down_error(call));
+        }
+        let (_, item) = inner
+            .with_consumer(call, |c| codec::pop_value::<T>(c, deadline))
+            .map_err(|e| inner.after_shutdown(e, call))?;
+        inner.release_items(1);
         // SYNC: Relaxed, as for `puts`.
         inner.header().gets.0.fetch_add(1, Ordering::Relaxed);
         Ok(item)
@@ -298,6 +401,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         I::Item: Borrow<T>,
     {
         let inner = &self.inner;
+        inner.check_not_shut_down(call)?;
+        if inner.maxsize != 0 {
+            // Each item waits for its own place: one by one.
+            for item in items {
+                self.put_until(item.borrow(), None, call)?;
+            }
+            return Ok(());
+        }
         let count = |add: bool| {
             if add {
                 inner.count_tasks(1);
@@ -356,7 +467,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         });
         // SYNC: Relaxed, as in `put`.
         inner.header().puts.0.fetch_add(put, Ordering::Relaxed);
-        result
+        result.map_err(|e| inner.after_shutdown(e, call))
     }
 
     /// Takes up to `max` items, in order: waits for the first like
@@ -412,13 +523,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         call: &Call<'_>,
     ) -> Result<Vec<T>> {
         let inner = &self.inner;
+        if inner.shut_down() == SHUT_DOWN_NOW {
+            return Err(shut_down_error(call));
+        }
         let mut out = Vec::new();
-        inner.with_consumer(call, |c| {
-            c.take_each(max, deadline, |_, bytes| {
-                out.push(codec::decode_serde(bytes)?);
-                Ok(())
+        let taken = inner
+            .with_consumer(call, |c| {
+                c.take_each(max, deadline, |_, bytes| {
+                    out.push(codec::decode_serde(bytes)?);
+                    Ok(())
+                })
             })
-        })?;
+            .map_err(|e| inner.after_shutdown(e, call))?;
+        inner.release_items(u32::try_from(taken).unwrap_or(u32::MAX));
         // SYNC: Relaxed, as in `get`.
         inner
             .header()

@@ -117,7 +117,27 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     pub fn with_capacity(bytes: usize) -> Result<Self> {
         Ok(JoinableQueue {
             queue: Queue {
-                inner: Arc::new(Inner::create(bytes, true)?),
+                inner: Arc::new(Inner::create(bytes, true, 0)?),
+                _items: PhantomData,
+            },
+        })
+    }
+
+    /// A joinable queue of at most `maxsize` items, as
+    /// [`Queue::with_maxsize`] (Python's `JoinableQueue(maxsize)`).
+    ///
+    /// # Errors
+    /// As [`Queue::with_maxsize`].
+    ///
+    /// ```
+    /// let q = multiproc::JoinableQueue::with_maxsize(1).unwrap();
+    /// assert!(q.try_put(&1u8).unwrap());
+    /// assert!(!q.try_put(&2u8).unwrap());
+    /// ```
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        Ok(JoinableQueue {
+            queue: Queue {
+                inner: Arc::new(Inner::create(DEFAULT_CAPACITY, true, maxsize_u32(maxsize)?)?),
                 _items: PhantomData,
             },
         })

@@ -15,12 +15,14 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::error::{Call, Error, ErrorKind, Result};
 use crate::participants::Participants;
 use crate::ring::{self, Consumer, Mode, PeerCheck, Producer, Ring};
 use crate::segment::{in_place, Line, Segment, SegmentHandle, SegmentRegion, Typed};
 use crate::sys;
+use crate::wait::Wait;
 
 /// Ring bytes of [`Queue::new`].
 const DEFAULT_CAPACITY: usize = 1 << 20;
@@ -41,9 +43,25 @@ in_place! {
         /// handle of any type, counts an unfinished task. Written once before
         /// the handle exists.
         counts_tasks: AtomicU32,
+        /// Python's `maxsize`: at most this many items in the queue; 0 for
+        /// no bound but the ring's bytes. Written once before the handle
+        /// exists.
+        maxsize: AtomicU32,
+        /// With a `maxsize`: items reserved by puts and not yet taken by
+        /// gets. Producers waiting for it to fall sleep on it.
+        held: AtomicU32,
+        /// Producers asleep on `held` (Dekker with the getters' wake).
+        held_sleepers: AtomicU32,
+        /// 0, or [`SHUT_DOWN`] / [`SHUT_DOWN_NOW`] after `shutdown`.
+        shutdown: AtomicU32,
         participants: Participants,
     }
 }
+
+/// `shutdown(false)`: puts fail; gets take what is left, then fail.
+const SHUT_DOWN: u32 = 1;
+/// `shutdown(true)`: the items were dropped; gets fail at once.
+const SHUT_DOWN_NOW: u32 = 2;
 
 const _: () = assert!(std::mem::size_of::<QueueHeader>() <= RING_OFFSET);
 
@@ -57,6 +75,8 @@ struct Inner {
     closed: AtomicBool,
     /// The segment's `counts_tasks`, read once (it never changes).
     counts_tasks: bool,
+    /// The segment's `maxsize`, read once (it never changes).
+    maxsize: u32,
 }
 
 impl Inner {
@@ -75,7 +95,7 @@ impl Inner {
             .ok_or_else(|| Error::new(ErrorKind::Protocol, "queue segment too small"))
     }
 
-    fn create(capacity: usize, counts_tasks: bool) -> Result<Inner> {
+    fn create(capacity: usize, counts_tasks: bool, maxsize: u32) -> Result<Inner> {
         let capacity = capacity
             .clamp(ring::MIN_CAPACITY, ring::MAX_CAPACITY)
             .next_power_of_two();
@@ -90,6 +110,9 @@ impl Inner {
             .counts_tasks
             .store(u32::from(counts_tasks), Ordering::Relaxed);
         inner.counts_tasks = counts_tasks;
+        // SYNC: Relaxed, as `counts_tasks` above.
+        inner.header().maxsize.store(maxsize, Ordering::Relaxed);
+        inner.maxsize = maxsize;
         Ok(inner)
     }
 
@@ -114,10 +137,13 @@ impl Inner {
             slot: None,
             closed: AtomicBool::new(false),
             counts_tasks: false,
+            maxsize: 0,
         };
         inner.slot = inner.header().participants.register();
         // SYNC: Relaxed: see `create`.
         inner.counts_tasks = inner.header().counts_tasks.load(Ordering::Relaxed) != 0;
+        // SYNC: Relaxed: see `create`.
+        inner.maxsize = inner.header().maxsize.load(Ordering::Relaxed);
         inner
     }
 
@@ -144,6 +170,96 @@ impl Inner {
             sys::futex_wake_all(&h.unfinished);
         }
         before
+    }
+
+    /// With a `maxsize`, waits until the queue holds fewer than `maxsize`
+    /// items and reserves a place for one more, which the put then fills
+    /// (or gives back with [`release_items`](Inner::release_items) if it
+    /// fails).
+    fn reserve_item(&self, deadline: Option<Instant>, call: &Call<'_>) -> Result<()> {
+        if self.maxsize == 0 {
+            return Ok(());
+        }
+        let h = self.header();
+        let mut wait = Wait::new(deadline);
+        loop {
+            self.check_not_shut_down(call)?;
+            // SYNC: Relaxed: the CAS below carries the ordering.
+            let held = h.held.load(Ordering::Relaxed);
+            if held < self.maxsize {
+                // SYNC: AcqRel: the reservation orders after the get that
+                // made room (its Release decrement).
+                if h.held
+                    .compare_exchange(held, held + 1, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            wait.check(|| match h.participants.dead() {
+                None => Ok(()),
+                Some(pid) => Err(Error::new(ErrorKind::PeerDied, PEER_DIED)
+                    .with_pid(pid)
+                    .in_call(call)),
+            })?;
+            // SYNC: SeqCst RMW + fence, paired with the fence in
+            // `release_items` (Dekker): either the re-check below sees the
+            // getter's decrement, or the getter sees this sleeper and wakes
+            // it.
+            h.held_sleepers.fetch_add(1, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            // SYNC: Relaxed, ordered by the fence above.
+            let slept = if h.held.load(Ordering::Relaxed) == held {
+                wait.sleep_on(&h.held, held, "")
+            } else {
+                Ok(())
+            };
+            // SYNC: Relaxed: a count of sleepers, read as a hint.
+            h.held_sleepers.fetch_sub(1, Ordering::Relaxed);
+            slept.map_err(|e| e.in_call(call))?;
+        }
+    }
+
+    /// Gives back `n` places of [`reserve_item`](Inner::reserve_item): `n`
+    /// items were taken (or a put failed), and waiting producers may go on.
+    fn release_items(&self, n: u32) {
+        if self.maxsize == 0 || n == 0 {
+            return;
+        }
+        let h = self.header();
+        // SYNC: Release pairs with the AcqRel CAS in `reserve_item`.
+        h.held.fetch_sub(n, Ordering::Release);
+        // SYNC: pairs with the fence in `reserve_item` (see there).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // SYNC: Relaxed, ordered by the fence above.
+        if h.held_sleepers.load(Ordering::Relaxed) != 0 {
+            sys::futex_wake(&h.held, n);
+        }
+    }
+
+    /// 0, [`SHUT_DOWN`] or [`SHUT_DOWN_NOW`].
+    fn shut_down(&self) -> u32 {
+        // SYNC: Acquire pairs with the Release store in `shutdown`.
+        self.header().shutdown.load(Ordering::Acquire)
+    }
+
+    /// `ShutDown` for a put (or a get, with `now`) after `shutdown`.
+    fn check_not_shut_down(&self, call: &Call<'_>) -> Result<()> {
+        if self.shut_down() != 0 {
+            return Err(shut_down_error(call));
+        }
+        Ok(())
+    }
+
+    /// Turns the ring's `Disconnected` (its sending side is closed) into
+    /// `ShutDown` once the queue was shut down.
+    fn after_shutdown(&self, e: Error, call: &Call<'_>) -> Error {
+        if e.is_disconnected() && self.shut_down() != 0 {
+            shut_down_error(call)
+        } else {
+            e
+        }
     }
 
     /// Blocked calls give up once a process sharing the queue has died
@@ -197,6 +313,23 @@ impl Inner {
         };
         ring::with_handle(&self.consumer, make, f).map_err(|e| e.in_call(call))
     }
+}
+
+/// A `maxsize` as the header keeps it.
+fn maxsize_u32(maxsize: usize) -> Result<u32> {
+    u32::try_from(maxsize).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidState,
+            format!("a queue's maxsize is at most {} items", u32::MAX),
+        )
+    })
+}
+
+fn shut_down_error(call: &Call<'_>) -> Error {
+    Error::new(
+        ErrorKind::ShutDown,
+        format!("{}: the queue was shut down (Queue::shutdown)", call.name),
+    )
 }
 
 /// What the ring's errors mean for a call that puts.

@@ -77,6 +77,15 @@ impl<M: Memory> Producer<M> {
                 "the receiving end was closed",
             ));
         }
+        // Another handle closed the sending side for everyone (Mpmc: a
+        // queue's shutdown; in Spsc only this handle closes it, and its own
+        // `closed` flag answered above).
+        if st & PRODUCER_CLOSED != 0 {
+            return Err(Error::new(
+                ErrorKind::Disconnected,
+                "the sending side was closed",
+            ));
+        }
         Ok(())
     }
 
@@ -289,7 +298,8 @@ impl<M: Memory> Producer<M> {
             // SYNC: Acquire pairs with the Release fetch_or in close/poison.
             // Only the bits that end a producer's wait count (other bits,
             // which no correct peer sets, must not make it spin).
-            let st = h.state.0.load(Ordering::Acquire) & (CONSUMER_CLOSED | POISONED);
+            let st =
+                h.state.0.load(Ordering::Acquire) & (CONSUMER_CLOSED | PRODUCER_CLOSED | POISONED);
             // The same need as try_reserve_raw: padding, frame, terminator.
             let off = (tail as usize) & (cap - 1);
             let pad = if off + size > cap { cap - off } else { 0 };
