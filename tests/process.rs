@@ -527,3 +527,15 @@ fn every_short_child_that_delivered_exits_zero() {
         }
     });
 }
+
+#[test]
+fn interrupt_ends_a_child_with_sigint_as_python_3_14() {
+    let mut p = Process::spawn(nap, 60_000).unwrap();
+    p.interrupt().unwrap();
+    let err = p.join_timeout(Duration::from_secs(60)).unwrap_err();
+    assert!(err.is_process_died(), "{err}");
+    assert_eq!(err.exit_status(), Some(ExitStatus::Signal(2)));
+    assert_eq!(p.exit_code().map(|s| s.to_python()), Some(-2));
+    // A child that already ended is left alone.
+    p.interrupt().unwrap();
+}

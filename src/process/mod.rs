@@ -557,6 +557,30 @@ impl<R> Process<R> {
         self.waiter.cell.signal(sys::terminate, true)
     }
 
+    /// Interrupts the child: `SIGINT` on Unix, as Ctrl-C would (Python
+    /// 3.14's `interrupt()`). A Rust child without a handler for it ends
+    /// with [`ExitStatus::Signal(2)`](ExitStatus::Signal); one that handles
+    /// `SIGINT` decides for itself. On Windows, where Python leaves it
+    /// undefined, it terminates the child and reports signal 2 too. A child
+    /// that already ended is left alone.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if the OS refuses the signal.
+    ///
+    /// ```
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let mut p = multiproc::Process::spawn(nap, 10_000).unwrap();
+    ///     p.interrupt().unwrap();
+    ///     assert!(p.join_timeout(std::time::Duration::from_secs(30)).unwrap_err().is_process_died());
+    ///     assert_eq!(p.exit_code(), Some(multiproc::ExitStatus::Signal(2)));
+    /// }
+    /// ```
+    pub fn interrupt(&self) -> Result<()> {
+        self.waiter.cell.signal(sys::interrupt, true)
+    }
+
     /// Kills the child: `SIGKILL` on Unix, `TerminateProcess` on Windows
     /// (Python's `kill()`).
     ///

@@ -101,10 +101,19 @@ pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
 
 /// Asks the child to stop: `SIGTERM`, like Python's `terminate()`.
 pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
+    send_signal(child, libc::SIGTERM)
+}
+
+/// Interrupts the child: `SIGINT`, like Python's `interrupt()` (3.14).
+pub(crate) fn interrupt(child: &mut Child) -> io::Result<()> {
+    send_signal(child, libc::SIGINT)
+}
+
+fn send_signal(child: &mut Child, signal: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
     // SAFETY: `kill` has no memory-safety preconditions. The caller holds the
     // un-reaped `Child`, so the pid still names our child, not a reused pid.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+    if unsafe { libc::kill(pid, signal) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

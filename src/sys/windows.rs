@@ -148,11 +148,19 @@ fn kill_on_close_job() -> Option<usize> {
 const TERMINATED_BY: u32 = 0x1_0000;
 const SIGKILL: u32 = 9;
 const SIGTERM: u32 = 15;
+const SIGINT: u32 = 2;
 
 /// Windows has no polite stop: `TerminateProcess`, like Python's
 /// `terminate()` there; the exit code says it was a terminate.
 pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
     terminate_with(child, TERMINATED_BY | SIGTERM)
+}
+
+/// No Ctrl-C for one process of a console group here: Python's
+/// `interrupt()` leaves Windows undefined; this is `terminate`, with the
+/// exit code of an interrupt (`-SIGINT` in Python's terms).
+pub(crate) fn interrupt(child: &mut Child) -> io::Result<()> {
+    terminate_with(child, TERMINATED_BY | SIGINT)
 }
 
 /// `TerminateProcess` with the exit code that says "killed".
@@ -184,6 +192,7 @@ fn terminate_with(child: &mut Child, code: u32) -> io::Result<()> {
 pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     match status.code() {
         Some(c) if c as u32 == TERMINATED_BY | SIGTERM => ExitStatus::Signal(SIGTERM as i32),
+        Some(c) if c as u32 == TERMINATED_BY | SIGINT => ExitStatus::Signal(SIGINT as i32),
         Some(c) if c as u32 == TERMINATED_BY | SIGKILL => ExitStatus::Signal(SIGKILL as i32),
         Some(c) => ExitStatus::Code(c),
         None => ExitStatus::Code(-1),
