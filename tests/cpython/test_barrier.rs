@@ -1,0 +1,140 @@
+//! CPython's `_TestBarrier`.
+
+use super::*;
+
+/// Parties: CPython uses 5; 3 here (two child processes and this
+/// one), to keep the number of processes down.
+const N: u32 = 3;
+
+/// CPython's `Bunch` + `run_threads`: runs `f(args)` in `N - 1` child
+/// processes and here, and waits for the children.
+fn run_parties<F, A>(f: F, args: A)
+where
+    F: Fn(A) + Copy + 'static,
+    A: Clone + Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let procs: Vec<_> = (0..N - 1)
+        .map(|_| Process::spawn(f, args.clone()).unwrap())
+        .collect();
+    f(args);
+    for p in procs {
+        p.join_timeout_or_panic();
+    }
+}
+
+trait JoinOrPanic {
+    fn join_timeout_or_panic(self);
+}
+
+impl JoinOrPanic for Process<()> {
+    fn join_timeout_or_panic(mut self) {
+        self.join_timeout(LONG).unwrap();
+    }
+}
+
+/// A `_DummyList` is a shared counter: `append` adds one, `len` reads.
+type Counter = SharedValue<u32>;
+
+fn multipass((barrier, results0, results1, n): (Barrier, Counter, Counter, u32)) {
+    let m = barrier.parties();
+    assert_eq!(m, N);
+    for i in 0..n {
+        results0.fetch_add(1);
+        assert_eq!(results1.get(), i * m);
+        barrier.wait().unwrap();
+        results1.fetch_add(1);
+        assert_eq!(results0.get(), (i + 1) * m);
+        barrier.wait().unwrap();
+    }
+    assert_eq!(barrier.n_waiting(), 0);
+    assert!(!barrier.broken());
+}
+
+fn check_barrier(passes: u32) {
+    let barrier = Barrier::new(N).unwrap();
+    let results = (SharedValue::new(0).unwrap(), SharedValue::new(0).unwrap());
+    run_parties(multipass, (barrier, results.0, results.1, passes));
+}
+
+#[test]
+fn test_barrier() {
+    check_barrier(1);
+}
+
+#[test]
+fn test_barrier_10() {
+    check_barrier(10);
+}
+
+fn wait_return((barrier, queue): (Barrier, Queue<u32>)) {
+    queue.put(&barrier.wait().unwrap()).unwrap();
+}
+
+#[test]
+fn test_wait_return() {
+    let barrier = Barrier::new(N).unwrap();
+    let queue = Queue::new().unwrap();
+    run_parties(wait_return, (barrier, queue.clone()));
+    let results: Vec<u32> = (0..N).map(|_| queue.get_timeout(LONG).unwrap()).collect();
+    assert_eq!(results.iter().filter(|&&r| r == 0).count(), 1);
+}
+
+/// The party with index `N / 2` comes late to the second wait; the
+/// others time out there, which breaks the barrier for everyone.
+fn timeout_party((barrier, results): (Barrier, Counter)) {
+    let i = barrier.wait().unwrap();
+    if i == N / 2 {
+        // One party is late! (CPython: 1 s late for a 0.5 s timeout.)
+        sleep(Duration::from_millis(1500));
+    }
+    if barrier.wait_timeout(Duration::from_millis(500)).is_err() {
+        results.fetch_add(1);
+    }
+}
+
+#[test]
+fn test_timeout() {
+    let barrier = Barrier::new(N).unwrap();
+    let results = SharedValue::new(0).unwrap();
+    run_parties(timeout_party, (barrier.clone(), results.clone()));
+    assert_eq!(results.get(), barrier.parties());
+    assert!(barrier.broken());
+}
+
+#[test]
+fn test_single_thread() {
+    let b = Barrier::new(1).unwrap();
+    b.wait().unwrap();
+    b.wait().unwrap();
+}
+
+/// Python sends through one pipe end shared by all the processes; a
+/// pipe end here belongs to one process, so they share a queue.
+fn thousand((barrier, passes, q, lock): (Barrier, u32, Queue<u32>, Lock)) {
+    for i in 0..passes {
+        barrier.wait().unwrap();
+        let _g = lock.lock().unwrap();
+        q.put(&i).unwrap();
+    }
+}
+
+#[test]
+fn test_thousand() {
+    let passes = 1000;
+    let barrier = Barrier::new(N).unwrap();
+    let lock = Lock::new().unwrap();
+    let q = Queue::new().unwrap();
+    let procs: Vec<_> = (0..N)
+        .map(|_| {
+            Process::spawn(thousand, (barrier.clone(), passes, q.clone(), lock.clone())).unwrap()
+        })
+        .collect();
+    for i in 0..passes {
+        for _ in 0..N {
+            assert_eq!(q.get_timeout(LONG).unwrap(), i);
+        }
+    }
+    for p in procs {
+        p.join().unwrap();
+    }
+}
