@@ -62,6 +62,12 @@ impl fmt::Display for SegmentHandle {
 }
 
 impl SegmentHandle {
+    /// Whether both handles name the same block (its size and random tag),
+    /// whichever process's descriptor each leads to.
+    pub(crate) fn same_block(&self, other: &SegmentHandle) -> bool {
+        self.len == other.len && self.tag == other.tag
+    }
+
     /// Parses what `Display` writes.
     pub(crate) fn parse(s: &str) -> Result<SegmentHandle> {
         let bad = || {

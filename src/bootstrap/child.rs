@@ -81,6 +81,8 @@ pub(super) const PARENT_GONE: &str = "parent gone";
 pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     let deadline = Instant::now() + CHILD_DEADLINE;
     let (ppid, token, rendezvous) = parse_marker(marker)?;
+    // Before this worker opens any socket of its own.
+    sys::close_stray_ipc_sockets();
     if !sys::die_with_parent(ppid).map_err(|e| format!("parent check: {e}"))? {
         // Our parent is not the marker's process: it died (we were
         // reparented), or the marker names somebody else.

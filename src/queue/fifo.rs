@@ -152,7 +152,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn with_maxsize(maxsize: usize) -> Result<Self> {
         Ok(Queue {
-            inner: Arc::new(Inner::create(DEFAULT_CAPACITY, false, maxsize_u32(maxsize)?)?),
+            inner: Arc::new(Inner::create(
+                DEFAULT_CAPACITY,
+                false,
+                maxsize_u32(maxsize)?,
+            )?),
             _items: PhantomData,
         })
     }

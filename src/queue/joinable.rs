@@ -137,7 +137,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     pub fn with_maxsize(maxsize: usize) -> Result<Self> {
         Ok(JoinableQueue {
             queue: Queue {
-                inner: Arc::new(Inner::create(DEFAULT_CAPACITY, true, maxsize_u32(maxsize)?)?),
+                inner: Arc::new(Inner::create(
+                    DEFAULT_CAPACITY,
+                    true,
+                    maxsize_u32(maxsize)?,
+                )?),
                 _items: PhantomData,
             },
         })

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::open_handle;
 use crate::error::Result;
 use crate::segment::{Segment, SegmentHandle};
 
@@ -45,6 +44,9 @@ use crate::segment::{Segment, SegmentHandle};
 #[derive(Clone)]
 pub struct SharedMemory {
     seg: Arc<Segment>,
+    /// The block's name as its creator gave it: the same in every handle
+    /// and every process (Python's `name` identifies the block).
+    name: Arc<str>,
 }
 
 impl SharedMemory {
@@ -60,8 +62,10 @@ impl SharedMemory {
     /// assert_eq!(shm.len(), 4096);
     /// ```
     pub fn create(size: usize) -> Result<Self> {
+        let seg = Segment::create(size)?;
         Ok(SharedMemory {
-            seg: Arc::new(Segment::create(size)?),
+            name: seg.handle().to_string().into(),
+            seg: Arc::new(seg),
         })
     }
 
@@ -89,6 +93,7 @@ impl SharedMemory {
         let handle = SegmentHandle::parse(name)?;
         Ok(SharedMemory {
             seg: Arc::new(Segment::open(&handle)?),
+            name: name.into(),
         })
     }
 
@@ -112,16 +117,21 @@ impl SharedMemory {
         self.seg.lost()
     }
 
-    /// The block's name, for [`open`](Self::open) in another process. It
-    /// works while this process holds the block (on Linux) or while its
-    /// creator does (elsewhere).
+    /// The block's name, for [`open`](Self::open) in another process: the
+    /// name its creator gave it, the same through every clone, every
+    /// [`open`](Self::open) and every handle passed to a child (Python's
+    /// `name`). Opening by name works while the creator holds the block
+    /// (on Linux the name leads to the creator's descriptor); a handle
+    /// passed as an argument needs no name and works as long as any
+    /// process holds the block.
     ///
     /// ```
     /// let shm = multiproc::SharedMemory::create(8).unwrap();
-    /// assert!(!shm.name().is_empty());
+    /// let again = multiproc::SharedMemory::open(&shm.name()).unwrap();
+    /// assert_eq!(again.name(), shm.name());
     /// ```
     pub fn name(&self) -> String {
-        self.seg.handle().to_string()
+        self.name.to_string()
     }
 
     /// Size in bytes, as created (Python: `size`; not rounded to pages).
@@ -286,14 +296,22 @@ impl fmt::Debug for SharedMemory {
 
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.seg.handle().serialize(s)
+        // This process's own way in (valid while it holds the block, even
+        // if the creator is gone), and the name to report.
+        (self.seg.handle(), &*self.name).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (handle, name) = <(SegmentHandle, String)>::deserialize(d)?;
+        let seg = Segment::open(&handle).map_err(serde::de::Error::custom)?;
+        // The name is a peer's word: keep it only if it names this block.
+        let same = SegmentHandle::parse(&name).is_ok_and(|n| n.same_block(&handle));
+        let name = if same { name } else { handle.to_string() };
         Ok(SharedMemory {
-            seg: Arc::new(open_handle(d)?),
+            seg: Arc::new(seg),
+            name: name.into(),
         })
     }
 }

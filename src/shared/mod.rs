@@ -57,11 +57,6 @@ fn check_layout<T>() {
     }
 }
 
-fn open_handle<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Segment, D::Error> {
-    let handle = SegmentHandle::deserialize(d)?;
-    Segment::open(&handle).map_err(de::Error::custom)
-}
-
 /// A value's or array's handle and its optional lock.
 fn open_with_lock<'de, D: Deserializer<'de>>(
     d: D,

@@ -135,6 +135,74 @@ pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     }
 }
 
+/// Closes the Unix `SOCK_SEQPACKET` sockets this worker inherited: they
+/// can only be ipc-channel's, and none is meant for it. ipc-channel
+/// `accept`s a handshake connection without `SOCK_CLOEXEC`, so a sibling
+/// started while the parent held one got a copy of it (CPython's
+/// `test_child_fd_inflation`, ported in `tests/cpython`, saw one child in
+/// five with an extra descriptor). Besides the count, the copy kept the
+/// other child's link open after that child's end, which delays the EOF a
+/// parent watch waits for. Marking every descriptor close-on-exec in the
+/// parent's `fork` instead would cost `posix_spawn`'s speed (a `pre_exec`
+/// hook forces a full `fork`). Runs before the worker opens any socket of
+/// its own; other descriptors (the standard three, a jobserver's pipes)
+/// are left alone.
+pub(crate) fn close_stray_ipc_sockets() {
+    // Linux lists the open descriptors; elsewhere try the low ones.
+    #[cfg(target_os = "linux")]
+    let fds: Vec<libc::c_int> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    #[cfg(not(target_os = "linux"))]
+    let fds: Vec<libc::c_int> = (3..1024).collect();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        if is_unix_seqpacket(fd) {
+            // SAFETY: `close` on a descriptor number has no memory-safety
+            // preconditions; this one is an inherited socket that nothing
+            // in this process has wrapped yet (the worker has not opened a
+            // socket of its own), so no owner closes it a second time.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Whether `fd` is an open `AF_UNIX` `SOCK_SEQPACKET` socket.
+fn is_unix_seqpacket(fd: libc::c_int) -> bool {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `getsockopt` writes at most `len` bytes into `kind`, a live
+    // local of that size, and `len`; on a non-socket it fails (ENOTSOCK).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || kind != libc::SOCK_SEQPACKET {
+        return false;
+    }
+    // SAFETY: an all-zero `sockaddr_storage` is a valid value of that plain
+    // C struct.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut alen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `getsockname` writes at most `alen` bytes into `addr`, a live
+    // local of that size, and `alen`.
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut alen,
+        )
+    };
+    rc == 0 && libc::c_int::from(addr.ss_family) == libc::AF_UNIX
+}
+
 /// First thing a worker does: die with the parent.
 ///
 /// Linux: `PR_SET_PDEATHSIG(SIGKILL)`, then a `getppid` check closes the

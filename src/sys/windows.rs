@@ -199,6 +199,9 @@ pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     }
 }
 
+/// Unix only: ipc-channel's Windows back-end inherits no sockets.
+pub(crate) fn close_stray_ipc_sockets() {}
+
 /// Windows: the parent's kill-on-close job (see [`spawn`]) kills the worker
 /// with it; the worker's EOF watch on its control channel is the fallback.
 pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<bool> {

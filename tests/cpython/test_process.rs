@@ -280,7 +280,6 @@ fn fd_count((evt, q): (Event, Queue<usize>)) {
 
 #[cfg(target_os = "linux")]
 #[test]
-#[ignore = "BUG: a child now and then holds one more fd than its siblings: a socket inherited from the parent while a sibling was being spawned"]
 fn test_child_fd_inflation() {
     // The number of fds in a child does not grow with the number of
     // running children.

@@ -67,7 +67,6 @@ fn test_shared_memory_pickle_unpickle() {
 /// The `sms.name == sms2.name` check of CPython's
 /// `test_shared_memory_pickle_unpickle`, on its own.
 #[test]
-#[ignore = "BUG: a SharedMemory that went through serde has another name() than the original (the name embeds each handle's own fd)"]
 fn test_shared_memory_pickle_unpickle_same_name() {
     let sms = SharedMemory::create(512).unwrap();
     let bytes = postcard::to_stdvec(&sms).unwrap();
