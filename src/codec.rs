@@ -73,6 +73,7 @@ pub(crate) fn decode_serde<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T>
 }
 
 /// `Codec` if a value of `len` bytes is over a frame of `max`.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn check_max(len: usize, max: usize) -> Result<()> {
     if len > max {
         return Err(Error::new(
@@ -84,12 +85,13 @@ pub(crate) fn check_max(len: usize, max: usize) -> Result<()> {
 }
 
 /// Serialises `value` straight into the ring as one frame of `kind`,
-/// waiting for room until `deadline`.
+/// waiting for room until `deadline`; a value over the ring's largest
+/// frame is encoded first and streamed in pieces
+/// ([`Producer::push_long`]).
 ///
 /// # Errors
 ///
-/// `Codec` (cannot serialise, over the ring's maximum), and the errors of
-/// [`Producer::reserve`].
+/// `Codec` (cannot serialise), and the errors of [`Producer::reserve`].
 pub(crate) fn push_value<T: Serialize + ?Sized>(
     producer: &mut Producer,
     kind: u8,
@@ -97,7 +99,11 @@ pub(crate) fn push_value<T: Serialize + ?Sized>(
     deadline: Option<Instant>,
 ) -> Result<()> {
     let len = serde_len(value)?;
-    check_max(len, producer.max_payload())?;
+    if len > producer.max_payload() {
+        // A long message: encoded whole, then streamed in pieces.
+        let bytes = postcard::to_stdvec(value).map_err(|e| Error::codec("encoding a value", e))?;
+        return producer.push_long(kind, &bytes, deadline);
+    }
     let mut r = producer.reserve(len, deadline)?;
     let written = encode_serde_into(value, r.buf())?;
     r.commit(kind, written)

@@ -311,8 +311,13 @@ impl Connection {
 
     /// Sends a value (Python's `send(obj)`), waiting for room.
     ///
+    /// A message of any size is sent: one over the ring's largest frame
+    /// (512 KiB) streams through it in pieces while the other end reads,
+    /// as a large message through an OS pipe does (so `send` returns once
+    /// all but the last ring-full is taken).
+    ///
     /// # Errors
-    /// [`ErrorKind::Codec`] if it does not serialise or exceeds 512 KiB;
+    /// [`ErrorKind::Codec`] if it does not serialise;
     /// [`ErrorKind::PeerDied`] / [`ErrorKind::Disconnected`] if the other end
     /// is gone.
     ///
@@ -381,7 +386,7 @@ impl Connection {
     /// ```
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.with_tx("Connection::send_bytes", |p| {
-            p.push(KIND_BYTES, bytes, None)
+            p.push_long(KIND_BYTES, bytes, None)
         })
     }
 

@@ -294,3 +294,58 @@ fn wait_covers_queues() {
     assert_eq!(q.get().unwrap(), 5);
     p.join().unwrap();
 }
+
+fn echo_bytes(conn: Connection) {
+    while let Ok(b) = conn.recv_bytes() {
+        conn.send_bytes(&b).unwrap();
+    }
+}
+
+#[test]
+fn messages_of_any_size_cross_a_pipe_both_ways() {
+    // 16 MiB (CPython's test_connection) and a value of 32 MiB: far over
+    // the ring's 1 MiB, streamed in pieces while the other side reads.
+    let (a, b) = pipe(true).unwrap();
+    let p = Process::spawn(echo_bytes, b).unwrap();
+    let big: Vec<u8> = (0..16usize << 20)
+        .map(|i| (i * 7 + i / 4096) as u8)
+        .collect();
+    a.send_bytes(&big).unwrap();
+    assert!(a.recv_bytes().unwrap() == big, "16 MiB back, byte for byte");
+    // Small messages around a long one keep their order.
+    a.send_bytes(b"small").unwrap();
+    a.send_bytes(&big[..3 << 20]).unwrap();
+    a.send_bytes(b"tail").unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), b"small");
+    assert!(a.recv_bytes().unwrap() == big[..3 << 20]);
+    assert_eq!(a.recv_bytes().unwrap(), b"tail");
+    drop(a);
+    p.join().unwrap();
+
+    let (a, b) = pipe(true).unwrap();
+    let values: Vec<u64> = (0..4u64 << 20).collect();
+    let sent = values.clone();
+    let p = Process::spawn(
+        |(b, v): (Connection, Vec<u64>)| b.send(&v).unwrap(),
+        (b, sent),
+    )
+    .unwrap();
+    assert!(a.recv::<Vec<u64>>().unwrap() == values);
+    p.join().unwrap();
+}
+
+#[test]
+fn a_long_message_that_does_not_fit_recv_bytes_into_at_stays_for_recv_bytes() {
+    let (a, b) = pipe(true).unwrap();
+    let long = vec![5u8; 3 << 20];
+    let sent = long.clone();
+    let t = std::thread::spawn(move || b.send_bytes(&sent).unwrap());
+    let mut small = vec![0u8; 1 << 20];
+    let e = a.recv_bytes_into_at(&mut small, 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BufferTooShort, "{e}");
+    assert!(a.poll(Duration::ZERO).unwrap(), "still there");
+    let mut fits = vec![0u8; 4 << 20];
+    assert_eq!(a.recv_bytes_into_at(&mut fits, 1).unwrap(), 3 << 20);
+    assert!(fits[1..1 + (3 << 20)] == long[..]);
+    t.join().unwrap();
+}

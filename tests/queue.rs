@@ -466,3 +466,50 @@ fn shutdown_immediate_releases_a_joinable_queues_join_and_a_blocked_bounded_put(
     // The dropped item counts as done: join does not wait for it.
     q.join_timeout(Duration::from_secs(30)).unwrap();
 }
+
+#[test]
+fn items_of_any_size_through_a_queue_from_two_producers_stay_whole() {
+    fn send_big((q, tag): (Queue<Vec<u8>>, u8)) {
+        for n in 0..3usize {
+            q.put(&vec![tag; (2 << 20) + n]).unwrap();
+            q.put(&vec![tag; 10]).unwrap();
+        }
+    }
+    // 2 MiB items through a 1 MiB ring, two producers at once: the pieces
+    // of one item never interleave with another's.
+    let q = Queue::<Vec<u8>>::new().unwrap();
+    let ps: Vec<_> = [1u8, 2]
+        .into_iter()
+        .map(|tag| Process::spawn(send_big, (q.clone(), tag)).unwrap())
+        .collect();
+    let mut big = 0;
+    for _ in 0..12 {
+        let item = q.get_timeout(Duration::from_secs(120)).unwrap();
+        assert!(
+            item.iter().all(|&b| b == item[0]),
+            "an item mixes producers"
+        );
+        if item.len() > 10 {
+            big += 1;
+        }
+    }
+    assert_eq!(big, 6);
+    for p in ps {
+        p.join().unwrap();
+    }
+    // put_many/get_many with a long item among short ones.
+    let q = Queue::<Vec<u8>>::new().unwrap();
+    let items = vec![vec![1u8], vec![2u8; 3 << 20], vec![3u8]];
+    let sent = items.clone();
+    let p = Process::spawn(
+        |(q, v): (Queue<Vec<u8>>, Vec<Vec<u8>>)| q.put_many(&v).unwrap(),
+        (q.clone(), sent),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(q.get_many(8).unwrap());
+    }
+    assert!(got == items);
+    p.join().unwrap();
+}

@@ -426,7 +426,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let max = p.max_payload();
             let sized = |item: I::Item| -> Result<(I::Item, usize)> {
                 let len = codec::serde_len(item.borrow())?;
-                codec::check_max(len, max)?;
                 Ok((item, len))
             };
             let mut next = match items.next() {
@@ -434,11 +433,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 None => return Ok(()),
             };
             loop {
+                // An item over one frame goes alone, in pieces.
+                while next.1 > max {
+                    count(true);
+                    codec::push_value(p, KIND_ITEM, next.0.borrow(), None)
+                        .inspect_err(|_| count(false))?;
+                    put += 1;
+                    next = match items.next() {
+                        Some(item) => sized(item)?,
+                        None => return Ok(()),
+                    };
+                }
                 // As many as fit, under one hold of the ring.
                 let written = p.batch(None, |b| -> Result<Option<(I::Item, usize)>> {
                     let mut cur = next;
                     loop {
                         let (item, len) = cur;
+                        if len > max {
+                            return Ok(Some((item, len)));
+                        }
                         count(true);
                         let wrote = b.try_write(KIND_ITEM, len, |buf| {
                             codec::encode_serde_into(item.borrow(), buf)
@@ -463,7 +476,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 match written {
                     None => return Ok(()),
                     Some((item, len)) => {
-                        p.wait_for_room(len, None)?;
+                        if len <= max {
+                            p.wait_for_room(len, None)?;
+                        }
                         next = (item, len);
                     }
                 }

@@ -11,7 +11,7 @@ use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
 use super::{
     frame_size, max_payload, seal, End, Handle, Header, Mode, PeerCheck, RawFrame, Ring,
-    CONSUMER_CLOSED, FRAME_WORD, KIND_PAD, POISONED, PRODUCER_CLOSED,
+    CONSUMER_CLOSED, FRAME_WORD, KIND_MORE, KIND_PAD, POISONED, PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -20,6 +20,9 @@ pub(crate) struct Consumer<M: Memory = SharedMem> {
     end: End<M>,
     /// Spsc: the authoritative head. Mpmc: refreshed under the lock.
     head: u64,
+    /// A long message taken from the ring and handed back unread
+    /// ([`Frame::keep`]): the next read gets it first.
+    stash: Option<(u8, Vec<u8>)>,
 }
 
 impl Handle for Consumer {
@@ -33,6 +36,7 @@ impl<M: Memory> Consumer<M> {
         Consumer {
             end: End::new(ring, pid),
             head: 0,
+            stash: None,
         }
     }
 
@@ -283,31 +287,56 @@ impl<M: Memory> Drop for Consumer<M> {
     }
 }
 
-/// The frame at the consumer's head, read in place. Dropping it releases
-/// the frame (its bytes go back to the producer); in Mpmc the consumer lock
-/// is held until then.
+/// The message at the consumer's head: one frame read in place, or a long
+/// message assembled from its pieces. Dropping it releases the frame (its
+/// bytes go back to the producer); in Mpmc the consumer lock is held until
+/// then.
 pub(crate) struct Frame<'a> {
     consumer: &'a mut Consumer,
-    frame: RawFrame,
+    body: Body,
+    /// The side is held (Mpmc: locked) and is left on drop.
+    held: bool,
+}
+
+/// Where a [`Frame`]'s bytes are.
+enum Body {
+    /// In the ring, not yet released.
+    InPlace(RawFrame),
+    /// A long message's pieces, copied out (and released) in order.
+    Whole(u8, Vec<u8>),
 }
 
 impl Frame<'_> {
-    /// The frame's kind (0..=MAX_KIND).
+    /// The message's kind (0..=MAX_KIND).
     pub(crate) fn kind(&self) -> u8 {
-        self.frame.kind
+        match &self.body {
+            Body::InPlace(f) => f.kind,
+            Body::Whole(kind, _) => *kind,
+        }
     }
 
-    /// The payload, in place in the ring.
+    /// The payload: in place in the ring, or a long message's bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
-        self.consumer.frame_bytes(self.frame)
+        match &self.body {
+            Body::InPlace(f) => self.consumer.frame_bytes(*f),
+            Body::Whole(_, bytes) => bytes,
+        }
     }
 
-    /// Leaves the frame in the ring, unconsumed: the next peek or pop meets
+    /// Leaves the message unconsumed: the next read of this consumer meets
     /// it again (a message that did not fit the caller's buffer is not
-    /// lost).
+    /// lost). A long message, whose pieces are already out of the ring,
+    /// waits in this consumer.
     pub(crate) fn keep(self) {
         let mut this = std::mem::ManuallyDrop::new(self);
-        this.consumer.leave();
+        if let Body::Whole(kind, bytes) =
+            std::mem::replace(&mut this.body, Body::Whole(0, Vec::new()))
+        {
+            this.consumer.stash = Some((kind, bytes));
+        }
+        if this.held {
+            this.consumer.leave();
+        }
     }
 }
 
@@ -330,9 +359,13 @@ impl Drop for Hold<'_> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
-        self.consumer.release_raw(self.frame);
-        self.consumer.leave();
-        self.consumer.notify();
+        if let Body::InPlace(f) = self.body {
+            self.consumer.release_raw(f);
+            self.consumer.notify();
+        }
+        if self.held {
+            self.consumer.leave();
+        }
     }
 }
 
@@ -358,6 +391,61 @@ impl Consumer {
         unsafe { std::slice::from_raw_parts(mem.data_at(start), frame.len) }
     }
 
+    /// The message that starts with `first` (held side): itself, or, for
+    /// the first piece of a long message, the whole message.
+    fn message(&mut self, first: RawFrame) -> Result<Body> {
+        if first.kind != KIND_MORE {
+            return Ok(Body::InPlace(first));
+        }
+        let (kind, bytes) = self.assemble(first)?;
+        Ok(Body::Whole(kind, bytes))
+    }
+
+    /// Takes every piece of the long message that starts with `first`,
+    /// under the current hold of the side, releasing each as it is copied
+    /// (so the producer streams the rest through the room it frees), and
+    /// waiting for pieces still to come with no deadline: their producer
+    /// holds its side until the last one (`Producer::push_long`), and a
+    /// producer that dies or closes midway ends the wait. Returns the last
+    /// piece's kind and the whole payload.
+    ///
+    /// A message cut off (its producer gone, the memory for it refused)
+    /// poisons the ring: its remaining pieces could only be misread.
+    fn assemble(&mut self, first: RawFrame) -> Result<(u8, Vec<u8>)> {
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut piece = first;
+        let mut wait = Wait::new(None);
+        loop {
+            if bytes.try_reserve(piece.len).is_err() {
+                let why = format!(
+                    "a message of more than {} bytes does not fit in this process's memory",
+                    bytes.len() + piece.len
+                );
+                return Err(self.end.ring.poison(why));
+            }
+            bytes.extend_from_slice(self.frame_bytes(piece));
+            self.release_raw(piece);
+            self.notify();
+            if piece.kind != KIND_MORE {
+                return Ok((piece.kind, bytes));
+            }
+            piece = loop {
+                let next = match self.try_peek_raw() {
+                    Ok(Some(next)) => break next,
+                    Ok(None) => self.wait_readable(&mut wait),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = next {
+                    let why = format!(
+                        "a long message was cut off after {} bytes: {e}",
+                        bytes.len()
+                    );
+                    return Err(self.end.ring.poison(why));
+                }
+            };
+        }
+    }
+
     /// Takes up to `max` frames in order, under one hold of the consumer
     /// side (Mpmc: one lock for all of them): waits until `deadline` for
     /// the first, then takes only those already there, and wakes a parked
@@ -369,7 +457,9 @@ impl Consumer {
     /// one, that frame stays in the ring (the next call meets it first) and
     /// the count so far is returned, so nothing already read is lost. An
     /// error of the ring after the first frame is likewise left for the
-    /// next call.
+    /// next call. A long message (`Producer::push_long`) is taken whole
+    /// and alone: it ends a call that has taken others, or is the one
+    /// message of the next.
     ///
     /// # Errors
     ///
@@ -382,6 +472,11 @@ impl Consumer {
     ) -> Result<usize> {
         if max == 0 {
             return Ok(0);
+        }
+        if let Some((kind, bytes)) = self.stash.take() {
+            // Consumed either way, as a first frame is.
+            read(kind, &bytes)?;
+            return Ok(1);
         }
         let mut wait = Wait::new(deadline);
         loop {
@@ -398,6 +493,16 @@ impl Consumer {
                     Err(e) if taken == 0 => return Err(e),
                     Err(_) => break,
                 };
+                if frame.kind == KIND_MORE {
+                    // A long message comes alone, as the first of a call.
+                    if taken > 0 {
+                        break;
+                    }
+                    let (kind, bytes) = hold.consumer.assemble(frame)?;
+                    hold.released = true;
+                    read(kind, &bytes)?;
+                    return Ok(1);
+                }
                 let outcome = read(frame.kind, hold.consumer.frame_bytes(frame));
                 match outcome {
                     Ok(()) => {}
@@ -426,17 +531,39 @@ impl Consumer {
     ///
     /// As [`try_pop`](Self::try_pop).
     pub(crate) fn try_peek(&mut self) -> Result<Option<Frame<'_>>> {
+        if self.stash.is_some() {
+            return Ok(self.stashed());
+        }
         self.enter(&mut Wait::new(None))?;
-        match self.try_peek_raw() {
-            Ok(Some(frame)) => Ok(Some(Frame {
-                consumer: self,
-                frame,
-            })),
-            other => {
+        let body = match self.try_peek_raw() {
+            Ok(Some(first)) => self.message(first),
+            Ok(None) => {
                 self.leave();
-                other.map(|_| None)
+                return Ok(None);
+            }
+            Err(e) => Err(e),
+        };
+        match body {
+            Ok(body) => Ok(Some(Frame {
+                consumer: self,
+                body,
+                held: true,
+            })),
+            Err(e) => {
+                self.leave();
+                Err(e)
             }
         }
+    }
+
+    /// The long message [`Frame::keep`] handed back, if any, as a frame.
+    fn stashed(&mut self) -> Option<Frame<'_>> {
+        let (kind, bytes) = self.stash.take()?;
+        Some(Frame {
+            consumer: self,
+            body: Body::Whole(kind, bytes),
+            held: false,
+        })
     }
 
     /// Waits until a frame is ready (`Ok(true)`) or `deadline` passes
@@ -446,6 +573,9 @@ impl Consumer {
     ///
     /// As [`pop`](Self::pop), except that a timeout is `Ok(false)`.
     pub(crate) fn poll(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        if self.stash.is_some() {
+            return Ok(true);
+        }
         let mut wait = Wait::new(deadline);
         let outcome = loop {
             if let Err(e) = self.enter(&mut wait) {
@@ -474,8 +604,11 @@ impl Consumer {
     ///
     /// As [`pop`](Self::pop).
     pub(crate) fn peek(&mut self, deadline: Option<Instant>) -> Result<Frame<'_>> {
+        if self.stash.is_some() {
+            return Ok(self.stashed().expect("checked"));
+        }
         let mut wait = Wait::new(deadline);
-        let frame = loop {
+        let first = loop {
             self.enter(&mut wait)?;
             match self.try_peek_raw() {
                 Ok(Some(f)) => break f,
@@ -487,9 +620,16 @@ impl Consumer {
             }
             self.wait_readable(&mut wait)?;
         };
-        Ok(Frame {
-            consumer: self,
-            frame,
-        })
+        match self.message(first) {
+            Ok(body) => Ok(Frame {
+                consumer: self,
+                body,
+                held: true,
+            }),
+            Err(e) => {
+                self.leave();
+                Err(e)
+            }
+        }
     }
 }

@@ -80,8 +80,12 @@ pub(crate) const HEADER_SIZE: usize = 384;
 pub(crate) const MIN_CAPACITY: usize = 64;
 /// Largest capacity accepted (frame lengths are u32).
 pub(crate) const MAX_CAPACITY: usize = 1 << 31;
-/// The largest frame kind a caller may use; [`KIND_PAD`] is the ring's own.
-pub(crate) const MAX_KIND: u8 = 0xFE;
+/// The largest frame kind a caller may use; [`KIND_MORE`] and
+/// [`KIND_PAD`] are the ring's own.
+pub(crate) const MAX_KIND: u8 = 0xFD;
+/// Kind of every piece of a long message but its last, which carries the
+/// message's own kind ([`Producer::push_long`]).
+pub(crate) const KIND_MORE: u8 = 0xFE;
 /// Kind of a padding frame (skipped by the consumer).
 pub(crate) const KIND_PAD: u8 = 0xFF;
 

@@ -12,7 +12,7 @@ use super::wait::{self, block_until, ring_health, Wait};
 use super::Mode;
 use super::{
     frame_size, pack, End, Handle, Header, PeerCheck, Ring, Slot, CONSUMER_CLOSED, FRAME_WORD,
-    KIND_PAD, MAX_KIND, POISONED, PRODUCER_CLOSED,
+    KIND_MORE, KIND_PAD, MAX_KIND, POISONED, PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -195,7 +195,7 @@ impl<M: Memory> Producer<M> {
     /// (already written).
     #[inline]
     fn commit_raw(&mut self, slot: Slot, kind: u8, len: usize) {
-        debug_assert!(len <= slot.len && kind <= MAX_KIND);
+        debug_assert!(len <= slot.len && (kind <= MAX_KIND || kind == KIND_MORE));
         let mem = &self.end.ring.mem;
         let cap = mem.cap();
         let next = slot.pos.wrapping_add(frame_size(len) as u64);
@@ -478,6 +478,88 @@ impl Producer {
         Ok(fill(&mut batch))
     }
 
+    /// Appends a message of any length: one frame if it fits in one,
+    /// otherwise pieces of at most [`max_payload`](Self::max_payload)
+    /// bytes, each of kind [`KIND_MORE`] but the last, which has `kind`.
+    /// The pieces go under one hold of the producer side (Mpmc: no other
+    /// producer's frame comes between them), each as soon as there is
+    /// room, so the message streams through a ring smaller than itself
+    /// while the consumer reads.
+    ///
+    /// `deadline` bounds the wait for the first piece only. After it, the
+    /// rest waits for the consumer's progress with no deadline (liveness
+    /// still checked): a message is never left half-sent by a timeout. A
+    /// failure after the first piece (the consumer gone, the ring closed)
+    /// poisons the ring, since what is in it can never be completed.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push), except that a long payload is no `Codec`
+    /// error.
+    pub(crate) fn push_long(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        let max = self.max_payload();
+        if payload.len() <= max {
+            return self.push(kind, payload, deadline);
+        }
+        check_kind(kind)?;
+        self.check_state()?;
+        let mut wait = Wait::new(deadline);
+        self.enter(&mut wait)?;
+        let mut sent = 0;
+        let outcome = self.push_pieces(kind, payload, &mut wait, &mut sent);
+        self.leave();
+        match outcome {
+            Err(e) if sent > 0 => {
+                let why = format!(
+                    "a message of {} bytes was cut off after {sent}: {e}",
+                    payload.len()
+                );
+                let _ = self.end.ring.poison(why);
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// [`push_long`](Self::push_long)'s pieces, the side held; counts the
+    /// bytes sent in `sent`.
+    fn push_pieces(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        wait: &mut Wait,
+        sent: &mut usize,
+    ) -> Result<()> {
+        let max = self.max_payload();
+        let mut after_first = Wait::new(None);
+        for piece in payload.chunks(max) {
+            let last = *sent + piece.len() == payload.len();
+            let piece_kind = if last { kind } else { KIND_MORE };
+            loop {
+                self.check_state()?;
+                if let Some(slot) = self.try_reserve_raw(piece.len())? {
+                    self.end.ring.mem.write(slot.off + FRAME_WORD, piece);
+                    self.commit_raw(slot, piece_kind, piece.len());
+                    self.notify();
+                    break;
+                }
+                let w = if *sent == 0 {
+                    &mut *wait
+                } else {
+                    &mut after_first
+                };
+                self.wait_writable(piece.len(), w)?;
+            }
+            *sent += piece.len();
+        }
+        Ok(())
+    }
+
     /// Waits until a frame of `len` payload bytes might fit (a hint: the
     /// caller retries), `deadline` passes or the consumer is gone.
     ///
@@ -486,6 +568,24 @@ impl Producer {
     /// As [`push`](Self::push).
     pub(crate) fn wait_for_room(&mut self, len: usize, deadline: Option<Instant>) -> Result<()> {
         self.wait_writable(len, &mut Wait::new(deadline))
+    }
+
+    /// A frame of any kind the ring allows on the wire, reserved ones
+    /// included: what a broken or dying peer could leave behind.
+    #[cfg(test)]
+    pub(crate) fn try_push_raw_kind_for_test(&mut self, kind: u8, payload: &[u8]) -> Result<bool> {
+        self.enter(&mut Wait::new(None))?;
+        let r = match self.try_reserve_raw(payload.len()) {
+            Ok(Some(slot)) => {
+                self.end.ring.mem.write(slot.off + FRAME_WORD, payload);
+                self.commit_raw(slot, kind, payload.len());
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        self.leave();
+        r
     }
 
     /// Reserves room for a frame of `len` payload bytes, to be written in

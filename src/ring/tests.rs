@@ -1046,3 +1046,124 @@ fn batches_write_and_take_several_frames_under_one_hold() {
     assert_eq!(c.try_pop().unwrap(), Some((3, vec![14u8; 8])));
     assert!(c.try_pop().unwrap().is_none());
 }
+
+// ---------------------------------------------------------------------------
+// Long messages: pieces of KIND_MORE, then the message's own kind
+// ---------------------------------------------------------------------------
+
+/// A deadline no passing test reaches: a failure (a producer thread that
+/// panicked) ends the consumer's wait instead of hanging the run.
+fn minute() -> Option<Instant> {
+    Some(Instant::now() + Duration::from_secs(60))
+}
+
+#[test]
+fn a_long_message_streams_through_a_small_ring_and_comes_out_whole() {
+    for mode in [Mode::Spsc, Mode::Mpmc] {
+        let (r, mut p, mut c) = ring(256, mode);
+        let long = payload(7, 10 * r.max_payload() + 13);
+        let sent = long.clone();
+        // 10× the largest frame through a ring that holds 2: the producer
+        // streams while the consumer reads.
+        let t = thread::spawn(move || {
+            p.push(3, b"before", None).unwrap();
+            p.push_long(9, &sent, None).unwrap();
+            p.push(4, b"after", None).unwrap();
+        });
+        let f = c.peek(minute()).unwrap();
+        assert_eq!((f.kind(), f.bytes()), (3, &b"before"[..]));
+        drop(f);
+        let f = c.peek(minute()).unwrap();
+        assert_eq!(f.kind(), 9, "{mode:?}: the last piece's kind");
+        assert!(
+            f.bytes() == long.as_slice(),
+            "{mode:?}: the bytes, in order"
+        );
+        drop(f);
+        let f = c.peek(minute()).unwrap();
+        assert_eq!((f.kind(), f.bytes()), (4, &b"after"[..]));
+        drop(f);
+        t.join().unwrap();
+        assert_eq!(r.used_bytes(), 0);
+    }
+}
+
+#[test]
+fn take_each_gives_a_long_message_alone_and_whole() {
+    let (r, mut p, mut c) = ring(256, Mode::Mpmc);
+    let long = payload(3, 3 * r.max_payload());
+    let sent = long.clone();
+    let t = thread::spawn(move || {
+        p.push(1, b"a", None).unwrap();
+        p.push_long(2, &sent, None).unwrap();
+        p.push(1, b"b", None).unwrap();
+    });
+    let mut got: Vec<(u8, Vec<u8>)> = Vec::new();
+    while got.len() < 3 {
+        c.take_each(8, minute(), |k, b| {
+            got.push((k, b.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    }
+    t.join().unwrap();
+    assert_eq!(got[0], (1, b"a".to_vec()));
+    assert_eq!(got[1].0, 2);
+    assert!(got[1].1 == long);
+    assert_eq!(got[2], (1, b"b".to_vec()));
+}
+
+#[test]
+fn a_kept_long_message_is_read_again_first() {
+    let (r, mut p, mut c) = ring(256, Mode::Spsc);
+    let long = payload(5, 2 * r.max_payload() + 1);
+    let sent = long.clone();
+    let t = thread::spawn(move || {
+        p.push_long(6, &sent, None).unwrap();
+        p.push(1, b"next", None).unwrap();
+    });
+    let f = c.peek(minute()).unwrap();
+    assert_eq!(f.bytes().len(), long.len());
+    f.keep();
+    assert!(c.poll(Some(Instant::now())).unwrap(), "ready: the kept one");
+    let f = c.try_peek().unwrap().expect("the kept message");
+    assert_eq!(f.kind(), 6);
+    assert!(f.bytes() == long.as_slice());
+    drop(f);
+    let f = c.peek(minute()).unwrap();
+    assert_eq!(f.bytes(), b"next");
+    drop(f);
+    t.join().unwrap();
+}
+
+#[test]
+fn a_long_message_cut_off_by_its_producer_poisons_the_ring() {
+    let (r, mut p, mut c) = ring(256, Mode::Spsc);
+    // The first piece of a long message, by hand, then the producer goes.
+    assert!(p.try_push_raw_kind_for_test(KIND_MORE, &[1u8; 16]).unwrap());
+    drop(p);
+    let e = c.peek(minute()).map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert!(e.to_string().contains("cut off"), "{e}");
+    let again = c.peek(soon()).map(|_| ()).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Protocol, "poisoned: {again}");
+    let _ = r;
+}
+
+#[test]
+fn a_long_push_that_times_out_before_its_first_piece_leaves_nothing() {
+    let (r, mut p, mut c) = ring(256, Mode::Spsc);
+    while p.try_push(1, &[0u8; 40]).unwrap() {}
+    let e = p
+        .push_long(2, &payload(1, 4 * r.max_payload()), soon())
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    // Not poisoned, and only the small frames are there.
+    let mut n = 0;
+    while let Some((k, _)) = c.try_pop().unwrap() {
+        assert_eq!(k, 1);
+        n += 1;
+    }
+    assert!(n > 0);
+    assert!(p.try_push(1, b"ok").unwrap());
+}

@@ -88,7 +88,6 @@ fn test_connection() {
 
 /// The 16 MiB message of CPython's `test_connection`, on its own.
 #[test]
-#[ignore = "BUG: send_bytes of 16 MiB fails with Codec (\"exceeds the ring's maximum of 524272\"); Python sends any size"]
 fn test_connection_really_big_msg() {
     let (conn, child_conn) = pipe(true).unwrap();
     let p = Process::spawn(echo_bytes, child_conn).unwrap();
