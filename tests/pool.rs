@@ -901,3 +901,549 @@ fn work_never_dispatched_fails_when_the_initializer_breaks_the_pool() {
         }
     });
 }
+
+// ---- Per-call chunk size: `pool.with_chunksize(n)` (Python's `chunksize=`).
+
+/// Tasks completed so far over all workers.
+fn tasks_done(pool: &Pool) -> u64 {
+    pool.insights().iter().map(|w| w.tasks).sum()
+}
+
+#[test]
+fn with_chunksize_gives_the_same_results_for_every_size() {
+    let pool = Pool::new(3).unwrap();
+    let want: Vec<u64> = (0..100u64).map(|x| x * x).collect();
+    let pairs: Vec<(i64, i64)> = (0..100).map(|i| (i, -2 * i)).collect();
+    let sums: Vec<i64> = (0..100).map(|i| -i).collect();
+    let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
+    let loud: Vec<String> = (0..100).map(|i| format!("w{i}!")).collect();
+    for chunk in [1, 2, 7, 100, 1000] {
+        let c = pool.with_chunksize(chunk);
+        assert_eq!(c.map(square, 0..100).unwrap(), want, "map, {chunk}");
+        assert_eq!(
+            c.map(shout, words.clone()).unwrap(),
+            loud,
+            "postcard map, {chunk}"
+        );
+        assert_eq!(
+            c.starmap(add, pairs.clone()).unwrap(),
+            sums,
+            "starmap, {chunk}"
+        );
+        let ordered: Vec<u64> = c
+            .imap(square, 0..100)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ordered, want, "imap, {chunk}");
+        let mut any: Vec<u64> = c
+            .imap_unordered(square, 0..100)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        any.sort_unstable();
+        assert_eq!(any, want, "imap_unordered, {chunk}");
+        assert_eq!(
+            c.map_async(square, 0..100).unwrap().get().unwrap(),
+            want,
+            "map_async, {chunk}"
+        );
+        assert_eq!(
+            c.starmap_async(add, pairs.clone()).unwrap().get().unwrap(),
+            sums,
+            "starmap_async, {chunk}"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx2 = tx.clone();
+        let r = c
+            .map_async_with(
+                square,
+                0..100,
+                move |v: &[u64]| tx.send(v.to_vec()).unwrap(),
+                |e| panic!("{e}"),
+            )
+            .unwrap();
+        assert_eq!(r.get().unwrap(), want, "map_async_with, {chunk}");
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), want);
+        let (stx, srx) = std::sync::mpsc::channel();
+        let r = c
+            .starmap_async_with(
+                add,
+                pairs.clone(),
+                move |v: &[i64]| stx.send(v.to_vec()).unwrap(),
+                |e| panic!("{e}"),
+            )
+            .unwrap();
+        assert_eq!(r.get().unwrap(), sums, "starmap_async_with, {chunk}");
+        assert_eq!(srx.recv_timeout(LIMIT).unwrap(), sums);
+        drop(tx2);
+    }
+}
+
+/// Observed through the workers' task counts: `n` items in chunks of `c`
+/// are `ceil(n / c)` tasks, whatever the pool's own chunk size (3 here),
+/// which the plain calls keep.
+#[test]
+fn with_chunksize_sets_the_items_per_task_of_that_call_only() {
+    let pool = Pool::builder().processes(1).chunksize(3).build().unwrap();
+    let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
+    for (chunk, tasks) in [(1, 100), (8, 13), (100, 1), (1000, 1)] {
+        let c = pool.with_chunksize(chunk);
+        let check = |what: &str, run: &mut dyn FnMut()| {
+            let before = tasks_done(&pool);
+            run();
+            assert_eq!(
+                tasks_done(&pool) - before,
+                tasks,
+                "{what}: 100 items, chunksize {chunk}"
+            );
+        };
+        check("map", &mut || {
+            assert_eq!(c.map(square, 0..100).unwrap().len(), 100)
+        });
+        check("postcard map", &mut || {
+            assert_eq!(c.map(shout, words.clone()).unwrap().len(), 100)
+        });
+        check("imap", &mut || {
+            assert_eq!(c.imap(square, 0..100).unwrap().count(), 100)
+        });
+        check("imap_unordered", &mut || {
+            assert_eq!(c.imap_unordered(square, 0..100).unwrap().count(), 100)
+        });
+        check("map_async", &mut || {
+            assert_eq!(
+                c.map_async(square, 0..100).unwrap().get().unwrap().len(),
+                100
+            )
+        });
+        check("map_async_with", &mut || {
+            let r = c.map_async_with(square, 0..100, |_| {}, |e| panic!("{e}"));
+            assert_eq!(r.unwrap().get().unwrap().len(), 100)
+        });
+    }
+    let before = tasks_done(&pool);
+    pool.map(square, 0..100).unwrap();
+    assert_eq!(tasks_done(&pool) - before, 34, "the pool's own chunksize 3");
+    let before = tasks_done(&pool);
+    assert_eq!(pool.imap(square, 0..100).unwrap().count(), 100);
+    assert_eq!(
+        tasks_done(&pool) - before,
+        34,
+        "imap: the pool's own chunksize 3"
+    );
+}
+
+/// Python raises `ValueError` for `chunksize=0`; so does every call here,
+/// and no callback of a refused call runs.
+#[test]
+fn with_chunksize_zero_is_refused_by_every_call() {
+    let pool = Pool::new(1).unwrap();
+    let called = std::sync::Arc::new(AtomicU64::new(0));
+    let zero = pool.with_chunksize(0);
+    let c = |n: &std::sync::Arc<AtomicU64>| {
+        let n = std::sync::Arc::clone(n);
+        move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let (a, b, d, e) = (c(&called), c(&called), c(&called), c(&called));
+    let errors = [
+        ("map", zero.map(square, 0..10).err()),
+        ("starmap", zero.starmap(add, [(1, 2)]).err()),
+        ("imap", zero.imap(square, 0..10).err()),
+        ("imap_unordered", zero.imap_unordered(square, 0..10).err()),
+        ("map_async", zero.map_async(square, 0..10).err()),
+        ("starmap_async", zero.starmap_async(add, [(1, 2)]).err()),
+        (
+            "map_async_with",
+            zero.map_async_with(square, 0..10, move |_| a(), move |_| b())
+                .err(),
+        ),
+        (
+            "starmap_async_with",
+            zero.starmap_async_with(add, [(1, 2)], move |_| d(), move |_| e())
+                .err(),
+        ),
+    ];
+    for (what, err) in errors {
+        let err = err.unwrap_or_else(|| panic!("{what} took chunksize 0"));
+        assert_eq!(err.kind(), ErrorKind::InvalidState, "{what}: {err}");
+        assert!(err.to_string().contains("chunksize"), "{what}: {err}");
+    }
+    assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+    pool.close();
+    pool.join().unwrap(); // would run any queued callback
+    assert_eq!(called.load(Ordering::SeqCst), 0);
+}
+
+// ---- `callback` / `error_callback`: `apply_async_with`, `map_async_with`,
+// `starmap_async_with`.
+
+#[test]
+fn callbacks_run_once_with_the_value_and_get_still_returns_it() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{mpsc, Arc};
+    let pool = Pool::new(2).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    let r = pool
+        .apply_async_with(
+            square,
+            7,
+            move |v: &u64| tx.send(Ok(*v)).unwrap(),
+            move |e: &multiproc::Error| tx2.send(Err(e.kind())).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(r.get().unwrap(), 49);
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), Ok(49));
+
+    // As in Python, the result is ready only once its callback returned,
+    // and a bounded wait can run out while the callback still runs.
+    let go = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let finished = Arc::new(AtomicBool::new(false));
+    let (go2, finished2) = (Arc::clone(&go), Arc::clone(&finished));
+    let mut r = pool
+        .apply_async_with(
+            square,
+            3,
+            move |_: &u64| {
+                let (m, cv) = &*go2;
+                let mut open = m.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                finished2.store(true, Ordering::SeqCst);
+            },
+            |e| panic!("{e}"),
+        )
+        .unwrap();
+    assert!(r
+        .wait_timeout(Duration::from_millis(50))
+        .unwrap_err()
+        .is_timeout());
+    assert!(!r.ready());
+    assert_eq!(r.successful(), None);
+    *go.0.lock().unwrap() = true;
+    go.1.notify_all();
+    r.wait();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "ready before its callback returned"
+    );
+    assert!(r.ready());
+    assert_eq!(r.successful(), Some(true));
+    assert_eq!(r.get_timeout(LIMIT).unwrap(), 9);
+    assert_eq!(
+        r.get_timeout(LIMIT).unwrap_err().kind(),
+        ErrorKind::InvalidState,
+        "taken once"
+    );
+
+    // Python's pattern: fire and forget, then close and join; every
+    // callback ran exactly once by then.
+    let calls = Arc::new(AtomicU64::new(0));
+    let sum = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    for i in 0..20u64 {
+        let (calls, sum, errors) = (calls.clone(), sum.clone(), errors.clone());
+        pool.apply_async_with(
+            square,
+            i,
+            move |v: &u64| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                sum.fetch_add(*v, Ordering::SeqCst);
+            },
+            move |_| {
+                errors.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+    }
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+    assert_eq!(sum.load(Ordering::SeqCst), (0..20u64).map(|i| i * i).sum());
+    assert_eq!(errors.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn map_callbacks_get_the_list_and_error_callbacks_the_first_error() {
+    use std::sync::mpsc;
+    let pool = Pool::new(2).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let r = pool
+        .map_async_with(
+            square,
+            0..50,
+            move |v: &[u64]| tx.send(v.to_vec()).unwrap(),
+            |e| panic!("{e}"),
+        )
+        .unwrap();
+    let want: Vec<u64> = (0..50u64).map(|x| x * x).collect();
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), want);
+    assert_eq!(r.get().unwrap(), want);
+
+    let (tx, rx) = mpsc::channel();
+    let r = pool
+        .starmap_async_with(
+            add,
+            [(1, 2), (3, 4)],
+            move |v: &[i64]| tx.send(v.to_vec()).unwrap(),
+            |e| panic!("{e}"),
+        )
+        .unwrap();
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), [3, 7]);
+    assert_eq!(r.get().unwrap(), [3, 7]);
+    assert_eq!(
+        pool.starmap_async(add, [(5, 6)]).unwrap().get().unwrap(),
+        [11]
+    );
+
+    // A task that panics: the error callback gets the panic and its item.
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    let r = pool
+        .map_async_with(
+            fragile,
+            0..100,
+            move |_: &[u64]| tx2.send(None).unwrap(),
+            move |e: &multiproc::Error| tx.send(Some((e.kind(), e.item_index()))).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        rx.recv_timeout(LIMIT).unwrap(),
+        Some((ErrorKind::Panicked, Some(37)))
+    );
+    r.wait();
+    assert_eq!(r.successful(), Some(false));
+    let err = r.get().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+    assert_eq!(err.item_index(), Some(37));
+    assert!(rx.try_recv().is_err(), "called once");
+
+    // Without callbacks too, a failure taken by `get_timeout` stays a
+    // failure for `successful`.
+    let mut r = pool.apply_async(fragile, 37).unwrap();
+    assert!(r.get_timeout(LIMIT).unwrap_err().is_panic());
+    assert_eq!(r.successful(), Some(false));
+}
+
+/// Callbacks never run under the pool's lock: one that submits work, waits
+/// for it (also for a result with callbacks of its own, whose callback runs
+/// on the same thread) and calls the blocking `apply` finishes; under the
+/// lock it would hang until the watchdog.
+#[test]
+fn a_callback_may_call_back_into_the_pool() {
+    use std::sync::{mpsc, Arc};
+    watchdog(LIMIT, || {
+        let pool = Arc::new(Pool::new(2).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let p2 = Arc::clone(&pool);
+        let r = pool
+            .apply_async_with(
+                square,
+                3,
+                move |v: &u64| {
+                    let more = p2.apply_async(square, *v).unwrap();
+                    let blocking = p2.apply(square, 2).unwrap();
+                    let tx3 = tx.clone();
+                    let nested = p2
+                        .apply_async_with(
+                            square,
+                            5,
+                            move |w: &u64| tx3.send(("nested callback", *w)).unwrap(),
+                            |e| panic!("{e}"),
+                        )
+                        .unwrap();
+                    tx.send(("nested get", nested.get().unwrap())).unwrap();
+                    tx.send(("more", more.get().unwrap())).unwrap();
+                    tx.send(("blocking", blocking)).unwrap();
+                    tx.send(("map", p2.map(square, 0..4).unwrap().iter().sum()))
+                        .unwrap();
+                },
+                |e| panic!("{e}"),
+            )
+            .unwrap();
+        assert_eq!(r.get().unwrap(), 9);
+        let mut got: Vec<(&str, u64)> = (0..5).map(|_| rx.recv_timeout(LIMIT).unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [
+                ("blocking", 4),
+                ("map", 14),
+                ("more", 81),
+                ("nested callback", 25),
+                ("nested get", 25)
+            ]
+        );
+    });
+}
+
+/// The callback holds the last handle on the pool: the pool is dropped
+/// (terminated) on the callback thread, which must not wait for itself.
+#[cfg(unix)]
+#[test]
+fn the_last_handle_on_a_pool_may_be_dropped_in_a_callback() {
+    use std::sync::{mpsc, Arc};
+    watchdog(LIMIT, || {
+        let pool = Arc::new(Pool::new(1).unwrap());
+        let pid = pool.pids()[0];
+        let go = Event::new().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let last = Arc::clone(&pool);
+        let r = pool
+            .apply_async_with(
+                when_set,
+                (go.clone(), 5),
+                move |v: &u64| {
+                    drop(last);
+                    tx.send(*v).unwrap();
+                },
+                |e| panic!("{e}"),
+            )
+            .unwrap();
+        drop(pool);
+        go.set();
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 5);
+        assert_eq!(r.get().unwrap(), 5);
+        let gone = || {
+            // SAFETY: signal 0 only checks existence.
+            #[allow(unsafe_code)]
+            let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
+            !alive
+        };
+        assert!(
+            common::wait_for(LIMIT, gone, |&g| g).is_ok(),
+            "worker {pid} outlived its pool"
+        );
+    });
+}
+
+/// Terminating or dropping the pool fails the work in flight and queued:
+/// each error callback gets `InvalidState` once, before `terminate()` or
+/// the drop returns.
+#[test]
+fn terminate_and_drop_send_the_error_to_each_error_callback_once() {
+    use std::sync::{mpsc, Arc};
+    watchdog(LIMIT, || {
+        for how in ["terminate", "drop"] {
+            let pool = Pool::new(1).unwrap();
+            let running = SharedValue::new(0u32).unwrap();
+            let values = Arc::new(AtomicU64::new(0));
+            let (tx, rx) = mpsc::channel();
+            let results: Vec<_> = (0..3)
+                .map(|i| {
+                    let (values, tx) = (Arc::clone(&values), tx.clone());
+                    pool.apply_async_with(
+                        nap_counted,
+                        (600_000 + i, running.clone()),
+                        move |_: &u64| {
+                            values.fetch_add(1, Ordering::SeqCst);
+                        },
+                        move |e: &multiproc::Error| tx.send(e.kind()).unwrap(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            wait_running(&running, 1);
+            if how == "terminate" {
+                pool.terminate();
+            } else {
+                drop(pool);
+            }
+            drop(tx);
+            let kinds: Vec<ErrorKind> = rx.try_iter().collect();
+            assert_eq!(kinds, [ErrorKind::InvalidState; 3], "{how}");
+            assert_eq!(values.load(Ordering::SeqCst), 0, "{how}");
+            for r in results {
+                assert_eq!(r.get().unwrap_err().kind(), ErrorKind::InvalidState);
+            }
+        }
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_killed_worker_sends_process_died_to_the_error_callback() {
+    use std::sync::mpsc;
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let victim = pool.pids()[0];
+        let running = SharedValue::new(0u32).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        let items: Vec<_> = (0..4).map(|_| (120_000, running.clone())).collect();
+        let r = pool
+            .map_async_with(
+                nap_counted,
+                items,
+                move |_: &[u64]| tx2.send(None).unwrap(),
+                move |e: &multiproc::Error| tx.send(Some((e.kind(), e.pid()))).unwrap(),
+            )
+            .unwrap();
+        wait_running(&running, 1);
+        // SAFETY: plain syscall on a pid we own.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(victim as i32, libc::SIGKILL)
+        };
+        assert_eq!(
+            rx.recv_timeout(LIMIT).unwrap(),
+            Some((ErrorKind::ProcessDied, Some(victim)))
+        );
+        assert_eq!(r.get().unwrap_err().kind(), ErrorKind::ProcessDied);
+        // The replacement runs callbacks as before.
+        let (tx, rx) = mpsc::channel();
+        let r = pool
+            .apply_async_with(
+                square,
+                4,
+                move |v: &u64| tx.send(*v).unwrap(),
+                |e| panic!("{e}"),
+            )
+            .unwrap();
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 16);
+        assert_eq!(r.get().unwrap(), 16);
+        assert!(rx.try_recv().is_err(), "called once");
+    });
+}
+
+/// A panicking callback is caught on the callback thread (and printed):
+/// the value is still there, later callbacks run, the pool works.
+#[test]
+fn a_panicking_callback_leaves_the_value_the_pool_and_later_callbacks_alone() {
+    use std::sync::mpsc;
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let r = pool
+            .apply_async_with(square, 6, |_| panic!("callback boom"), |_| {})
+            .unwrap();
+        assert_eq!(r.get().unwrap(), 36);
+        let r = pool
+            .apply_async_with(fragile, 37, |_| {}, |_| panic!("error callback boom"))
+            .unwrap();
+        assert_eq!(r.get().unwrap_err().kind(), ErrorKind::Panicked);
+        let r = pool
+            .map_async_with(square, 0..10, |_| panic!("map callback boom"), |_| {})
+            .unwrap();
+        assert_eq!(r.get().unwrap()[9], 81);
+
+        let (tx, rx) = mpsc::channel();
+        let r = pool
+            .apply_async_with(
+                square,
+                5,
+                move |v: &u64| tx.send(*v).unwrap(),
+                |e| panic!("{e}"),
+            )
+            .unwrap();
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap(), 25);
+        assert_eq!(r.get().unwrap(), 25);
+        assert_eq!(pool.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+        pool.close();
+        pool.join().unwrap();
+    });
+}

@@ -284,6 +284,7 @@ impl PoolBuilder {
             pinned,
             key,
             arenas: Mutex::new(Vec::new()),
+            callbacks: Mutex::new(None),
         })
     }
 }

@@ -278,10 +278,18 @@ struct CollectState<U> {
     dense: Option<Vec<U>>,
     dense_filled: u64,
     error: Option<Error>,
+    /// The job failed (`error` may have been taken since).
+    failed: bool,
     settled: bool,
     taken: bool,
     done_items: u64,
+    /// Called once when the job becomes ready (`*_async_with`: queues the
+    /// callbacks). Under the pool's lock: it must only queue.
+    on_ready: Option<OnReady>,
 }
+
+/// What [`Collect::on_ready`] registers.
+pub(crate) type OnReady = Box<dyn FnOnce() + Send>;
 
 impl<U: 'static> Collect<U> {
     /// A sink for `len` results (if known).
@@ -302,9 +310,11 @@ impl<U> Collect<U> {
                 dense: None,
                 dense_filled: 0,
                 error: None,
+                failed: false,
                 settled: false,
                 taken: false,
                 done_items: 0,
+                on_ready: None,
             }),
             ready: AtomicBool::new(false),
             wait_settle,
@@ -313,16 +323,47 @@ impl<U> Collect<U> {
 
     /// `true` once `take` will not block: settled, or (serde jobs) failed.
     pub(crate) fn ready(&self) -> bool {
-        // SYNC: Acquire pairs with the Release stores in `fail` / `settle`,
+        // SYNC: Acquire pairs with the Release store in `became_ready`,
         // made under the state lock after the state changed.
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Calls `f` once, when the job becomes ready (at once if it already
+    /// is). It runs on whichever thread makes the job ready, which may
+    /// hold the pool's lock, so it must only hand work on.
+    pub(crate) fn on_ready(&self, f: OnReady) {
+        let mut st = lock(&self.st);
+        if self.ready() {
+            drop(st);
+            f();
+        } else {
+            st.on_ready = Some(f);
+        }
+    }
+
+    /// Drops what [`on_ready`](Collect::on_ready) registered (a job that
+    /// was never submitted: the closure may hold this sink).
+    pub(crate) fn clear_on_ready(&self) {
+        let f = lock(&self.st).on_ready.take();
+        drop(f);
+    }
+
+    /// Marks the job ready and calls what waits for that.
+    fn became_ready(&self, mut st: MutexGuard<'_, CollectState<U>>) {
+        // SYNC: Release; partner: the Acquire load in `ready`.
+        self.ready.store(true, Ordering::Release);
+        let f = st.on_ready.take();
+        drop(st);
+        if let Some(f) = f {
+            f();
+        }
     }
 
     /// `Some(true)` if it succeeded, `Some(false)` if it failed, `None`
     /// while running.
     pub(crate) fn successful(&self) -> Option<bool> {
         let st = lock(&self.st);
-        if st.error.is_some() && (st.settled || !self.wait_settle) {
+        if st.failed && (st.settled || !self.wait_settle) {
             Some(false)
         } else if st.settled {
             Some(true)
@@ -415,19 +456,20 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Collect<U> {
 
     fn fail(&self, error: Error) {
         let mut st = lock(&self.st);
-        if st.error.is_none() {
+        if !st.failed {
+            st.failed = true;
             st.error = Some(error);
             st.parts.clear();
         }
         if !self.wait_settle {
-            self.ready.store(true, Ordering::Release);
+            self.became_ready(st);
         }
     }
 
     fn settle(&self) {
         let mut st = lock(&self.st);
         st.settled = true;
-        self.ready.store(true, Ordering::Release);
+        self.became_ready(st);
     }
 }
 

@@ -6,13 +6,17 @@
 //! `terminate`, and the report types (`WorkerInsights`, `Progress`).
 //!
 //! Files: `builder.rs` (`PoolBuilder`), `results.rs` (`AsyncResult`,
-//! `IMap`), `zero_copy/` (the zero-copy maps, their arena and chunking, and
+//! `IMap`), `chunked.rs` (`WithChunksize`: a call's own chunk size),
+//! `callbacks.rs` (the `*_async_with` calls and the callback thread),
+//! `zero_copy/` (the zero-copy maps, their arena and chunking, and
 //! `ShmVec`), `core.rs` (scheduler, failures), `jobs.rs` (sources and sinks
 //! of tasks), `wire.rs` (frames and trampolines), `worker.rs` (the worker
 //! loop), `doorbell.rs` (one futex word for N result rings), `raw.rs` (raw
 //! arrays of numbers).
 
 mod builder;
+mod callbacks;
+mod chunked;
 mod core;
 mod doorbell;
 mod driver;
@@ -32,6 +36,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::builder::{pinning_supported, PoolBuilder};
+use self::callbacks::Callbacks;
 use self::core::{Core, Job, State};
 use self::driver::Shared;
 use self::jobs::{Collect, IterSource, Sink, Source, Stream};
@@ -61,8 +66,10 @@ const DEFAULT_RING_BYTES: usize = 1 << 20;
 /// | `pool.map(f, items)` | [`pool.map(f, items)`](Pool::map) → `Vec` in order |
 /// | `pool.starmap(f, pairs)` | [`pool.starmap(f, pairs)`](Pool::starmap) (`f` takes the tuple) |
 /// | `pool.imap(f, it)`, `imap_unordered` | [`imap`](Pool::imap), [`imap_unordered`](Pool::imap_unordered) (iterators) |
+/// | `pool.map(f, it, chunksize=8)` (also `starmap`, `imap`, `*_async`) | [`pool.with_chunksize(8).map(f, it)`](Pool::with_chunksize) |
 /// | `pool.apply(f, args)` | [`pool.apply(f, args)`](Pool::apply) |
-/// | `map_async`, `apply_async` → `AsyncResult` | [`map_async`](Pool::map_async), [`apply_async`](Pool::apply_async) → [`AsyncResult`] |
+/// | `map_async`, `starmap_async`, `apply_async` → `AsyncResult` | [`map_async`](Pool::map_async), [`starmap_async`](Pool::starmap_async), [`apply_async`](Pool::apply_async) → [`AsyncResult`] |
+/// | `apply_async(f, args, callback=cb, error_callback=ecb)`, same for `map_async`, `starmap_async` | [`apply_async_with(f, args, cb, ecb)`](Pool::apply_async_with), [`map_async_with`](Pool::map_async_with), [`starmap_async_with`](Pool::starmap_async_with) |
 /// | `close()`, `join()`, `terminate()`, `with Pool() as p:` | [`close`](Pool::close), [`join`](Pool::join), [`terminate`](Pool::terminate), drop |
 ///
 /// Failures never hang: a task that panics fails its call with the panic
@@ -134,6 +141,8 @@ pub struct Pool {
     pinned: bool,
     key: TaskKey,
     arenas: Mutex<Vec<Arc<Segment>>>,
+    /// The callback thread, once an `*_async_with` call started it.
+    callbacks: Mutex<Option<Arc<Callbacks>>>,
 }
 
 /// What one worker has done so far (mpire's "insights").
@@ -327,8 +336,11 @@ impl Pool {
         self.shared.lock().restarts
     }
 
-    fn chunk_for(&self, n: usize) -> usize {
-        self.chunksize.unwrap_or_else(|| {
+    /// Items per task for a `map` of `n` items: the call's own chunk size
+    /// ([`with_chunksize`](Pool::with_chunksize)), else the pool's, else
+    /// Python's rule.
+    fn chunk_for(&self, n: usize, call: Option<usize>) -> usize {
+        call.or(self.chunksize).unwrap_or_else(|| {
             // Python: divmod(len, processes * 4), rounded up.
             let per = self.processes * 4;
             n.div_ceil(per).max(1)
@@ -360,7 +372,13 @@ impl Pool {
         }
     }
 
-    fn start_map<F, A, R>(&self, f: F, items: Vec<A>) -> Result<(Arc<Collect<R>>, u64)>
+    /// The job of a `map` (or `apply`) of `items`, not submitted yet.
+    fn map_job<F, A, R>(
+        &self,
+        f: F,
+        items: Vec<A>,
+        chunksize: Option<usize>,
+    ) -> (Box<dyn Source>, Arc<Collect<R>>, u64)
     where
         F: Fn(A) -> R + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -369,11 +387,26 @@ impl Pool {
         let _ = &f;
         let n = items.len();
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
-        let source = IterSource::new(items.into_iter(), self.chunk_for(n), task);
+        let source = IterSource::new(items.into_iter(), self.chunk_for(n, chunksize), task);
         // A single result (apply) needs no dense buffer.
         let sink = Collect::<R>::with_len(false, (n > 1).then_some(n));
-        self.submit(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
-        Ok((sink, n as u64))
+        (Box::new(source), sink, n as u64)
+    }
+
+    fn start_map<F, A, R>(
+        &self,
+        f: F,
+        items: Vec<A>,
+        chunksize: Option<usize>,
+    ) -> Result<(Arc<Collect<R>>, u64)>
+    where
+        F: Fn(A) -> R + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let (source, sink, n) = self.map_job(f, items, chunksize);
+        self.submit(source, sink.clone(), usize::MAX, usize::MAX)?;
+        Ok((sink, n))
     }
 
     /// Applies `f` to every item in worker processes and returns the
@@ -413,11 +446,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, n) = self.start_map(f, raw::collect_items(items.into_iter()))?;
-        let s2 = Arc::clone(&sink);
-        let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
-        drop(core);
-        sink.take(Some(n))
+        self.map_chunked(f, items, None)
     }
 
     /// [`map`](Pool::map) that calls `progress` as items finish (at most
@@ -449,7 +478,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let started = Instant::now();
-        let (sink, n) = self.start_map(f, raw::collect_items(items.into_iter()))?;
+        let (sink, n) = self.start_map(f, raw::collect_items(items.into_iter()), None)?;
         let mut last_done = u64::MAX;
         loop {
             let s2 = Arc::clone(&sink);
@@ -557,9 +586,33 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, n) = self.start_map(f, raw::collect_items(items.into_iter()))?;
-        self.ensure_pump();
-        Ok(AsyncResult::of_map(Arc::clone(&self.shared), sink, n))
+        self.map_async_chunked(f, items, None)
+    }
+
+    /// Python's `starmap_async`: [`map_async`](Pool::map_async) over
+    /// tuples, `f` taking the tuple.
+    ///
+    /// # Errors
+    /// As [`map_async`](Pool::map_async).
+    ///
+    /// ```
+    /// fn add((a, b): (i32, i32)) -> i32 { a + b }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2).unwrap();
+    ///     let r = pool.starmap_async(add, [(1, 2), (3, 4)]).unwrap();
+    ///     assert_eq!(r.get().unwrap(), [3, 7]);
+    /// }
+    /// ```
+    pub fn starmap_async<F, A, R, I>(&self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Fn(A) -> R + 'static,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_chunked(f, items, None)
     }
 
     /// Runs `f(args)` in a worker and returns its value (Python's
@@ -583,7 +636,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, _) = self.start_map(f, vec![args])?;
+        let (sink, _) = self.start_map(f, vec![args], None)?;
         let s2 = Arc::clone(&sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
         drop(core);
@@ -613,12 +666,19 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, _) = self.start_map(f, vec![args])?;
+        let (sink, _) = self.start_map(f, vec![args], None)?;
         self.ensure_pump();
         Ok(AsyncResult::of_apply(Arc::clone(&self.shared), sink))
     }
 
-    fn start_stream<F, A, R, I>(&self, f: F, items: I, ordered: bool) -> Result<IMap<R>>
+    /// `imap` (`ordered`) or `imap_unordered`, with the call's chunk size.
+    fn start_stream<F, A, R, I>(
+        &self,
+        f: F,
+        items: I,
+        ordered: bool,
+        chunksize: Option<usize>,
+    ) -> Result<IMap<R>>
     where
         F: Fn(A) -> R + 'static,
         I: IntoIterator<Item = A>,
@@ -628,7 +688,7 @@ impl Pool {
     {
         let _ = &f;
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
-        let chunk = self.chunksize.unwrap_or(1);
+        let chunk = chunksize.or(self.chunksize).unwrap_or(1);
         let source = IterSource::new(items.into_iter(), chunk, task);
         let sink = Stream::<R>::new(ordered);
         let bound = stream_bound(self.processes);
@@ -670,7 +730,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.start_stream(f, items, true)
+        self.start_stream(f, items, true, None)
     }
 
     /// As [`imap`](Pool::imap), yielding results as they finish, in any
@@ -700,7 +760,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.start_stream(f, items, false)
+        self.start_stream(f, items, false, None)
     }
 
     /// Stops accepting work; the workers exit once the queued work is done
@@ -724,9 +784,10 @@ impl Pool {
         self.shared.notify();
     }
 
-    /// Waits for the queued work to finish and the workers to exit
-    /// (Python's `join()`, which also needs `close()` or `terminate()`
-    /// first).
+    /// Waits for the queued work to finish, its callbacks
+    /// ([`apply_async_with`](Pool::apply_async_with)) to return and the
+    /// workers to exit (Python's `join()`, which also needs `close()` or
+    /// `terminate()` first).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidState`] if the pool is still open; the first
@@ -755,13 +816,18 @@ impl Pool {
         self.shared.notify();
         self.shared.reap_all();
         self.stop_pump();
+        // Every job is done, so every callback is queued (Python's `join`
+        // also waits for its result handler).
+        self.flush_callbacks();
         core::join_workers(workers)
     }
 
     /// Kills the workers at once; running and queued work fails with
     /// [`ErrorKind::InvalidState`] (Python's `terminate()`, also what
     /// dropping the pool does, like leaving `with Pool() as p:`). A call
-    /// blocked in another thread returns promptly.
+    /// blocked in another thread returns promptly. Returns once every
+    /// error callback ([`apply_async_with`](Pool::apply_async_with)) has
+    /// run, unless called from a callback.
     ///
     /// ```
     /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)); }
@@ -784,6 +850,8 @@ impl Pool {
         self.shared.doorbell.ring_always();
         self.shared.reap_all();
         self.stop_pump();
+        // Every job has failed by now: their error callbacks are queued.
+        self.flush_callbacks();
     }
 
     fn stop_pump(&self) {

@@ -4,8 +4,9 @@
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::callbacks::Hook;
 use super::core::{Core, State};
 use super::driver::Shared;
 use super::jobs::{Collect, Stream};
@@ -37,15 +38,18 @@ pub(super) fn one<R>(mut v: Vec<R>) -> Result<R> {
 /// ```
 pub struct AsyncResult<T> {
     shared: Arc<Shared>,
-    sink: Arc<dyn AnyCollect<T>>,
-    expect: Option<u64>,
+    pub(super) sink: Arc<dyn AnyCollect<T>>,
+    pub(super) expect: Option<u64>,
     unwrap_one: bool,
     taken: bool,
+    /// The callbacks of an `*_async_with` call; the value waits there
+    /// once they ran.
+    pub(super) hook: Option<Arc<Hook<T>>>,
     _t: PhantomData<fn() -> T>,
 }
 
 /// `Collect<R>` seen as producing a `T` (`Vec<R>`, or `R` for `apply`).
-trait AnyCollect<T>: Send + Sync {
+pub(super) trait AnyCollect<T>: Send + Sync {
     fn ready(&self) -> bool;
     fn successful(&self) -> Option<bool>;
     fn take_as(&self, expect: Option<u64>, one: bool) -> Result<T>;
@@ -87,6 +91,7 @@ impl<R: Send + 'static> AsyncResult<Vec<R>> {
             expect: Some(n),
             unwrap_one: false,
             taken: false,
+            hook: None,
             _t: PhantomData,
         }
     }
@@ -101,13 +106,16 @@ impl<R: Send + 'static> AsyncResult<R> {
             expect: Some(1),
             unwrap_one: true,
             taken: false,
+            hook: None,
             _t: PhantomData,
         }
     }
 }
 
 impl<T> AsyncResult<T> {
-    /// `true` once the result (or error) is there (Python's `ready()`).
+    /// `true` once the result (or error) is there (Python's `ready()`);
+    /// with callbacks ([`Pool::apply_async_with`](crate::Pool::apply_async_with)),
+    /// once the callback has returned, as in Python.
     ///
     /// ```
     /// fn main() {
@@ -119,7 +127,10 @@ impl<T> AsyncResult<T> {
     /// }
     /// ```
     pub fn ready(&self) -> bool {
-        self.sink.ready()
+        match &self.hook {
+            Some(h) => h.fired(),
+            None => self.sink.ready(),
+        }
     }
 
     /// `Some(true)` if it finished without error, `Some(false)` if it
@@ -136,7 +147,10 @@ impl<T> AsyncResult<T> {
     /// }
     /// ```
     pub fn successful(&self) -> Option<bool> {
-        self.sink.successful()
+        match &self.hook {
+            Some(h) => h.successful(),
+            None => self.sink.successful(),
+        }
     }
 
     /// Blocks until it is ready (Python's `wait()`).
@@ -151,11 +165,24 @@ impl<T> AsyncResult<T> {
     /// }
     /// ```
     pub fn wait(&self) {
+        self.wait_until(None);
+    }
+
+    /// Waits for the job, driving the pool, then for its callbacks (with
+    /// the pool's lock released: they may call the pool). `true` if ready.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let s = Arc::clone(&self.sink);
-        let _ = self.shared.wait_until(
+        let (core, ready) = self.shared.wait_until(
             &move |c: &Core| s.ready() || c.state == State::Terminated,
-            None,
+            deadline,
         );
+        drop(core);
+        match &self.hook {
+            // After `terminate` the job becomes ready once its workers are
+            // reaped, and its callbacks run then.
+            Some(h) => h.wait(deadline),
+            None => ready,
+        }
     }
 
     /// Waits at most `timeout` for it to be ready (Python's
@@ -178,12 +205,7 @@ impl<T> AsyncResult<T> {
     /// }
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        let s = Arc::clone(&self.sink);
-        let (_core, ready) = self.shared.wait_until(
-            &move |c: &Core| s.ready() || c.state == State::Terminated,
-            crate::wait::deadline_after(timeout),
-        );
-        if ready {
+        if self.wait_until(crate::wait::deadline_after(timeout)) {
             Ok(())
         } else {
             Err(Error::timeout(
@@ -244,7 +266,15 @@ impl<T> AsyncResult<T> {
             ));
         }
         self.taken = true;
-        self.sink.take_as(self.expect, self.unwrap_one)
+        match &self.hook {
+            Some(h) => h.take().unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "the result is not there: its callbacks have not run",
+                ))
+            }),
+            None => self.sink.take_as(self.expect, self.unwrap_one),
+        }
     }
 }
 
