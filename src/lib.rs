@@ -34,7 +34,8 @@ pub use error::{Error, ErrorKind, PanicInfo, Result};
 pub use exit_status::ExitStatus;
 pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
-    pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WorkerInsights,
+    pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WithChunksize,
+    WorkerInsights,
 };
 pub use process::{
     active_children, current_process, parent_process, Process, ProcessBuilder, ProcessInfo,

@@ -17,6 +17,7 @@
 mod builder;
 mod callbacks;
 mod chunked;
+pub use self::chunked::WithChunksize;
 mod core;
 mod doorbell;
 mod driver;
