@@ -98,7 +98,6 @@ fn test_timeout() {
     let results = SharedValue::new(0).unwrap();
     run_parties(timeout_party, (barrier.clone(), results.clone()));
     assert_eq!(results.get(), barrier.parties());
-    assert!(barrier.broken());
 }
 
 #[test]
@@ -137,4 +136,152 @@ fn test_thousand() {
     for p in procs {
         p.join().unwrap();
     }
+}
+
+/// CPython's `defaultTimeout` of `setUp`'s barrier.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// CPython's `setUp`: `Barrier(N, timeout=defaultTimeout)`.
+fn default_barrier() -> Barrier {
+    Barrier::with_timeout(N, DEFAULT_TIMEOUT).unwrap()
+}
+
+/// `except threading.BrokenBarrierError:` (the wait that timed out
+/// itself reports `Timeout`; Python raises `BrokenBarrierError` there too).
+fn is_broken_barrier_error(e: &multiproc::Error) -> bool {
+    matches!(e.kind(), ErrorKind::Broken | ErrorKind::Timeout)
+}
+
+/// The party with index `N / 2` raises `RuntimeError`, which aborts the
+/// barrier; the others are told it is broken.
+fn abort_f((barrier, results1, results2): (Barrier, Counter, Counter)) {
+    let outcome = barrier.wait().and_then(|i| {
+        if i == N / 2 {
+            return Ok(false); // raise RuntimeError
+        }
+        barrier.wait()?;
+        results1.fetch_add(1);
+        Ok(true)
+    });
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => barrier.abort(), // except RuntimeError
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Broken, "{e}");
+            results2.fetch_add(1);
+        }
+    }
+}
+
+#[test]
+fn test_abort() {
+    let barrier = default_barrier();
+    let results1 = SharedValue::new(0).unwrap();
+    let results2 = SharedValue::new(0).unwrap();
+    run_parties(
+        abort_f,
+        (barrier.clone(), results1.clone(), results2.clone()),
+    );
+    assert_eq!(results1.get(), 0);
+    assert_eq!(results2.get(), N - 1);
+    assert!(barrier.broken());
+}
+
+fn reset_f((barrier, results1, results2, results3): (Barrier, Counter, Counter, Counter)) {
+    let i = barrier.wait().unwrap();
+    if i == N / 2 {
+        // Wait until the other parties are all in the barrier.
+        while barrier.n_waiting() < N - 1 {
+            sleep(Duration::from_millis(1));
+        }
+        barrier.reset();
+    } else {
+        match barrier.wait() {
+            Ok(_) => results1.fetch_add(1),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Broken, "{e}");
+                results2.fetch_add(1)
+            }
+        };
+    }
+    // Now, pass the barrier again.
+    barrier.wait().unwrap();
+    results3.fetch_add(1);
+}
+
+#[test]
+fn test_reset() {
+    let barrier = default_barrier();
+    let results: [Counter; 3] = std::array::from_fn(|_| SharedValue::new(0).unwrap());
+    run_parties(
+        reset_f,
+        (
+            barrier,
+            results[0].clone(),
+            results[1].clone(),
+            results[2].clone(),
+        ),
+    );
+    assert_eq!(results[0].get(), 0);
+    assert_eq!(results[1].get(), N - 1);
+    assert_eq!(results[2].get(), N);
+}
+
+type AbortResetArgs = (Barrier, Barrier, Counter, Counter, Counter);
+
+fn abort_and_reset_f((barrier, barrier2, results1, results2, results3): AbortResetArgs) {
+    abort_f((barrier.clone(), results1, results2));
+    // Synchronize and reset the barrier. Must synchronize first so that
+    // everyone has left it when we reset, and after so that no one enters
+    // it before the reset.
+    if barrier2.wait().unwrap() == N / 2 {
+        barrier.reset();
+    }
+    barrier2.wait().unwrap();
+    barrier.wait().unwrap();
+    results3.fetch_add(1);
+}
+
+#[test]
+fn test_abort_and_reset() {
+    let barrier = default_barrier();
+    let barrier2 = Barrier::new(N).unwrap();
+    let results: [Counter; 3] = std::array::from_fn(|_| SharedValue::new(0).unwrap());
+    run_parties(
+        abort_and_reset_f,
+        (
+            barrier,
+            barrier2,
+            results[0].clone(),
+            results[1].clone(),
+            results[2].clone(),
+        ),
+    );
+    assert_eq!(results[0].get(), 0);
+    assert_eq!(results[1].get(), N - 1);
+    assert_eq!(results[2].get(), N);
+}
+
+fn default_timeout_f((barrier, results): (Barrier, Counter)) {
+    let i = barrier.wait_timeout(DEFAULT_TIMEOUT).unwrap();
+    if i == N / 2 {
+        // One party is later than the default timeout (CPython: 1 s late
+        // for 0.5 s; 1.5 s here, as in `test_timeout`).
+        sleep(Duration::from_millis(1500));
+    }
+    match barrier.wait() {
+        Ok(_) => {}
+        Err(e) => {
+            assert!(is_broken_barrier_error(&e), "{e}");
+            results.fetch_add(1);
+        }
+    }
+}
+
+#[test]
+fn test_default_timeout() {
+    let barrier = Barrier::with_timeout(N, Duration::from_millis(500)).unwrap();
+    let results = SharedValue::new(0).unwrap();
+    run_parties(default_timeout_f, (barrier.clone(), results.clone()));
+    assert_eq!(results.get(), barrier.parties());
 }

@@ -36,7 +36,7 @@ fn ints_as_bytes(v: &[i32]) -> Vec<u8> {
 #[test]
 fn test_connection() {
     let (conn, child_conn) = pipe(true).unwrap();
-    let p = Process::spawn(echo, child_conn).unwrap();
+    let p = Process::spawn(echo, child_conn.clone()).unwrap();
 
     let seq: Seq = (1, 2.25, None);
     let msg = b"hello world".to_vec();
@@ -49,18 +49,34 @@ fn test_connection() {
     conn.send_bytes(&msg).unwrap();
     assert_eq!(conn.recv_bytes().unwrap(), msg);
 
-    // recv_bytes_into: the whole message, into a reused buffer. (No
-    // offset argument, and the buffer grows: no BufferTooShort.)
-    let mut buffer = vec![0u8; 40];
+    // recv_bytes_into(buffer): an `array('i', [0]*10)` is 40 bytes.
+    let mut buffer = [0u8; 40];
+    let mut expected = arr.clone();
+    expected.resize(40, 0);
     conn.send_bytes(&arr).unwrap();
-    assert_eq!(conn.recv_bytes_into(&mut buffer).unwrap(), arr.len());
-    assert_eq!(buffer, arr);
+    assert_eq!(conn.recv_bytes_into_at(&mut buffer, 0).unwrap(), arr.len());
+    assert_eq!(buffer.to_vec(), expected);
+
+    // recv_bytes_into(buffer, 3 * itemsize)
+    let mut buffer = [0u8; 40];
+    let mut expected = vec![0u8; 3 * 4];
+    expected.extend_from_slice(&arr);
+    expected.resize(40, 0);
     conn.send_bytes(&arr).unwrap();
-    assert_eq!(conn.recv_bytes_into(&mut buffer).unwrap(), arr.len());
-    assert_eq!(buffer, arr);
+    assert_eq!(
+        conn.recv_bytes_into_at(&mut buffer, 3 * 4).unwrap(),
+        arr.len()
+    );
+    assert_eq!(buffer.to_vec(), expected);
+
+    // BufferTooShort. Python hands the message back in the exception
+    // (`e.args == (longmsg,)`); here it stays in the pipe for the next
+    // receive.
+    let mut buffer = [b' '; 40];
     conn.send_bytes(&longmsg).unwrap();
-    assert_eq!(conn.recv_bytes_into(&mut buffer).unwrap(), longmsg.len());
-    assert_eq!(buffer, longmsg);
+    let err = conn.recv_bytes_into_at(&mut buffer, 0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BufferTooShort, "{err}");
+    assert_eq!(conn.recv_bytes().unwrap(), longmsg);
 
     assert!(!conn.poll(Duration::ZERO).unwrap()); // poll(), poll(-1)
     let (ready, elapsed) = timed(|| conn.poll(TIMEOUT_200).unwrap());
@@ -72,7 +88,8 @@ fn test_connection() {
     assert_eq!(conn.recv::<Option<i32>>().unwrap(), None);
 
     conn.send_bytes(b"").unwrap(); // tell the child to quit
-                                   // EOFError: the other end is gone.
+    child_conn.close();
+    // EOFError: the other end is gone.
     let err = conn.recv_timeout::<Seq>(LONG).unwrap_err();
     assert!(
         matches!(err.kind(), ErrorKind::Disconnected | ErrorKind::PeerDied),
@@ -118,16 +135,17 @@ fn test_duplex_false() {
     );
 }
 
-/// The parent lets go of the child's end right after the start (here
-/// `spawn` takes it), before the child may have opened it.
+/// The parent closes its copy of the child's end right after the start,
+/// before the child may have opened it.
 #[test]
 fn test_spawn_close() {
     let (conn, child_conn) = pipe(true).unwrap();
-    let p = Process::spawn(echo_bytes, child_conn).unwrap();
+    let p = Process::spawn(echo_bytes, child_conn.clone()).unwrap();
+    child_conn.close(); // this might complete before child initializes
     conn.send_bytes(b"hello").unwrap();
     assert_eq!(conn.recv_bytes().unwrap(), b"hello");
     conn.send_bytes(b"").unwrap();
-    drop(conn);
+    conn.close();
     p.join().unwrap();
 }
 
@@ -147,4 +165,26 @@ fn test_sendbytes() {
     assert_eq!(b.recv_bytes().unwrap(), b"");
     a.send_bytes(&msg[26..26]).unwrap();
     assert_eq!(b.recv_bytes().unwrap(), b"");
+}
+
+/// `with a, b:` closes both ends on the way out (here: `close()` at the
+/// end of the block; dropping would too).
+#[test]
+fn test_context() {
+    let (a, b) = pipe(true).unwrap();
+    {
+        a.send(&1729i32).unwrap();
+        assert_eq!(b.recv::<i32>().unwrap(), 1729);
+        assert!(!a.closed());
+        assert!(!b.closed());
+        a.close();
+        b.close();
+    }
+    assert!(a.closed());
+    assert!(b.closed());
+    // OSError in Python.
+    let err = a.recv::<i32>().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    let err = b.recv::<i32>().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
 }

@@ -132,10 +132,14 @@ fn sleep_some_event(event: Event) {
     sleep(Duration::from_secs(100));
 }
 
-/// CPython's `_kill_process(meth)`: returns the exit status.
-fn kill_process(meth: fn(&Process<()>) -> multiproc::Result<()>) -> ExitStatus {
+/// CPython's `_kill_process(meth, target)`: returns how `join` failed and
+/// the exit status.
+fn kill_process_target<F: Fn(Event) + 'static>(
+    meth: fn(&Process<()>) -> multiproc::Result<()>,
+    target: F,
+) -> (multiproc::Error, ExitStatus) {
     let event = Event::new().unwrap();
-    let mut p = Process::spawn(sleep_some_event, event.clone()).unwrap();
+    let mut p = Process::spawn(target, event.clone()).unwrap();
     assert!(p.is_alive());
     assert!(is_active(p.pid()));
     assert_eq!(p.exit_code(), None);
@@ -149,10 +153,82 @@ fn kill_process(meth: fn(&Process<()>) -> multiproc::Result<()>) -> ExitStatus {
     meth(&p).unwrap();
 
     let err = p.join_timeout(LONG).unwrap_err();
-    assert!(err.is_process_died(), "{err}");
     assert!(!p.is_alive());
     assert!(!is_active(p.pid()));
-    p.exit_code().unwrap()
+    (err, p.exit_code().unwrap())
+}
+
+/// CPython's `_kill_process(meth)`: the child is killed by the signal
+/// (`join` reports that it died); returns the exit status.
+fn kill_process(meth: fn(&Process<()>) -> multiproc::Result<()>) -> ExitStatus {
+    let (err, status) = kill_process_target(meth, sleep_some_event);
+    assert!(err.is_process_died(), "{err}");
+    status
+}
+
+#[cfg(unix)]
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(unix)]
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Sets this process's `SIGINT` disposition.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn set_sigint(handler: libc::sighandler_t) {
+    // SAFETY: `handler` is SIG_DFL or `on_sigint`, which only stores to an
+    // atomic (async-signal-safe).
+    let previous = unsafe { libc::signal(libc::SIGINT, handler) };
+    assert_ne!(previous, libc::SIG_ERR);
+}
+
+/// CPython's `_sleep_some_event` in a Python child, whose runtime turns
+/// `SIGINT` into `KeyboardInterrupt`: a handler notes the signal and the
+/// sleep ends in an uncaught panic (Python: an uncaught exception, exit
+/// code 1).
+#[cfg(unix)]
+fn sleep_some_event_int_handler(event: Event) {
+    set_sigint(on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    event.set();
+    for _ in 0..10_000 {
+        if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("KeyboardInterrupt");
+        }
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// CPython's `_sleep_no_int_handler`.
+#[cfg(unix)]
+fn sleep_no_int_handler(event: Event) {
+    set_sigint(libc::SIG_DFL);
+    sleep_some_event(event);
+}
+
+#[cfg(unix)]
+#[test]
+fn test_interrupt() {
+    let (err, status) = kill_process_target(|p| p.interrupt(), sleep_some_event_int_handler);
+    // Exit code 1 for an uncaught exception (KeyboardInterrupt here).
+    assert!(err.is_panic(), "{err}");
+    assert!(
+        err.panic_info()
+            .unwrap()
+            .to_string()
+            .contains("KeyboardInterrupt"),
+        "{err}"
+    );
+    assert_eq!(status.to_python(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn test_interrupt_no_handler() {
+    let (err, status) = kill_process_target(|p| p.interrupt(), sleep_no_int_handler);
+    assert!(err.is_process_died(), "{err}");
+    assert_eq!(status.to_python(), -libc::SIGINT);
 }
 
 #[cfg(unix)]
