@@ -117,7 +117,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// A queue whose ring holds `bytes` bytes (rounded up to a power of
-    /// two, at least 64). One item may use at most half of it.
+    /// two, at least 64). An item over half of it streams through in pieces
+    /// (see [`put`](Queue::put)).
     ///
     /// # Errors
     /// As [`new`](Queue::new).
@@ -230,10 +231,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts `item` at the back, waiting for room (and, with a
     /// [`maxsize`](Queue::with_maxsize), for fewer than `maxsize` items).
+    /// An item of any size goes in: one over the ring's largest frame
+    /// (half the ring) streams through it in pieces while a consumer
+    /// reads, so such a put returns once all but the last ring-full was
+    /// taken (Python's `put` hands a large item to a feeder thread
+    /// instead). A [`put_timeout`](Queue::put_timeout) or
+    /// [`try_put`](Queue::try_put) that runs out of time midway takes back
+    /// what it streamed: consumers never see part of an item.
     ///
     /// # Errors
     /// [`ErrorKind::ShutDown`] after [`shutdown`](Queue::shutdown);
-    /// [`ErrorKind::Codec`] if the item is larger than half the ring;
+    /// [`ErrorKind::Codec`] if the item does not serialise;
     /// [`ErrorKind::PeerDied`] if the queue stays full and a process sharing
     /// it died abruptly; [`ErrorKind::InvalidState`] after [`close`](Queue::close).
     ///
@@ -593,17 +601,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.inner.ring.used_bytes() == 0
     }
 
-    /// `true` when a small item would not fit now (Python's `full()`).
+    /// `true` when a put would wait now (Python's `full()`): the queue
+    /// holds its [`maxsize`](Queue::with_maxsize) items, or its ring has no
+    /// room for even a small item.
     ///
     /// ```
-    /// assert!(!multiproc::Queue::<u8>::new().unwrap().is_full());
+    /// let q = multiproc::Queue::<u8>::with_maxsize(1).unwrap();
+    /// assert!(!q.is_full());
+    /// q.put(&1).unwrap();
+    /// assert!(q.is_full());
     /// ```
     pub fn is_full(&self) -> bool {
+        let inner = &self.inner;
+        // SYNC: Relaxed: a hint, like Python's `full()`.
+        if inner.maxsize != 0 && inner.header().held.load(Ordering::Relaxed) >= inner.maxsize {
+            return true;
+        }
         // The ring keeps one frame word free as a terminator; the smallest
         // item is a one-byte frame. (A hint, like Python's: the padding
         // frame at the wrap point can make a fitting item wait.)
         let needed = ring::frame_size(1) + ring::frame_size(0);
-        self.inner.ring.used_bytes() + needed > self.inner.ring.capacity()
+        inner.ring.used_bytes() + needed > inner.ring.capacity()
     }
 
     /// This process is done with the queue (Python's `close()`: "no more

@@ -11,7 +11,7 @@ use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
 use super::{
     frame_size, max_payload, seal, End, Handle, Header, Mode, PeerCheck, RawFrame, Ring,
-    CONSUMER_CLOSED, FRAME_WORD, KIND_MORE, KIND_PAD, POISONED, PRODUCER_CLOSED,
+    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, POISONED, PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -392,13 +392,22 @@ impl Consumer {
     }
 
     /// The message that starts with `first` (held side): itself, or, for
-    /// the first piece of a long message, the whole message.
-    fn message(&mut self, first: RawFrame) -> Result<Body> {
-        if first.kind != KIND_MORE {
-            return Ok(Body::InPlace(first));
+    /// the first piece of a long message, the whole message. `None`: a
+    /// long message its producer dropped midway, now released; read on.
+    fn message(&mut self, first: RawFrame) -> Result<Option<Body>> {
+        match first.kind {
+            KIND_MORE => Ok(self
+                .assemble(first)?
+                .map(|(kind, bytes)| Body::Whole(kind, bytes))),
+            // Only ever after pieces, which `assemble` takes with it; a
+            // stray one (a peer's scribble) is skipped the same way.
+            KIND_DROP => {
+                self.release_raw(first);
+                self.notify();
+                Ok(None)
+            }
+            _ => Ok(Some(Body::InPlace(first))),
         }
-        let (kind, bytes) = self.assemble(first)?;
-        Ok(Body::Whole(kind, bytes))
     }
 
     /// Takes every piece of the long message that starts with `first`,
@@ -407,11 +416,13 @@ impl Consumer {
     /// waiting for pieces still to come with no deadline: their producer
     /// holds its side until the last one (`Producer::push_long`), and a
     /// producer that dies or closes midway ends the wait. Returns the last
-    /// piece's kind and the whole payload.
+    /// piece's kind and the whole payload, or `None` when the producer
+    /// gave the message up ([`KIND_DROP`]): its pieces are dropped.
     ///
-    /// A message cut off (its producer gone, the memory for it refused)
-    /// poisons the ring: its remaining pieces could only be misread.
-    fn assemble(&mut self, first: RawFrame) -> Result<(u8, Vec<u8>)> {
+    /// A message cut off otherwise (its producer gone, the memory for it
+    /// refused) poisons the ring: its remaining pieces could only be
+    /// misread.
+    fn assemble(&mut self, first: RawFrame) -> Result<Option<(u8, Vec<u8>)>> {
         let mut bytes: Vec<u8> = Vec::new();
         let mut piece = first;
         let mut wait = Wait::new(None);
@@ -426,8 +437,10 @@ impl Consumer {
             bytes.extend_from_slice(self.frame_bytes(piece));
             self.release_raw(piece);
             self.notify();
-            if piece.kind != KIND_MORE {
-                return Ok((piece.kind, bytes));
+            match piece.kind {
+                KIND_MORE => {}
+                KIND_DROP => return Ok(None),
+                kind => return Ok(Some((kind, bytes))),
             }
             piece = loop {
                 let next = match self.try_peek_raw() {
@@ -493,15 +506,20 @@ impl Consumer {
                     Err(e) if taken == 0 => return Err(e),
                     Err(_) => break,
                 };
-                if frame.kind == KIND_MORE {
+                if frame.kind == KIND_MORE || frame.kind == KIND_DROP {
                     // A long message comes alone, as the first of a call.
                     if taken > 0 {
                         break;
                     }
-                    let (kind, bytes) = hold.consumer.assemble(frame)?;
                     hold.released = true;
-                    read(kind, &bytes)?;
-                    return Ok(1);
+                    match hold.consumer.message(frame)? {
+                        Some(Body::Whole(kind, bytes)) => {
+                            read(kind, &bytes)?;
+                            return Ok(1);
+                        }
+                        // Dropped by its producer: read on.
+                        _ => continue,
+                    }
                 }
                 let outcome = read(frame.kind, hold.consumer.frame_bytes(frame));
                 match outcome {
@@ -535,13 +553,19 @@ impl Consumer {
             return Ok(self.stashed());
         }
         self.enter(&mut Wait::new(None))?;
-        let body = match self.try_peek_raw() {
-            Ok(Some(first)) => self.message(first),
-            Ok(None) => {
-                self.leave();
-                return Ok(None);
+        let body = loop {
+            match self.try_peek_raw() {
+                Ok(Some(first)) => match self.message(first) {
+                    Ok(Some(body)) => break Ok(body),
+                    Ok(None) => continue,
+                    Err(e) => break Err(e),
+                },
+                Ok(None) => {
+                    self.leave();
+                    return Ok(None);
+                }
+                Err(e) => break Err(e),
             }
-            Err(e) => Err(e),
         };
         match body {
             Ok(body) => Ok(Some(Frame {
@@ -608,10 +632,15 @@ impl Consumer {
             return Ok(self.stashed().expect("checked"));
         }
         let mut wait = Wait::new(deadline);
-        let first = loop {
+        let body = loop {
             self.enter(&mut wait)?;
-            match self.try_peek_raw() {
-                Ok(Some(f)) => break f,
+            let found = match self.try_peek_raw() {
+                Ok(Some(first)) => self.message(first),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(body)) => break body,
                 Ok(None) => self.leave(),
                 Err(e) => {
                     self.leave();
@@ -620,16 +649,10 @@ impl Consumer {
             }
             self.wait_readable(&mut wait)?;
         };
-        match self.message(first) {
-            Ok(body) => Ok(Frame {
-                consumer: self,
-                body,
-                held: true,
-            }),
-            Err(e) => {
-                self.leave();
-                Err(e)
-            }
-        }
+        Ok(Frame {
+            consumer: self,
+            body,
+            held: true,
+        })
     }
 }

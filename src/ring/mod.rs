@@ -80,9 +80,12 @@ pub(crate) const HEADER_SIZE: usize = 384;
 pub(crate) const MIN_CAPACITY: usize = 64;
 /// Largest capacity accepted (frame lengths are u32).
 pub(crate) const MAX_CAPACITY: usize = 1 << 31;
-/// The largest frame kind a caller may use; [`KIND_MORE`] and
-/// [`KIND_PAD`] are the ring's own.
-pub(crate) const MAX_KIND: u8 = 0xFD;
+/// The largest frame kind a caller may use; [`KIND_DROP`], [`KIND_MORE`]
+/// and [`KIND_PAD`] are the ring's own.
+pub(crate) const MAX_KIND: u8 = 0xFC;
+/// Ends a long message its producer gave up on (a deadline, a failure
+/// midway): the consumer drops the pieces it took ([`Producer::push_long`]).
+pub(crate) const KIND_DROP: u8 = 0xFD;
 /// Kind of every piece of a long message but its last, which carries the
 /// message's own kind ([`Producer::push_long`]).
 pub(crate) const KIND_MORE: u8 = 0xFE;

@@ -12,7 +12,7 @@ use super::wait::{self, block_until, ring_health, Wait};
 use super::Mode;
 use super::{
     frame_size, pack, End, Handle, Header, PeerCheck, Ring, Slot, CONSUMER_CLOSED, FRAME_WORD,
-    KIND_MORE, KIND_PAD, MAX_KIND, POISONED, PRODUCER_CLOSED,
+    KIND_DROP, KIND_MORE, KIND_PAD, MAX_KIND, POISONED, PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -195,7 +195,9 @@ impl<M: Memory> Producer<M> {
     /// (already written).
     #[inline]
     fn commit_raw(&mut self, slot: Slot, kind: u8, len: usize) {
-        debug_assert!(len <= slot.len && (kind <= MAX_KIND || kind == KIND_MORE));
+        debug_assert!(
+            len <= slot.len && (kind <= MAX_KIND || kind == KIND_MORE || kind == KIND_DROP)
+        );
         let mem = &self.end.ring.mem;
         let cap = mem.cap();
         let next = slot.pos.wrapping_add(frame_size(len) as u64);
@@ -479,18 +481,17 @@ impl Producer {
     }
 
     /// Appends a message of any length: one frame if it fits in one,
-    /// otherwise pieces of at most [`max_payload`](Self::max_payload)
-    /// bytes, each of kind [`KIND_MORE`] but the last, which has `kind`.
-    /// The pieces go under one hold of the producer side (Mpmc: no other
-    /// producer's frame comes between them), each as soon as there is
-    /// room, so the message streams through a ring smaller than itself
-    /// while the consumer reads.
+    /// otherwise pieces of kind [`KIND_MORE`] and a last one of `kind`,
+    /// all under one hold of the producer side (Mpmc: no other producer's
+    /// frame comes between them), each as soon as there is room, so the
+    /// message streams through a ring smaller than itself while the
+    /// consumer reads.
     ///
-    /// `deadline` bounds the wait for the first piece only. After it, the
-    /// rest waits for the consumer's progress with no deadline (liveness
-    /// still checked): a message is never left half-sent by a timeout. A
-    /// failure after the first piece (the consumer gone, the ring closed)
-    /// poisons the ring, since what is in it can never be completed.
+    /// `deadline` holds for the whole message. Each piece is written only
+    /// with room to spare for one empty frame after it, so a producer that
+    /// gives up midway (the deadline, the consumer gone, a shutdown) can
+    /// always end what it started with a [`KIND_DROP`] frame: the consumer
+    /// drops the pieces and reads on, and nothing half-sent is delivered.
     ///
     /// # Errors
     ///
@@ -502,62 +503,72 @@ impl Producer {
         payload: &[u8],
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let max = self.max_payload();
-        if payload.len() <= max {
+        if payload.len() <= self.max_payload() {
             return self.push(kind, payload, deadline);
         }
         check_kind(kind)?;
         self.check_state()?;
         let mut wait = Wait::new(deadline);
         self.enter(&mut wait)?;
-        let mut sent = 0;
-        let outcome = self.push_pieces(kind, payload, &mut wait, &mut sent);
-        self.leave();
-        match outcome {
-            Err(e) if sent > 0 => {
-                let why = format!(
-                    "a message of {} bytes was cut off after {sent}: {e}",
-                    payload.len()
-                );
-                let _ = self.end.ring.poison(why);
-                Err(e)
-            }
-            other => other,
+        let mut started = false;
+        let outcome = self.push_pieces(kind, payload, &mut wait, &mut started);
+        if outcome.is_err() && started {
+            self.drop_started_message(payload.len());
         }
+        self.leave();
+        outcome
     }
 
-    /// [`push_long`](Self::push_long)'s pieces, the side held; counts the
-    /// bytes sent in `sent`.
+    /// [`push_long`](Self::push_long)'s pieces, the side held; sets
+    /// `started` once the first is in the ring.
     fn push_pieces(
         &mut self,
         kind: u8,
         payload: &[u8],
         wait: &mut Wait,
-        sent: &mut usize,
+        started: &mut bool,
     ) -> Result<()> {
-        let max = self.max_payload();
-        let mut after_first = Wait::new(None);
-        for piece in payload.chunks(max) {
-            let last = *sent + piece.len() == payload.len();
-            let piece_kind = if last { kind } else { KIND_MORE };
+        // Room for an empty frame after every piece: see `push_long`.
+        let spare = FRAME_WORD;
+        let piece_max = self.max_payload() - spare;
+        let mut sent = 0;
+        for piece in payload.chunks(piece_max) {
+            sent += piece.len();
+            let piece_kind = if sent == payload.len() {
+                kind
+            } else {
+                KIND_MORE
+            };
             loop {
                 self.check_state()?;
-                if let Some(slot) = self.try_reserve_raw(piece.len())? {
+                if let Some(slot) = self.try_reserve_raw(piece.len() + spare)? {
                     self.end.ring.mem.write(slot.off + FRAME_WORD, piece);
                     self.commit_raw(slot, piece_kind, piece.len());
+                    *started = true;
                     self.notify();
                     break;
                 }
-                let w = if *sent == 0 {
-                    &mut *wait
-                } else {
-                    &mut after_first
-                };
-                self.wait_writable(piece.len(), w)?;
+                self.wait_writable(piece.len() + spare, wait)?;
             }
-            *sent += piece.len();
         }
         Ok(())
+    }
+
+    /// Ends a long message cut short with a [`KIND_DROP`] frame, in the
+    /// room every piece left for it. Without that room (a peer moved the
+    /// positions) the ring is poisoned: the pieces could only be misread.
+    fn drop_started_message(&mut self, len: usize) {
+        match self.try_reserve_raw(0) {
+            Ok(Some(slot)) => {
+                self.commit_raw(slot, KIND_DROP, 0);
+                self.notify();
+            }
+            _ => {
+                let _ = self.end.ring.poison(format!(
+                    "a message of {len} bytes was cut off and could not be marked dropped"
+                ));
+            }
+        }
     }
 
     /// Waits until a frame of `len` payload bytes might fit (a hint: the

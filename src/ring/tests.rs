@@ -1167,3 +1167,39 @@ fn a_long_push_that_times_out_before_its_first_piece_leaves_nothing() {
     assert!(n > 0);
     assert!(p.try_push(1, b"ok").unwrap());
 }
+
+#[test]
+fn a_long_push_that_times_out_midway_is_dropped_by_the_consumer() {
+    for mode in [Mode::Spsc, Mode::Mpmc] {
+        let (r, mut p, mut c) = ring(256, mode);
+        // Nobody reads: the first piece goes in, the second never fits.
+        let e = p
+            .push_long(2, &payload(9, 4 * r.max_payload()), soon())
+            .unwrap_err();
+        assert!(e.is_timeout(), "{mode:?}: {e}");
+        // The producer is usable, the ring is not poisoned, and the reader
+        // never sees the half message: it skips to what comes next.
+        p.push(3, b"next", minute()).unwrap();
+        let f = c.peek(minute()).unwrap();
+        assert_eq!((f.kind(), f.bytes()), (3, &b"next"[..]), "{mode:?}");
+        drop(f);
+        assert!(c.try_peek().unwrap().is_none());
+        // And again through take_each and try_peek.
+        let e = p
+            .push_long(2, &payload(9, 4 * r.max_payload()), soon())
+            .unwrap_err();
+        assert!(e.is_timeout());
+        assert!(
+            c.try_peek().unwrap().is_none(),
+            "{mode:?}: only a dropped message"
+        );
+        p.push(4, b"z", minute()).unwrap();
+        let mut got = Vec::new();
+        c.take_each(4, minute(), |k, b| {
+            got.push((k, b.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, vec![(4, b"z".to_vec())], "{mode:?}");
+    }
+}

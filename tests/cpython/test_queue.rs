@@ -43,8 +43,7 @@ fn test_put() {
 
     assert!(!q.is_empty());
     assert_eq!(q.len(), MAXSIZE);
-    // `queue_full(queue, MAXSIZE)` is True here: split off into the
-    // ignored `test_put_full` (a bug).
+    // `queue_full(queue, MAXSIZE)` is True here: `test_put_full`.
 
     assert!(!q.try_put(&7).unwrap()); // put(7, False)
     assert!(!q.try_put(&7).unwrap()); // put(7, False, None)
@@ -67,7 +66,6 @@ fn test_put() {
 /// The `queue_full(queue, MAXSIZE) == True` line of CPython's
 /// `test_put`, on its own.
 #[test]
-#[ignore = "BUG: Queue::is_full() ignores maxsize: false with maxsize (6) items in a with_maxsize(6) queue, while try_put refuses a 7th; Python's full() is True"]
 fn test_put_full() {
     const MAXSIZE: usize = 6;
     let q = Queue::<i32>::with_maxsize(MAXSIZE).unwrap();
