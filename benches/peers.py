@@ -28,6 +28,10 @@ The other benches start one child per run (not per iteration):
         One iteration: ``--n`` round trips of an 8-byte message over a
         ``Pipe()`` (``send_bytes`` / ``recv_bytes``) to a child that echoes it.
 
+    python3 benches/peers.py pipe_big --n 67108864 --serve
+        One iteration: one ``--n``-byte message over a ``Pipe()``
+        (``send_bytes``) to a child that answers with its length.
+
     python3 benches/peers.py queue_throughput --n 2000 --serve
         One iteration: put ``--n`` on a command ``Queue()``; the child then puts
         ``--n`` small ints on a data ``Queue()`` and the parent gets them all.
@@ -168,6 +172,39 @@ class PipePingPong:
         self.child.join()
 
 
+def _sink(conn):
+    while True:
+        b = conn.recv_bytes()
+        if not b:
+            break
+        conn.send_bytes(len(b).to_bytes(8, "little"))
+
+
+class PipeBig:
+    """One iteration: one message of ``n`` bytes over a ``Pipe()`` to a
+    child that acknowledges its length (the child starts once)."""
+
+    def __init__(self, ctx, n):
+        self.msg = bytes(i // 4096 % 256 for i in range(0, n, 4096)) * 4096
+        self.msg = self.msg[:n]
+        self.conn, child_end = ctx.Pipe()
+        self.child = ctx.Process(target=_sink, args=(child_end,))
+        self.child.start()
+
+    def once(self):
+        t0 = time.perf_counter()
+        self.conn.send_bytes(self.msg)
+        ack = self.conn.recv_bytes()
+        elapsed = time.perf_counter() - t0
+        if int.from_bytes(ack, "little") != len(self.msg):
+            raise RuntimeError("the child acknowledged a wrong length")
+        return elapsed
+
+    def close(self):
+        self.conn.send_bytes(b"")
+        self.child.join()
+
+
 class QueueThroughput:
     """One iteration: a child puts ``n`` small ints on a ``Queue()`` and the
     parent gets them all (the child starts once)."""
@@ -205,6 +242,7 @@ class SpawnJoin:
 BENCHES = {
     "spawn_join": SpawnJoin,
     "pipe_pingpong": PipePingPong,
+    "pipe_big": PipeBig,
     "queue_throughput": QueueThroughput,
     "pool_map": PoolMap,
     "pool_apply": PoolApply,

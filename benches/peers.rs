@@ -114,6 +114,7 @@ fn main() {
     }
     if want("pipe") {
         pipe_pingpong(&mut table, &cfg);
+        pipe_big(&mut table, &cfg);
     }
     if want("queue") {
         queue_throughput(&mut table, &cfg);
@@ -138,6 +139,9 @@ fn main() {
     table.print();
     println!();
     let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);
+    rate_lines(&table, PIPE_BIG_METRIC, "GB/s", |s| {
+        format!("{:.2}", PIPE_BIG_BYTES as f64 / s / 1e9)
+    });
     rate_lines(&table, &zc_metric(cfg.zc_len), "GB/s", gbps);
     rate_lines(&table, &zc_into_metric(cfg.zc_len), "GB/s", gbps);
     rate_lines(&table, &map_metric(cfg.map_items), "M items/s", |s| {
@@ -232,6 +236,9 @@ fn spawn_join(table: &mut Table, cfg: &Config, n: usize, iters: usize) {
 const PIPE_METRIC: &str = "Pipe ping-pong 8 B, one-way latency";
 const QUEUE_METRIC: &str = "Queue throughput, small items child → parent";
 const QUEUE_BATCH_METRIC: &str = "Queue put_many/get_many, small items child → parent";
+const PIPE_BIG_METRIC: &str = "Pipe, one 64 MiB message one way";
+/// The big-pipe row's message: 64 times the pipe's 1 MiB ring.
+const PIPE_BIG_BYTES: usize = 64 << 20;
 /// The pipe rows' calibration peer: a bare cache-line ping-pong.
 const FLOOR: &str = "bare shm spin (floor)";
 
@@ -509,6 +516,91 @@ fn pipe_pingpong(table: &mut Table, cfg: &Config) {
         cfg.iters_pipe,
         ours,
         vec![ipc, python, floor],
+    );
+}
+
+/// Child of the big-pipe row: takes each message whole and answers with
+/// its length; an empty message ends it.
+fn sink(conn: multiproc::Connection) -> Result<(), String> {
+    let mut buf = Vec::new();
+    loop {
+        let n = conn
+            .recv_bytes_into(&mut buf)
+            .map_err(|e| format!("sink recv_bytes_into: {e}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        conn.send_bytes(&(n as u64).to_le_bytes())
+            .map_err(|e| format!("sink send_bytes: {e}"))?;
+    }
+}
+
+/// The parent's side of the big-pipe row.
+struct PipeSink {
+    conn: multiproc::Connection,
+    child: Option<multiproc::Process<Result<(), String>>>,
+    message: Vec<u8>,
+}
+
+impl PipeSink {
+    fn start() -> multiproc::Result<PipeSink> {
+        let (here, there) = multiproc::pipe(true)?;
+        let child = multiproc::Process::spawn(sink, there)?;
+        Ok(PipeSink {
+            conn: here,
+            child: Some(child),
+            message: (0..PIPE_BIG_BYTES).map(|i| (i / 4096) as u8).collect(),
+        })
+    }
+
+    /// One message sent, its length acknowledged.
+    fn once(&mut self) -> Result<(), String> {
+        self.conn
+            .send_bytes(&self.message)
+            .map_err(|e| format!("send_bytes: {e}"))?;
+        let ack = self
+            .conn
+            .recv_bytes()
+            .map_err(|e| format!("recv_bytes: {e}"))?;
+        if ack != (PIPE_BIG_BYTES as u64).to_le_bytes() {
+            return Err(format!("the child acknowledged {ack:?}"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PipeSink {
+    fn drop(&mut self) {
+        let stopped = self.conn.send_bytes(&[]);
+        if let Some(child) = self.child.take() {
+            if let (stopped, Err(e) | Ok(Err(e))) =
+                (stopped, child.join().map_err(|e| e.to_string()))
+            {
+                eprintln!("pipe sink child: stop {stopped:?}, {e}");
+            }
+        }
+    }
+}
+
+/// 64 MiB through a pipe whose ring is 1 MiB: the message streams in
+/// pieces while the child reads, against Python's `Pipe()` carrying the
+/// same bytes object.
+fn pipe_big(table: &mut Table, cfg: &Config) {
+    let ours = || match PipeSink::start() {
+        Ok(mut sink) => Contender::try_timed("multiproc", move || sink.once()),
+        Err(e) => Contender::unavailable("multiproc", format!("starting the sink child: {e}")),
+    };
+    let python = PythonPeer::contender(
+        "Python Pipe()",
+        &["pipe_big", "--n", &PIPE_BIG_BYTES.to_string()],
+    );
+    table.side_by_side(
+        PIPE_BIG_METRIC,
+        "64 MiB message",
+        cfg,
+        cfg.iters_pipe.min(10),
+        ours,
+        vec![python],
     );
 }
 

@@ -427,8 +427,7 @@ impl Connection {
                     "expected bytes, got a value (sent with send)",
                 ));
             }
-            buf.clear();
-            buf.extend_from_slice(frame.bytes());
+            frame.take_into(buf);
             Ok(buf.len())
         })
     }

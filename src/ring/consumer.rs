@@ -11,7 +11,8 @@ use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
 use super::{
     frame_size, max_payload, seal, End, Handle, Header, Mode, PeerCheck, RawFrame, Ring,
-    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, POISONED, PRODUCER_CLOSED,
+    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, POISONED,
+    PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -323,6 +324,18 @@ impl Frame<'_> {
         }
     }
 
+    /// Puts the payload into `buf` (replacing what it held): a long
+    /// message's buffer is handed over without a copy.
+    pub(crate) fn take_into(mut self, buf: &mut Vec<u8>) {
+        match &mut self.body {
+            Body::Whole(_, bytes) => std::mem::swap(buf, bytes),
+            Body::InPlace(f) => {
+                buf.clear();
+                buf.extend_from_slice(self.consumer.frame_bytes(*f));
+            }
+        }
+    }
+
     /// Leaves the message unconsumed: the next read of this consumer meets
     /// it again (a message that did not fit the caller's buffer is not
     /// lost). A long message, whose pieces are already out of the ring,
@@ -423,23 +436,48 @@ impl Consumer {
     /// refused) poisons the ring: its remaining pieces could only be
     /// misread.
     fn assemble(&mut self, first: RawFrame) -> Result<Option<(u8, Vec<u8>)>> {
+        // The first piece opens with the message's length: a peer's word,
+        // so it sizes the first allocation (capped) and is checked at the
+        // end, nothing more.
+        let mut head = [0u8; LONG_HEADER];
+        if first.len < LONG_HEADER {
+            let why = format!("a long message's first piece of {} bytes", first.len);
+            return Err(self.end.ring.poison(why));
+        }
+        head.copy_from_slice(&self.frame_bytes(first)[..LONG_HEADER]);
+        let total = u64::from_le_bytes(head);
         let mut bytes: Vec<u8> = Vec::new();
+        let first_alloc = usize::try_from(total).unwrap_or(usize::MAX).min(1 << 30);
+        if bytes.try_reserve_exact(first_alloc).is_err() {
+            let why = format!("a message of {total} bytes does not fit in this process's memory");
+            return Err(self.end.ring.poison(why));
+        }
         let mut piece = first;
+        let mut skip = LONG_HEADER;
         let mut wait = Wait::new(None);
         loop {
-            if bytes.try_reserve(piece.len).is_err() {
+            let data = &self.frame_bytes(piece)[skip..];
+            if bytes.try_reserve(data.len()).is_err() {
                 let why = format!(
                     "a message of more than {} bytes does not fit in this process's memory",
-                    bytes.len() + piece.len
+                    bytes.len() + data.len()
                 );
                 return Err(self.end.ring.poison(why));
             }
-            bytes.extend_from_slice(self.frame_bytes(piece));
+            bytes.extend_from_slice(data);
+            skip = 0;
             self.release_raw(piece);
             self.notify();
             match piece.kind {
                 KIND_MORE => {}
                 KIND_DROP => return Ok(None),
+                _ if bytes.len() as u64 != total => {
+                    let why = format!(
+                        "a long message announced {total} bytes and brought {}",
+                        bytes.len()
+                    );
+                    return Err(self.end.ring.poison(why));
+                }
                 kind => return Ok(Some((kind, bytes))),
             }
             piece = loop {

@@ -89,6 +89,9 @@ pub(crate) const KIND_DROP: u8 = 0xFD;
 /// Kind of every piece of a long message but its last, which carries the
 /// message's own kind ([`Producer::push_long`]).
 pub(crate) const KIND_MORE: u8 = 0xFE;
+/// Bytes at the start of a long message's first piece: its whole length
+/// (u64, little-endian), so the consumer allocates once.
+const LONG_HEADER: usize = 8;
 /// Kind of a padding frame (skipped by the consumer).
 pub(crate) const KIND_PAD: u8 = 0xFF;
 

@@ -12,7 +12,7 @@ use super::wait::{self, block_until, ring_health, Wait};
 use super::Mode;
 use super::{
     frame_size, pack, End, Handle, Header, PeerCheck, Ring, Slot, CONSUMER_CLOSED, FRAME_WORD,
-    KIND_DROP, KIND_MORE, KIND_PAD, MAX_KIND, POISONED, PRODUCER_CLOSED,
+    KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND, POISONED, PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -530,26 +530,40 @@ impl Producer {
     ) -> Result<()> {
         // Room for an empty frame after every piece: see `push_long`.
         let spare = FRAME_WORD;
-        let piece_max = self.max_payload() - spare;
-        let mut sent = 0;
-        for piece in payload.chunks(piece_max) {
-            sent += piece.len();
-            let piece_kind = if sent == payload.len() {
-                kind
-            } else {
-                KIND_MORE
-            };
+        // Pieces of an eighth of the ring (at most a frame): several are in
+        // flight at once, so writing and reading overlap.
+        let cap = self.end.ring.mem.cap();
+        let piece_max = (self.max_payload() - spare)
+            .min(cap / 8)
+            .max(2 * LONG_HEADER);
+        // The first piece opens with the message's length, so the consumer
+        // allocates once.
+        let total = (payload.len() as u64).to_le_bytes();
+        let mut rest = payload;
+        let mut first = true;
+        while first || !rest.is_empty() {
+            let header = if first { LONG_HEADER } else { 0 };
+            let take = rest.len().min(piece_max - header);
+            let (piece, after) = rest.split_at(take);
+            let piece_kind = if after.is_empty() { kind } else { KIND_MORE };
+            let len = header + piece.len();
             loop {
                 self.check_state()?;
-                if let Some(slot) = self.try_reserve_raw(piece.len() + spare)? {
-                    self.end.ring.mem.write(slot.off + FRAME_WORD, piece);
-                    self.commit_raw(slot, piece_kind, piece.len());
+                if let Some(slot) = self.try_reserve_raw(len + spare)? {
+                    let at = slot.off + FRAME_WORD;
+                    if first {
+                        self.end.ring.mem.write(at, &total);
+                    }
+                    self.end.ring.mem.write(at + header, piece);
+                    self.commit_raw(slot, piece_kind, len);
                     *started = true;
                     self.notify();
                     break;
                 }
-                self.wait_writable(piece.len() + spare, wait)?;
+                self.wait_writable(len + spare, wait)?;
             }
+            rest = after;
+            first = false;
         }
         Ok(())
     }
