@@ -11,8 +11,8 @@ use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
 use super::{
     frame_size, max_payload, seal, End, Handle, Header, Mode, PeerCheck, RawFrame, Ring,
-    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, POISONED,
-    PRODUCER_CLOSED,
+    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND,
+    POISONED, PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -407,6 +407,7 @@ impl Consumer {
     /// The message that starts with `first` (held side): itself, or, for
     /// the first piece of a long message, the whole message. `None`: a
     /// long message its producer dropped midway, now released; read on.
+    #[cold]
     fn message(&mut self, first: RawFrame) -> Result<Option<Body>> {
         match first.kind {
             KIND_MORE => Ok(self
@@ -673,6 +674,8 @@ impl Consumer {
         let body = loop {
             self.enter(&mut wait)?;
             let found = match self.try_peek_raw() {
+                // The common case, kept apart from the long-message path.
+                Ok(Some(first)) if first.kind <= MAX_KIND => break Body::InPlace(first),
                 Ok(Some(first)) => self.message(first),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
