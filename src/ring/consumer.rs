@@ -11,8 +11,8 @@ use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
 use super::{
     frame_size, max_payload, seal, End, Handle, Header, Mode, PeerCheck, RawFrame, Ring,
-    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND,
-    POISONED, PRODUCER_CLOSED,
+    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND, POISONED,
+    PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
