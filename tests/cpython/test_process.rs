@@ -127,6 +127,7 @@ fn test_process_mainthread_native_id() {
     assert_ne!(mine, child);
 }
 
+#[cfg(unix)] // its tests are Unix-only
 fn sleep_some_event(event: Event) {
     event.set();
     sleep(Duration::from_secs(100));
@@ -134,6 +135,7 @@ fn sleep_some_event(event: Event) {
 
 /// CPython's `_kill_process(meth, target)`: returns how `join` failed and
 /// the exit status.
+#[cfg(unix)] // its tests are Unix-only
 fn kill_process_target<F: Fn(Event) + 'static>(
     meth: fn(&Process<()>) -> multiproc::Result<()>,
     target: F,
@@ -160,6 +162,7 @@ fn kill_process_target<F: Fn(Event) + 'static>(
 
 /// CPython's `_kill_process(meth)`: the child is killed by the signal
 /// (`join` reports that it died); returns the exit status.
+#[cfg(unix)] // its tests are Unix-only
 fn kill_process(meth: fn(&Process<()>) -> multiproc::Result<()>) -> ExitStatus {
     let (err, status) = kill_process_target(meth, sleep_some_event);
     assert!(err.is_process_died(), "{err}");
@@ -313,6 +316,7 @@ fn test_sentinel() {
     assert_eq!(multiproc::wait(&[&p], Some(Duration::from_secs(1))), [0]);
 }
 
+#[cfg(unix)] // its tests are Unix-only
 fn sleep_ms(ms: u64) {
     sleep(Duration::from_millis(ms));
 }
