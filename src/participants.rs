@@ -47,9 +47,20 @@ impl Participants {
 
     /// The first registered process that is dead, if any.
     pub(crate) fn dead(&self) -> Option<u32> {
-        self.slots
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .find(|&p| p != 0 && !sys::process_alive(p))
+        self.slots.iter().find_map(|slot| {
+            // SYNC: Acquire pairs with the Release store in `unregister`.
+            let pid = slot.load(Ordering::Acquire);
+            if pid == 0 || sys::process_alive(pid) {
+                return None;
+            }
+            // Between the load and the look at the process, it may have
+            // dropped its handle and exited normally: it deregisters
+            // before it exits, so only a slot that still holds it now that
+            // it is gone marks a death while registered. (Seen: a sibling
+            // that had just returned reported as "died abruptly" to a
+            // waiter arriving at that moment.)
+            // SYNC: Acquire, as above.
+            (slot.load(Ordering::Acquire) == pid).then_some(pid)
+        })
     }
 }
