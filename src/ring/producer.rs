@@ -235,9 +235,14 @@ impl<M: Memory> Producer<M> {
         check_kind(kind)?;
         self.check_len(payload.len())?;
         self.check_state()?;
+        self.push_now(kind, payload)
+    }
+
+    /// One frame of `kind` (unchecked) if it fits now, under one hold of
+    /// the side.
+    fn push_now(&mut self, kind: u8, payload: &[u8]) -> Result<bool> {
         self.enter(&mut Wait::new(None))?;
-        let r = self.try_reserve_raw(payload.len());
-        let r = match r {
+        let r = match self.try_reserve_raw(payload.len()) {
             Ok(Some(slot)) => {
                 self.end.ring.mem.write(slot.off + FRAME_WORD, payload);
                 self.commit_raw(slot, kind, payload.len());
@@ -599,18 +604,7 @@ impl Producer {
     /// included: what a broken or dying peer could leave behind.
     #[cfg(test)]
     pub(crate) fn try_push_raw_kind_for_test(&mut self, kind: u8, payload: &[u8]) -> Result<bool> {
-        self.enter(&mut Wait::new(None))?;
-        let r = match self.try_reserve_raw(payload.len()) {
-            Ok(Some(slot)) => {
-                self.end.ring.mem.write(slot.off + FRAME_WORD, payload);
-                self.commit_raw(slot, kind, payload.len());
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(e) => Err(e),
-        };
-        self.leave();
-        r
+        self.push_now(kind, payload)
     }
 
     /// Reserves room for a frame of `len` payload bytes, to be written in
