@@ -25,6 +25,15 @@ crate::segment::in_place! {
 
 const _: () = assert!(std::mem::size_of::<Participants>() == 4 * SLOTS);
 
+/// What [`Participants::census`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Census {
+    /// Some registered process is alive.
+    pub(crate) alive: bool,
+    /// A registered process that died without deregistering.
+    pub(crate) dead: Option<u32>,
+}
+
 impl Participants {
     /// Takes a slot for this process; `None` if the table is full.
     pub(crate) fn register(&self) -> Option<usize> {
@@ -43,6 +52,27 @@ impl Participants {
             // SYNC: Release pairs with the AcqRel CAS in `register`.
             s.store(0, Ordering::Release);
         }
+    }
+
+    /// Whether any registered process is alive, and the first one that is
+    /// dead (registered when it died), if any.
+    pub(crate) fn census(&self) -> Census {
+        let mut census = Census::default();
+        for slot in &self.slots {
+            // SYNC: Acquire pairs with the Release store in `unregister`.
+            let pid = slot.load(Ordering::Acquire);
+            if pid == 0 {
+                continue;
+            }
+            if sys::process_alive(pid) {
+                census.alive = true;
+            // The second look: see `dead`.
+            // SYNC: Acquire, as above.
+            } else if census.dead.is_none() && slot.load(Ordering::Acquire) == pid {
+                census.dead = Some(pid);
+            }
+        }
+        census
     }
 
     /// The first registered process that is dead, if any.

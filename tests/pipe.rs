@@ -349,3 +349,159 @@ fn a_long_message_that_does_not_fit_recv_bytes_into_at_stays_for_recv_bytes() {
     assert!(fits[1..1 + (3 << 20)] == long[..]);
     t.join().unwrap();
 }
+
+/// Sends `n` tagged messages, each long enough to show interleaving.
+fn send_tagged((conn, tag, n): (Connection, u32, u32)) {
+    for i in 0..n {
+        conn.send(&(tag, i, vec![tag as u8; 300])).unwrap();
+    }
+}
+
+#[test]
+fn several_children_write_one_end_and_eof_follows_the_last() {
+    // Python's pattern: every child gets the writing end, the parent
+    // keeps nothing of it and reads until EOF.
+    let (r, w) = pipe(false).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|tag| Process::spawn(send_tagged, (w.clone(), tag, 200)).unwrap())
+        .collect();
+    drop(w);
+    let mut next = [0u32; 4];
+    loop {
+        match r.recv_timeout::<(u32, u32, Vec<u8>)>(Duration::from_secs(60)) {
+            Ok((tag, i, body)) => {
+                // Whole messages, each child's in its order.
+                assert_eq!(i, next[tag as usize], "child {tag}");
+                assert_eq!(body, vec![tag as u8; 300]);
+                next[tag as usize] += 1;
+            }
+            Err(e) => {
+                assert!(e.is_disconnected(), "{e}");
+                break;
+            }
+        }
+    }
+    assert_eq!(next, [200; 4]);
+    for p in children {
+        p.join().unwrap();
+    }
+}
+
+fn recv_one((conn, out): (Connection, Queue<u32>)) {
+    let n: u32 = conn.recv().unwrap();
+    out.put(&n).unwrap();
+}
+
+#[test]
+fn several_processes_read_one_end_each_message_once() {
+    let (r, w) = pipe(false).unwrap();
+    let out = Queue::new().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| Process::spawn(recv_one, (r.clone(), out.clone())).unwrap())
+        .collect();
+    // The parent reads from the same end too.
+    for n in 0..4u32 {
+        w.send(&n).unwrap();
+    }
+    let mine: u32 = r.recv_timeout(Duration::from_secs(60)).unwrap();
+    let mut got: Vec<u32> = (0..3)
+        .map(|_| out.get_timeout(Duration::from_secs(60)).unwrap())
+        .collect();
+    got.push(mine);
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    for p in children {
+        p.join().unwrap();
+    }
+}
+
+fn poll_only(conn: Connection) -> bool {
+    conn.poll(Duration::from_secs(5)).unwrap()
+}
+
+#[test]
+fn a_child_that_polls_an_end_leaves_the_message_for_the_parent() {
+    // CPython's _TestPoll.test_boundaries, with the parent's copy kept.
+    let (r, w) = pipe(false).unwrap();
+    let p = Process::spawn(poll_only, r.clone()).unwrap();
+    w.send_bytes(b"first").unwrap();
+    w.send_bytes(b"second").unwrap();
+    w.close();
+    assert!(p.join().unwrap());
+    assert_eq!(r.recv_bytes().unwrap(), b"first");
+    assert_eq!(r.recv_bytes().unwrap(), b"second");
+    assert!(r.recv_bytes().unwrap_err().is_disconnected());
+}
+
+fn send_then_abort(conn: Connection) {
+    conn.send(&1u32).unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn a_writer_killed_beside_others_breaks_nothing_until_the_end() {
+    let (r, w) = pipe(false).unwrap();
+    let dead = Process::spawn(send_then_abort, w.clone()).unwrap();
+    assert!(dead.join().is_err());
+    assert_eq!(r.recv_timeout::<u32>(Duration::from_secs(60)).unwrap(), 1);
+    // The parent still holds the writing end: the pipe works on.
+    w.send(&2u32).unwrap();
+    assert_eq!(r.recv_timeout::<u32>(Duration::from_secs(60)).unwrap(), 2);
+    assert!(r
+        .recv_timeout::<u32>(Duration::from_millis(200))
+        .unwrap_err()
+        .is_timeout());
+    // The last live holder leaves; one died holding the end, so the
+    // reader is told a peer died rather than a clean EOF.
+    drop(w);
+    let err = r.recv_timeout::<u32>(Duration::from_secs(60)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PeerDied, "{err}");
+}
+
+#[test]
+fn a_writer_kept_by_the_parent_holds_the_pipe_open() {
+    // A clone kept here counts, as a descriptor kept open does in Python:
+    // the child's end of work is not EOF while the parent could send.
+    let (r, w) = pipe(false).unwrap();
+    let p = Process::spawn(send_then_return, (w.clone(), 2)).unwrap();
+    p.join().unwrap();
+    assert_eq!(r.recv::<u32>().unwrap(), 0);
+    assert_eq!(r.recv::<u32>().unwrap(), 1);
+    assert!(r
+        .recv_timeout::<u32>(Duration::from_millis(200))
+        .unwrap_err()
+        .is_timeout());
+    w.close();
+    assert!(r
+        .recv_timeout::<u32>(Duration::from_secs(60))
+        .unwrap_err()
+        .is_disconnected());
+}
+
+fn send_through((conn, n): (Connection, u32)) -> u32 {
+    conn.send(&n).unwrap();
+    n
+}
+
+#[test]
+fn pool_workers_write_results_into_one_end() {
+    let pool = multiproc::Pool::new(2).unwrap();
+    let (r, w) = pipe(false).unwrap();
+    let tasks: Vec<_> = (0..20u32)
+        .map(|n| pool.apply_async(send_through, (w.clone(), n)).unwrap())
+        .collect();
+    for t in tasks {
+        t.get().unwrap();
+    }
+    let mut got: Vec<u32> = (0..20)
+        .map(|_| r.recv_timeout(Duration::from_secs(60)).unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    drop(pool);
+    drop(w);
+    assert!(r
+        .recv_timeout::<u32>(Duration::from_secs(60))
+        .unwrap_err()
+        .is_disconnected());
+}

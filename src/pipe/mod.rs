@@ -1,13 +1,18 @@
-//! `pipe()`: two connected endpoints over single-producer single-consumer
-//! rings in one shared-memory segment (one ring per direction).
+//! `pipe()`: two connected endpoints over rings in one shared-memory
+//! segment (one ring per direction).
 //!
-//! Segment layout: ring 0 carries end 0 → end 1, ring 1 carries end 1 →
-//! end 0 (absent for a one-way pipe, where end 0 only receives, like
-//! Python's `Pipe(duplex=False)`). Each ring side is claimed by the first
-//! process that uses it, so an end passed to a child is claimed there, on
-//! its first `send`/`recv`, and the ring then watches the other side's pid.
+//! Segment layout: the holders of each end (`holders.rs`), then ring 0,
+//! which carries end 0 → end 1, and ring 1, which carries end 1 → end 0
+//! (absent for a one-way pipe, where end 0 only receives, like Python's
+//! `Pipe(duplex=False)`). The rings take a lock per side (`Mode::Mpmc`),
+//! so any process holding an end may use it, as with Python's file
+//! descriptors; the holder tables say when an end is gone everywhere.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod holders;
+
+pub(crate) use holders::handing_over;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,28 +21,38 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::error::{Call, Error, ErrorKind, Result};
-use crate::ring::{self, Consumer, Mode, Producer, Ring};
-use crate::segment::{Segment, SegmentHandle, SegmentRegion};
+use crate::ring::{self, Consumer, Mode, PeerCheck, Producer, Ring};
+use crate::segment::{Segment, SegmentHandle, SegmentRegion, Typed};
 use crate::wait::deadline_after;
+
+use holders::{Shared, HEADER_BYTES, PENDING};
 
 /// Ring bytes per direction.
 const CAPACITY: usize = 1 << 20;
 const KIND_VALUE: u8 = 1;
 const KIND_BYTES: u8 = 2;
 
-/// The pipe's rings: ring 0, and ring 1 if the pipe is duplex (made here)
-/// or the segment holds it (attached).
+/// The pipe's rings after its header: ring 0, and ring 1 if the pipe is
+/// duplex (made here) or the segment holds it (attached).
 fn rings_in(segment: &Arc<Segment>, create: bool, duplex: bool) -> Result<[Option<Ring>; 2]> {
     let count = if duplex { 2 } else { 1 };
-    let mut rings = spsc_rings_in(segment, CAPACITY, count, create, "pipe")?.into_iter();
+    let mut rings = rings_at(
+        segment,
+        HEADER_BYTES,
+        CAPACITY,
+        count,
+        create,
+        Mode::Mpmc,
+        "pipe",
+    )?
+    .into_iter();
     Ok([rings.next(), rings.next()])
 }
 
 /// Up to `count` SPSC rings of `ring_bytes` each, back to back from the
 /// start of `segment`: made there (`create`), or attached to (as many as
 /// the segment holds, at most `count`; at least one). `what` names the
-/// owner in errors. The one place that lays rings out in a segment: a
-/// pipe's one or two, a pool worker's task and result rings.
+/// owner in errors. A pool worker's task and result rings.
 pub(crate) fn spsc_rings_in(
     segment: &Arc<Segment>,
     ring_bytes: usize,
@@ -45,25 +60,41 @@ pub(crate) fn spsc_rings_in(
     create: bool,
     what: &str,
 ) -> Result<Vec<Ring>> {
+    rings_at(segment, 0, ring_bytes, count, create, Mode::Spsc, what)
+}
+
+/// As [`spsc_rings_in`], from `offset` on, in `mode`: the one place that
+/// lays rings out in a segment.
+fn rings_at(
+    segment: &Arc<Segment>,
+    offset: usize,
+    ring_bytes: usize,
+    count: usize,
+    create: bool,
+    mode: Mode,
+    what: &str,
+) -> Result<Vec<Ring>> {
     let size = ring::region_size(ring_bytes);
+    let room = segment.len().saturating_sub(offset);
     let count = if create {
         count
     } else {
-        (segment.len() / size).min(count)
+        (room / size).min(count)
     };
     let too_small = || Error::new(ErrorKind::Protocol, format!("{what} segment too small"));
-    if count == 0 || segment.len() < count * size {
+    if count == 0 || room < count * size {
         return Err(too_small());
     }
     let mut rings = Vec::with_capacity(count);
     for i in 0..count {
-        let region = Arc::new(SegmentRegion::new(segment, i * size, size).ok_or_else(too_small)?);
+        let region =
+            Arc::new(SegmentRegion::new(segment, offset + i * size, size).ok_or_else(too_small)?);
         let ring = if create {
-            Ring::create(region, ring_bytes, Mode::Spsc)?
+            Ring::create(region, ring_bytes, mode)?
         } else {
             Ring::attach(region)?
         };
-        if ring.mode() != Mode::Spsc {
+        if ring.mode() != mode {
             return Err(Error::new(
                 ErrorKind::Protocol,
                 format!("segment does not hold {what} rings"),
@@ -104,12 +135,20 @@ fn receiving(name: &str) -> Call<'_> {
 /// A `recv` whose sender's process died, or a `send` blocked on a full pipe
 /// whose receiver died, fails with [`ErrorKind::PeerDied`].
 ///
+/// Several processes may hold and use one end, as with Python's file
+/// descriptors (several children writing results into one end is a
+/// common pattern): messages are whole (never interleaved), and the other
+/// end sees EOF ([`ErrorKind::Disconnected`], Python's `EOFError`) once
+/// every process has dropped or closed its handles of this end. An end
+/// moved into [`Process::spawn`](crate::Process::spawn)'s arguments is the
+/// child's from then on (the parent's copy kept for the start does not
+/// count), so the parent need not close anything; a clone kept here does
+/// count, as a copy of a descriptor does in Python. A handle sent any
+/// other way (through a [`Queue`](crate::Queue), a pool task) counts from
+/// when the receiver opens it: keep a copy until then.
+///
 /// `Clone`: the clones in one process are the same end (threads may share
-/// it; [`close`](Connection::close) closes them all). Across processes an
-/// end's sending side belongs to the first process that sends on it, and
-/// its receiving side to the first that receives; another process that
-/// tries gets [`ErrorKind::InvalidState`] (Python lets several processes
-/// write one end; use a [`Queue`](crate::Queue) for that here).
+/// it; [`close`](Connection::close) closes them all).
 ///
 /// ```
 /// use multiproc::{pipe, Connection, Process};
@@ -131,32 +170,118 @@ fn receiving(name: &str) -> Call<'_> {
 ///     p.join().unwrap();
 /// }
 /// ```
-#[derive(Clone)]
 pub struct Connection {
     inner: Arc<End>,
+    /// This handle counts as a holder in this process (`End::handles`):
+    /// every handle but one moved into a child's arguments (see
+    /// [`handing_over`]).
+    counted: AtomicBool,
 }
 
 /// What every clone of one [`Connection`] in this process shares.
 struct End {
-    segment: Arc<Segment>,
+    shared: Arc<Shared>,
     end: u8,
-    duplex: bool,
-    /// The ring this end sends on, if it may send.
-    out: Option<Ring>,
-    /// The ring this end receives from, if it may receive.
-    inp: Option<Ring>,
     tx: Mutex<Option<Producer>>,
     rx: Mutex<Option<Consumer>>,
     /// [`close`](Connection::close) was called.
     closed: AtomicBool,
+    /// This process's slot in the end's holder table, while it holds it.
+    slot: Mutex<Option<usize>>,
+    /// Counted handles in this process; the last one going deregisters.
+    handles: AtomicUsize,
+}
+
+impl End {
+    /// A handle of `end` for this process, registered as a holder.
+    fn open(shared: Arc<Shared>, end: u8) -> Result<Arc<End>> {
+        let slot = shared.table(end).register().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "a pipe end is held by at most {} processes at once",
+                    crate::participants::SLOTS
+                ),
+            )
+        })?;
+        Ok(Arc::new(End {
+            shared,
+            end,
+            tx: Mutex::new(None),
+            rx: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            slot: Mutex::new(Some(slot)),
+            handles: AtomicUsize::new(1),
+        }))
+    }
+
+    /// Stops holding the end in this process (once): the ring handles go,
+    /// the slot is given back, and if that was the last holder anywhere
+    /// the other end is told.
+    fn leave(&self) {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(slot) = slot else {
+            return;
+        };
+        // Dropped, not closed: in Mpmc a handle's close would close the
+        // side for every process; the holder table decides that.
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(self.rx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        self.shared.table(self.end).unregister(slot);
+        self.shared.settle(self.end);
+    }
+
+    /// One counted handle fewer; the last one leaves.
+    fn release(&self) {
+        // SYNC: AcqRel: the last handle's leave orders after every other
+        // handle's use in this process.
+        if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.leave();
+        }
+    }
+
+    /// Whether the other end still has a holder that may act (for the
+    /// rings' periodic checks).
+    fn peer_check(&self) -> PeerCheck {
+        let shared = Arc::clone(&self.shared);
+        let end = self.end;
+        Arc::new(move || shared.peer_alive(end))
+    }
+}
+
+impl Drop for End {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Connection {
+        // SYNC: Relaxed: a count of this process's handles; the last
+        // release orders (see `End::release`).
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Connection {
+            inner: Arc::clone(&self.inner),
+            counted: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.counted.swap(false, Ordering::Relaxed) {
+            self.inner.release();
+        }
+    }
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (out, inp) = self.inner.shared.rings_of(self.inner.end);
         f.debug_struct("Connection")
             .field("end", &self.inner.end)
-            .field("readable", &self.inner.inp.is_some())
-            .field("writable", &self.inner.out.is_some())
+            .field("readable", &inp.is_some())
+            .field("writable", &out.is_some())
             .finish()
     }
 }
@@ -178,43 +303,33 @@ impl std::fmt::Debug for Connection {
 /// ```
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let rings = if duplex { 2 } else { 1 };
-    let segment = Arc::new(Segment::create(rings * ring::region_size(CAPACITY))?);
-    let [r0, r1] = rings_in(&segment, true, duplex)?;
-    Ok(Connection::pair(segment, r0, r1, duplex))
+    let segment = Arc::new(Segment::create(
+        HEADER_BYTES + rings * ring::region_size(CAPACITY),
+    )?);
+    let rings = rings_in(&segment, true, duplex)?;
+    let shared = Arc::new(Shared {
+        header: Typed::new(segment)?,
+        rings,
+        duplex,
+    });
+    Ok((
+        Connection::new(End::open(Arc::clone(&shared), 0)?),
+        Connection::new(End::open(shared, 1)?),
+    ))
 }
 
 impl Connection {
-    /// Both ends over the rings: ring 0 carries end 0 → end 1 in a duplex
-    /// pipe, and end 1 → end 0 in a one-way one.
-    fn pair(
-        segment: Arc<Segment>,
-        r0: Option<Ring>,
-        r1: Option<Ring>,
-        duplex: bool,
-    ) -> (Connection, Connection) {
-        let end = |end: u8, out: Option<Ring>, inp: Option<Ring>| Connection {
-            inner: Arc::new(End {
-                segment: Arc::clone(&segment),
-                end,
-                duplex,
-                out,
-                inp,
-                tx: Mutex::new(None),
-                rx: Mutex::new(None),
-                closed: AtomicBool::new(false),
-            }),
-        };
-        if duplex {
-            (end(0, r0.clone(), r1.clone()), end(1, r1, r0))
-        } else {
-            (end(0, None, r0.clone()), end(1, r0, None))
+    fn new(inner: Arc<End>) -> Connection {
+        Connection {
+            inner,
+            counted: AtomicBool::new(true),
         }
     }
 
     /// An error for `call` once this end was closed.
     fn check_open(&self, call: &Call<'_>) -> Result<()> {
-        // SYNC: Relaxed: a flag of this handle; the handles it guards are
-        // behind their own mutexes.
+        // SYNC: Relaxed: a flag of this process's handles; the handles it
+        // guards are behind their own mutexes.
         if self.inner.closed.load(Ordering::Relaxed) {
             return Err(Error::new(
                 ErrorKind::InvalidState,
@@ -225,14 +340,14 @@ impl Connection {
         Ok(())
     }
 
-    /// Closes this end (Python's `close()`): later calls on it fail with
-    /// [`ErrorKind::InvalidState`], and if this handle has sent, the other
-    /// end, once it has taken what was sent, gets
-    /// [`ErrorKind::Disconnected`] (Python's `EOFError`) instead of waiting.
-    /// An end that was passed to a child and not used here stays the
-    /// child's: closing the parent's copy, as Python code does after
-    /// `start()`, changes nothing for the child. Closing twice is fine;
-    /// dropping an end closes it too.
+    /// Closes this end in this process (Python's `close()`): later calls on
+    /// it (and its clones here) fail with [`ErrorKind::InvalidState`], and
+    /// once no other process holds the end either, the other end, having
+    /// taken what was sent, gets [`ErrorKind::Disconnected`] (Python's
+    /// `EOFError`) instead of waiting. Closing the parent's copy of an end
+    /// passed to a child, as Python code does after `start()`, leaves the
+    /// child's copy working. Closing twice is fine; dropping every handle
+    /// closes it too.
     ///
     /// ```
     /// let (a, b) = multiproc::pipe(true).unwrap();
@@ -246,27 +361,7 @@ impl Connection {
     pub fn close(&self) {
         // SYNC: Relaxed: see `check_open`.
         self.inner.closed.store(true, Ordering::Relaxed);
-        // Only sides this handle used: an end passed to a child and never
-        // used here is the child's (Python's idiom closes the parent's copy
-        // of it), and claiming it here would cut the child off.
-        let tx = self
-            .inner
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(mut p) = tx {
-            p.close();
-        }
-        let rx = self
-            .inner
-            .rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(mut c) = rx {
-            c.close();
-        }
+        self.inner.leave();
     }
 
     /// `true` once [`close`](Connection::close) was called (Python's
@@ -285,28 +380,38 @@ impl Connection {
     fn with_tx<R>(&self, call: &str, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
         let call = sending(call);
         self.check_open(&call)?;
-        let Some(out) = self.inner.out.as_ref() else {
+        let Some(out) = self.inner.shared.rings_of(self.inner.end).0 else {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "this end of a one-way pipe cannot send",
             )
             .in_call(&call));
         };
-        ring::with_handle(&self.inner.tx, || out.producer(), f).map_err(|e| e.in_call(&call))
+        let make = || {
+            let mut p = out.producer()?;
+            p.set_peer_check(self.inner.peer_check());
+            Ok(p)
+        };
+        ring::with_handle(&self.inner.tx, make, f).map_err(|e| e.in_call(&call))
     }
 
     /// Runs `f` on this end's consumer; its errors are worded for `call`.
     fn with_rx<R>(&self, call: &str, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
         let call = receiving(call);
         self.check_open(&call)?;
-        let Some(inp) = self.inner.inp.as_ref() else {
+        let Some(inp) = self.inner.shared.rings_of(self.inner.end).1 else {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "this end of a one-way pipe cannot receive",
             )
             .in_call(&call));
         };
-        ring::with_handle(&self.inner.rx, || inp.consumer(), f).map_err(|e| e.in_call(&call))
+        let make = || {
+            let mut c = inp.consumer()?;
+            c.set_peer_check(self.inner.peer_check());
+            Ok(c)
+        };
+        ring::with_handle(&self.inner.rx, make, f).map_err(|e| e.in_call(&call))
     }
 
     /// Sends a value (Python's `send(obj)`), waiting for room.
@@ -510,31 +615,54 @@ impl Connection {
     }
 }
 
+/// The wire form of an end: its segment, which end, whether the pipe is
+/// duplex, and, for a handle moved into a child's arguments, the entry
+/// that counts it until the child opens it (see `holders.rs`).
+type Wire = (SegmentHandle, u8, bool, Option<(u16, u32)>);
+
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (
-            self.inner.segment.handle(),
-            self.inner.end,
-            self.inner.duplex,
-        )
-            .serialize(s)
+        let inner = &self.inner;
+        let pending = holders::reserve_if_handing_over(&inner.shared, inner.end);
+        if pending.is_some() && self.counted.swap(false, Ordering::Relaxed) {
+            // This handle is in a child's arguments now: the copy the
+            // parent keeps for the start no longer holds the end here.
+            inner.release();
+        }
+        let wire: Wire = (
+            inner.shared.header.segment().handle(),
+            inner.end,
+            inner.shared.duplex,
+            pending.and_then(|(i, token)| Some((u16::try_from(i).ok()?, token))),
+        );
+        wire.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (handle, end, duplex) = <(SegmentHandle, u8, bool)>::deserialize(d)?;
+        let (handle, end, duplex, pending) = Wire::deserialize(d)?;
         let open = || -> Result<Connection> {
-            if end > 1 {
+            if end > 1 || pending.is_some_and(|(i, _)| usize::from(i) >= PENDING) {
                 return Err(Error::new(ErrorKind::Protocol, "bad pipe end"));
             }
             let segment = Arc::new(Segment::open(&handle)?);
-            let [r0, r1] = rings_in(&segment, false, duplex)?;
-            if duplex && r1.is_none() {
+            let rings = rings_in(&segment, false, duplex)?;
+            if duplex && rings[1].is_none() {
                 return Err(Error::new(ErrorKind::Protocol, "duplex pipe with one ring"));
             }
-            let (a, b) = Connection::pair(segment, r0, r1, duplex);
-            Ok(if end == 0 { a } else { b })
+            let shared = Arc::new(Shared {
+                header: Typed::new(segment)?,
+                rings,
+                duplex,
+            });
+            // Registered first, then the in-flight entry cleared: the end
+            // is never without a holder in between.
+            let inner = End::open(shared, end)?;
+            if let Some((i, token)) = pending {
+                inner.shared.table(end).clear(usize::from(i), token);
+            }
+            Ok(Connection::new(inner))
         };
         open().map_err(serde::de::Error::custom)
     }

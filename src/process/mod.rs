@@ -321,13 +321,16 @@ impl ProcessBuilder {
         let token = bootstrap::random_token()?;
         let task = TaskRef::of(&f, bootstrap::task_key(&token));
         let args_value = args;
-        let args =
-            postcard::to_stdvec(&args_value).map_err(|e| Error::codec("serialising args", e))?;
+        // Pipe ends in the arguments are the child's from here on (counted
+        // as in flight until it opens them; see `pipe/holders.rs`).
+        let (args, handover) = crate::pipe::handing_over(|| postcard::to_stdvec(&args_value));
+        let args = args.map_err(|e| Error::codec("serialising args", e))?;
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
         let Launch { child, handshake } =
             bootstrap::launch(token, name.clone(), task, args, &self.env)?;
+        handover.assign(child.id());
         let cell = Arc::new(ChildCell {
             pid: child.id(),
             name,

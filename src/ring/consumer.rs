@@ -77,6 +77,11 @@ impl<M: Memory> Consumer<M> {
         // SYNC: Relaxed: the lock's Acquire orders the previous holder's
         // Release store of head before this load.
         let head = self.header().cons.0.pos.load(Ordering::Relaxed);
+        if head == self.head {
+            // Where this handle left it (a lone consumer, always): checked
+            // then, and the producers' line is not read per take.
+            return Ok(());
+        }
         // SYNC: Acquire pairs with the Release stores of tail; only used
         // for the plausibility check (tail may lag committed frames).
         let tail = self.header().prod.0.pos.load(Ordering::Acquire);

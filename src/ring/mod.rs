@@ -449,6 +449,22 @@ impl<M: Memory> Ring<M> {
         Ok(())
     }
 
+    /// Closes a whole side (`producers`: no more frames will come; else:
+    /// nothing will read them) without a handle, and wakes everyone: for an
+    /// owner that counts the processes on each side itself (a pipe end
+    /// shared by several processes, `Mode::Mpmc`). Idempotent.
+    pub(crate) fn close_side(&self, producers: bool) {
+        let bit = if producers {
+            PRODUCER_CLOSED
+        } else {
+            CONSUMER_CLOSED
+        };
+        // SYNC: Release pairs with the Acquire load of state in the other
+        // side's `check_state`, as a handle's own close.
+        self.header().state.0.fetch_or(bit, Ordering::Release);
+        wake_all(self);
+    }
+
     /// Marks the ring broken (a peer broke the protocol) and wakes everyone.
     fn poison(&self, what: impl Into<String>) -> Error {
         // SYNC: Release pairs with the Acquire loads of state in check_state.

@@ -133,15 +133,23 @@ impl<M: Memory> Producer<M> {
         // SYNC: Relaxed: the lock's Acquire orders the previous holder's
         // Release store of tail before this load.
         let tail = self.header().prod.0.pos.load(Ordering::Relaxed);
-        // SYNC: Acquire pairs with the Release store of head in release_raw.
-        let head = self.header().cons.0.pos.load(Ordering::Acquire);
         let cap = self.end.ring.mem.cap() as u64;
-        if !tail.is_multiple_of(8) || tail.wrapping_sub(head) > cap {
-            self.leave();
-            return Err(self.protocol(format!("ring tail {tail} invalid for head {head}")));
+        // The head this handle saw last is a lower bound (heads only
+        // grow): a tail within `cap` of it is within `cap` of the real
+        // head too. Only a tail beyond it (other producers went far ahead,
+        // or a bad value) needs the consumers' line, which a lone producer
+        // then never reads per push.
+        if !tail.is_multiple_of(8) || tail.wrapping_sub(self.cached_head) > cap {
+            // SYNC: Acquire pairs with the Release store of head in
+            // release_raw.
+            let head = self.header().cons.0.pos.load(Ordering::Acquire);
+            if !tail.is_multiple_of(8) || tail.wrapping_sub(head) > cap {
+                self.leave();
+                return Err(self.protocol(format!("ring tail {tail} invalid for head {head}")));
+            }
+            self.cached_head = head;
         }
         self.tail = tail;
-        self.cached_head = head;
         Ok(())
     }
 
