@@ -107,13 +107,12 @@ fn test_single_thread() {
     b.wait().unwrap();
 }
 
-/// Python sends through one pipe end shared by all the processes; a
-/// pipe end here belongs to one process, so they share a queue.
-fn thousand((barrier, passes, q, lock): (Barrier, u32, Queue<u32>, Lock)) {
+/// As Python: every party sends through one pipe end they all share.
+fn thousand((barrier, passes, conn, lock): (Barrier, u32, Connection, Lock)) {
     for i in 0..passes {
         barrier.wait().unwrap();
         let _g = lock.lock().unwrap();
-        q.put(&i).unwrap();
+        conn.send(&i).unwrap();
     }
 }
 
@@ -122,15 +121,15 @@ fn test_thousand() {
     let passes = 1000;
     let barrier = Barrier::new(N).unwrap();
     let lock = Lock::new().unwrap();
-    let q = Queue::new().unwrap();
+    let (r, w) = pipe(false).unwrap();
     let procs: Vec<_> = (0..N)
         .map(|_| {
-            Process::spawn(thousand, (barrier.clone(), passes, q.clone(), lock.clone())).unwrap()
+            Process::spawn(thousand, (barrier.clone(), passes, w.clone(), lock.clone())).unwrap()
         })
         .collect();
     for i in 0..passes {
         for _ in 0..N {
-            assert_eq!(q.get_timeout(LONG).unwrap(), i);
+            assert_eq!(r.recv_timeout::<u32>(LONG).unwrap(), i);
         }
     }
     for p in procs {

@@ -53,3 +53,23 @@ fn test_dont_merge() {
     assert_eq!(a.recv_bytes().unwrap(), b"cd");
     p.join().unwrap();
 }
+
+/// Polling in the child must not take the message (or a part of it) away
+/// from the parent, which reads the same end afterwards.
+fn child_boundaries(r: Connection) {
+    let _ = r.poll(Duration::from_secs(5));
+}
+
+#[test]
+fn test_boundaries() {
+    let (r, w) = pipe(false).unwrap();
+    let p = Process::spawn(child_boundaries, r.clone()).unwrap();
+    sleep(Duration::from_millis(500)); // CPython: 2 s
+    let l: [&[u8]; 2] = [b"first", b"second"];
+    for obj in l {
+        w.send_bytes(obj).unwrap();
+    }
+    w.close();
+    p.join().unwrap();
+    assert!(l.contains(&r.recv_bytes().unwrap().as_slice()));
+}

@@ -268,11 +268,10 @@ fn test_active_children() {
     assert!(!is_active(pid));
 }
 
-/// Python writes every id into one pipe end that the whole tree
-/// shares; a pipe end here belongs to one process, so the tree shares
-/// a queue (the order is what is checked).
-fn recursion((w, id): (Queue<Vec<u32>>, Vec<u32>)) {
-    w.put(&id).unwrap();
+/// As Python: every process of the tree writes its id into one pipe end
+/// that the whole tree shares.
+fn recursion((w, id): (Connection, Vec<u32>)) {
+    w.send(&id).unwrap();
     if id.len() < 2 {
         for i in 0..2 {
             let mut child = id.clone();
@@ -287,12 +286,17 @@ fn recursion((w, id): (Queue<Vec<u32>>, Vec<u32>)) {
 
 #[test]
 fn test_recursion() {
-    let q = Queue::new().unwrap();
-    recursion((q.clone(), vec![]));
+    let (rconn, wconn) = pipe(false).unwrap();
+    recursion((wconn, vec![]));
+    // `wconn` is gone everywhere now: read until EOF.
     let mut result = Vec::new();
-    while let Some(id) = q.try_get().unwrap() {
-        result.push(id);
+    while rconn.poll(Duration::ZERO).unwrap_or(false) {
+        result.push(rconn.recv::<Vec<u32>>().unwrap());
     }
+    assert!(rconn
+        .recv_timeout::<Vec<u32>>(LONG)
+        .unwrap_err()
+        .is_disconnected());
     let expected: Vec<Vec<u32>> = vec![
         vec![],
         vec![0],
