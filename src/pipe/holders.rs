@@ -232,16 +232,23 @@ impl Shared {
     }
 }
 
+/// One handle counted as in flight: its end and `pending` entry.
+struct InFlight {
+    shared: Arc<Shared>,
+    end: u8,
+    index: usize,
+    token: u32,
+}
+
 /// Handles of pipe ends serialised while [`handing_over`] runs: counted as
 /// in flight to the child about to start.
 pub(crate) struct Handover {
-    pending: Vec<(Arc<Shared>, u8, usize, u32)>,
+    pending: Vec<InFlight>,
     assigned: bool,
 }
 
 thread_local! {
-    static HANDOVER: RefCell<Option<Vec<(Arc<Shared>, u8, usize, u32)>>> =
-        const { RefCell::new(None) };
+    static HANDOVER: RefCell<Option<Vec<InFlight>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` (which serialises a child's arguments) so that every pipe end
@@ -268,7 +275,12 @@ pub(crate) fn reserve_if_handing_over(shared: &Arc<Shared>, end: u8) -> Option<(
         let mut h = h.borrow_mut();
         let list = h.as_mut()?;
         let (index, token) = shared.table(end).reserve()?;
-        list.push((Arc::clone(shared), end, index, token));
+        list.push(InFlight {
+            shared: Arc::clone(shared),
+            end,
+            index,
+            token,
+        });
         Some((index, token))
     })
 }
@@ -276,8 +288,8 @@ pub(crate) fn reserve_if_handing_over(shared: &Arc<Shared>, end: u8) -> Option<(
 impl Handover {
     /// The child `pid` exists: its entries follow its life from now on.
     pub(crate) fn assign(mut self, pid: u32) {
-        for (shared, end, index, token) in &self.pending {
-            shared.table(*end).hand_to(*index, *token, pid);
+        for f in &self.pending {
+            f.shared.table(f.end).hand_to(f.index, f.token, pid);
         }
         self.assigned = true;
     }
@@ -288,9 +300,9 @@ impl Drop for Handover {
         if self.assigned {
             return;
         }
-        for (shared, end, index, token) in &self.pending {
-            shared.table(*end).clear(*index, *token);
-            shared.settle(*end);
+        for f in &self.pending {
+            f.shared.table(f.end).clear(f.index, f.token);
+            f.shared.settle(f.end);
         }
     }
 }
