@@ -47,7 +47,7 @@ impl Seen {
     }
 
     /// Forwarded from worker `pid`.
-    fn from_worker(&self, pid: u32) -> bool {
+    fn forwarded_by(&self, pid: u32) -> bool {
         self.field("worker_pid") == Some(pid.to_string().as_str())
     }
 
@@ -201,7 +201,7 @@ fn a_child_process_event_arrives_with_the_child_pid_and_name() {
         assert_eq!(p.join().unwrap(), pid);
         let events = wait_events(
             "the child's two events",
-            |e| e.from_worker(pid),
+            |e| e.forwarded_by(pid),
             |v| v.len() >= 2,
         );
         let hello = events
@@ -238,7 +238,7 @@ fn a_child_log_record_arrives_like_an_event() {
         let pid = p.pid();
         let name = p.name().to_string();
         p.join().unwrap();
-        let events = wait_events("the log record", |e| e.from_worker(pid), |v| !v.is_empty());
+        let events = wait_events("the log record", |e| e.forwarded_by(pid), |v| !v.is_empty());
         assert_eq!(events[0].level, Level::WARN);
         assert_eq!(events[0].target, "legacy");
         assert_eq!(events[0].message(), "a log record 7");
@@ -256,7 +256,7 @@ fn pool_worker_events_arrive_tagged_with_the_worker() {
         assert_eq!(out, (0..8).map(|x| x * 10).collect::<Vec<_>>());
         let events = wait_events(
             "one event per item",
-            |e| e.message() == "pool item" && pids.iter().any(|p| e.from_worker(*p)),
+            |e| e.message() == "pool item" && pids.iter().any(|p| e.forwarded_by(*p)),
             |v| v.len() >= 8,
         );
         let mut items: Vec<u64> = events
@@ -364,7 +364,7 @@ fn a_burst_of_events_never_blocks_the_child_and_every_record_is_accounted_for() 
         };
         let events = wait_events(
             "delivered + dropped = sent",
-            |e| e.from_worker(pid),
+            |e| e.forwarded_by(pid),
             |v| {
                 let (delivered, dropped) = accounted(v);
                 delivered + dropped == N
@@ -394,7 +394,7 @@ fn events_right_before_exit_are_delivered() {
         p.join().unwrap();
         wait_events(
             "every record of a child that returned",
-            |e| e.from_worker(pid) && e.message() == "last words",
+            |e| e.forwarded_by(pid) && e.message() == "last words",
             |v| v.len() as u64 == N,
         );
         // `exit()` right after logging: no result, no flush, still there.
@@ -404,7 +404,7 @@ fn events_right_before_exit_are_delivered() {
         assert!(err.is_process_died(), "{err}");
         wait_events(
             "every record of a child that called exit()",
-            |e| e.from_worker(pid) && e.message() == "last words",
+            |e| e.forwarded_by(pid) && e.message() == "last words",
             |v| v.len() as u64 == N,
         );
     });

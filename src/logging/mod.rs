@@ -55,6 +55,19 @@ pub(crate) use parent::{prepare, ChildLog, Offer};
 #[cfg(feature = "tracing")]
 pub use stderr::log_to_stderr;
 
+/// Says how process `pid`, called `name`, ended: after terminate/kill
+/// (`by_user`), exited 0, or died otherwise (a warning).
+#[cfg(feature = "tracing")]
+fn report_exit(pid: u32, name: &str, status: crate::ExitStatus, by_user: bool) {
+    if by_user {
+        lifecycle!(debug, pid, name = %name, %status, "process ended after terminate/kill");
+    } else if status.success() {
+        lifecycle!(debug, pid, name = %name, "process exited");
+    } else {
+        lifecycle!(warn, pid, name = %name, %status, "process died");
+    }
+}
+
 /// The `tracing` target of this crate's own events (feature `tracing`):
 /// processes started and ended, pool workers replaced, handshakes refused.
 /// Use it in a filter to see or silence them, e.g.
@@ -84,6 +97,7 @@ mod off {
     use serde::{Deserialize, Serialize};
 
     use crate::error::Result;
+    use crate::exit_status::ExitStatus;
 
     /// Forwarding offered to a child in its `Config`: none.
     #[derive(Serialize, Deserialize)]
@@ -110,7 +124,7 @@ mod off {
     }
 
     impl ChildLog {
-        pub(crate) fn exited(&self) {}
+        pub(crate) fn exited(&self, _pid: u32, _name: &str, _status: ExitStatus, _by_user: bool) {}
 
         pub(crate) fn flush(&self) {}
     }

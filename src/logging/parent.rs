@@ -41,6 +41,7 @@ use super::record::{
     filter_code, layout, level_of, segment_len, Counters, Record, Val, KIND_RECORD, MAX_FIELDS,
 };
 use crate::error::{ErrorKind, Result};
+use crate::exit_status::ExitStatus;
 use crate::ring::Consumer;
 use crate::segment::{Segment, SegmentHandle, Typed};
 use crate::wait::LIVENESS_PERIOD;
@@ -125,6 +126,7 @@ impl Pending {
             pid,
             name: name.to_string(),
             exited: AtomicBool::new(false),
+            exit: Mutex::new(None),
             done: AtomicBool::new(false),
             counters: p.counters,
             state: Mutex::new(TapState {
@@ -149,9 +151,22 @@ impl Pending {
 pub(crate) struct ChildLog(Option<Arc<Tap>>);
 
 impl ChildLog {
-    /// The child has exited (its exit status was read): the log thread
-    /// drains its ring to the end and lets it go.
-    pub(crate) fn exited(&self) {
+    /// Child `pid`, called `name`, has exited with `status` (after a
+    /// terminate or kill if `by_user`). With a ring, the log thread drains
+    /// it to the end, then says how the child ended (so that line comes
+    /// after the child's own); without one, that is said now.
+    pub(crate) fn exited(&self, pid: u32, name: &str, status: ExitStatus, by_user: bool) {
+        match &self.0 {
+            Some(tap) => {
+                *tap.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some((status, by_user));
+                self.finish();
+            }
+            None => super::report_exit(pid, name, status, by_user),
+        }
+    }
+
+    /// Lets the log thread drain the ring to the end and forget it.
+    fn finish(&self) {
         if let Some(tap) = &self.0 {
             // SYNC: Release pairs with the Acquire load in `run`; the
             // child's records themselves are ordered by the ring.
@@ -170,7 +185,7 @@ impl ChildLog {
         let Some(tap) = &self.0 else {
             return;
         };
-        self.exited();
+        self.finish();
         let hub = hub();
         let deadline = Instant::now() + FLUSH_LIMIT;
         let mut list = hub.lock();
@@ -191,7 +206,7 @@ impl ChildLog {
 
 impl Drop for ChildLog {
     fn drop(&mut self) {
-        self.exited();
+        self.finish();
     }
 }
 
@@ -200,6 +215,8 @@ struct Tap {
     pid: u32,
     name: String,
     exited: AtomicBool,
+    /// How the child ended, said once its ring is drained.
+    exit: Mutex<Option<(ExitStatus, bool)>>,
     /// Set by the log thread once it drained the ring of an exited child.
     done: AtomicBool,
     counters: Typed<Counters>,
@@ -328,6 +345,10 @@ fn run(hub: &'static Hub) {
             // before the drain: the drain then sees all the child wrote.
             if tap.exited.load(Ordering::Acquire) {
                 took += tap.drain(&mut sites, FINAL_BUDGET);
+                let exit = tap.exit.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some((status, by_user)) = exit {
+                    super::report_exit(tap.pid, &tap.name, status, by_user);
+                }
                 finished.push(Arc::clone(tap));
             } else {
                 took += tap.drain(&mut sites, BUDGET);
@@ -543,7 +564,7 @@ impl Sites {
     /// The callsite of records past the limits, one per level.
     fn fallback(&mut self, level: Level) -> &'static Site {
         let i = usize::from(super::record::level_code(level) - 1);
-        *self.fallback[i].get_or_insert_with(|| {
+        self.fallback[i].get_or_insert_with(|| {
             make_site(
                 level,
                 "multiproc::worker",

@@ -783,10 +783,12 @@ impl Core {
     /// (`reap_dying`; `Pool::terminate` waits for it outside the lock),
     /// every other job at once.
     pub(crate) fn terminate(&mut self) {
-        lifecycle!(debug, "pool terminated");
         self.state = State::Terminated;
         let mut all: Vec<Worker> = self.workers.iter_mut().filter_map(Option::take).collect();
         all.append(&mut self.retired);
+        if !all.is_empty() {
+            lifecycle!(debug, workers = all.len(), "pool terminated");
+        }
         for w in all {
             let loss = Loss::new(ErrorKind::InvalidState, "the pool was terminated".into());
             // The user ended it: no exit status in the jobs' errors.

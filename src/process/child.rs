@@ -50,20 +50,11 @@ impl ChildCell {
         status
     }
 
-    /// The first look that saw the child exit: says so (feature
-    /// `tracing`) and lets its log forwarding finish.
+    /// The first look that saw the child exit: lets its log forwarding
+    /// finish, which then says how it ended (feature `tracing`).
     fn exited(&self, status: ExitStatus) {
-        let (pid, name) = (self.pid, &self.name);
-        if self.signalled.load(Ordering::Relaxed) {
-            lifecycle!(debug, pid, name = %name, %status, "process ended after terminate/kill");
-        } else if status.success() {
-            lifecycle!(debug, pid, name = %name, "process exited");
-        } else {
-            lifecycle!(warn, pid, name = %name, %status, "process died");
-        }
-        #[cfg(not(feature = "tracing"))]
-        let _ = (pid, name, status);
-        self.log.exited();
+        let by_user = self.signalled.load(Ordering::Relaxed);
+        self.log.exited(self.pid, &self.name, status, by_user);
     }
 
     /// Waits for the child to end, until `deadline`.
