@@ -183,6 +183,7 @@ fn nap(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
+#[cfg(unix)]
 fn my_pid(_: u64) -> u32 {
     std::process::id()
 }

@@ -742,3 +742,40 @@ fn dispatch(site: &'static Site, fields: &[(Cow<'_, str>, Val<'_>)], pid: u32, n
     }
     Event::dispatch(meta, &set.value_set(&slots));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_made_for_a_process_without_a_subscriber() {
+        // This unit-test binary installs no subscriber.
+        if LevelFilter::current() == LevelFilter::OFF {
+            let pending = prepare().unwrap();
+            assert!(pending.0.is_none());
+            assert!(pending.offer().0.is_none());
+        }
+    }
+
+    #[test]
+    fn a_record_past_the_limits_keeps_its_message_fields_and_target() {
+        let rec = Record {
+            level: 3,
+            target: "app".into(),
+            name: "event".into(),
+            module: None,
+            file: None,
+            line: None,
+            fields: vec![
+                ("message".into(), Val::Text("done".into())),
+                ("n".into(), Val::U64(3)),
+                ("who".into(), Val::Str("bob".into())),
+            ],
+        };
+        let fields = fallback_fields(&rec);
+        assert_eq!(
+            format!("{fields:?}"),
+            r#"[("message", Text("done n=3 who=\"bob\"")), ("worker_target", Str("app"))]"#
+        );
+    }
+}
