@@ -251,7 +251,10 @@ impl Tap {
                     taken += 1;
                     match postcard::from_bytes::<Record<'_>>(buf) {
                         Ok(rec) if kind == KIND_RECORD => sites.emit(&rec, self.pid, &self.name),
-                        _ => self.bad("a frame that is not a log record"),
+                        _ => {
+                            *broken = true;
+                            self.bad("a frame that is not a log record");
+                        }
                     }
                 }
                 Ok(None) => break,
