@@ -1,5 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+// First: its `lifecycle!` macro is used by the modules below.
+#[macro_use]
+mod logging;
+
 mod affinity;
 mod bootstrap;
 #[cfg(feature = "mpi")]
@@ -32,6 +36,8 @@ pub use bytemuck::{Pod, Zeroable};
 pub use cluster::{Cluster, ClusterBuilder, ClusterTiming};
 pub use error::{Error, ErrorKind, PanicInfo, Result};
 pub use exit_status::ExitStatus;
+#[cfg(feature = "tracing")]
+pub use logging::{log_to_stderr, LOG_TARGET};
 pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
     pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WithChunksize,

@@ -1124,6 +1124,9 @@ mod wire {
         pub(crate) args: serde_bytes::ByteBuf,
         pub(crate) results: IpcSender<Outcome>,
         pub(crate) control: IpcReceiver<()>,
+        /// Feature `tracing`: where the child forwards its log records.
+        #[cfg(feature = "tracing")]
+        pub(crate) log: Option<()>,
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -1187,6 +1190,8 @@ fn row12_an_unknown_task_reference_is_refused_and_runs_nothing() {
                 args: serde_bytes::ByteBuf::from(vec![1, 2, 3]),
                 results,
                 control: control_rx,
+                #[cfg(feature = "tracing")]
+                log: None,
             })
             .unwrap();
         let got = outcome.try_recv_timeout(Duration::from_secs(20)).unwrap();

@@ -119,6 +119,8 @@ pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     }
     let _ = CURRENT_NAME.set(config.name);
     let _ = PARENT.set((config.parent_name, ppid));
+    // Before any task code: the task's first record is forwarded too.
+    crate::logging::install(config.log);
 
     let run = match config.task.resolve(task_key(&token)) {
         Ok(run) => run,

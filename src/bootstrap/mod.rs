@@ -122,6 +122,9 @@ pub(crate) struct Config {
     args: ByteBuf,
     results: IpcSender<Outcome>,
     control: IpcReceiver<Control>,
+    /// Where the child forwards its log records (feature `tracing`; an
+    /// empty type without it).
+    log: crate::logging::Offer,
 }
 
 /// Parent → child control messages. None are defined yet: the channel's
@@ -149,6 +152,8 @@ pub(crate) struct Link {
 pub(crate) struct Launch {
     pub(crate) child: std::process::Child,
     pub(crate) handshake: Handshake,
+    /// The forwarding of the child's log records, if any.
+    pub(crate) log: crate::logging::ChildLog,
 }
 
 static TEST_ENTRY: OnceLock<String> = OnceLock::new();

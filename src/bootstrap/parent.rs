@@ -76,6 +76,7 @@ pub(super) struct Payload {
     pub(super) parent_name: String,
     pub(super) task: TaskRef,
     pub(super) args: Vec<u8>,
+    pub(super) log: crate::logging::Offer,
 }
 
 /// Who may still send the child its `Config`.
@@ -201,6 +202,13 @@ impl Start {
         if !matches!(st.claim, Claim::Open(_)) {
             return; // decided: a wake-up, or a peer too late to matter
         }
+        lifecycle!(
+            warn,
+            pid = self.pid,
+            generation = number,
+            reason = %why,
+            "refused a connection to a child's handshake server"
+        );
         st.refused += 1;
         st.last_refusal = Some(why);
         if number == st.generations.len() {
@@ -399,6 +407,7 @@ pub(crate) fn launch(
     sys::prepare_handshake().map_err(|e| Error::io("preparing the handshake", e))?;
     warm_ipc_channel()?;
     let started = Instant::now();
+    let log = crate::logging::prepare()?;
     let rendezvous = Segment::create(RENDEZVOUS_LEN)?;
     let (server, server_name) = new_server()?;
     publish_slot(&rendezvous, 1, &server_name)?;
@@ -436,11 +445,13 @@ pub(crate) fn launch(
     let child =
         sys::spawn(cmd).map_err(|e| Error::new(ErrorKind::Spawn, "re-exec").with_source(e))?;
     let payload = Payload {
-        name,
+        log: log.offer(),
         parent_name: worker_name().unwrap_or(MAIN_PROCESS).to_string(),
         task,
         args,
+        name,
     };
+    let log = log.register(child.id(), &payload.name);
     match begin(
         token,
         child.id(),
@@ -450,7 +461,11 @@ pub(crate) fn launch(
         server_name,
         started,
     ) {
-        Ok(handshake) => Ok(Launch { child, handshake }),
+        Ok(handshake) => Ok(Launch {
+            child,
+            handshake,
+            log,
+        }),
         Err(e) => {
             let mut child = child;
             let _ = child.kill();
@@ -589,6 +604,7 @@ pub(super) fn send_config(reply: IpcSender<Config>, payload: Payload, pid: u32) 
             args: ByteBuf::from(payload.args),
             results: results_tx,
             control: control_rx,
+            log: payload.log,
         })
         .map_err(|e| {
             handshake_err("sending the task").with_source(std::io::Error::other(format!("{e:?}")))

@@ -152,6 +152,7 @@ fn start_here(token: Token) -> Handshake {
         parent_name: MAIN_PROCESS.into(),
         task: TaskRef::of(&double, task_key(&token)),
         args: vec![21],
+        log: crate::logging::prepare().unwrap().offer(),
     };
     begin(
         token,

@@ -562,6 +562,7 @@ impl Core {
         if broken.is_some() {
             return;
         }
+        lifecycle!(error, kind = ?kind, reason = %why, "pool broken");
         let message = format!("the pool is broken: {why}");
         *broken = Some((kind, why));
         for job in jobs.values_mut() {
@@ -608,7 +609,21 @@ impl Core {
         let Some(w) = self.workers[i].take() else {
             return;
         };
+        // Why a replacement is started, in the events of feature `tracing`.
+        let why = match (kill, loss.kind) {
+            (true, ErrorKind::Timeout) => "task timeout",
+            (true, _) => "killed",
+            (false, _) => "crash",
+        };
         if kill {
+            lifecycle!(
+                warn,
+                index = w.index,
+                pid = w.pid,
+                reason = why,
+                error = %loss.message,
+                "pool worker killed"
+            );
             self.dying.push(w.kill(loss, true));
         } else {
             if loss.status.is_none() {
@@ -618,7 +633,7 @@ impl Core {
             self.settle_finished();
         }
         if self.replaces_workers() {
-            self.respawn(i);
+            self.respawn(i, why);
         }
     }
 
@@ -635,9 +650,20 @@ impl Core {
             }
     }
 
-    fn respawn(&mut self, i: usize) {
+    /// Starts worker `i` anew; `why` the old one went (for the events of
+    /// feature `tracing`).
+    fn respawn(&mut self, i: usize, why: &'static str) {
         match Worker::spawn(&self.cfg, i) {
             Ok(w) => {
+                lifecycle!(
+                    debug,
+                    index = i,
+                    pid = w.pid,
+                    reason = why,
+                    "pool worker replaced"
+                );
+                #[cfg(not(feature = "tracing"))]
+                let _ = why;
                 self.workers[i] = Some(w);
                 self.restarts += 1;
             }
@@ -666,7 +692,7 @@ impl Core {
         for i in 0..self.workers.len() {
             let Some(w) = &self.workers[i] else {
                 if self.replaces_workers() {
-                    self.respawn(i);
+                    self.respawn(i, "no worker");
                 }
                 continue;
             };
@@ -688,8 +714,14 @@ impl Core {
             if w.retiring && self.replaces_workers() {
                 // Its backlog, if any, is still flushed (`flush_backlogs`).
                 if let Some(old) = self.workers[i].take() {
+                    lifecycle!(
+                        debug,
+                        index = i,
+                        pid = old.pid,
+                        "pool worker retired (max_tasks_per_child)"
+                    );
                     self.retired.push(old);
-                    self.respawn(i);
+                    self.respawn(i, "max_tasks_per_child");
                 }
             }
         }
@@ -732,6 +764,14 @@ impl Core {
         let broken = fatal(w, status, own.as_deref());
         // Told before `lose_worker_with` drains what it committed.
         let loss = death(w, status, own.as_deref());
+        lifecycle!(
+            warn,
+            index = w.index,
+            pid = w.pid,
+            %status,
+            error = %loss.message,
+            "pool worker died"
+        );
         if let Some((kind, why)) = broken {
             self.set_broken(kind, why);
         }
@@ -746,6 +786,9 @@ impl Core {
         self.state = State::Terminated;
         let mut all: Vec<Worker> = self.workers.iter_mut().filter_map(Option::take).collect();
         all.append(&mut self.retired);
+        if !all.is_empty() {
+            lifecycle!(debug, workers = all.len(), "pool terminated");
+        }
         for w in all {
             let loss = Loss::new(ErrorKind::InvalidState, "the pool was terminated".into());
             // The user ended it: no exit status in the jobs' errors.

@@ -102,6 +102,7 @@ impl Worker {
             .name(format!("PoolWorker-{}", index + 1))
             .env_remove_prefixes(cfg.strip_env)
             .spawn(worker_main, args)?;
+        lifecycle!(debug, index, pid = process.pid(), "pool worker started");
         let now = Instant::now();
         Ok(Worker {
             index,

@@ -26,18 +26,35 @@ pub(super) struct ChildCell {
     /// Set once the user terminated or killed the child: its death is then
     /// `ProcessDied`, even if it happened before the handshake.
     pub(super) signalled: AtomicBool,
+    /// Set (under `child`'s lock) by the first look that saw the exit.
+    pub(super) exit_seen: AtomicBool,
+    /// The forwarding of the child's log records (feature `tracing`).
+    pub(super) log: crate::logging::ChildLog,
 }
 
 impl ChildCell {
     /// Non-blocking: the exit status if the child has ended (and reaps it).
     pub(super) fn poll_exit(&self) -> Option<ExitStatus> {
         let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        match child.try_wait() {
+        let status = match child.try_wait() {
             Ok(Some(status)) => Some(sys::exit_status(status)),
             Ok(None) => None,
             // ECHILD and friends: nothing left to wait for.
             Err(_) => Some(ExitStatus::Code(-1)),
+        };
+        // SYNC: Relaxed: the child's lock, held here, orders the flag.
+        if let Some(st) = status.filter(|_| !self.exit_seen.swap(true, Ordering::Relaxed)) {
+            drop(child);
+            self.exited(st);
         }
+        status
+    }
+
+    /// The first look that saw the child exit: lets its log forwarding
+    /// finish, which then says how it ended (feature `tracing`).
+    fn exited(&self, status: ExitStatus) {
+        let by_user = self.signalled.load(Ordering::Relaxed);
+        self.log.exited(self.pid, &self.name, status, by_user);
     }
 
     /// Waits for the child to end, until `deadline`.
@@ -167,7 +184,7 @@ impl Waiter {
             }
             match handshake.recv_timeout(slice) {
                 Ok(Ok(link)) => return Ok(Some(link)),
-                Ok(Err(e)) => return Err(self.start_failed(e)),
+                Ok(Err(e)) => return Err(self.start_error(self.start_failed(e))),
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(
                         Error::new(ErrorKind::Handshake, "handshake thread vanished")
@@ -183,7 +200,7 @@ impl Waiter {
                     if exited || now >= start_deadline {
                         let closed = handshake.close();
                         if closed.claimed.is_none() {
-                            return Err(self.never_started(&closed, exited));
+                            return Err(self.start_error(self.never_started(&closed, exited)));
                         }
                         // Claimed: its link (or error) follows at once.
                     }
@@ -203,6 +220,12 @@ impl Waiter {
             }
             pause = (pause * 2).min(Duration::from_millis(10));
         }
+    }
+
+    /// `e`, which ended the child's start, reported (feature `tracing`).
+    fn start_error(&self, e: Error) -> Error {
+        lifecycle!(warn, pid = self.cell.pid, name = %self.cell.name, error = %e, "process start failed");
+        e
     }
 
     /// The start failed on the parent's side (the generations ran out, or

@@ -328,14 +328,20 @@ impl ProcessBuilder {
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
-        let Launch { child, handshake } =
-            bootstrap::launch(token, name.clone(), task, args, &self.env)?;
+        let Launch {
+            child,
+            handshake,
+            log,
+        } = bootstrap::launch(token, name.clone(), task, args, &self.env)?;
         handover.assign(child.id());
+        lifecycle!(debug, pid = child.id(), name = %name, "process started");
         let cell = Arc::new(ChildCell {
             pid: child.id(),
             name,
             child: Mutex::new(child),
             signalled: AtomicBool::new(false),
+            exit_seen: AtomicBool::new(false),
+            log,
         });
         register(&cell);
         Ok(Process {
@@ -419,8 +425,9 @@ impl<R: DeserializeOwned> Process<R> {
     /// ```
     pub fn join(mut self) -> Result<R> {
         // Without a deadline `wait` only returns once the child has ended.
-        self.wait(None)?
-            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "join ended without a result"))
+        let result = self.wait(None);
+        self.flush_log();
+        result?.ok_or_else(|| Error::new(ErrorKind::InvalidState, "join ended without a result"))
     }
 
     /// Waits at most `timeout` (Python's `join(timeout)`) for the child's
@@ -446,13 +453,25 @@ impl<R: DeserializeOwned> Process<R> {
     /// }
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.wait(crate::wait::deadline_after(timeout))?
-            .ok_or_else(|| {
-                Error::timeout(&format!(
-                    "Process::join_timeout: {} (pid {}) was still running at the deadline",
-                    self.waiter.cell.name, self.waiter.cell.pid
-                ))
-            })
+        let result = self.wait(crate::wait::deadline_after(timeout));
+        if !matches!(result, Ok(None)) {
+            self.flush_log();
+        }
+        result?.ok_or_else(|| {
+            Error::timeout(&format!(
+                "Process::join_timeout: {} (pid {}) was still running at the deadline",
+                self.waiter.cell.name, self.waiter.cell.pid
+            ))
+        })
+    }
+
+    /// Feature `tracing`: once the child has ended, waits (bounded) until
+    /// its last log records have been delivered, so that `join` returns
+    /// after them.
+    fn flush_log(&self) {
+        if self.waiter.cell.poll_exit().is_some() {
+            self.waiter.cell.log.flush();
+        }
     }
 
     /// [`join_timeout`](Process::join_timeout) for the crate's own pollers:
@@ -557,6 +576,7 @@ impl<R> Process<R> {
     /// }
     /// ```
     pub fn terminate(&self) -> Result<()> {
+        lifecycle!(debug, pid = self.pid(), name = %self.name(), "terminating process");
         self.waiter.cell.signal(sys::terminate, true)
     }
 
@@ -581,6 +601,7 @@ impl<R> Process<R> {
     /// }
     /// ```
     pub fn interrupt(&self) -> Result<()> {
+        lifecycle!(debug, pid = self.pid(), name = %self.name(), "interrupting process");
         self.waiter.cell.signal(sys::interrupt, true)
     }
 
@@ -601,6 +622,7 @@ impl<R> Process<R> {
     /// }
     /// ```
     pub fn kill(&self) -> Result<()> {
+        lifecycle!(debug, pid = self.pid(), name = %self.name(), "killing process");
         self.waiter.cell.signal(sys::kill, true)
     }
 }
