@@ -13,7 +13,7 @@
 //! opened, and a peer that shrinks it later cannot crash us (Linux:
 //! `sys/sigbus.rs`; the other platforms cannot shrink it).
 //!
-//! The name outlives every process unless removed: by [`unlink`]
+//! The name outlives every process unless removed: by `unlink`
 //! (`NamedSegment::unlink`), or, for a tracked create, by this process's
 //! tracker when this process ends (`sys/shm_tracker.rs`).
 
