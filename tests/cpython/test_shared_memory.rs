@@ -69,17 +69,6 @@ fn test_shared_memory_basics_named() {
     sms.unlink();
 }
 
-fn create_tracked_and_untracked((tracked, untracked): (String, String)) {
-    for (name, track) in [(tracked, true), (untracked, false)] {
-        SharedMemory::builder()
-            .name(name)
-            .size(64)
-            .track(track)
-            .create()
-            .unwrap();
-    }
-}
-
 /// Python 3.13's `track=`: the creator's tracker removes a tracked name
 /// when the creator ends; an untracked one stays for the caller to unlink.
 /// (CPython checks this through a Python subprocess; here the creator is
@@ -87,6 +76,17 @@ fn create_tracked_and_untracked((tracked, untracked): (String, String)) {
 #[cfg(unix)]
 #[test]
 fn test_shared_memory_tracking() {
+    fn create_tracked_and_untracked((tracked, untracked): (String, String)) {
+        for (name, track) in [(tracked, true), (untracked, false)] {
+            SharedMemory::builder()
+                .name(name)
+                .size(64)
+                .track(track)
+                .create()
+                .unwrap();
+        }
+    }
+
     let (tracked, untracked) = (name_tsmb("tracked"), name_tsmb("untracked"));
     Process::spawn(
         create_tracked_and_untracked,
