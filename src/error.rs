@@ -77,6 +77,18 @@ pub enum ErrorKind {
     /// The queue was shut down (Python 3.13's `queue.ShutDown`): no more
     /// puts, and no more gets once it is empty.
     ShutDown,
+    /// A named object to be created exists already (Python's
+    /// `FileExistsError`): [`SharedMemoryBuilder::create`](crate::SharedMemoryBuilder::create)
+    /// with a name that is taken.
+    AlreadyExists,
+    /// A named object to be opened does not exist (Python's
+    /// `FileNotFoundError`): [`SharedMemory::open`](crate::SharedMemory::open)
+    /// of a name nobody created, or one that was unlinked.
+    NotFound,
+    /// An argument is not valid whatever the state (Python's `ValueError`):
+    /// a shared-memory name that is empty, too long or contains `/` or NUL,
+    /// or a named block of size 0.
+    InvalidArgument,
     /// Any other operating-system error.
     Io,
 }
@@ -99,6 +111,9 @@ impl ErrorKind {
             ErrorKind::Broken => "the barrier is broken",
             ErrorKind::BufferTooShort => "the message does not fit the buffer",
             ErrorKind::ShutDown => "the queue was shut down",
+            ErrorKind::AlreadyExists => "the name exists already",
+            ErrorKind::NotFound => "no such name",
+            ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::Io => "operating-system error",
         }
     }

@@ -47,7 +47,7 @@ pub use process::{
     active_children, current_process, parent_process, Process, ProcessBuilder, ProcessInfo,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
-pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedValue};
+pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedMemoryBuilder, SharedValue};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock,
     RLockGuard, Semaphore,

@@ -12,7 +12,13 @@
 //! opening checks the mapping's size and then the header, so a stale
 //! handle (its holder gone, the fd or name reused) or a forged one is an
 //! error, never a mapping of the wrong memory.
+//!
+//! Named segments (a caller's name, no header: Python's layout) are in
+//! `segment/named.rs`; both copy through [`Data`].
 #![allow(unsafe_code)]
+
+mod named;
+pub(crate) use named::NamedSegment;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -267,12 +273,76 @@ impl Segment {
         self.map.unlink();
     }
 
+    /// The data bytes, for the race-free copies and the atomic view.
+    pub(crate) fn data(&self) -> Data<'_> {
+        Data::of(&self.map, HEADER_LEN, self.len)
+    }
+
+    /// Copies data bytes `offset..` into `dst` ([`Data::load`]).
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the data.
+    pub(crate) fn load(&self, offset: usize, dst: &mut [u8]) {
+        self.data().load(offset, dst);
+    }
+
+    /// Copies `src` into the data at `offset` ([`Data::store`]).
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the data.
+    pub(crate) fn store(&self, offset: usize, src: &[u8]) {
+        self.data().store(offset, src);
+    }
+}
+
+/// `len` data bytes inside one mapping, borrowed from the segment that owns
+/// it: the one place that copies shared bytes in and out and views them as
+/// atomics, for both kinds of segment (this file's and `named.rs`'s).
+#[derive(Clone, Copy)]
+pub(crate) struct Data<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _map: std::marker::PhantomData<&'a Map>,
+}
+
+impl<'a> Data<'a> {
+    /// Bytes `offset..offset + len` of `map`.
+    ///
+    /// # Panics
+    ///
+    /// If they are not inside the mapping.
+    pub(crate) fn of(map: &'a Map, offset: usize, len: usize) -> Data<'a> {
+        assert!(
+            offset.checked_add(len).is_some_and(|e| e <= map.map_len()),
+            "data {offset}+{len} outside a mapping of {}",
+            map.map_len()
+        );
+        Data {
+            ptr: map.as_ptr().wrapping_add(offset),
+            len,
+            _map: std::marker::PhantomData,
+        }
+    }
+
+    /// Start of the bytes in this process.
+    pub(crate) fn as_ptr(self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// How many bytes.
+    pub(crate) fn len(self) -> usize {
+        self.len
+    }
+
     /// The data as atomic bytes: always sound to share with peers.
-    pub(crate) fn atomic_bytes(&self) -> &[std::sync::atomic::AtomicU8] {
-        // SAFETY: `len` bytes at `as_ptr()` are mapped for as long as `self`
-        // lives; `AtomicU8` has the size and alignment of `u8` and may be
-        // written concurrently by anyone, in this process or another.
-        unsafe { std::slice::from_raw_parts(self.as_ptr().cast(), self.len) }
+    pub(crate) fn atomic_bytes(self) -> &'a [std::sync::atomic::AtomicU8] {
+        // SAFETY: `len` bytes at `ptr` are inside the mapping (`of`), which
+        // lives as long as the borrowed `Map`; `AtomicU8` has the size and
+        // alignment of `u8` and may be written concurrently by anyone, in
+        // this process or another.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
     }
 
     /// Copies `dst.len()` bytes starting at data offset `offset` into `dst`.
@@ -285,9 +355,9 @@ impl Segment {
     /// # Panics
     ///
     /// If the range is not inside the data.
-    pub(crate) fn load(&self, offset: usize, dst: &mut [u8]) {
+    pub(crate) fn load(self, offset: usize, dst: &mut [u8]) {
         self.check_range(offset, dst.len());
-        let src = self.as_ptr().wrapping_add(offset);
+        let src = self.ptr.wrapping_add(offset);
         let mut i = 0;
         while i < dst.len() {
             let p = src.wrapping_add(i);
@@ -298,7 +368,7 @@ impl Segment {
             match n {
                 8 => {
                     // SAFETY: `p..p+8` is inside the mapped data
-                    // (`check_range`), 8-aligned (`piece`), and this crate
+                    // (`check_range`, `of`), 8-aligned (`piece`), and this crate
                     // only ever accesses shared data atomically.
                     let a = unsafe { AtomicU64::from_ptr(p.cast()) };
                     out.copy_from_slice(&a.load(Ordering::Acquire).to_ne_bytes());
@@ -329,9 +399,9 @@ impl Segment {
     /// # Panics
     ///
     /// If the range is not inside the data.
-    pub(crate) fn store(&self, offset: usize, src: &[u8]) {
+    pub(crate) fn store(self, offset: usize, src: &[u8]) {
         self.check_range(offset, src.len());
-        let dst = self.as_ptr().wrapping_add(offset);
+        let dst = self.ptr.wrapping_add(offset);
         let mut i = 0;
         while i < src.len() {
             let p = dst.wrapping_add(i);
@@ -341,7 +411,7 @@ impl Segment {
             match n {
                 8 => {
                     // SAFETY: `p..p+8` is inside the mapped data
-                    // (`check_range`), 8-aligned (`piece`), and this crate
+                    // (`check_range`, `of`), 8-aligned (`piece`), and this crate
                     // only ever accesses shared data atomically.
                     let a = unsafe { AtomicU64::from_ptr(p.cast()) };
                     a.store(
@@ -375,7 +445,7 @@ impl Segment {
         }
     }
 
-    fn check_range(&self, offset: usize, n: usize) {
+    fn check_range(self, offset: usize, n: usize) {
         let end = offset.checked_add(n);
         assert!(
             end.is_some_and(|e| e <= self.len),
@@ -628,7 +698,7 @@ mod tests {
         let mut out = [0u8; 14];
         b.load(3, &mut out);
         assert_eq!(&out, b"hello, segment");
-        assert!(a.atomic_bytes()[..3]
+        assert!(a.data().atomic_bytes()[..3]
             .iter()
             .all(|x| x.load(Ordering::Relaxed) == 0));
     }

@@ -260,3 +260,397 @@ fn a_value_with_its_own_lock_travels_with_the_lock() {
             .unwrap()
     );
 }
+
+// ------------------------------------------------------- named blocks
+
+/// A name no other test (or other run, or checkout) uses. `mp` first, so
+/// `.ci/run`'s leftovers check would see one left behind.
+fn unique_name(what: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "mp-test-{what}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `cond` until it holds or `secs` pass; `true` if it held.
+#[cfg(any(target_os = "linux", windows))]
+fn within(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether the name has a file in /dev/shm (Linux) — what `.ci/run` and
+/// a user's `ls /dev/shm` see.
+#[cfg(target_os = "linux")]
+fn in_dev_shm(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name).exists()
+}
+
+/// The environment variable that makes [`named_helper_program`] act.
+const HELPER_ROLE: &str = "MULTIPROC_TEST_SHM_ROLE";
+
+/// Not a test: the body of the programs that the tests below start with
+/// `std::process::Command`, unrelated to the test process (no `multiproc`
+/// parent, no handshake). Does nothing unless [`HELPER_ROLE`] is set to
+/// `<role>:<name>`.
+#[test]
+#[ignore = "helper program for the named shared-memory tests"]
+fn named_helper_program() {
+    let Ok(role) = std::env::var(HELPER_ROLE) else {
+        return;
+    };
+    let (role, name) = role.split_once(':').unwrap();
+    match role {
+        // Create (tracked or not), say so in the block, then wait to be killed.
+        "hold" | "hold-untracked" => {
+            let shm = SharedMemory::builder()
+                .name(name)
+                .size(4096)
+                .track(role == "hold")
+                .create()
+                .unwrap();
+            shm.write_at(0, b"ready");
+            std::thread::sleep(std::time::Duration::from_secs(120));
+        }
+        // Open by name only, check, answer.
+        "open" => {
+            let shm = SharedMemory::open(name).unwrap();
+            let mut got = [0u8; 11];
+            shm.read_at(0, &mut got);
+            assert_eq!(&got, b"from parent");
+            shm.write_at(100, b"from stranger");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn start_helper(role: &str, name: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "named_helper_program",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env(HELPER_ROLE, format!("{role}:{name}"))
+        .env_remove("RUST_BACKTRACE")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the helper's block says "ready".
+#[cfg(any(target_os = "linux", windows))]
+fn wait_ready(name: &str) {
+    let ready = within(60, || {
+        SharedMemory::open(name).is_ok_and(|shm| {
+            let mut b = [0u8; 5];
+            shm.read_at(0, &mut b);
+            &b == b"ready"
+        })
+    });
+    assert!(ready, "the helper never made {name}");
+}
+
+#[test]
+fn a_named_block_opens_by_name_in_a_child_and_in_an_unrelated_process() {
+    fn child(name: String) -> Vec<u8> {
+        let shm = SharedMemory::open(&name).unwrap();
+        shm.write_at(50, b"from child");
+        shm.to_vec()[..11].to_vec()
+    }
+    fn by_handle(shm: SharedMemory) -> String {
+        shm.name()
+    }
+    let name = unique_name("open");
+    let shm = SharedMemory::builder()
+        .name(&name)
+        .size(4096)
+        .create()
+        .unwrap();
+    assert_eq!(shm.name(), name);
+    assert_eq!(shm.len(), 4096);
+    shm.write_at(0, b"from parent");
+
+    let p = Process::spawn(child, name.clone()).unwrap();
+    assert_eq!(p.join().unwrap(), b"from parent");
+    let mut b = [0u8; 10];
+    shm.read_at(50, &mut b);
+    assert_eq!(&b, b"from child");
+    // Passed as an argument, it travels as its name.
+    let p = Process::spawn(by_handle, shm.clone()).unwrap();
+    assert_eq!(p.join().unwrap(), name);
+
+    let status = start_helper("open", &name).wait().unwrap();
+    assert!(status.success(), "the unrelated process failed: {status}");
+    let mut b = [0u8; 13];
+    shm.read_at(100, &mut b);
+    assert_eq!(&b, b"from stranger");
+
+    // A leading slash names the same object.
+    let again = SharedMemory::open(&format!("/{name}")).unwrap();
+    assert_eq!(again.name(), name);
+    assert_eq!(again.len(), 4096);
+    shm.unlink();
+}
+
+#[test]
+fn a_taken_name_is_already_exists_and_a_missing_one_not_found() {
+    let name = unique_name("dup");
+    let first = SharedMemory::builder()
+        .name(&name)
+        .size(64)
+        .create()
+        .unwrap();
+    first.write_at(0, b"first");
+    for dup in [name.clone(), format!("/{name}")] {
+        let err = SharedMemory::builder()
+            .name(dup)
+            .size(128)
+            .create()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    }
+    // The first is untouched.
+    let mut b = [0u8; 5];
+    SharedMemory::open(&name).unwrap().read_at(0, &mut b);
+    assert_eq!(&b, b"first");
+    first.unlink();
+
+    let err = SharedMemory::open(&unique_name("missing")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+#[test]
+fn invalid_names_and_sizes_are_refused() {
+    let too_long = "m".repeat(if cfg!(target_vendor = "apple") {
+        31
+    } else {
+        256
+    });
+    let generated = SharedMemory::create(8).unwrap().name();
+    for bad in [
+        "",
+        "/",
+        "//x",
+        "a/b",
+        "a\0b",
+        ".",
+        "..",
+        too_long.as_str(),
+        generated.as_str(),
+    ] {
+        let err = SharedMemory::builder()
+            .name(bad)
+            .size(64)
+            .create()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}: {err}");
+        assert!(
+            err.to_string().contains("invalid shared-memory name"),
+            "{err}"
+        );
+    }
+    for bad in ["", "a/b", "a\0b", too_long.as_str()] {
+        let err = SharedMemory::open(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}: {err}");
+    }
+    let err = SharedMemory::builder()
+        .name(unique_name("zero"))
+        .create()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
+
+#[test]
+fn unlink_removes_the_name_and_keeps_the_mappings() {
+    let name = unique_name("unlink");
+    let shm = SharedMemory::builder()
+        .name(&name)
+        .size(64)
+        .create()
+        .unwrap();
+    let other = SharedMemory::open(&name).unwrap();
+    #[cfg(target_os = "linux")]
+    assert!(in_dev_shm(&name));
+    other.unlink(); // any process (or handle) may unlink, as in Python
+    #[cfg(target_os = "linux")]
+    assert!(
+        within(10, || !in_dev_shm(&name)),
+        "{name} still in /dev/shm"
+    );
+    #[cfg(unix)]
+    assert_eq!(
+        SharedMemory::open(&name).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    shm.write_at(0, b"still");
+    let mut b = [0u8; 5];
+    other.read_at(0, &mut b);
+    assert_eq!(&b, b"still");
+    // Again: nothing left to do, no error.
+    shm.unlink();
+    // The name is free again (Windows: only once no process maps it).
+    #[cfg(unix)]
+    SharedMemory::builder()
+        .name(&name)
+        .size(8)
+        .create()
+        .unwrap()
+        .unlink();
+}
+
+// Windows: the same with `TerminateProcess`, and no tracker (the section
+// goes with its last handle).
+#[cfg(any(target_os = "linux", windows))]
+#[test]
+fn kill_9_of_a_program_with_a_tracked_name_leaves_nothing_in_dev_shm() {
+    let name = unique_name("kill9");
+    let mut helper = start_helper("hold", &name);
+    wait_ready(&name);
+    helper.kill().unwrap(); // SIGKILL
+    helper.wait().unwrap();
+    #[cfg(target_os = "linux")]
+    assert!(
+        within(30, || !in_dev_shm(&name)),
+        "{name} outlived its SIGKILLed creator"
+    );
+    assert!(
+        within(30, || SharedMemory::open(&name)
+            .is_err_and(|e| e.kind() == ErrorKind::NotFound)),
+        "{name} still opens after its creator was killed"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn kill_9_of_a_program_with_an_untracked_name_leaves_it_for_the_caller() {
+    let name = unique_name("untracked");
+    let mut helper = start_helper("hold-untracked", &name);
+    wait_ready(&name);
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    // Nobody removes it: it stays (checked for a while, as a tracker
+    // would have needed at most a moment).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(in_dev_shm(&name));
+    let shm = SharedMemory::open(&name).unwrap();
+    let mut b = [0u8; 5];
+    shm.read_at(0, &mut b);
+    assert_eq!(&b, b"ready");
+    shm.unlink();
+    assert!(within(10, || !in_dev_shm(&name)));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_tracked_name_made_by_a_child_goes_when_the_child_ends() {
+    fn make(name: String) {
+        let shm = SharedMemory::builder()
+            .name(&name)
+            .size(64)
+            .create()
+            .unwrap();
+        shm.write_at(0, b"child's");
+    }
+    fn make_untracked(name: String) {
+        let shm = SharedMemory::builder()
+            .name(&name)
+            .size(64)
+            .track(false)
+            .create()
+            .unwrap();
+        shm.write_at(0, b"child's");
+    }
+    let tracked = unique_name("child");
+    Process::spawn(make, tracked.clone())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(
+        within(30, || !in_dev_shm(&tracked)),
+        "{tracked} outlived the child that made it"
+    );
+    let untracked = unique_name("child-untracked");
+    Process::spawn(make_untracked, untracked.clone())
+        .unwrap()
+        .join()
+        .unwrap();
+    let shm = SharedMemory::open(&untracked).unwrap();
+    assert_eq!(&shm.to_vec()[..7], b"child's");
+    shm.unlink();
+}
+
+/// Python's `SharedMemory(name=…)` and ours are the same object, both
+/// ways. Runs only where `python3` is (the point of the test is interop,
+/// which needs Python).
+#[cfg(target_os = "linux")]
+#[test]
+fn python_and_rust_open_each_others_named_blocks() {
+    let python = |script: &str| {
+        std::process::Command::new("python3")
+            .args(["-c", script])
+            .output()
+    };
+    match python("import multiprocessing.shared_memory") {
+        Ok(out) if out.status.success() => {}
+        _ => {
+            println!("SKIPPED python interop: no python3 with multiprocessing.shared_memory");
+            return;
+        }
+    }
+    // Python creates; Rust opens, reads and unlinks. Python's tracker
+    // would remove the name when the script ends: unregister it there.
+    let from_py = unique_name("py");
+    let out = python(&format!(
+        "from multiprocessing import shared_memory, resource_tracker\n\
+         m = shared_memory.SharedMemory(name='{from_py}', create=True, size=100)\n\
+         m.buf[:9] = b'from py!!'\n\
+         resource_tracker.unregister(m._name, 'shared_memory')\n\
+         m.close()\n"
+    ))
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shm = SharedMemory::open(&from_py).unwrap();
+    assert_eq!(shm.len(), 100);
+    assert_eq!(&shm.to_vec()[..9], b"from py!!");
+    shm.unlink();
+    assert!(!in_dev_shm(&from_py));
+
+    // Rust creates; Python opens by name and writes back.
+    let from_rust = unique_name("rs");
+    let shm = SharedMemory::builder()
+        .name(&from_rust)
+        .size(100)
+        .create()
+        .unwrap();
+    shm.write_at(0, b"from rust");
+    let out = python(&format!(
+        "from multiprocessing import shared_memory, resource_tracker\n\
+         m = shared_memory.SharedMemory(name='{from_rust}')\n\
+         resource_tracker.unregister(m._name, 'shared_memory')\n\
+         assert bytes(m.buf[:9]) == b'from rust', bytes(m.buf[:9])\n\
+         m.buf[10:17] = b'py here'\n\
+         m.close()\n"
+    ))
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(&shm.to_vec()[10..17], b"py here");
+    shm.unlink();
+}

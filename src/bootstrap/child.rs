@@ -31,6 +31,9 @@ pub(crate) fn worker_name() -> Option<&'static str> {
 
 /// See [`crate::init`].
 pub(crate) fn init() {
+    // A shared-memory tracker whose load-time constructor did not run (it
+    // normally never reaches `main`): be the tracker, never the program.
+    sys::run_shm_tracker_if_asked();
     let Some(marker) = std::env::var_os(MARKER) else {
         sys::note_identity();
         READY.store(true, std::sync::atomic::Ordering::Release);

@@ -39,7 +39,7 @@ mod memory;
 mod value;
 
 pub use array::SharedArray;
-pub use memory::SharedMemory;
+pub use memory::{SharedMemory, SharedMemoryBuilder};
 pub use value::SharedValue;
 
 /// Refuses, at compile time, types a segment cannot hold: zero-sized ones

@@ -16,7 +16,8 @@ pub(crate) use windows::*;
 mod exe;
 pub(crate) use exe::{note_identity, worker_exe};
 
-// Shared-memory objects: `sys::shm::{Map, Locator, is_no_space}`.
+// Shared-memory objects: `sys::shm::{Map, Locator, is_no_space, track,
+// untrack}`; the tracker of named objects (Unix).
 mod futex;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "shm_linux.rs"]
@@ -28,6 +29,16 @@ pub(crate) mod shm;
 #[path = "shm_windows.rs"]
 pub(crate) mod shm;
 mod shm_name;
+pub(crate) use shm_name::user_name as shm_user_name;
+#[cfg(unix)]
+mod shm_tracker;
+/// Turns this process into a shared-memory tracker if it was started as one
+/// (then never returns); for `init()`.
+#[cfg(unix)]
+pub(crate) use shm_tracker::run_if_asked as run_shm_tracker_if_asked;
+/// Nothing to do: Windows frees a section with its last handle.
+#[cfg(windows)]
+pub(crate) fn run_shm_tracker_if_asked() {}
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod sigbus;
 #[cfg(windows)]

@@ -23,6 +23,15 @@
 //!
 //! The cost: a locator works only while the process that issued it holds
 //! the segment.
+//!
+//! Named objects (`SharedMemory::builder().name(..)`, Python's
+//! `SharedMemory(name=…)`) are the files `/dev/shm/<name>`, exactly what
+//! glibc's `shm_open` opens, so Python and C programs see the same object.
+//! They are created `O_EXCL`, mode 0600, with their space reserved as
+//! above; an opener maps the file's real size (`fstat`), so nothing is
+//! mapped past its end, and registers with the `SIGBUS` guard like every
+//! other mapping. Their names outlive every process unless removed: that
+//! is the tracker's job (`shm_tracker.rs`).
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -102,7 +111,81 @@ impl Map {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         reserve(&file, len)?;
         let meta = file.metadata()?;
-        Map::from_file(file, len, &meta)
+        Map::from_file(file, len, &meta, true)
+    }
+
+    /// Creates the named object `/dev/shm/<name>` (`name` checked by
+    /// `shm_name::user_name`), zero-filled, `len > 0` bytes, mode 0600,
+    /// its space reserved. `AlreadyExists` when the name is taken.
+    pub(crate) fn create_named(name: &str, len: usize) -> io::Result<Map> {
+        let path = named_path(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(&path)?;
+        let sized = (|| {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            reserve(&file, len)?;
+            file.metadata()
+        })();
+        match sized {
+            Ok(meta) => Map::from_file(file, len, &meta, true),
+            Err(e) => {
+                // Ours (just created, `O_EXCL`): nobody else may see a
+                // half-made object under the name.
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps the named object `/dev/shm/<name>`, whatever made it, all of
+    /// its current size. `NotFound` when there is no such name,
+    /// `InvalidData` when it is no regular file or is empty (a creator
+    /// that has not sized it yet).
+    pub(crate) fn open_named(name: &str) -> io::Result<Map> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(named_path(name))?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a shared-memory object (no regular file)",
+            ));
+        }
+        let len = usize::try_from(meta.size())
+            .ok()
+            .filter(|&l| l <= isize::MAX as usize)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "too large to map"))?;
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the object is empty (its creator may not have sized it yet)",
+            ));
+        }
+        // No MAP_POPULATE: a foreign object may be sparse, and populating
+        // would allocate all of it now.
+        Map::from_file(file, len, &meta, false)
+    }
+
+    /// Removes `name` if it still names this mapping's object (the same
+    /// file: another program may have unlinked ours and created its own
+    /// under the name since). Gone already is fine.
+    pub(crate) fn remove_name(&self, name: &str) -> io::Result<()> {
+        let path = named_path(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.dev() == self.loc.dev && m.ino() == self.loc.ino => {
+                ok_if_gone(std::fs::remove_file(&path))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => ok_if_gone(Err(e)),
+        }
     }
 
     /// Maps the segment that `loc` names, which must be exactly `len` bytes.
@@ -124,10 +207,13 @@ impl Map {
             .open(&path)?;
         let meta = file.metadata()?;
         check(&meta, loc, len)?;
-        Map::from_file(file, len, &meta)
+        Map::from_file(file, len, &meta, true)
     }
 
-    fn from_file(file: File, len: usize, meta: &Metadata) -> io::Result<Map> {
+    fn from_file(file: File, len: usize, meta: &Metadata, populate: bool) -> io::Result<Map> {
+        // Populate: one pass of page-table fills now instead of a fault per
+        // 4 KiB page on first touch (when the space was reserved).
+        let populate = if populate { libc::MAP_POPULATE } else { 0 };
         // SAFETY: a fresh shared read-write mapping of an fd we own; the
         // kernel picks the address, so no existing memory is affected.
         let ptr = unsafe {
@@ -135,10 +221,7 @@ impl Map {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                // Populate: one pass of page-table fills now instead of a
-                // fault per 4 KiB page on first touch (the space itself was
-                // reserved by the creator).
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED | populate,
                 file.as_raw_fd(),
                 0,
             )
@@ -209,6 +292,27 @@ impl Drop for Map {
         self.unlink();
     }
 }
+
+/// Where glibc's `shm_open` keeps `name`.
+fn named_path(name: &str) -> String {
+    format!("/dev/shm/{name}")
+}
+
+fn ok_if_gone(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes the named object `name` (the tracker's clean-up, in a process
+/// that holds no mapping to compare with). Gone already is fine.
+pub(crate) fn unlink_named(name: &str) -> io::Result<()> {
+    ok_if_gone(std::fs::remove_file(named_path(name)))
+}
+
+/// Tracks the names of named objects this process creates (`shm_tracker.rs`).
+pub(crate) use super::shm_tracker::{track, untrack};
 
 /// `true` when `e` means the shared-memory space is full.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {

@@ -7,6 +7,12 @@
 //! `Drop`, so its name stays until reboot (macOS). Linux has no such gap
 //! (see `shm_linux.rs`).
 //!
+//! Named objects a caller chooses (`SharedMemory::builder().name(..)`) are
+//! POSIX shm names `/<name>` too, created `O_EXCL` (0600) and left to the
+//! caller or the tracker (`shm_tracker.rs`) to remove; an opener maps the
+//! object's size as `fstat` reports it (page-rounded on macOS, as Python
+//! sees it there).
+//!
 //! Known defects of `shared_memory` handled here: `Shmem` is not `Send`
 //! (wrapped below); on macOS the size an opener sees is rounded up to whole
 //! pages (the caller passes the real size, and only a mapping *smaller*
@@ -85,6 +91,48 @@ impl Map {
         ))
     }
 
+    /// Creates the named object `/<name>` (checked by
+    /// `shm_name::user_name`), zero-filled, `len > 0` bytes.
+    /// `AlreadyExists` when the name is taken. The name stays until
+    /// [`Map::remove_name`] or [`unlink_named`] removes it.
+    pub(crate) fn create_named(name: &str, len: usize) -> io::Result<Map> {
+        let os_id = format!("/{name}");
+        match ShmemConf::new().size(len).os_id(&os_id).create() {
+            Ok(mut shmem) => {
+                shmem.set_owner(false);
+                Ok(Map::new(shmem, len, os_id))
+            }
+            Err(ShmemError::MappingIdExists) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the shared-memory name exists",
+            )),
+            Err(e) => Err(to_io(e)),
+        }
+    }
+
+    /// Maps the named object `/<name>`, whatever made it, all of its size.
+    pub(crate) fn open_named(name: &str) -> io::Result<Map> {
+        let mut shmem = ShmemConf::new()
+            .os_id(format!("/{name}"))
+            .open()
+            .map_err(to_io)?;
+        shmem.set_owner(false);
+        let len = shmem.len();
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the object is empty (its creator may not have sized it yet)",
+            ));
+        }
+        Ok(Map::new(shmem, len, format!("/{name}")))
+    }
+
+    /// Removes `name`. (macOS cannot tell whether it still names this
+    /// mapping's object; gone already is fine.)
+    pub(crate) fn remove_name(&self, name: &str) -> io::Result<()> {
+        unlink_named(name)
+    }
+
     /// Maps the object `loc` names, which must be at least `len` bytes.
     pub(crate) fn open(loc: &Locator, len: usize) -> io::Result<Map> {
         if !shm_name::is_valid_name(&loc.name) {
@@ -155,6 +203,22 @@ fn remove_name(shmem: &mut Shmem, name: &str) {
         unsafe { libc::shm_unlink(name.as_ptr()) };
     }
 }
+
+/// Removes the named object `/<name>`. Gone already is fine.
+pub(crate) fn unlink_named(name: &str) -> io::Result<()> {
+    let name = std::ffi::CString::new(format!("/{name}")).map_err(io::Error::other)?;
+    // SAFETY: a valid C string.
+    if unsafe { libc::shm_unlink(name.as_ptr()) } == 0 {
+        return Ok(());
+    }
+    match io::Error::last_os_error() {
+        e if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Tracks the names of named objects this process creates (`shm_tracker.rs`).
+pub(crate) use super::shm_tracker::{track, untrack};
 
 /// `true` when `e` means the shared-memory space is full.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {

@@ -22,6 +22,13 @@
 //!   than that is refused.
 //! - `unlink` closes this process's section handle; the name stays until
 //!   every view and handle is gone (Windows has no early unlink).
+//! - Named sections a caller chooses (`SharedMemory::builder().name(..)`):
+//!   `Local\<name>`, where Python's `SharedMemory(name=…)` puts them too
+//!   (an unprefixed name lands in the session's `Local\` namespace), with
+//!   the same DACL; `ERROR_ALREADY_EXISTS` is `AlreadyExists`. Windows
+//!   frees them with the last handle like the others, so there is nothing
+//!   to track: `track`/`untrack` do nothing, and removing a name does
+//!   nothing either (Python's `unlink()` does nothing on Windows).
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -87,6 +94,58 @@ unsafe impl Sync for Map {}
 impl Map {
     /// Creates a zero-filled segment of `len` bytes (`len > 0`).
     pub(crate) fn create(len: usize) -> io::Result<Map> {
+        for _ in 0..8 {
+            let loc = Locator {
+                name: shm_name::random_name()?,
+            };
+            match Map::create_section(len, loc) {
+                // Someone else's object (128 random bits: not by chance).
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => return other,
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free shared-memory name",
+        ))
+    }
+
+    /// Creates the named section `Local\<name>` (`name` checked by
+    /// `shm_name::user_name`), zero-filled, `len > 0` bytes.
+    /// `AlreadyExists` when the name is taken.
+    pub(crate) fn create_named(name: &str, len: usize) -> io::Result<Map> {
+        Map::create_section(
+            len,
+            Locator {
+                name: format!("/{name}"),
+            },
+        )
+    }
+
+    /// Maps the named section `Local\<name>`, whatever made it, all of it
+    /// (its size rounded up to pages, as Python sees it too).
+    pub(crate) fn open_named(name: &str) -> io::Result<Map> {
+        let loc = Locator {
+            name: format!("/{name}"),
+        };
+        let os_name = wide(&loc.os_name());
+        // SAFETY: `os_name` is NUL-terminated and outlives the call.
+        let h = unsafe { OpenFileMappingW(FILE_MAP_ALL_ACCESS, 0, os_name.as_ptr()) };
+        if h.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Map::view(h, None, loc)
+    }
+
+    /// Does nothing: Windows removes a section's name with its last handle
+    /// (Python's `unlink()` does nothing there either).
+    pub(crate) fn remove_name(&self, _name: &str) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// A new paging-file section named after `loc`; `AlreadyExists` (and
+    /// nothing opened) when the name is taken.
+    fn create_section(len: usize, loc: Locator) -> io::Result<Map> {
         let size = u64::try_from(len).map_err(|_| no_space())?;
         let sa = owner_only().ok_or_else(|| {
             io::Error::new(
@@ -94,39 +153,32 @@ impl Map {
                 "cannot build an owner-only security descriptor",
             )
         })?;
-        for _ in 0..8 {
-            let loc = Locator {
-                name: shm_name::random_name()?,
-            };
-            let os_name = wide(&loc.os_name());
-            // SAFETY: `sa` and `os_name` (NUL-terminated) outlive the call;
-            // INVALID_HANDLE_VALUE asks for a paging-file section.
-            let h = unsafe {
-                CreateFileMappingW(
-                    INVALID_HANDLE_VALUE,
-                    &sa,
-                    PAGE_READWRITE,
-                    (size >> 32) as u32,
-                    size as u32,
-                    os_name.as_ptr(),
-                )
-            };
-            if h.is_null() {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: no preconditions; read right after the call it reports on.
-            if unsafe { GetLastError() } == ERROR_ALREADY_EXISTS {
-                // Someone else's object (128 random bits: not by chance).
-                // SAFETY: `h` is ours and closed once.
-                unsafe { CloseHandle(h) };
-                continue;
-            }
-            return Map::view(h, len, loc);
+        let os_name = wide(&loc.os_name());
+        // SAFETY: `sa` and `os_name` (NUL-terminated) outlive the call;
+        // INVALID_HANDLE_VALUE asks for a paging-file section.
+        let h = unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                &sa,
+                PAGE_READWRITE,
+                (size >> 32) as u32,
+                size as u32,
+                os_name.as_ptr(),
+            )
+        };
+        if h.is_null() {
+            return Err(io::Error::last_os_error());
         }
-        Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "no free shared-memory name",
-        ))
+        // SAFETY: no preconditions; read right after the call it reports on.
+        if unsafe { GetLastError() } == ERROR_ALREADY_EXISTS {
+            // SAFETY: `h` is ours and closed once.
+            unsafe { CloseHandle(h) };
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the shared-memory name exists",
+            ));
+        }
+        Map::view(h, Some(len), loc)
     }
 
     /// Maps the object `loc` names, which must be at least `len` bytes.
@@ -143,12 +195,13 @@ impl Map {
         if h.is_null() {
             return Err(io::Error::last_os_error());
         }
-        Map::view(h, len, loc.clone())
+        Map::view(h, Some(len), loc.clone())
     }
 
     /// Maps all of section `h` (owned; closed on failure) and checks that
-    /// it has at least `len` bytes.
-    fn view(h: HANDLE, len: usize, loc: Locator) -> io::Result<Map> {
+    /// it has at least `len` bytes; without `len`, the map is as long as
+    /// the view.
+    fn view(h: HANDLE, len: Option<usize>, loc: Locator) -> io::Result<Map> {
         let fail = |h: HANDLE, e: io::Error| {
             // SAFETY: `h` is owned by this function and closed once.
             unsafe { CloseHandle(h) };
@@ -171,6 +224,7 @@ impl Map {
                 std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
             )
         };
+        let len = len.unwrap_or(info.RegionSize);
         if got == 0 || info.RegionSize < len {
             // SAFETY: the view mapped above, unmapped once.
             unsafe { UnmapViewOfFile(view) };
@@ -237,6 +291,14 @@ impl Drop for Map {
         self.unlink();
     }
 }
+
+/// Nothing to track on Windows (see the module docs).
+pub(crate) fn track(_name: &str) -> io::Result<()> {
+    Ok(())
+}
+
+/// Nothing to track on Windows (see the module docs).
+pub(crate) fn untrack(_name: &str) {}
 
 /// `true` when `e` means the shared-memory space is full.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
