@@ -40,7 +40,9 @@ pub(crate) enum Next {
 /// Produces a job's tasks, lazily (so an endless iterator works).
 pub(crate) trait Source: Send {
     /// Writes the next task frame into `frame` (cleared first), packing
-    /// items until it holds about `soft` bytes, never more than `hard`.
+    /// items until it holds about `soft` bytes, never more than `hard`
+    /// unless one item alone is larger: then that item is the frame's only
+    /// one, and the frame is streamed.
     fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next;
 }
 
@@ -149,16 +151,10 @@ where
             }
             if frame.len() > hard {
                 if count == 0 {
-                    return Next::Failed(Error::new(
-                        ErrorKind::Codec,
-                        format!(
-                            "item {} is {} bytes, over the pool's frame limit of {} bytes; \
-                             raise PoolBuilder::ring_bytes or pass bulk data in a ShmVec",
-                            self.next_index,
-                            frame.len() - at,
-                            hard - TaskHeader::LEN
-                        ),
-                    ));
+                    // Over a frame alone: it goes alone, streamed
+                    // (`Worker::send_long`).
+                    count = 1;
+                    break;
                 }
                 frame.truncate(at);
                 self.peeked = Some(item);
