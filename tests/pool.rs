@@ -1632,6 +1632,7 @@ fn a_panic_on_a_long_item_names_it() {
 }
 
 /// 64 MiB, after saying which worker it runs in.
+#[cfg(unix)]
 fn long_result_after_flag(flag: SharedValue<u32>) -> ByteBuf {
     flag.set(std::process::id());
     ByteBuf::from(vec![9u8; 64 * MIB])
