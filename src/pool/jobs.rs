@@ -658,3 +658,35 @@ impl std::hash::BuildHasher for JobIds {
         JobIdHasher::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(source: &mut dyn Source, hard: usize) -> Vec<(u64, u64, usize)> {
+        let mut frame = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match source.next(&mut frame, 1, hard, hard) {
+                Next::Task { first, count } => out.push((first, count, frame.len())),
+                Next::Done => return out,
+                _ => panic!("unexpected"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_item_over_the_frame_limit_goes_alone_and_splits_its_chunk() {
+        let hard = 1000;
+        let items = vec![vec![1u8; 10], vec![2; 5000], vec![3; 10], vec![4; 10]];
+        let mut source = IterSource::new(items.into_iter(), 4, TaskRef::from_words([0; 3]));
+        let got = counts(&mut source, hard);
+        // Items 0, then 1 alone (over the limit: streamed), then 2 and 3.
+        assert_eq!(
+            got.iter().map(|&(f, c, _)| (f, c)).collect::<Vec<_>>(),
+            [(0, 1), (1, 1), (2, 2)]
+        );
+        assert!(got[0].2 <= hard && got[2].2 <= hard);
+        assert!(got[1].2 > hard);
+    }
+}
