@@ -45,6 +45,11 @@ The other benches start one child per run (not per iteration):
         ``Pool(1)`` (``--workers``) created once: the round trip of one small
         task to a worker that is already running.
 
+    python3 benches/peers.py pool_apply_big --n 67108864 --serve
+        One iteration: ``pool.apply(echo, (blob,))`` of one ``bytes`` of
+        ``--n`` bytes on a ``Pool(1)`` created once: argument and result
+        each that size.
+
 The Rust bench divides each iteration's time by the operations in it (one-way
 messages, items, calls), so ``--n`` may differ from the Rust side's count.
 """
@@ -149,6 +154,33 @@ class PoolApply:
         self.pool.join()
 
 
+def echo(b):
+    """The task of ``pool_apply_big``."""
+    return b
+
+
+class PoolApplyBig:
+    """One iteration: ``pool.apply(echo, (blob,))`` of one ``bytes`` of ``n``
+    bytes, checked; the pool of ``workers`` processes starts once."""
+
+    def __init__(self, ctx, n, workers):
+        self.blob = bytes(i // 4096 % 256 for i in range(0, n, 4096)) * 4096
+        self.blob = self.blob[:n]
+        self.pool = ctx.Pool(workers)
+
+    def once(self):
+        t0 = time.perf_counter()
+        out = self.pool.apply(echo, (self.blob,))
+        elapsed = time.perf_counter() - t0
+        if out != self.blob:
+            raise RuntimeError("pool.apply returned other bytes")
+        return elapsed
+
+    def close(self):
+        self.pool.close()
+        self.pool.join()
+
+
 class PipePingPong:
     """One iteration: ``n`` round trips of an 8-byte message over a
     ``Pipe()`` to a child that echoes it (the child starts once)."""
@@ -246,9 +278,10 @@ BENCHES = {
     "queue_throughput": QueueThroughput,
     "pool_map": PoolMap,
     "pool_apply": PoolApply,
+    "pool_apply_big": PoolApplyBig,
 }
 # Benches whose constructor also takes ``--workers``.
-POOLED = {"pool_map", "pool_apply"}
+POOLED = {"pool_map", "pool_apply", "pool_apply_big"}
 
 
 def emit(obj):
@@ -261,10 +294,10 @@ def main(argv=None):
     ap.add_argument("bench", choices=sorted(BENCHES))
     ap.add_argument("--n", type=int, default=1,
                     help="processes (spawn_join), round trips (pipe_pingpong) "
-                         "items (queue_throughput, pool_map) or calls (pool_apply) "
+                         "items (queue_throughput, pool_map), calls (pool_apply) or bytes (pool_apply_big) "
                          "per iteration")
     ap.add_argument("--workers", type=int, default=None,
-                    help="pool processes (pool_map: 2, pool_apply: 1)")
+                    help="pool processes (pool_map: 2, pool_apply and pool_apply_big: 1)")
     ap.add_argument("--method", choices=["fork", "spawn", "forkserver"], default="fork")
     ap.add_argument("--iters", type=int, default=30, help="timed iterations (batch mode)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")

@@ -99,7 +99,7 @@ fn main() {
 
     // PEERS_ONLY=apply,map runs only the groups whose name contains one of
     // the comma-separated words (spawn, pipe, queue, zero-copy, compute, map,
-    // apply).
+    // apply, apply big).
     let only = std::env::var("PEERS_ONLY").unwrap_or_default();
     let want = |group: &str| {
         only.is_empty()
@@ -136,6 +136,9 @@ fn main() {
     if want("apply") {
         apply_round_trip(&mut table, &cfg);
     }
+    if want("apply big") {
+        apply_big(&mut table, &cfg);
+    }
     table.print();
     println!();
     let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);
@@ -144,6 +147,9 @@ fn main() {
     });
     rate_lines(&table, &zc_metric(cfg.zc_len), "GB/s", gbps);
     rate_lines(&table, &zc_into_metric(cfg.zc_len), "GB/s", gbps);
+    rate_lines(&table, APPLY_BIG_METRIC, "GB/s each way", |s| {
+        format!("{:.2}", APPLY_BIG_BYTES as f64 / s / 1e9)
+    });
     rate_lines(&table, &map_metric(cfg.map_items), "M items/s", |s| {
         format!("{:.2}", 1e-6 / s)
     });
@@ -1360,6 +1366,59 @@ fn apply_round_trip(table: &mut Table, cfg: &Config) {
         cfg.iters_apply,
         ours,
         vec![procspawn, python],
+    );
+}
+
+/// Bytes of the argument, and of the result, of the long `apply` row.
+const APPLY_BIG_BYTES: usize = 64 << 20;
+const APPLY_BIG_METRIC: &str = "Pool apply, one 64 MiB Vec<u8> argument and result, 1 worker";
+
+fn echo_bytes(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+/// `pool.apply(echo, v)` of a 64 MiB `Vec<u8>` (it streams through the
+/// default 1 MiB rings both ways) against Python's `pool.apply` of a 64 MiB
+/// `bytes`. Ours clones the argument before the clock starts (`apply`
+/// takes it by value); Python pickles it inside the call.
+fn apply_big(table: &mut Table, cfg: &Config) {
+    let ours = || match multiproc::Pool::new(APPLY_WORKERS) {
+        Ok(pool) => {
+            let arg: Vec<u8> = (0..APPLY_BIG_BYTES).map(|i| (i >> 12) as u8).collect();
+            Contender {
+                name: "multiproc".to_string(),
+                ops: 1,
+                run: Box::new(move || {
+                    let v = arg.clone();
+                    let t0 = Instant::now();
+                    let out = pool.apply(echo_bytes, v).map_err(|e| e.to_string())?;
+                    let took = t0.elapsed();
+                    if out != arg {
+                        return Err("apply returned other bytes".to_string());
+                    }
+                    Ok(took)
+                }),
+            }
+        }
+        Err(e) => Contender::unavailable("multiproc", format!("Pool::new: {e}")),
+    };
+    let python = PythonPeer::contender(
+        "Python Pool(1).apply",
+        &[
+            "pool_apply_big",
+            "--n",
+            &APPLY_BIG_BYTES.to_string(),
+            "--workers",
+            &APPLY_WORKERS.to_string(),
+        ],
+    );
+    table.side_by_side(
+        APPLY_BIG_METRIC,
+        "call",
+        cfg,
+        cfg.iters_apply.min(10),
+        ours,
+        vec![python],
     );
 }
 

@@ -104,6 +104,31 @@ fn large_arguments_and_results_cross() {
     assert!(out.iter().eq(big.iter().rev()));
 }
 
+/// 64 MiB each way (the handshake's ipc-channel carries the argument and
+/// the result; it has no frame limit of its own). A `ByteBuf`:
+/// unoptimised serde walks a `Vec<u8>` byte by byte.
+#[test]
+fn arguments_and_results_of_64_mib_cross() {
+    let big = serde_bytes::ByteBuf::from(
+        (0..64u32 << 20)
+            .step_by(4096)
+            .flat_map(|i| [(i >> 12) as u8; 4096])
+            .collect::<Vec<u8>>(),
+    );
+    assert_eq!(big.len(), 64 << 20);
+    let p = Process::spawn(
+        |mut v: serde_bytes::ByteBuf| {
+            v.reverse();
+            v
+        },
+        big.clone(),
+    )
+    .unwrap();
+    let out = p.join().unwrap();
+    assert_eq!(out.len(), big.len());
+    assert!(out.iter().eq(big.iter().rev()));
+}
+
 #[test]
 fn pid_name_and_current_process() {
     let p = Process::spawn(

@@ -169,8 +169,11 @@ impl PoolBuilder {
     }
 
     /// Bytes of each worker's task ring and result ring (default 1 MiB,
-    /// rounded up to a power of two). One encoded item or result may be at
-    /// most half of it.
+    /// rounded up to a power of two). Items and results of any size cross:
+    /// one encoded larger than half the ring streams through it in pieces
+    /// (a copy per piece each way), and an item that large goes alone and
+    /// waits until its worker has nothing else in flight. Larger rings
+    /// suit pools whose items are mostly that large.
     ///
     /// ```
     /// let b = multiproc::Pool::builder().ring_bytes(16 << 20);

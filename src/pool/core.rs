@@ -259,11 +259,7 @@ impl Core {
                 match self.drain_worker(Slot::Live(i)) {
                     Ok(moved) => any |= moved,
                     Err(e) => {
-                        let e = match &self.workers[i] {
-                            Some(w) => w.killed_for(e),
-                            None => e,
-                        };
-                        self.lose_worker(i, e, true);
+                        self.worker_failed(i, e);
                         any = true;
                     }
                 }
@@ -345,10 +341,34 @@ impl Core {
         Ok(any)
     }
 
-    /// Retired worker `r`'s rings failed: kill it; its work fails once it
-    /// is reaped.
+    /// Live worker `i`'s rings failed with `e`. If the worker has exited
+    /// (a ring that waited for it, for the rest of a long frame, asked its
+    /// `Process` and gave up: the ring calls that `PeerDied`, or
+    /// `Protocol` for a message cut off), it is buried as the health check
+    /// would have: `ProcessDied` with its exit status and the item it was
+    /// running. Else it is killed and its work fails once it is reaped.
+    fn worker_failed(&mut self, i: usize, e: Error) {
+        let Some(w) = &self.workers[i] else {
+            return;
+        };
+        if let Some(status) = w.process.exit_code() {
+            self.bury(i, status);
+            return;
+        }
+        let e = w.killed_for(e);
+        self.lose_worker(i, e, true);
+    }
+
+    /// Retired worker `r`'s rings failed: as [`worker_failed`](Self::worker_failed),
+    /// without a replacement.
     fn lose_retired(&mut self, r: usize, e: Error) {
         let w = self.retired.remove(r);
+        if let Some(status) = w.process.exit_code() {
+            let loss = death(&w, status, None);
+            self.fail_inflight(w, &loss);
+            self.settle_finished();
+            return;
+        }
         let e = w.killed_for(e);
         self.dying.push(w.kill(Loss::from_error(&e), true));
     }
@@ -387,8 +407,7 @@ impl Core {
             match w.flush_backlog() {
                 Ok(moved) => any |= moved,
                 Err(e) => {
-                    let e = w.killed_for(e);
-                    self.lose_worker(i, e, true);
+                    self.worker_failed(i, e);
                     any = true;
                 }
             }
@@ -431,11 +450,7 @@ impl Core {
                     return any;
                 };
                 if let Err(e) = self.send_one(id, wi) {
-                    let e = match &self.workers[wi] {
-                        Some(w) => w.killed_for(e),
-                        None => e,
-                    };
-                    self.lose_worker(wi, e, true);
+                    self.worker_failed(wi, e);
                 }
                 any = true;
             }
@@ -477,7 +492,14 @@ impl Core {
                 return Ok(());
             }
             Next::Task { first, count } => {
-                w.send(K_TASK, scratch)?;
+                if scratch.len() > hard {
+                    // One item over a frame: streamed when the worker can
+                    // take it. The buffer goes with it (no copy).
+                    let frame = std::mem::replace(scratch, Vec::with_capacity(SOFT_FRAME * 2));
+                    w.send_long(K_TASK, frame);
+                } else {
+                    w.send(K_TASK, scratch)?;
+                }
                 (first, count, false)
             }
             Next::Zc(ZcTask {

@@ -79,8 +79,8 @@ impl Worker {
         let segment = Arc::new(Segment::create(rings_len(cfg.ring_bytes))?);
         let (task_ring, result_ring) = rings_in(&segment, cfg.ring_bytes, true)?;
         let progress = ProgressLine::in_segment(&segment, cfg.ring_bytes)?;
-        let tasks = task_ring.producer()?;
-        let results = result_ring.consumer()?;
+        let mut tasks = task_ring.producer()?;
+        let mut results = result_ring.consumer()?;
         let args = WorkerArgs {
             rings: segment.handle(),
             ring_bytes: cfg.ring_bytes,
@@ -103,6 +103,13 @@ impl Worker {
             .env_remove_prefixes(cfg.strip_env)
             .spawn(worker_main, args)?;
         lifecycle!(debug, index, pid = process.pid(), "pool worker started");
+        // A ring that waits for this worker (a long frame on its way in or
+        // out) asks its `Process`, not the pid the worker wrote into the
+        // ring's header: that is the worker's claim, and the zombie of a
+        // killed worker still has that pid.
+        let alive = process.alive_check();
+        tasks.set_peer_check(alive.clone());
+        results.set_peer_check(alive);
         let now = Instant::now();
         Ok(Worker {
             index,
@@ -169,16 +176,53 @@ impl Worker {
         Ok(())
     }
 
+    /// Queues a frame over the task ring's largest: it is streamed once
+    /// the worker can take it ([`flush_backlog`](Self::flush_backlog)).
+    #[cold]
+    pub(crate) fn send_long(&mut self, kind: u8, frame: Vec<u8>) {
+        self.backlog.push_back((kind, frame));
+    }
+
+    /// Pushes the frames that did not fit before, in order, as far as they
+    /// fit now. `true` if any went out.
     pub(crate) fn flush_backlog(&mut self) -> Result<bool> {
         let mut any = false;
         while let Some((kind, frame)) = self.backlog.front() {
-            if !self.tasks.try_push(*kind, frame)? {
+            if frame.len() > self.tasks.max_payload() {
+                if !self.takes_long_frame() {
+                    break;
+                }
+                self.stream_front()?;
+            } else if !self.tasks.try_push(*kind, frame)? {
                 break;
             }
             self.backlog.pop_front();
             any = true;
         }
         Ok(any)
+    }
+
+    /// Whether a long task frame at the front of the backlog can be
+    /// streamed now: its task is the worker's only one in flight (so it
+    /// has written every result of the tasks before, and until it has
+    /// read this whole frame it only reads) and it said it is up. Then the
+    /// blocking push waits only for a worker that reads. Into a busy
+    /// worker it could wait for one that itself waits for us to drain its
+    /// results, and the driver, one thread, would never get there
+    /// (docs/ARCHITECTURE.md, Pool, "Frames").
+    fn takes_long_frame(&self) -> bool {
+        self.ready && self.inflight.len() <= 1
+    }
+
+    /// Streams the long frame at the front of the backlog, blocking until
+    /// its last piece is in the ring (the worker reads meanwhile) or the
+    /// worker is gone.
+    #[cold]
+    fn stream_front(&mut self) -> Result<()> {
+        if let Some((kind, frame)) = self.backlog.front() {
+            self.tasks.push_long(*kind, frame, None)?;
+        }
+        Ok(())
     }
 
     /// The slot `segment` is attached at in this worker, attaching it

@@ -40,7 +40,9 @@ pub(crate) enum Next {
 /// Produces a job's tasks, lazily (so an endless iterator works).
 pub(crate) trait Source: Send {
     /// Writes the next task frame into `frame` (cleared first), packing
-    /// items until it holds about `soft` bytes, never more than `hard`.
+    /// items until it holds about `soft` bytes, never more than `hard`
+    /// unless one item alone is larger: then that item is the frame's only
+    /// one, and the frame is streamed.
     fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next;
 }
 
@@ -149,16 +151,10 @@ where
             }
             if frame.len() > hard {
                 if count == 0 {
-                    return Next::Failed(Error::new(
-                        ErrorKind::Codec,
-                        format!(
-                            "item {} is {} bytes, over the pool's frame limit of {} bytes; \
-                             raise PoolBuilder::ring_bytes or pass bulk data in a ShmVec",
-                            self.next_index,
-                            frame.len() - at,
-                            hard - TaskHeader::LEN
-                        ),
-                    ));
+                    // Over a frame alone: it goes alone, streamed
+                    // (`Worker::send_long`).
+                    count = 1;
+                    break;
                 }
                 frame.truncate(at);
                 self.peeked = Some(item);
@@ -660,5 +656,37 @@ impl std::hash::BuildHasher for JobIds {
     type Hasher = JobIdHasher;
     fn build_hasher(&self) -> JobIdHasher {
         JobIdHasher::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(source: &mut dyn Source, hard: usize) -> Vec<(u64, u64, usize)> {
+        let mut frame = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match source.next(&mut frame, 1, hard, hard) {
+                Next::Task { first, count } => out.push((first, count, frame.len())),
+                Next::Done => return out,
+                _ => panic!("unexpected"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_item_over_the_frame_limit_goes_alone_and_splits_its_chunk() {
+        let hard = 1000;
+        let items = vec![vec![1u8; 10], vec![2; 5000], vec![3; 10], vec![4; 10]];
+        let mut source = IterSource::new(items.into_iter(), 4, TaskRef::from_words([0; 3]));
+        let got = counts(&mut source, hard);
+        // Items 0, then 1 alone (over the limit: streamed), then 2 and 3.
+        assert_eq!(
+            got.iter().map(|&(f, c, _)| (f, c)).collect::<Vec<_>>(),
+            [(0, 1), (1, 1), (2, 2)]
+        );
+        assert!(got[0].2 <= hard && got[2].2 <= hard);
+        assert!(got[1].2 > hard);
     }
 }

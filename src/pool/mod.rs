@@ -428,7 +428,7 @@ impl Pool {
     /// * [`ErrorKind::Timeout`]: a task ran past
     ///   [`PoolBuilder::task_timeout`].
     /// * [`ErrorKind::Codec`]: an item or result could not be encoded or
-    ///   exceeds the frame limit ([`PoolBuilder::ring_bytes`]).
+    ///   decoded (there is no size limit: a large one streams).
     /// * [`ErrorKind::InvalidState`]: the pool was closed or terminated.
     ///
     /// ```

@@ -11,6 +11,7 @@ use bytemuck::Pod;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::doorbell::Doorbell;
 use crate::error::{Error, ErrorKind, PanicInfo, Result};
 use crate::ring::Producer;
 use crate::segment::SegmentHandle;
@@ -381,6 +382,8 @@ pub(crate) struct Out<'a> {
     pub(crate) flush_at: usize,
     /// Where the trampoline says which item it starts.
     running: Running<'a>,
+    /// The pool's doorbell, rung before a long frame (`send_long`).
+    bell: &'a Doorbell,
 }
 
 impl<'a> Out<'a> {
@@ -392,6 +395,7 @@ impl<'a> Out<'a> {
         first: u64,
         flush_at: usize,
         running: Running<'a>,
+        bell: &'a Doorbell,
     ) -> Out<'a> {
         let mut out = Out {
             producer,
@@ -401,6 +405,7 @@ impl<'a> Out<'a> {
             count: 0,
             flush_at,
             running,
+            bell,
         };
         out.begin();
         out
@@ -424,28 +429,16 @@ impl<'a> Out<'a> {
             self.buf.truncate(at);
             return Err(ItemFailure::codec(0, "encoding the result", e));
         }
-        let item = self.buf.len() - at;
         let max = self.max_frame();
-        if ResultHeader::LEN + item > max {
-            self.buf.truncate(at);
-            return Err(ItemFailure {
-                offset: 0,
-                kind: ErrorKind::Codec,
-                message: format!(
-                    "a result of {item} bytes exceeds the pool's frame limit of {} bytes; \
-                     raise PoolBuilder::ring_bytes or return bulk data through a ShmVec",
-                    max - ResultHeader::LEN
-                ),
-                panic: None,
-            });
-        }
-        if self.buf.len() > max {
+        if self.buf.len() > max && ResultHeader::LEN + (self.buf.len() - at) <= max {
             // It fits alone, not after the ones before it: send those first.
             let bytes = self.buf.split_off(at);
             self.flush(0, 0)
                 .map_err(|e| ItemFailure::protocol(0, e.to_string()))?;
             self.buf.extend_from_slice(&bytes);
         }
+        // A result over a frame even alone goes out in the frame it ends,
+        // streamed (`flush`): no copy to take it apart from the ones before.
         self.count += 1;
         if self.buf.len() >= self.flush_at {
             self.flush(0, 0)
@@ -465,19 +458,29 @@ impl<'a> Out<'a> {
         };
         self.buf[..ResultHeader::LEN].copy_from_slice(&h.to_bytes());
         if self.buf.len() > self.producer.max_payload() {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                format!(
-                    "a result of {} bytes exceeds the pool's frame limit of {} bytes; \
-                     raise PoolBuilder::ring_bytes or return bulk data through a ShmVec",
-                    self.buf.len() - ResultHeader::LEN,
-                    self.producer.max_payload() - ResultHeader::LEN
-                ),
-            ));
+            self.send_long()?;
+        } else {
+            self.producer.push(R_RESULT, self.buf, None)?;
         }
-        self.producer.push(R_RESULT, self.buf, None)?;
         self.first += u64::from(self.count);
         self.begin();
+        Ok(())
+    }
+
+    /// Sends a frame over the ring's largest as a long message, in pieces
+    /// while the parent reads (docs/ARCHITECTURE.md, Pool, "Frames").
+    #[cold]
+    fn send_long(&mut self) -> Result<()> {
+        // The parent may be asleep on the doorbell, and the ring wakes only
+        // a reader parked on the ring: ring it now, so that the parent
+        // starts reading before the ring is full rather than at its next
+        // tick.
+        self.bell.ring();
+        self.producer.push_long(R_RESULT, self.buf, None)?;
+        // The buffer is reused for every later frame: give the long one's
+        // memory back.
+        self.buf.clear();
+        self.buf.shrink_to(2 * self.flush_at + 4096);
         Ok(())
     }
 }

@@ -221,7 +221,15 @@ fn serve(args: WorkerArgs) -> Result<()> {
                 let started = args.timing.then(Instant::now);
                 let running = Running::new(progress.running(), task_seq);
                 task_seq = task_seq.wrapping_add(1);
-                let mut out = Out::new(&mut results, &mut buf, h.job, h.first, flush_at, running);
+                let mut out = Out::new(
+                    &mut results,
+                    &mut buf,
+                    h.job,
+                    h.first,
+                    flush_at,
+                    running,
+                    &doorbell,
+                );
                 let outcome = match chunk_fns.get(h.task) {
                     Ok(run) => run(items, h.count, &mut out),
                     Err(e) => Err(ItemFailure::protocol(0, e.to_string())),
@@ -251,7 +259,15 @@ fn serve(args: WorkerArgs) -> Result<()> {
                     .get(h.task)
                     .map_err(|e| ItemFailure::protocol(0, e.to_string()))
                     .and_then(|run| run(span(h.input)?, span(h.output)?, h.first, h.count));
-                let mut out = Out::new(&mut results, &mut buf, h.job, h.first, flush_at, running);
+                let mut out = Out::new(
+                    &mut results,
+                    &mut buf,
+                    h.job,
+                    h.first,
+                    flush_at,
+                    running,
+                    &doorbell,
+                );
                 finish(&mut out, h.first, outcome, started)?;
             }
             K_ATTACH => {

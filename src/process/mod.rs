@@ -474,6 +474,17 @@ impl<R: DeserializeOwned> Process<R> {
         }
     }
 
+    /// A check that answers `true` while the child has not ended, from
+    /// any thread, for as long as it is kept (the crate's rings ask it
+    /// while they wait for this child). It asks the OS about this very
+    /// child (and reaps it once it ended, as [`exit_code`](Process::exit_code)
+    /// does), so a zombie counts as ended and a reused pid is never
+    /// mistaken for it.
+    pub(crate) fn alive_check(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let cell = Arc::clone(&self.waiter.cell);
+        Arc::new(move || cell.poll_exit().is_none())
+    }
+
     /// [`join_timeout`](Process::join_timeout) for the crate's own pollers:
     /// `Ok(None)` while the child runs.
     pub(crate) fn poll_join(&mut self, timeout: Duration) -> Result<Option<R>> {
