@@ -978,10 +978,12 @@ fn pipe_segment_name(c: &multiproc::Connection) -> String {
     )
 }
 
-/// Ring layout (src/ring.rs): a 384-byte header (consumer head at 128),
-/// then the data; a pipe's second ring follows the first.
+/// Pipe layout (src/pipe/): the holder tables of both ends (2176 bytes),
+/// then the rings. Ring layout (src/ring/): a 384-byte header (consumer
+/// head at 128), then the data; a pipe's second ring follows the first.
+const PIPE_HEADER: usize = 2176;
 const RING_HEADER: usize = 384;
-const PIPE_RING: usize = RING_HEADER + (1 << 20);
+const PIPE_RING: usize = PIPE_HEADER + RING_HEADER + (1 << 20);
 const HEAD: usize = 128;
 
 /// A peer process that writes `(offset, u64)` pairs into a segment.
@@ -1001,7 +1003,7 @@ fn row08_a_peer_writing_a_bad_frame_length_is_a_protocol_error() {
         // a length of ~4 GiB.
         let word = 0xFFFF_FFF0u64 | 2 << 32 | 0x80_0000 << 40;
         let name = pipe_segment_name(&a);
-        Process::spawn(scribble, (name, vec![(RING_HEADER, word)]))
+        Process::spawn(scribble, (name, vec![(PIPE_HEADER + RING_HEADER, word)]))
             .unwrap()
             .join()
             .unwrap();

@@ -69,6 +69,9 @@ in_place! {
 /// Where the first ring starts (64-aligned).
 pub(crate) const HEADER_BYTES: usize = std::mem::size_of::<PipeHeader>().next_multiple_of(64);
 
+// The layout is part of what `tests/faults.rs` forges as a peer.
+const _: () = assert!(HEADER_BYTES == 2176);
+
 /// Who holds an end, as the other side sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Holders {
