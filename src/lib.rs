@@ -7,6 +7,7 @@ mod cluster;
 mod codec;
 mod error;
 mod exit_status;
+mod manager;
 mod panic;
 mod participants;
 mod pipe;
@@ -32,6 +33,7 @@ pub use bytemuck::{Pod, Zeroable};
 pub use cluster::{Cluster, ClusterBuilder, ClusterTiming};
 pub use error::{Error, ErrorKind, PanicInfo, Result};
 pub use exit_status::ExitStatus;
+pub use manager::{Dict, List, Manager, Namespace};
 pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
     pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WithChunksize,
