@@ -85,6 +85,9 @@ impl<K, V> Dict<K, V> {
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {
     /// The value of `key`, if any (Python's `d.get(k)`).
     ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -101,6 +104,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Sets `key` to `value` (Python's `d[k] = v`); returns the value it
     /// replaced, as `HashMap::insert` does.
+    ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
     ///
     /// ```
     /// fn main() {
@@ -125,6 +131,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Removes `key`; `true` if it was there (Python's `del d[k]`, which
     /// raises `KeyError` where this answers `false`).
+    ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
     ///
     /// ```
     /// fn main() {
@@ -151,6 +160,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// Removes `key` and returns its value, if it was there (Python's
     /// `d.pop(k, None)`).
     ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -174,6 +186,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     }
 
     /// `true` if `key` is there (Python's `k in d`).
+    ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
     ///
     /// ```
     /// fn main() {
@@ -199,6 +214,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// The number of entries (Python's `len(d)`).
     ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -217,6 +235,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// `true` if the dict has no entries (Python's `not d`).
     ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -229,6 +250,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     }
 
     /// The keys, in no particular order (Python's `list(d.keys())`).
+    ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
     ///
     /// ```
     /// fn main() {
@@ -251,6 +275,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     }
 
     /// The values, in no particular order (Python's `list(d.values())`).
+    ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
     ///
     /// ```
     /// fn main() {
@@ -275,6 +302,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// The entries, in no particular order (Python's `list(d.items())`),
     /// taken at one instant.
     ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -295,6 +325,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Sets every pair, in one atomic operation (Python's
     /// `d.update(pairs)`).
+    ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
     ///
     /// ```
     /// fn main() {
@@ -328,6 +361,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// The value of `key`, inserting `default` first if there is none
     /// (Python's `d.setdefault(k, default)`), atomically.
     ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -351,6 +387,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Removes every entry (Python's `d.clear()`).
     ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -368,6 +407,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// A copy of the whole dict, taken at one instant (Python's
     /// `d.copy()`).
+    ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
     ///
     /// ```
     /// fn main() {
@@ -396,6 +438,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// process changed the entry since it was read, `f` runs again on
     /// the newer value. So `f` may run more than once; keep it free of
     /// side effects.
+    ///
+    /// # Errors
+    /// As every call of [`Dict`](crate::Dict#errors).
     ///
     /// ```
     /// use multiproc::{Dict, Manager, Process};

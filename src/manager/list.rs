@@ -83,6 +83,9 @@ fn index(i: usize) -> u64 {
 impl<T: Serialize + DeserializeOwned> List<T> {
     /// Appends `value` (Python's `l.append(v)`).
     ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -106,6 +109,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Removes and returns the last item, if any (Python's `l.pop()`,
     /// which raises `IndexError` where this answers `None`).
+    ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
     ///
     /// ```
     /// fn main() {
@@ -153,6 +159,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// The item at `index`, or `None` past the end (Python's `l[i]`, which
     /// raises `IndexError` there).
+    ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
     ///
     /// ```
     /// fn main() {
@@ -210,6 +219,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// The number of items (Python's `len(l)`).
     ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -227,6 +239,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// `true` if the list has no items (Python's `not l`).
     ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -240,6 +255,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Appends every item, in one atomic operation (Python's
     /// `l.extend(items)`).
+    ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
     ///
     /// ```
     /// fn main() {
@@ -273,6 +291,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// `true` if there was one (Python's `l.remove(v)`, which raises
     /// `ValueError` where this answers `false`).
     ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -297,6 +318,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// A copy of the whole list, taken at one instant (Python's `l[:]`).
     ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -316,6 +340,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     }
 
     /// Removes every item (Python's `l.clear()`).
+    ///
+    /// # Errors
+    /// As every call of [`List`](crate::List#errors).
     ///
     /// ```
     /// fn main() {

@@ -69,6 +69,9 @@ impl Namespace {
 
     /// Sets field `name` to `value` (Python's `ns.name = value`).
     ///
+    /// # Errors
+    /// As every call of [`Namespace`](crate::Namespace#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -93,6 +96,9 @@ impl Namespace {
     /// Field `name` read as a `T`, or `None` if it is not set (Python's
     /// `ns.name`, which raises `AttributeError` there).
     ///
+    /// # Errors
+    /// As every call of [`Namespace`](crate::Namespace#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -106,6 +112,9 @@ impl Namespace {
     }
 
     /// Removes field `name`; `true` if it was set (Python's `del ns.name`).
+    ///
+    /// # Errors
+    /// As every call of [`Namespace`](crate::Namespace#errors).
     ///
     /// ```
     /// fn main() {
@@ -131,6 +140,9 @@ impl Namespace {
 
     /// `true` if field `name` is set (Python's `hasattr(ns, name)`).
     ///
+    /// # Errors
+    /// As every call of [`Namespace`](crate::Namespace#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -155,6 +167,9 @@ impl Namespace {
     /// The names of the fields set, in no particular order (Python's
     /// `vars(ns)`'s keys).
     ///
+    /// # Errors
+    /// As every call of [`Namespace`](crate::Namespace#errors).
+    ///
     /// ```
     /// fn main() {
     ///     multiproc::init();
@@ -176,6 +191,9 @@ impl Namespace {
     /// Atomically replaces field `name` by `f(current)` read as a `T`, and
     /// returns the new value; as [`Dict::update_with`](crate::Dict::update_with)
     /// (`None` in: not set; `None` out: remove it).
+    ///
+    /// # Errors
+    /// As every call of [`Namespace`](crate::Namespace#errors).
     ///
     /// ```
     /// fn main() {
