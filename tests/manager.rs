@@ -357,7 +357,6 @@ fn steady((d, me, n): (Dict<String, u64>, u32, u64)) {
     }
 }
 
-#[cfg(unix)]
 #[test]
 fn clients_killed_midway_leave_consistent_data_and_others_running() {
     common::watchdog(WATCHDOG, || {
