@@ -50,6 +50,15 @@ The other benches start one child per run (not per iteration):
         ``--n`` bytes on a ``Pool(1)`` created once: argument and result
         each that size.
 
+    python3 benches/peers.py manager_dict --n 500 --serve
+        One iteration: ``--n`` times ``d["k"] = i`` then ``d["k"]`` on a
+        ``Manager().dict()`` (manager started once): 2 × ``--n`` round trips.
+
+    python3 benches/peers.py manager_incr --n 250 --serve
+        One iteration: 4 processes each do ``--n`` times
+        ``with lock: d["c"] = d.get("c", 0) + 1`` on a ``Manager().dict()``
+        and ``Manager().Lock()``; the total is checked.
+
 The Rust bench divides each iteration's time by the operations in it (one-way
 messages, items, calls), so ``--n`` may differ from the Rust side's count.
 """
@@ -260,6 +269,55 @@ class QueueThroughput:
         self.child.join()
 
 
+class ManagerDict:
+    def __init__(self, ctx, n):
+        self.n = n
+        self.manager = ctx.Manager()
+        self.d = self.manager.dict()
+
+    def once(self):
+        d = self.d
+        t0 = time.perf_counter()
+        for i in range(self.n):
+            d["k"] = i
+            d["k"]
+        return time.perf_counter() - t0
+
+    def close(self):
+        self.manager.shutdown()
+
+
+def _incr(d, lock, n):
+    for _ in range(n):
+        with lock:
+            d["c"] = d.get("c", 0) + 1
+
+
+class ManagerIncr:
+    def __init__(self, ctx, n):
+        self.ctx, self.n = ctx, n
+        self.manager = ctx.Manager()
+        self.d = self.manager.dict()
+        self.lock = self.manager.Lock()
+
+    def once(self):
+        self.d["c"] = 0
+        t0 = time.perf_counter()
+        procs = [self.ctx.Process(target=_incr, args=(self.d, self.lock, self.n))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        elapsed = time.perf_counter() - t0
+        if self.d["c"] != 4 * self.n:
+            raise RuntimeError("lost increments")
+        return elapsed
+
+    def close(self):
+        self.manager.shutdown()
+
+
 class SpawnJoin:
     def __init__(self, ctx, n):
         self.ctx, self.n = ctx, n
@@ -279,6 +337,8 @@ BENCHES = {
     "pool_map": PoolMap,
     "pool_apply": PoolApply,
     "pool_apply_big": PoolApplyBig,
+    "manager_dict": ManagerDict,
+    "manager_incr": ManagerIncr,
 }
 # Benches whose constructor also takes ``--workers``.
 POOLED = {"pool_map", "pool_apply", "pool_apply_big"}

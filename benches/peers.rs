@@ -99,7 +99,7 @@ fn main() {
 
     // PEERS_ONLY=apply,map runs only the groups whose name contains one of
     // the comma-separated words (spawn, pipe, queue, zero-copy, compute, map,
-    // apply, apply big).
+    // apply, apply big, manager).
     let only = std::env::var("PEERS_ONLY").unwrap_or_default();
     let want = |group: &str| {
         only.is_empty()
@@ -138,6 +138,10 @@ fn main() {
     }
     if want("apply big") {
         apply_big(&mut table, &cfg);
+    }
+    if want("manager") {
+        manager_dict(&mut table, &cfg);
+        manager_increments(&mut table, &cfg);
     }
     table.print();
     println!();
@@ -205,6 +209,97 @@ struct Config {
 // ------------------------------------------------------------------ rows
 
 /// The task every contender runs: returns at once.
+const MANAGER_DICT_METRIC: &str = "Manager dict set/get round trip";
+const MANAGER_INCR_METRIC: &str = "Manager dict, 4 processes incrementing one key (incl. spawns)";
+/// Round trips per iteration of the dict row: multiproc, Python.
+const MANAGER_OPS: u64 = 20_000;
+const MANAGER_OPS_PEER: u64 = 500;
+/// Increments per process per iteration of the increments row.
+const MANAGER_INCRS: u64 = 10_000;
+const MANAGER_INCRS_PEER: u64 = 250;
+
+fn manager_dict(table: &mut Table, cfg: &Config) {
+    let ours = || {
+        let dict = multiproc::Manager::new().and_then(|m| Ok((m.dict::<String, u64>()?, m)));
+        match dict {
+            Ok((d, m)) => {
+                let key = "k".to_string();
+                Contender::try_timed("multiproc", move || {
+                    let _keep = &m;
+                    for i in 0..MANAGER_OPS / 2 {
+                        d.insert(&key, &i).map_err(|e| e.to_string())?;
+                        d.get(&key).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            }
+            Err(e) => Contender::unavailable("multiproc", e.to_string()),
+        }
+        .per_iteration(MANAGER_OPS)
+    };
+    let python = PythonPeer::contender(
+        "Python Manager().dict()",
+        &["manager_dict", "--n", &(MANAGER_OPS_PEER / 2).to_string()],
+    )
+    .per_iteration(MANAGER_OPS_PEER);
+    table.side_by_side(
+        MANAGER_DICT_METRIC,
+        "operation",
+        cfg,
+        cfg.iters_apply,
+        ours,
+        vec![python],
+    );
+}
+
+fn manager_increment((d, n): (multiproc::Dict<String, u64>, u64)) {
+    let key = "c".to_string();
+    for _ in 0..n {
+        d.update_with(&key, |c| Some(c.unwrap_or(0) + 1)).unwrap();
+    }
+}
+
+fn manager_increments(table: &mut Table, cfg: &Config) {
+    let ours = || {
+        let dict = multiproc::Manager::new().and_then(|m| Ok((m.dict::<String, u64>()?, m)));
+        match dict {
+            Ok((d, m)) => Contender::try_timed("multiproc", move || {
+                let _keep = &m;
+                let key = "c".to_string();
+                d.insert(&key, &0).map_err(|e| e.to_string())?;
+                let workers = (0..4)
+                    .map(|_| {
+                        multiproc::Process::spawn(manager_increment, (d.clone(), MANAGER_INCRS))
+                    })
+                    .collect::<multiproc::Result<Vec<_>>>()
+                    .map_err(|e| e.to_string())?;
+                for w in workers {
+                    w.join().map_err(|e| e.to_string())?;
+                }
+                match d.get(&key).map_err(|e| e.to_string())? {
+                    Some(n) if n == 4 * MANAGER_INCRS => Ok(()),
+                    n => Err(format!("lost increments: {n:?}")),
+                }
+            }),
+            Err(e) => Contender::unavailable("multiproc", e.to_string()),
+        }
+        .per_iteration(4 * MANAGER_INCRS)
+    };
+    let python = PythonPeer::contender(
+        "Python Manager dict + Lock",
+        &["manager_incr", "--n", &MANAGER_INCRS_PEER.to_string()],
+    )
+    .per_iteration(4 * MANAGER_INCRS_PEER);
+    table.side_by_side(
+        MANAGER_INCR_METRIC,
+        "increment",
+        cfg,
+        cfg.iters_apply,
+        ours,
+        vec![python],
+    );
+}
+
 fn one(_: ()) -> u64 {
     1
 }

@@ -11,6 +11,7 @@ mod cluster;
 mod codec;
 mod error;
 mod exit_status;
+mod manager;
 mod panic;
 mod participants;
 mod pipe;
@@ -38,6 +39,7 @@ pub use error::{Error, ErrorKind, PanicInfo, Result};
 pub use exit_status::ExitStatus;
 #[cfg(feature = "tracing")]
 pub use logging::{log_to_stderr, LOG_TARGET};
+pub use manager::{Dict, List, Manager, Namespace};
 pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
     pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WithChunksize,

@@ -1,6 +1,7 @@
 //! The pool's doorbell: one futex word that every worker rings after it
 //! publishes a result, so the parent can sleep on one word while it waits
-//! for any of N result rings.
+//! for any of N result rings. The manager's server sleeps on one the same
+//! way, rung by its clients after each request (`src/manager/`).
 //!
 //! Dekker-style, like the ring's own parking: the parent announces itself
 //! (`sleeping += 1`, SeqCst fence), re-checks its rings, then sleeps on

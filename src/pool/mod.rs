@@ -19,7 +19,7 @@ mod callbacks;
 mod chunked;
 pub use self::chunked::WithChunksize;
 mod core;
-mod doorbell;
+pub(crate) mod doorbell;
 mod driver;
 mod handle;
 mod health;

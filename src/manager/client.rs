@@ -1,0 +1,264 @@
+//! A process's link to one manager: its own pipe to the server, opened
+//! at its first call, and the round trip every proxy operation makes.
+//!
+//! One link per manager per process (proxies that arrive in a process
+//! find the link already there through `LINKS`), so a process holds one
+//! pipe per manager however many proxies it has. Its threads take turns
+//! on it: a request and its reply happen under one lock, so replies never
+//! cross.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::server::Registration;
+use super::wire::{Reader, Writer, STATUS_OK, STATUS_REFUSED};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipe::{pipe, Connection};
+use crate::pool::doorbell::Doorbell;
+use crate::queue::Queue;
+use crate::segment::SegmentHandle;
+use crate::sync::Event;
+use crate::sys;
+use crate::wait::LIVENESS_PERIOD;
+
+/// What a process needs to reach a manager, in every process.
+pub(crate) struct Link {
+    uid: u64,
+    server_pid: u32,
+    registry: Queue<Registration>,
+    bell: Doorbell,
+    stopped: Event,
+    chan: Mutex<Chan>,
+}
+
+enum Chan {
+    /// No call yet from this process.
+    Unopened,
+    Open {
+        conn: Connection,
+        request: Vec<u8>,
+        reply: Vec<u8>,
+    },
+    /// The server died: every later call fails at once, with this.
+    Dead,
+}
+
+/// The links this process has, by manager (weak: the proxies own them).
+static LINKS: Mutex<Vec<Weak<Link>>> = Mutex::new(Vec::new());
+
+/// The wire form of a link: what another process opens it from.
+type Wire = (u64, u32, Queue<Registration>, SegmentHandle, Event);
+
+impl Link {
+    pub(crate) fn new(
+        uid: u64,
+        server_pid: u32,
+        registry: Queue<Registration>,
+        bell: Doorbell,
+        stopped: Event,
+    ) -> Arc<Link> {
+        let link = Arc::new(Link {
+            uid,
+            server_pid,
+            registry,
+            bell,
+            stopped,
+            chan: Mutex::new(Chan::Unopened),
+        });
+        let mut links = LINKS.lock().unwrap_or_else(|p| p.into_inner());
+        links.retain(|w| w.strong_count() > 0);
+        links.push(Arc::downgrade(&link));
+        link
+    }
+
+    pub(crate) fn server_pid(&self) -> u32 {
+        self.server_pid
+    }
+
+    /// Marks the manager shut down for every process (the owner's
+    /// `shutdown`) and wakes the server to see it.
+    pub(crate) fn stop(&self) {
+        self.stopped.set();
+        self.bell.ring_always();
+    }
+
+    fn shut_down(call: &str) -> Error {
+        Error::new(
+            ErrorKind::ShutDown,
+            format!("{call}: the manager was shut down (Manager::shutdown or its drop)"),
+        )
+    }
+
+    fn died(&self, call: &str) -> Error {
+        Error::new(
+            ErrorKind::PeerDied,
+            format!("{call}: the manager process (pid {}) died", self.server_pid),
+        )
+        .with_pid(self.server_pid)
+    }
+
+    /// A failure of the pipe, as the caller should see it.
+    fn broken(&self, call: &str, e: Error) -> Error {
+        if self.stopped.is_set() {
+            return Link::shut_down(call);
+        }
+        match e.kind() {
+            ErrorKind::PeerDied | ErrorKind::Disconnected => self.died(call),
+            _ => {
+                let detail = e.to_string();
+                e.with_context(format!("{call}: the link to the manager broke: {detail}"))
+            }
+        }
+    }
+
+    /// Waits until `conn` has a message, checking between slices that the
+    /// server lives and the manager was not shut down.
+    fn wait_reply(&self, conn: &Connection, call: &str) -> Result<()> {
+        loop {
+            match conn.poll(LIVENESS_PERIOD) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => return Err(self.broken(call, e)),
+            }
+            if self.stopped.is_set() {
+                return Err(Link::shut_down(call));
+            }
+            if !sys::process_alive(self.server_pid) {
+                return Err(self.died(call));
+            }
+        }
+    }
+
+    /// This process's pipe to the server: created, handed over through
+    /// the registration queue, and acknowledged.
+    fn open(&self, call: &str) -> Result<Connection> {
+        let (mine, theirs) = pipe(true)?;
+        self.registry
+            .put(&(std::process::id(), theirs.clone()))
+            .map_err(|e| self.broken(call, e))?;
+        self.bell.ring();
+        // `theirs` is held until the server has opened its copy (its
+        // acknowledgement says so): a handle sent through a queue counts
+        // from when the receiver opens it.
+        self.wait_reply(&mine, call)?;
+        let ack = mine.recv_bytes().map_err(|e| self.broken(call, e))?;
+        drop(theirs);
+        if ack != [STATUS_OK] {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("{call}: the manager's acknowledgement was not one"),
+            ));
+        }
+        Ok(mine)
+    }
+
+    /// One round trip: `build` writes the request, `parse` reads the
+    /// reply's fields. A refusal becomes an `InvalidState` error.
+    pub(crate) fn call<R>(
+        &self,
+        call: &str,
+        build: impl FnOnce(&mut Writer<'_>) -> Result<()>,
+        parse: impl FnOnce(&mut Reader<'_>) -> Result<R>,
+    ) -> Result<R> {
+        if self.stopped.is_set() {
+            return Err(Link::shut_down(call));
+        }
+        let mut chan = self.chan.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*chan, Chan::Unopened) {
+            let conn = self.open(call).inspect_err(|e| {
+                if e.kind() == ErrorKind::PeerDied {
+                    *chan = Chan::Dead;
+                }
+            })?;
+            *chan = Chan::Open {
+                conn,
+                request: Vec::new(),
+                reply: Vec::new(),
+            };
+        }
+        let Chan::Open {
+            conn,
+            request,
+            reply,
+        } = &mut *chan
+        else {
+            return Err(self.died(call));
+        };
+        request.clear();
+        build(&mut Writer(request)).map_err(|e| in_call(e, call))?;
+        let sent = conn
+            .send_bytes(request)
+            .map_err(|e| self.broken(call, e))
+            .and_then(|()| {
+                self.bell.ring();
+                self.wait_reply(conn, call)?;
+                conn.recv_bytes_into(reply)
+                    .map_err(|e| self.broken(call, e))
+            });
+        if let Err(e) = sent {
+            // No reply will ever come on this pipe: a later call must not
+            // read this one's.
+            if !self.stopped.is_set() {
+                *chan = Chan::Dead;
+            }
+            return Err(e);
+        }
+        let mut r = Reader::new(reply);
+        match r.u8().map_err(|e| in_call(e, call))? {
+            STATUS_OK => {}
+            STATUS_REFUSED => {
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    format!("{call}: {}", String::from_utf8_lossy(&reply[1..])),
+                ))
+            }
+            s => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{call}: a manager reply with status {s}"),
+                ))
+            }
+        }
+        let out = parse(&mut r).map_err(|e| in_call(e, call))?;
+        r.end().map_err(|e| in_call(e, call))?;
+        Ok(out)
+    }
+}
+
+fn in_call(e: Error, call: &str) -> Error {
+    let detail = e.to_string();
+    e.with_context(format!("{call}: {detail}"))
+}
+
+impl Serialize for Link {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (
+            self.uid,
+            self.server_pid,
+            &self.registry,
+            self.bell.handle(),
+            &self.stopped,
+        )
+            .serialize(s)
+    }
+}
+
+/// Opens a link from its wire form, or finds the one this process has.
+pub(crate) fn deserialize_link<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Arc<Link>, D::Error> {
+    let (uid, server_pid, registry, bell, stopped) = Wire::deserialize(d)?;
+    {
+        let links = LINKS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = links
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|l| l.uid == uid)
+        {
+            return Ok(link);
+        }
+    }
+    let bell = Doorbell::open(&bell).map_err(serde::de::Error::custom)?;
+    Ok(Link::new(uid, server_pid, registry, bell, stopped))
+}

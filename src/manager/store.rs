@@ -1,0 +1,425 @@
+//! What the manager's server holds, and how it answers one request.
+//!
+//! Objects are dicts (`HashMap<key bytes, Entry>`) and lists
+//! (`Vec<Entry>`) of postcard bytes; the server never decodes them. Each
+//! entry carries a version drawn from one counter that only grows, so a
+//! version names one write of one entry for the manager's lifetime: a
+//! compare-and-set on it cannot be fooled by a remove and re-insert, or
+//! (in a list) by other entries shifting into the index.
+//!
+//! A request is parsed whole before anything changes: a frame that breaks
+//! off midway changes nothing, so every operation is all or nothing.
+
+use std::collections::HashMap;
+
+use super::wire::{op, Reader, Writer, STATUS_OK, STATUS_REFUSED};
+use crate::error::Result;
+
+struct Entry {
+    version: u64,
+    value: Vec<u8>,
+}
+
+enum Object {
+    Dict(HashMap<Vec<u8>, Entry>),
+    List(Vec<Entry>),
+}
+
+/// Every object of one manager.
+#[derive(Default)]
+pub(crate) struct Store {
+    objects: HashMap<u64, Object>,
+    last_id: u64,
+    last_version: u64,
+}
+
+/// Starts a reply that refuses the request, with a reason for the client.
+fn refuse(reply: &mut Vec<u8>, why: &str) {
+    reply.clear();
+    reply.push(STATUS_REFUSED);
+    reply.extend_from_slice(why.as_bytes());
+}
+
+fn out_of_range(reply: &mut Vec<u8>, index: u64, len: usize) {
+    refuse(
+        reply,
+        &format!("index {index} is out of range for a list of {len}"),
+    );
+}
+
+/// An entry's version and value (`flag | version | bytes`), or flag 0.
+fn entry_out(w: &mut Writer<'_>, e: Option<&Entry>) -> Result<()> {
+    match e {
+        None => {
+            w.u8(0);
+        }
+        Some(e) => {
+            w.u8(1).u64(e.version).bytes(&e.value)?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Answers one request into `reply`. `Err` only for a frame that
+    /// breaks the protocol (the server then drops that client); a request
+    /// that is well formed but cannot be done (an index out of range, a
+    /// list operation on a dict) gets a refusal in `reply`.
+    pub(crate) fn handle(&mut self, req: &[u8], reply: &mut Vec<u8>) -> Result<()> {
+        reply.clear();
+        reply.push(STATUS_OK);
+        let mut r = Reader::new(req);
+        let code = r.u8()?;
+        let id = r.u64()?;
+        if code == op::NEW_DICT || code == op::NEW_LIST {
+            r.end()?;
+            self.last_id += 1;
+            let object = if code == op::NEW_DICT {
+                Object::Dict(HashMap::new())
+            } else {
+                Object::List(Vec::new())
+            };
+            self.objects.insert(self.last_id, object);
+            Writer(reply).u64(self.last_id);
+            return Ok(());
+        }
+        let Store {
+            objects,
+            last_version,
+            ..
+        } = self;
+        let mut next_version = || {
+            *last_version += 1;
+            *last_version
+        };
+        match objects.get_mut(&id) {
+            None => {
+                refuse(reply, &format!("the manager holds no object {id}"));
+                Ok(())
+            }
+            Some(Object::Dict(d)) => dict_op(d, code, r, reply, &mut next_version),
+            Some(Object::List(l)) => list_op(l, code, r, reply, &mut next_version),
+        }
+    }
+}
+
+fn dict_op(
+    d: &mut HashMap<Vec<u8>, Entry>,
+    code: u8,
+    mut r: Reader<'_>,
+    reply: &mut Vec<u8>,
+    next_version: &mut impl FnMut() -> u64,
+) -> Result<()> {
+    let mut w = Writer(reply);
+    match code {
+        op::D_GET => {
+            let key = r.bytes()?;
+            r.end()?;
+            entry_out(&mut w, d.get(key))?;
+        }
+        op::D_INSERT | op::D_SET | op::D_SETDEFAULT => {
+            let key = r.bytes()?;
+            let value = r.bytes()?;
+            r.end()?;
+            if code == op::D_SETDEFAULT {
+                let e = d.entry(key.to_vec()).or_insert_with(|| Entry {
+                    version: next_version(),
+                    value: value.to_vec(),
+                });
+                w.bytes(&e.value)?;
+            } else {
+                let new = Entry {
+                    version: next_version(),
+                    value: value.to_vec(),
+                };
+                let old = d.insert(key.to_vec(), new);
+                if code == op::D_INSERT {
+                    w.opt_bytes(old.as_ref().map(|e| &e.value[..]))?;
+                }
+            }
+        }
+        op::D_POP | op::D_REMOVE | op::D_CONTAINS => {
+            let key = r.bytes()?;
+            r.end()?;
+            match code {
+                op::D_POP => {
+                    let old = d.remove(key);
+                    w.opt_bytes(old.as_ref().map(|e| &e.value[..]))?;
+                }
+                op::D_REMOVE => {
+                    w.u8(u8::from(d.remove(key).is_some()));
+                }
+                _ => {
+                    w.u8(u8::from(d.contains_key(key)));
+                }
+            }
+        }
+        op::D_LEN | op::D_KEYS | op::D_VALUES | op::D_ITEMS | op::D_CLEAR => {
+            r.end()?;
+            match code {
+                op::D_LEN => {
+                    w.u64(d.len() as u64);
+                }
+                op::D_CLEAR => d.clear(),
+                _ => {
+                    w.u64(d.len() as u64);
+                    for (k, e) in d.iter() {
+                        if code != op::D_VALUES {
+                            w.bytes(k)?;
+                        }
+                        if code != op::D_KEYS {
+                            w.bytes(&e.value)?;
+                        }
+                    }
+                }
+            }
+        }
+        op::D_UPDATE => {
+            let n = r.count(8)?;
+            let mut pairs = Vec::with_capacity(n);
+            for _ in 0..n {
+                pairs.push((r.bytes()?, r.bytes()?));
+            }
+            r.end()?;
+            for (k, v) in pairs {
+                let e = Entry {
+                    version: next_version(),
+                    value: v.to_vec(),
+                };
+                d.insert(k.to_vec(), e);
+            }
+        }
+        op::D_CAS => {
+            let key = r.bytes()?;
+            let expected = r.u64()?;
+            let value = r.opt_bytes()?;
+            r.end()?;
+            let current = d.get(key).map_or(0, |e| e.version);
+            if current == expected {
+                match value {
+                    Some(v) => {
+                        let version = next_version();
+                        d.insert(
+                            key.to_vec(),
+                            Entry {
+                                version,
+                                value: v.to_vec(),
+                            },
+                        );
+                    }
+                    None => {
+                        d.remove(key);
+                    }
+                }
+                w.u8(1);
+            } else {
+                w.u8(0);
+                entry_out(&mut w, d.get(key))?;
+            }
+        }
+        _ => refuse(reply, &format!("operation {code} is not one of a dict")),
+    }
+    Ok(())
+}
+
+fn index(r: &mut Reader<'_>) -> Result<u64> {
+    r.u64()
+}
+
+/// `Some(i)` if `i < len` (or `<= len` where `end_ok`).
+fn checked(i: u64, len: usize, end_ok: bool) -> Option<usize> {
+    let i = usize::try_from(i).ok()?;
+    (i < len || (end_ok && i == len)).then_some(i)
+}
+
+fn list_op(
+    l: &mut Vec<Entry>,
+    code: u8,
+    mut r: Reader<'_>,
+    reply: &mut Vec<u8>,
+    next_version: &mut impl FnMut() -> u64,
+) -> Result<()> {
+    let mut w = Writer(reply);
+    match code {
+        op::L_PUSH => {
+            let value = r.bytes()?;
+            r.end()?;
+            l.push(Entry {
+                version: next_version(),
+                value: value.to_vec(),
+            });
+        }
+        op::L_POP => {
+            r.end()?;
+            let last = l.pop();
+            w.opt_bytes(last.as_ref().map(|e| &e.value[..]))?;
+        }
+        op::L_INSERT | op::L_SET => {
+            let i = index(&mut r)?;
+            let value = r.bytes()?;
+            r.end()?;
+            let Some(at) = checked(i, l.len(), code == op::L_INSERT) else {
+                out_of_range(reply, i, l.len());
+                return Ok(());
+            };
+            let e = Entry {
+                version: next_version(),
+                value: value.to_vec(),
+            };
+            if code == op::L_INSERT {
+                l.insert(at, e);
+            } else {
+                l[at] = e;
+            }
+        }
+        op::L_GET => {
+            let i = index(&mut r)?;
+            r.end()?;
+            let e = checked(i, l.len(), false).map(|at| &l[at]);
+            entry_out(&mut w, e)?;
+        }
+        op::L_LEN | op::L_SNAPSHOT | op::L_CLEAR => {
+            r.end()?;
+            match code {
+                op::L_LEN => {
+                    w.u64(l.len() as u64);
+                }
+                op::L_CLEAR => l.clear(),
+                _ => {
+                    w.u64(l.len() as u64);
+                    for e in l.iter() {
+                        w.bytes(&e.value)?;
+                    }
+                }
+            }
+        }
+        op::L_EXTEND => {
+            let n = r.count(4)?;
+            let mut values = Vec::with_capacity(n);
+            for _ in 0..n {
+                values.push(r.bytes()?);
+            }
+            r.end()?;
+            for v in values {
+                l.push(Entry {
+                    version: next_version(),
+                    value: v.to_vec(),
+                });
+            }
+        }
+        op::L_REMOVE => {
+            let value = r.bytes()?;
+            r.end()?;
+            let found = l.iter().position(|e| e.value == value);
+            if let Some(at) = found {
+                l.remove(at);
+            }
+            w.u8(u8::from(found.is_some()));
+        }
+        op::L_CAS => {
+            let i = index(&mut r)?;
+            let expected = r.u64()?;
+            let value = r.bytes()?;
+            r.end()?;
+            let Some(at) = checked(i, l.len(), false) else {
+                out_of_range(reply, i, l.len());
+                return Ok(());
+            };
+            if l[at].version == expected {
+                l[at] = Entry {
+                    version: next_version(),
+                    value: value.to_vec(),
+                };
+                w.u8(1);
+            } else {
+                w.u8(0);
+                entry_out(&mut w, Some(&l[at]))?;
+            }
+        }
+        _ => refuse(reply, &format!("operation {code} is not one of a list")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(store: &mut Store, build: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
+        let mut req = Vec::new();
+        build(&mut Writer(&mut req));
+        let mut reply = Vec::new();
+        store.handle(&req, &mut reply).unwrap();
+        reply
+    }
+
+    #[test]
+    fn a_compare_and_set_on_a_stale_version_changes_nothing() {
+        let mut s = Store::default();
+        let id = call(&mut s, |w| {
+            w.u8(op::NEW_DICT).u64(0);
+        });
+        let id = Reader::new(&id[1..]).u64().unwrap();
+        call(&mut s, |w| {
+            w.u8(op::D_SET)
+                .u64(id)
+                .bytes(b"k")
+                .unwrap()
+                .bytes(b"1")
+                .unwrap();
+        });
+        let got = call(&mut s, |w| {
+            w.u8(op::D_GET).u64(id).bytes(b"k").unwrap();
+        });
+        let mut r = Reader::new(&got[1..]);
+        assert!(r.bool().unwrap());
+        let v = r.u64().unwrap();
+        // Removed and re-inserted with the same bytes: a new version.
+        call(&mut s, |w| {
+            w.u8(op::D_REMOVE).u64(id).bytes(b"k").unwrap();
+        });
+        call(&mut s, |w| {
+            w.u8(op::D_SET)
+                .u64(id)
+                .bytes(b"k")
+                .unwrap()
+                .bytes(b"1")
+                .unwrap();
+        });
+        let cas = call(&mut s, |w| {
+            w.u8(op::D_CAS)
+                .u64(id)
+                .bytes(b"k")
+                .unwrap()
+                .u64(v)
+                .opt_bytes(Some(b"2"))
+                .unwrap();
+        });
+        assert_eq!(cas[1], 0, "stale version must conflict");
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_a_protocol_error_and_changes_nothing() {
+        let mut s = Store::default();
+        let id = call(&mut s, |w| {
+            w.u8(op::NEW_LIST).u64(0);
+        });
+        let id = Reader::new(&id[1..]).u64().unwrap();
+        let mut req = Vec::new();
+        Writer(&mut req)
+            .u8(op::L_EXTEND)
+            .u64(id)
+            .u64(2)
+            .bytes(b"a")
+            .unwrap()
+            .bytes(b"b")
+            .unwrap();
+        req.pop();
+        let mut reply = Vec::new();
+        assert!(s.handle(&req, &mut reply).is_err());
+        let len = call(&mut s, |w| {
+            w.u8(op::L_LEN).u64(id);
+        });
+        assert_eq!(Reader::new(&len[1..]).u64().unwrap(), 0);
+    }
+}
