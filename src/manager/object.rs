@@ -19,7 +19,7 @@ use super::wire::op;
 use super::Handle;
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
-use crate::task::{conjure, type_name_of, Entry, RunKind, TaskRef, TaskType};
+use crate::task::{conjure, type_name_of, Entry, RunKind, TaskKey, TaskRef, TaskType};
 
 /// A constructor's trampoline: encoded arguments in, the object and its
 /// type's name out.
@@ -174,6 +174,34 @@ where
     postcard::to_stdvec(&out).map_err(|e| Error::codec("the method's result", e))
 }
 
+/// The wire name of constructor `init`, tagged with `key`. Fails to
+/// compile if `F` captures anything.
+pub(super) fn constructor_name<F, A, T>(_init: &F, key: TaskKey) -> TaskRef
+where
+    F: Fn(A) -> T + 'static,
+    A: DeserializeOwned + 'static,
+    T: 'static,
+{
+    #[allow(clippy::let_unit_value)]
+    let () = TaskType::<F>::CHECK;
+    TaskRef::of_entry(NewDesc::<F, A, T>::ENTRY, key)
+}
+
+/// The wire name of `method` of `T`, tagged with `key`. Fails to compile
+/// if `M` captures anything.
+pub(super) fn method_name<M, T, Sig>(_method: &M, key: TaskKey) -> TaskRef
+where
+    M: Method<T, Sig> + 'static,
+    M::Args: DeserializeOwned,
+    M::Output: Serialize,
+    T: 'static,
+    Sig: 'static,
+{
+    #[allow(clippy::let_unit_value)]
+    let () = TaskType::<M>::CHECK;
+    TaskRef::of_entry(CallDesc::<M, T, Sig>::ENTRY, key)
+}
+
 /// A `T` held by a [`Manager`](crate::Manager): the object lives in the
 /// manager's server process, and every method runs there (Python's
 /// `BaseManager.register('Counter', Counter)`, then `m.Counter(5)` and
@@ -281,10 +309,7 @@ impl<T: 'static> Managed<T> {
         F: Fn(A) -> T + 'static,
         A: Serialize + DeserializeOwned + 'static,
     {
-        #[allow(clippy::let_unit_value)]
-        let () = TaskType::<F>::CHECK;
-        let _ = init;
-        let task = TaskRef::of_entry(NewDesc::<F, A, T>::ENTRY, handle.link.key());
+        let task = constructor_name(&init, handle.link.key());
         let id = handle.call(
             "Manager::object",
             op::NEW_OBJECT,
@@ -336,10 +361,7 @@ impl<T: 'static> Managed<T> {
         M::Output: Serialize + DeserializeOwned,
         Sig: 'static,
     {
-        #[allow(clippy::let_unit_value)]
-        let () = TaskType::<M>::CHECK;
-        let _ = method;
-        let task = TaskRef::of_entry(CallDesc::<M, T, Sig>::ENTRY, self.handle.link.key());
+        let task = method_name(&method, self.handle.link.key());
         self.handle.call(
             "Managed::call",
             op::O_CALL,

@@ -437,6 +437,9 @@ fn list_op(
 mod tests {
     use super::*;
 
+    use crate::manager::object::{constructor_name, method_name};
+    use crate::task::TaskRef;
+
     const KEY: TaskKey = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
 
     fn call(store: &mut Store, build: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
@@ -515,5 +518,123 @@ mod tests {
             w.u8(op::L_LEN).u64(id);
         });
         assert_eq!(Reader::new(&len[1..]).u64().unwrap(), 0);
+    }
+
+    struct Cell(u32);
+
+    fn make(n: u32) -> Cell {
+        Cell(n)
+    }
+
+    fn bump(c: &mut Cell, by: u32) -> u32 {
+        c.0 += by;
+        c.0
+    }
+
+    fn new_cell(s: &mut Store, task: TaskRef) -> Vec<u8> {
+        call(s, |w| {
+            w.u8(op::NEW_OBJECT).u64(0).task(task).value(&1u32).unwrap();
+        })
+    }
+
+    fn bump_cell(s: &mut Store, id: u64, task: TaskRef) -> Vec<u8> {
+        call(s, |w| {
+            w.u8(op::O_CALL).u64(id).task(task).value(&2u32).unwrap();
+        })
+    }
+
+    /// The error kind a `STATUS_FAILED` reply reports.
+    fn failure(reply: &[u8]) -> ErrorKind {
+        assert_eq!(reply[0], STATUS_FAILED);
+        postcard::from_bytes::<(ErrorKind, String, Option<crate::PanicInfo>)>(&reply[1..])
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn forged_or_foreign_names_are_refused_and_never_run() {
+        let mut s = Store::new(KEY);
+        let ctor = constructor_name(&make, KEY);
+        let method = method_name(&bump, KEY);
+        let reply = new_cell(&mut s, ctor);
+        assert_eq!(reply[0], STATUS_OK);
+        let id = Reader::new(&reply[1..]).u64().unwrap();
+
+        let forged = TaskRef::from_words([0x1000, 0xdead_beef, 0x1234_5678]);
+        let other_key = method_name(&bump, [1, 2]);
+        for bad in [forged, other_key] {
+            assert_eq!(failure(&new_cell(&mut s, bad)), ErrorKind::Protocol);
+            assert_eq!(failure(&bump_cell(&mut s, id, bad)), ErrorKind::Protocol);
+        }
+        // Genuine names of the wrong kind: a method as a constructor, a
+        // constructor as a method.
+        assert_eq!(failure(&new_cell(&mut s, method)), ErrorKind::Protocol);
+        assert_eq!(failure(&bump_cell(&mut s, id, ctor)), ErrorKind::Protocol);
+        assert_eq!(s.objects.len(), 1, "no object was made");
+
+        let reply = bump_cell(&mut s, id, method);
+        assert_eq!(reply[0], STATUS_OK);
+        let out = Reader::new(&reply[1..]).value::<u32>().unwrap();
+        assert_eq!(out, 3, "nothing ran before: the cell held 1");
+    }
+
+    #[test]
+    fn a_method_of_another_type_is_refused_and_the_object_kept() {
+        fn other(s: &mut String, (): ()) -> usize {
+            s.len()
+        }
+        let mut s = Store::new(KEY);
+        let reply = new_cell(&mut s, constructor_name(&make, KEY));
+        let id = Reader::new(&reply[1..]).u64().unwrap();
+        let wrong = call(&mut s, |w| {
+            w.u8(op::O_CALL)
+                .u64(id)
+                .task(method_name(&other, KEY))
+                .value(&())
+                .unwrap();
+        });
+        assert_eq!(failure(&wrong), ErrorKind::InvalidState);
+        // Arguments of the wrong type are a codec error, and run nothing.
+        let bad_args = call(&mut s, |w| {
+            w.u8(op::O_CALL)
+                .u64(id)
+                .task(method_name(&bump, KEY))
+                .bytes(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+                .unwrap();
+        });
+        assert_eq!(failure(&bad_args), ErrorKind::Codec);
+        // A dict operation on the object, a method on a dict: refused.
+        let as_dict = call(&mut s, |w| {
+            w.u8(op::D_LEN).u64(id);
+        });
+        assert_eq!(as_dict[0], STATUS_REFUSED);
+        let d = call(&mut s, |w| {
+            w.u8(op::NEW_DICT).u64(0);
+        });
+        let d = Reader::new(&d[1..]).u64().unwrap();
+        assert_eq!(
+            bump_cell(&mut s, d, method_name(&bump, KEY))[0],
+            STATUS_REFUSED
+        );
+
+        let reply = bump_cell(&mut s, id, method_name(&bump, KEY));
+        assert_eq!(Reader::new(&reply[1..]).value::<u32>().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_user_frame_cut_short_is_a_protocol_error() {
+        let mut s = Store::new(KEY);
+        let mut req = Vec::new();
+        Writer(&mut req)
+            .u8(op::NEW_OBJECT)
+            .u64(0)
+            .task(constructor_name(&make, KEY))
+            .value(&1u32)
+            .unwrap();
+        for cut in 0..req.len() {
+            let mut reply = Vec::new();
+            assert!(s.handle(&req[..cut], &mut reply).is_err());
+        }
+        assert!(s.objects.is_empty());
     }
 }
