@@ -110,7 +110,7 @@ impl<T, A, R, F: Fn(&T, A) -> R> Method<T, fn(&T, A) -> R> for F {
     }
 }
 
-struct NewDesc<F, A, T>(PhantomData<(F, fn(A) -> T)>);
+struct NewDesc<F, A, T>(PhantomData<F>, PhantomData<fn(A) -> T>);
 
 impl<F, A, T> NewDesc<F, A, T>
 where
@@ -136,7 +136,7 @@ where
     Ok((Box::new(object), std::any::type_name::<T>()))
 }
 
-struct CallDesc<F, T, Sig>(PhantomData<(F, fn() -> T, Sig)>);
+struct CallDesc<F, T, Sig>(PhantomData<F>, PhantomData<fn() -> T>, PhantomData<Sig>);
 
 impl<F, T, Sig> CallDesc<F, T, Sig>
 where

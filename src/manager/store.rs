@@ -580,8 +580,9 @@ mod tests {
 
     #[test]
     fn a_method_of_another_type_is_refused_and_the_object_kept() {
-        fn other(s: &mut String, (): ()) -> usize {
-            s.len()
+        fn other(v: &mut Vec<u8>, (): ()) -> usize {
+            v.pop();
+            v.len()
         }
         let mut s = Store::new(KEY);
         let reply = new_cell(&mut s, constructor_name(&make, KEY));
