@@ -53,7 +53,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// that any process may use, passed to children like every other type of
 /// this crate. Each operation is one round trip to the server and is
 /// atomic on its own; `update_with` (Python: `with lock: d[k] += 1`) is
-/// an atomic read-modify-write that needs no lock.
+/// an atomic read-modify-write that needs no lock. Your own types live
+/// there too: [`object`](Manager::object) builds one in the server and
+/// returns a [`Managed<T>`] whose methods run there (Python's
+/// `BaseManager.register`).
 ///
 /// Python's manager also hands out `Lock`, `Queue`, `Event`, `Value`…
 /// proxies. Here the crate's own [`Lock`](crate::Lock),
