@@ -39,7 +39,7 @@ pub use error::{Error, ErrorKind, PanicInfo, Result};
 pub use exit_status::ExitStatus;
 #[cfg(feature = "tracing")]
 pub use logging::{log_to_stderr, LOG_TARGET};
-pub use manager::{Dict, List, Manager, Namespace};
+pub use manager::{Dict, List, Managed, Manager, Method, Namespace};
 pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
     pinning_supported, AsyncResult, IMap, Pool, PoolBuilder, Progress, ShmVec, WithChunksize,

@@ -370,6 +370,49 @@ impl TaskRef {
     }
 }
 
+/// Resolved task references of one kind, by their (already verified) wire
+/// words: a receiver that runs the same functions again and again (a pool
+/// worker, the manager's server) checks each reference once.
+pub(crate) struct Resolved<Run> {
+    map: std::collections::HashMap<[u64; 3], Run>,
+    /// The last one used: a pool call sends the same reference many times.
+    last: Option<([u64; 3], Run)>,
+    key: TaskKey,
+}
+
+impl<Run: RunKind> Resolved<Run> {
+    /// An empty cache for references tagged with `key`.
+    pub(crate) fn new(key: TaskKey) -> Resolved<Run> {
+        Resolved {
+            map: std::collections::HashMap::new(),
+            last: None,
+            key,
+        }
+    }
+
+    /// `t`'s trampoline, checked by [`TaskRef::resolve_as`] the first time.
+    pub(crate) fn get(&mut self, t: TaskRef) -> Result<Run, Invalid> {
+        let words = t.to_words();
+        if let Some((w, run)) = self.last {
+            if w == words {
+                return Ok(run);
+            }
+        }
+        if let Some(run) = self.map.get(&words) {
+            self.last = Some((words, *run));
+            return Ok(*run);
+        }
+        let run = t.resolve_as::<Run>(self.key)?;
+        // Bounded: a peer sending many distinct (valid) references cannot
+        // grow it without end.
+        if self.map.len() < 1024 {
+            self.map.insert(words, run);
+        }
+        self.last = Some((words, run));
+        Ok(run)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use multiproc::{Dict, ErrorKind, List, Manager, Namespace, Process};
+use multiproc::{Dict, ErrorKind, List, Managed, Manager, Namespace, Process};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -561,4 +561,243 @@ proptest! {
         }
         prop_assert_eq!(l.snapshot().unwrap(), model);
     }
+}
+
+// ---- User objects (`Manager::object`, `Managed<T>`) ----
+
+/// A user type: it lives in the server and is never serialised.
+struct Counter {
+    n: u64,
+}
+
+impl Counter {
+    fn new(start: u64) -> Counter {
+        Counter { n: start }
+    }
+
+    fn incr(&mut self) -> u64 {
+        // Read, then write: only the server's one-request-at-a-time makes
+        // this atomic across processes.
+        let n = self.n;
+        self.n = n + 1;
+        self.n
+    }
+
+    fn add(&mut self, k: u64) {
+        self.n += k;
+    }
+
+    fn value(&self) -> u64 {
+        self.n
+    }
+
+    fn scaled(&self, (mul, offset): (u64, i64)) -> i64 {
+        (self.n * mul) as i64 + offset
+    }
+
+    fn fail_after(&mut self, k: u64) -> u64 {
+        self.n += k;
+        panic!("counter gave up at {}", self.n);
+    }
+}
+
+fn count_up((c, n): (Managed<Counter>, u64)) {
+    for _ in 0..n {
+        c.call(Counter::incr, ()).unwrap();
+    }
+}
+
+#[test]
+fn a_user_counter_incremented_from_four_processes_counts_exactly() {
+    common::watchdog(WATCHDOG, || {
+        let m = Manager::new().unwrap();
+        let c = m.object(Counter::new, 5).unwrap();
+        let workers: Vec<_> = (0..4)
+            .map(|_| Process::spawn(count_up, (c.clone(), 2_500)).unwrap())
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(c.call(Counter::value, ()).unwrap(), 10_005);
+    });
+}
+
+#[test]
+fn a_method_takes_arguments_and_returns_a_result() {
+    let m = Manager::new().unwrap();
+    let c = m.object(Counter::new, 2).unwrap();
+    c.call(Counter::add, 8).unwrap();
+    assert_eq!(c.call(Counter::incr, ()).unwrap(), 11);
+    assert_eq!(c.call(Counter::scaled, (3, -40)).unwrap(), -7);
+    // A closure that captures nothing is a method too.
+    let halved = c.call(|c: &mut Counter, (): ()| c.n / 2, ()).unwrap();
+    assert_eq!(halved, 5);
+    // A constructor closure, and a second object beside the first.
+    let d = m
+        .object(|(a, b): (u64, u64)| Counter::new(a * b), (6, 7))
+        .unwrap();
+    assert_eq!(d.call(Counter::value, ()).unwrap(), 42);
+    assert_eq!(c.call(Counter::value, ()).unwrap(), 11);
+    assert!(format!("{c:?}").contains("Counter"));
+}
+
+#[test]
+fn a_panicking_method_is_an_error_in_the_caller_and_the_server_goes_on() {
+    let m = Manager::new().unwrap();
+    let c = m.object(Counter::new, 1).unwrap();
+    let other = m.object(Counter::new, 100).unwrap();
+    let d = m.dict::<String, u32>().unwrap();
+    d.insert(&"k".into(), &7).unwrap();
+
+    let e = c.call(Counter::fail_after, 4).unwrap_err();
+    assert!(e.is_panic(), "{e}");
+    let info = e.panic_info().unwrap();
+    assert_eq!(info.message(), "counter gave up at 5");
+    assert!(info.location().unwrap().contains("manager.rs"), "{info:?}");
+    // Left as the method left it (as Python leaves it).
+    assert_eq!(c.call(Counter::value, ()).unwrap(), 5);
+    assert_eq!(c.call(Counter::incr, ()).unwrap(), 6);
+    assert_eq!(other.call(Counter::value, ()).unwrap(), 100);
+    assert_eq!(d.get(&"k".into()).unwrap(), Some(7));
+
+    // A panicking constructor makes no object and costs nothing else.
+    let e = m
+        .object(|(): ()| -> Counter { panic!("no counter today") }, ())
+        .unwrap_err();
+    assert_eq!(e.panic_info().unwrap().message(), "no counter today");
+    assert_eq!(other.call(Counter::incr, ()).unwrap(), 101);
+}
+
+/// Another user type, to read a `Counter`'s proxy as.
+struct Tags(Vec<String>);
+
+impl Tags {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+#[test]
+fn a_proxy_read_as_the_wrong_type_is_an_error_not_a_crash() {
+    let m = Manager::new().unwrap();
+    let objects = m.dict::<String, Managed<Counter>>().unwrap();
+    let c = m.object(Counter::new, 3).unwrap();
+    objects.insert(&"c".into(), &c).unwrap();
+    // The same dict read with another value type: its proxy now claims
+    // the counter is a `Tags`.
+    let mistyped: Dict<String, Managed<Tags>> =
+        postcard::from_bytes(&postcard::to_stdvec(&objects).unwrap()).unwrap();
+    let wrong = mistyped.get(&"c".into()).unwrap().unwrap();
+    let e = wrong.call(Tags::count, ()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+    assert!(e.to_string().contains("Counter"), "{e}");
+    // A dict's id used as a user object's, and the other way round.
+    let d_as_object: Managed<Counter> =
+        postcard::from_bytes(&postcard::to_stdvec(&mistyped).unwrap()).unwrap();
+    let e = d_as_object.call(Counter::value, ()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+    let c_as_dict: Dict<String, u32> =
+        postcard::from_bytes(&postcard::to_stdvec(&c).unwrap()).unwrap();
+    assert_eq!(c_as_dict.len().unwrap_err().kind(), ErrorKind::InvalidState);
+    // The server is fine, and so is the counter.
+    assert_eq!(c.call(Counter::incr, ()).unwrap(), 4);
+}
+
+fn child_uses_counters((c, objects): (Managed<Counter>, Dict<String, Managed<Counter>>)) {
+    c.call(Counter::add, 10).unwrap();
+    let nested = objects.get(&"nested".into()).unwrap().unwrap();
+    nested.call(Counter::incr, ()).unwrap();
+}
+
+#[test]
+fn a_user_proxy_passes_to_a_child_and_nests_in_a_dict() {
+    let m = Manager::new().unwrap();
+    let c = m.object(Counter::new, 0).unwrap();
+    let objects = m.dict::<String, Managed<Counter>>().unwrap();
+    let nested = m.object(Counter::new, 41).unwrap();
+    objects.insert(&"nested".into(), &nested).unwrap();
+    Process::spawn(child_uses_counters, (c.clone(), objects.clone()))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(c.call(Counter::value, ()).unwrap(), 10);
+    assert_eq!(nested.call(Counter::value, ()).unwrap(), 42);
+}
+
+/// A user type with collections inside; none of it is serde.
+#[derive(Default)]
+struct Inventory {
+    stock: HashMap<String, u32>,
+    log: Vec<(String, i64)>,
+}
+
+impl Inventory {
+    fn restock(&mut self, (item, n): (String, u32)) {
+        *self.stock.entry(item.clone()).or_default() += n;
+        self.log.push((item, i64::from(n)));
+    }
+
+    fn take(&mut self, (item, n): (String, u32)) -> Result<u32, String> {
+        let have = self.stock.get_mut(&item).ok_or("no such item")?;
+        if *have < n {
+            return Err(format!("only {have} left"));
+        }
+        *have -= n;
+        self.log.push((item, -i64::from(n)));
+        Ok(*have)
+    }
+
+    fn history(&self) -> Vec<(String, i64)> {
+        self.log.clone()
+    }
+}
+
+fn shopper(inv: Managed<Inventory>) {
+    for _ in 0..50 {
+        inv.call(Inventory::take, ("apple".to_string(), 1))
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_user_type_holding_a_hashmap_and_a_vec() {
+    let m = Manager::new().unwrap();
+    let inv = m.object(|(): ()| Inventory::default(), ()).unwrap();
+    inv.call(Inventory::restock, ("apple".to_string(), 100))
+        .unwrap();
+    let shoppers: Vec<_> = (0..2)
+        .map(|_| Process::spawn(shopper, inv.clone()).unwrap())
+        .collect();
+    for s in shoppers {
+        s.join().unwrap();
+    }
+    let last = inv.call(Inventory::take, ("apple".to_string(), 1)).unwrap();
+    assert_eq!(last, Err("only 0 left".to_string()));
+    let pear = inv.call(Inventory::take, ("pear".to_string(), 1)).unwrap();
+    assert_eq!(pear, Err("no such item".to_string()));
+    let history = inv.call(Inventory::history, ()).unwrap();
+    assert_eq!(history.len(), 101);
+    assert_eq!(history.iter().map(|(_, n)| n).sum::<i64>(), 0);
+}
+
+impl Counter {
+    /// Tries to use a proxy of the manager this method runs in.
+    fn peek_at(&mut self, other: Managed<Counter>) -> Option<ErrorKind> {
+        other.call(Counter::value, ()).err().map(|e| e.kind())
+    }
+}
+
+#[test]
+fn a_method_using_its_own_manager_is_refused_not_stalled() {
+    common::watchdog(WATCHDOG, || {
+        let m = Manager::new().unwrap();
+        let c = m.object(Counter::new, 0).unwrap();
+        let other = m.object(Counter::new, 1).unwrap();
+        assert_eq!(
+            c.call(Counter::peek_at, other.clone()).unwrap(),
+            Some(ErrorKind::InvalidState)
+        );
+        assert_eq!(other.call(Counter::value, ()).unwrap(), 1);
+    });
 }

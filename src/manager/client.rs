@@ -7,24 +7,27 @@
 //! on it: a request and its reply happen under one lock, so replies never
 //! cross.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::server::Registration;
-use super::wire::{Reader, Writer, STATUS_OK, STATUS_REFUSED};
-use crate::error::{Error, ErrorKind, Result};
+use super::wire::{Reader, Writer, STATUS_FAILED, STATUS_OK, STATUS_REFUSED};
+use crate::error::{Error, ErrorKind, PanicInfo, Result};
 use crate::pipe::{pipe, Connection};
 use crate::pool::doorbell::Doorbell;
 use crate::queue::Queue;
 use crate::segment::SegmentHandle;
 use crate::sync::Event;
 use crate::sys;
+use crate::task::TaskKey;
 use crate::wait::LIVENESS_PERIOD;
 
 /// What a process needs to reach a manager, in every process.
 pub(crate) struct Link {
     uid: u64,
+    key: TaskKey,
     server_pid: u32,
     registry: Queue<Registration>,
     bell: Doorbell,
@@ -48,11 +51,23 @@ enum Chan {
 static LINKS: Mutex<Vec<Weak<Link>>> = Mutex::new(Vec::new());
 
 /// The wire form of a link: what another process opens it from.
-type Wire = (u64, u32, Queue<Registration>, SegmentHandle, Event);
+type Wire = (u64, TaskKey, u32, Queue<Registration>, SegmentHandle, Event);
+
+/// In the server process, its manager's id (0 elsewhere: ids are random
+/// and never 0).
+static SERVING: AtomicU64 = AtomicU64::new(0);
+
+/// Marks this process as the server of manager `uid`: a user method
+/// running here that calls a proxy of it is refused, since the server
+/// would wait for its own reply forever.
+pub(crate) fn serving(uid: u64) {
+    SERVING.store(uid, Ordering::Relaxed);
+}
 
 impl Link {
     pub(crate) fn new(
         uid: u64,
+        key: TaskKey,
         server_pid: u32,
         registry: Queue<Registration>,
         bell: Doorbell,
@@ -60,6 +75,7 @@ impl Link {
     ) -> Arc<Link> {
         let link = Arc::new(Link {
             uid,
+            key,
             server_pid,
             registry,
             bell,
@@ -70,6 +86,12 @@ impl Link {
         links.retain(|w| w.strong_count() > 0);
         links.push(Arc::downgrade(&link));
         link
+    }
+
+    /// The key this manager's constructor and method names are tagged
+    /// with.
+    pub(crate) fn key(&self) -> TaskKey {
+        self.key
     }
 
     pub(crate) fn server_pid(&self) -> u32 {
@@ -164,6 +186,15 @@ impl Link {
         if self.stopped.is_set() {
             return Err(Link::shut_down(call));
         }
+        if SERVING.load(Ordering::Relaxed) == self.uid {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "{call}: a method running in the manager cannot use a proxy of \
+                     that same manager (the server would wait for itself)"
+                ),
+            ));
+        }
         let mut chan = self.chan.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(*chan, Chan::Unopened) {
             let conn = self.open(call).inspect_err(|e| {
@@ -213,6 +244,7 @@ impl Link {
                     format!("{call}: {}", String::from_utf8_lossy(&reply[1..])),
                 ))
             }
+            STATUS_FAILED => return Err(user_failure(call, &reply[1..])),
             s => {
                 return Err(Error::new(
                     ErrorKind::Protocol,
@@ -226,6 +258,23 @@ impl Link {
     }
 }
 
+/// The error user code (a constructor, a method) ended with in the
+/// server, from its report.
+fn user_failure(call: &str, report: &[u8]) -> Error {
+    type Report = (ErrorKind, String, Option<PanicInfo>);
+    match postcard::from_bytes::<Report>(report) {
+        Ok((_, _, Some(info))) => {
+            let e = Error::panicked(info);
+            e.with_context(format!("{call}: panicked in the manager"))
+        }
+        Ok((kind, reason, None)) => Error::new(kind, format!("{call}: {reason}")),
+        Err(_) => Error::new(
+            ErrorKind::Protocol,
+            format!("{call}: a manager failure report that does not decode"),
+        ),
+    }
+}
+
 fn in_call(e: Error, call: &str) -> Error {
     let detail = e.to_string();
     e.with_context(format!("{call}: {detail}"))
@@ -235,6 +284,7 @@ impl Serialize for Link {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         (
             self.uid,
+            self.key,
             self.server_pid,
             &self.registry,
             self.bell.handle(),
@@ -248,7 +298,7 @@ impl Serialize for Link {
 pub(crate) fn deserialize_link<'de, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Arc<Link>, D::Error> {
-    let (uid, server_pid, registry, bell, stopped) = Wire::deserialize(d)?;
+    let (uid, key, server_pid, registry, bell, stopped) = Wire::deserialize(d)?;
     {
         let links = LINKS.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(link) = links
@@ -260,5 +310,5 @@ pub(crate) fn deserialize_link<'de, D: Deserializer<'de>>(
         }
     }
     let bell = Doorbell::open(&bell).map_err(serde::de::Error::custom)?;
-    Ok(Link::new(uid, server_pid, registry, bell, stopped))
+    Ok(Link::new(uid, key, server_pid, registry, bell, stopped))
 }

@@ -3,7 +3,8 @@
 //! processes use them through.
 //!
 //! Files: `mod.rs` (`Manager`, the handle every proxy holds), `dict.rs`,
-//! `list.rs`, `namespace.rs` (the proxies), `client.rs` (a process's pipe
+//! `list.rs`, `namespace.rs` (the proxies), `object.rs` (`Managed<T>`,
+//! user objects and the named functions that run on them), `client.rs` (a process's pipe
 //! to the server and the round trip), `server.rs` (the server loop),
 //! `store.rs` (the objects and how one request changes them), `wire.rs`
 //! (the frames). Design: ARCHITECTURE.md, "Manager (src/manager/)".
@@ -12,6 +13,7 @@ mod client;
 mod dict;
 mod list;
 mod namespace;
+mod object;
 mod server;
 mod store;
 mod wire;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use self::dict::Dict;
 pub use self::list::List;
 pub use self::namespace::Namespace;
+pub use self::object::{Managed, Method};
 
 use self::client::Link;
 use self::server::ServerArgs;
@@ -50,7 +53,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// that any process may use, passed to children like every other type of
 /// this crate. Each operation is one round trip to the server and is
 /// atomic on its own; `update_with` (Python: `with lock: d[k] += 1`) is
-/// an atomic read-modify-write that needs no lock.
+/// an atomic read-modify-write that needs no lock. Your own types live
+/// there too: [`object`](Manager::object) builds one in the server and
+/// returns a [`Managed<T>`] whose methods run there (Python's
+/// `BaseManager.register`).
 ///
 /// Python's manager also hands out `Lock`, `Queue`, `Event`, `Value`…
 /// proxies. Here the crate's own [`Lock`](crate::Lock),
@@ -121,24 +127,18 @@ impl Manager {
         let registry = Queue::with_capacity(REGISTRY_BYTES)?;
         let bell = Doorbell::create()?;
         let stopped = Event::new()?;
+        let [uid, k0, k1] = random_words()?;
         let args = ServerArgs {
             registry: registry.clone(),
             bell: bell.handle(),
             stopped: stopped.clone(),
+            uid,
+            key: [k0, k1],
         };
         let server = Process::builder()
             .name("multiproc-manager")
             .spawn(server::serve, args)?;
-        let mut uid = [0u8; 8];
-        getrandom::fill(&mut uid)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("Manager::new: getrandom: {e}")))?;
-        let link = Link::new(
-            u64::from_le_bytes(uid),
-            server.pid(),
-            registry,
-            bell,
-            stopped,
-        );
+        let link = Link::new(uid, [k0, k1], server.pid(), registry, bell, stopped);
         Ok(Manager {
             link,
             server: Mutex::new(Some(server)),
@@ -237,6 +237,55 @@ impl Manager {
         ))
     }
 
+    /// A new user object: `init(args)` runs in the server, which keeps
+    /// the `T` it returns, and every method called through the returned
+    /// [`Managed<T>`] runs there too (Python's
+    /// `MyManager.register('Counter', Counter)` then `m.Counter(5)`).
+    ///
+    /// `init` is named as a [`Process::spawn`] task is: a `fn` item
+    /// (`Counter::new`) or a closure that captures nothing, with its data
+    /// in `args` (a tuple for several, `()` for none). No registration is
+    /// needed beforehand: the name of any such function of this binary
+    /// reaches the server, and nothing else can (names are tagged with a
+    /// key of this manager's; a forged one is refused, never run). `T`
+    /// never leaves the server, so it needs no serde.
+    ///
+    /// # Errors
+    /// As [`dict`](Manager::dict), and [`ErrorKind::Panicked`] if `init`
+    /// panicked (no object is made, the server goes on),
+    /// [`ErrorKind::Codec`] if `args` do not (de)serialise.
+    ///
+    /// ```
+    /// struct Tally { seen: Vec<String> }
+    ///
+    /// impl Tally {
+    ///     fn new(first: String) -> Tally { Tally { seen: vec![first] } }
+    ///     fn see(&mut self, name: String) -> usize {
+    ///         self.seen.push(name);
+    ///         self.seen.len()
+    ///     }
+    /// }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let manager = multiproc::Manager::new().unwrap();
+    ///     let t = manager.object(Tally::new, "ann".to_string()).unwrap();
+    ///     assert_eq!(t.call(Tally::see, "bob".to_string()).unwrap(), 2);
+    /// }
+    /// ```
+    pub fn object<T, F, A>(&self, init: F, args: A) -> Result<Managed<T>>
+    where
+        T: 'static,
+        F: Fn(A) -> T + 'static,
+        A: Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let handle = Handle {
+            link: Arc::clone(&self.link),
+            id: 0,
+        };
+        Managed::create(handle, init, args)
+    }
+
     /// Stops the server and waits for it to end (Python's `shutdown()`).
     /// Proxies used afterwards, in any process, fail with
     /// [`ErrorKind::ShutDown`]. Calling it again does nothing; dropping
@@ -281,6 +330,21 @@ impl Manager {
             }
         }
     }
+}
+
+/// Three random words: a manager's id and the key its names are tagged
+/// with.
+fn random_words() -> Result<[u64; 3]> {
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("Manager::new: getrandom: {e}")))?;
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    // 0 means "no manager" to the server's self-call guard.
+    Ok([word(0) | 1, word(1), word(2)])
 }
 
 impl Drop for Manager {

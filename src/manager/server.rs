@@ -20,6 +20,7 @@ use crate::ring::DEFAULT_SPIN;
 use crate::segment::SegmentHandle;
 use crate::sync::Event;
 use crate::sys;
+use crate::task::TaskKey;
 use crate::wait::LIVENESS_PERIOD;
 
 /// How long the server sleeps at most before it looks again unasked (the
@@ -36,6 +37,11 @@ pub(crate) struct ServerArgs {
     pub(crate) registry: Queue<Registration>,
     pub(crate) bell: SegmentHandle,
     pub(crate) stopped: Event,
+    /// The manager's id (`Link`'s), so that a user method cannot call its
+    /// own manager ([`client::serving`](super::client::serving)).
+    pub(crate) uid: u64,
+    /// The key constructor and method names are tagged with.
+    pub(crate) key: TaskKey,
 }
 
 struct Client {
@@ -64,7 +70,8 @@ pub(crate) fn serve(args: ServerArgs) {
     let Ok(bell) = Doorbell::open(&args.bell) else {
         return;
     };
-    let mut store = Store::default();
+    super::client::serving(args.uid);
+    let mut store = Store::new(args.key);
     let mut clients: Vec<Client> = Vec::new();
     let mut last_progress = Instant::now();
     let mut last_check = Instant::now();

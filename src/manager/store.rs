@@ -7,13 +7,22 @@
 //! compare-and-set on it cannot be fooled by a remove and re-insert, or
 //! (in a list) by other entries shifting into the index.
 //!
+//! User objects (`Managed<T>`) are `Box<dyn Any>`, built and changed
+//! only by the trampolines of named functions (`object.rs`), each checked
+//! against the manager's key before it runs.
+//!
 //! A request is parsed whole before anything changes: a frame that breaks
-//! off midway changes nothing, so every operation is all or nothing.
+//! off midway changes nothing, so every operation is all or nothing. (A
+//! user method is the exception it must be: it changes what it changes,
+//! even if it then panics.)
 
+use std::any::Any;
 use std::collections::HashMap;
 
-use super::wire::{op, Reader, Writer, STATUS_OK, STATUS_REFUSED};
-use crate::error::Result;
+use super::object::{CallFn, NewFn};
+use super::wire::{op, Reader, Writer, STATUS_FAILED, STATUS_OK, STATUS_REFUSED};
+use crate::error::{Error, ErrorKind, Result};
+use crate::task::{Resolved, TaskKey};
 
 struct Entry {
     version: u64,
@@ -23,14 +32,21 @@ struct Entry {
 enum Object {
     Dict(HashMap<Vec<u8>, Entry>),
     List(Vec<Entry>),
+    /// A `Managed<T>`'s object, and `T`'s name (for a clear error when a
+    /// method of another type is sent).
+    User {
+        value: Box<dyn Any>,
+        type_name: &'static str,
+    },
 }
 
 /// Every object of one manager.
-#[derive(Default)]
 pub(crate) struct Store {
     objects: HashMap<u64, Object>,
     last_id: u64,
     last_version: u64,
+    constructors: Resolved<NewFn>,
+    methods: Resolved<CallFn>,
 }
 
 /// Starts a reply that refuses the request, with a reason for the client.
@@ -38,6 +54,18 @@ fn refuse(reply: &mut Vec<u8>, why: &str) {
     reply.clear();
     reply.push(STATUS_REFUSED);
     reply.extend_from_slice(why.as_bytes());
+}
+
+/// Starts a reply that reports user code's failure (an error or a panic).
+fn failed(reply: &mut Vec<u8>, e: &Error) {
+    reply.clear();
+    reply.push(STATUS_FAILED);
+    let report = (e.kind(), e.context(), e.panic_info());
+    // A report of a few strings always encodes; if it did not, the client
+    // would read a frame cut short, a protocol error, not a success.
+    if let Ok(bytes) = postcard::to_stdvec(&report) {
+        reply.extend_from_slice(&bytes);
+    }
 }
 
 fn out_of_range(reply: &mut Vec<u8>, index: u64, len: usize) {
@@ -61,6 +89,17 @@ fn entry_out(w: &mut Writer<'_>, e: Option<&Entry>) -> Result<()> {
 }
 
 impl Store {
+    /// An empty store that runs only functions named under `key`.
+    pub(crate) fn new(key: TaskKey) -> Store {
+        Store {
+            objects: HashMap::new(),
+            last_id: 0,
+            last_version: 0,
+            constructors: Resolved::new(key),
+            methods: Resolved::new(key),
+        }
+    }
+
     /// Answers one request into `reply`. `Err` only for a frame that
     /// breaks the protocol (the server then drops that client); a request
     /// that is well formed but cannot be done (an index out of range, a
@@ -83,9 +122,30 @@ impl Store {
             Writer(reply).u64(self.last_id);
             return Ok(());
         }
+        if code == op::NEW_OBJECT {
+            let task = r.task()?;
+            let args = r.bytes()?;
+            r.end()?;
+            let built = self
+                .constructors
+                .get(task)
+                .map_err(|why| refused_name("constructor", why))
+                .and_then(|new| new(args));
+            match built {
+                Ok((value, type_name)) => {
+                    self.last_id += 1;
+                    let object = Object::User { value, type_name };
+                    self.objects.insert(self.last_id, object);
+                    Writer(reply).u64(self.last_id);
+                }
+                Err(e) => failed(reply, &e),
+            }
+            return Ok(());
+        }
         let Store {
             objects,
             last_version,
+            methods,
             ..
         } = self;
         let mut next_version = || {
@@ -99,8 +159,40 @@ impl Store {
             }
             Some(Object::Dict(d)) => dict_op(d, code, r, reply, &mut next_version),
             Some(Object::List(l)) => list_op(l, code, r, reply, &mut next_version),
+            Some(Object::User { value, type_name }) => {
+                if code != op::O_CALL {
+                    refuse(
+                        reply,
+                        &format!("operation {code} is not one of a user object"),
+                    );
+                    return Ok(());
+                }
+                let task = r.task()?;
+                let args = r.bytes()?;
+                r.end()?;
+                let done = methods
+                    .get(task)
+                    .map_err(|why| refused_name("method", why))
+                    .and_then(|call| call(&mut **value, type_name, args));
+                match done {
+                    Ok(out) => {
+                        Writer(reply).bytes(&out)?;
+                    }
+                    Err(e) => failed(reply, &e),
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// A constructor's or method's name the server will not run: forged, of
+/// another binary, or not of that kind.
+fn refused_name(what: &str, why: crate::task::Invalid) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("the {what}'s name was refused: {why}"),
+    )
 }
 
 fn dict_op(
@@ -345,6 +437,11 @@ fn list_op(
 mod tests {
     use super::*;
 
+    use crate::manager::object::{constructor_name, method_name};
+    use crate::task::TaskRef;
+
+    const KEY: TaskKey = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+
     fn call(store: &mut Store, build: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
         let mut req = Vec::new();
         build(&mut Writer(&mut req));
@@ -355,7 +452,7 @@ mod tests {
 
     #[test]
     fn a_compare_and_set_on_a_stale_version_changes_nothing() {
-        let mut s = Store::default();
+        let mut s = Store::new(KEY);
         let id = call(&mut s, |w| {
             w.u8(op::NEW_DICT).u64(0);
         });
@@ -400,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_frame_cut_short_is_a_protocol_error_and_changes_nothing() {
-        let mut s = Store::default();
+        let mut s = Store::new(KEY);
         let id = call(&mut s, |w| {
             w.u8(op::NEW_LIST).u64(0);
         });
@@ -421,5 +518,124 @@ mod tests {
             w.u8(op::L_LEN).u64(id);
         });
         assert_eq!(Reader::new(&len[1..]).u64().unwrap(), 0);
+    }
+
+    struct Cell(u32);
+
+    fn make(n: u32) -> Cell {
+        Cell(n)
+    }
+
+    fn bump(c: &mut Cell, by: u32) -> u32 {
+        c.0 += by;
+        c.0
+    }
+
+    fn new_cell(s: &mut Store, task: TaskRef) -> Vec<u8> {
+        call(s, |w| {
+            w.u8(op::NEW_OBJECT).u64(0).task(task).value(&1u32).unwrap();
+        })
+    }
+
+    fn bump_cell(s: &mut Store, id: u64, task: TaskRef) -> Vec<u8> {
+        call(s, |w| {
+            w.u8(op::O_CALL).u64(id).task(task).value(&2u32).unwrap();
+        })
+    }
+
+    /// The error kind a `STATUS_FAILED` reply reports.
+    fn failure(reply: &[u8]) -> ErrorKind {
+        assert_eq!(reply[0], STATUS_FAILED);
+        postcard::from_bytes::<(ErrorKind, String, Option<crate::PanicInfo>)>(&reply[1..])
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn forged_or_foreign_names_are_refused_and_never_run() {
+        let mut s = Store::new(KEY);
+        let ctor = constructor_name(&make, KEY);
+        let method = method_name(&bump, KEY);
+        let reply = new_cell(&mut s, ctor);
+        assert_eq!(reply[0], STATUS_OK);
+        let id = Reader::new(&reply[1..]).u64().unwrap();
+
+        let forged = TaskRef::from_words([0x1000, 0xdead_beef, 0x1234_5678]);
+        let other_key = method_name(&bump, [1, 2]);
+        for bad in [forged, other_key] {
+            assert_eq!(failure(&new_cell(&mut s, bad)), ErrorKind::Protocol);
+            assert_eq!(failure(&bump_cell(&mut s, id, bad)), ErrorKind::Protocol);
+        }
+        // Genuine names of the wrong kind: a method as a constructor, a
+        // constructor as a method.
+        assert_eq!(failure(&new_cell(&mut s, method)), ErrorKind::Protocol);
+        assert_eq!(failure(&bump_cell(&mut s, id, ctor)), ErrorKind::Protocol);
+        assert_eq!(s.objects.len(), 1, "no object was made");
+
+        let reply = bump_cell(&mut s, id, method);
+        assert_eq!(reply[0], STATUS_OK);
+        let out = Reader::new(&reply[1..]).value::<u32>().unwrap();
+        assert_eq!(out, 3, "nothing ran before: the cell held 1");
+    }
+
+    #[test]
+    fn a_method_of_another_type_is_refused_and_the_object_kept() {
+        fn other(v: &mut Vec<u8>, (): ()) -> usize {
+            v.pop();
+            v.len()
+        }
+        let mut s = Store::new(KEY);
+        let reply = new_cell(&mut s, constructor_name(&make, KEY));
+        let id = Reader::new(&reply[1..]).u64().unwrap();
+        let wrong = call(&mut s, |w| {
+            w.u8(op::O_CALL)
+                .u64(id)
+                .task(method_name(&other, KEY))
+                .value(&())
+                .unwrap();
+        });
+        assert_eq!(failure(&wrong), ErrorKind::InvalidState);
+        // Arguments of the wrong type are a codec error, and run nothing.
+        let bad_args = call(&mut s, |w| {
+            w.u8(op::O_CALL)
+                .u64(id)
+                .task(method_name(&bump, KEY))
+                .bytes(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+                .unwrap();
+        });
+        assert_eq!(failure(&bad_args), ErrorKind::Codec);
+        // A dict operation on the object, a method on a dict: refused.
+        let as_dict = call(&mut s, |w| {
+            w.u8(op::D_LEN).u64(id);
+        });
+        assert_eq!(as_dict[0], STATUS_REFUSED);
+        let d = call(&mut s, |w| {
+            w.u8(op::NEW_DICT).u64(0);
+        });
+        let d = Reader::new(&d[1..]).u64().unwrap();
+        assert_eq!(
+            bump_cell(&mut s, d, method_name(&bump, KEY))[0],
+            STATUS_REFUSED
+        );
+
+        let reply = bump_cell(&mut s, id, method_name(&bump, KEY));
+        assert_eq!(Reader::new(&reply[1..]).value::<u32>().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_user_frame_cut_short_is_a_protocol_error() {
+        let mut s = Store::new(KEY);
+        let mut req = Vec::new();
+        Writer(&mut req)
+            .u8(op::NEW_OBJECT)
+            .u64(0)
+            .task(constructor_name(&make, KEY))
+            .value(&1u32)
+            .unwrap();
+        for cut in 0..req.len() {
+            let mut reply = Vec::new();
+            assert!(s.handle(&req[..cut], &mut reply).is_err());
+        }
+        assert!(s.objects.is_empty());
     }
 }

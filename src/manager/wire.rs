@@ -2,10 +2,13 @@
 //! server, each one `send_bytes` message on the client's own pipe.
 //!
 //! A request is `op:u8 | object:u64 | fields`, a reply `status:u8 |
-//! fields` (status 0: done; 1: refused, then a UTF-8 reason). Fields are
-//! little-endian `u64`s, `u8` flags and byte strings (`len:u32 | bytes`);
-//! keys and values are postcard bytes the server never decodes, so one
-//! server holds every type and typing stays with the proxies.
+//! fields` (status 0: done; 1: refused, then a UTF-8 reason; 2: user
+//! code failed, see [`STATUS_FAILED`]). Fields are little-endian `u64`s,
+//! `u8` flags and byte strings (`len:u32 | bytes`); keys and values are
+//! postcard bytes the server never decodes, so one server holds every
+//! type and typing stays with the proxies. User objects are the one
+//! exception: the server decodes a method's arguments and encodes its
+//! result, inside the named function's own trampoline (`object.rs`).
 //!
 //! The server reads what any client process wrote: every read here is
 //! bounds-checked and answers `Protocol`, never a panic.
@@ -14,11 +17,14 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
+use crate::task::TaskRef;
 
 /// The operations, one byte each.
 pub(crate) mod op {
     pub(crate) const NEW_DICT: u8 = 1;
     pub(crate) const NEW_LIST: u8 = 2;
+    /// `task:3×u64 | args`: a user object built by a named constructor.
+    pub(crate) const NEW_OBJECT: u8 = 3;
 
     pub(crate) const D_GET: u8 = 10;
     pub(crate) const D_INSERT: u8 = 11;
@@ -46,10 +52,16 @@ pub(crate) mod op {
     pub(crate) const L_SNAPSHOT: u8 = 38;
     pub(crate) const L_CLEAR: u8 = 39;
     pub(crate) const L_CAS: u8 = 40;
+
+    /// `task:3×u64 | args`: a named method run on a user object.
+    pub(crate) const O_CALL: u8 = 50;
 }
 
 pub(crate) const STATUS_OK: u8 = 0;
 pub(crate) const STATUS_REFUSED: u8 = 1;
+/// Then postcard `(ErrorKind, reason, Option<PanicInfo>)`: user code the
+/// server ran (a constructor, a method) failed or panicked.
+pub(crate) const STATUS_FAILED: u8 = 2;
 
 /// Appends fields to a frame.
 pub(crate) struct Writer<'a>(pub(crate) &'a mut Vec<u8>);
@@ -84,6 +96,14 @@ impl Writer<'_> {
         self.0.resize(start + len, 0);
         codec::encode_serde_into(v, &mut self.0[start..])?;
         Ok(self)
+    }
+
+    /// A task reference: its three words.
+    pub(crate) fn task(&mut self, t: TaskRef) -> &mut Self {
+        for w in t.to_words() {
+            self.u64(w);
+        }
+        self
     }
 
     /// `None` as flag 0; `Some(b)` as flag 1 and the byte string.
@@ -152,6 +172,12 @@ impl<'a> Reader<'a> {
         } else {
             None
         })
+    }
+
+    /// A task reference's three words, not yet checked
+    /// ([`TaskRef::resolve_as`] does that).
+    pub(crate) fn task(&mut self) -> Result<TaskRef> {
+        Ok(TaskRef::from_words([self.u64()?, self.u64()?, self.u64()?]))
     }
 
     /// A count of items that follow, each at least `min_bytes` long: a

@@ -26,7 +26,7 @@ use crate::pipe::spsc_rings_in;
 use crate::region::Region;
 use crate::ring::{self, Ring};
 use crate::segment::{Segment, SegmentHandle, SegmentRegion};
-use crate::task::{RunKind, TaskKey, TaskRef};
+use crate::task::{Resolved, TaskKey, TaskRef};
 
 /// Result bytes buffered before a partial frame is sent.
 const FLUSH_AT: usize = 64 * 1024;
@@ -111,37 +111,6 @@ pub(crate) fn worker_main(args: WorkerArgs) -> std::result::Result<(), String> {
     serve(args).map_err(|e| e.to_string())
 }
 
-/// Resolved task references, by their (already verified) wire words.
-struct Resolved<Run> {
-    map: HashMap<[u64; 3], Run>,
-    /// The last one used: a pool call sends the same reference many times.
-    last: Option<([u64; 3], Run)>,
-    key: TaskKey,
-}
-
-impl<Run: RunKind> Resolved<Run> {
-    fn get(&mut self, t: TaskRef) -> Result<Run> {
-        let words = t.to_words();
-        if let Some((w, run)) = self.last {
-            if w == words {
-                return Ok(run);
-            }
-        }
-        if let Some(run) = self.map.get(&words) {
-            self.last = Some((words, *run));
-            return Ok(*run);
-        }
-        let run = t
-            .resolve_as::<Run>(self.key)
-            .map_err(|why| Error::new(ErrorKind::Protocol, format!("pool task refused: {why}")))?;
-        if self.map.len() < 1024 {
-            self.map.insert(words, run);
-        }
-        self.last = Some((words, run));
-        Ok(run)
-    }
-}
-
 fn serve(args: WorkerArgs) -> Result<()> {
     if let Some(core) = args.core {
         // Best effort: where the OS cannot pin, the pool reports it.
@@ -189,16 +158,8 @@ fn serve(args: WorkerArgs) -> Result<()> {
     results.push(R_READY, &[], None)?;
     doorbell.ring();
 
-    let mut chunk_fns = Resolved::<ChunkFn> {
-        map: HashMap::new(),
-        last: None,
-        key: args.key,
-    };
-    let mut zc_fns = Resolved::<ZcFn> {
-        map: HashMap::new(),
-        last: None,
-        key: args.key,
-    };
+    let mut chunk_fns = Resolved::<ChunkFn>::new(args.key);
+    let mut zc_fns = Resolved::<ZcFn>::new(args.key);
     let mut slots: HashMap<u32, std::result::Result<Arc<Segment>, String>> = HashMap::new();
     let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
     // Partial frames stay well inside the ring's frame limit, leaving room
@@ -232,7 +193,10 @@ fn serve(args: WorkerArgs) -> Result<()> {
                 );
                 let outcome = match chunk_fns.get(h.task) {
                     Ok(run) => run(items, h.count, &mut out),
-                    Err(e) => Err(ItemFailure::protocol(0, e.to_string())),
+                    Err(why) => Err(ItemFailure::protocol(
+                        0,
+                        format!("pool task refused: {why}"),
+                    )),
                 };
                 finish(&mut out, h.first, outcome, started)?;
             }
@@ -257,7 +221,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                 };
                 let outcome = zc_fns
                     .get(h.task)
-                    .map_err(|e| ItemFailure::protocol(0, e.to_string()))
+                    .map_err(|why| ItemFailure::protocol(0, format!("pool task refused: {why}")))
                     .and_then(|run| run(span(h.input)?, span(h.output)?, h.first, h.count));
                 let mut out = Out::new(
                     &mut results,
