@@ -801,3 +801,27 @@ fn a_method_using_its_own_manager_is_refused_not_stalled() {
         assert_eq!(other.call(Counter::value, ()).unwrap(), 1);
     });
 }
+
+fn nest_from_child((lists, made): (Dict<String, List<u32>>, List<u32>)) {
+    made.push(&7).unwrap();
+    lists.insert(&"from child".to_string(), &made).unwrap();
+}
+
+#[test]
+fn a_proxy_stored_by_a_child_that_has_exited_still_opens() {
+    // A proxy's wire form names the manager's channels through the
+    // process that created the manager, not through whichever process
+    // serialised it last (here a child gone by the time it is read).
+    let m = Manager::new().unwrap();
+    let lists: Dict<String, List<u32>> = m.dict().unwrap();
+    let made: List<u32> = m.list().unwrap();
+    // The child receives `made`, uses it, and writes it back into `lists`.
+    Process::spawn(nest_from_child, (lists.clone(), made))
+        .unwrap()
+        .join()
+        .unwrap();
+    let back = lists.get(&"from child".to_string()).unwrap().unwrap();
+    assert_eq!(back.snapshot().unwrap(), vec![7]);
+    back.push(&8).unwrap();
+    assert_eq!(back.len().unwrap(), 2);
+}

@@ -32,6 +32,13 @@ pub(crate) struct Link {
     registry: Queue<Registration>,
     bell: Doorbell,
     stopped: Event,
+    /// The wire form of `registry`, `bell` and `stopped` as the process
+    /// that created the manager wrote it. A handle opens through the
+    /// process that serialised it (on Linux its descriptors), so proxies
+    /// always carry this one: the manager's creator lives as long as the
+    /// manager, while a child that stored a proxy in a dict may be gone
+    /// when it is read.
+    origin: Arc<[u8]>,
     chan: Mutex<Chan>,
 }
 
@@ -50,8 +57,12 @@ enum Chan {
 /// The links this process has, by manager (weak: the proxies own them).
 static LINKS: Mutex<Vec<Weak<Link>>> = Mutex::new(Vec::new());
 
-/// The wire form of a link: what another process opens it from.
-type Wire = (u64, TaskKey, u32, Queue<Registration>, SegmentHandle, Event);
+/// The wire form of a link: what another process opens it from. The
+/// bytes are [`Origin`], as the manager's creator encoded them.
+type Wire = (u64, TaskKey, u32, serde_bytes::ByteBuf);
+
+/// The manager's shared objects, encoded once by its creator.
+type Origin = (Queue<Registration>, SegmentHandle, Event);
 
 /// In the server process, its manager's id (0 elsewhere: ids are random
 /// and never 0).
@@ -65,6 +76,10 @@ pub(crate) fn serving(uid: u64) {
 }
 
 impl Link {
+    /// The link of the process that creates the manager.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] if the handles do not encode (they always do).
     pub(crate) fn new(
         uid: u64,
         key: TaskKey,
@@ -72,6 +87,24 @@ impl Link {
         registry: Queue<Registration>,
         bell: Doorbell,
         stopped: Event,
+    ) -> Result<Arc<Link>> {
+        let origin = postcard::to_stdvec(&(&registry, bell.handle(), &stopped))
+            .map_err(|e| Error::codec("encoding a manager's handles", e))?;
+        Ok(Link::with(
+            uid,
+            key,
+            server_pid,
+            (registry, bell, stopped),
+            origin.into(),
+        ))
+    }
+
+    fn with(
+        uid: u64,
+        key: TaskKey,
+        server_pid: u32,
+        (registry, bell, stopped): (Queue<Registration>, Doorbell, Event),
+        origin: Arc<[u8]>,
     ) -> Arc<Link> {
         let link = Arc::new(Link {
             uid,
@@ -80,6 +113,7 @@ impl Link {
             registry,
             bell,
             stopped,
+            origin,
             chan: Mutex::new(Chan::Unopened),
         });
         let mut links = LINKS.lock().unwrap_or_else(|p| p.into_inner());
@@ -286,9 +320,7 @@ impl Serialize for Link {
             self.uid,
             self.key,
             self.server_pid,
-            &self.registry,
-            self.bell.handle(),
-            &self.stopped,
+            serde_bytes::Bytes::new(&self.origin),
         )
             .serialize(s)
     }
@@ -298,7 +330,7 @@ impl Serialize for Link {
 pub(crate) fn deserialize_link<'de, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Arc<Link>, D::Error> {
-    let (uid, key, server_pid, registry, bell, stopped) = Wire::deserialize(d)?;
+    let (uid, key, server_pid, origin) = Wire::deserialize(d)?;
     {
         let links = LINKS.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(link) = links
@@ -309,6 +341,17 @@ pub(crate) fn deserialize_link<'de, D: Deserializer<'de>>(
             return Ok(link);
         }
     }
-    let bell = Doorbell::open(&bell).map_err(serde::de::Error::custom)?;
-    Ok(Link::new(uid, key, server_pid, registry, bell, stopped))
+    let open = || -> Result<Arc<Link>> {
+        let (registry, bell, stopped): Origin = postcard::from_bytes(&origin)
+            .map_err(|e| Error::codec("decoding a manager's handles", e))?;
+        let bell = Doorbell::open(&bell)?;
+        Ok(Link::with(
+            uid,
+            key,
+            server_pid,
+            (registry, bell, stopped),
+            origin.into_vec().into(),
+        ))
+    };
+    open().map_err(serde::de::Error::custom)
 }

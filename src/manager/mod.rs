@@ -138,7 +138,7 @@ impl Manager {
         let server = Process::builder()
             .name("multiproc-manager")
             .spawn(server::serve, args)?;
-        let link = Link::new(uid, [k0, k1], server.pid(), registry, bell, stopped);
+        let link = Link::new(uid, [k0, k1], server.pid(), registry, bell, stopped)?;
         Ok(Manager {
             link,
             server: Mutex::new(Some(server)),
