@@ -21,6 +21,8 @@ pub use self::chunked::WithChunksize;
 mod core;
 pub(crate) mod doorbell;
 mod driver;
+mod futures;
+pub use self::futures::{as_completed, wait_tasks, AsCompleted, ReturnWhen, Task};
 mod handle;
 mod health;
 mod jobs;
@@ -348,7 +350,7 @@ impl Pool {
         })
     }
 
-    fn submit(
+    fn submit_job(
         &self,
         source: Box<dyn Source>,
         sink: Arc<dyn Sink>,
@@ -406,7 +408,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (source, sink, n) = self.map_job(f, items, chunksize);
-        self.submit(source, sink.clone(), usize::MAX, usize::MAX)?;
+        self.submit_job(source, sink.clone(), usize::MAX, usize::MAX)?;
         Ok((sink, n))
     }
 
@@ -694,7 +696,7 @@ impl Pool {
         let sink = Stream::<R>::new(ordered);
         let bound = stream_bound(self.processes);
         let backlog = bound.saturating_mul(chunk).saturating_mul(4);
-        let id = self.submit(Box::new(source), sink.clone(), bound, backlog)?;
+        let id = self.submit_job(Box::new(source), sink.clone(), bound, backlog)?;
         self.ensure_pump();
         Ok(IMap::new(Arc::clone(&self.shared), sink, id))
     }
