@@ -522,7 +522,9 @@ impl Core {
                 self.retry_dropped(r.job);
                 continue;
             }
-            let Core { workers, jobs, cfg, .. } = self;
+            let Core {
+                workers, jobs, cfg, ..
+            } = self;
             let w = workers[wi].as_mut().expect("live worker");
             let keep = front_cancellable(jobs, w);
             let sent = if r.frame.len() > w.tasks.max_payload() {

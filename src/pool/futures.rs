@@ -634,11 +634,7 @@ pub fn wait_tasks<R>(
         ReturnWhen::FirstException => tasks.iter().any(Task::failed) || all(),
         ReturnWhen::AllCompleted => all(),
     };
-    wait_for(
-        tasks,
-        &until,
-        timeout.and_then(crate::wait::deadline_after),
-    );
+    wait_for(tasks, &until, timeout.and_then(crate::wait::deadline_after));
     tasks.iter().partition(|t| t.done())
 }
 
