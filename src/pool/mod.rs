@@ -74,6 +74,7 @@ const DEFAULT_RING_BYTES: usize = 1 << 20;
 /// | `map_async`, `starmap_async`, `apply_async` → `AsyncResult` | [`map_async`](Pool::map_async), [`starmap_async`](Pool::starmap_async), [`apply_async`](Pool::apply_async) → [`AsyncResult`] |
 /// | `apply_async(f, args, callback=cb, error_callback=ecb)`, same for `map_async`, `starmap_async` | [`apply_async_with(f, args, cb, ecb)`](Pool::apply_async_with), [`map_async_with`](Pool::map_async_with), [`starmap_async_with`](Pool::starmap_async_with) |
 /// | `close()`, `join()`, `terminate()`, `with Pool() as p:` | [`close`](Pool::close), [`join`](Pool::join), [`terminate`](Pool::terminate), drop |
+/// | `ProcessPoolExecutor.submit(f, *args)` → `Future`, `shutdown(wait, cancel_futures)` | [`submit(f, args)`](Pool::submit) → [`Task`] (cancellable while it runs), [`shutdown`](Pool::shutdown) |
 ///
 /// Failures never hang: a task that panics fails its call with the panic
 /// message and the item's index ([`Error::item_index`]) and the pool stays
