@@ -91,6 +91,11 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Any other operating-system error.
     Io,
+    /// The task was cancelled before it finished
+    /// ([`Task::cancel`](crate::Task::cancel), or
+    /// [`Pool::shutdown`](crate::Pool::shutdown) with `cancel_futures`):
+    /// Python's `concurrent.futures.CancelledError`.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -115,6 +120,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "no such name",
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::Io => "operating-system error",
+            ErrorKind::Cancelled => "the task was cancelled",
         }
     }
 }
@@ -483,6 +489,35 @@ impl Error {
     /// ```
     pub fn is_panic(&self) -> bool {
         self.inner.kind == ErrorKind::Panicked
+    }
+
+    /// `true` for [`ErrorKind::Cancelled`] (Python's `CancelledError`).
+    ///
+    /// ```
+    /// assert!(!multiproc::Error::timeout("x").is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.kind == ErrorKind::Cancelled
+    }
+
+    /// A copy of this error for a second reader (`Task::result` may be
+    /// asked again, as Python's `Future.result()`); the source, if any,
+    /// becomes its message.
+    pub(crate) fn duplicate(&self) -> Self {
+        let i = &self.inner;
+        Error {
+            inner: Box::new(Inner {
+                kind: i.kind,
+                context: i.context.clone(),
+                pid: i.pid,
+                status: i.status,
+                index: i.index,
+                panic: i.panic.clone(),
+                #[cfg(feature = "mpi")]
+                rank: i.rank,
+                source: i.source.as_ref().map(|s| s.to_string().into()),
+            }),
+        }
     }
 
     /// `true` for [`ErrorKind::ProcessDied`].

@@ -90,7 +90,7 @@ impl Callbacks {
 
     /// Queues `hook` for the callback thread; never runs it here (the
     /// caller may hold the pool's lock).
-    fn queue(&self, hook: Arc<dyn Fire>) {
+    pub(super) fn queue(&self, hook: Arc<dyn Fire>) {
         *lock(&self.pending.count) += 1;
         if let Err(back) = self.tx.send(hook) {
             // Not expected: the thread ends only once every sender is gone,
@@ -290,7 +290,7 @@ impl<T: Send + 'static> AsyncResult<T> {
 
 impl Pool {
     /// The callback thread, started by the first call that needs it.
-    fn callback_thread(&self) -> Result<Arc<Callbacks>> {
+    pub(super) fn callback_thread(&self) -> Result<Arc<Callbacks>> {
         let mut cb = lock(&self.callbacks);
         if let Some(c) = cb.as_ref() {
             return Ok(Arc::clone(c));
@@ -318,7 +318,7 @@ impl Pool {
         on_ready: OnReady,
     ) -> Result<()> {
         sink.on_ready(on_ready);
-        let submitted = self.submit(source, sink.clone(), usize::MAX, usize::MAX);
+        let submitted = self.submit_job(source, sink.clone(), usize::MAX, usize::MAX);
         if submitted.is_err() {
             // Never to be ready: drop the hook, which holds the sink.
             sink.clear_on_ready();

@@ -44,6 +44,22 @@ pub(crate) struct Job {
     max_outstanding: usize,
     /// Most outputs buffered for the consumer before dispatch pauses.
     max_backlog: usize,
+    /// A `Pool::submit` task: it may be cancelled while it runs, so a task
+    /// queued behind it keeps a copy of its frame.
+    cancellable: bool,
+    /// Cancelled: a worker found running it is killed.
+    cancelled: bool,
+    /// Tasks sent so far.
+    tasks_sent: u64,
+}
+
+/// A task taken back from a worker killed to cancel the task in front of
+/// it: sent again to another worker, before any new task.
+struct Retry {
+    job: u64,
+    first: u64,
+    count: u64,
+    frame: Vec<u8>,
 }
 
 impl Job {
@@ -61,7 +77,16 @@ impl Job {
             failed: false,
             max_outstanding: max_outstanding.max(1),
             max_backlog,
+            cancellable: false,
+            cancelled: false,
+            tasks_sent: 0,
         }
+    }
+
+    /// Marks a job that [`Core::cancel_task`] may cancel while it runs.
+    pub(crate) fn cancellable(mut self) -> Job {
+        self.cancellable = true;
+        self
     }
 
     fn fail(&mut self, e: Error) {
@@ -140,6 +165,11 @@ pub(crate) struct Core {
     attach_scratch: Vec<u8>,
     pub(crate) last_health: Instant,
     pub(crate) restarts: u64,
+    /// Tasks to send again (see [`Retry`]).
+    retry: VecDeque<Retry>,
+    /// A cancelled job still has a task in flight: a worker that reaches
+    /// it is killed ([`kill_cancelled`](Core::kill_cancelled)).
+    cancels_pending: bool,
 }
 
 impl Core {
@@ -163,6 +193,8 @@ impl Core {
             attach_scratch: Vec::new(),
             last_health: Instant::now(),
             restarts: 0,
+            retry: VecDeque::new(),
+            cancels_pending: false,
         })
     }
 
@@ -208,6 +240,7 @@ impl Core {
     pub(crate) fn has_inflight(&self) -> bool {
         self.all_workers().any(|w| !w.inflight.is_empty())
             || self.dying.iter().any(Dying::holds_work)
+            || !self.retry.is_empty()
     }
 
     /// Killed workers the OS has not reported gone yet.
@@ -239,6 +272,9 @@ impl Core {
     /// anything moved.
     pub(crate) fn step(&mut self) -> bool {
         let mut got = self.poll_results();
+        if self.cancels_pending {
+            got |= self.kill_cancelled();
+        }
         if !self.dying.is_empty() {
             got |= self.reap_dying();
         }
@@ -427,8 +463,10 @@ impl Core {
     fn dispatch(&mut self) -> bool {
         let mut any = self.flush_backlogs();
         if self.broken.is_some() {
+            self.drop_retries();
             return any;
         }
+        any |= self.send_retries();
         // Cheap checks first: this runs on every spin of a waiting driver.
         if !self.workers.iter().flatten().any(Worker::has_room)
             || !self.jobs.values().any(Job::wants_dispatch)
@@ -437,16 +475,11 @@ impl Core {
         }
         let ids: Vec<u64> = self.order.iter().copied().collect();
         for id in ids {
-            while self.jobs.get(&id).is_some_and(Job::wants_dispatch) {
-                // The least busy worker with room.
-                let Some(wi) = self
-                    .workers
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, w)| w.as_ref().filter(|w| w.has_room()).map(|w| (i, w)))
-                    .min_by_key(|(_, w)| w.inflight.len())
-                    .map(|(i, _)| i)
-                else {
+            while let Some(job) = self.jobs.get(&id).filter(|j| j.wants_dispatch()) {
+                // The least busy worker with room (for zero-copy chunks,
+                // not behind a task that may be cancelled).
+                let bulk = job.source.bulk();
+                let Some(wi) = self.least_busy(bulk) else {
                     return any;
                 };
                 if let Err(e) = self.send_one(id, wi) {
@@ -456,6 +489,178 @@ impl Core {
             }
         }
         any
+    }
+
+    /// The live worker with room and the fewest tasks in flight; for
+    /// `bulk` (zero-copy) work, not one whose front task may be cancelled.
+    fn least_busy(&self, bulk: bool) -> Option<usize> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.as_ref().filter(|w| w.has_room()).map(|w| (i, w)))
+            .filter(|(_, w)| !bulk || !self.front_cancellable(w))
+            .min_by_key(|(_, w)| w.inflight.len())
+            .map(|(i, _)| i)
+    }
+
+    /// Whether `w`'s front task belongs to a job that may be cancelled.
+    fn front_cancellable(&self, w: &Worker) -> bool {
+        front_cancellable(&self.jobs, w)
+    }
+
+    /// Sends the tasks taken back from killed workers, first come first.
+    fn send_retries(&mut self) -> bool {
+        let mut any = false;
+        while !self.retry.is_empty() {
+            let Some(wi) = self.least_busy(false) else {
+                break;
+            };
+            let r = self.retry.pop_front().expect("not empty");
+            any = true;
+            let live = self.jobs.get(&r.job).is_some_and(|j| !j.failed);
+            if !live {
+                self.retry_dropped(r.job);
+                continue;
+            }
+            let Core {
+                workers, jobs, cfg, ..
+            } = self;
+            let w = workers[wi].as_mut().expect("live worker");
+            let keep = front_cancellable(jobs, w);
+            let sent = if r.frame.len() > w.tasks.max_payload() {
+                w.send_long(K_TASK, r.frame.clone());
+                Ok(())
+            } else {
+                w.send(K_TASK, &r.frame)
+            };
+            let resend = keep.then_some(r.frame);
+            record(w, cfg, r.job, r.first, r.count, false, resend);
+            if let Err(e) = sent {
+                self.worker_failed(wi, e);
+            }
+        }
+        any
+    }
+
+    /// A task waiting to be sent again will not be (its job failed, the
+    /// pool broke or was terminated): it is no longer outstanding.
+    fn retry_dropped(&mut self, job: u64) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.outstanding -= 1;
+        }
+    }
+
+    /// Drops every task waiting to be sent again (see
+    /// [`retry_dropped`](Core::retry_dropped)); their jobs have failed or
+    /// are failed by the caller.
+    fn drop_retries(&mut self) {
+        while let Some(r) = self.retry.pop_front() {
+            if let Some(j) = self.jobs.get_mut(&r.job) {
+                j.outstanding -= 1;
+                j.fail(Error::new(
+                    ErrorKind::InvalidState,
+                    "the pool was terminated or broke",
+                ));
+            }
+        }
+    }
+
+    /// Cancels job `id` (a `Pool::submit`; Python's `Future.cancel()`),
+    /// failing it with `err` (`Cancelled`). A task not sent yet is never
+    /// sent; a worker running it is killed and replaced, and the tasks
+    /// queued behind it are sent again to others. `false` if the job is
+    /// done already (its result is in): nothing changes. Drain the result
+    /// rings first (`poll_results`), so that a finished task counts.
+    pub(crate) fn cancel_task(&mut self, id: u64, err: Error) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        if job.failed || (job.tasks_sent > 0 && job.outstanding == 0) {
+            return false;
+        }
+        job.cancelled = true;
+        job.exhausted = true;
+        job.fail(err);
+        if job.outstanding > 0 {
+            self.cancels_pending = true;
+            self.kill_cancelled();
+        }
+        self.settle_finished();
+        true
+    }
+
+    /// Cancels every `Pool::submit` job that is not running: not sent
+    /// yet, or queued behind another task on a worker (Python's
+    /// `shutdown(cancel_futures=True)`); returns how many.
+    pub(crate) fn cancel_queued(&mut self) -> usize {
+        let running: Vec<u64> = self
+            .all_workers()
+            .filter_map(|w| w.inflight.front().map(|t| t.job))
+            .collect();
+        let ids: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(id, j)| j.cancellable && !running.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        let why = "the task was cancelled by Pool::shutdown before it started";
+        ids.into_iter()
+            .filter(|&id| self.cancel_task(id, Error::new(ErrorKind::Cancelled, why)))
+            .count()
+    }
+
+    /// Kills every live or retiring worker whose front task belongs to a
+    /// cancelled job; the tasks queued behind it go to [`Retry`]. Keeps
+    /// `cancels_pending` while a cancelled job still has a task queued
+    /// behind another one. `true` if a worker was killed.
+    fn kill_cancelled(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..self.workers.len() {
+            if self.workers[i]
+                .as_ref()
+                .is_some_and(|w| self.front_cancelled(w))
+            {
+                // What it finished meanwhile counts as finished.
+                if let Err(e) = self.drain_worker(Slot::Live(i)) {
+                    self.worker_failed(i, e);
+                    any = true;
+                    continue;
+                }
+                let Some(w) = self.workers[i].as_mut() else {
+                    continue;
+                };
+                if !front_cancelled(&self.jobs, w) {
+                    continue;
+                }
+                let (index, pid) = (w.index, w.pid);
+                take_queued(w, &mut self.retry);
+                self.lose_worker_with(i, cancel_loss(index, pid), true);
+                any = true;
+            }
+        }
+        let mut r = 0;
+        while r < self.retired.len() {
+            if !self.front_cancelled(&self.retired[r]) {
+                r += 1;
+                continue;
+            }
+            let mut w = self.retired.remove(r);
+            take_queued(&mut w, &mut self.retry);
+            let loss = cancel_loss(w.index, w.pid);
+            self.dying.push(w.kill(loss, true));
+            any = true;
+        }
+        let pending = self.all_workers().any(|w| {
+            w.inflight
+                .iter()
+                .any(|t| self.jobs.get(&t.job).is_some_and(|j| j.cancelled))
+        });
+        self.cancels_pending = pending;
+        any
+    }
+
+    fn front_cancelled(&self, w: &Worker) -> bool {
+        front_cancelled(&self.jobs, w)
     }
 
     /// Takes the next task of job `id` and sends it to worker `wi`.
@@ -468,8 +673,10 @@ impl Core {
             cfg,
             ..
         } = self;
-        let job = jobs.get_mut(&id).expect("job exists");
         let w = workers[wi].as_mut().expect("live worker");
+        let keep = front_cancellable(jobs, w);
+        let mut resend = None;
+        let job = jobs.get_mut(&id).expect("job exists");
         let hard = w.tasks.max_payload();
         // The source runs user code (the input iterator, serialisation):
         // a panic there fails this job, not the thread that drives the pool.
@@ -492,6 +699,9 @@ impl Core {
                 return Ok(());
             }
             Next::Task { first, count } => {
+                if keep {
+                    resend = Some(scratch.clone());
+                }
                 if scratch.len() > hard {
                     // One item over a frame: streamed when the worker can
                     // take it. The buffer goes with it (no copy).
@@ -528,28 +738,9 @@ impl Core {
                 (first, count, true)
             }
         };
-        // Only task timeouts read these times; skip the clock otherwise.
-        let now = if cfg.task_timeout.is_some() {
-            Instant::now()
-        } else {
-            w.front_since
-        };
-        if w.inflight.is_empty() {
-            w.front_since = now;
-        }
-        w.inflight.push_back(Inflight {
-            job: id,
-            first,
-            count,
-            seq: w.sent as u32,
-            sent: now,
-            bulk,
-        });
-        w.sent += 1;
-        if cfg.max_tasks_per_child.is_some_and(|m| w.sent >= m) {
-            w.retiring = true;
-        }
+        record(w, cfg, id, first, count, bulk, resend);
         job.outstanding += 1;
+        job.tasks_sent += 1;
         Ok(())
     }
 
@@ -634,6 +825,7 @@ impl Core {
         // Why a replacement is started, in the events of feature `tracing`.
         let why = match (kill, loss.kind) {
             (true, ErrorKind::Timeout) => "task timeout",
+            (true, ErrorKind::Cancelled) => "cancel",
             (true, _) => "killed",
             (false, _) => "crash",
         };
@@ -811,6 +1003,7 @@ impl Core {
         if !all.is_empty() {
             lifecycle!(debug, workers = all.len(), "pool terminated");
         }
+        self.drop_retries();
         for w in all {
             let loss = Loss::new(ErrorKind::InvalidState, "the pool was terminated".into());
             // The user ended it: no exit status in the jobs' errors.
@@ -861,6 +1054,83 @@ pub(crate) fn join_workers(workers: Vec<Worker>) -> Result<()> {
 enum Slot {
     Live(usize),
     Retired(usize),
+}
+
+/// Records a task just sent to `w` in its in-flight list.
+fn record(
+    w: &mut Worker,
+    cfg: &Config,
+    job: u64,
+    first: u64,
+    count: u64,
+    bulk: bool,
+    resend: Option<Vec<u8>>,
+) {
+    // Only task timeouts read these times; skip the clock otherwise.
+    let now = if cfg.task_timeout.is_some() {
+        Instant::now()
+    } else {
+        w.front_since
+    };
+    if w.inflight.is_empty() {
+        w.front_since = now;
+    }
+    w.inflight.push_back(Inflight {
+        job,
+        first,
+        count,
+        seq: w.sent as u32,
+        sent: now,
+        bulk,
+        resend,
+    });
+    w.sent += 1;
+    if cfg.max_tasks_per_child.is_some_and(|m| w.sent >= m) {
+        w.retiring = true;
+    }
+}
+
+/// Whether `w`'s front task belongs to a job that may be cancelled: a
+/// task queued behind it keeps a copy of its frame.
+fn front_cancellable(jobs: &Jobs, w: &Worker) -> bool {
+    w.inflight
+        .front()
+        .is_some_and(|t| jobs.get(&t.job).is_some_and(|j| j.cancellable && !j.failed))
+}
+
+/// Whether `w`'s front task belongs to a cancelled job.
+fn front_cancelled(jobs: &Jobs, w: &Worker) -> bool {
+    w.inflight
+        .front()
+        .is_some_and(|t| jobs.get(&t.job).is_some_and(|j| j.cancelled))
+}
+
+/// Moves the tasks queued behind `w`'s front task that kept a copy of
+/// their frame to `retry` (`w` is about to be killed to cancel its front
+/// task). One without a copy stays, and fails with the worker.
+fn take_queued(w: &mut Worker, retry: &mut VecDeque<Retry>) {
+    let mut kept = VecDeque::with_capacity(1);
+    for (i, t) in std::mem::take(&mut w.inflight).into_iter().enumerate() {
+        match t.resend {
+            Some(frame) if i > 0 => retry.push_back(Retry {
+                job: t.job,
+                first: t.first,
+                count: t.count,
+                frame,
+            }),
+            _ => kept.push_back(Inflight { resend: None, ..t }),
+        }
+    }
+    w.inflight = kept;
+}
+
+/// What the jobs left on a worker killed to cancel its running task are
+/// told (only the cancelled task's own job, which has its error already).
+fn cancel_loss(index: usize, pid: u32) -> Loss {
+    Loss::new(
+        ErrorKind::Cancelled,
+        format!("pool worker {index} (pid {pid}) was killed to cancel its running task"),
+    )
 }
 
 type Jobs = HashMap<u64, Job, JobIds>;

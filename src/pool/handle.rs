@@ -43,6 +43,11 @@ pub(crate) struct Inflight {
     pub(crate) sent: Instant,
     /// A zero-copy chunk: bulk work the parent only hands out.
     pub(crate) bulk: bool,
+    /// A copy of the task frame, kept only for a task queued behind one
+    /// that can be cancelled (`Pool::submit`): if that one is cancelled
+    /// while it runs, its worker is killed and this task is sent again to
+    /// another (docs/ARCHITECTURE.md, Pool, "Cancelling a running task").
+    pub(crate) resend: Option<Vec<u8>>,
 }
 
 pub(crate) struct Attached {

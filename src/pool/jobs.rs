@@ -44,6 +44,13 @@ pub(crate) trait Source: Send {
     /// unless one item alone is larger: then that item is the frame's only
     /// one, and the frame is streamed.
     fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next;
+
+    /// Zero-copy chunks: their frames name segments attached to one
+    /// worker, so they are never queued behind a task that may be
+    /// cancelled (they could not be sent again elsewhere).
+    fn bulk(&self) -> bool {
+        false
+    }
 }
 
 /// Receives a job's outputs. Called by whichever thread drives the pool,

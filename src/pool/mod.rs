@@ -21,6 +21,8 @@ pub use self::chunked::WithChunksize;
 mod core;
 pub(crate) mod doorbell;
 mod driver;
+mod futures;
+pub use self::futures::{as_completed, wait_tasks, AsCompleted, ReturnWhen, Task};
 mod handle;
 mod health;
 mod jobs;
@@ -72,6 +74,7 @@ const DEFAULT_RING_BYTES: usize = 1 << 20;
 /// | `map_async`, `starmap_async`, `apply_async` → `AsyncResult` | [`map_async`](Pool::map_async), [`starmap_async`](Pool::starmap_async), [`apply_async`](Pool::apply_async) → [`AsyncResult`] |
 /// | `apply_async(f, args, callback=cb, error_callback=ecb)`, same for `map_async`, `starmap_async` | [`apply_async_with(f, args, cb, ecb)`](Pool::apply_async_with), [`map_async_with`](Pool::map_async_with), [`starmap_async_with`](Pool::starmap_async_with) |
 /// | `close()`, `join()`, `terminate()`, `with Pool() as p:` | [`close`](Pool::close), [`join`](Pool::join), [`terminate`](Pool::terminate), drop |
+/// | `ProcessPoolExecutor.submit(f, *args)` → `Future`, `shutdown(wait, cancel_futures)` | [`submit(f, args)`](Pool::submit) → [`Task`] (cancellable while it runs), [`shutdown`](Pool::shutdown) |
 ///
 /// Failures never hang: a task that panics fails its call with the panic
 /// message and the item's index ([`Error::item_index`]) and the pool stays
@@ -348,7 +351,7 @@ impl Pool {
         })
     }
 
-    fn submit(
+    fn submit_job(
         &self,
         source: Box<dyn Source>,
         sink: Arc<dyn Sink>,
@@ -406,7 +409,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (source, sink, n) = self.map_job(f, items, chunksize);
-        self.submit(source, sink.clone(), usize::MAX, usize::MAX)?;
+        self.submit_job(source, sink.clone(), usize::MAX, usize::MAX)?;
         Ok((sink, n))
     }
 
@@ -694,7 +697,7 @@ impl Pool {
         let sink = Stream::<R>::new(ordered);
         let bound = stream_bound(self.processes);
         let backlog = bound.saturating_mul(chunk).saturating_mul(4);
-        let id = self.submit(Box::new(source), sink.clone(), bound, backlog)?;
+        let id = self.submit_job(Box::new(source), sink.clone(), bound, backlog)?;
         self.ensure_pump();
         Ok(IMap::new(Arc::clone(&self.shared), sink, id))
     }

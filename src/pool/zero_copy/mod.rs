@@ -51,7 +51,7 @@ impl Pool {
             output: output.cloned(),
         };
         let sink = Collect::<()>::new(true);
-        self.submit(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
+        self.submit_job(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
         let s2 = Arc::clone(&sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
         drop(core);
@@ -415,6 +415,10 @@ impl Source for ZcSource {
             input: Arc::clone(&self.input),
             output: self.output.clone(),
         })
+    }
+
+    fn bulk(&self) -> bool {
+        true
     }
 }
 

@@ -1,0 +1,381 @@
+//! `Pool::submit` and its `Task` (Python's `concurrent.futures`): results,
+//! completion order, cancelling queued and *running* tasks, done
+//! callbacks, `wait_tasks`, `shutdown`, and a worker killed under a task.
+//! Every scenario that could hang runs under a watchdog; timings are
+//! asserted only where the gap is seconds wide.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use multiproc::{as_completed, wait_tasks, ErrorKind, Event, Pool, Queue, ReturnWhen};
+
+multiproc::test_support!();
+
+mod common;
+use common::{watchdog, when_set};
+
+/// Limit for the tests that could hang if a failure went unnoticed.
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn fragile(x: u64) -> u64 {
+    assert!(x != 3, "three is not allowed");
+    x
+}
+
+/// Says which worker runs it, then naps `ms`.
+fn report_pid((pids, ms): (Queue<u32>, u64)) -> u64 {
+    pids.put(&std::process::id()).unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// The pid a `report_pid` task sent.
+fn reported(pids: &Queue<u32>) -> u32 {
+    pids.get_timeout(Duration::from_secs(60)).unwrap()
+}
+
+#[test]
+fn submit_returns_the_result() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let t = pool.submit(square, 12).unwrap();
+        assert_eq!(t.result().unwrap(), 144);
+        // Asked again: the same value (Python's `result()`).
+        assert_eq!(t.result().unwrap(), 144);
+        assert!(t.done() && !t.running() && !t.cancelled());
+        let many: Vec<_> = (0..50).map(|i| pool.submit(square, i).unwrap()).collect();
+        let got: Vec<u64> = many.into_iter().map(|t| t.into_result().unwrap()).collect();
+        assert_eq!(got, (0..50).map(|i| i * i).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_failed_task_gives_the_error_apply_gives() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let t = pool.submit(fragile, 3).unwrap();
+        let e = t.result().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Panicked);
+        let info = e.panic_info().unwrap();
+        assert_eq!(info.message(), "three is not allowed");
+        assert!(info.location().unwrap().contains("futures.rs"));
+        assert!(e.pid().is_some());
+        let a = pool.apply(fragile, 3).unwrap_err();
+        assert_eq!(a.kind(), e.kind());
+        assert_eq!(a.panic_info().unwrap().message(), info.message());
+        // The pool goes on.
+        assert_eq!(pool.submit(fragile, 4).unwrap().result().unwrap(), 4);
+    });
+}
+
+#[test]
+fn result_timeout_times_out_then_the_value_comes() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let go = Event::new().unwrap();
+        let t = pool.submit(when_set, (go.clone(), 7)).unwrap();
+        let e = t.result_timeout(Duration::from_millis(20)).unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        assert!(!t.done());
+        go.set();
+        assert_eq!(t.result_timeout(Duration::from_secs(60)).unwrap(), 7);
+    });
+}
+
+#[test]
+fn as_completed_yields_in_completion_order() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let tasks = vec![
+            pool.submit(nap, 2_000).unwrap(),
+            pool.submit(nap, 0).unwrap(),
+        ];
+        let order: Vec<u64> = as_completed(&tasks, None)
+            .map(|t| t.unwrap().result().unwrap())
+            .collect();
+        assert_eq!(order, [0, 2_000]);
+        // Every task once, also those done already.
+        let all: Vec<_> = (0..10).map(|i| pool.submit(square, i).unwrap()).collect();
+        let mut got: Vec<u64> = as_completed(&all, None)
+            .map(|t| t.unwrap().result().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..10).map(|i| i * i).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn as_completed_ends_with_a_timeout_error() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let go = Event::new().unwrap();
+        let tasks = vec![
+            pool.submit(when_set, (go.clone(), 1)).unwrap(),
+            pool.submit(nap, 0).unwrap(),
+        ];
+        let got: Vec<_> = as_completed(&tasks, Some(Duration::from_millis(500))).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].as_ref().unwrap().result().unwrap(), 0);
+        assert!(got[1].as_ref().unwrap_err().is_timeout());
+        go.set();
+        assert_eq!(tasks[0].result().unwrap(), 1);
+    });
+}
+
+/// The heart of it: a running task is stopped by killing its worker; the
+/// task queued behind it on that worker, the one on the other worker and
+/// the one not sent yet all finish with their own results.
+#[test]
+fn cancel_stops_a_running_task_and_spares_the_others() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let pids = Queue::<u32>::new().unwrap();
+        let go = Event::new().unwrap();
+        let victim = pool.submit(report_pid, (pids.clone(), 600_000)).unwrap();
+        let pid = reported(&pids);
+        let other = pool.submit(when_set, (go.clone(), 11)).unwrap();
+        // Queued behind the running tasks (two workers, two in flight each)
+        // and beyond.
+        let queued: Vec<_> = (0..6).map(|i| pool.submit(square, i).unwrap()).collect();
+        assert!(victim.running());
+        assert!(pool.pids().contains(&pid));
+
+        assert!(victim.cancel());
+        assert!(victim.cancelled() && victim.done() && !victim.running());
+        let e = victim.result().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+        assert!(e.is_cancelled());
+        // Cancelled twice: still `true`, nothing else happens.
+        assert!(victim.cancel());
+
+        go.set();
+        assert_eq!(other.result().unwrap(), 11);
+        for (i, t) in queued.iter().enumerate() {
+            assert_eq!(t.result().unwrap(), (i * i) as u64);
+        }
+        // Its worker was replaced, the other one was not.
+        let now = pool.pids();
+        assert!(!now.contains(&pid), "{pid} still in {now:?}");
+        assert_eq!(pool.restarts(), 1);
+        assert_eq!(pool.submit(square, 9).unwrap().result().unwrap(), 81);
+    });
+}
+
+/// One worker: the task queued behind the running one is in the killed
+/// worker's ring, and is sent again to its replacement.
+#[test]
+fn cancel_resends_the_task_queued_on_the_killed_worker() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let pids = Queue::<u32>::new().unwrap();
+        let victim = pool.submit(report_pid, (pids.clone(), 600_000)).unwrap();
+        let pid = reported(&pids);
+        let behind = pool.submit(report_pid, (pids.clone(), 0)).unwrap();
+        let later = pool.submit(square, 5).unwrap();
+        assert!(victim.cancel());
+        assert_eq!(behind.result().unwrap(), 0);
+        assert_eq!(later.result().unwrap(), 25);
+        let second = reported(&pids);
+        assert_ne!(second, pid, "the queued task ran on the cancelled worker");
+        assert_eq!(pool.pids(), [second]);
+    });
+}
+
+#[test]
+fn cancel_drops_a_task_not_sent_yet() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let go = Event::new().unwrap();
+        let running = pool.submit(when_set, (go.clone(), 1)).unwrap();
+        let queued = pool.submit(when_set, (go.clone(), 2)).unwrap();
+        // Two in flight on the worker; this one waits in the parent.
+        let waiting = pool.submit(square, 3).unwrap();
+        assert!(!waiting.running());
+        assert!(waiting.cancel());
+        assert!(waiting.cancelled());
+        assert!(waiting.result().unwrap_err().is_cancelled());
+        go.set();
+        assert_eq!(running.result().unwrap(), 1);
+        assert_eq!(queued.result().unwrap(), 2);
+        assert_eq!(pool.restarts(), 0);
+    });
+}
+
+#[test]
+fn cancel_after_done_returns_false() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let t = pool.submit(square, 4).unwrap();
+        assert_eq!(t.result().unwrap(), 16);
+        assert!(!t.cancel());
+        assert!(!t.cancelled());
+        assert_eq!(t.result().unwrap(), 16);
+        // A failed task is done too.
+        let f = pool.submit(fragile, 3).unwrap();
+        assert!(f.result().is_err());
+        assert!(!f.cancel());
+    });
+}
+
+#[test]
+fn add_done_callback_runs_once_also_after_completion() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let go = Event::new().unwrap();
+        let t = pool.submit(when_set, (go.clone(), 5)).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        t.add_done_callback(move |t| {
+            let name = std::thread::current().name().map(str::to_owned);
+            tx2.send((t.result().unwrap(), name)).unwrap();
+        });
+        assert!(rx.try_recv().is_err());
+        go.set();
+        let (v, thread) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(v, 5);
+        assert_eq!(thread.as_deref(), Some("multiproc-pool-callbacks"));
+        // Added after completion: runs at once, here.
+        let here = std::thread::current().id();
+        let (tx3, rx3) = mpsc::channel();
+        t.add_done_callback(move |t| tx3.send((t.done(), std::thread::current().id())).unwrap());
+        assert_eq!(rx3.try_recv().unwrap(), (true, here));
+        drop(tx);
+        pool.close();
+        pool.join().unwrap();
+        // Once each.
+        assert!(rx.try_recv().is_err());
+        // A cancelled task calls back too.
+        let pool = Pool::new(1).unwrap();
+        let t = pool.submit(nap, 600_000).unwrap();
+        let (tx, rx) = mpsc::channel();
+        t.add_done_callback(move |t| tx.send(t.cancelled()).unwrap());
+        assert!(t.cancel());
+        assert!(rx.recv_timeout(Duration::from_secs(60)).unwrap());
+    });
+}
+
+#[test]
+fn wait_tasks_returns_for_each_return_when() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let go = Event::new().unwrap();
+
+        let tasks = vec![
+            pool.submit(when_set, (go.clone(), 1)).unwrap(),
+            pool.submit(nap, 0).unwrap(),
+        ];
+        let (done, not_done) = wait_tasks(&tasks, ReturnWhen::FirstCompleted, None);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].result().unwrap(), 0);
+        assert_eq!(not_done.len(), 1);
+        assert!(!not_done[0].done());
+
+        // A timeout is not an error: what is left is in `not_done`.
+        let (done, not_done) = wait_tasks(
+            &tasks,
+            ReturnWhen::AllCompleted,
+            Some(Duration::from_millis(100)),
+        );
+        assert_eq!((done.len(), not_done.len()), (1, 1));
+        go.set();
+        let (done, not_done) = wait_tasks(&tasks, ReturnWhen::AllCompleted, None);
+        assert_eq!((done.len(), not_done.len()), (2, 0));
+
+        // FIRST_EXCEPTION: returns at the failure, not waiting for the rest.
+        go.clear();
+        let tasks = vec![
+            pool.submit(when_set, (go.clone(), 1)).unwrap(),
+            pool.submit(fragile, 3).unwrap(),
+        ];
+        let (done, not_done) = wait_tasks(&tasks, ReturnWhen::FirstException, None);
+        assert_eq!(done.len(), 1);
+        assert!(done[0].result().unwrap_err().is_panic());
+        assert_eq!(not_done.len(), 1);
+        go.set();
+        // Without a failure it waits for all.
+        let tasks: Vec<_> = (0..4).map(|i| pool.submit(square, i).unwrap()).collect();
+        let (done, not_done) = wait_tasks(&tasks, ReturnWhen::FirstException, None);
+        assert_eq!((done.len(), not_done.len()), (4, 0));
+        let (done, not_done) = wait_tasks::<u64>(&[], ReturnWhen::FirstCompleted, None);
+        assert!(done.is_empty() && not_done.is_empty());
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_sigkilled_worker_fails_its_task_with_pid_and_signal() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let pids = Queue::<u32>::new().unwrap();
+        let t = pool.submit(report_pid, (pids.clone(), 600_000)).unwrap();
+        let bystander = pool.submit(nap, 300).unwrap();
+        let victim = reported(&pids);
+        // SAFETY: a plain syscall on a pid this test's pool owns.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(victim as i32, libc::SIGKILL)
+        };
+        let e = t.result().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ProcessDied, "{e}");
+        assert_eq!(e.pid(), Some(victim));
+        assert_eq!(
+            e.exit_status().and_then(|s| s.signal()),
+            Some(libc::SIGKILL)
+        );
+        assert!(!t.cancelled());
+        assert_eq!(bystander.result().unwrap(), 300);
+        assert_eq!(pool.submit(square, 3).unwrap().result().unwrap(), 9);
+    });
+}
+
+#[test]
+fn dropping_a_task_does_not_cancel_it() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let pids = Queue::<u32>::new().unwrap();
+        drop(pool.submit(report_pid, (pids.clone(), 0)).unwrap());
+        reported(&pids);
+        assert_eq!(pool.restarts(), 0);
+    });
+}
+
+#[test]
+fn shutdown_cancels_what_is_not_running_and_waits() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let pids = Queue::<u32>::new().unwrap();
+        let first = pool.submit(report_pid, (pids.clone(), 300)).unwrap();
+        reported(&pids);
+        let rest: Vec<_> = (0..3).map(|_| pool.submit(nap, 600_000).unwrap()).collect();
+        pool.shutdown(true, true).unwrap();
+        assert_eq!(first.result().unwrap(), 300);
+        assert!(rest.iter().all(|t| t.cancelled()));
+        let e = pool.submit(square, 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidState);
+        // A second shutdown does no harm.
+        pool.shutdown(true, false).unwrap();
+    });
+}
+
+#[test]
+fn terminate_fails_submitted_tasks() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let a = pool.submit(nap, 600_000).unwrap();
+        let b = pool.submit(nap, 600_000).unwrap();
+        let c = pool.submit(nap, 600_000).unwrap();
+        pool.terminate();
+        for t in [&a, &b, &c] {
+            assert_eq!(t.result().unwrap_err().kind(), ErrorKind::InvalidState);
+        }
+    });
+}
