@@ -289,7 +289,7 @@ impl<R> Task<R> {
         core.poll_results();
         let ok = core.cancel_task(
             self.id,
-            Error::new(ErrorKind::Cancelled, "Task::cancel: the task was cancelled"),
+            Error::new(ErrorKind::Cancelled, "Task::cancel was called"),
         );
         drop(core);
         self.shared.notify();
