@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::registry::Registry;
 use super::server::Registration;
 use super::wire::{Reader, Writer, STATUS_FAILED, STATUS_OK, STATUS_REFUSED};
 use crate::error::{Error, ErrorKind, PanicInfo, Result};
 use crate::pipe::{pipe, Connection};
 use crate::pool::doorbell::Doorbell;
-use crate::queue::Queue;
 use crate::segment::SegmentHandle;
 use crate::sync::Event;
 use crate::sys;
@@ -29,7 +29,7 @@ pub(crate) struct Link {
     uid: u64,
     key: TaskKey,
     server_pid: u32,
-    registry: Queue<Registration>,
+    registry: Registry,
     bell: Doorbell,
     stopped: Event,
     /// The wire form of `registry`, `bell` and `stopped` as the process
@@ -62,7 +62,7 @@ static LINKS: Mutex<Vec<Weak<Link>>> = Mutex::new(Vec::new());
 type Wire = (u64, TaskKey, u32, serde_bytes::ByteBuf);
 
 /// The manager's shared objects, encoded once by its creator.
-type Origin = (Queue<Registration>, SegmentHandle, Event);
+type Origin = (SegmentHandle, SegmentHandle, Event);
 
 /// In the server process, its manager's id (0 elsewhere: ids are random
 /// and never 0).
@@ -84,11 +84,11 @@ impl Link {
         uid: u64,
         key: TaskKey,
         server_pid: u32,
-        registry: Queue<Registration>,
+        registry: Registry,
         bell: Doorbell,
         stopped: Event,
     ) -> Result<Arc<Link>> {
-        let origin = postcard::to_stdvec(&(&registry, bell.handle(), &stopped))
+        let origin = postcard::to_stdvec(&(registry.handle(), bell.handle(), &stopped))
             .map_err(|e| Error::codec("encoding a manager's handles", e))?;
         Ok(Link::with(
             uid,
@@ -103,7 +103,7 @@ impl Link {
         uid: u64,
         key: TaskKey,
         server_pid: u32,
-        (registry, bell, stopped): (Queue<Registration>, Doorbell, Event),
+        (registry, bell, stopped): (Registry, Doorbell, Event),
         origin: Arc<[u8]>,
     ) -> Arc<Link> {
         let link = Arc::new(Link {
@@ -187,12 +187,27 @@ impl Link {
     }
 
     /// This process's pipe to the server: created, handed over through
-    /// the registration queue, and acknowledged.
+    /// the registration table, and acknowledged.
     fn open(&self, call: &str) -> Result<Connection> {
         let (mine, theirs) = pipe(true)?;
-        self.registry
-            .put(&(std::process::id(), theirs.clone()))
-            .map_err(|e| self.broken(call, e))?;
+        let registration: Registration = (std::process::id(), theirs.clone());
+        let bytes = postcard::to_stdvec(&registration)
+            .map_err(|e| in_call(Error::codec("encoding a registration", e), call))?;
+        drop(registration);
+        // Every slot taken: as many processes register at this moment.
+        while !self
+            .registry
+            .try_publish(&bytes)
+            .map_err(|e| in_call(e, call))?
+        {
+            if self.stopped.is_set() {
+                return Err(Link::shut_down(call));
+            }
+            if !sys::process_alive(self.server_pid) {
+                return Err(self.died(call));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         self.bell.ring();
         // `theirs` is held until the server has opened its copy (its
         // acknowledgement says so): a handle sent through a queue counts
@@ -345,6 +360,7 @@ pub(crate) fn deserialize_link<'de, D: Deserializer<'de>>(
         let (registry, bell, stopped): Origin = postcard::from_bytes(&origin)
             .map_err(|e| Error::codec("decoding a manager's handles", e))?;
         let bell = Doorbell::open(&bell)?;
+        let registry = Registry::open(&registry)?;
         Ok(Link::with(
             uid,
             key,

@@ -6,14 +6,16 @@
 //! `list.rs`, `namespace.rs` (the proxies), `object.rs` (`Managed<T>`,
 //! user objects and the named functions that run on them), `client.rs` (a process's pipe
 //! to the server and the round trip), `server.rs` (the server loop),
-//! `store.rs` (the objects and how one request changes them), `wire.rs`
-//! (the frames). Design: ARCHITECTURE.md, "Manager (src/manager/)".
+//! `registry.rs` (how a client hands the server its pipe), `store.rs`
+//! (the objects and how one request changes them), `wire.rs` (the
+//! frames). Design: ARCHITECTURE.md, "Manager (src/manager/)".
 
 mod client;
 mod dict;
 mod list;
 mod namespace;
 mod object;
+mod registry;
 mod server;
 mod store;
 mod wire;
@@ -29,16 +31,13 @@ pub use self::namespace::Namespace;
 pub use self::object::{Managed, Method};
 
 use self::client::Link;
+use self::registry::Registry;
 use self::server::ServerArgs;
 use self::wire::{op, Reader, Writer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::doorbell::Doorbell;
 use crate::process::Process;
-use crate::queue::Queue;
 use crate::sync::Event;
-
-/// Bytes of the registration queue: one small message per client process.
-const REGISTRY_BYTES: usize = 64 << 10;
 
 /// How long [`Manager::shutdown`] waits for the server to end before it
 /// kills it.
@@ -124,12 +123,12 @@ impl Manager {
     /// }
     /// ```
     pub fn new() -> Result<Manager> {
-        let registry = Queue::with_capacity(REGISTRY_BYTES)?;
+        let registry = Registry::create()?;
         let bell = Doorbell::create()?;
         let stopped = Event::new()?;
         let [uid, k0, k1] = random_words()?;
         let args = ServerArgs {
-            registry: registry.clone(),
+            registry: registry.handle(),
             bell: bell.handle(),
             stopped: stopped.clone(),
             uid,

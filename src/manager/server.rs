@@ -1,7 +1,7 @@
 //! The manager's server: the loop its child process runs.
 //!
 //! It serves one duplex pipe per client process, registered through the
-//! registration queue, and sleeps on one doorbell that clients ring after
+//! registration table (`registry.rs`), and sleeps on one doorbell that clients ring after
 //! each request (the pool's, `src/pool/doorbell.rs`). A client's
 //! misbehaviour or death costs only its own pipe: the server drops it and
 //! serves the rest.
@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::registry::Registry;
 use super::store::Store;
 use super::wire::STATUS_OK;
 use crate::error::Result;
 use crate::pipe::Connection;
 use crate::pool::doorbell::Doorbell;
-use crate::queue::Queue;
 use crate::ring::DEFAULT_SPIN;
 use crate::segment::SegmentHandle;
 use crate::sync::Event;
@@ -34,7 +34,7 @@ pub(crate) type Registration = (u32, Connection);
 /// What the server process is started with.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ServerArgs {
-    pub(crate) registry: Queue<Registration>,
+    pub(crate) registry: SegmentHandle,
     pub(crate) bell: SegmentHandle,
     pub(crate) stopped: Event,
     /// The manager's id (`Link`'s), so that a user method cannot call its
@@ -67,7 +67,8 @@ impl Client {
 
 /// The server process's task (a `fn` item, as `Process::spawn` needs).
 pub(crate) fn serve(args: ServerArgs) {
-    let Ok(bell) = Doorbell::open(&args.bell) else {
+    let (Ok(bell), Ok(registry)) = (Doorbell::open(&args.bell), Registry::open(&args.registry))
+    else {
         return;
     };
     super::client::serving(args.uid);
@@ -80,10 +81,13 @@ pub(crate) fn serve(args: ServerArgs) {
             return;
         }
         let mut progress = false;
-        // A broken registration queue (a client killed while putting)
-        // stops new clients only; those registered keep being served.
-        while let Ok(Some((pid, conn))) = args.registry.try_get() {
+        // A registration that does not open (its client died before we
+        // read it, or wrote garbage) is dropped; nobody else is affected.
+        registry.take_each(|bytes| {
             progress = true;
+            let Ok((pid, conn)) = postcard::from_bytes::<Registration>(&bytes) else {
+                return;
+            };
             if conn.send_bytes(&[STATUS_OK]).is_ok() {
                 clients.push(Client {
                     pid,
@@ -92,7 +96,7 @@ pub(crate) fn serve(args: ServerArgs) {
                     reply: Vec::new(),
                 });
             }
-        }
+        });
         clients.retain_mut(|c| match c.serve_one(&mut store) {
             Ok(served) => {
                 progress |= served;
@@ -105,6 +109,7 @@ pub(crate) fn serve(args: ServerArgs) {
             // A client killed outright leaves its end registered: no
             // error ever comes from a pipe we only poll.
             clients.retain(|c| sys::process_alive(c.pid));
+            registry.reclaim_dead();
             last_check = now;
         }
         if progress {
@@ -117,7 +122,7 @@ pub(crate) fn serve(args: ServerArgs) {
         }
         let seq = bell.prepare();
         let ready = args.stopped.is_set()
-            || !args.registry.is_empty()
+            || registry.any_ready()
             || clients
                 .iter()
                 .any(|c| c.conn.poll(Duration::ZERO).unwrap_or(true));
