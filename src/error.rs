@@ -12,6 +12,40 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit_status::ExitStatus;
 
+thread_local! {
+    /// The message of the last custom deserialisation error this crate
+    /// raised on this thread, for [`Error::codec`]: postcard reports
+    /// every custom error as the bare `SerdeDeCustom`, so "a handle whose
+    /// segment is gone" would read "Serde Deserialization Error".
+    static DE_CUSTOM: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Why a value did not decode, when postcard says only "custom error"
+/// and one of ours raised it on this thread (taken: asked once).
+pub(crate) fn custom_reason(err: &postcard::Error) -> Option<String> {
+    if !matches!(err, postcard::Error::SerdeDeCustom) {
+        return None;
+    }
+    DE_CUSTOM.with(|m| m.borrow_mut().take())
+}
+
+/// `err`, with the reason of a custom error of ours appended.
+pub(crate) fn describe_postcard(err: &postcard::Error) -> String {
+    match custom_reason(err) {
+        Some(why) => format!("{err}: {why}"),
+        None => err.to_string(),
+    }
+}
+
+/// A custom deserialisation error (`serde::de::Error::custom`) whose
+/// message survives postcard: the crate's `Deserialize` impls raise their
+/// errors (a handle that does not open, a bad value) through this.
+pub(crate) fn de_custom<E: serde::de::Error>(msg: impl fmt::Display) -> E {
+    let text = msg.to_string();
+    DE_CUSTOM.with(|m| *m.borrow_mut() = Some(text.clone()));
+    E::custom(text)
+}
+
 /// `Result<T, multiproc::Error>`.
 ///
 /// ```
@@ -376,6 +410,10 @@ impl Error {
     }
 
     pub(crate) fn codec(context: impl Into<String>, err: postcard::Error) -> Self {
+        let mut context = context.into();
+        if let Some(why) = custom_reason(&err) {
+            context = format!("{context}: {why}");
+        }
         Error::new(ErrorKind::Codec, context).with_source(err)
     }
 

@@ -1693,3 +1693,27 @@ fn a_worker_killed_in_the_middle_of_a_long_result_fails_its_call_only() {
         assert_eq!(again.len(), 64 * MIB);
     });
 }
+
+fn read_value(v: SharedValue<u64>) -> u64 {
+    v.get()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_handle_whose_memory_is_gone_fails_with_the_reason_not_a_bare_decode_error() {
+    // The last handle moved into a pool call: the pool encodes it and drops
+    // it, so its memory is gone before the worker opens it (Python refuses
+    // to send a `Value` to a pool at all). The error must say so.
+    let pool = Pool::new(1).unwrap();
+    let v = SharedValue::new(7u64).unwrap();
+    let err = pool.apply(read_value, v).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{text}");
+    assert!(
+        text.contains("Serde Deserialization Error: "),
+        "no reason given: {text}"
+    );
+    // A clone kept here is the fix.
+    let v = SharedValue::new(7u64).unwrap();
+    assert_eq!(pool.apply(read_value, v.clone()).unwrap(), 7);
+}

@@ -255,7 +255,10 @@ pub(super) fn run_catching(
     match catch_panic(f) {
         Ok(Ok(bytes)) => (Outcome::Returned(ByteBuf::from(bytes)), 0),
         Ok(Err(e)) => (
-            Outcome::Rejected(format!("arguments or result: {e}")),
+            Outcome::Rejected(format!(
+                "arguments or result: {}",
+                crate::error::describe_postcard(&e)
+            )),
             EXIT_BOOTSTRAP_FAILED,
         ),
         Err(info) => (Outcome::Panicked(info), EXIT_PANICKED),

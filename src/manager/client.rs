@@ -369,5 +369,5 @@ pub(crate) fn deserialize_link<'de, D: Deserializer<'de>>(
             origin.into_vec().into(),
         ))
     };
-    open().map_err(serde::de::Error::custom)
+    open().map_err(crate::error::de_custom)
 }

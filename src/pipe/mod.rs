@@ -664,7 +664,7 @@ impl<'de> Deserialize<'de> for Connection {
             }
             Ok(Connection::new(inner))
         };
-        open().map_err(serde::de::Error::custom)
+        open().map_err(crate::error::de_custom)
     }
 }
 

@@ -296,7 +296,7 @@ impl ItemFailure {
         ItemFailure {
             offset,
             kind: ErrorKind::Codec,
-            message: format!("{what}: {e}"),
+            message: format!("{what}: {}", crate::error::describe_postcard(&e)),
             panic: None,
         }
     }

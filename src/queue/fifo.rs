@@ -93,7 +93,7 @@ impl<T> Serialize for Queue<T> {
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let handle = SegmentHandle::deserialize(d)?;
-        let inner = Inner::open(&handle).map_err(serde::de::Error::custom)?;
+        let inner = Inner::open(&handle).map_err(crate::error::de_custom)?;
         Ok(Queue {
             inner: Arc::new(inner),
             _items: PhantomData,

@@ -75,7 +75,7 @@ impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
         let queue = Queue::deserialize(d)?;
         if !queue.inner.counts_tasks {
             // Its puts would count nothing, and `join` would not wait.
-            return Err(serde::de::Error::custom(
+            return Err(crate::error::de_custom(
                 "the handle names a Queue, not a JoinableQueue",
             ));
         }

@@ -10,7 +10,7 @@ use std::mem::size_of;
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{check_layout, open_with_lock, SharedAtomic};
 use crate::error::{Error, ErrorKind, Result};
@@ -454,7 +454,7 @@ impl<'de, T: Pod> Deserialize<'de> for SharedArray<T> {
         check_layout::<T>();
         let (seg, lock) = open_with_lock(d)?;
         if seg.len() % size_of::<T>() != 0 {
-            return Err(de::Error::custom(format_args!(
+            return Err(crate::error::de_custom(format_args!(
                 "shared array of {} bytes received with {}-byte elements",
                 seg.len(),
                 size_of::<T>()

@@ -413,7 +413,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let block = match Wire::deserialize(d)? {
             Wire::Generated(handle, name) => {
-                let seg = Segment::open(&handle).map_err(serde::de::Error::custom)?;
+                let seg = Segment::open(&handle).map_err(crate::error::de_custom)?;
                 // The name is a peer's word: keep it only if it names this block.
                 let same = SegmentHandle::parse(&name).is_ok_and(|n| n.same_block(&handle));
                 let name = if same { name } else { handle.to_string() };
@@ -423,7 +423,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
                 }
             }
             Wire::Named(name) => Block::Named(Arc::new(
-                NamedSegment::open(&name).map_err(serde::de::Error::custom)?,
+                NamedSegment::open(&name).map_err(crate::error::de_custom)?,
             )),
         };
         Ok(SharedMemory { block })

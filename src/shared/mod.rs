@@ -29,7 +29,7 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{self, Ordering};
 
 use bytemuck::Pod;
-use serde::{de, Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer};
 
 use crate::segment::{Segment, SegmentHandle, MAX_ALIGN};
 use crate::sync::Lock;
@@ -62,7 +62,7 @@ fn open_with_lock<'de, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<(Segment, Option<Lock>), D::Error> {
     let (handle, lock) = <(SegmentHandle, Option<Lock>)>::deserialize(d)?;
-    let seg = Segment::open(&handle).map_err(de::Error::custom)?;
+    let seg = Segment::open(&handle).map_err(crate::error::de_custom)?;
     Ok((seg, lock))
 }
 

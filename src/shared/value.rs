@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{check_layout, open_with_lock, SharedAtomic};
 use crate::error::Result;
@@ -266,7 +266,7 @@ impl<'de, T: Pod> Deserialize<'de> for SharedValue<T> {
         check_layout::<T>();
         let (seg, lock) = open_with_lock(d)?;
         if seg.len() != size_of::<T>() {
-            return Err(de::Error::custom(format_args!(
+            return Err(crate::error::de_custom(format_args!(
                 "shared value of {} bytes received as a {}-byte type",
                 seg.len(),
                 size_of::<T>()

@@ -265,7 +265,7 @@ macro_rules! primitive {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
                 let handle = SegmentHandle::deserialize(d)?;
-                let shared = Shared::open(&handle).map_err(serde::de::Error::custom)?;
+                let shared = Shared::open(&handle).map_err(crate::error::de_custom)?;
                 Ok($name { shared })
             }
         }

@@ -146,7 +146,7 @@ impl<'de> Deserialize<'de> for BoundedSemaphore {
         // SYNC: Relaxed: `bounded` never changes after `create` (published
         // by its Release store of `magic`, which `open` acquired).
         if inner.shared.block().bounded.load(Ordering::Relaxed) == 0 {
-            return Err(serde::de::Error::custom(
+            return Err(crate::error::de_custom(
                 "the handle names a Semaphore, not a BoundedSemaphore",
             ));
         }
