@@ -1694,6 +1694,7 @@ fn a_worker_killed_in_the_middle_of_a_long_result_fails_its_call_only() {
     });
 }
 
+#[cfg(target_os = "linux")]
 fn read_value(v: SharedValue<u64>) -> u64 {
     v.get()
 }
