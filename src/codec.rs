@@ -61,6 +61,7 @@ pub(crate) fn encode_serde_into<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]
 ///
 /// `Codec` for bytes that are not exactly one postcard `T`.
 pub(crate) fn decode_serde<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    crate::error::clear_custom_reason();
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::codec("decode value", e))?;
     if !rest.is_empty() {
@@ -128,6 +129,30 @@ pub(crate) fn pop_value<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A type whose decoding always fails with serde's own custom error,
+    /// as a user's `Deserialize` impl would.
+    #[derive(Debug)]
+    struct Refuses;
+    impl<'de> Deserialize<'de> for Refuses {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            let _ = u8::deserialize(d)?;
+            Err(serde::de::Error::custom("user says no"))
+        }
+    }
+
+    #[test]
+    fn a_reason_left_by_an_earlier_decode_is_not_given_to_a_later_one() {
+        // One of ours failed and nobody reported it…
+        let _: postcard::Error = crate::error::de_custom("the segment is gone");
+        // …then an unrelated value fails with a custom error of its own.
+        let e = decode_serde::<Refuses>(&[1]).unwrap_err();
+        assert!(!e.to_string().contains("segment is gone"), "{e}");
+        // A reason raised during this decode is given.
+        let _: postcard::Error = crate::error::de_custom("the segment is gone");
+        let e = Error::codec("decode value", postcard::Error::SerdeDeCustom);
+        assert!(e.to_string().contains("segment is gone"), "{e}");
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     enum Msg {

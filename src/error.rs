@@ -29,6 +29,14 @@ pub(crate) fn custom_reason(err: &postcard::Error) -> Option<String> {
     DE_CUSTOM.with(|m| m.borrow_mut().take())
 }
 
+/// Forgets a reason left by an earlier decode whose error was not
+/// reported through [`custom_reason`] (dropped, or turned into `None`), so
+/// it is never appended to a later, unrelated custom error. Called once
+/// before each decode (or each run of items) that reports through it.
+pub(crate) fn clear_custom_reason() {
+    DE_CUSTOM.with(|m| m.borrow_mut().take());
+}
+
 /// `err`, with the reason of a custom error of ours appended.
 pub(crate) fn describe_postcard(err: &postcard::Error) -> String {
     match custom_reason(err) {

@@ -194,6 +194,7 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
+    crate::error::clear_custom_reason();
     let args: A = postcard::from_bytes(args)?;
     // The parent held a value of this exact type: that is how this
     // monomorphisation came to exist.

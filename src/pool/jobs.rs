@@ -244,6 +244,7 @@ pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
     }
     let mut rest = bytes;
     let mut items = Vec::with_capacity((count as usize).min(bytes.len()));
+    crate::error::clear_custom_reason();
     for _ in 0..count {
         let (v, tail) = postcard::take_from_bytes::<U>(rest)
             .map_err(|e| Error::codec("decoding a result", e))?;

@@ -542,6 +542,8 @@ where
             return Ok(());
         }
         let mut rest = input;
+        // The loop stops at the first failure: one clear serves it.
+        crate::error::clear_custom_reason();
         for i in 0..count {
             out.running.start(i);
             let i = u64::from(i);

@@ -497,9 +497,12 @@ impl<R: DeserializeOwned> Process<R> {
             return Ok(None);
         };
         match outcome {
-            Outcome::Returned(bytes) => postcard::from_bytes(&bytes)
-                .map(Some)
-                .map_err(|e| Error::codec("decoding the result", e).with_pid(pid)),
+            Outcome::Returned(bytes) => {
+                crate::error::clear_custom_reason();
+                postcard::from_bytes(&bytes)
+                    .map(Some)
+                    .map_err(|e| Error::codec("decoding the result", e).with_pid(pid))
+            }
             Outcome::Panicked(info) => Err(Error::panicked(info).with_pid(pid)),
             Outcome::Rejected(why) => Err(Error::new(ErrorKind::Protocol, why).with_pid(pid)),
         }
