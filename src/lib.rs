@@ -46,7 +46,8 @@ pub use pool::{
     Progress, ReturnWhen, ShmVec, Task, WithChunksize, WorkerInsights,
 };
 pub use process::{
-    active_children, current_process, parent_process, Process, ProcessBuilder, ProcessInfo,
+    active_children, all_start_methods, current_process, get_start_method, parent_process,
+    set_start_method, Process, ProcessBuilder, ProcessInfo, StartMethod,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shared::{SharedArray, SharedAtomic, SharedMemory, SharedMemoryBuilder, SharedValue};

@@ -34,6 +34,8 @@ pub(crate) fn init() {
     // A shared-memory tracker whose load-time constructor did not run (it
     // normally never reaches `main`): be the tracker, never the program.
     sys::run_shm_tracker_if_asked();
+    // The fork server: serves forks until the parent goes; never returns.
+    super::forkserver::serve_if_asked();
     let Some(marker) = std::env::var_os(MARKER) else {
         sys::note_identity();
         READY.store(true, std::sync::atomic::Ordering::Release);
@@ -42,7 +44,13 @@ pub(crate) fn init() {
     // Whatever this worker starts must not believe it is a worker too. This
     // runs first thing in `main`, before any thread of ours reads the env.
     std::env::remove_var(MARKER);
-    let code = match worker_main(&marker.to_string_lossy()) {
+    run_worker(&marker.to_string_lossy())
+}
+
+/// A worker's whole life from its marker on: the handshake, the task, the
+/// exit (spawned workers, and each child of the fork server).
+pub(super) fn run_worker(marker: &str) -> ! {
+    let code = match worker_main(marker) {
         Ok(code) => code,
         // Nobody is left to read a message.
         Err(msg) if msg == PARENT_GONE => EXIT_PARENT_GONE,
@@ -79,7 +87,7 @@ pub(crate) fn parse_marker(
 }
 
 /// `worker_main`'s error when the parent is already gone.
-pub(super) const PARENT_GONE: &str = "parent gone";
+pub(in crate::bootstrap) const PARENT_GONE: &str = "parent gone";
 
 pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     let deadline = Instant::now() + CHILD_DEADLINE;

@@ -49,6 +49,7 @@
 //! receives from an ipc-channel.
 
 mod child;
+mod forkserver;
 mod inbox;
 mod parent;
 mod rendezvous;
@@ -150,7 +151,7 @@ pub(crate) struct Link {
 
 /// A child that has been started; its handshake completes on threads.
 pub(crate) struct Launch {
-    pub(crate) child: std::process::Child,
+    pub(crate) child: crate::sys::Child,
     pub(crate) handshake: Handshake,
     /// The forwarding of the child's log records, if any.
     pub(crate) log: crate::logging::ChildLog,
@@ -184,7 +185,7 @@ const HOW_TO_INIT: &str = "call `multiproc::init()` first in `main`; in a test f
 ///   re-run `main` from the top: refused with an error naming the fix
 ///   (Python raises `RuntimeError` about the bootstrapping phase).
 fn ensure_may_start() -> Result<()> {
-    if std::env::var_os(MARKER).is_some() {
+    if std::env::var_os(MARKER).is_some() || forkserver::started_as_server() {
         eprintln!(
             "multiproc: process {} was started as a worker but reached a spawn before \
              `multiproc::init()` ran; it stops here without starting anything: {HOW_TO_INIT}",

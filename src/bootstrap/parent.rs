@@ -393,46 +393,19 @@ pub(super) fn wake(name: &str) {
     }
 }
 
-/// Starts a worker that will run `task(args)` and report on `Link::results`.
-pub(crate) fn launch(
-    token: Token,
-    name: String,
-    task: TaskRef,
-    args: Vec<u8>,
-    env: &[(std::ffi::OsString, Option<std::ffi::OsString>)],
-) -> Result<Launch> {
-    ensure_may_start()?;
+/// The command that re-executes this program as a worker (or as the fork
+/// server): the image, `argv[0]`, `/dev/null` as stdin, and in a test
+/// binary the arguments that make libtest run only the entry test.
+pub(super) fn worker_command() -> Result<std::process::Command> {
     let exe =
         sys::worker_exe().map_err(|e| Error::new(ErrorKind::Spawn, "re-exec").with_source(e))?;
-    sys::prepare_handshake().map_err(|e| Error::io("preparing the handshake", e))?;
-    warm_ipc_channel()?;
-    let started = Instant::now();
-    let log = crate::logging::prepare()?;
-    let rendezvous = Segment::create(RENDEZVOUS_LEN)?;
-    let (server, server_name) = new_server()?;
-    publish_slot(&rendezvous, 1, &server_name)?;
     let mut cmd = std::process::Command::new(exe.program);
     #[cfg(unix)]
     if let Some(arg0) = exe.arg0 {
         std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
     }
-    for (key, value) in env {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    cmd.env(
-        MARKER,
-        format!(
-            "{MARKER_VERSION}:{}:{}:{}",
-            std::process::id(),
-            hex(&token),
-            rendezvous.handle()
-        ),
-    )
     // Python's children get /dev/null as stdin too; stdout/stderr are shared.
-    .stdin(std::process::Stdio::null());
+    cmd.stdin(std::process::Stdio::null());
     if let Some(entry) = TEST_ENTRY.get() {
         cmd.args([
             entry.as_str(),
@@ -442,8 +415,51 @@ pub(crate) fn launch(
             "--quiet",
         ]);
     }
-    let child =
-        sys::spawn(cmd).map_err(|e| Error::new(ErrorKind::Spawn, "re-exec").with_source(e))?;
+    Ok(cmd)
+}
+
+/// Starts a worker that will run `task(args)` and report on `Link::results`.
+pub(crate) fn launch(
+    token: Token,
+    name: String,
+    task: TaskRef,
+    args: Vec<u8>,
+    env: &[(std::ffi::OsString, Option<std::ffi::OsString>)],
+    method: crate::process::StartMethod,
+) -> Result<Launch> {
+    ensure_may_start()?;
+    let cmd = match method {
+        crate::process::StartMethod::Spawn => Some(worker_command()?),
+        _ => None,
+    };
+    sys::prepare_handshake().map_err(|e| Error::io("preparing the handshake", e))?;
+    warm_ipc_channel()?;
+    let started = Instant::now();
+    let log = crate::logging::prepare()?;
+    let rendezvous = Segment::create(RENDEZVOUS_LEN)?;
+    let (server, server_name) = new_server()?;
+    publish_slot(&rendezvous, 1, &server_name)?;
+    let marker = format!(
+        "{MARKER_VERSION}:{}:{}:{}",
+        std::process::id(),
+        hex(&token),
+        rendezvous.handle()
+    );
+    let child = match cmd {
+        Some(mut cmd) => {
+            for (key, value) in env {
+                match value {
+                    Some(v) => cmd.env(key, v),
+                    None => cmd.env_remove(key),
+                };
+            }
+            cmd.env(MARKER, marker);
+            sys::spawn(cmd)
+                .map(sys::Child::spawned)
+                .map_err(|e| Error::new(ErrorKind::Spawn, "re-exec").with_source(e))?
+        }
+        None => super::forkserver::fork(&marker, env)?,
+    };
     let payload = Payload {
         log: log.offer(),
         parent_name: worker_name().unwrap_or(MAIN_PROCESS).to_string(),
@@ -468,7 +484,7 @@ pub(crate) fn launch(
         }),
         Err(e) => {
             let mut child = child;
-            let _ = child.kill();
+            let _ = sys::kill(&mut child);
             let _ = child.wait();
             Err(Error::io("starting the handshake thread", e))
         }

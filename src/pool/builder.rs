@@ -47,6 +47,7 @@ pub struct PoolBuilder {
     /// these are removed from every worker's environment (a cluster rank's
     /// pool strips the MPI launcher's variables).
     strip_env: &'static [&'static str],
+    start_method: Option<crate::StartMethod>,
 }
 
 /// Tags the initializer's descriptor once the pool's key exists.
@@ -64,6 +65,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("task_timeout", &self.task_timeout)
             .field("insights", &self.insights)
             .field("strip_env", &self.strip_env)
+            .field("start_method", &self.start_method)
             .finish()
     }
 }
@@ -80,6 +82,7 @@ impl Default for PoolBuilder {
             task_timeout: None,
             insights: false,
             strip_env: &[],
+            start_method: None,
         }
     }
 }
@@ -94,6 +97,40 @@ impl PoolBuilder {
     /// ```
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
+        self
+    }
+
+    /// How the workers start, replacements included (Python's
+    /// `get_context(method).Pool`); default the process-wide
+    /// [`get_start_method`](crate::get_start_method). With
+    /// [`StartMethod::ForkServer`](crate::StartMethod::ForkServer) a pool
+    /// that replaces workers often (`max_tasks_per_child`, `task_timeout`,
+    /// cancelled tasks, crashes) pays a fork instead of an `exec` each
+    /// time. A method not available here makes [`build`](Self::build) fail
+    /// with [`ErrorKind::InvalidState`].
+    ///
+    /// ```
+    /// use multiproc::StartMethod;
+    /// fn double(x: u64) -> u64 { 2 * x }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let method = if StartMethod::ForkServer.is_available() {
+    ///         StartMethod::ForkServer
+    ///     } else {
+    ///         StartMethod::Spawn
+    ///     };
+    ///     let pool = multiproc::Pool::builder()
+    ///         .processes(2)
+    ///         .start_method(method)
+    ///         .max_tasks_per_child(1)
+    ///         .build()?;
+    ///     assert_eq!(pool.map(double, 0..4)?, [0, 2, 4, 6]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn start_method(mut self, method: crate::StartMethod) -> Self {
+        self.start_method = Some(method);
         self
     }
 
@@ -254,6 +291,10 @@ impl PoolBuilder {
         if self.chunksize == Some(0) {
             return invalid("Pool: chunksize must be at least 1 (or not set)");
         }
+        let start_method = match self.start_method {
+            Some(m) => m.check_available()?,
+            None => crate::get_start_method(),
+        };
         let key = random_key()?;
         let doorbell = Doorbell::create()?;
         let cores = if self.pin_cores && pinning_supported() {
@@ -277,6 +318,7 @@ impl PoolBuilder {
             key,
             doorbell: doorbell.handle(),
             strip_env: self.strip_env,
+            start_method,
         };
         let core = Core::new(cfg)?;
         Ok(Pool {

@@ -32,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) doorbell: crate::segment::SegmentHandle,
     /// Prefixes of inherited environment variables workers must not see.
     pub(crate) strip_env: &'static [&'static str],
+    /// How workers (and their replacements) start.
+    pub(crate) start_method: crate::StartMethod,
 }
 
 pub(crate) struct Job {

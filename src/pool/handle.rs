@@ -106,6 +106,7 @@ impl Worker {
         let process = Process::builder()
             .name(format!("PoolWorker-{}", index + 1))
             .env_remove_prefixes(cfg.strip_env)
+            .start_method(cfg.start_method)
             .spawn(worker_main, args)?;
         lifecycle!(debug, index, pid = process.pid(), "pool worker started");
         // A ring that waits for this worker (a long frame on its way in or

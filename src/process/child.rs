@@ -22,7 +22,7 @@ const CLAIMED_GRACE: Duration = Duration::from_secs(5);
 pub(super) struct ChildCell {
     pub(super) pid: u32,
     pub(super) name: String,
-    pub(super) child: Mutex<std::process::Child>,
+    pub(super) child: Mutex<sys::Child>,
     /// Set once the user terminated or killed the child: its death is then
     /// `ProcessDied`, even if it happened before the handshake.
     pub(super) signalled: AtomicBool,
@@ -37,7 +37,7 @@ impl ChildCell {
     pub(super) fn poll_exit(&self) -> Option<ExitStatus> {
         let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
         let status = match child.try_wait() {
-            Ok(Some(status)) => Some(sys::exit_status(status)),
+            Ok(Some(status)) => Some(status),
             Ok(None) => None,
             // ECHILD and friends: nothing left to wait for.
             Err(_) => Some(ExitStatus::Code(-1)),
@@ -75,7 +75,7 @@ impl ChildCell {
     /// crate's own clean-up of a child that failed to start.
     pub(super) fn signal(
         &self,
-        how: fn(&mut std::process::Child) -> std::io::Result<()>,
+        how: fn(&mut sys::Child) -> std::io::Result<()>,
         by_user: bool,
     ) -> Result<()> {
         let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());

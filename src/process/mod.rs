@@ -17,7 +17,9 @@ use crate::sys;
 use crate::task::TaskRef;
 
 mod child;
+mod start_method;
 use child::{ChildCell, State, Waiter};
+pub use start_method::{all_start_methods, get_start_method, set_start_method, StartMethod};
 
 /// Name and pid of a process: what [`current_process`] and
 /// [`active_children`] return.
@@ -205,6 +207,7 @@ pub struct ProcessBuilder {
     name: Option<String>,
     start_timeout: Duration,
     env: Vec<(OsString, Option<OsString>)>,
+    start_method: Option<StartMethod>,
 }
 
 impl Default for ProcessBuilder {
@@ -213,6 +216,7 @@ impl Default for ProcessBuilder {
             name: None,
             start_timeout: Duration::from_secs(10),
             env: Vec::new(),
+            start_method: None,
         }
     }
 }
@@ -239,6 +243,31 @@ impl ProcessBuilder {
     /// ```
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
+        self
+    }
+
+    /// How this child starts (Python's `multiprocessing.get_context(method)
+    /// .Process`); default the process-wide [`get_start_method`]. A
+    /// method not available here makes [`spawn`](Self::spawn) fail with
+    /// [`ErrorKind::InvalidState`].
+    ///
+    /// ```
+    /// use multiproc::StartMethod;
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let method = if StartMethod::ForkServer.is_available() {
+    ///         StartMethod::ForkServer
+    ///     } else {
+    ///         StartMethod::Spawn
+    ///     };
+    ///     let p = multiproc::Process::builder().start_method(method).spawn(square, 5).unwrap();
+    ///     assert_eq!(p.join().unwrap(), 25);
+    /// }
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = Some(method);
         self
     }
 
@@ -318,6 +347,10 @@ impl ProcessBuilder {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
+        let method = match self.start_method {
+            Some(m) => m.check_available()?,
+            None => get_start_method(),
+        };
         let token = bootstrap::random_token()?;
         let task = TaskRef::of(&f, bootstrap::task_key(&token));
         let args_value = args;
@@ -332,7 +365,7 @@ impl ProcessBuilder {
             child,
             handshake,
             log,
-        } = bootstrap::launch(token, name.clone(), task, args, &self.env)?;
+        } = bootstrap::launch(token, name.clone(), task, args, &self.env, method)?;
         handover.assign(child.id());
         lifecycle!(debug, pid = child.id(), name = %name, "process started");
         let cell = Arc::new(ChildCell {

@@ -13,6 +13,10 @@ mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
 
+mod child;
+#[cfg(target_os = "linux")]
+pub(crate) mod forkserver;
+pub(crate) use child::Child;
 mod exe;
 pub(crate) use exe::{note_identity, worker_exe};
 

@@ -100,16 +100,16 @@ pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
 }
 
 /// Asks the child to stop: `SIGTERM`, like Python's `terminate()`.
-pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
+pub(crate) fn terminate(child: &mut super::Child) -> io::Result<()> {
     send_signal(child, libc::SIGTERM)
 }
 
 /// Interrupts the child: `SIGINT`, like Python's `interrupt()` (3.14).
-pub(crate) fn interrupt(child: &mut Child) -> io::Result<()> {
+pub(crate) fn interrupt(child: &mut super::Child) -> io::Result<()> {
     send_signal(child, libc::SIGINT)
 }
 
-fn send_signal(child: &mut Child, signal: libc::c_int) -> io::Result<()> {
+fn send_signal(child: &mut super::Child, signal: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
     // SAFETY: `kill` has no memory-safety preconditions. The caller holds the
     // un-reaped `Child`, so the pid still names our child, not a reused pid.
@@ -121,8 +121,39 @@ fn send_signal(child: &mut Child, signal: libc::c_int) -> io::Result<()> {
 }
 
 /// Kills the child: `SIGKILL`.
-pub(crate) fn kill(child: &mut Child) -> io::Result<()> {
-    child.kill()
+pub(crate) fn kill(child: &mut super::Child) -> io::Result<()> {
+    match child.as_spawned() {
+        Some(c) => c.kill(),
+        None => send_signal(child, libc::SIGKILL),
+    }
+}
+
+/// Reaps our child `pid` if it has ended (`waitpid(WNOHANG)`).
+#[cfg(target_os = "linux")]
+pub(crate) fn reap_nohang(pid: u32) -> io::Result<Option<ExitStatus>> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: `waitpid` writes one int into `status`, a live local.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc == 0 {
+            return Ok(None);
+        }
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(Some(if libc::WIFEXITED(status) {
+            ExitStatus::Code(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            ExitStatus::Signal(libc::WTERMSIG(status))
+        } else {
+            ExitStatus::Code(-1)
+        }));
+    }
 }
 
 /// Our view of how a process ended.

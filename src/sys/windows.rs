@@ -152,25 +152,30 @@ const SIGINT: u32 = 2;
 
 /// Windows has no polite stop: `TerminateProcess`, like Python's
 /// `terminate()` there; the exit code says it was a terminate.
-pub(crate) fn terminate(child: &mut Child) -> io::Result<()> {
+pub(crate) fn terminate(child: &mut super::Child) -> io::Result<()> {
     terminate_with(child, TERMINATED_BY | SIGTERM)
 }
 
 /// No Ctrl-C for one process of a console group here: Python's
 /// `interrupt()` leaves Windows undefined; this is `terminate`, with the
 /// exit code of an interrupt (`-SIGINT` in Python's terms).
-pub(crate) fn interrupt(child: &mut Child) -> io::Result<()> {
+pub(crate) fn interrupt(child: &mut super::Child) -> io::Result<()> {
     terminate_with(child, TERMINATED_BY | SIGINT)
 }
 
 /// `TerminateProcess` with the exit code that says "killed".
-pub(crate) fn kill(child: &mut Child) -> io::Result<()> {
+pub(crate) fn kill(child: &mut super::Child) -> io::Result<()> {
     terminate_with(child, TERMINATED_BY | SIGKILL)
 }
 
-fn terminate_with(child: &mut Child, code: u32) -> io::Result<()> {
+fn terminate_with(child: &mut super::Child, code: u32) -> io::Result<()> {
     use std::os::windows::io::AsRawHandle;
     use windows_sys::Win32::System::Threading::TerminateProcess;
+
+    // Every child here was started by `Command` (no fork server).
+    let Some(child) = child.as_spawned() else {
+        return Ok(());
+    };
 
     // An ended child is left alone (std's `kill` does the same).
     if child.try_wait()?.is_some() {

@@ -1,0 +1,332 @@
+//! Start method `forkserver`: a child forked from the fork server behaves
+//! as a spawned one (result, panic, exit code, signals), and the failures
+//! around the server (it dies, a child dies, the parent dies) end cleanly.
+//!
+//! Scenarios that kill the fork server or the parent run inside a spawned
+//! "middle" process with a fork server of its own, so other tests of this
+//! binary, which share this process's server, are not disturbed.
+
+multiproc::test_support!();
+
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn the_fork_server_is_refused_where_it_is_unavailable() {
+    use multiproc::{ErrorKind, Process, StartMethod};
+    fn one(_: ()) -> u32 {
+        1
+    }
+    assert!(!StartMethod::ForkServer.is_available());
+    let err = Process::builder()
+        .start_method(StartMethod::ForkServer)
+        .spawn(one, ())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    let err = multiproc::set_start_method(StartMethod::ForkServer, true).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+}
+
+#[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::time::Duration;
+
+    use multiproc::{ErrorKind, ExitStatus, Pool, Process, ProcessBuilder, StartMethod};
+
+    use super::common::{wait_for, watchdog};
+
+    const LIMIT: Duration = Duration::from_secs(120);
+
+    fn forked() -> ProcessBuilder {
+        Process::builder().start_method(StartMethod::ForkServer)
+    }
+
+    fn square(x: u64) -> u64 {
+        x * x
+    }
+
+    fn nap(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+
+    fn panics(msg: String) -> u32 {
+        panic!("{msg}")
+    }
+
+    fn exit_with(code: i32) {
+        std::process::exit(code)
+    }
+
+    fn my_pid_and_parent(_: ()) -> (u32, u32, Option<String>) {
+        (
+            std::process::id(),
+            std::os::unix::process::parent_id(),
+            std::env::var("FORKSERVER_TEST_VAR").ok(),
+        )
+    }
+
+    /// `true` once `pid` has exited (gone or a zombie).
+    fn is_dead(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+                .unwrap_or(true),
+        }
+    }
+
+    /// The pid of this process's fork server (its child started with the
+    /// server marker), if one runs.
+    fn fork_server_of(parent: u32) -> Option<u32> {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let marked = environ
+                .split(|&b| b == 0)
+                .any(|v| v.starts_with(b"MULTIPROC_FORKSERVER="));
+            (ppid == parent && marked && !is_dead(pid)).then_some(pid)
+        })
+    }
+
+    #[test]
+    fn a_forked_child_returns_its_typed_result_as_our_own_child() {
+        watchdog(LIMIT, || {
+            let p = forked()
+                .env("FORKSERVER_TEST_VAR", "seen")
+                .spawn(my_pid_and_parent, ())
+                .unwrap();
+            let pid = p.pid();
+            let (child, parent, var) = p.join().unwrap();
+            assert_eq!(child, pid);
+            assert_eq!(
+                parent,
+                std::process::id(),
+                "the child's parent is us, not the server"
+            );
+            assert_eq!(var.as_deref(), Some("seen"));
+            let p = forked().spawn(square, 12).unwrap();
+            assert_eq!(p.join().unwrap(), 144);
+        });
+    }
+
+    #[test]
+    fn a_forked_childs_panic_and_exit_code_are_reported() {
+        watchdog(LIMIT, || {
+            let err = forked()
+                .spawn(panics, "boom in a fork".to_string())
+                .unwrap()
+                .join()
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+            assert_eq!(err.panic_info().unwrap().message(), "boom in a fork");
+            let p = forked().spawn(exit_with, 7).unwrap();
+            let err = p.join().unwrap_err();
+            assert!(err.is_process_died(), "{err}");
+            assert_eq!(err.exit_status(), Some(ExitStatus::Code(7)));
+        });
+    }
+
+    #[test]
+    fn kill_and_terminate_reach_a_forked_child() {
+        watchdog(LIMIT, || {
+            let mut p = forked().spawn(nap, 60_000).unwrap();
+            assert!(p.is_alive());
+            p.kill().unwrap();
+            assert!(p.join_timeout(LIMIT).unwrap_err().is_process_died());
+            assert_eq!(p.exit_code(), Some(ExitStatus::Signal(libc::SIGKILL)));
+            let p = forked().spawn(nap, 60_000).unwrap();
+            p.terminate().unwrap();
+            let err = p.join().unwrap_err();
+            assert_eq!(err.exit_status(), Some(ExitStatus::Signal(libc::SIGTERM)));
+        });
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_forked_child_killed_from_outside_shows_its_signal() {
+        watchdog(LIMIT, || {
+            let p = forked().spawn(nap, 60_000).unwrap();
+            // SAFETY: `kill` has no memory preconditions; the pid is our
+            // un-reaped child.
+            assert_eq!(unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) }, 0);
+            let err = p.join().unwrap_err();
+            assert!(err.is_process_died(), "{err}");
+            assert_eq!(err.exit_status(), Some(ExitStatus::Signal(libc::SIGKILL)));
+        });
+    }
+
+    /// Descriptor kinds a child holds while it runs: `socket`, `pipe`,
+    /// `anon_inode:…` or the path, sorted.
+    fn fd_kinds(_: ()) -> Vec<String> {
+        let mut kinds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|t| {
+                let t = t.to_string_lossy().into_owned();
+                match t.split_once(':') {
+                    Some((kind, _)) if !t.starts_with('/') => kind.to_string(),
+                    // A nameless segment: `/dev/shm/#<inode> (deleted)`.
+                    _ => t
+                        .split_once('#')
+                        .map_or(t.clone(), |(dir, _)| dir.to_string()),
+                }
+            })
+            // `read_dir` itself holds one while it lists.
+            .filter(|t| !t.starts_with("/proc/"))
+            .collect();
+        kinds.sort();
+        kinds
+    }
+
+    #[test]
+    fn a_forked_child_holds_the_descriptors_a_spawned_one_does() {
+        watchdog(LIMIT, || {
+            let spawned = Process::builder()
+                .start_method(StartMethod::Spawn)
+                .spawn(fd_kinds, ())
+                .unwrap()
+                .join()
+                .unwrap();
+            let forked = forked().spawn(fd_kinds, ()).unwrap().join().unwrap();
+            assert_eq!(forked, spawned, "forked {forked:?}, spawned {spawned:?}");
+        });
+    }
+
+    fn pid_of_worker(_: u64) -> u32 {
+        std::process::id()
+    }
+
+    fn die_on_three(x: u64) -> u64 {
+        if x == 3 {
+            std::process::abort();
+        }
+        x
+    }
+
+    #[test]
+    fn a_pool_forks_its_workers_and_replacements() {
+        watchdog(LIMIT, || {
+            let pool = Pool::builder()
+                .processes(2)
+                .chunksize(1)
+                .start_method(StartMethod::ForkServer)
+                .max_tasks_per_child(1)
+                .build()
+                .unwrap();
+            let pids = pool.map(pid_of_worker, 0..12).unwrap();
+            let mut distinct = pids.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 12, "one worker per task: {pids:?}");
+            assert_eq!(pool.map(square, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+        });
+    }
+
+    #[test]
+    fn a_pool_worker_that_dies_is_reported_and_replaced_by_a_fork() {
+        watchdog(LIMIT, || {
+            let pool = Pool::builder()
+                .processes(2)
+                .chunksize(1)
+                .start_method(StartMethod::ForkServer)
+                .build()
+                .unwrap();
+            let err = pool.map(die_on_three, 0..8).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+            assert_eq!(
+                err.exit_status().and_then(|s| s.signal()),
+                Some(libc::SIGABRT)
+            );
+            assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+        });
+    }
+
+    /// A middle process: starts forked children, kills its own fork server,
+    /// and checks that a child survives that and the next start works.
+    fn server_killed(_: ()) -> (u64, u64, bool, bool) {
+        let before = forked().spawn(square, 3).unwrap().join().unwrap();
+        let running = forked().spawn(nap, 300).unwrap();
+        let server = fork_server_of(std::process::id()).expect("a fork server runs");
+        // SAFETY: `kill` has no memory preconditions; the pid is our child.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(server as i32, libc::SIGKILL) };
+        assert_eq!(rc, 0);
+        let gone = wait_for(Duration::from_secs(30), || is_dead(server), |&d| d).is_ok();
+        let after = forked().spawn(square, 4).unwrap().join().unwrap();
+        let survived = running.join().is_ok();
+        (before, after, gone, survived)
+    }
+
+    #[test]
+    fn a_killed_fork_server_is_replaced_at_the_next_start() {
+        watchdog(LIMIT, || {
+            let p = Process::builder()
+                .start_method(StartMethod::Spawn)
+                .spawn(server_killed, ())
+                .unwrap();
+            let (before, after, gone, survived) = p.join().unwrap();
+            assert_eq!((before, after), (9, 16));
+            assert!(gone, "the fork server did not die of SIGKILL");
+            assert!(survived, "a running child died with the fork server");
+        });
+    }
+
+    /// A middle process: forks two children, writes their pids and its fork
+    /// server's to `path`, and waits to be killed.
+    fn middle(path: String) {
+        let kids: Vec<_> = (0..2)
+            .map(|_| forked().spawn(nap, 60_000).unwrap())
+            .collect();
+        let server = fork_server_of(std::process::id()).expect("a fork server runs");
+        let mut pids: Vec<String> = kids.iter().map(|k| k.pid().to_string()).collect();
+        pids.push(server.to_string());
+        let tmp = format!("{path}.tmp");
+        std::fs::write(&tmp, pids.join(",")).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_server_and_its_children_die_with_a_sigkilled_parent() {
+        watchdog(LIMIT, || {
+            let path =
+                std::env::temp_dir().join(format!("multiproc-fs-orphans-{}", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let p = Process::builder()
+                .start_method(StartMethod::Spawn)
+                .spawn(middle, path.to_string_lossy().into_owned())
+                .unwrap();
+            let read = wait_for(
+                Duration::from_secs(60),
+                || std::fs::read_to_string(&path).ok(),
+                Option::is_some,
+            );
+            let pids: Vec<u32> = read
+                .expect("the middle process never reported")
+                .unwrap()
+                .split(',')
+                .map(|p| p.parse().unwrap())
+                .collect();
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(pids.len(), 3);
+            assert!(pids.iter().all(|&pid| !is_dead(pid)));
+            p.kill().unwrap();
+            let alive = || pids.iter().copied().filter(|&pid| !is_dead(pid)).collect();
+            let left: Result<Vec<u32>, _> = wait_for(Duration::from_secs(20), alive, Vec::is_empty);
+            assert!(left.is_ok(), "{left:?} outlived their SIGKILLed parent");
+            assert!(p.join().unwrap_err().is_process_died());
+        });
+    }
+}
