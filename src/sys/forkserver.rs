@@ -14,16 +14,18 @@ use std::process::Command;
 /// Lets descriptor `fd` (close-on-exec in this process) through the
 /// `exec` of `cmd` only, so no other child of this process inherits it.
 pub(crate) fn keep_across_exec(cmd: &mut Command, fd: RawFd) {
-    // SAFETY: the hook runs in the forked child before `exec`; `fcntl` is
-    // async-signal-safe and touches only the child's descriptor table.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let hook = move || {
+        // SAFETY: `fcntl(F_SETFD)` has no memory preconditions; on a bad
+        // descriptor it fails, and the spawn with it.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before `exec`; it calls
+    // only `fcntl`, which is async-signal-safe, allocates nothing and
+    // touches only the child's descriptor table.
+    unsafe { cmd.pre_exec(hook) };
 }
 
 /// The fork server's end of its request channel, inherited as `fd`: it
