@@ -399,5 +399,33 @@ def main(argv=None):
     return 0
 
 
+# ---- pool_churn (the fork server's rows, benches/peers/forkserver_rows.rs)
+
+class PoolChurn:
+    """One iteration: ``pool.map(inc, range(n), chunksize=1)`` on a pool of
+    ``workers`` processes with ``maxtasksperchild=1``: a new worker for
+    every task. The pool starts once."""
+
+    def __init__(self, ctx, n, workers):
+        self.n = n
+        self.pool = ctx.Pool(workers, maxtasksperchild=1)
+
+    def once(self):
+        t0 = time.perf_counter()
+        out = self.pool.map(inc, range(self.n), chunksize=1)
+        elapsed = time.perf_counter() - t0
+        if len(out) != self.n or (self.n and out[-1] != self.n):
+            raise RuntimeError("pool.map returned a wrong result")
+        return elapsed
+
+    def close(self):
+        self.pool.close()
+        self.pool.join()
+
+
+BENCHES["pool_churn"] = PoolChurn
+POOLED.add("pool_churn")
+
+
 if __name__ == "__main__":
     sys.exit(main())

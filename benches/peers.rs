@@ -44,6 +44,9 @@ use ipc_channel::ipc::{
 };
 use rayon::prelude::*;
 
+#[path = "peers/forkserver_rows.rs"]
+mod forkserver_rows;
+
 fn main() {
     multiproc::init();
     procspawn::init();
@@ -143,6 +146,9 @@ fn main() {
         manager_dict(&mut table, &cfg);
         manager_increments(&mut table, &cfg);
     }
+    if want("forkserver") {
+        forkserver_rows::rows(&mut table, &cfg);
+    }
     table.print();
     println!();
     let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);
@@ -175,6 +181,9 @@ fn main() {
         100.0,
     );
     goal_line(&table, APPLY_METRIC, 0.5e-6, "per call", |_| String::new());
+    if want("forkserver") {
+        forkserver_rows::goals(&table);
+    }
 }
 
 struct Config {
