@@ -34,7 +34,7 @@ mod linux {
 
     use multiproc::{ErrorKind, ExitStatus, Pool, Process, ProcessBuilder, StartMethod};
 
-    use super::common::{wait_for, watchdog};
+    use super::common::{nap_counted, wait_for, wait_running, watchdog};
 
     const LIMIT: Duration = Duration::from_secs(120);
 
@@ -156,7 +156,12 @@ mod linux {
     #[allow(unsafe_code)]
     fn a_forked_child_killed_from_outside_shows_its_signal() {
         watchdog(LIMIT, || {
-            let p = forked().spawn(nap, 60_000).unwrap();
+            let running = multiproc::SharedValue::new(0u32).unwrap();
+            let p = forked()
+                .spawn(nap_counted, (60_000, running.clone()))
+                .unwrap();
+            // Killed before its handshake it would be a start failure.
+            wait_running(&running, 1);
             // SAFETY: `kill` has no memory preconditions; the pid is our
             // un-reaped child.
             assert_eq!(unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) }, 0);

@@ -866,6 +866,15 @@ impl Core {
             }
     }
 
+    /// A live worker has its last task (`max_tasks_per_child`) and would
+    /// be replaced now: the driver runs [`check_health`](Self::check_health)
+    /// at once instead of at its next tick, so the replacement starts
+    /// while the old worker runs that task (a pool with
+    /// `max_tasks_per_child(1)` otherwise waited up to a tick per task).
+    pub(crate) fn wants_replacement(&self) -> bool {
+        self.workers.iter().flatten().any(|w| w.retiring) && self.replaces_workers()
+    }
+
     /// Starts worker `i` anew; `why` the old one went (for the events of
     /// feature `tracing`).
     fn respawn(&mut self, i: usize, why: &'static str) {

@@ -177,7 +177,7 @@ impl Shared {
             }
             let now = Instant::now();
             let since = *last_progress.get_or_insert(now);
-            if now.duration_since(core.last_health) >= TICK {
+            if now.duration_since(core.last_health) >= TICK || core.wants_replacement() {
                 if self.doorbell.lost() {
                     core.set_broken(
                         ErrorKind::Protocol,
