@@ -278,6 +278,50 @@ macro_rules! primitive {
     };
 }
 
+/// What an async waiter thread watches for a primitive: one word of its
+/// block, ready once it no longer holds `idle` (the value a blocked call
+/// sleeps on), and the block's participants for liveness.
+struct WordSource<B: Block> {
+    shared: Arc<Shared<B>>,
+    word: fn(&B) -> &AtomicU32,
+    idle: u32,
+}
+
+impl<B: Block + Send + Sync + 'static> crate::async_wait::Source for WordSource<B> {
+    fn ready(&self) -> bool {
+        // SYNC: Acquire pairs with the Release store that changed the word
+        // (a hint: the future's own attempt decides).
+        (self.word)(self.shared.block()).load(Ordering::Acquire) != self.idle
+    }
+
+    fn park(&self, slice: std::time::Duration) {
+        sys::futex_wait((self.word)(self.shared.block()), self.idle, slice);
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.check_peers().is_ok()
+    }
+}
+
+impl<B: Block + Send + Sync + 'static> Shared<B> {
+    /// The async wait of a call that would sleep on `word` while it holds
+    /// `idle`; see [`crate::async_wait::wait_for`].
+    fn wait_async<T>(
+        self: &Arc<Self>,
+        word: fn(&B) -> &AtomicU32,
+        idle: u32,
+        attempt: impl FnMut(bool) -> Result<Option<T>>,
+    ) -> impl std::future::Future<Output = Result<T>> {
+        let shared = Arc::clone(self);
+        let key = crate::async_wait::key_of(word(self.block()), u64::from(idle));
+        crate::async_wait::wait_for(
+            key,
+            move || Arc::new(WordSource { shared, word, idle }),
+            attempt,
+        )
+    }
+}
+
 mod barrier;
 mod condition;
 mod event;
