@@ -191,6 +191,7 @@ impl<B: Block> Shared<B> {
 const BROKEN_PEER_DIED: u32 = 1;
 const BROKEN_ABORTED: u32 = 2;
 const BROKEN_TIMED_OUT: u32 = 3;
+const BROKEN_CANCELLED: u32 = 4;
 
 /// The error every wait on a block broken for `why` returns.
 fn broken_error(kind: Kind, why: u32) -> Error {
@@ -202,6 +203,13 @@ fn broken_error(kind: Kind, why: u32) -> Error {
         BROKEN_TIMED_OUT => Error::new(
             ErrorKind::Broken,
             format!("this {kind:?} is broken: a wait on it timed out (reset() mends it)"),
+        ),
+        BROKEN_CANCELLED => Error::new(
+            ErrorKind::Broken,
+            format!(
+                "this {kind:?} is broken: a party's wait_async was dropped before the \
+                 round completed (reset() mends it)"
+            ),
         ),
         // BROKEN_PEER_DIED, or any other value a peer wrote.
         _ => Error::new(
