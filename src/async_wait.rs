@@ -213,7 +213,11 @@ fn serve(entry: Arc<Entry>, key: Key) {
 /// the blocking call's own liveness check instead, so a dead peer gives
 /// exactly the blocking call's error. `source` builds the entry's source
 /// the first time any future waits on `key`.
-pub(crate) fn wait_for<T, A, S>(key: Key, source: S, mut attempt: A) -> impl Future<Output = Result<T>>
+pub(crate) fn wait_for<T, A, S>(
+    key: Key,
+    source: S,
+    mut attempt: A,
+) -> impl Future<Output = Result<T>>
 where
     A: FnMut(bool) -> Result<Option<T>>,
     S: FnOnce() -> Arc<dyn Source>,
@@ -231,10 +235,12 @@ where
             (Some(r), _) => r,
             (None, Some(make)) => reg.insert(Registration::new(key, make)),
             // `source` is only taken together with `reg` being set.
-            (None, None) => return Poll::Ready(Err(Error::new(
-                crate::error::ErrorKind::InvalidState,
-                "async wait polled without its source",
-            ))),
+            (None, None) => {
+                return Poll::Ready(Err(Error::new(
+                    crate::error::ErrorKind::InvalidState,
+                    "async wait polled without its source",
+                )))
+            }
         };
         match r.wait_with(cx.waker()) {
             Ok(()) => Poll::Pending,

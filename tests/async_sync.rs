@@ -224,7 +224,10 @@ fn lock_async_waits_for_a_child_to_unlock_and_returns_a_guard() {
         let p = Process::spawn(hold_lock_then_unlock, (lock.clone(), held.clone(), 100)).unwrap();
         held.wait_async().await.unwrap();
         let guard = lock.lock_async().await.unwrap();
-        assert!(lock.try_lock().unwrap().is_none(), "the guard holds the lock");
+        assert!(
+            lock.try_lock().unwrap().is_none(),
+            "the guard holds the lock"
+        );
         drop(guard);
         assert!(!lock.is_locked());
         p.join_async().await.unwrap();
@@ -259,7 +262,10 @@ fn joinable_queue_items_put_async_count_as_tasks() {
         let q = JoinableQueue::<u32>::new().unwrap();
         q.put_async(&5).await.unwrap();
         assert_eq!(q.get_async().await.unwrap(), 5);
-        assert!(q.join_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+        assert!(q
+            .join_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .is_timeout());
         q.task_done().unwrap();
         q.join_timeout(PATIENCE).unwrap();
     });
@@ -338,7 +344,10 @@ fn a_dropped_put_async_writes_nothing_and_keeps_no_place() {
     assert_eq!(q.get().unwrap(), 1);
     // The dropped put reserved no place: one put fits, then the queue is full.
     q.put_timeout(&3, PATIENCE).unwrap();
-    assert!(q.put_timeout(&4, Duration::from_millis(10)).unwrap_err().is_timeout());
+    assert!(q
+        .put_timeout(&4, Duration::from_millis(10))
+        .unwrap_err()
+        .is_timeout());
     assert_eq!(q.get().unwrap(), 3);
     assert_eq!(q.try_get().unwrap(), None);
 }
@@ -388,7 +397,10 @@ fn a_dropped_recv_async_takes_nothing_and_the_message_is_still_there() {
 fn a_dropped_barrier_wait_async_breaks_the_barrier_until_reset() {
     let b = Barrier::new(2).unwrap();
     poll_once_then_drop(b.wait_async());
-    assert!(b.broken(), "an arrived party left: the others would wait forever");
+    assert!(
+        b.broken(),
+        "an arrived party left: the others would wait forever"
+    );
     let err = b.wait_timeout(PATIENCE).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Broken, "{err}");
     b.reset();
@@ -440,8 +452,7 @@ fn a_killed_peer_ends_event_and_semaphore_waits_with_peer_died() {
 
         let s = Semaphore::new(0).unwrap();
         let holding = Event::new().unwrap();
-        let p =
-            Process::spawn(semaphore_holder_aborts, (s.clone(), holding.clone())).unwrap();
+        let p = Process::spawn(semaphore_holder_aborts, (s.clone(), holding.clone())).unwrap();
         let err = s.acquire_async().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PeerDied, "{err}");
         assert_eq!(s.acquire().unwrap_err().kind(), ErrorKind::PeerDied);
@@ -475,8 +486,7 @@ fn a_killed_peer_ends_get_async_and_recv_async_with_the_blocking_calls_error() {
     on_each_runtime("queue and pipe peer died", || async {
         let q = Queue::<u32>::new().unwrap();
         let holding = Event::new().unwrap();
-        let p =
-            Process::spawn(queue_holder_aborts, (q.clone(), holding.clone())).unwrap();
+        let p = Process::spawn(queue_holder_aborts, (q.clone(), holding.clone())).unwrap();
         holding.wait_async().await.unwrap();
         let err = q.get_async().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PeerDied, "{err}");

@@ -498,8 +498,10 @@ impl<R: DeserializeOwned> Process<R> {
         let cell = Arc::clone(&this.waiter.cell);
         let key = (Arc::as_ptr(&cell) as usize, 0);
         async move {
-            let source = move || -> Arc<dyn crate::async_wait::Source> { Arc::new(ExitSource { cell }) };
-            let result = crate::async_wait::wait_for(key, source, |_| this.wait(Some(Instant::now()))).await;
+            let source =
+                move || -> Arc<dyn crate::async_wait::Source> { Arc::new(ExitSource { cell }) };
+            let result =
+                crate::async_wait::wait_for(key, source, |_| this.wait(Some(Instant::now()))).await;
             this.flush_log();
             result
         }

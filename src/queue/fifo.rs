@@ -264,7 +264,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// [`put_until`](Self::put_until); `now`: see
     /// [`ring::with_handle_as`].
-    fn put_as(&self, item: &T, deadline: Option<Instant>, call: &Call<'_>, now: bool) -> Result<()> {
+    fn put_as(
+        &self,
+        item: &T,
+        deadline: Option<Instant>,
+        call: &Call<'_>,
+        now: bool,
+    ) -> Result<()> {
         let inner = &self.inner;
         inner.check_not_shut_down(call)?;
         inner.reserve_item(deadline, call)?;
@@ -441,7 +447,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///     assert_eq!(q.get().unwrap(), "hello");
     /// }
     /// ```
-    pub fn put_async<'a>(&'a self, item: &'a T) -> impl std::future::Future<Output = Result<()>> + 'a {
+    pub fn put_async<'a>(
+        &'a self,
+        item: &'a T,
+    ) -> impl std::future::Future<Output = Result<()>> + 'a {
         let call = putting("Queue::put_async");
         let inner = &self.inner;
         let len = codec::serde_len(item);

@@ -62,8 +62,8 @@ pub(crate) use consumer::Consumer;
 pub(crate) use memory::SharedMem;
 use memory::{Atomic, Memory};
 pub(crate) use producer::Producer;
-pub(crate) use wait::{RingSource, DEFAULT_SPIN};
 use wait::{lock_side, side_peer_alive, unlock_side, wake_all, Wait};
+pub(crate) use wait::{RingSource, DEFAULT_SPIN};
 
 #[cfg(test)]
 mod tests;

@@ -290,21 +290,25 @@ impl Barrier {
             let b = self.shared.block();
             let result = self
                 .shared
-                .wait_async(|b| &b.generation, generation, |checked| {
-                    // SYNC: Acquire, as the load in `wait_until`.
-                    if b.generation.load(Ordering::Acquire) != generation {
-                        return Self::round_over(b, resets, index).map(Some);
-                    }
-                    // SYNC: Acquire pairs with the Release stores of `broken`.
-                    let why = b.header.broken.load(Ordering::Acquire);
-                    if why != 0 {
-                        return Err(broken_error(Kind::Barrier, why));
-                    }
-                    if checked {
-                        self.shared.check_peers()?;
-                    }
-                    Ok(None)
-                })
+                .wait_async(
+                    |b| &b.generation,
+                    generation,
+                    |checked| {
+                        // SYNC: Acquire, as the load in `wait_until`.
+                        if b.generation.load(Ordering::Acquire) != generation {
+                            return Self::round_over(b, resets, index).map(Some);
+                        }
+                        // SYNC: Acquire pairs with the Release stores of `broken`.
+                        let why = b.header.broken.load(Ordering::Acquire);
+                        if why != 0 {
+                            return Err(broken_error(Kind::Barrier, why));
+                        }
+                        if checked {
+                            self.shared.check_peers()?;
+                        }
+                        Ok(None)
+                    },
+                )
                 .await;
             leaving.armed = false;
             result
@@ -415,7 +419,12 @@ struct Leaving<'a> {
 impl Drop for Leaving<'_> {
     fn drop(&mut self) {
         // SYNC: Acquire, as the waiters' loads of `generation`.
-        let gen_now = self.barrier.shared.block().generation.load(Ordering::Acquire);
+        let gen_now = self
+            .barrier
+            .shared
+            .block()
+            .generation
+            .load(Ordering::Acquire);
         if self.armed && gen_now == self.generation {
             self.barrier.break_for(BROKEN_CANCELLED);
         }

@@ -147,13 +147,16 @@ impl Event {
     /// ```
     pub fn wait_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
         let slice = crate::async_wait::CHECK_SLICE;
-        self.shared
-            .wait_async(|b| &b.flag, 0, move |checked| {
+        self.shared.wait_async(
+            |b| &b.flag,
+            0,
+            move |checked| {
                 if checked {
                     return crate::async_wait::not_now(self.wait_timeout(slice));
                 }
                 Ok(self.is_set().then_some(()))
-            })
+            },
+        )
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {

@@ -283,13 +283,16 @@ impl Semaphore {
     /// ```
     pub fn acquire_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
         let slice = crate::async_wait::CHECK_SLICE;
-        self.shared
-            .wait_async(|b| &b.value, 0, move |checked| {
+        self.shared.wait_async(
+            |b| &b.value,
+            0,
+            move |checked| {
                 if checked {
                     return crate::async_wait::not_now(self.acquire_timeout(slice));
                 }
                 Ok(self.try_acquire()?.then_some(()))
-            })
+            },
+        )
     }
 
     fn take(value: &AtomicU32) -> bool {
