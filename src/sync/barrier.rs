@@ -272,47 +272,45 @@ impl Barrier {
     ///     assert_eq!(mine + theirs, 1); // indices 0 and 1
     /// }
     /// ```
-    pub fn wait_async(&self) -> impl std::future::Future<Output = Result<u32>> + '_ {
-        async move {
-            let (generation, resets, index) = match self.arrive()? {
-                Arrival::Last(index) => return Ok(index),
-                Arrival::Waiting {
-                    generation,
-                    resets,
-                    index,
-                } => (generation, resets, index),
-            };
-            let mut leaving = Leaving {
-                barrier: self,
+    pub async fn wait_async(&self) -> Result<u32> {
+        let (generation, resets, index) = match self.arrive()? {
+            Arrival::Last(index) => return Ok(index),
+            Arrival::Waiting {
                 generation,
-                armed: true,
-            };
-            let b = self.shared.block();
-            let result = self
-                .shared
-                .wait_async(
-                    |b| &b.generation,
-                    generation,
-                    |checked| {
-                        // SYNC: Acquire, as the load in `wait_until`.
-                        if b.generation.load(Ordering::Acquire) != generation {
-                            return Self::round_over(b, resets, index).map(Some);
-                        }
-                        // SYNC: Acquire pairs with the Release stores of `broken`.
-                        let why = b.header.broken.load(Ordering::Acquire);
-                        if why != 0 {
-                            return Err(broken_error(Kind::Barrier, why));
-                        }
-                        if checked {
-                            self.shared.check_peers()?;
-                        }
-                        Ok(None)
-                    },
-                )
-                .await;
-            leaving.armed = false;
-            result
-        }
+                resets,
+                index,
+            } => (generation, resets, index),
+        };
+        let mut leaving = Leaving {
+            barrier: self,
+            generation,
+            armed: true,
+        };
+        let b = self.shared.block();
+        let result = self
+            .shared
+            .wait_async(
+                |b| &b.generation,
+                generation,
+                |checked| {
+                    // SYNC: Acquire, as the load in `wait_until`.
+                    if b.generation.load(Ordering::Acquire) != generation {
+                        return Self::round_over(b, resets, index).map(Some);
+                    }
+                    // SYNC: Acquire pairs with the Release stores of `broken`.
+                    let why = b.header.broken.load(Ordering::Acquire);
+                    if why != 0 {
+                        return Err(broken_error(Kind::Barrier, why));
+                    }
+                    if checked {
+                        self.shared.check_peers()?;
+                    }
+                    Ok(None)
+                },
+            )
+            .await;
+        leaving.armed = false;
+        result
     }
 
     /// This party's arrival: the last one completes the round.
