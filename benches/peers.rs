@@ -44,6 +44,9 @@ use ipc_channel::ipc::{
 };
 use rayon::prelude::*;
 
+#[path = "peers/async_sync_rows.rs"]
+mod async_sync_rows;
+
 fn main() {
     multiproc::init();
     procspawn::init();
@@ -142,6 +145,9 @@ fn main() {
     if want("manager") {
         manager_dict(&mut table, &cfg);
         manager_increments(&mut table, &cfg);
+    }
+    if want("async sync") {
+        async_sync_rows::async_sync(&mut table, &cfg);
     }
     table.print();
     println!();
