@@ -181,6 +181,14 @@ fn abort_after(ms: u64) {
     std::process::abort();
 }
 
+/// Awaits `go` and `lock` (so a waiter thread watches each) and returns.
+fn await_then_return((go, lock): (Event, Lock)) {
+    smol::block_on(async {
+        go.wait_async().await.unwrap();
+        drop(lock.lock_async().await.unwrap());
+    });
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -432,6 +440,26 @@ fn waiter_threads_end_once_their_futures_are_gone() {
     // meanwhile: wait for the count to fall to what they could hold.
     let ok = common::wait_for(PATIENCE, || async_waiter_threads().unwrap_or(0), |&n| n < 8);
     assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn a_child_that_awaited_and_returned_is_no_dead_peer() {
+    // A waiter thread lingers a little after its last future; it must not
+    // keep the child registered as a participant, or the child's normal
+    // exit would read as an abrupt death to everyone else.
+    let go = Event::new().unwrap();
+    let lock = Lock::new().unwrap();
+    let held = lock.lock().unwrap();
+    let p = Process::spawn(await_then_return, (go.clone(), lock.clone())).unwrap();
+    nap(100);
+    go.set();
+    nap(100);
+    drop(held);
+    p.join().unwrap();
+    go.clear();
+    let err = go.wait_timeout(Duration::from_millis(300)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    drop(lock.lock_timeout(PATIENCE).unwrap());
 }
 
 // ---------------------------------------------------------------------------

@@ -458,10 +458,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let key = inner.ring.async_key(Some(*len.as_ref().unwrap_or(&0)));
         let source = move || -> Arc<dyn crate::async_wait::Source> {
             let len = *len.as_ref().unwrap_or(&0);
-            Arc::new(super::PutSource {
-                inner: Arc::clone(inner),
-                ring: inner.ring.async_source(Some(len), inner.peer_check()),
-            })
+            Arc::new(super::PutSource::new(inner, len))
         };
         crate::async_wait::wait_for(key, source, move |checked| {
             let len = codec::serde_len(item)?;

@@ -264,28 +264,6 @@ impl Inner {
 
     /// Blocked calls give up once a process sharing the queue has died
     /// abruptly (it is still registered: it never dropped its handle).
-    /// Whether a put must wait for a `get` to free a place (`maxsize`).
-    fn places_full(&self) -> bool {
-        // SYNC: Relaxed: a hint; `reserve_item` decides with its CAS.
-        self.maxsize != 0 && self.header().held.load(Ordering::Relaxed) >= self.maxsize
-    }
-
-    /// Sleeps once on `held`, as a blocked `reserve_item` does (counted
-    /// among its sleepers, so a get's `release_items` wakes it).
-    fn park_held(&self, slice: std::time::Duration) {
-        let h = self.header();
-        // SYNC: as in `reserve_item`: Dekker with `release_items`.
-        h.held_sleepers.fetch_add(1, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        // SYNC: Relaxed, ordered by the fence above.
-        let held = h.held.load(Ordering::Relaxed);
-        if held >= self.maxsize && self.shut_down() == 0 {
-            sys::futex_wait(&h.held, held, slice);
-        }
-        // SYNC: Relaxed: a count of sleepers, read as a hint.
-        h.held_sleepers.fetch_sub(1, Ordering::Relaxed);
-    }
-
     fn peer_check(&self) -> PeerCheck {
         let header = self.header.clone();
         Arc::new(move || header.get().participants.dead().is_none())
@@ -361,20 +339,60 @@ impl Inner {
 
 /// A `maxsize` as the header keeps it.
 /// What an async waiter thread watches for a `put_async`: a free place
-/// (`maxsize`), then room in the ring for the item's frame.
+/// (`maxsize`), then room in the ring for the item's frame. It holds views
+/// of the segment, not an `Inner`: an `Inner` keeps this process
+/// registered as a participant, which must end with the user's handles.
 struct PutSource {
-    inner: Arc<Inner>,
+    header: Typed<QueueHeader>,
+    maxsize: u32,
     ring: ring::RingSource,
+}
+
+impl PutSource {
+    fn new(inner: &Inner, len: usize) -> PutSource {
+        PutSource {
+            header: inner.header.clone(),
+            maxsize: inner.maxsize,
+            ring: inner.ring.async_source(Some(len), inner.peer_check()),
+        }
+    }
+
+    fn shut_down(&self) -> bool {
+        // SYNC: Acquire pairs with the Release store in `shutdown`.
+        self.header.get().shutdown.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a put must wait for a `get` to free a place.
+    fn places_full(&self) -> bool {
+        // SYNC: Relaxed: a hint; `reserve_item` decides with its CAS.
+        self.maxsize != 0 && self.header.get().held.load(Ordering::Relaxed) >= self.maxsize
+    }
+
+    /// Sleeps once on `held`, as a blocked `reserve_item` does (counted
+    /// among its sleepers, so a get's `release_items` wakes it).
+    fn park_held(&self, slice: std::time::Duration) {
+        let h = self.header.get();
+        // SYNC: as in `reserve_item`: Dekker with `release_items`.
+        h.held_sleepers.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // SYNC: Relaxed, ordered by the fence above.
+        let held = h.held.load(Ordering::Relaxed);
+        if held >= self.maxsize && !self.shut_down() {
+            sys::futex_wait(&h.held, held, slice);
+        }
+        // SYNC: Relaxed: a count of sleepers, read as a hint.
+        h.held_sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl crate::async_wait::Source for PutSource {
     fn ready(&self) -> bool {
-        self.inner.shut_down() != 0 || (!self.inner.places_full() && self.ring.ready())
+        self.shut_down() || (!self.places_full() && self.ring.ready())
     }
 
     fn park(&self, slice: std::time::Duration) {
-        if self.inner.places_full() {
-            self.inner.park_held(slice);
+        if self.places_full() {
+            self.park_held(slice);
         } else {
             self.ring.park(slice);
         }

@@ -169,12 +169,14 @@ impl Lock {
     /// }
     /// ```
     pub fn lock_async(&self) -> impl std::future::Future<Output = Result<LockGuard<'_>>> + '_ {
-        let shared = Arc::clone(&self.shared);
-        let key = crate::async_wait::key_of(&shared.block().mutex.word, 0);
+        // A view without this handle's participant slot (see
+        // `check_peers`).
+        let block = self.shared.block.clone();
+        let key = crate::async_wait::key_of(&block.get().mutex.word, 0);
         let slice = crate::async_wait::CHECK_SLICE;
         crate::async_wait::wait_for(
             key,
-            move || Arc::new(LockSource { shared }),
+            move || Arc::new(LockSource { block }),
             move |checked| {
                 if checked {
                     return crate::async_wait::not_now(self.lock_timeout(slice));
@@ -227,20 +229,20 @@ impl Lock {
 
 /// What an async waiter thread watches for a [`Lock`]: the lock word.
 struct LockSource {
-    shared: Arc<Shared<LockBlock>>,
+    block: Typed<LockBlock>,
 }
 
 impl crate::async_wait::Source for LockSource {
     fn ready(&self) -> bool {
-        self.shared.block().mutex.owner() == 0
+        self.block.get().mutex.owner() == 0
     }
 
     fn park(&self, slice: Duration) {
-        self.shared.block().mutex.park(slice);
+        self.block.get().mutex.park(slice);
     }
 
     fn healthy(&self) -> bool {
-        let owner = self.shared.block().mutex.owner();
-        self.shared.segment().check_intact().is_ok() && (owner == 0 || sys::pid_alive(owner))
+        let owner = self.block.get().mutex.owner();
+        self.block.segment().check_intact().is_ok() && (owner == 0 || sys::pid_alive(owner))
     }
 }
