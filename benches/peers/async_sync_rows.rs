@@ -111,8 +111,9 @@ impl EventEcho {
     fn start() -> Result<EventEcho, String> {
         let ev = || multiproc::Event::new().map_err(|e| e.to_string());
         let (ping, pong, stop) = (ev()?, ev()?, ev()?);
-        let child = multiproc::Process::spawn(event_echo, (ping.clone(), pong.clone(), stop.clone()))
-            .map_err(|e| e.to_string())?;
+        let child =
+            multiproc::Process::spawn(event_echo, (ping.clone(), pong.clone(), stop.clone()))
+                .map_err(|e| e.to_string())?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| e.to_string())?;
@@ -173,7 +174,11 @@ fn contender<E: 'static>(
 /// The group's rows: each async call against the same call blocking.
 pub(super) fn async_sync(table: &mut Table, cfg: &Config) {
     let q = |awaited| {
-        let name = if awaited { "multiproc async" } else { "multiproc blocking" };
+        let name = if awaited {
+            "multiproc async"
+        } else {
+            "multiproc blocking"
+        };
         contender(name, QueueEcho::start, QueueEcho::round_trips, awaited)
     };
     table.side_by_side(
@@ -185,7 +190,11 @@ pub(super) fn async_sync(table: &mut Table, cfg: &Config) {
         vec![q(false)],
     );
     let e = |awaited| {
-        let name = if awaited { "multiproc async" } else { "multiproc blocking" };
+        let name = if awaited {
+            "multiproc async"
+        } else {
+            "multiproc blocking"
+        };
         contender(name, EventEcho::start, EventEcho::round_trips, awaited)
     };
     table.side_by_side(
