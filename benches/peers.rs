@@ -44,6 +44,8 @@ use ipc_channel::ipc::{
 };
 use rayon::prelude::*;
 
+#[path = "peers/async_sync_rows.rs"]
+mod async_sync_rows;
 #[path = "peers/forkserver_rows.rs"]
 mod forkserver_rows;
 
@@ -148,6 +150,9 @@ fn main() {
     }
     if want("forkserver") {
         forkserver_rows::rows(&mut table, &cfg);
+    }
+    if want("async sync") {
+        async_sync_rows::async_sync(&mut table, &cfg);
     }
     table.print();
     println!();

@@ -5,6 +5,7 @@
 mod logging;
 
 mod affinity;
+mod async_wait;
 mod bootstrap;
 #[cfg(feature = "mpi")]
 mod cluster;

@@ -378,6 +378,16 @@ impl Connection {
 
     /// Runs `f` on this end's producer; its errors are worded for `call`.
     fn with_tx<R>(&self, call: &str, f: impl FnOnce(&mut Producer) -> Result<R>) -> Result<R> {
+        self.with_tx_as(call, false, f)
+    }
+
+    /// [`with_tx`](Self::with_tx); `now`: see [`ring::with_handle_as`].
+    fn with_tx_as<R>(
+        &self,
+        call: &str,
+        now: bool,
+        f: impl FnOnce(&mut Producer) -> Result<R>,
+    ) -> Result<R> {
         let call = sending(call);
         self.check_open(&call)?;
         let Some(out) = self.inner.shared.rings_of(self.inner.end).0 else {
@@ -392,11 +402,21 @@ impl Connection {
             p.set_peer_check(self.inner.peer_check());
             Ok(p)
         };
-        ring::with_handle(&self.inner.tx, make, f).map_err(|e| e.in_call(&call))
+        ring::with_handle_as(&self.inner.tx, now, make, f).map_err(|e| e.in_call(&call))
     }
 
     /// Runs `f` on this end's consumer; its errors are worded for `call`.
     fn with_rx<R>(&self, call: &str, f: impl FnOnce(&mut Consumer) -> Result<R>) -> Result<R> {
+        self.with_rx_as(call, false, f)
+    }
+
+    /// [`with_rx`](Self::with_rx); `now`: see [`ring::with_handle_as`].
+    fn with_rx_as<R>(
+        &self,
+        call: &str,
+        now: bool,
+        f: impl FnOnce(&mut Consumer) -> Result<R>,
+    ) -> Result<R> {
         let call = receiving(call);
         self.check_open(&call)?;
         let Some(inp) = self.inner.shared.rings_of(self.inner.end).1 else {
@@ -411,7 +431,7 @@ impl Connection {
             c.set_peer_check(self.inner.peer_check());
             Ok(c)
         };
-        ring::with_handle(&self.inner.rx, make, f).map_err(|e| e.in_call(&call))
+        ring::with_handle_as(&self.inner.rx, now, make, f).map_err(|e| e.in_call(&call))
     }
 
     /// Sends a value (Python's `send(obj)`), waiting for room.
@@ -466,8 +486,146 @@ impl Connection {
         self.recv_until(deadline_after(timeout), "Connection::recv_timeout")
     }
 
+    /// [`recv`](Connection::recv) as a `Future`, for async code (tokio,
+    /// smol, any executor): it resolves to the next value.
+    ///
+    /// Python has no async `multiprocessing`; there one writes
+    /// `await loop.run_in_executor(None, conn.recv)`. Here the futures
+    /// waiting on one pipe end share one crate thread, parked on the ring
+    /// as a blocked `recv` is, that wakes them when a message arrives.
+    ///
+    /// Cancellation: a message is taken only inside the poll that returns
+    /// it; a future dropped before then took nothing (the message stays
+    /// for the next `recv`) and withdraws its waker. A message longer than
+    /// half the ring, whose first piece has arrived, is received whole in
+    /// the poll that finds it (its sender is streaming the rest).
+    ///
+    /// # Errors
+    /// As [`recv`](Connection::recv): [`ErrorKind::PeerDied`] (within
+    /// about 50 ms) or [`ErrorKind::Disconnected`] once the sender is gone
+    /// and nothing is left.
+    ///
+    /// ```
+    /// use multiproc::{pipe, Connection, Process};
+    ///
+    /// fn greet(c: Connection) { c.send("hello").unwrap(); }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let (here, there) = pipe(true).unwrap();
+    ///     let p = Process::spawn(greet, there).unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     assert_eq!(rt.block_on(here.recv_async::<String>()).unwrap(), "hello");
+    ///     p.join().unwrap();
+    /// }
+    /// ```
+    pub fn recv_async<T: DeserializeOwned>(
+        &self,
+    ) -> impl std::future::Future<Output = Result<T>> + '_ {
+        let call = "Connection::recv_async";
+        let ring = self.inner.shared.rings_of(self.inner.end).1.cloned();
+        let slice = crate::async_wait::CHECK_SLICE;
+        async move {
+            let Some(ring) = ring else {
+                // A one-way end that cannot receive: the call's own error.
+                return self.recv_as(Some(Instant::now()), call, true);
+            };
+            let peer = self.inner.peer_check();
+            let key = ring.async_key(None);
+            let source = move || -> Arc<dyn crate::async_wait::Source> {
+                Arc::new(ring.async_source(None, peer))
+            };
+            crate::async_wait::wait_for(key, source, |checked| {
+                let deadline = if checked {
+                    deadline_after(slice)
+                } else {
+                    Some(Instant::now())
+                };
+                crate::async_wait::not_now(self.recv_as(deadline, call, true))
+            })
+            .await
+        }
+    }
+
+    /// [`send`](Connection::send) as a `Future`, for async code: it
+    /// resolves once the value is in the pipe (waiting, as `send` does,
+    /// for room).
+    ///
+    /// Python: `await loop.run_in_executor(None, conn.send, value)`.
+    ///
+    /// Cancellation: the value is written only inside the poll that
+    /// returns `Ready(Ok(()))`; a future dropped before then wrote nothing.
+    ///
+    /// # Errors
+    /// As [`send`](Connection::send), and [`ErrorKind::InvalidState`] for a
+    /// value larger than half the pipe's ring (512 KiB by default): it
+    /// streams in pieces while the other end reads, which no single poll
+    /// can do; send it with `send` (in `spawn_blocking`).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let (a, b) = multiproc::pipe(true).unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(a.send_async(&[1u8, 2, 3])).unwrap();
+    ///     assert_eq!(b.recv::<[u8; 3]>().unwrap(), [1, 2, 3]);
+    /// }
+    /// ```
+    pub fn send_async<'a, T: Serialize + ?Sized>(
+        &'a self,
+        value: &'a T,
+    ) -> impl std::future::Future<Output = Result<()>> + 'a {
+        let call = "Connection::send_async";
+        let ring = self.inner.shared.rings_of(self.inner.end).0.cloned();
+        let slice = crate::async_wait::CHECK_SLICE;
+        async move {
+            let len = codec::serde_len(value).map_err(|e| e.in_call(&sending(call)))?;
+            let Some(ring) = ring else {
+                return self.with_tx_as(call, true, |_| Ok(()));
+            };
+            if len > ring.max_payload() {
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    format!(
+                        "Connection::send_async: a value of {len} bytes is over the largest \
+                         that can be sent without blocking ({}); use send",
+                        ring.max_payload()
+                    ),
+                ));
+            }
+            let peer = self.inner.peer_check();
+            let key = ring.async_key(Some(len));
+            let source = move || -> Arc<dyn crate::async_wait::Source> {
+                Arc::new(ring.async_source(Some(len), peer))
+            };
+            crate::async_wait::wait_for(key, source, |checked| {
+                let deadline = if checked {
+                    deadline_after(slice)
+                } else {
+                    Some(Instant::now())
+                };
+                let sent = self.with_tx_as(call, true, |p| {
+                    codec::push_value(p, KIND_VALUE, value, deadline)
+                });
+                crate::async_wait::not_now(sent)
+            })
+            .await
+        }
+    }
+
     fn recv_until<T: DeserializeOwned>(&self, deadline: Option<Instant>, call: &str) -> Result<T> {
-        self.with_rx(call, |c| {
+        self.recv_as(deadline, call, false)
+    }
+
+    /// [`recv_until`](Self::recv_until); `now`: see
+    /// [`ring::with_handle_as`].
+    fn recv_as<T: DeserializeOwned>(
+        &self,
+        deadline: Option<Instant>,
+        call: &str,
+        now: bool,
+    ) -> Result<T> {
+        self.with_rx_as(call, now, |c| {
             let frame = c.peek(deadline)?;
             if frame.kind() != KIND_VALUE {
                 return Err(Error::new(

@@ -498,6 +498,48 @@ impl<R: DeserializeOwned> Process<R> {
         })
     }
 
+    /// [`join`](Process::join) as a `Future`, for async code (tokio, smol,
+    /// any executor): it resolves to `f`'s value once the child ended.
+    ///
+    /// Python has no async `multiprocessing`; there one writes
+    /// `await loop.run_in_executor(None, p.join)`. Here a crate thread
+    /// waits for the child's exit (on Linux, on its pidfd: the OS's own
+    /// readiness source for an exit) and wakes the future, which then
+    /// collects the result as `join` does. The thread also wakes it once
+    /// every 50 ms, so a start that never completes fails as in `join`.
+    ///
+    /// Cancellation: dropping the future drops the `Process`, which
+    /// detaches it as any dropped `Process` is (it runs on and is reaped in
+    /// the background). The child is reaped exactly once, whoever looks
+    /// first: the status is kept with the child.
+    ///
+    /// # Errors
+    /// As [`join`](Process::join).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let p = multiproc::Process::spawn(square, 9).unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     assert_eq!(rt.block_on(p.join_async()).unwrap(), 81);
+    /// }
+    /// ```
+    pub fn join_async(self) -> impl std::future::Future<Output = Result<R>> {
+        let mut this = self;
+        let cell = Arc::clone(&this.waiter.cell);
+        let key = (Arc::as_ptr(&cell) as usize, 0);
+        async move {
+            let source =
+                move || -> Arc<dyn crate::async_wait::Source> { Arc::new(ExitSource { cell }) };
+            let result =
+                crate::async_wait::wait_for(key, source, |_| this.wait(Some(Instant::now()))).await;
+            this.flush_log();
+            result
+        }
+    }
+
     /// Feature `tracing`: once the child has ended, waits (bounded) until
     /// its last log records have been delivered, so that `join` returns
     /// after them.
@@ -671,6 +713,30 @@ impl<R> Process<R> {
     pub fn kill(&self) -> Result<()> {
         lifecycle!(debug, pid = self.pid(), name = %self.name(), "killing process");
         self.waiter.cell.signal(sys::kill, true)
+    }
+}
+
+/// What an async waiter thread watches for a `join_async`: the child's
+/// exit.
+struct ExitSource {
+    cell: Arc<ChildCell>,
+}
+
+impl crate::async_wait::Source for ExitSource {
+    fn ready(&self) -> bool {
+        self.cell.poll_exit().is_some()
+    }
+
+    fn park(&self, slice: Duration) {
+        sys::wait_for_exit(self.cell.pid, slice);
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    fn periodic(&self) -> bool {
+        true
     }
 }
 

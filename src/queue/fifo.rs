@@ -259,12 +259,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         deadline: Option<Instant>,
         call: &Call<'_>,
     ) -> Result<()> {
+        self.put_as(item, deadline, call, false)
+    }
+
+    /// [`put_until`](Self::put_until); `now`: see
+    /// [`ring::with_handle_as`].
+    fn put_as(
+        &self,
+        item: &T,
+        deadline: Option<Instant>,
+        call: &Call<'_>,
+        now: bool,
+    ) -> Result<()> {
         let inner = &self.inner;
         inner.check_not_shut_down(call)?;
         inner.reserve_item(deadline, call)?;
         inner.count_tasks(1);
         inner
-            .with_producer(call, |p| codec::push_value(p, KIND_ITEM, item, deadline))
+            .with_producer_as(call, now, |p| {
+                codec::push_value(p, KIND_ITEM, item, deadline)
+            })
             .map_err(|e| {
                 if inner.counts_tasks {
                     inner.uncount_task();
@@ -337,17 +351,134 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_until(&self, deadline: Option<Instant>, call: &Call<'_>) -> Result<T> {
+        self.get_as(deadline, call, false)
+    }
+
+    /// [`get_until`](Self::get_until); `now`: see
+    /// [`ring::with_handle_as`].
+    fn get_as(&self, deadline: Option<Instant>, call: &Call<'_>, now: bool) -> Result<T> {
         let inner = &self.inner;
         if inner.shut_down() == SHUT_DOWN_NOW {
             return Err(shut_down_error(call));
         }
         let (_, item) = inner
-            .with_consumer(call, |c| codec::pop_value::<T>(c, deadline))
+            .with_consumer_as(call, now, |c| codec::pop_value::<T>(c, deadline))
             .map_err(|e| inner.after_shutdown(e, call))?;
         inner.release_items(1);
         // SYNC: Relaxed, as for `puts`.
         inner.header().gets.0.fetch_add(1, Ordering::Relaxed);
         Ok(item)
+    }
+
+    /// [`get`](Queue::get) as a `Future`, for async code (tokio, smol, any
+    /// executor): it resolves to the next item.
+    ///
+    /// Python has no async `multiprocessing`; there one writes
+    /// `await loop.run_in_executor(None, q.get)`, a thread per waiting
+    /// call. Here all the futures waiting on one queue in this process
+    /// share one crate thread, parked on the queue's ring as a blocked
+    /// `get` is, that wakes them when an item arrives.
+    ///
+    /// Cancellation: an item is taken from the queue only inside the poll
+    /// that returns it. A future dropped before then took nothing (the
+    /// item stays for the next `get`) and withdraws its waker.
+    ///
+    /// # Errors
+    /// As [`get`](Queue::get): [`ErrorKind::PeerDied`](crate::ErrorKind::PeerDied)
+    /// (within about 50 ms) if a process sharing the queue died abruptly,
+    /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown) after
+    /// [`shutdown`](Queue::shutdown).
+    ///
+    /// ```
+    /// use multiproc::{Process, Queue};
+    ///
+    /// fn produce(q: Queue<u32>) { q.put(&7).unwrap(); }
+    ///
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let q = Queue::new().unwrap();
+    ///     let p = Process::spawn(produce, q.clone()).unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     assert_eq!(rt.block_on(q.get_async()).unwrap(), 7);
+    ///     p.join().unwrap();
+    /// }
+    /// ```
+    pub fn get_async(&self) -> impl std::future::Future<Output = Result<T>> + '_ {
+        let call = getting("Queue::get_async");
+        let inner = &self.inner;
+        let slice = crate::async_wait::CHECK_SLICE;
+        crate::async_wait::wait_for(
+            inner.ring.async_key(None),
+            || super::get_source(inner),
+            move |checked| {
+                let deadline = if checked {
+                    deadline_after(slice)
+                } else {
+                    Some(Instant::now())
+                };
+                crate::async_wait::not_now(self.get_as(deadline, &call, true))
+            },
+        )
+    }
+
+    /// [`put`](Queue::put) as a `Future`, for async code: it resolves once
+    /// the item is in the queue (waiting, as `put` does, for a place under
+    /// [`with_maxsize`](Queue::with_maxsize) and for room in the ring).
+    ///
+    /// Python: `await loop.run_in_executor(None, q.put, item)`.
+    ///
+    /// Cancellation: the item is written only inside the poll that returns
+    /// `Ready(Ok(()))`; a future dropped before then wrote nothing (no
+    /// place stays reserved) and withdraws its waker.
+    ///
+    /// # Errors
+    /// As [`put`](Queue::put), and
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) for an
+    /// item larger than half the queue's capacity: such an item streams
+    /// through the ring in pieces while the consumer takes them, which no
+    /// single poll can do; put it with `put` (in `spawn_blocking`).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let q = multiproc::Queue::new().unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(q.put_async(&"hello".to_string())).unwrap();
+    ///     assert_eq!(q.get().unwrap(), "hello");
+    /// }
+    /// ```
+    pub fn put_async<'a>(
+        &'a self,
+        item: &'a T,
+    ) -> impl std::future::Future<Output = Result<()>> + 'a {
+        let call = putting("Queue::put_async");
+        let inner = &self.inner;
+        let len = codec::serde_len(item);
+        let slice = crate::async_wait::CHECK_SLICE;
+        let key = inner.ring.async_key(Some(*len.as_ref().unwrap_or(&0)));
+        let source = move || -> Arc<dyn crate::async_wait::Source> {
+            let len = *len.as_ref().unwrap_or(&0);
+            Arc::new(super::PutSource::new(inner, len))
+        };
+        crate::async_wait::wait_for(key, source, move |checked| {
+            let len = codec::serde_len(item)?;
+            if len > inner.ring.max_payload() {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::InvalidState,
+                    format!(
+                        "Queue::put_async: an item of {len} bytes is over the largest \
+                         that can be put without blocking ({}); use put",
+                        inner.ring.max_payload()
+                    ),
+                ));
+            }
+            let deadline = if checked {
+                deadline_after(slice)
+            } else {
+                Some(Instant::now())
+            };
+            crate::async_wait::not_now(self.put_as(item, deadline, &call, true))
+        })
     }
 
     /// As [`get`](Queue::get), waiting at most `timeout`.

@@ -289,13 +289,24 @@ impl Inner {
         call: &Call<'_>,
         f: impl FnOnce(&mut Producer) -> Result<R>,
     ) -> Result<R> {
+        self.with_producer_as(call, false, f)
+    }
+
+    /// [`with_producer`](Self::with_producer); `now`: see
+    /// [`ring::with_handle_as`].
+    fn with_producer_as<R>(
+        &self,
+        call: &Call<'_>,
+        now: bool,
+        f: impl FnOnce(&mut Producer) -> Result<R>,
+    ) -> Result<R> {
         self.check_open(call)?;
         let make = || {
             let mut p = self.ring.producer()?;
             p.set_peer_check(self.peer_check());
             Ok(p)
         };
-        ring::with_handle(&self.producer, make, f).map_err(|e| e.in_call(call))
+        ring::with_handle_as(&self.producer, now, make, f).map_err(|e| e.in_call(call))
     }
 
     /// Runs `f` on this process's consumer; its errors are worded for
@@ -305,17 +316,98 @@ impl Inner {
         call: &Call<'_>,
         f: impl FnOnce(&mut Consumer) -> Result<R>,
     ) -> Result<R> {
+        self.with_consumer_as(call, false, f)
+    }
+
+    /// [`with_consumer`](Self::with_consumer); `now`: see
+    /// [`ring::with_handle_as`].
+    fn with_consumer_as<R>(
+        &self,
+        call: &Call<'_>,
+        now: bool,
+        f: impl FnOnce(&mut Consumer) -> Result<R>,
+    ) -> Result<R> {
         self.check_open(call)?;
         let make = || {
             let mut c = self.ring.consumer()?;
             c.set_peer_check(self.peer_check());
             Ok(c)
         };
-        ring::with_handle(&self.consumer, make, f).map_err(|e| e.in_call(call))
+        ring::with_handle_as(&self.consumer, now, make, f).map_err(|e| e.in_call(call))
     }
 }
 
 /// A `maxsize` as the header keeps it.
+/// What an async waiter thread watches for a `put_async`: a free place
+/// (`maxsize`), then room in the ring for the item's frame. It holds views
+/// of the segment, not an `Inner`: an `Inner` keeps this process
+/// registered as a participant, which must end with the user's handles.
+struct PutSource {
+    header: Typed<QueueHeader>,
+    maxsize: u32,
+    ring: ring::RingSource,
+}
+
+impl PutSource {
+    fn new(inner: &Inner, len: usize) -> PutSource {
+        PutSource {
+            header: inner.header.clone(),
+            maxsize: inner.maxsize,
+            ring: inner.ring.async_source(Some(len), inner.peer_check()),
+        }
+    }
+
+    fn shut_down(&self) -> bool {
+        // SYNC: Acquire pairs with the Release store in `shutdown`.
+        self.header.get().shutdown.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a put must wait for a `get` to free a place.
+    fn places_full(&self) -> bool {
+        // SYNC: Relaxed: a hint; `reserve_item` decides with its CAS.
+        self.maxsize != 0 && self.header.get().held.load(Ordering::Relaxed) >= self.maxsize
+    }
+
+    /// Sleeps once on `held`, as a blocked `reserve_item` does (counted
+    /// among its sleepers, so a get's `release_items` wakes it).
+    fn park_held(&self, slice: std::time::Duration) {
+        let h = self.header.get();
+        // SYNC: as in `reserve_item`: Dekker with `release_items`.
+        h.held_sleepers.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // SYNC: Relaxed, ordered by the fence above.
+        let held = h.held.load(Ordering::Relaxed);
+        if held >= self.maxsize && !self.shut_down() {
+            sys::futex_wait(&h.held, held, slice);
+        }
+        // SYNC: Relaxed: a count of sleepers, read as a hint.
+        h.held_sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl crate::async_wait::Source for PutSource {
+    fn ready(&self) -> bool {
+        self.shut_down() || (!self.places_full() && self.ring.ready())
+    }
+
+    fn park(&self, slice: std::time::Duration) {
+        if self.places_full() {
+            self.park_held(slice);
+        } else {
+            self.ring.park(slice);
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.ring.healthy()
+    }
+}
+
+/// The same, for a `get_async`: a frame in the ring.
+fn get_source(inner: &Arc<Inner>) -> Arc<dyn crate::async_wait::Source> {
+    Arc::new(inner.ring.async_source(None, inner.peer_check()))
+}
+
 fn maxsize_u32(maxsize: usize) -> Result<u32> {
     u32::try_from(maxsize).map_err(|_| {
         Error::new(

@@ -11,7 +11,7 @@ use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
 use super::{
     frame_size, max_payload, seal, End, Handle, Header, Mode, PeerCheck, RawFrame, Ring,
-    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND, POISONED,
+    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND,
     PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -246,23 +246,9 @@ impl<M: Memory> Consumer<M> {
     /// retries), the deadline passes or the producer is gone.
     pub(super) fn wait_readable(&mut self, wait: &mut Wait) -> Result<()> {
         let h = self.end.ring.header();
-        let mem = &self.end.ring.mem;
-        let mask = mem.cap() - 1;
         let spsc_head = (self.end.ring.mode == Mode::Spsc).then_some(self.head);
-        let ready = || {
-            let head = spsc_head.unwrap_or_else(|| {
-                // SYNC: Relaxed: a hint (masked below); Mpmc re-reads head
-                // under the lock before using it.
-                h.cons.0.pos.load(Ordering::Relaxed)
-            });
-            let off = (head as usize & mask) & !7;
-            // SYNC: Acquire pairs with the Release store of the frame word in
-            // commit_raw (hint; re-read by try_peek_raw).
-            let w = mem.word(off).load(Ordering::Acquire);
-            // SYNC: Acquire pairs with the Release fetch_or in close/poison.
-            // Only the bits that end a consumer's wait count, as above.
-            w != 0 || h.state.0.load(Ordering::Acquire) & (PRODUCER_CLOSED | POISONED) != 0
-        };
+        let ring = &self.end.ring;
+        let ready = || ring.readable(spsc_head);
         let health = || ring_health(&self.end.ring, || self.peer_alive(), "sending");
         block_until(
             self.end.spin,

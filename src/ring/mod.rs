@@ -62,8 +62,8 @@ pub(crate) use consumer::Consumer;
 pub(crate) use memory::SharedMem;
 use memory::{Atomic, Memory};
 pub(crate) use producer::Producer;
-pub(crate) use wait::DEFAULT_SPIN;
 use wait::{lock_side, side_peer_alive, unlock_side, wake_all, Wait};
+pub(crate) use wait::{RingSource, DEFAULT_SPIN};
 
 #[cfg(test)]
 mod tests;
@@ -517,12 +517,30 @@ fn check_capacity(cap: usize, region_len: usize, base: usize) -> std::result::Re
 /// After `f`, a ring whose memory a peer shrank (see `sys::sigbus`) is
 /// `Protocol`, whatever `f` returned: what it saw or did was private
 /// zeros, not the ring.
-pub(crate) fn with_handle<H: Handle, R>(
+///
+/// With `now`, a handle another thread of this process is using (a
+/// blocking call waiting in it) is `Timeout` at once instead of a wait for
+/// that thread: an async attempt must never block.
+pub(crate) fn with_handle_as<H: Handle, R>(
     slot: &std::sync::Mutex<Option<H>>,
+    now: bool,
     make: impl FnOnce() -> Result<H>,
     f: impl FnOnce(&mut H) -> Result<R>,
 ) -> Result<R> {
-    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slot = if now {
+        match slot.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "another thread of this process is using this end",
+                ))
+            }
+        }
+    } else {
+        slot.lock().unwrap_or_else(|p| p.into_inner())
+    };
     if slot.is_none() {
         *slot = Some(make()?);
     }

@@ -12,7 +12,7 @@ use super::wait::{self, block_until, ring_health, Wait};
 use super::Mode;
 use super::{
     frame_size, pack, End, Handle, Header, PeerCheck, Ring, Slot, CONSUMER_CLOSED, FRAME_WORD,
-    KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND, POISONED, PRODUCER_CLOSED,
+    KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND, PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -302,25 +302,9 @@ impl<M: Memory> Producer<M> {
     /// Blocks until a frame of `len` bytes might fit (a hint: the caller
     /// retries), the deadline passes or the consumer is gone.
     fn wait_writable(&mut self, len: usize, wait: &mut Wait) -> Result<()> {
-        let cap = self.end.ring.mem.cap();
-        let size = frame_size(len);
         let h = self.end.ring.header();
-        let fits = || {
-            // SYNC: Acquire pairs with the Release stores of head/tail; a
-            // hint only (the caller re-validates under try_push).
-            let head = h.cons.0.pos.load(Ordering::Acquire);
-            let tail = h.prod.0.pos.load(Ordering::Acquire);
-            // SYNC: Acquire pairs with the Release fetch_or in close/poison.
-            // Only the bits that end a producer's wait count (other bits,
-            // which no correct peer sets, must not make it spin).
-            let st =
-                h.state.0.load(Ordering::Acquire) & (CONSUMER_CLOSED | PRODUCER_CLOSED | POISONED);
-            // The same need as try_reserve_raw: padding, frame, terminator.
-            let off = (tail as usize) & (cap - 1);
-            let pad = if off + size > cap { cap - off } else { 0 };
-            let need = (pad + size + FRAME_WORD) as u64;
-            st != 0 || tail.wrapping_sub(head).saturating_add(need) <= cap as u64
-        };
+        let ring = &self.end.ring;
+        let fits = || ring.writable(len);
         let health = || ring_health(&self.end.ring, || self.peer_alive(), "receiving");
         block_until(
             self.end.spin,

@@ -8,7 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::memory::{Atomic, Memory};
-use super::{Mode, PeerCheck, Ring, Side, Waiters};
+use super::{
+    frame_size, Mode, PeerCheck, Ring, Side, Waiters, CONSUMER_CLOSED, FRAME_WORD, POISONED,
+    PRODUCER_CLOSED,
+};
 use crate::error::{Error, ErrorKind, Result};
 pub(super) use crate::wait::Wait;
 
@@ -111,6 +114,105 @@ pub(super) fn wake_all<M: Memory>(ring: &Ring<M>) {
 /// `waiters` in slices until `ready`, the deadline, or (checked every
 /// liveness period) an error from `health`: the peer's death, or the
 /// memory lost to a peer's shrink.
+impl<M: Memory> Ring<M> {
+    /// Whether a consumer at `head` (`None`: the published head, which is
+    /// the consumer's own between its calls) may find a frame, or the
+    /// producers closed or the ring is poisoned: a hint, the caller
+    /// retries.
+    pub(super) fn readable(&self, head: Option<u64>) -> bool {
+        let h = self.header();
+        let mask = self.mem.cap() - 1;
+        let head = head.unwrap_or_else(|| {
+            // SYNC: Relaxed: a hint (masked below); Mpmc re-reads head
+            // under the lock before using it.
+            h.cons.0.pos.load(Ordering::Relaxed)
+        });
+        let off = (head as usize & mask) & !7;
+        // SYNC: Acquire pairs with the Release store of the frame word in
+        // commit_raw (hint; re-read by try_peek_raw).
+        let w = self.mem.word(off).load(Ordering::Acquire);
+        // SYNC: Acquire pairs with the Release fetch_or in close/poison.
+        // Only the bits that end a consumer's wait count (other bits, which
+        // no correct peer sets, must not make a bounded wait spin).
+        w != 0 || h.state.0.load(Ordering::Acquire) & (PRODUCER_CLOSED | POISONED) != 0
+    }
+
+    /// Whether a frame of `len` bytes may fit, or a side closed or the ring
+    /// is poisoned: a hint, the caller retries under `try_push`.
+    pub(super) fn writable(&self, len: usize) -> bool {
+        let cap = self.mem.cap();
+        let size = frame_size(len);
+        let h = self.header();
+        // SYNC: Acquire pairs with the Release stores of head/tail; a
+        // hint only (the caller re-validates under try_push).
+        let head = h.cons.0.pos.load(Ordering::Acquire);
+        let tail = h.prod.0.pos.load(Ordering::Acquire);
+        // SYNC: Acquire pairs with the Release fetch_or in close/poison.
+        // Only the bits that end a producer's wait count.
+        let st = h.state.0.load(Ordering::Acquire) & (CONSUMER_CLOSED | PRODUCER_CLOSED | POISONED);
+        // The same need as try_reserve_raw: padding, frame, terminator.
+        let off = (tail as usize) & (cap - 1);
+        let pad = if off + size > cap { cap - off } else { 0 };
+        let need = (pad + size + FRAME_WORD) as u64;
+        st != 0 || tail.wrapping_sub(head).saturating_add(need) <= cap as u64
+    }
+}
+
+/// What an async waiter thread (`crate::async_wait`) watches for a
+/// receive or a send on a ring: the ring's data or room, parked on as a
+/// blocked consumer or producer parks (counted among the sleepers, so the
+/// other side's `notify` wakes it).
+pub(crate) struct RingSource {
+    ring: Ring,
+    /// `None`: a receive; `Some(len)`: a send of a `len`-byte frame.
+    send: Option<usize>,
+    peer_alive: PeerCheck,
+}
+
+impl Ring {
+    /// The source of an async receive (`send: None`) or send of a frame of
+    /// `len` bytes (`Some(len)`) on this ring; `peer_alive` is the owner's
+    /// liveness question, as given to `set_peer_check`.
+    pub(crate) fn async_source(&self, send: Option<usize>, peer_alive: PeerCheck) -> RingSource {
+        RingSource {
+            ring: self.clone(),
+            send,
+            peer_alive,
+        }
+    }
+
+    /// The key of an async wait on this ring (see `async_source`).
+    pub(crate) fn async_key(&self, send: Option<usize>) -> crate::async_wait::Key {
+        let h = self.header();
+        match send {
+            None => crate::async_wait::key_of(&h.cons_wait.0.seq, 0),
+            Some(len) => crate::async_wait::key_of(&h.prod_wait.0.seq, len as u64),
+        }
+    }
+}
+
+impl crate::async_wait::Source for RingSource {
+    fn ready(&self) -> bool {
+        match self.send {
+            None => self.ring.readable(None),
+            Some(len) => self.ring.writable(len),
+        }
+    }
+
+    fn park(&self, slice: Duration) {
+        let h = self.ring.header();
+        let w = match self.send {
+            None => &h.cons_wait.0,
+            Some(_) => &h.prod_wait.0,
+        };
+        park_on(w, slice, || self.ready());
+    }
+
+    fn healthy(&self) -> bool {
+        ring_health(&self.ring, || (self.peer_alive)(), "other").is_ok()
+    }
+}
+
 pub(super) fn block_until<M: Memory>(
     spin: Duration,
     waiters: &Waiters<M>,

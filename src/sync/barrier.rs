@@ -238,7 +238,83 @@ impl Barrier {
         self.wait_until(deadline_after(timeout))
     }
 
-    fn wait_until(&self, deadline: Option<Instant>) -> Result<u32> {
+    /// [`wait`](Barrier::wait) as a `Future`, for async code: this party
+    /// arrives at the first poll, and the future resolves (with its
+    /// arrival index, as `wait` returns) once every party has arrived.
+    ///
+    /// Python: `await loop.run_in_executor(None, barrier.wait)`. Here the
+    /// futures waiting on one barrier share one crate thread that parks on
+    /// its generation word and wakes them when the round completes.
+    ///
+    /// The barrier's default timeout ([`with_timeout`](Barrier::with_timeout))
+    /// is not applied: bound the wait with the runtime's own timeout
+    /// (`tokio::time::timeout`), which drops the future.
+    ///
+    /// Cancellation: a party that has arrived cannot leave without the
+    /// others waiting for it forever, so dropping the future after its
+    /// first poll and before the round completes breaks the barrier, as a
+    /// timed-out `wait` does in Python: every waiter (blocking or async)
+    /// gets [`ErrorKind::Broken`] until [`reset`](Barrier::reset). A future
+    /// never polled has not arrived and changes nothing.
+    ///
+    /// # Errors
+    /// As [`wait`](Barrier::wait).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let barrier = multiproc::Barrier::new(2).unwrap();
+    ///     let other = barrier.clone();
+    ///     let t = std::thread::spawn(move || other.wait().unwrap());
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     let mine = rt.block_on(barrier.wait_async()).unwrap();
+    ///     let theirs = t.join().unwrap();
+    ///     assert_eq!(mine + theirs, 1); // indices 0 and 1
+    /// }
+    /// ```
+    pub async fn wait_async(&self) -> Result<u32> {
+        let (generation, resets, index) = match self.arrive()? {
+            Arrival::Last(index) => return Ok(index),
+            Arrival::Waiting {
+                generation,
+                resets,
+                index,
+            } => (generation, resets, index),
+        };
+        let mut leaving = Leaving {
+            barrier: self,
+            generation,
+            armed: true,
+        };
+        let b = self.shared.block();
+        let result = self
+            .shared
+            .wait_async(
+                |b| &b.generation,
+                generation,
+                |checked| {
+                    // SYNC: Acquire, as the load in `wait_until`.
+                    if b.generation.load(Ordering::Acquire) != generation {
+                        return Self::round_over(b, resets, index).map(Some);
+                    }
+                    // SYNC: Acquire pairs with the Release stores of `broken`.
+                    let why = b.header.broken.load(Ordering::Acquire);
+                    if why != 0 {
+                        return Err(broken_error(Kind::Barrier, why));
+                    }
+                    if checked {
+                        self.shared.check_peers()?;
+                    }
+                    Ok(None)
+                },
+            )
+            .await;
+        leaving.armed = false;
+        result
+    }
+
+    /// This party's arrival: the last one completes the round.
+    fn arrive(&self) -> Result<Arrival> {
         let b = self.shared.block();
         self.shared.check_peers()?;
         // SYNC: Relaxed: as in `parties()`.
@@ -254,15 +330,45 @@ impl Barrier {
         if arrived >= parties {
             // SYNC: Relaxed, published by the Release fetch_add of `generation`.
             b.arrived.store(0, Ordering::Relaxed);
-            // SYNC: Release pairs with the Acquire loads of waiters below.
+            // SYNC: Release pairs with the Acquire loads of waiters.
             b.generation.fetch_add(1, Ordering::Release);
             sys::futex_wake(&b.generation, u32::MAX);
-            return Ok(parties - 1);
+            return Ok(Arrival::Last(parties - 1));
         }
         // Python's numbering: arrivals count up from 0.
-        let index = arrived - 1;
+        Ok(Arrival::Waiting {
+            generation,
+            resets,
+            index: arrived - 1,
+        })
+    }
+
+    /// The answer of a party whose round ended (its generation moved on):
+    /// its index, or `Broken` if the round ended by a reset.
+    fn round_over(b: &BarrierBlock, resets: u32, index: u32) -> Result<u32> {
+        // SYNC: Relaxed: ordered by the caller's Acquire load of
+        // `generation` (a reset bumps `resets` before it).
+        if b.resets.load(Ordering::Relaxed) != resets {
+            return Err(Error::new(
+                ErrorKind::Broken,
+                "Barrier::wait: the barrier was reset while this party waited",
+            ));
+        }
+        Ok(index)
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<u32> {
+        let b = self.shared.block();
+        let (generation, resets, index) = match self.arrive()? {
+            Arrival::Last(index) => return Ok(index),
+            Arrival::Waiting {
+                generation,
+                resets,
+                index,
+            } => (generation, resets, index),
+        };
         let mut wait = Wait::new(deadline);
-        // The check on entry above was this wait's first.
+        // The check on arrival was this wait's first.
         wait.liveness_due();
         let timed_out = "Barrier::wait: not every party arrived in time; \
                          the barrier is now broken for all of them";
@@ -271,14 +377,7 @@ impl Barrier {
             // arrival, or of `reset` (whose earlier bump of `resets` this
             // load therefore also sees).
             if b.generation.load(Ordering::Acquire) != generation {
-                // SYNC: Relaxed: ordered by the Acquire load just above.
-                if b.resets.load(Ordering::Relaxed) != resets {
-                    return Err(Error::new(
-                        ErrorKind::Broken,
-                        "Barrier::wait: the barrier was reset while this party waited",
-                    ));
-                }
-                return Ok(index);
+                return Self::round_over(b, resets, index);
             }
             wait.check(|| self.shared.check_peers())?;
             if let Err(e) = wait.sleep_on(&b.generation, generation, timed_out) {
@@ -291,6 +390,41 @@ impl Barrier {
             if why != 0 {
                 return Err(broken_error(Kind::Barrier, why));
             }
+        }
+    }
+}
+
+/// Where an arrival left its party.
+enum Arrival {
+    /// It was the last: the round is complete; its index.
+    Last(u32),
+    /// It waits for the round of `generation` to end.
+    Waiting {
+        generation: u32,
+        resets: u32,
+        index: u32,
+    },
+}
+
+/// Breaks the barrier if an async wait is dropped before its round ended
+/// (see [`Barrier::wait_async`]).
+struct Leaving<'a> {
+    barrier: &'a Barrier,
+    generation: u32,
+    armed: bool,
+}
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        // SYNC: Acquire, as the waiters' loads of `generation`.
+        let gen_now = self
+            .barrier
+            .shared
+            .block()
+            .generation
+            .load(Ordering::Acquire);
+        if self.armed && gen_now == self.generation {
+            self.barrier.break_for(BROKEN_CANCELLED);
         }
     }
 }

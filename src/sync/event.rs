@@ -116,6 +116,49 @@ impl Event {
         self.wait_until(deadline_after(timeout))
     }
 
+    /// [`wait`](Event::wait) as a `Future`, for async code (tokio, smol,
+    /// any executor): it resolves once the flag is set.
+    ///
+    /// Python has no async `multiprocessing`; there one writes
+    /// `await loop.run_in_executor(None, event.wait)`, which holds a
+    /// thread per waiter. Here all the futures waiting on one event share
+    /// one crate thread, which parks on the event's futex word and wakes
+    /// them (see the crate's "Using it from async code").
+    ///
+    /// Cancellation: dropping the future at any point changes nothing (an
+    /// event is not consumed by a wait); its waker is withdrawn.
+    ///
+    /// # Errors
+    /// As [`wait`](Event::wait): [`ErrorKind::PeerDied`] if a process
+    /// sharing the event died (found within about 50 ms, as there).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let e = multiproc::Event::new().unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(async {
+    ///         let setter = e.clone();
+    ///         let t = std::thread::spawn(move || setter.set());
+    ///         e.wait_async().await.unwrap();
+    ///         t.join().unwrap();
+    ///     });
+    /// }
+    /// ```
+    pub fn wait_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
+        let slice = crate::async_wait::CHECK_SLICE;
+        self.shared.wait_async(
+            |b| &b.flag,
+            0,
+            move |checked| {
+                if checked {
+                    return crate::async_wait::not_now(self.wait_timeout(slice));
+                }
+                Ok(self.is_set().then_some(()))
+            },
+        )
+    }
+
     fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {
         let b = self.shared.block();
         let mut wait = Wait::new(deadline);

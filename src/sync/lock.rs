@@ -136,6 +136,56 @@ impl Lock {
         }
     }
 
+    /// [`lock`](Lock::lock) as a `Future`, for async code: it resolves to
+    /// the guard once this call took the lock.
+    ///
+    /// Python: `await loop.run_in_executor(None, lock.acquire)`. Here the
+    /// futures waiting on one lock share one crate thread that parks on
+    /// the lock word (with its waiters bit set, so an `unlock` anywhere
+    /// wakes it) and wakes them when the lock comes free.
+    ///
+    /// The guard may be held across `.await`s and moved between threads;
+    /// it unlocks on drop, wherever that happens. Hold it briefly: other
+    /// processes wait meanwhile.
+    ///
+    /// Cancellation: the lock is taken only in the poll that returns the
+    /// guard; a future dropped before that never held it and withdraws its
+    /// waker.
+    ///
+    /// # Errors
+    /// As [`lock`](Lock::lock): [`ErrorKind::OwnerDied`] (within about
+    /// 50 ms) if the holder died holding it; the lock is free again.
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let lock = multiproc::Lock::new().unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(async {
+    ///         let guard = lock.lock_async().await.unwrap();
+    ///         assert!(lock.try_lock().unwrap().is_none());
+    ///         drop(guard);
+    ///     });
+    /// }
+    /// ```
+    pub fn lock_async(&self) -> impl std::future::Future<Output = Result<LockGuard<'_>>> + '_ {
+        // A view without this handle's participant slot (see
+        // `check_peers`).
+        let block = self.shared.block.clone();
+        let key = crate::async_wait::key_of(&block.get().mutex.word, 0);
+        let slice = crate::async_wait::CHECK_SLICE;
+        crate::async_wait::wait_for(
+            key,
+            move || Arc::new(LockSource { block }),
+            move |checked| {
+                if checked {
+                    return crate::async_wait::not_now(self.lock_timeout(slice));
+                }
+                self.try_lock()
+            },
+        )
+    }
+
     fn lock_until(&self, deadline: Option<Instant>) -> Result<LockGuard<'_>> {
         let timed_out = "Lock::lock_timeout: another process held the lock until the deadline";
         let how = self.shared.block().mutex.lock(deadline, timed_out, &|| {
@@ -174,5 +224,25 @@ impl Lock {
     /// ```
     pub fn is_locked(&self) -> bool {
         self.shared.block().mutex.owner() != 0
+    }
+}
+
+/// What an async waiter thread watches for a [`Lock`]: the lock word.
+struct LockSource {
+    block: Typed<LockBlock>,
+}
+
+impl crate::async_wait::Source for LockSource {
+    fn ready(&self) -> bool {
+        self.block.get().mutex.owner() == 0
+    }
+
+    fn park(&self, slice: Duration) {
+        self.block.get().mutex.park(slice);
+    }
+
+    fn healthy(&self) -> bool {
+        let owner = self.block.get().mutex.owner();
+        self.block.segment().check_intact().is_ok() && (owner == 0 || sys::pid_alive(owner))
     }
 }

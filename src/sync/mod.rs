@@ -154,32 +154,7 @@ impl<B: Block> Shared<B> {
     /// `Err(PeerDied)` if the block is broken or a participant died (which
     /// then breaks it and wakes everyone).
     fn check_peers(&self) -> Result<()> {
-        self.segment().check_intact()?;
-        let block = self.block();
-        let h = block.header();
-        // SYNC: Acquire pairs with the Release stores of `broken` (below, by
-        // whichever waiter found the dead participant; a barrier's abort or
-        // timed-out wait).
-        let why = h.broken.load(Ordering::Acquire);
-        if why != 0 {
-            return Err(broken_error(B::KIND, why));
-        }
-        if let Some(p) = h.participants.dead() {
-            // SYNC: Release pairs with the Acquire load above in other
-            // waiters.
-            h.broken.store(BROKEN_PEER_DIED, Ordering::Release);
-            block.wake_all();
-            return Err(Error::new(
-                ErrorKind::PeerDied,
-                format!(
-                    "process {p} sharing this {:?} died abruptly, so the wait could \
-                     never complete",
-                    B::KIND
-                ),
-            )
-            .with_pid(p));
-        }
-        Ok(())
+        check_peers(&self.block)
     }
 
     fn handle(&self) -> SegmentHandle {
@@ -187,10 +162,43 @@ impl<B: Block> Shared<B> {
     }
 }
 
+/// [`Shared::check_peers`], from a view of the block that holds no
+/// participant slot (an async waiter thread's: it must not keep this
+/// process registered after its handles are gone).
+fn check_peers<B: Block>(typed: &Typed<B>) -> Result<()> {
+    typed.segment().check_intact()?;
+    let block = typed.get();
+    let h = block.header();
+    // SYNC: Acquire pairs with the Release stores of `broken` (below, by
+    // whichever waiter found the dead participant; a barrier's abort or
+    // timed-out wait).
+    let why = h.broken.load(Ordering::Acquire);
+    if why != 0 {
+        return Err(broken_error(B::KIND, why));
+    }
+    if let Some(p) = h.participants.dead() {
+        // SYNC: Release pairs with the Acquire load above in other
+        // waiters.
+        h.broken.store(BROKEN_PEER_DIED, Ordering::Release);
+        block.wake_all();
+        return Err(Error::new(
+            ErrorKind::PeerDied,
+            format!(
+                "process {p} sharing this {:?} died abruptly, so the wait could \
+                 never complete",
+                B::KIND
+            ),
+        )
+        .with_pid(p));
+    }
+    Ok(())
+}
+
 /// Why a block is broken: the values of its header's `broken` word.
 const BROKEN_PEER_DIED: u32 = 1;
 const BROKEN_ABORTED: u32 = 2;
 const BROKEN_TIMED_OUT: u32 = 3;
+const BROKEN_CANCELLED: u32 = 4;
 
 /// The error every wait on a block broken for `why` returns.
 fn broken_error(kind: Kind, why: u32) -> Error {
@@ -202,6 +210,13 @@ fn broken_error(kind: Kind, why: u32) -> Error {
         BROKEN_TIMED_OUT => Error::new(
             ErrorKind::Broken,
             format!("this {kind:?} is broken: a wait on it timed out (reset() mends it)"),
+        ),
+        BROKEN_CANCELLED => Error::new(
+            ErrorKind::Broken,
+            format!(
+                "this {kind:?} is broken: a party's wait_async was dropped before the \
+                 round completed (reset() mends it)"
+            ),
         ),
         // BROKEN_PEER_DIED, or any other value a peer wrote.
         _ => Error::new(
@@ -276,6 +291,51 @@ macro_rules! primitive {
             }
         }
     };
+}
+
+/// What an async waiter thread watches for a primitive: one word of its
+/// block, ready once it no longer holds `idle` (the value a blocked call
+/// sleeps on), and the block's participants for liveness.
+struct WordSource<B: Block> {
+    /// A view without a participant slot (see [`check_peers`]).
+    block: Typed<B>,
+    word: fn(&B) -> &AtomicU32,
+    idle: u32,
+}
+
+impl<B: Block + Send + Sync + 'static> crate::async_wait::Source for WordSource<B> {
+    fn ready(&self) -> bool {
+        // SYNC: Acquire pairs with the Release store that changed the word
+        // (a hint: the future's own attempt decides).
+        (self.word)(self.block.get()).load(Ordering::Acquire) != self.idle
+    }
+
+    fn park(&self, slice: std::time::Duration) {
+        sys::futex_wait((self.word)(self.block.get()), self.idle, slice);
+    }
+
+    fn healthy(&self) -> bool {
+        check_peers(&self.block).is_ok()
+    }
+}
+
+impl<B: Block + Send + Sync + 'static> Shared<B> {
+    /// The async wait of a call that would sleep on `word` while it holds
+    /// `idle`; see [`crate::async_wait::wait_for`].
+    fn wait_async<T>(
+        &self,
+        word: fn(&B) -> &AtomicU32,
+        idle: u32,
+        attempt: impl FnMut(bool) -> Result<Option<T>>,
+    ) -> impl std::future::Future<Output = Result<T>> {
+        let block = self.block.clone();
+        let key = crate::async_wait::key_of(word(self.block()), u64::from(idle));
+        crate::async_wait::wait_for(
+            key,
+            move || Arc::new(WordSource { block, word, idle }),
+            attempt,
+        )
+    }
 }
 
 mod barrier;

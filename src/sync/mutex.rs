@@ -131,6 +131,27 @@ impl MutexWord {
         }
     }
 
+    /// One sleep of an async waiter thread while the word is held: it sets
+    /// the waiters bit first, as a blocked `lock` does, so the holder's
+    /// `unlock` wakes it. Returns early if the word changes.
+    pub(super) fn park(&self, slice: std::time::Duration) {
+        // SYNC: Relaxed: a snapshot; the futex compares the word itself.
+        let cur = self.word.load(Ordering::Relaxed);
+        if cur & !WAITERS == 0 {
+            return;
+        }
+        if cur & WAITERS == 0
+            && self
+                .word
+                // SYNC: Relaxed, as setting the bit in `lock`.
+                .compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        sys::futex_wait(&self.word, cur | WAITERS, slice);
+    }
+
     pub(super) fn unlock(&self) {
         // SYNC: Release pairs with the Acquire CAS in `lock`/`try_lock`.
         let prev = self.word.swap(0, Ordering::Release);

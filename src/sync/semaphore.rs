@@ -108,6 +108,25 @@ impl BoundedSemaphore {
         self.inner.try_acquire()
     }
 
+    /// [`acquire`](BoundedSemaphore::acquire) as a `Future`; as
+    /// [`Semaphore::acquire_async`], cancellation safety included.
+    ///
+    /// # Errors
+    /// As [`acquire`](BoundedSemaphore::acquire).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let sem = multiproc::BoundedSemaphore::new(1).unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(async { sem.acquire_async().await.unwrap() });
+    ///     sem.release().unwrap();
+    /// }
+    /// ```
+    pub fn acquire_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
+        self.inner.acquire_async()
+    }
+
     /// Returns a permit.
     ///
     /// # Errors
@@ -231,6 +250,49 @@ impl Semaphore {
             return self.shared.check_peers().map(|()| false);
         }
         Ok(Self::take(&b.value))
+    }
+
+    /// [`acquire`](Semaphore::acquire) as a `Future`, for async code: it
+    /// resolves once this call took a permit.
+    ///
+    /// Python: `await loop.run_in_executor(None, sem.acquire)`. Here the
+    /// futures waiting on one semaphore share one crate thread that parks
+    /// on its futex word and wakes them when a permit comes free.
+    ///
+    /// Cancellation: a permit is taken only in the poll that returns
+    /// `Ready(Ok(()))`; a future dropped before that took nothing and
+    /// withdraws its waker. (One `release` wakes one sleeper; if the
+    /// waiter thread was that sleeper and the future it woke is dropped, a
+    /// blocking `acquire` elsewhere finds the permit at its next liveness
+    /// slice, within 50 ms, rather than at once.)
+    ///
+    /// # Errors
+    /// As [`acquire`](Semaphore::acquire).
+    ///
+    /// ```
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let sem = multiproc::Semaphore::new(1).unwrap();
+    ///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    ///     rt.block_on(async {
+    ///         sem.acquire_async().await.unwrap();
+    ///         assert_eq!(sem.value(), 0);
+    ///         sem.release().unwrap();
+    ///     });
+    /// }
+    /// ```
+    pub fn acquire_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
+        let slice = crate::async_wait::CHECK_SLICE;
+        self.shared.wait_async(
+            |b| &b.value,
+            0,
+            move |checked| {
+                if checked {
+                    return crate::async_wait::not_now(self.acquire_timeout(slice));
+                }
+                Ok(self.try_acquire()?.then_some(()))
+            },
+        )
     }
 
     fn take(value: &AtomicU32) -> bool {
