@@ -19,6 +19,7 @@ use super::callbacks::{Callbacks, Fire};
 use super::core::{Core, Job, State};
 use super::driver::{Shared, TICK};
 use super::jobs::{decode_all, IterSource, Next, Sink, Source};
+use super::wakers::Wakers;
 use super::wire::ChunkDesc;
 use super::Pool;
 use crate::error::{Error, ErrorKind, Result};
@@ -32,7 +33,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 type Pending = Box<dyn FnOnce() + Send>;
 
 /// What a task's job delivers to, and its handles read.
-struct TaskState<R> {
+pub(super) struct TaskState<R> {
     st: Mutex<Outcome<R>>,
     /// The outcome is final. Read without the lock by every query and by
     /// the waits' `done` checks.
@@ -45,6 +46,9 @@ struct TaskState<R> {
     failed: AtomicBool,
     /// The pool's callback thread, for `add_done_callback`.
     queue: Arc<Callbacks>,
+    /// Futures and streams waiting for it to be done (`Task` awaited,
+    /// `AsCompletedStream`).
+    pub(super) wakers: Wakers,
 }
 
 struct Outcome<R> {
@@ -78,9 +82,10 @@ impl<R> TaskState<R> {
         for f in callbacks {
             self.queue.queue(Arc::new(Once(Mutex::new(Some(f)))));
         }
+        self.wakers.wake_all();
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         // SYNC: Acquire; partner: the Release store in `finish`.
         self.done.load(Ordering::Acquire)
     }
@@ -173,9 +178,11 @@ impl<S: Source, R: Send + 'static> Source for Submitted<S, R> {
 /// }
 /// ```
 pub struct Task<R> {
-    shared: Arc<Shared>,
-    state: Arc<TaskState<R>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) state: Arc<TaskState<R>>,
     id: u64,
+    /// The key of this handle's waker while it is awaited (`Future`).
+    pub(super) waker: Option<u64>,
 }
 
 impl<R> Task<R> {
@@ -186,6 +193,7 @@ impl<R> Task<R> {
             shared: Arc::clone(&self.shared),
             state: Arc::clone(&self.state),
             id: self.id,
+            waker: None,
         }
     }
 
@@ -355,6 +363,11 @@ impl<R> Task<R> {
     /// ```
     pub fn into_result(self) -> Result<R> {
         self.wait_done(None);
+        self.take_result()
+    }
+
+    /// Takes the result of a task that is done, once.
+    pub(super) fn take_result(&self) -> Result<R> {
         let mut st = lock(&self.state.st);
         if st.taken {
             return Err(taken());
@@ -363,6 +376,14 @@ impl<R> Task<R> {
         st.result
             .take()
             .unwrap_or_else(|| Err(Error::new(ErrorKind::InvalidState, "no result")))
+    }
+}
+
+impl<R> Drop for Task<R> {
+    fn drop(&mut self) {
+        // An awaited handle dropped mid-wait: its waker goes, the task
+        // goes on (dropping never cancels).
+        self.state.wakers.remove(&mut self.waker);
     }
 }
 
@@ -527,15 +548,15 @@ pub fn as_completed<R>(tasks: &[Task<R>], timeout: Option<Duration>) -> AsComple
 /// }
 /// ```
 pub struct AsCompleted<'a, R> {
-    tasks: &'a [Task<R>],
-    yielded: Vec<bool>,
-    left: usize,
-    deadline: Option<Instant>,
-    timed_out: bool,
+    pub(super) tasks: &'a [Task<R>],
+    pub(super) yielded: Vec<bool>,
+    pub(super) left: usize,
+    pub(super) deadline: Option<Instant>,
+    pub(super) timed_out: bool,
 }
 
 impl<'a, R> AsCompleted<'a, R> {
-    fn take_done(&mut self) -> Option<&'a Task<R>> {
+    pub(super) fn take_done(&mut self) -> Option<&'a Task<R>> {
         let i = (0..self.tasks.len()).find(|&i| !self.yielded[i] && self.tasks[i].done())?;
         self.yielded[i] = true;
         self.left -= 1;
@@ -680,6 +701,7 @@ impl Pool {
             cancelled: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             queue,
+            wakers: Wakers::default(),
         });
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
         let source = Submitted {
@@ -694,6 +716,7 @@ impl Pool {
             shared: Arc::clone(&self.shared),
             state,
             id,
+            waker: None,
         })
     }
 

@@ -23,11 +23,14 @@ pub(crate) mod doorbell;
 mod driver;
 mod futures;
 pub use self::futures::{as_completed, wait_tasks, AsCompleted, ReturnWhen, Task};
+mod awaiting;
+pub use self::awaiting::{AsCompletedStream, IMapStream};
 mod handle;
 mod health;
 mod jobs;
 mod raw;
 mod results;
+mod wakers;
 mod wire;
 mod worker;
 mod zero_copy;
@@ -366,14 +369,7 @@ impl Pool {
     }
 
     fn ensure_pump(&self) {
-        let mut pump = self.shared.pump.lock().unwrap_or_else(|p| p.into_inner());
-        if pump.is_none() {
-            let shared = Arc::clone(&self.shared);
-            *pump = std::thread::Builder::new()
-                .name("multiproc-pool-pump".into())
-                .spawn(move || shared.pump())
-                .ok();
-        }
+        self.shared.ensure_pump();
     }
 
     /// The job of a `map` (or `apply`) of `items`, not submitted yet.
