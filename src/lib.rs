@@ -43,7 +43,7 @@ pub use manager::{Dict, List, Managed, Manager, Method, Namespace};
 pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
     as_completed, pinning_supported, wait_tasks, AsCompleted, AsCompletedStream, AsyncResult, IMap,
-    IMapStream, Pool, PoolBuilder, Progress, ReturnWhen, ShmVec, Task, WithChunksize,
+    IMapStream, MapOptions, Pool, PoolBuilder, Progress, ReturnWhen, ShmVec, Task, WithChunksize,
     WorkerInsights,
 };
 pub use process::{

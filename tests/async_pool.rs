@@ -403,3 +403,22 @@ fn terminate_fails_every_waiting_future_and_stream() {
         assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
     });
 }
+
+#[test]
+fn a_stream_with_a_timeout_is_woken_at_the_deadline() {
+    watchdog(LIMIT, || {
+        on_every_runtime(|| async {
+            // A pool each: the long nap is left running.
+            let pool = Pool::new(1).unwrap();
+            let s = pool
+                .with_timeout(Duration::from_millis(300))
+                .imap(nap, [0, 600_000])
+                .unwrap()
+                .into_stream();
+            let items: Vec<_> = s.collect().await;
+            assert_eq!(items.len(), 2);
+            assert_eq!(*items[0].as_ref().unwrap(), 0);
+            assert!(items[1].as_ref().unwrap_err().is_timeout());
+        });
+    });
+}

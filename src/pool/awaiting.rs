@@ -172,6 +172,7 @@ impl<R> IMap<R> {
         IMapStream {
             inner: self,
             waker: None,
+            alarm: None,
         }
     }
 }
@@ -200,6 +201,8 @@ impl<R> IMap<R> {
 pub struct IMapStream<R> {
     inner: IMap<R>,
     waker: Option<u64>,
+    /// Wakes it at the deadline of a call with a timeout.
+    alarm: Option<Alarm>,
 }
 
 impl<R> IMapStream<R> {
@@ -238,6 +241,15 @@ impl<R> Stream for IMapStream<R> {
         if let Some(v) = this.take() {
             return Poll::Ready(v);
         }
+        if let Some(d) = this.inner.deadline {
+            if Instant::now() >= d {
+                return Poll::Ready(Some(this.inner.time_out()));
+            }
+            match &this.alarm {
+                Some(a) => a.set(cx.waker()),
+                None => this.alarm = Alarm::start(d, cx.waker()),
+            }
+        }
         this.inner.sink.wakers.register(&mut this.waker, cx.waker());
         this.inner.shared.ensure_pump();
         match this.take() {
@@ -250,6 +262,7 @@ impl<R> Stream for IMapStream<R> {
 impl<R> Drop for IMapStream<R> {
     fn drop(&mut self) {
         self.inner.sink.wakers.remove(&mut self.waker);
+        self.alarm = None;
     }
 }
 

@@ -731,7 +731,8 @@ impl Pool {
     /// until the work is done. A second call does no harm.
     ///
     /// Python 3.14's `terminate_workers()` and `kill_workers()` are
-    /// [`terminate`](Pool::terminate) (it kills every worker at once).
+    /// [`terminate_workers`](Pool::terminate_workers) and
+    /// [`kill_workers`](Pool::kill_workers).
     ///
     /// # Errors
     /// As [`join`](Pool::join), with `wait`.
@@ -763,5 +764,77 @@ impl Pool {
         } else {
             Ok(())
         }
+    }
+
+    /// Sends `SIGTERM` to every worker (Python 3.14's
+    /// `ProcessPoolExecutor.terminate_workers()`; `TerminateProcess` on
+    /// Windows). As in CPython, which calls `shutdown(wait=False,
+    /// cancel_futures=True)` and then signals each live worker:
+    ///
+    /// * submitted tasks not yet running are cancelled
+    ///   ([`ErrorKind::Cancelled`]);
+    /// * every other call in progress — running tasks, maps, `apply`s —
+    ///   fails at once with [`ErrorKind::InvalidState`], "the pool is
+    ///   broken: terminate_workers() was called" (Python's
+    ///   `BrokenProcessPool`); the workers are not replaced;
+    /// * the pool is then unusable: every call fails with that error
+    ///   (Python: `RuntimeError`, "cannot schedule new futures after
+    ///   shutdown"). [`join`](Pool::join) waits for the workers to exit,
+    ///   as dropping the pool does.
+    ///
+    /// It returns without waiting for the workers to exit. A worker that
+    /// ignores `SIGTERM` (its task blocked the signal) is killed when the
+    /// pool is dropped or [`terminate`](Pool::terminate)d; see
+    /// [`kill_workers`](Pool::kill_workers).
+    ///
+    /// ```
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     let running = pool.submit(nap, 60_000).unwrap();
+    ///     let queued = pool.submit(nap, 60_000).unwrap();
+    ///     while !running.running() { nap(1); }
+    ///     pool.terminate_workers();                 // ex.terminate_workers()
+    ///     assert!(queued.cancelled());
+    ///     assert!(running.result().unwrap_err().to_string().contains("terminate_workers"));
+    ///     assert!(pool.submit(nap, 0).is_err());
+    ///     pool.join().unwrap();
+    /// }
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.force_shutdown(false);
+    }
+
+    /// Sends `SIGKILL` to every worker (Python 3.14's
+    /// `ProcessPoolExecutor.kill_workers()`; `TerminateProcess` on
+    /// Windows); otherwise as [`terminate_workers`](Pool::terminate_workers).
+    ///
+    /// ```
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2).unwrap();
+    ///     let t = pool.submit(nap, 60_000).unwrap();
+    ///     pool.kill_workers();                      // ex.kill_workers()
+    ///     assert!(t.result().is_err());
+    ///     assert!(pool.map(nap, [0]).unwrap_err().to_string().contains("kill_workers"));
+    /// }
+    /// ```
+    pub fn kill_workers(&self) {
+        self.force_shutdown(true);
+    }
+
+    fn force_shutdown(&self, kill: bool) {
+        let why = if kill {
+            "kill_workers() was called: every worker was sent SIGKILL"
+        } else {
+            "terminate_workers() was called: every worker was sent SIGTERM"
+        };
+        let mut core = self.shared.lock();
+        core.force_shutdown(why.into(), kill);
+        drop(core);
+        self.shared.notify();
+        self.shared.doorbell.ring_always();
     }
 }

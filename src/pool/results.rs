@@ -315,6 +315,8 @@ pub struct IMap<R> {
     pub(super) sink: Arc<Stream<R>>,
     id: u64,
     pub(super) done: bool,
+    /// `MapOptions::with_timeout`: no item after this is a timeout.
+    pub(super) deadline: Option<Instant>,
 }
 
 impl<R> IMap<R> {
@@ -325,6 +327,7 @@ impl<R> IMap<R> {
             sink,
             id,
             done: false,
+            deadline: None,
         }
     }
 
@@ -372,7 +375,7 @@ impl<R> Iterator for IMap<R> {
                 }
                 c.state == State::Terminated
             },
-            None,
+            self.deadline,
         );
         // Wake the pump: a consumed item may let it dispatch more.
         self.shared.notify();
@@ -381,6 +384,7 @@ impl<R> Iterator for IMap<R> {
                 self.done = v.is_none();
                 v
             }
+            None if self.deadline.is_some_and(|d| Instant::now() >= d) => Some(self.time_out()),
             None => {
                 self.done = true;
                 Some(Err(Error::new(
@@ -392,15 +396,32 @@ impl<R> Iterator for IMap<R> {
     }
 }
 
-impl<R> Drop for IMap<R> {
-    fn drop(&mut self) {
+impl<R> IMap<R> {
+    /// The deadline passed: the error, and the rest is cancelled (Python's
+    /// `Executor.map` cancels the futures left when it raises).
+    pub(super) fn time_out(&mut self) -> Result<R> {
+        self.abandon();
+        Err(Error::timeout(
+            "Pool::with_timeout: the next result was not ready at the deadline (the rest is cancelled)",
+        ))
+    }
+
+    /// Ends the iteration here and cancels what is left.
+    fn abandon(&mut self) {
         if !self.done {
+            self.done = true;
             self.sink.drop_consumer();
             let mut core = self.shared.lock();
             core.cancel(self.id);
             drop(core);
             self.shared.notify();
         }
+    }
+}
+
+impl<R> Drop for IMap<R> {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 
