@@ -143,6 +143,9 @@ fn main() {
         manager_dict(&mut table, &cfg);
         manager_increments(&mut table, &cfg);
     }
+    if want("futures") {
+        futures_rows::rows(&mut table, &cfg, quick);
+    }
     table.print();
     println!();
     let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);
@@ -175,7 +178,13 @@ fn main() {
         100.0,
     );
     goal_line(&table, APPLY_METRIC, 0.5e-6, "per call", |_| String::new());
+    if want("futures") {
+        futures_rows::goals(&table);
+    }
 }
+
+#[path = "peers/futures_rows.rs"]
+mod futures_rows;
 
 struct Config {
     warmup: usize,
