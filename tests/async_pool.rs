@@ -320,7 +320,8 @@ fn a_dropped_handle_releases_its_waker_and_a_done_task_wakes_it_once() {
         let mut t = pool.submit(square, 5).unwrap();
         if poll_once(&mut t, &w).is_pending() {
             assert!(eventually(|| w.0.load(Ordering::SeqCst) > 0));
-            assert_eq!(Arc::strong_count(&w), 1);
+            // The waker's last clone goes when `wake` returns.
+            assert!(eventually(|| Arc::strong_count(&w) == 1));
             match poll_once(&mut t, &w) {
                 Poll::Ready(v) => assert_eq!(v.unwrap(), 25),
                 Poll::Pending => panic!("woken but not ready"),
