@@ -425,6 +425,40 @@ class PoolChurn:
 
 BENCHES["pool_churn"] = PoolChurn
 POOLED.add("pool_churn")
+# ---------------------------------------------------------------- futures
+# The "futures" group (benches/peers/futures_rows.rs).
+
+def _inc(x):
+    """The task of ``executor_submit``."""
+    return x + 1
+
+
+class ExecutorSubmit:
+    """One iteration: ``n`` calls of ``ex.submit(_inc, i)``, then each
+    ``result()``, checked; the ``ProcessPoolExecutor`` of ``workers``
+    processes starts once."""
+
+    def __init__(self, ctx, n, workers):
+        from concurrent.futures import ProcessPoolExecutor
+        self.n = n
+        self.ex = ProcessPoolExecutor(workers, mp_context=ctx)
+
+    def once(self):
+        submit = self.ex.submit
+        t0 = time.perf_counter()
+        fs = [submit(_inc, i) for i in range(self.n)]
+        out = [f.result() for f in fs]
+        elapsed = time.perf_counter() - t0
+        if out[-1] != self.n:
+            raise RuntimeError("ProcessPoolExecutor returned a wrong result")
+        return elapsed
+
+    def close(self):
+        self.ex.shutdown(wait=True)
+
+
+BENCHES["executor_submit"] = ExecutorSubmit
+POOLED.add("executor_submit")
 
 
 if __name__ == "__main__":

@@ -154,6 +154,9 @@ fn main() {
     if want("async sync") {
         async_sync_rows::async_sync(&mut table, &cfg);
     }
+    if want("futures") {
+        futures_rows::rows(&mut table, &cfg, quick);
+    }
     table.print();
     println!();
     let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);
@@ -189,7 +192,13 @@ fn main() {
     if want("forkserver") {
         forkserver_rows::goals(&table);
     }
+    if want("futures") {
+        futures_rows::goals(&table);
+    }
 }
+
+#[path = "peers/futures_rows.rs"]
+mod futures_rows;
 
 struct Config {
     warmup: usize,

@@ -43,8 +43,9 @@ pub use logging::{log_to_stderr, LOG_TARGET};
 pub use manager::{Dict, List, Managed, Manager, Method, Namespace};
 pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
-    as_completed, pinning_supported, wait_tasks, AsCompleted, AsyncResult, IMap, Pool, PoolBuilder,
-    Progress, ReturnWhen, ShmVec, Task, WithChunksize, WorkerInsights,
+    as_completed, pinning_supported, wait_tasks, AsCompleted, AsCompletedStream, AsyncResult, IMap,
+    IMapStream, MapOptions, Pool, PoolBuilder, Progress, ReturnWhen, ShmVec, Task, WithChunksize,
+    WorkerInsights,
 };
 pub use process::{
     active_children, all_start_methods, current_process, get_start_method, parent_process,

@@ -379,3 +379,146 @@ fn terminate_fails_submitted_tasks() {
         }
     });
 }
+
+/// Counts how far an endless input was pulled.
+fn counted(
+    pulled: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> impl Iterator<Item = u64> + Send + 'static {
+    let pulled = std::sync::Arc::clone(pulled);
+    (0u64..).inspect(move |&i| pulled.store(i + 1, std::sync::atomic::Ordering::SeqCst))
+}
+
+#[test]
+fn map_with_buffersize_pulls_an_endless_input_lazily() {
+    watchdog(LIMIT, || {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let pool = Pool::new(2).unwrap();
+        let pulled = std::sync::Arc::new(AtomicU64::new(0));
+        let mut it = pool
+            .with_buffersize(3)
+            .imap(square, counted(&pulled))
+            .unwrap();
+        let first: Vec<u64> = it.by_ref().take(20).map(Result::unwrap).collect();
+        assert_eq!(first, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+        // Give the pool time to run ahead, if it would.
+        std::thread::sleep(Duration::from_millis(200));
+        // 20 consumed; at most 3 tasks in flight plus 3 results waiting.
+        let ahead = pulled.load(Ordering::SeqCst);
+        assert!((20..=20 + 6 + 1).contains(&ahead), "pulled {ahead}");
+        drop(it);
+        // Chained with a chunk size: tasks of 4 items, 2 tasks ahead.
+        let pulled = std::sync::Arc::new(AtomicU64::new(0));
+        let it = pool
+            .with_chunksize(4)
+            .with_buffersize(2)
+            .imap(square, counted(&pulled))
+            .unwrap();
+        assert_eq!(it.take(8).map(Result::unwrap).last(), Some(49));
+        std::thread::sleep(Duration::from_millis(200));
+        let ahead = pulled.load(Ordering::SeqCst);
+        assert!(ahead <= 8 + 4 * 4 + 1, "pulled {ahead}");
+        // map() with a buffersize: every result, in order.
+        assert_eq!(
+            pool.with_buffersize(2).map(square, 0..50).unwrap().len(),
+            50
+        );
+        // 0 is refused, as Python's ValueError.
+        let e = pool.with_buffersize(0).imap(square, 0..1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidState);
+    });
+}
+
+#[test]
+fn map_with_timeout_times_out_from_the_call() {
+    watchdog(LIMIT, || {
+        // The deadline counts from the call, not per item: each item
+        // alone (300 ms) fits in it, their sum on one worker does not.
+        let pool = Pool::new(1).unwrap();
+        let e = pool
+            .with_timeout(Duration::from_millis(600))
+            .map(nap, [300, 300, 300, 300])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        // As an iterator: the results before the deadline, the error,
+        // then the end; the rest is cancelled. (Fresh pools: the naps
+        // above still run, as running tasks do after Python's timeout.)
+        let pool = Pool::new(1).unwrap();
+        let mut it = pool
+            .with_timeout(Duration::from_millis(500))
+            .imap(nap, [0, 60_000, 0])
+            .unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        assert!(it.next().unwrap().unwrap_err().is_timeout());
+        assert!(it.next().is_none());
+        // Plenty of time: everything.
+        let pool = Pool::new(2).unwrap();
+        let v = pool
+            .with_chunksize(2)
+            .with_timeout(Duration::from_secs(60))
+            .map(square, 0..10)
+            .unwrap();
+        assert_eq!(v[9], 81);
+    });
+}
+
+#[test]
+fn terminate_workers_cancels_the_queue_and_breaks_the_pool() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let pids = Queue::<u32>::new().unwrap();
+        let running = pool.submit(report_pid, (pids.clone(), 600_000)).unwrap();
+        let queued = pool.submit(nap, 600_000).unwrap();
+        let map = pool.map_async(nap, [600_000]).unwrap();
+        let pid = reported(&pids);
+        pool.terminate_workers();
+        assert!(queued.cancelled());
+        let e = running.result().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+        assert!(e.to_string().contains("terminate_workers"), "{e}");
+        assert!(!running.cancelled());
+        assert!(map
+            .get()
+            .unwrap_err()
+            .to_string()
+            .contains("terminate_workers"));
+        // Unusable, and says why.
+        let e = pool.submit(square, 1).unwrap_err();
+        assert!(e.to_string().contains("terminate_workers"), "{e}");
+        assert!(pool.map(square, [1]).is_err());
+        // The worker got SIGTERM and is gone; join returns.
+        pool.join().unwrap();
+        #[cfg(unix)]
+        {
+            // SAFETY: signal 0 only asks whether the pid exists.
+            #[allow(unsafe_code)]
+            let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
+            assert!(!alive);
+        }
+        let _ = pid;
+    });
+}
+
+#[test]
+fn kill_workers_fails_running_work_and_breaks_the_pool() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let tasks: Vec<_> = (0..4).map(|_| pool.submit(nap, 600_000).unwrap()).collect();
+        let started = std::time::Instant::now();
+        while !tasks[..2].iter().all(|t| t.running()) && started.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pool.kill_workers();
+        for t in &tasks {
+            let e = t.result().unwrap_err();
+            assert!(
+                e.is_cancelled() || e.to_string().contains("kill_workers"),
+                "{e}"
+            );
+        }
+        let e = pool.apply(square, 2).unwrap_err();
+        assert!(e.to_string().contains("kill_workers"), "{e}");
+        assert_eq!(pool.restarts(), 0);
+        drop(pool);
+    });
+}

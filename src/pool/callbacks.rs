@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::jobs::{Collect, OnReady, Source};
 use super::results::AnyCollect;
+use super::wakers::Wakers;
 use super::{raw, AsyncResult, Pool};
 use crate::error::{Error, Result};
 
@@ -134,6 +135,8 @@ pub(super) struct Hook<T> {
     fired: Condvar,
     /// The callback thread: a wait there runs the hook itself.
     thread: ThreadId,
+    /// Futures waiting for the callbacks to return (`AsyncResult`).
+    pub(super) wakers: Wakers,
 }
 
 enum Stage<T> {
@@ -194,6 +197,7 @@ impl<T> Hook<T> {
             ok,
         };
         self.fired.notify_all();
+        self.wakers.wake_all();
     }
 
     /// `true` once the callbacks returned.
@@ -282,6 +286,7 @@ impl<T: Send + 'static> AsyncResult<T> {
             })),
             fired: Condvar::new(),
             thread: queue.thread,
+            wakers: Wakers::default(),
         });
         self.hook = Some(Arc::clone(&hook));
         Box::new(move || queue.queue(hook))

@@ -125,8 +125,8 @@ impl Pool {
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct WithChunksize<'p> {
-    pool: &'p Pool,
-    chunksize: usize,
+    pub(super) pool: &'p Pool,
+    pub(super) chunksize: usize,
 }
 
 impl<'p> WithChunksize<'p> {

@@ -208,6 +208,11 @@ impl Core {
 
     /// Registers a job; it is dispatched by whoever drives next.
     pub(crate) fn submit(&mut self, job: Job) -> Result<u64> {
+        // A broken pool says why first (also once closed by
+        // `kill_workers`).
+        if let Some(e) = self.broken_error() {
+            return Err(e);
+        }
         match self.state {
             State::Running => {}
             State::Closed => return Err(Error::new(ErrorKind::InvalidState, "the pool is closed")),
@@ -217,9 +222,6 @@ impl Core {
                     "the pool was terminated",
                 ))
             }
-        }
-        if let Some(e) = self.broken_error() {
-            return Err(e);
         }
         let id = self.next_job;
         self.next_job += 1;
@@ -594,6 +596,27 @@ impl Core {
     /// Cancels every `Pool::submit` job that is not running: not sent
     /// yet, or queued behind another task on a worker (Python's
     /// `shutdown(cancel_futures=True)`); returns how many.
+    /// `terminate_workers`/`kill_workers`: closes the pool, cancels the
+    /// submitted tasks not at a worker's front, breaks the pool with `why`
+    /// (every other job fails, nothing is replaced) and signals every
+    /// live or retiring worker (`kill`: `SIGKILL`, else `SIGTERM`); the
+    /// health check buries them as they exit.
+    pub(crate) fn force_shutdown(&mut self, why: String, kill: bool) {
+        if self.state == State::Running {
+            self.state = State::Closed;
+        }
+        self.cancel_queued();
+        self.set_broken(ErrorKind::InvalidState, why);
+        for w in self.all_workers() {
+            // A worker that already exited has nothing to stop.
+            let _ = if kill {
+                w.process.kill()
+            } else {
+                w.process.terminate()
+            };
+        }
+    }
+
     pub(crate) fn cancel_queued(&mut self) -> usize {
         let running: Vec<u64> = self
             .all_workers()

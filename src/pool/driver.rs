@@ -281,6 +281,21 @@ impl Shared {
         core
     }
 
+    /// Starts the pump thread unless it runs already: the first
+    /// `*_async`/`imap`/`submit` call, and every future or stream of the
+    /// pool that is polled and must wait (its waker is fired by whoever
+    /// drives, so someone must).
+    pub(crate) fn ensure_pump(self: &Arc<Self>) {
+        let mut pump = self.pump.lock().unwrap_or_else(|p| p.into_inner());
+        if pump.is_none() {
+            let shared = Arc::clone(self);
+            *pump = std::thread::Builder::new()
+                .name("multiproc-pool-pump".into())
+                .spawn(move || shared.pump())
+                .ok();
+        }
+    }
+
     /// The pump thread's loop: drive while there is work nobody drives.
     pub(crate) fn pump(self: Arc<Self>) {
         let mut core = self.lock();

@@ -19,6 +19,7 @@ use super::callbacks::{Callbacks, Fire};
 use super::core::{Core, Job, State};
 use super::driver::{Shared, TICK};
 use super::jobs::{decode_all, IterSource, Next, Sink, Source};
+use super::wakers::Wakers;
 use super::wire::ChunkDesc;
 use super::Pool;
 use crate::error::{Error, ErrorKind, Result};
@@ -32,7 +33,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 type Pending = Box<dyn FnOnce() + Send>;
 
 /// What a task's job delivers to, and its handles read.
-struct TaskState<R> {
+pub(super) struct TaskState<R> {
     st: Mutex<Outcome<R>>,
     /// The outcome is final. Read without the lock by every query and by
     /// the waits' `done` checks.
@@ -45,6 +46,9 @@ struct TaskState<R> {
     failed: AtomicBool,
     /// The pool's callback thread, for `add_done_callback`.
     queue: Arc<Callbacks>,
+    /// Futures and streams waiting for it to be done (`Task` awaited,
+    /// `AsCompletedStream`).
+    pub(super) wakers: Wakers,
 }
 
 struct Outcome<R> {
@@ -78,9 +82,10 @@ impl<R> TaskState<R> {
         for f in callbacks {
             self.queue.queue(Arc::new(Once(Mutex::new(Some(f)))));
         }
+        self.wakers.wake_all();
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         // SYNC: Acquire; partner: the Release store in `finish`.
         self.done.load(Ordering::Acquire)
     }
@@ -173,9 +178,11 @@ impl<S: Source, R: Send + 'static> Source for Submitted<S, R> {
 /// }
 /// ```
 pub struct Task<R> {
-    shared: Arc<Shared>,
-    state: Arc<TaskState<R>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) state: Arc<TaskState<R>>,
     id: u64,
+    /// The key of this handle's waker while it is awaited (`Future`).
+    pub(super) waker: Option<u64>,
 }
 
 impl<R> Task<R> {
@@ -186,6 +193,7 @@ impl<R> Task<R> {
             shared: Arc::clone(&self.shared),
             state: Arc::clone(&self.state),
             id: self.id,
+            waker: None,
         }
     }
 
@@ -355,6 +363,11 @@ impl<R> Task<R> {
     /// ```
     pub fn into_result(self) -> Result<R> {
         self.wait_done(None);
+        self.take_result()
+    }
+
+    /// Takes the result of a task that is done, once.
+    pub(super) fn take_result(&self) -> Result<R> {
         let mut st = lock(&self.state.st);
         if st.taken {
             return Err(taken());
@@ -363,6 +376,14 @@ impl<R> Task<R> {
         st.result
             .take()
             .unwrap_or_else(|| Err(Error::new(ErrorKind::InvalidState, "no result")))
+    }
+}
+
+impl<R> Drop for Task<R> {
+    fn drop(&mut self) {
+        // An awaited handle dropped mid-wait: its waker goes, the task
+        // goes on (dropping never cancels).
+        self.state.wakers.remove(&mut self.waker);
     }
 }
 
@@ -527,15 +548,15 @@ pub fn as_completed<R>(tasks: &[Task<R>], timeout: Option<Duration>) -> AsComple
 /// }
 /// ```
 pub struct AsCompleted<'a, R> {
-    tasks: &'a [Task<R>],
-    yielded: Vec<bool>,
-    left: usize,
-    deadline: Option<Instant>,
-    timed_out: bool,
+    pub(super) tasks: &'a [Task<R>],
+    pub(super) yielded: Vec<bool>,
+    pub(super) left: usize,
+    pub(super) deadline: Option<Instant>,
+    pub(super) timed_out: bool,
 }
 
 impl<'a, R> AsCompleted<'a, R> {
-    fn take_done(&mut self) -> Option<&'a Task<R>> {
+    pub(super) fn take_done(&mut self) -> Option<&'a Task<R>> {
         let i = (0..self.tasks.len()).find(|&i| !self.yielded[i] && self.tasks[i].done())?;
         self.yielded[i] = true;
         self.left -= 1;
@@ -680,6 +701,7 @@ impl Pool {
             cancelled: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             queue,
+            wakers: Wakers::default(),
         });
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
         let source = Submitted {
@@ -694,6 +716,7 @@ impl Pool {
             shared: Arc::clone(&self.shared),
             state,
             id,
+            waker: None,
         })
     }
 
@@ -708,7 +731,8 @@ impl Pool {
     /// until the work is done. A second call does no harm.
     ///
     /// Python 3.14's `terminate_workers()` and `kill_workers()` are
-    /// [`terminate`](Pool::terminate) (it kills every worker at once).
+    /// [`terminate_workers`](Pool::terminate_workers) and
+    /// [`kill_workers`](Pool::kill_workers).
     ///
     /// # Errors
     /// As [`join`](Pool::join), with `wait`.
@@ -740,5 +764,77 @@ impl Pool {
         } else {
             Ok(())
         }
+    }
+
+    /// Sends `SIGTERM` to every worker (Python 3.14's
+    /// `ProcessPoolExecutor.terminate_workers()`; `TerminateProcess` on
+    /// Windows). As in CPython, which calls `shutdown(wait=False,
+    /// cancel_futures=True)` and then signals each live worker:
+    ///
+    /// * submitted tasks not yet running are cancelled
+    ///   ([`ErrorKind::Cancelled`]);
+    /// * every other call in progress — running tasks, maps, `apply`s —
+    ///   fails at once with [`ErrorKind::InvalidState`], "the pool is
+    ///   broken: terminate_workers() was called" (Python's
+    ///   `BrokenProcessPool`); the workers are not replaced;
+    /// * the pool is then unusable: every call fails with that error
+    ///   (Python: `RuntimeError`, "cannot schedule new futures after
+    ///   shutdown"). [`join`](Pool::join) waits for the workers to exit,
+    ///   as dropping the pool does.
+    ///
+    /// It returns without waiting for the workers to exit. A worker that
+    /// ignores `SIGTERM` (its task blocked the signal) is killed when the
+    /// pool is dropped or [`terminate`](Pool::terminate)d; see
+    /// [`kill_workers`](Pool::kill_workers).
+    ///
+    /// ```
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(1).unwrap();
+    ///     let running = pool.submit(nap, 60_000).unwrap();
+    ///     let queued = pool.submit(nap, 60_000).unwrap();
+    ///     while !running.running() { nap(1); }
+    ///     pool.terminate_workers();                 // ex.terminate_workers()
+    ///     assert!(queued.cancelled());
+    ///     assert!(running.result().unwrap_err().to_string().contains("terminate_workers"));
+    ///     assert!(pool.submit(nap, 0).is_err());
+    ///     pool.join().unwrap();
+    /// }
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.force_shutdown(false);
+    }
+
+    /// Sends `SIGKILL` to every worker (Python 3.14's
+    /// `ProcessPoolExecutor.kill_workers()`; `TerminateProcess` on
+    /// Windows); otherwise as [`terminate_workers`](Pool::terminate_workers).
+    ///
+    /// ```
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// fn main() {
+    ///     multiproc::init();
+    ///     let pool = multiproc::Pool::new(2).unwrap();
+    ///     let t = pool.submit(nap, 60_000).unwrap();
+    ///     pool.kill_workers();                      // ex.kill_workers()
+    ///     assert!(t.result().is_err());
+    ///     assert!(pool.map(nap, [0]).unwrap_err().to_string().contains("kill_workers"));
+    /// }
+    /// ```
+    pub fn kill_workers(&self) {
+        self.force_shutdown(true);
+    }
+
+    fn force_shutdown(&self, kill: bool) {
+        let why = if kill {
+            "kill_workers() was called: every worker was sent SIGKILL"
+        } else {
+            "terminate_workers() was called: every worker was sent SIGTERM"
+        };
+        let mut core = self.shared.lock();
+        core.force_shutdown(why.into(), kill);
+        drop(core);
+        self.shared.notify();
+        self.shared.doorbell.ring_always();
     }
 }

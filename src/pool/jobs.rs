@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::wakers::Wakers;
 use super::wire::TaskHeader;
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::Segment;
@@ -273,6 +274,8 @@ pub(crate) struct Collect<U> {
     ready: AtomicBool,
     /// Ready only once settled (zero-copy: the memory is ours again).
     wait_settle: bool,
+    /// Futures waiting for it to become ready (`AsyncResult`).
+    pub(crate) wakers: Wakers,
 }
 
 struct CollectState<U> {
@@ -322,6 +325,7 @@ impl<U> Collect<U> {
             }),
             ready: AtomicBool::new(false),
             wait_settle,
+            wakers: Wakers::default(),
         })
     }
 
@@ -361,6 +365,7 @@ impl<U> Collect<U> {
         if let Some(f) = f {
             f();
         }
+        self.wakers.wake_all();
     }
 
     /// `Some(true)` if it succeeded, `Some(false)` if it failed, `None`
@@ -487,6 +492,8 @@ pub(crate) struct Stream<U> {
     buffered: AtomicUsize,
     /// The consumer went away (Relaxed, as `buffered`).
     dropped: AtomicBool,
+    /// A stream waiting for the next output (`IMapStream`).
+    pub(crate) wakers: Wakers,
 }
 
 struct StreamState<U> {
@@ -517,6 +524,7 @@ impl<U> Stream<U> {
             ordered,
             buffered: AtomicUsize::new(0),
             dropped: AtomicBool::new(false),
+            wakers: Wakers::default(),
         })
     }
 
@@ -603,6 +611,8 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Stream<U> {
         } else {
             st.unordered.extend(part);
         }
+        drop(st);
+        self.wakers.wake_all();
         Ok(())
     }
 
@@ -616,10 +626,13 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Stream<U> {
             let index = error_index(&error).unwrap_or(0);
             st.error = Some((index, error));
         }
+        drop(st);
+        self.wakers.wake_all();
     }
 
     fn settle(&self) {
         lock(&self.st).settled = true;
+        self.wakers.wake_all();
     }
 
     fn backlog(&self) -> usize {

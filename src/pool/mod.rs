@@ -23,11 +23,16 @@ pub(crate) mod doorbell;
 mod driver;
 mod futures;
 pub use self::futures::{as_completed, wait_tasks, AsCompleted, ReturnWhen, Task};
+mod awaiting;
+pub use self::awaiting::{AsCompletedStream, IMapStream};
+mod executor_map;
 mod handle;
 mod health;
 mod jobs;
 mod raw;
 mod results;
+mod wakers;
+pub use self::executor_map::MapOptions;
 mod wire;
 mod worker;
 mod zero_copy;
@@ -366,14 +371,7 @@ impl Pool {
     }
 
     fn ensure_pump(&self) {
-        let mut pump = self.shared.pump.lock().unwrap_or_else(|p| p.into_inner());
-        if pump.is_none() {
-            let shared = Arc::clone(&self.shared);
-            *pump = std::thread::Builder::new()
-                .name("multiproc-pool-pump".into())
-                .spawn(move || shared.pump())
-                .ok();
-        }
+        self.shared.ensure_pump();
     }
 
     /// The job of a `map` (or `apply`) of `items`, not submitted yet.
@@ -690,13 +688,33 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let _ = &f;
-        let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
         let chunk = chunksize.or(self.chunksize).unwrap_or(1);
-        let source = IterSource::new(items.into_iter(), chunk, task);
-        let sink = Stream::<R>::new(ordered);
         let bound = stream_bound(self.processes);
         let backlog = bound.saturating_mul(chunk).saturating_mul(4);
+        self.start_stream_limited(f, items, ordered, chunk, (bound, backlog))
+    }
+
+    /// `imap`/`imap_unordered` of `chunk` items a task, with at most
+    /// `bound` tasks in flight and `backlog` results waiting.
+    fn start_stream_limited<F, A, R, I>(
+        &self,
+        f: F,
+        items: I,
+        ordered: bool,
+        chunk: usize,
+        (bound, backlog): (usize, usize),
+    ) -> Result<IMap<R>>
+    where
+        F: Fn(A) -> R + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = &f;
+        let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
+        let source = IterSource::new(items.into_iter(), chunk, task);
+        let sink = Stream::<R>::new(ordered);
         let id = self.submit_job(Box::new(source), sink.clone(), bound, backlog)?;
         self.ensure_pump();
         Ok(IMap::new(Arc::clone(&self.shared), sink, id))

@@ -10,6 +10,7 @@ use super::callbacks::Hook;
 use super::core::{Core, State};
 use super::driver::Shared;
 use super::jobs::{Collect, Stream};
+use super::wakers::Wakers;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The one result of an `apply`.
@@ -37,11 +38,13 @@ pub(super) fn one<R>(mut v: Vec<R>) -> Result<R> {
 /// }
 /// ```
 pub struct AsyncResult<T> {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     pub(super) sink: Arc<dyn AnyCollect<T>>,
     pub(super) expect: Option<u64>,
     unwrap_one: bool,
     taken: bool,
+    /// The key of its waker while it is awaited (`Future`).
+    pub(super) waker: Option<u64>,
     /// The callbacks of an `*_async_with` call; the value waits there
     /// once they ran.
     pub(super) hook: Option<Arc<Hook<T>>>,
@@ -53,6 +56,8 @@ pub(super) trait AnyCollect<T>: Send + Sync {
     fn ready(&self) -> bool;
     fn successful(&self) -> Option<bool>;
     fn take_as(&self, expect: Option<u64>, one: bool) -> Result<T>;
+    /// The futures waiting for it to become ready.
+    fn wakers(&self) -> &Wakers;
 }
 
 impl<R: Send> AnyCollect<Vec<R>> for Collect<R> {
@@ -64,6 +69,9 @@ impl<R: Send> AnyCollect<Vec<R>> for Collect<R> {
     }
     fn take_as(&self, expect: Option<u64>, _one: bool) -> Result<Vec<R>> {
         self.take(expect)
+    }
+    fn wakers(&self) -> &Wakers {
+        &self.wakers
     }
 }
 
@@ -80,6 +88,9 @@ impl<R: Send> AnyCollect<R> for One<R> {
     fn take_as(&self, expect: Option<u64>, _one: bool) -> Result<R> {
         one(self.0.take(expect)?)
     }
+    fn wakers(&self) -> &Wakers {
+        &self.0.wakers
+    }
 }
 
 impl<R: Send + 'static> AsyncResult<Vec<R>> {
@@ -91,6 +102,7 @@ impl<R: Send + 'static> AsyncResult<Vec<R>> {
             expect: Some(n),
             unwrap_one: false,
             taken: false,
+            waker: None,
             hook: None,
             _t: PhantomData,
         }
@@ -106,6 +118,7 @@ impl<R: Send + 'static> AsyncResult<R> {
             expect: Some(1),
             unwrap_one: true,
             taken: false,
+            waker: None,
             hook: None,
             _t: PhantomData,
         }
@@ -258,7 +271,7 @@ impl<T> AsyncResult<T> {
         self.take()
     }
 
-    fn take(&mut self) -> Result<T> {
+    pub(super) fn take(&mut self) -> Result<T> {
         if self.taken {
             return Err(Error::new(
                 ErrorKind::InvalidState,
@@ -298,10 +311,12 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 /// }
 /// ```
 pub struct IMap<R> {
-    shared: Arc<Shared>,
-    sink: Arc<Stream<R>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) sink: Arc<Stream<R>>,
     id: u64,
-    done: bool,
+    pub(super) done: bool,
+    /// `MapOptions::with_timeout`: no item after this is a timeout.
+    pub(super) deadline: Option<Instant>,
 }
 
 impl<R> IMap<R> {
@@ -312,6 +327,7 @@ impl<R> IMap<R> {
             sink,
             id,
             done: false,
+            deadline: None,
         }
     }
 
@@ -359,7 +375,7 @@ impl<R> Iterator for IMap<R> {
                 }
                 c.state == State::Terminated
             },
-            None,
+            self.deadline,
         );
         // Wake the pump: a consumed item may let it dispatch more.
         self.shared.notify();
@@ -368,6 +384,7 @@ impl<R> Iterator for IMap<R> {
                 self.done = v.is_none();
                 v
             }
+            None if self.deadline.is_some_and(|d| Instant::now() >= d) => Some(self.time_out()),
             None => {
                 self.done = true;
                 Some(Err(Error::new(
@@ -379,15 +396,32 @@ impl<R> Iterator for IMap<R> {
     }
 }
 
-impl<R> Drop for IMap<R> {
-    fn drop(&mut self) {
+impl<R> IMap<R> {
+    /// The deadline passed: the error, and the rest is cancelled (Python's
+    /// `Executor.map` cancels the futures left when it raises).
+    pub(super) fn time_out(&mut self) -> Result<R> {
+        self.abandon();
+        Err(Error::timeout(
+            "Pool::with_timeout: the next result was not ready at the deadline (the rest is cancelled)",
+        ))
+    }
+
+    /// Ends the iteration here and cancels what is left.
+    fn abandon(&mut self) {
         if !self.done {
+            self.done = true;
             self.sink.drop_consumer();
             let mut core = self.shared.lock();
             core.cancel(self.id);
             drop(core);
             self.shared.notify();
         }
+    }
+}
+
+impl<R> Drop for IMap<R> {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 
