@@ -152,15 +152,19 @@ pub(crate) type Spare = Arc<Mutex<Option<Box<dyn Any + Send>>>>;
 /// (the pool would otherwise hold the memory of its largest call).
 const SPARE_MAX: usize = 64 << 20;
 
-/// `items` in a `Vec` (as [`collect_items`]); for a type that crosses
-/// raw, the pool's spare buffer when it holds one of that type.
+/// `items` in a `Vec`: for a type that crosses raw, the pool's spare
+/// buffer when it holds one of that type, else as [`collect_items`].
 pub(crate) fn collect_reusing<I>(items: I, spare: &Spare) -> Vec<I::Item>
 where
     I: Iterator,
     I::Item: Send + 'static,
 {
     if raw_size::<I::Item>().is_none() {
-        return collect_items(items);
+        // A plain `collect`: a `Vec` handed in (the usual input of a map
+        // of structs) is taken over as it is, not copied item by item into
+        // a fresh buffer (for 2e5 32-byte items that copy and its page
+        // faults were a sixth of the parent's time).
+        return items.collect();
     }
     let taken = {
         let mut slot = spare.lock().unwrap_or_else(|p| p.into_inner());
