@@ -140,3 +140,15 @@ fn map_slice_in_place_changes_the_type_of_equal_widths() {
     let again = pool.map_slice(|x: u64| x + 1, &[1u64, 2, 3]).unwrap();
     assert_eq!(again, [2, 3, 4]);
 }
+
+#[test]
+fn applies_between_number_maps_change_nothing() {
+    let pool = Pool::new(2).unwrap();
+    for round in 0..3u64 {
+        let out = pool.map(square, round..round + 50_000).unwrap();
+        assert!(out.iter().zip(round..).all(|(&y, x)| y == square(x)));
+        // One item through the same path; its tiny buffer is not kept.
+        assert_eq!(pool.apply(square, 12 + round).unwrap(), square(12 + round));
+        assert_eq!(pool.apply(half, 3.0).unwrap(), 1.5);
+    }
+}

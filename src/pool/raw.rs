@@ -186,13 +186,15 @@ where
     }
 }
 
+/// A buffer under this size is not kept as a [`Spare`]: not worth it, and
+/// an `apply`'s one item must not replace the buffer of a large `map`.
+const SPARE_MIN: usize = 64 << 10;
+
 /// Gives `v` (emptied) back as the pool's spare buffer if it is raw and
-/// not too large ([`SPARE_MAX`]).
+/// neither small nor too large ([`SPARE_MIN`], [`SPARE_MAX`]).
 pub(crate) fn give_back<T: Send + 'static>(mut v: Vec<T>, spare: &Spare) {
-    if raw_size::<T>().is_none()
-        || v.capacity().saturating_mul(std::mem::size_of::<T>()) > SPARE_MAX
-        || v.capacity() == 0
-    {
+    let bytes = v.capacity().saturating_mul(std::mem::size_of::<T>());
+    if raw_size::<T>().is_none() || !(SPARE_MIN..=SPARE_MAX).contains(&bytes) {
         return;
     }
     v.clear();
