@@ -242,7 +242,7 @@ pub(crate) struct RawVecSource<T: Send + 'static> {
 }
 
 impl<T: Send + 'static> RawVecSource<T> {
-    /// `None` if `T` does not cross raw.
+    /// `Err(items)` if `T` does not cross raw.
     pub(crate) fn new(
         items: Vec<T>,
         chunksize: usize,
