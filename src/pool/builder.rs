@@ -329,6 +329,7 @@ impl PoolBuilder {
             pinned,
             key,
             arenas: Mutex::new(Vec::new()),
+            spare: Default::default(),
             callbacks: Mutex::new(None),
         })
     }

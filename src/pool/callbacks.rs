@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::jobs::{Collect, OnReady, Source};
 use super::results::AnyCollect;
 use super::wakers::Wakers;
-use super::{raw, AsyncResult, Pool};
+use super::{AsyncResult, Pool};
 use crate::error::{Error, Result};
 
 /// How often a wait on the callback thread itself looks again (its own
@@ -347,7 +347,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let queue = self.callback_thread()?;
-        let (source, sink, n) = self.map_job(f, raw::collect_items(items.into_iter()), chunksize);
+        let (source, sink, n) = self.map_job(f, self.collect_input(items), chunksize);
         let mut result = AsyncResult::of_map(Arc::clone(&self.shared), Arc::clone(&sink), n);
         let on_ready = result.arm(
             queue,

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::core::Core;
-use super::{raw, AsyncResult, IMap, Pool};
+use super::{AsyncResult, IMap, Pool};
 use crate::error::{Error, ErrorKind, Result};
 
 impl Pool {
@@ -26,7 +26,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items = raw::collect_items(items.into_iter());
+        let items = self.collect_input(items);
         let (sink, n) = self.start_map(f, items, chunksize)?;
         let s2 = Arc::clone(&sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
@@ -47,7 +47,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items = raw::collect_items(items.into_iter());
+        let items = self.collect_input(items);
         let (sink, n) = self.start_map(f, items, chunksize)?;
         self.ensure_pump();
         Ok(AsyncResult::of_map(Arc::clone(&self.shared), sink, n))

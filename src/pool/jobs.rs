@@ -230,6 +230,79 @@ where
     }
 }
 
+/// The items of a `map` whose type crosses raw (see `raw.rs`), already
+/// collected: each chunk is one copy of a slice of them into the frame (no
+/// iterator, no staging buffer). Dropped with its job, it leaves its
+/// buffer to the pool's [`Spare`](super::raw::Spare) for the next call.
+pub(crate) struct RawVecSource<T: Send + 'static> {
+    items: Vec<T>,
+    next: usize,
+    chunksize: usize,
+    task: TaskRef,
+    spare: super::raw::Spare,
+}
+
+impl<T: Send + 'static> RawVecSource<T> {
+    /// `Err(items)` if `T` does not cross raw.
+    pub(crate) fn new(
+        items: Vec<T>,
+        chunksize: usize,
+        task: TaskRef,
+        spare: super::raw::Spare,
+    ) -> std::result::Result<Self, Vec<T>> {
+        if super::raw::raw_size::<T>().is_none() {
+            return Err(items);
+        }
+        Ok(RawVecSource {
+            items,
+            next: 0,
+            chunksize: chunksize.max(1),
+            task,
+            spare,
+        })
+    }
+}
+
+impl<T: Send + 'static> Source for RawVecSource<T> {
+    fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next {
+        let left = self.items.len() - self.next;
+        if left == 0 {
+            return Next::Done;
+        }
+        let size = std::mem::size_of::<T>().max(1);
+        let room = |limit: usize| limit.saturating_sub(TaskHeader::LEN) / size;
+        let n = self
+            .chunksize
+            .min(room(soft).max(1))
+            .min(room(hard))
+            .min(u32::MAX as usize)
+            .min(left)
+            .max(1);
+        let first = self.next as u64;
+        frame.clear();
+        TaskHeader {
+            job,
+            first,
+            count: n as u32,
+            task: self.task,
+        }
+        .write(frame);
+        let encoded = super::raw::extend_raw_range(&self.items, self.next..self.next + n, frame);
+        debug_assert!(encoded, "raw_size and extend_raw_range agree on the types");
+        self.next += n;
+        Next::Task {
+            first,
+            count: n as u64,
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for RawVecSource<T> {
+    fn drop(&mut self) {
+        super::raw::give_back(std::mem::take(&mut self.items), &self.spare);
+    }
+}
+
 /// Decodes exactly `count` values from `bytes`: raw for primitive numbers
 /// (see `raw.rs`), postcard otherwise.
 pub(crate) fn decode_all<U: DeserializeOwned + 'static>(

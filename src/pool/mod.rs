@@ -47,7 +47,7 @@ pub use self::builder::{pinning_supported, PoolBuilder};
 use self::callbacks::Callbacks;
 use self::core::{Core, Job, State};
 use self::driver::Shared;
-use self::jobs::{Collect, IterSource, Sink, Source, Stream};
+use self::jobs::{Collect, IterSource, RawVecSource, Sink, Source, Stream};
 use self::results::one;
 pub use self::results::{AsyncResult, IMap};
 use self::wire::ChunkDesc;
@@ -150,6 +150,8 @@ pub struct Pool {
     pinned: bool,
     key: TaskKey,
     arenas: Mutex<Vec<Arc<Segment>>>,
+    /// The input buffer of the last raw `map`, for the next one.
+    spare: raw::Spare,
     /// The callback thread, once an `*_async_with` call started it.
     callbacks: Mutex<Option<Arc<Callbacks>>>,
 }
@@ -374,6 +376,16 @@ impl Pool {
         self.shared.ensure_pump();
     }
 
+    /// The items of a `map`, collected (Python's `map` makes a list of
+    /// them too); numbers go into the buffer the last such call left.
+    fn collect_input<I, A>(&self, items: I) -> Vec<A>
+    where
+        I: IntoIterator<Item = A>,
+        A: Send + 'static,
+    {
+        raw::collect_reusing(items.into_iter(), &self.spare)
+    }
+
     /// The job of a `map` (or `apply`) of `items`, not submitted yet.
     fn map_job<F, A, R>(
         &self,
@@ -389,10 +401,15 @@ impl Pool {
         let _ = &f;
         let n = items.len();
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
-        let source = IterSource::new(items.into_iter(), self.chunk_for(n, chunksize), task);
+        let chunk = self.chunk_for(n, chunksize);
+        let spare = Arc::clone(&self.spare);
+        let source: Box<dyn Source> = match RawVecSource::new(items, chunk, task, spare) {
+            Ok(raw) => Box::new(raw),
+            Err(items) => Box::new(IterSource::new(items.into_iter(), chunk, task)),
+        };
         // A single result (apply) needs no dense buffer.
         let sink = Collect::<R>::with_len(false, (n > 1).then_some(n));
-        (Box::new(source), sink, n as u64)
+        (source, sink, n as u64)
     }
 
     fn start_map<F, A, R>(
@@ -480,7 +497,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let started = Instant::now();
-        let (sink, n) = self.start_map(f, raw::collect_items(items.into_iter()), None)?;
+        let (sink, n) = self.start_map(f, self.collect_input(items), None)?;
         let mut last_done = u64::MAX;
         loop {
             let s2 = Arc::clone(&sink);

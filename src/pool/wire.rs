@@ -744,6 +744,35 @@ where
     })
 }
 
+/// `fn(T) -> U` element by element over one segment, each result written
+/// over its own item (`T` and `U` of one size: `map_slice`'s one arena).
+fn run_elements_in_place<F, T, U>(
+    d: Span,
+    _: Span,
+    first: u64,
+    count: u64,
+) -> std::result::Result<(), ItemFailure>
+where
+    F: Fn(T) -> U + 'static,
+    T: Pod,
+    U: Pod,
+{
+    if std::mem::size_of::<T>() != std::mem::size_of::<U>() {
+        return Err(ItemFailure::protocol(
+            0,
+            "in place needs items and results of one size".into(),
+        ));
+    }
+    let f: F = conjure();
+    zc::with_slice_mut(d, first, count, |data: &mut [T]| {
+        for x in data.iter_mut() {
+            let y = f(*x);
+            // One size (checked above): a plain move once monomorphised.
+            bytemuck::bytes_of_mut(x).copy_from_slice(bytemuck::bytes_of(&y));
+        }
+    })
+}
+
 /// `fn(&mut [T])` over a chunk of one segment.
 fn run_in_place<F, T>(
     d: Span,
@@ -779,6 +808,10 @@ where
     pub(crate) const ELEMENTS: &'static Entry<ZcFn> = &Entry::new(
         type_name_of::<(ZcFn, u16, F, T, U)>,
         run_elements::<F, T, U> as ZcFn,
+    );
+    pub(crate) const ELEMENTS_IN_PLACE: &'static Entry<ZcFn> = &Entry::new(
+        type_name_of::<(ZcFn, u64, F, T, U)>,
+        run_elements_in_place::<F, T, U> as ZcFn,
     );
 }
 

@@ -180,10 +180,15 @@ pub(crate) fn copy_in(arena: &Segment, src: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), arena.as_ptr(), src.len()) };
 }
 
-/// Copies the start of a pool-owned arena segment into `dst`.
-pub(crate) fn copy_out(arena: &Segment, dst: &mut [u8]) {
-    assert!(dst.len() <= arena.len(), "arena too small");
-    // SAFETY: as in `copy_in`; the pool call that wrote the arena has
-    // returned, so every worker is done with it.
-    unsafe { std::ptr::copy_nonoverlapping(arena.as_ptr(), dst.as_mut_ptr(), dst.len()) };
+/// The first `len` bytes of a pool-owned arena segment, to copy out once
+/// a pool call that wrote them has returned.
+pub(crate) fn arena_bytes(arena: &Segment, len: usize) -> &[u8] {
+    assert!(len <= arena.len(), "arena too small");
+    // SAFETY: the arena's data has at least `len` initialised bytes
+    // (asserted; a segment is zeroed at creation and holds only bytes), is
+    // mapped while `arena` lives (the borrow ties the slice to it), and no
+    // other party writes a pool arena outside a pool call: the one that
+    // wrote it has returned, so every worker is done with it, and the
+    // arena is the caller's alone until it gives it back to the pool.
+    unsafe { std::slice::from_raw_parts(arena.as_ptr(), len) }
 }
