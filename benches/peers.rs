@@ -44,6 +44,11 @@ use ipc_channel::ipc::{
 };
 use rayon::prelude::*;
 
+#[path = "peers/bench_infra.rs"]
+mod bench_infra;
+#[path = "peers/iceoryx.rs"]
+mod iceoryx;
+
 fn main() {
     multiproc::init();
     procspawn::init();
@@ -143,7 +148,9 @@ fn main() {
         manager_dict(&mut table, &cfg);
         manager_increments(&mut table, &cfg);
     }
+    bench_infra::rows(&mut table, &cfg, &want);
     table.print();
+    table.write_json(quick);
     println!();
     let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);
     rate_lines(&table, PIPE_BIG_METRIC, "GB/s", |s| {
@@ -175,6 +182,7 @@ fn main() {
         100.0,
     );
     goal_line(&table, APPLY_METRIC, 0.5e-6, "per call", |_| String::new());
+    bench_infra::goal_lines(&table, &cfg);
 }
 
 struct Config {
@@ -601,6 +609,7 @@ fn pipe_pingpong(table: &mut Table, cfg: &Config) {
         &["pipe_pingpong", "--n", &peer_n.to_string()],
     )
     .per_iteration(2 * peer_n);
+    let iox = iceoryx::pipe_peer(n);
     let floor = match SpinEcho::start() {
         Ok(mut echo) => Contender {
             name: FLOOR.to_string(),
@@ -616,7 +625,7 @@ fn pipe_pingpong(table: &mut Table, cfg: &Config) {
         cfg,
         cfg.iters_pipe,
         ours,
-        vec![ipc, python, floor],
+        vec![ipc, iox, python, floor],
     );
 }
 
@@ -906,13 +915,14 @@ fn queue_throughput(table: &mut Table, cfg: &Config) {
     }
     .per_iteration(peer_m);
     let python = python_queue();
+    let iox = iceoryx::queue_peer(m);
     table.side_by_side(
         QUEUE_METRIC,
         "item",
         cfg,
         cfg.iters_queue,
         ours,
-        vec![ipc, python],
+        vec![ipc, iox, python],
     );
 }
 
@@ -1329,9 +1339,8 @@ fn serde_map(table: &mut Table, cfg: &Config) {
             Ok(pool) => self_timed(
                 "multiproc",
                 move || {
-                    let t0 = Instant::now();
-                    let out = pool.map(square, 0..m).map_err(|e| e.to_string())?;
-                    Ok((t0.elapsed(), out))
+                    let (took, out) = bench_infra::with_parent_cpu(|| pool.map(square, 0..m));
+                    Ok((took, out.map_err(|e| e.to_string())?))
                 },
                 move |out| check_squares(&out, 0, m),
             ),
@@ -1701,9 +1710,18 @@ impl Contender {
 /// B C A, ...). A contender that fails is dropped from later rounds and
 /// reported as not available. Samples are divided by the contender's
 /// operations per iteration.
-fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(String, Figure)> {
+///
+/// A contender that reports the parent's CPU time of its iteration
+/// ([`bench_infra::report_parent_cpu`]) gets those samples too, per
+/// operation, in the third field.
+fn measure(
+    warmup: usize,
+    iters: usize,
+    contenders: &mut [Contender],
+) -> Vec<(String, Figure, Option<Stats>)> {
     let k = contenders.len();
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(iters); k];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut failed: Vec<Option<String>> = vec![None; k];
     for round in 0..warmup + iters {
         for offset in 0..k {
@@ -1711,9 +1729,14 @@ fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(St
             if failed[i].is_some() {
                 continue;
             }
+            bench_infra::take_parent_cpu();
             match (contenders[i].run)() {
                 Ok(d) if round >= warmup => {
-                    samples[i].push(d.as_secs_f64() / contenders[i].ops as f64);
+                    let ops = contenders[i].ops as f64;
+                    samples[i].push(d.as_secs_f64() / ops);
+                    if let Some(c) = bench_infra::take_parent_cpu() {
+                        cpu[i].push(c.as_secs_f64() / ops);
+                    }
                 }
                 Ok(_) => {}
                 Err(why) => failed[i] = Some(why),
@@ -1723,14 +1746,15 @@ fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(St
     contenders
         .iter()
         .zip(samples)
+        .zip(cpu)
         .zip(failed)
-        .map(|((c, s), failed)| {
+        .map(|(((c, s), cpu), failed)| {
             let fig = match (failed, Stats::of(s)) {
                 (Some(why), _) => Figure::NotAvailable(why),
                 (None, Some(stats)) => Figure::Time(stats),
                 (None, None) => Figure::NotAvailable("no samples".into()),
             };
-            (c.name.clone(), fig)
+            (c.name.clone(), fig, Stats::of(cpu))
         })
         .collect()
 }
@@ -1855,6 +1879,9 @@ struct Row {
     peer: String,
     theirs: Figure,
     their_ops: u64,
+    /// The parent's CPU time per operation, where the contender reports it.
+    ours_cpu: Option<Stats>,
+    their_cpu: Option<Stats>,
 }
 
 #[derive(Default)]
@@ -1883,7 +1910,9 @@ impl Table {
             let mut pair = [ours(), peer];
             let (ours_ops, their_ops) = (pair[0].ops, pair[1].ops);
             let mut figures = measure(cfg.warmup, iters, &mut pair).into_iter();
-            let (Some((_, ours)), Some((peer, theirs))) = (figures.next(), figures.next()) else {
+            let (Some((_, ours, ours_cpu)), Some((peer, theirs, their_cpu))) =
+                (figures.next(), figures.next())
+            else {
                 unreachable!("measure returns one figure per contender");
             };
             self.rows.push(Row {
@@ -1893,6 +1922,8 @@ impl Table {
                 peer,
                 theirs,
                 their_ops,
+                ours_cpu,
+                their_cpu,
             });
         }
     }
@@ -1965,6 +1996,7 @@ impl Table {
                 }
             }
         }
+        bench_infra::print_parent_cpu(self);
     }
 }
 
