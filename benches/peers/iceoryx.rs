@@ -163,7 +163,7 @@ mod imp {
             }
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 {
+            if spins.is_multiple_of(4096) {
                 let t0 = *t0.get_or_insert_with(Instant::now);
                 if t0.elapsed() > PATIENCE {
                     return Err("iceoryx2: no message within 10 s".into());
