@@ -6,6 +6,8 @@
 //! PEERS_PYTHON=/path/to/python3 cargo bench --bench peers
 //! PEERS_ONLY=apply,zero-copy cargo bench --bench peers   # some groups only
 //! PEERS_WORKERS=16 cargo bench --bench peers  # workers/threads of the map rows (default 2)
+//! PEERS_JSON=/tmp/run.json cargo bench --bench peers  # the table as JSON (default target/peers.json)
+//! python3 benches/charts.py target/peers.json docs/charts/  # SVG charts from that JSON
 //! ```
 //!
 //! Each row of the table compares multiproc with one peer, measured side by
@@ -104,7 +106,8 @@ fn main() {
 
     // PEERS_ONLY=apply,map runs only the groups whose name contains one of
     // the comma-separated words (spawn, pipe, queue, zero-copy, compute, map,
-    // apply, apply big, manager).
+    // apply, apply big, manager; issue 15's: struct map, uneven, first call,
+    // scaling).
     let only = std::env::var("PEERS_ONLY").unwrap_or_default();
     let want = |group: &str| {
         only.is_empty()
