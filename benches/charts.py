@@ -50,7 +50,11 @@ def fmt_time(s):
 
 
 def fmt_ratio(r):
-    return f"{r:.0f}x" if r >= 100 else f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
+    if r >= 100:
+        return f"{r:.0f}x"
+    if r >= 10:
+        return f"{r:.1f}x"
+    return f"{r:.2f}x" if r >= 0.01 else f"{r:.2g}x"
 
 
 def median(fig):
