@@ -461,5 +461,45 @@ BENCHES["executor_submit"] = ExecutorSubmit
 POOLED.add("executor_submit")
 
 
+# ---------------------------------------------------------------- issue 15
+# python3 benches/peers.py pool_map_struct --n 1000000 --workers 2 --serve
+#     One iteration: ``pool.map(weigh, items)`` on a ``Pool(workers)``
+#     created once, where ``items`` is a list of ``--n`` ``(str, float)``
+#     tuples built once, before the first iteration (as the Rust side builds
+#     its ``Vec`` of structs before its clock starts).
+
+
+def weigh(item):
+    """The task of ``pool_map_struct``: a ``(str, float)`` to a float."""
+    name, value = item
+    return value * len(name)
+
+
+class PoolMapStruct:
+    """One iteration: ``pool.map(weigh, items)`` of ``(str, float)`` tuples,
+    checked; the pool and the items are made once."""
+
+    def __init__(self, ctx, n, workers):
+        self.n = n
+        self.items = [(f"item-{i}", i * 0.5) for i in range(n)]
+        self.pool = ctx.Pool(workers)
+
+    def once(self):
+        t0 = time.perf_counter()
+        out = self.pool.map(weigh, self.items)
+        elapsed = time.perf_counter() - t0
+        if len(out) != self.n or (self.n and out[-1] != weigh(self.items[-1])):
+            raise RuntimeError("pool.map returned a wrong result")
+        return elapsed
+
+    def close(self):
+        self.pool.close()
+        self.pool.join()
+
+
+BENCHES["pool_map_struct"] = PoolMapStruct
+POOLED.add("pool_map_struct")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,8 @@
 //! PEERS_PYTHON=/path/to/python3 cargo bench --bench peers
 //! PEERS_ONLY=apply,zero-copy cargo bench --bench peers   # some groups only
 //! PEERS_WORKERS=16 cargo bench --bench peers  # workers/threads of the map rows (default 2)
+//! PEERS_JSON=/tmp/run.json cargo bench --bench peers  # the table as JSON (default target/peers.json)
+//! python3 benches/charts.py target/peers.json docs/charts/  # SVG charts from that JSON
 //! ```
 //!
 //! Each row of the table compares multiproc with one peer, measured side by
@@ -48,6 +50,10 @@ use rayon::prelude::*;
 mod async_sync_rows;
 #[path = "peers/forkserver_rows.rs"]
 mod forkserver_rows;
+#[path = "peers/bench_infra.rs"]
+mod bench_infra;
+#[path = "peers/iceoryx.rs"]
+mod iceoryx;
 
 fn main() {
     multiproc::init();
@@ -104,7 +110,8 @@ fn main() {
 
     // PEERS_ONLY=apply,map runs only the groups whose name contains one of
     // the comma-separated words (spawn, pipe, queue, zero-copy, compute, map,
-    // apply, apply big, manager).
+    // apply, apply big, manager; issue 15's: struct map, uneven, first call,
+    // scaling).
     let only = std::env::var("PEERS_ONLY").unwrap_or_default();
     let want = |group: &str| {
         only.is_empty()
@@ -157,7 +164,9 @@ fn main() {
     if want("futures") {
         futures_rows::rows(&mut table, &cfg, quick);
     }
+    bench_infra::rows(&mut table, &cfg, &want);
     table.print();
+    table.write_json(quick);
     println!();
     let gbps = |s: f64| format!("{:.1}", ZC_BYTES_PER_ELEMENT / s / 1e9);
     rate_lines(&table, PIPE_BIG_METRIC, "GB/s", |s| {
@@ -195,6 +204,7 @@ fn main() {
     if want("futures") {
         futures_rows::goals(&table);
     }
+    bench_infra::goal_lines(&table, &cfg);
 }
 
 #[path = "peers/futures_rows.rs"]
@@ -624,6 +634,7 @@ fn pipe_pingpong(table: &mut Table, cfg: &Config) {
         &["pipe_pingpong", "--n", &peer_n.to_string()],
     )
     .per_iteration(2 * peer_n);
+    let iox = iceoryx::pipe_peer(n);
     let floor = match SpinEcho::start() {
         Ok(mut echo) => Contender {
             name: FLOOR.to_string(),
@@ -639,7 +650,7 @@ fn pipe_pingpong(table: &mut Table, cfg: &Config) {
         cfg,
         cfg.iters_pipe,
         ours,
-        vec![ipc, python, floor],
+        vec![ipc, iox, python, floor],
     );
 }
 
@@ -929,13 +940,14 @@ fn queue_throughput(table: &mut Table, cfg: &Config) {
     }
     .per_iteration(peer_m);
     let python = python_queue();
+    let iox = iceoryx::queue_peer(m);
     table.side_by_side(
         QUEUE_METRIC,
         "item",
         cfg,
         cfg.iters_queue,
         ours,
-        vec![ipc, python],
+        vec![ipc, iox, python],
     );
 }
 
@@ -1352,9 +1364,8 @@ fn serde_map(table: &mut Table, cfg: &Config) {
             Ok(pool) => self_timed(
                 "multiproc",
                 move || {
-                    let t0 = Instant::now();
-                    let out = pool.map(square, 0..m).map_err(|e| e.to_string())?;
-                    Ok((t0.elapsed(), out))
+                    let (took, out) = bench_infra::with_parent_cpu(|| pool.map(square, 0..m));
+                    Ok((took, out.map_err(|e| e.to_string())?))
                 },
                 move |out| check_squares(&out, 0, m),
             ),
@@ -1724,9 +1735,18 @@ impl Contender {
 /// B C A, ...). A contender that fails is dropped from later rounds and
 /// reported as not available. Samples are divided by the contender's
 /// operations per iteration.
-fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(String, Figure)> {
+///
+/// A contender that reports the parent's CPU time of its iteration
+/// ([`bench_infra::report_parent_cpu`]) gets those samples too, per
+/// operation, in the third field.
+fn measure(
+    warmup: usize,
+    iters: usize,
+    contenders: &mut [Contender],
+) -> Vec<(String, Figure, Option<Stats>)> {
     let k = contenders.len();
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(iters); k];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut failed: Vec<Option<String>> = vec![None; k];
     for round in 0..warmup + iters {
         for offset in 0..k {
@@ -1734,9 +1754,14 @@ fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(St
             if failed[i].is_some() {
                 continue;
             }
+            bench_infra::take_parent_cpu();
             match (contenders[i].run)() {
                 Ok(d) if round >= warmup => {
-                    samples[i].push(d.as_secs_f64() / contenders[i].ops as f64);
+                    let ops = contenders[i].ops as f64;
+                    samples[i].push(d.as_secs_f64() / ops);
+                    if let Some(c) = bench_infra::take_parent_cpu() {
+                        cpu[i].push(c.as_secs_f64() / ops);
+                    }
                 }
                 Ok(_) => {}
                 Err(why) => failed[i] = Some(why),
@@ -1746,14 +1771,15 @@ fn measure(warmup: usize, iters: usize, contenders: &mut [Contender]) -> Vec<(St
     contenders
         .iter()
         .zip(samples)
+        .zip(cpu)
         .zip(failed)
-        .map(|((c, s), failed)| {
+        .map(|(((c, s), cpu), failed)| {
             let fig = match (failed, Stats::of(s)) {
                 (Some(why), _) => Figure::NotAvailable(why),
                 (None, Some(stats)) => Figure::Time(stats),
                 (None, None) => Figure::NotAvailable("no samples".into()),
             };
-            (c.name.clone(), fig)
+            (c.name.clone(), fig, Stats::of(cpu))
         })
         .collect()
 }
@@ -1878,6 +1904,9 @@ struct Row {
     peer: String,
     theirs: Figure,
     their_ops: u64,
+    /// The parent's CPU time per operation, where the contender reports it.
+    ours_cpu: Option<Stats>,
+    their_cpu: Option<Stats>,
 }
 
 #[derive(Default)]
@@ -1906,7 +1935,9 @@ impl Table {
             let mut pair = [ours(), peer];
             let (ours_ops, their_ops) = (pair[0].ops, pair[1].ops);
             let mut figures = measure(cfg.warmup, iters, &mut pair).into_iter();
-            let (Some((_, ours)), Some((peer, theirs))) = (figures.next(), figures.next()) else {
+            let (Some((_, ours, ours_cpu)), Some((peer, theirs, their_cpu))) =
+                (figures.next(), figures.next())
+            else {
                 unreachable!("measure returns one figure per contender");
             };
             self.rows.push(Row {
@@ -1916,6 +1947,8 @@ impl Table {
                 peer,
                 theirs,
                 their_ops,
+                ours_cpu,
+                their_cpu,
             });
         }
     }
@@ -1988,6 +2021,7 @@ impl Table {
                 }
             }
         }
+        bench_infra::print_parent_cpu(self);
     }
 }
 
