@@ -48,10 +48,10 @@ use rayon::prelude::*;
 
 #[path = "peers/async_sync_rows.rs"]
 mod async_sync_rows;
-#[path = "peers/forkserver_rows.rs"]
-mod forkserver_rows;
 #[path = "peers/bench_infra.rs"]
 mod bench_infra;
+#[path = "peers/forkserver_rows.rs"]
+mod forkserver_rows;
 #[path = "peers/iceoryx.rs"]
 mod iceoryx;
 

@@ -38,11 +38,17 @@ mod imp {
     use super::{Contender, NAME};
 
     pub(super) fn pipe_peer(_n: u64) -> Contender {
-        Contender::unavailable(NAME, "run with --features iceoryx2-peer (Linux) for this peer".into())
+        Contender::unavailable(
+            NAME,
+            "run with --features iceoryx2-peer (Linux) for this peer".into(),
+        )
     }
 
     pub(super) fn queue_peer(_m: u64) -> Contender {
-        Contender::unavailable(NAME, "run with --features iceoryx2-peer (Linux) for this peer".into())
+        Contender::unavailable(
+            NAME,
+            "run with --features iceoryx2-peer (Linux) for this peer".into(),
+        )
     }
 }
 
