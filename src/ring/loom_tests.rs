@@ -2,7 +2,7 @@
 //! head publication), with payload bytes stored as Relaxed atomic words so
 //! a missing Release/Acquire shows up as a wrong payload.
 //!
-//! RUSTFLAGS="--cfg loom" cargo test --release --lib ring::loom_tests
+//! RUSTFLAGS="--cfg multiproc_loom" cargo test --release --lib ring::loom_tests
 
 use super::*;
 use loom::thread;

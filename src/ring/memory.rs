@@ -7,7 +7,7 @@
 //! segment, or a heap block in tests) as the default, so the rest of the
 //! crate never names it.
 //!
-//! Under `cfg(loom)` (tests only) this file adds `ModelMem`, where the
+//! Under `cfg(multiproc_loom)` (tests only) this file adds `ModelMem`, where the
 //! header's atomics are loom's and the data area is an array of loom
 //! `AtomicU64`s with payload bytes stored Relaxed, so a missing
 //! Release/Acquire shows up as a corrupted payload. This is the one file
@@ -249,8 +249,8 @@ impl Memory for SharedMem {
     }
 }
 
-/// The loom back-end (tests under `--cfg loom` only).
-#[cfg(all(test, loom))]
+/// The loom back-end (tests under `--cfg multiproc_loom` only).
+#[cfg(all(test, multiproc_loom))]
 mod model {
     use loom::sync::atomic::{AtomicU32, AtomicU64};
 

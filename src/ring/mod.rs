@@ -68,7 +68,7 @@ pub(crate) use wait::{RingSource, DEFAULT_SPIN};
 #[cfg(test)]
 mod tests;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, multiproc_loom))]
 mod loom_tests;
 
 #[cfg(feature = "fuzzing")]
