@@ -16,7 +16,7 @@ use multiproc::{as_completed, ErrorKind, Pool, Queue};
 multiproc::test_support!();
 
 mod common;
-use common::watchdog;
+use common::{warm, watchdog};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -200,6 +200,9 @@ fn as_completed_streams_in_completion_order() {
     watchdog(LIMIT, || {
         let pool = Pool::new(2).unwrap();
         on_every_runtime(|| async {
+            // Both workers up (the last round's cancel replaced one): the
+            // order and the deadline below are about the tasks alone.
+            warm(&pool);
             let tasks = vec![
                 pool.submit(nap, 1_500).unwrap(),
                 pool.submit(nap, 0).unwrap(),
@@ -217,7 +220,7 @@ fn as_completed_streams_in_completion_order() {
                 pool.submit(nap, 0).unwrap(),
                 pool.submit(nap, 60_000).unwrap(),
             ];
-            let items: Vec<_> = as_completed(&tasks, Some(Duration::from_millis(300)))
+            let items: Vec<_> = as_completed(&tasks, Some(Duration::from_secs(2)))
                 .into_stream()
                 .collect()
                 .await;
@@ -409,10 +412,12 @@ fn terminate_fails_every_waiting_future_and_stream() {
 fn a_stream_with_a_timeout_is_woken_at_the_deadline() {
     watchdog(LIMIT, || {
         on_every_runtime(|| async {
-            // A pool each: the long nap is left running.
+            // A pool each: the long nap is left running. The deadline
+            // counts from the call, so the worker is started first.
             let pool = Pool::new(1).unwrap();
+            warm(&pool);
             let s = pool
-                .with_timeout(Duration::from_millis(300))
+                .with_timeout(Duration::from_secs(2))
                 .imap(nap, [0, 600_000])
                 .unwrap()
                 .into_stream();

@@ -12,7 +12,7 @@ use multiproc::{as_completed, wait_tasks, ErrorKind, Event, Pool, Queue, ReturnW
 multiproc::test_support!();
 
 mod common;
-use common::{watchdog, when_set};
+use common::{warm, watchdog, when_set};
 
 /// Limit for the tests that could hang if a failure went unnoticed.
 const LIMIT: Duration = Duration::from_secs(90);
@@ -117,12 +117,13 @@ fn as_completed_yields_in_completion_order() {
 fn as_completed_ends_with_a_timeout_error() {
     watchdog(LIMIT, || {
         let pool = Pool::new(2).unwrap();
+        warm(&pool);
         let go = Event::new().unwrap();
         let tasks = vec![
             pool.submit(when_set, (go.clone(), 1)).unwrap(),
             pool.submit(nap, 0).unwrap(),
         ];
-        let got: Vec<_> = as_completed(&tasks, Some(Duration::from_millis(500))).collect();
+        let got: Vec<_> = as_completed(&tasks, Some(Duration::from_secs(2))).collect();
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[0].as_ref().unwrap().result().unwrap(), 0);
         assert!(got[1].as_ref().unwrap_err().is_timeout());
@@ -443,8 +444,9 @@ fn map_with_timeout_times_out_from_the_call() {
         // then the end; the rest is cancelled. (Fresh pools: the naps
         // above still run, as running tasks do after Python's timeout.)
         let pool = Pool::new(1).unwrap();
+        warm(&pool);
         let mut it = pool
-            .with_timeout(Duration::from_millis(500))
+            .with_timeout(Duration::from_secs(2))
             .imap(nap, [0, 60_000, 0])
             .unwrap();
         assert_eq!(it.next().unwrap().unwrap(), 0);

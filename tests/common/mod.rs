@@ -322,3 +322,24 @@ pub(crate) fn when_set((go, value): (multiproc::Event, u64)) -> u64 {
     go.wait_timeout(Duration::from_secs(60)).unwrap();
     value
 }
+
+fn short_nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Runs short tasks until every worker of `pool` has answered one, so
+/// that an assertion bound to a deadline after it does not also count a
+/// worker's start-up (hundreds of milliseconds under Wine or load).
+pub(crate) fn warm(pool: &multiproc::Pool) {
+    let limit = Instant::now() + Duration::from_secs(60);
+    let cold = || {
+        let workers = pool.insights();
+        workers.len() < pool.processes() || workers.iter().any(|w| w.tasks == 0)
+    };
+    while cold() {
+        assert!(Instant::now() < limit, "a pool worker never answered");
+        let naps = vec![5u64; 2 * pool.processes()];
+        pool.with_chunksize(1).map(short_nap, naps).unwrap();
+    }
+}
