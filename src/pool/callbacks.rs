@@ -66,7 +66,7 @@ impl Pending {
 impl Callbacks {
     /// Starts the thread. It holds only the queue's receiving end and ends
     /// when every sender is gone (the pool and the hooks not yet ready).
-    fn start() -> Result<Callbacks> {
+    pub(super) fn start() -> Result<Callbacks> {
         let (tx, rx) = channel::<Arc<dyn Fire>>();
         let pending = Arc::new(Pending::default());
         let left = Arc::clone(&pending);

@@ -132,11 +132,20 @@ impl Job {
     }
 
     fn wants_dispatch(&self) -> bool {
-        !self.failed
-            && !self.exhausted
+        !self.over()
             && self.outstanding < self.max_outstanding
             && self.sink.backlog() < self.max_backlog
-            && !self.sink.abandoned()
+    }
+
+    /// Nothing more will be sent: failed, out of items, or its consumer
+    /// gone. (Dispatch drops such a job from `Core::order`.)
+    fn over(&self) -> bool {
+        self.failed || self.exhausted || self.sink.abandoned()
+    }
+
+    /// Over, and nothing in flight: its sink can be settled.
+    fn finished(&self) -> bool {
+        self.over() && self.outstanding == 0
     }
 }
 
@@ -156,7 +165,17 @@ pub(crate) struct Core {
     /// (`reap_dying`), nobody waits for it under the lock.
     dying: Vec<Dying>,
     jobs: Jobs,
+    /// Jobs that may still send tasks, first submitted first served. A
+    /// job that is [`over`](Job::over) (or settled) is dropped from it
+    /// when dispatch walks past it, so a step costs what it sends, not
+    /// the number of jobs waiting for results.
     order: VecDeque<u64>,
+    /// Jobs whose in-flight count fell or that became over since the last
+    /// [`settle_finished`](Core::settle_finished): the only ones that can
+    /// have finished. Every site that changes `outstanding`, `failed` or
+    /// `exhausted` of one job records it here; a broken or terminated pool
+    /// checks every job instead.
+    to_settle: Vec<u64>,
     next_job: u64,
     pub(crate) state: State,
     /// Set when the pool cannot work any more (initializer failed, a
@@ -187,6 +206,7 @@ impl Core {
             dying: Vec::new(),
             jobs: HashMap::default(),
             order: VecDeque::new(),
+            to_settle: Vec::new(),
             next_job: 1,
             state: State::Running,
             broken: None,
@@ -261,13 +281,18 @@ impl Core {
 
     /// Something a driver can do now: tasks in flight, or tasks to send.
     pub(crate) fn active(&self) -> bool {
-        self.has_inflight() || self.jobs.values().any(Job::wants_dispatch)
+        self.has_inflight()
+            || self
+                .order
+                .iter()
+                .any(|id| self.jobs.get(id).is_some_and(Job::wants_dispatch))
     }
 
     /// Cancels a job whose consumer is gone (no more dispatch).
     pub(crate) fn cancel(&mut self, id: u64) {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.exhausted = true;
+            self.to_settle.push(id);
         }
         self.settle_finished();
     }
@@ -334,6 +359,7 @@ impl Core {
             retired,
             jobs,
             broken,
+            to_settle,
             ..
         } = self;
         let w = match slot {
@@ -369,6 +395,7 @@ impl Core {
                     if let Some(done) = w.finish_front(busy_ns, timed) {
                         if let Some(job) = jobs.get_mut(&done.job) {
                             job.task_done(done.count);
+                            to_settle.push(done.job);
                         }
                     }
                 }
@@ -471,26 +498,34 @@ impl Core {
             return any;
         }
         any |= self.send_retries();
-        // Cheap checks first: this runs on every spin of a waiting driver.
-        if !self.workers.iter().flatten().any(Worker::has_room)
-            || !self.jobs.values().any(Job::wants_dispatch)
-        {
+        // Cheap check first: this runs on every spin of a waiting driver.
+        if !self.workers.iter().flatten().any(Worker::has_room) {
             return any;
         }
-        let ids: Vec<u64> = self.order.iter().copied().collect();
-        for id in ids {
-            while let Some(job) = self.jobs.get(&id).filter(|j| j.wants_dispatch()) {
-                // The least busy worker with room (for zero-copy chunks,
-                // not behind a task that may be cancelled).
-                let bulk = job.source.bulk();
-                let Some(wi) = self.least_busy(bulk) else {
-                    return any;
-                };
-                if let Err(e) = self.send_one(id, wi) {
-                    self.worker_failed(wi, e);
-                }
-                any = true;
+        // In submission order: each job gets what it wants while there is
+        // room. Jobs that will send nothing more leave `order` here, so the
+        // walk passes only jobs held back by their own bounds (a bounded
+        // `imap` whose consumer lags) before it sends or runs out of room.
+        let mut k = 0;
+        while let Some(&id) = self.order.get(k) {
+            let Some(job) = self.jobs.get(&id).filter(|j| !j.over()) else {
+                self.order.remove(k);
+                continue;
+            };
+            if !job.wants_dispatch() {
+                k += 1;
+                continue;
             }
+            // The least busy worker with room (for zero-copy chunks, not
+            // behind a task that may be cancelled).
+            let bulk = job.source.bulk();
+            let Some(wi) = self.least_busy(bulk) else {
+                return any;
+            };
+            if let Err(e) = self.send_one(id, wi) {
+                self.worker_failed(wi, e);
+            }
+            any = true;
         }
         any
     }
@@ -551,6 +586,7 @@ impl Core {
     fn retry_dropped(&mut self, job: u64) {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.outstanding -= 1;
+            self.to_settle.push(job);
         }
     }
 
@@ -565,6 +601,7 @@ impl Core {
                     ErrorKind::InvalidState,
                     "the pool was terminated or broke",
                 ));
+                self.to_settle.push(r.job);
             }
         }
     }
@@ -585,6 +622,7 @@ impl Core {
         job.cancelled = true;
         job.exhausted = true;
         job.fail(err);
+        self.to_settle.push(id);
         if job.outstanding > 0 {
             self.cancels_pending = true;
             self.kill_cancelled();
@@ -696,6 +734,7 @@ impl Core {
             scratch,
             attach_scratch,
             cfg,
+            to_settle,
             ..
         } = self;
         let w = workers[wi].as_mut().expect("live worker");
@@ -716,11 +755,13 @@ impl Core {
         let (first, count, bulk) = match next {
             Next::Done => {
                 job.exhausted = true;
+                to_settle.push(id);
                 return Ok(());
             }
             Next::Failed(e) => {
                 job.exhausted = true;
                 job.fail(e);
+                to_settle.push(id);
                 return Ok(());
             }
             Next::Task { first, count } => {
@@ -766,25 +807,41 @@ impl Core {
         record(w, cfg, id, first, count, bulk, resend);
         job.outstanding += 1;
         job.tasks_sent += 1;
+        if job.source.is_done() {
+            job.exhausted = true;
+        }
         Ok(())
     }
 
-    /// Removes jobs with nothing left in flight and nothing left to send.
+    /// Removes jobs with nothing left in flight and nothing left to send,
+    /// settling their sinks: those recorded in `to_settle`, in the order
+    /// they were (so in completion order), or every job once the pool is
+    /// broken or terminated (which fails them all at once).
     fn settle_finished(&mut self) {
-        let jobs = &mut self.jobs;
-        self.order.retain(|id| {
-            let Some(job) = jobs.get(id) else {
-                return false;
-            };
-            let over = job.failed || job.exhausted || job.sink.abandoned();
-            if over && job.outstanding == 0 {
-                let job = jobs.remove(id).expect("present");
+        if self.broken.is_some() || self.state == State::Terminated {
+            self.to_settle.clear();
+            let mut finished: Vec<u64> = self
+                .jobs
+                .iter()
+                .filter(|(_, job)| job.finished())
+                .map(|(&id, _)| id)
+                .collect();
+            // Ids grow with submission: settled first submitted first.
+            finished.sort_unstable();
+            for id in finished {
+                let job = self.jobs.remove(&id).expect("present");
                 job.sink.settle();
-                false
-            } else {
-                true
             }
-        });
+            return;
+        }
+        for k in 0..self.to_settle.len() {
+            let id = self.to_settle[k];
+            if self.jobs.get(&id).is_some_and(Job::finished) {
+                let job = self.jobs.remove(&id).expect("present");
+                job.sink.settle();
+            }
+        }
+        self.to_settle.clear();
     }
 
     /// Breaks the pool for good (the one place that does): records why, and
@@ -817,6 +874,7 @@ impl Core {
         for (i, t) in w.inflight.iter().enumerate() {
             if let Some(job) = self.jobs.get_mut(&t.job) {
                 job.outstanding -= 1;
+                self.to_settle.push(t.job);
                 let item = match running {
                     Some((task, item)) if task == i => item,
                     _ => t.first,

@@ -60,11 +60,42 @@ struct Outcome<R> {
 }
 
 impl<R> TaskState<R> {
+    fn new(queue: Arc<Callbacks>) -> TaskState<R> {
+        TaskState {
+            st: Mutex::new(Outcome {
+                value: None,
+                result: None,
+                taken: false,
+                callbacks: Vec::new(),
+            }),
+            done: AtomicBool::new(false),
+            sent: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            queue,
+            wakers: Wakers::default(),
+        }
+    }
+
+    /// Takes the result of a task that is done, once.
+    fn take(&self) -> Result<R> {
+        let mut st = lock(&self.st);
+        if st.taken {
+            return Err(taken());
+        }
+        st.taken = true;
+        st.result
+            .take()
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::InvalidState, "no result")))
+    }
+
     /// Makes `result` final (unless it is already) and queues the
     /// callbacks. Under the pool's lock: it only queues.
     fn finish(&self, result: Result<R>) {
         let mut st = lock(&self.st);
-        if st.result.is_some() {
+        // Final already: also once its value was taken (an awaited task
+        // whose job settles after the awaiter took the value).
+        if st.result.is_some() || st.taken {
             return;
         }
         match &result {
@@ -147,6 +178,11 @@ impl<S: Source, R: Send + 'static> Source for Submitted<S, R> {
             self.state.sent.store(true, Ordering::Relaxed);
         }
         next
+    }
+
+    fn is_done(&self) -> bool {
+        // One item: sent is done. SYNC: Relaxed: stored by this source.
+        self.state.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -338,7 +374,7 @@ impl<R> Task<R> {
         let view = self.view();
         let call: Pending = Box::new(move || f(&view));
         let mut st = lock(&self.state.st);
-        if st.result.is_some() {
+        if st.result.is_some() || st.taken {
             drop(st);
             call();
         } else {
@@ -368,14 +404,7 @@ impl<R> Task<R> {
 
     /// Takes the result of a task that is done, once.
     pub(super) fn take_result(&self) -> Result<R> {
-        let mut st = lock(&self.state.st);
-        if st.taken {
-            return Err(taken());
-        }
-        st.taken = true;
-        st.result
-            .take()
-            .unwrap_or_else(|| Err(Error::new(ErrorKind::InvalidState, "no result")))
+        self.state.take()
     }
 }
 
@@ -689,20 +718,7 @@ impl Pool {
     {
         let _ = &f;
         let queue = self.callback_thread()?;
-        let state = Arc::new(TaskState {
-            st: Mutex::new(Outcome {
-                value: None,
-                result: None,
-                taken: false,
-                callbacks: Vec::new(),
-            }),
-            done: AtomicBool::new(false),
-            sent: AtomicBool::new(false),
-            cancelled: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
-            queue,
-            wakers: Wakers::default(),
-        });
+        let state = Arc::new(TaskState::new(queue));
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
         let source = Submitted {
             items: IterSource::new(std::iter::once(args), 1, task),
@@ -836,5 +852,27 @@ impl Pool {
         drop(core);
         self.shared.notify();
         self.shared.doorbell.ring_always();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An awaited task takes its value as soon as the task is reported
+    /// done; its job may settle after that (another thread drives the
+    /// pool). The settle must not put an error where the value was.
+    #[test]
+    fn a_taken_value_stays_taken_when_the_job_settles_later() {
+        let state = TaskState::<String>::new(Arc::new(Callbacks::start().unwrap()));
+        let bytes = postcard::to_allocvec("seven").unwrap();
+        state.deliver(0, 1, &bytes).unwrap();
+        state.task_done(1);
+        assert!(state.done());
+        assert_eq!(state.take().unwrap(), "seven");
+        state.settle();
+        let e = state.take().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+        assert!(lock(&state.st).result.is_none());
     }
 }

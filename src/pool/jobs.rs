@@ -52,6 +52,14 @@ pub(crate) trait Source: Send {
     fn bulk(&self) -> bool {
         false
     }
+
+    /// Known to have nothing more to send (a hint asked after each task;
+    /// `false` when unknown, and then [`Next::Done`] says it). A job whose
+    /// source says so leaves the dispatch order at once, instead of after
+    /// its last task is back.
+    fn is_done(&self) -> bool {
+        false
+    }
 }
 
 /// Receives a job's outputs. Called by whichever thread drives the pool,
