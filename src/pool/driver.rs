@@ -7,7 +7,7 @@
 //! submitted with `*_async` or `imap` progresses while the caller does
 //! something else), and steps aside as soon as a caller wants to drive.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,15 @@ pub(crate) struct Shared {
     contenders: AtomicUsize,
     /// Threads waiting on `cv` (notify only when there are some).
     sleepers: AtomicUsize,
+    /// The idle pump sleeps here, apart from callers waiting on `cv`:
+    /// progress a caller makes for itself does not wake it (two futex
+    /// wakes of the pump per blocking `apply` made it 10× slower once a
+    /// pump existed). Woken by [`notify`](Shared::notify),
+    /// [`ensure_pump`](Shared::ensure_pump), and a caller that stops
+    /// driving while work is left.
+    pump_cv: Condvar,
+    /// The pump waits on `pump_cv` (set and cleared under the lock).
+    pump_sleeping: AtomicBool,
     /// The machine's cores: a driver spins only while fewer workers than
     /// this run zero-copy chunks, so that its spinning never takes a core
     /// from one.
@@ -50,6 +59,8 @@ impl Shared {
             want: AtomicUsize::new(0),
             contenders: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            pump_cv: Condvar::new(),
+            pump_sleeping: AtomicBool::new(false),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pump: Mutex::new(None),
         }
@@ -125,7 +136,13 @@ impl Shared {
             core.driving = true;
             core = self.drive(core, done, false, deadline);
             core.driving = false;
-            self.notify();
+            // The pump takes over what is left; with nothing left, only
+            // the callers waiting on `cv` need to look.
+            if core.active() {
+                self.notify();
+            } else {
+                self.notify_waiters();
+            }
         };
         // SYNC: SeqCst; same partner as the add above.
         self.want.fetch_sub(1, Ordering::SeqCst);
@@ -245,8 +262,24 @@ impl Shared {
     }
 
     /// Wakes the threads waiting on the condition variable, if any (std's
-    /// `notify_all` makes a system call even when nobody waits).
+    /// `notify_all` makes a system call even when nobody waits), and the
+    /// pump if it sleeps.
     pub(crate) fn notify(&self) {
+        self.notify_waiters();
+        self.wake_pump();
+    }
+
+    /// Wakes the pump if it sleeps.
+    fn wake_pump(&self) {
+        // SYNC: SeqCst load; partner: the SeqCst store in `pump_wait`,
+        // made under the lock: as for `sleepers` in `notify_waiters`.
+        if self.pump_sleeping.load(Ordering::SeqCst) {
+            self.pump_cv.notify_one();
+        }
+    }
+
+    /// Wakes the callers waiting on the condition variable, not the pump.
+    pub(crate) fn notify_waiters(&self) {
         // SYNC: SeqCst load; partner: the SeqCst add in `cv_wait`, made
         // under the lock. A waiter that registered before we took the lock
         // to make progress is seen here; one that registers later takes
@@ -294,6 +327,30 @@ impl Shared {
                 .spawn(move || shared.pump())
                 .ok();
         }
+        drop(pump);
+        self.wake_pump();
+    }
+
+    /// The idle pump's sleep: on `pump_cv`, at most `timeout`.
+    fn pump_wait<'a>(
+        &'a self,
+        core: MutexGuard<'a, Core>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Core> {
+        // SYNC: SeqCst, under the lock; partner: the load in `wake_pump`.
+        self.pump_sleeping.store(true, Ordering::SeqCst);
+        let core = match self.pump_cv.wait_timeout(core, timeout) {
+            Ok((g, _)) => g,
+            Err(p) => {
+                let mut g = p.into_inner().0;
+                g.driving = false;
+                self.core.clear_poison();
+                g
+            }
+        };
+        // SYNC: SeqCst; same partner as the store above.
+        self.pump_sleeping.store(false, Ordering::SeqCst);
+        core
     }
 
     /// The pump thread's loop: drive while there is work nobody drives.
@@ -306,7 +363,7 @@ impl Shared {
             }
             // SYNC: SeqCst load; partner: the add in `wait_until`.
             if core.driving || self.want.load(Ordering::SeqCst) > 0 || !core.active() {
-                core = self.cv_wait(core, Duration::from_millis(50));
+                core = self.pump_wait(core, Duration::from_millis(50));
                 if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
                     core.check_health();
                     self.notify();

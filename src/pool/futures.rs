@@ -219,6 +219,8 @@ pub struct Task<R> {
     id: u64,
     /// The key of this handle's waker while it is awaited (`Future`).
     pub(super) waker: Option<u64>,
+    /// Awaited: its first poll drove the pool briefly already.
+    pub(super) drove: bool,
 }
 
 impl<R> Task<R> {
@@ -230,6 +232,7 @@ impl<R> Task<R> {
             state: Arc::clone(&self.state),
             id: self.id,
             waker: None,
+            drove: false,
         }
     }
 
@@ -342,7 +345,7 @@ impl<R> Task<R> {
     }
 
     /// Waits until the task is done or `deadline` passes; `true` if done.
-    fn wait_done(&self, deadline: Option<Instant>) -> bool {
+    pub(super) fn wait_done(&self, deadline: Option<Instant>) -> bool {
         wait_for(std::slice::from_ref(self), &|| self.done(), deadline)
     }
 
@@ -726,13 +729,14 @@ impl Pool {
         };
         let job = Job::new(Box::new(source), state.clone(), 1, usize::MAX).cancellable();
         let id = self.shared.lock().submit(job)?;
-        self.shared.notify();
+        // The pump runs it (and is woken if it sleeps).
         self.ensure_pump();
         Ok(Task {
             shared: Arc::clone(&self.shared),
             state,
             id,
             waker: None,
+            drove: false,
         })
     }
 

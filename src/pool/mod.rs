@@ -368,7 +368,9 @@ impl Pool {
         let mut core = self.shared.lock();
         let id = core.submit(Job::new(source, sink, bound, backlog))?;
         drop(core);
-        self.shared.notify();
+        // A blocking call drives at once; an async one wakes the pump
+        // (`ensure_pump`).
+        self.shared.notify_waiters();
         Ok(id)
     }
 

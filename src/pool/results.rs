@@ -45,6 +45,8 @@ pub struct AsyncResult<T> {
     taken: bool,
     /// The key of its waker while it is awaited (`Future`).
     pub(super) waker: Option<u64>,
+    /// Awaited: its first poll drove the pool briefly already.
+    pub(super) drove: bool,
     /// The callbacks of an `*_async_with` call; the value waits there
     /// once they ran.
     pub(super) hook: Option<Arc<Hook<T>>>,
@@ -103,6 +105,7 @@ impl<R: Send + 'static> AsyncResult<Vec<R>> {
             unwrap_one: false,
             taken: false,
             waker: None,
+            drove: false,
             hook: None,
             _t: PhantomData,
         }
@@ -119,6 +122,7 @@ impl<R: Send + 'static> AsyncResult<R> {
             unwrap_one: true,
             taken: false,
             waker: None,
+            drove: false,
             hook: None,
             _t: PhantomData,
         }
@@ -183,7 +187,7 @@ impl<T> AsyncResult<T> {
 
     /// Waits for the job, driving the pool, then for its callbacks (with
     /// the pool's lock released: they may call the pool). `true` if ready.
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+    pub(super) fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let s = Arc::clone(&self.sink);
         let (core, ready) = self.shared.wait_until(
             &move |c: &Core| s.ready() || c.state == State::Terminated,

@@ -5,7 +5,7 @@
 //! Mpmc side lock built on them.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::memory::{Atomic, Memory};
 use super::{
@@ -30,30 +30,8 @@ fn spin_until<M: Memory>(budget: Duration, mut ready: impl FnMut() -> bool) -> b
     if budget.is_zero() || !M::SPINS {
         return false;
     }
-    let start = Instant::now();
-    loop {
-        for _ in 0..64 {
-            std::hint::spin_loop();
-            if ready() {
-                return true;
-            }
-        }
-        let spent = start.elapsed();
-        if spent >= budget {
-            return false;
-        }
-        if spent >= HOT_SPIN {
-            // Past the hot part, each look gives the core away first: a
-            // spinner must not starve the very thread it waits for when
-            // the machine has fewer cores than busy threads.
-            std::thread::yield_now();
-        }
-    }
+    crate::wait::spin_for(budget, ready)
 }
-
-/// How long a spinner looks without yielding its core: answers that come
-/// this fast (a peer already running) are not delayed by a `sched_yield`.
-const HOT_SPIN: Duration = Duration::from_micros(5);
 
 /// One park on `word`, which held `expected`, by a waiter that announces
 /// itself in `count` first: re-checks `ready` after announcing (so a wake
