@@ -18,6 +18,9 @@ use crate::error::ErrorKind;
 /// Spin this long after the last progress before sleeping (the cost of
 /// waking a parked vCPU here; docs/BENCHMARKS.md, "Measured before the code").
 const SPIN: Duration = Duration::from_micros(50);
+/// How long a pump woken for new work leaves it to a caller that may be
+/// about to drive it (see `pump`).
+const PUMP_GRACE: Duration = Duration::from_micros(5);
 /// Health checks (dead workers, task timeouts) at least this often.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
@@ -356,6 +359,8 @@ impl Shared {
     /// The pump thread's loop: drive while there is work nobody drives.
     pub(crate) fn pump(self: Arc<Self>) {
         let mut core = self.lock();
+        // Just woken from `pump_wait`, not back from driving.
+        let mut woken = false;
         loop {
             if core.state == State::Terminated || (core.state == State::Closed && !core.has_jobs())
             {
@@ -364,11 +369,26 @@ impl Shared {
             // SYNC: SeqCst load; partner: the add in `wait_until`.
             if core.driving || self.want.load(Ordering::SeqCst) > 0 || !core.active() {
                 core = self.pump_wait(core, Duration::from_millis(50));
+                woken = true;
                 if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
                     core.check_health();
                     self.notify();
                 }
                 continue;
+            }
+            if std::mem::take(&mut woken) {
+                // Woken for new work: its caller may be about to drive it
+                // (an awaited future's first poll does, right after the
+                // submission woke us). Leave it the lock for a moment
+                // rather than take the work and hand it back.
+                drop(core);
+                // SYNC: SeqCst loads; partner: the add in `wait_until`.
+                let wanted =
+                    crate::wait::spin_for(PUMP_GRACE, || self.want.load(Ordering::SeqCst) > 0);
+                core = self.relock();
+                if wanted {
+                    continue;
+                }
             }
             core.driving = true;
             core = self.drive(core, &|c: &Core| !c.active(), true, None);
