@@ -317,6 +317,7 @@ impl PoolBuilder {
             timing: self.insights,
             key,
             doorbell: doorbell.handle(),
+            doorbell_segment: doorbell.segment(),
             strip_env: self.strip_env,
             start_method,
         };

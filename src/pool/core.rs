@@ -30,6 +30,9 @@ pub(crate) struct Config {
     pub(crate) timing: bool,
     pub(crate) key: TaskKey,
     pub(crate) doorbell: crate::segment::SegmentHandle,
+    /// The doorbell's segment itself, to tell a worker that shrank it
+    /// (every replacement then fails to start) from other start failures.
+    pub(crate) doorbell_segment: Arc<crate::segment::Segment>,
     /// Prefixes of inherited environment variables workers must not see.
     pub(crate) strip_env: &'static [&'static str],
     /// How workers (and their replacements) start.
@@ -974,11 +977,28 @@ impl Core {
                 self.restarts += 1;
             }
             Err(e) => {
-                self.set_broken(
+                self.break_for_start(
                     e.kind(),
                     format!("could not start a replacement worker: {e}"),
                 );
             }
+        }
+    }
+
+    /// Breaks the pool because a worker could not start (`kind`, `why`),
+    /// naming the cause when it is a worker that shrank the doorbell every
+    /// worker opens: the start failure itself only says a segment did not
+    /// match its handle.
+    fn break_for_start(&mut self, kind: ErrorKind, why: String) {
+        if super::doorbell::shrunk(&self.cfg.doorbell_segment) {
+            self.set_broken(
+                ErrorKind::Protocol,
+                format!(
+                    "a worker shrank the pool's doorbell segment, so no worker can start ({why})"
+                ),
+            );
+        } else {
+            self.set_broken(kind, why);
         }
     }
 
@@ -1079,7 +1099,7 @@ impl Core {
             "pool worker died"
         );
         if let Some((kind, why)) = broken {
-            self.set_broken(kind, why);
+            self.break_for_start(kind, why);
         }
         self.lose_worker_with(i, loss, false);
     }

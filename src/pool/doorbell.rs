@@ -53,6 +53,11 @@ impl Doorbell {
         self.words.segment().handle()
     }
 
+    /// Its segment, for [`shrunk`] (the scheduler holds one).
+    pub(crate) fn segment(&self) -> Arc<Segment> {
+        Arc::clone(self.words.segment())
+    }
+
     fn words(&self) -> &Words {
         self.words.get()
     }
@@ -120,4 +125,13 @@ impl Doorbell {
             .sleeping
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
     }
+}
+
+/// Whether a worker shrank the doorbell segment `seg`: looks at its memory
+/// first, so that a shrink nobody touched since is noticed now (the
+/// SIGBUS guard then reports it lost, see `sys::sigbus`).
+pub(crate) fn shrunk(seg: &Segment) -> bool {
+    let mut probe = [0u8; 4];
+    seg.load(0, &mut probe);
+    seg.lost()
 }
