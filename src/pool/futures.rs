@@ -29,6 +29,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long a wait for tasks looks at them before it drives the pool or
+/// sleeps (see `wait_for`).
+const LOOK_FIRST: Duration = Duration::from_micros(20);
+
 /// A callback waiting for its task, ready to run.
 type Pending = Box<dyn FnOnce() + Send>;
 
@@ -156,10 +160,14 @@ impl<R: DeserializeOwned + Send + 'static> Sink for TaskState<R> {
     }
 
     fn settle(&self) {
-        self.finish(Err(Error::new(
-            ErrorKind::Protocol,
-            "the task ended without a result",
-        )));
+        // Usually done already (its result or error came first): no error
+        // to build then.
+        if !self.done() {
+            self.finish(Err(Error::new(
+                ErrorKind::Protocol,
+                "the task ended without a result",
+            )));
+        }
     }
 }
 
@@ -505,6 +513,16 @@ impl<R> std::fmt::Debug for Task<R> {
 /// spinning once idle); `true` if `until()` holds. Tasks of several pools
 /// are looked at every tick.
 fn wait_for<R>(tasks: &[Task<R>], until: &dyn Fn() -> bool, deadline: Option<Instant>) -> bool {
+    // Tasks submitted in a batch are driven by the pump: a caller taking
+    // their results in turn mostly finds the next one due within
+    // microseconds. Look for it briefly before taking the driver's lock,
+    // which would make the pump hand the pool over and back per task.
+    let look = deadline.map_or(LOOK_FIRST, |d| {
+        d.saturating_duration_since(Instant::now()).min(LOOK_FIRST)
+    });
+    if crate::wait::spin_for(look, until) {
+        return true;
+    }
     loop {
         if until() {
             return true;
