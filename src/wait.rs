@@ -106,9 +106,51 @@ impl Wait {
     }
 }
 
+/// Spins (with `spin_loop` hints) for up to `budget` until `ready()`;
+/// `true` if it became ready. Past [`HOT_SPIN`] each look gives the core
+/// away first (`sched_yield`): a spinner must not starve the very thread
+/// it waits for when the machine has fewer cores than busy threads (two
+/// pool workers spinning for their next task on 2 cores made a
+/// submitting parent 10× slower).
+pub(crate) fn spin_for(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            std::hint::spin_loop();
+            if ready() {
+                return true;
+            }
+        }
+        let spent = start.elapsed();
+        if spent >= budget {
+            return false;
+        }
+        if spent >= HOT_SPIN {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// How long [`spin_for`] looks without yielding its core: answers that
+/// come this fast (a peer already running) are not delayed by a
+/// `sched_yield`.
+const HOT_SPIN: Duration = Duration::from_micros(5);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spin_for_returns_when_ready_and_gives_up_after_its_budget() {
+        let mut looks = 0;
+        assert!(spin_for(Duration::from_secs(60), || {
+            looks += 1;
+            looks == 3
+        }));
+        let start = Instant::now();
+        assert!(!spin_for(Duration::from_millis(2), || false));
+        assert!(start.elapsed() >= Duration::from_millis(2));
+    }
 
     #[test]
     fn a_passed_deadline_has_no_slice_and_sleeping_times_out() {
@@ -151,33 +193,3 @@ mod tests {
         due_then_not_before_a_period(&mut w);
     }
 }
-
-/// Spins (with `spin_loop` hints) for up to `budget` until `ready()`;
-/// `true` if it became ready. Past [`HOT_SPIN`] each look gives the core
-/// away first (`sched_yield`): a spinner must not starve the very thread
-/// it waits for when the machine has fewer cores than busy threads (two
-/// pool workers spinning for their next task on 2 cores made a
-/// submitting parent 10× slower).
-pub(crate) fn spin_for(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        for _ in 0..64 {
-            std::hint::spin_loop();
-            if ready() {
-                return true;
-            }
-        }
-        let spent = start.elapsed();
-        if spent >= budget {
-            return false;
-        }
-        if spent >= HOT_SPIN {
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// How long [`spin_for`] looks without yielding its core: answers that
-/// come this fast (a peer already running) are not delayed by a
-/// `sched_yield`.
-const HOT_SPIN: Duration = Duration::from_micros(5);

@@ -50,7 +50,11 @@ const FIRST_POLL_DRIVE: std::time::Duration = std::time::Duration::from_micros(2
 /// The first poll drives the pool for up to 20 µs before it returns
 /// `Pending`, as the blocking call does: a result that comes that fast is
 /// `Ready` at once, without a wake-up of the executor's thread (which
-/// costs more than the task here).
+/// costs more than the task here). If the pump thread cannot be started
+/// (a thread limit) when the future must wait, it is `Ready` with an
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) error instead of waiting for a
+/// wake-up nobody would send; the task goes on, and awaiting `&mut task`
+/// again retries.
 ///
 /// ```
 /// fn square(x: u64) -> u64 { x * x }
@@ -86,7 +90,10 @@ impl<R> Future for Task<R> {
         }
         if !this.state.done() {
             this.state.wakers.register(&mut this.waker, cx.waker());
-            this.shared.ensure_pump();
+            if let Err(e) = this.shared.ensure_pump() {
+                this.state.wakers.remove(&mut this.waker);
+                return Poll::Ready(Err(e));
+            }
             // A task done between the first look and the registration
             // woke nobody: look again.
             if !this.state.done() {
@@ -138,7 +145,10 @@ impl<T> Future for AsyncResult<T> {
                 None => this.sink.wakers(),
             };
             wakers.register(&mut this.waker, cx.waker());
-            this.shared.ensure_pump();
+            if let Err(e) = this.shared.ensure_pump() {
+                this.forget_waker();
+                return Poll::Ready(Err(e));
+            }
             if !this.ready() {
                 return Poll::Pending;
             }
@@ -273,7 +283,10 @@ impl<R> Stream for IMapStream<R> {
             }
         }
         this.inner.sink.wakers.register(&mut this.waker, cx.waker());
-        this.inner.shared.ensure_pump();
+        if let Err(e) = this.inner.shared.ensure_pump() {
+            this.inner.sink.wakers.remove(&mut this.waker);
+            return Poll::Ready(Some(Err(e)));
+        }
         match this.take() {
             Some(v) => Poll::Ready(v),
             None => Poll::Pending,
@@ -416,7 +429,10 @@ impl<'a, R> Stream for AsCompletedStream<'a, R> {
             }
         }
         for p in pools {
-            p.ensure_pump();
+            if let Err(e) = p.ensure_pump() {
+                this.forget_all();
+                return Poll::Ready(Some(Err(e)));
+            }
         }
         match this.take_done() {
             Some(i) => Poll::Ready(Some(Ok(&tasks[i]))),

@@ -317,21 +317,29 @@ impl Shared {
         core
     }
 
-    /// Starts the pump thread unless it runs already: the first
-    /// `*_async`/`imap`/`submit` call, and every future or stream of the
-    /// pool that is polled and must wait (its waker is fired by whoever
-    /// drives, so someone must).
-    pub(crate) fn ensure_pump(self: &Arc<Self>) {
+    /// Starts the pump thread unless it runs already, and wakes it if it
+    /// sleeps: the first `*_async`/`imap`/`submit` call, and every future
+    /// or stream of the pool that is polled and must wait (its waker is
+    /// fired by whoever drives, so someone must).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if the thread cannot be started (a thread limit);
+    /// the next call tries again. A blocking call does not need the pump
+    /// (it drives); a future that must wait does, and fails with this
+    /// instead of waiting for a wake-up nobody would send.
+    pub(crate) fn ensure_pump(self: &Arc<Self>) -> crate::error::Result<()> {
         let mut pump = self.pump.lock().unwrap_or_else(|p| p.into_inner());
         if pump.is_none() {
             let shared = Arc::clone(self);
-            *pump = std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("multiproc-pool-pump".into())
                 .spawn(move || shared.pump())
-                .ok();
+                .map_err(|e| crate::error::Error::io("starting the pool's pump thread", e))?;
+            *pump = Some(started);
         }
         drop(pump);
         self.wake_pump();
+        Ok(())
     }
 
     /// The idle pump's sleep: on `pump_cv`, at most `timeout`.

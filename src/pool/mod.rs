@@ -374,8 +374,11 @@ impl Pool {
         Ok(id)
     }
 
+    /// Starts (or wakes) the pump for async work. A pump that cannot
+    /// start leaves the work to whoever waits for it next: `get()` and the
+    /// other blocking waits drive; a future that must wait reports it.
     fn ensure_pump(&self) {
-        self.shared.ensure_pump();
+        let _ = self.shared.ensure_pump();
     }
 
     /// The items of a `map`, collected (Python's `map` makes a list of

@@ -37,20 +37,7 @@ pub(crate) fn adopt_request_channel(fd: RawFd, parent: u32) -> io::Result<UnixSt
             "the request channel cannot be a standard stream",
         ));
     }
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `getsockopt` writes at most `len` bytes into `kind`, a live
-    // local of that size; on a bad or non-socket descriptor it fails.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut kind as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 || kind != libc::SOCK_STREAM {
+    if super::socket_type(fd) != Some(libc::SOCK_STREAM) {
         return Err(io::Error::other(
             "the request channel is not a stream socket",
         ));

@@ -200,12 +200,14 @@ pub(crate) fn close_stray_ipc_sockets() {
     }
 }
 
-/// Whether `fd` is an open `AF_UNIX` `SOCK_SEQPACKET` socket.
-fn is_unix_seqpacket(fd: libc::c_int) -> bool {
+/// The type of socket `fd` is (`SOCK_STREAM`, `SOCK_SEQPACKET`, …), or
+/// `None` if it is not an open socket.
+pub(crate) fn socket_type(fd: libc::c_int) -> Option<libc::c_int> {
     let mut kind: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `getsockopt` writes at most `len` bytes into `kind`, a live
-    // local of that size, and `len`; on a non-socket it fails (ENOTSOCK).
+    // local of that size, and `len`; on a bad or non-socket descriptor it
+    // fails (EBADF, ENOTSOCK).
     let rc = unsafe {
         libc::getsockopt(
             fd,
@@ -215,7 +217,12 @@ fn is_unix_seqpacket(fd: libc::c_int) -> bool {
             &mut len,
         )
     };
-    if rc != 0 || kind != libc::SOCK_SEQPACKET {
+    (rc == 0).then_some(kind)
+}
+
+/// Whether `fd` is an open `AF_UNIX` `SOCK_SEQPACKET` socket.
+fn is_unix_seqpacket(fd: libc::c_int) -> bool {
+    if socket_type(fd) != Some(libc::SOCK_SEQPACKET) {
         return false;
     }
     // SAFETY: an all-zero `sockaddr_storage` is a valid value of that plain
