@@ -311,7 +311,10 @@ impl Core {
             got |= self.reap_dying();
         }
         let sent = self.dispatch();
-        if got || sent {
+        // Also for jobs recorded by a drain made outside a step (the
+        // driver's look at the rings before it sleeps): else they would
+        // wait for the next health check to settle.
+        if got || sent || !self.to_settle.is_empty() {
             self.settle_finished();
         }
         got || sent

@@ -303,18 +303,24 @@ impl Shared {
         // made progress under the lock after we registered sees the count
         // (we register while holding the lock).
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let core = match self.cv.wait_timeout(core, timeout) {
-            Ok((g, _)) => g,
-            Err(p) => {
-                let mut g = p.into_inner().0;
-                g.driving = false;
-                self.core.clear_poison();
-                g
-            }
-        };
+        let core = self.wait_on(&self.cv, core, timeout);
         // SYNC: SeqCst; same partner as the add above.
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         core
+    }
+
+    /// Waits on `cv` (`cv` or `pump_cv`) for at most `timeout`; a lock
+    /// poisoned meanwhile is taken back as [`recover`](Self::recover) does.
+    fn wait_on<'a>(
+        &'a self,
+        cv: &Condvar,
+        core: MutexGuard<'a, Core>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Core> {
+        match cv.wait_timeout(core, timeout) {
+            Ok((g, _)) => g,
+            Err(p) => self.recover(std::sync::PoisonError::new(p.into_inner().0)),
+        }
     }
 
     /// Starts the pump thread unless it runs already, and wakes it if it
@@ -350,15 +356,7 @@ impl Shared {
     ) -> MutexGuard<'a, Core> {
         // SYNC: SeqCst, under the lock; partner: the load in `wake_pump`.
         self.pump_sleeping.store(true, Ordering::SeqCst);
-        let core = match self.pump_cv.wait_timeout(core, timeout) {
-            Ok((g, _)) => g,
-            Err(p) => {
-                let mut g = p.into_inner().0;
-                g.driving = false;
-                self.core.clear_poison();
-                g
-            }
-        };
+        let core = self.wait_on(&self.pump_cv, core, timeout);
         // SYNC: SeqCst; same partner as the store above.
         self.pump_sleeping.store(false, Ordering::SeqCst);
         core
