@@ -47,10 +47,15 @@ pub(crate) fn init() {
     run_worker(&marker.to_string_lossy())
 }
 
-/// A worker's whole life from its marker on: the handshake, the task, the
-/// exit (spawned workers, and each child of the fork server).
+/// A spawned worker's whole life from its marker on: the handshake, the
+/// task, the exit.
 pub(super) fn run_worker(marker: &str) -> ! {
-    let code = match worker_main(marker) {
+    exit_with(worker_main(marker))
+}
+
+/// Exits with a worker's code, or with the code for why it never ran.
+fn exit_with(result: std::result::Result<i32, String>) -> ! {
+    let code = match result {
         Ok(code) => code,
         // Nobody is left to read a message.
         Err(msg) if msg == PARENT_GONE => EXIT_PARENT_GONE,
@@ -117,7 +122,36 @@ pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     // The rendezvous stays mapped until the worker exits: unmapping it
     // now would only delay the task.
     let config = await_config(&rendezvous, &token, &reply, config_rx, deadline)?;
+    run_config(config, ppid, &token)
+}
 
+/// A child of the fork server: its `Config` arrives on `config`, a channel
+/// the parent made and the server handed down; no rendezvous, no hello.
+pub(super) fn run_forked(ppid: u32, token: Token, config: IpcReceiver<Config>) -> ! {
+    exit_with(forked_main(ppid, token, config))
+}
+
+fn forked_main(
+    ppid: u32,
+    token: Token,
+    config: IpcReceiver<Config>,
+) -> std::result::Result<i32, String> {
+    let deadline = Instant::now() + CHILD_DEADLINE;
+    // `CLONE_PARENT` made the parent ours; it may have died since.
+    if !sys::die_with_parent(ppid).map_err(|e| format!("parent check: {e}"))? {
+        return Err(PARENT_GONE.to_string());
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let config = Inbox::new(config)
+        .recv_timeout(left)
+        .map_err(|e| format!("no task from the parent: {e}"))?
+        .ok_or_else(|| format!("no task from the parent within {CHILD_DEADLINE:?}"))?;
+    run_config(config, ppid, &token)
+}
+
+/// From the `Config` on, the same for every worker: the parent watch, the
+/// names, the task, its outcome.
+fn run_config(config: Config, ppid: u32, token: &Token) -> std::result::Result<i32, String> {
     let control = config.control;
     if sys::PARENT_DEATH_SIGNAL {
         // The kernel kills us with the parent; keep the channel open only.
@@ -133,7 +167,7 @@ pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     // Before any task code: the task's first record is forwarded too.
     crate::logging::install(config.log);
 
-    let run = match config.task.resolve(task_key(&token)) {
+    let run = match config.task.resolve(task_key(token)) {
         Ok(run) => run,
         Err(why) => {
             stand_down_parent_watch();

@@ -6,19 +6,29 @@
 //!  parent                                         fork server (single-threaded)
 //!  socketpair(); spawn(MULTIPROC_FORKSERVER=      init(): adopt the fd (peer must be
 //!    v1:<pid>:<fd>), the fd kept across exec        the parent), PDEATHSIG
-//!  ForkRequest { marker, env, cwd }  ────────────► clone(CLONE_PARENT) ──► child: close the
-//!  Forked(pid) ◄──────────────────────────────────┘                      channel, env, cwd,
-//!  (pid checked: our own un-reaped child)                                 run_worker(marker)
+//!  Offer { one-shot name, token } ◄────────────── on that socket pair, once
+//!  connect; ServerLink { token, requests,  ──────► accept; check the token
+//!    replies }                                      (then the socket pair is closed)
+//!  ipc::channel::<Config>()
+//!  ForkRequest { token, env, cwd, config_rx } ───► clone(CLONE_PARENT) ──► child: drop the
+//!  Forked(pid) ◄──────────────────────────────────┘                      server's ends, env,
+//!  (pid checked: our own un-reaped child)                                 cwd; recv Config
+//!  config_tx.send(Config) ──────────────────────────────────────────────► run the task
 //! ```
 //!
 //! The child is the parent's own child (`CLONE_PARENT`): the parent reaps
 //! it, reads its exit status and signals it exactly as a spawned one, and
 //! it dies with the parent (its `PR_SET_PDEATHSIG` names the parent's
-//! spawner thread). From its marker on it is a spawned worker: the same
-//! handshake, token and rendezvous. docs/ARCHITECTURE.md, "Fork server".
+//! spawner thread). It needs no rendezvous and no handshake server: its
+//! `Config` channel was made by the parent and reached it only through
+//! the server, which only the parent can ask. From its `Config` on it is
+//! a spawned worker. docs/ARCHITECTURE.md, "Fork server".
 
 use std::ffi::OsString;
 
+use ipc_channel::ipc::IpcSender;
+
+use super::{Config, Token};
 use crate::error::Result;
 
 /// Environment variable that makes `init()` serve forks.
@@ -44,9 +54,9 @@ pub(super) fn serve_if_asked() {}
 
 #[cfg(not(target_os = "linux"))]
 pub(super) fn fork(
-    _marker: &str,
+    _token: &Token,
     _env: &[(OsString, Option<OsString>)],
-) -> Result<crate::sys::Child> {
+) -> Result<(crate::sys::Child, IpcSender<Config>)> {
     Err(crate::process::StartMethod::ForkServer
         .check_available()
         .expect_err("the fork server is Linux-only"))
@@ -58,9 +68,11 @@ mod linux {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     use std::os::unix::net::UnixStream;
+    use std::panic::AssertUnwindSafe;
     use std::sync::Mutex;
     use std::time::Duration;
 
+    use ipc_channel::ipc::{self, IpcReceiver};
     use serde::{Deserialize, Serialize};
     use serde_bytes::ByteBuf;
 
@@ -68,21 +80,40 @@ mod linux {
     use crate::error::{Error, ErrorKind};
     use crate::sys;
 
-    /// Largest request the server reads (the environment dominates it).
-    const MAX_REQUEST: usize = 16 << 20;
-    /// Largest reply the parent reads.
-    const MAX_REPLY: usize = 4096;
-    /// How long the parent waits for a reply (the first includes the
-    /// server's own start) before it gives that server up.
+    /// Largest frame read on the private socket pair (the server's offer).
+    const MAX_OFFER: usize = 4096;
+    /// How long the parent waits for the server's offer (it includes the
+    /// server's own start) and then for each reply, before it gives that
+    /// server up.
     const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// Parent → server: fork a worker with this marker, environment and
-    /// working directory (those of the parent now, as a spawn would give).
+    /// Server → parent, once, on the private socket pair: where to connect
+    /// to hand the server its channels, and the token that proves it is us.
+    #[derive(Serialize, Deserialize)]
+    struct Offer {
+        name: String,
+        token: Token,
+    }
+
+    /// Parent → server, once, through the offered one-shot server: the
+    /// server's ends of the request and reply channels.
+    #[derive(Serialize, Deserialize)]
+    struct ServerLink {
+        token: Token,
+        requests: IpcReceiver<ForkRequest>,
+        replies: IpcSender<ForkReply>,
+    }
+
+    /// Parent → server: fork a worker that takes its `Config` from
+    /// `config`, with this environment and working directory (those of the
+    /// parent now, as a spawn would give).
     #[derive(Serialize, Deserialize)]
     struct ForkRequest {
-        marker: String,
+        /// The start's token: the child derives its task key from it.
+        token: Token,
         env: Vec<(ByteBuf, ByteBuf)>,
         cwd: ByteBuf,
+        config: IpcReceiver<Config>,
     }
 
     /// Server → parent.
@@ -94,7 +125,8 @@ mod linux {
 
     /// The parent's link to its server.
     struct Server {
-        stream: UnixStream,
+        requests: IpcSender<ForkRequest>,
+        replies: IpcReceiver<ForkReply>,
         process: std::process::Child,
     }
 
@@ -104,18 +136,32 @@ mod linux {
             let _ = self.process.kill();
             let _ = self.process.wait();
         }
+
+        /// One request and its reply, under [`REPLY_TIMEOUT`].
+        fn exchange(&self, request: ForkRequest) -> std::result::Result<ForkReply, String> {
+            self.requests
+                .send(request)
+                .map_err(|e| format!("sending the request: {e:?}"))?;
+            match self.replies.try_recv_timeout(REPLY_TIMEOUT) {
+                Ok(reply) => Ok(reply),
+                Err(ipc_channel::TryRecvError::Empty) => {
+                    Err(format!("no reply within {REPLY_TIMEOUT:?}"))
+                }
+                Err(e) => Err(format!("the reply: {e:?}")),
+            }
+        }
     }
 
     static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
     /// Asks the fork server (started now if there is none, or again if it
-    /// died) to fork a worker that runs `run_worker(marker)`.
+    /// died) to fork a worker for the start with `token`. Returns the child
+    /// and the sender its `Config` is to go to.
     pub(in crate::bootstrap) fn fork(
-        marker: &str,
+        token: &Token,
         env: &[(OsString, Option<OsString>)],
-    ) -> Result<sys::Child> {
-        let request = postcard::to_stdvec(&request(marker, env))
-            .map_err(|e| Error::codec("encoding a fork request", e))?;
+    ) -> Result<(sys::Child, IpcSender<Config>)> {
+        let (env, cwd) = environment(env);
         let mut slot = SERVER.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = None;
         // A server found dead (killed, or gone since the last start) is
@@ -123,11 +169,27 @@ mod linux {
         for _ in 0..2 {
             let server = match slot.as_mut() {
                 Some(server) => server,
-                None => slot.insert(start_server()?),
+                None => match start_server() {
+                    Ok(server) => slot.insert(server),
+                    Err(e) => {
+                        last = Some(e.to_string());
+                        continue;
+                    }
+                },
             };
-            match exchange(&mut server.stream, &request) {
+            // A fresh channel per try: a failed try's receiver may be
+            // anywhere (in the dead server, or in a child nobody waits for).
+            let (config_tx, config_rx) = ipc::channel::<Config>()
+                .map_err(|e| Error::io("creating a worker's channel", e))?;
+            let request = ForkRequest {
+                token: *token,
+                env: env.clone(),
+                cwd: cwd.clone(),
+                config: config_rx,
+            };
+            match server.exchange(request) {
                 Ok(ForkReply::Forked(pid)) if sys::forkserver::is_own_child(pid) => {
-                    return Ok(sys::Child::forked(pid));
+                    return Ok((sys::Child::forked(pid), config_tx));
                 }
                 Ok(ForkReply::Forked(pid)) => {
                     last = Some(format!("it named process {pid}, which is not our child"));
@@ -138,7 +200,7 @@ mod linux {
                         format!("the fork server could not fork: {why}"),
                     ));
                 }
-                Err(e) => last = Some(e.to_string()),
+                Err(e) => last = Some(e),
             }
             if let Some(server) = slot.take() {
                 server.stop();
@@ -153,9 +215,9 @@ mod linux {
         ))
     }
 
-    /// The request for a worker with `marker`: this process's environment
-    /// with the builder's changes, and its working directory.
-    fn request(marker: &str, changes: &[(OsString, Option<OsString>)]) -> ForkRequest {
+    /// This process's environment with the builder's `changes`, and its
+    /// working directory, as bytes.
+    fn environment(changes: &[(OsString, Option<OsString>)]) -> (Vec<(ByteBuf, ByteBuf)>, ByteBuf) {
         let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
         for (key, value) in changes {
             env.retain(|(k, _)| k != key);
@@ -164,25 +226,12 @@ mod linux {
             }
         }
         let bytes = |s: OsString| ByteBuf::from(s.into_vec());
-        ForkRequest {
-            marker: marker.to_string(),
-            env: env.into_iter().map(|(k, v)| (bytes(k), bytes(v))).collect(),
-            cwd: std::env::current_dir()
+        (
+            env.into_iter().map(|(k, v)| (bytes(k), bytes(v))).collect(),
+            std::env::current_dir()
                 .map(|d| bytes(d.into_os_string()))
                 .unwrap_or_default(),
-        }
-    }
-
-    /// One request and its reply.
-    fn exchange(stream: &mut UnixStream, request: &[u8]) -> std::io::Result<ForkReply> {
-        write_frame(stream, request)?;
-        let reply = read_frame(stream, MAX_REPLY)?;
-        postcard::from_bytes(&reply).map_err(|e| {
-            std::io::Error::other(format!(
-                "a malformed reply ({})",
-                crate::error::describe_postcard(&e)
-            ))
-        })
+        )
     }
 
     fn write_frame(stream: &UnixStream, bytes: &[u8]) -> std::io::Result<()> {
@@ -208,10 +257,11 @@ mod linux {
     }
 
     /// Starts the server: this program again, with its end of a fresh
-    /// socket pair (the only way to reach it) kept across the `exec`.
+    /// socket pair (the only way to reach it) kept across the `exec`; then
+    /// hands it its channels through the one-shot server it offers there.
     fn start_server() -> Result<Server> {
         let mut cmd = super::super::parent::worker_command()?;
-        let (ours, theirs) =
+        let (mut ours, theirs) =
             UnixStream::pair().map_err(|e| Error::io("creating the fork server's channel", e))?;
         let fd = theirs.as_raw_fd();
         cmd.env(SERVER_MARKER, format!("v1:{}:{fd}", std::process::id()));
@@ -219,13 +269,56 @@ mod linux {
         let process = sys::spawn(cmd)
             .map_err(|e| Error::new(ErrorKind::Spawn, "starting the fork server").with_source(e))?;
         drop(theirs);
-        ours.set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(|e| Error::io("setting the fork server's reply timeout", e))?;
-        lifecycle!(debug, pid = process.id(), "fork server started");
-        Ok(Server {
-            stream: ours,
-            process,
+        let pid = process.id();
+        match link_to(&mut ours) {
+            Ok((requests, replies)) => {
+                lifecycle!(debug, pid = pid, "fork server started");
+                Ok(Server {
+                    requests,
+                    replies,
+                    process,
+                })
+            }
+            Err(why) => {
+                let mut process = process;
+                let _ = process.kill();
+                let _ = process.wait();
+                Err(Error::new(
+                    ErrorKind::Spawn,
+                    format!("starting the fork server (process {pid}): {why}"),
+                ))
+            }
+        }
+    }
+
+    /// The parent's half of the link: reads the server's offer and sends it
+    /// the server's ends of the request and reply channels.
+    fn link_to(
+        stream: &mut UnixStream,
+    ) -> std::result::Result<(IpcSender<ForkRequest>, IpcReceiver<ForkReply>), String> {
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .map_err(|e| format!("setting the offer's timeout: {e}"))?;
+        let frame = read_frame(stream, MAX_OFFER).map_err(|e| format!("its offer: {e}"))?;
+        let offer: Offer = postcard::from_bytes(&frame).map_err(|e| {
+            format!(
+                "a malformed offer ({})",
+                crate::error::describe_postcard(&e)
+            )
+        })?;
+        let (requests, requests_rx) =
+            ipc::channel::<ForkRequest>().map_err(|e| format!("a channel: {e}"))?;
+        let (replies_tx, replies) =
+            ipc::channel::<ForkReply>().map_err(|e| format!("a channel: {e}"))?;
+        let link = IpcSender::<ServerLink>::connect(offer.name)
+            .map_err(|e| format!("connecting to it: {e}"))?;
+        link.send(ServerLink {
+            token: offer.token,
+            requests: requests_rx,
+            replies: replies_tx,
         })
+        .map_err(|e| format!("sending it its channels: {e:?}"))?;
+        Ok((requests, replies))
     }
 
     /// In `init()`: if this process was started as the fork server, serve
@@ -248,36 +341,65 @@ mod linux {
         std::process::exit(code);
     }
 
-    /// The server loop. `Ok` when the parent closed the channel.
+    /// The server: the link to the parent, then the loop. `Ok` when the
+    /// parent closed the request channel.
     fn serve(value: &str) -> std::result::Result<(), String> {
         let (ppid, fd) = parse_server_marker(value)?;
         if !sys::die_with_parent(ppid).map_err(|e| format!("parent check: {e}"))? {
             return Err(super::super::child::PARENT_GONE.to_string());
         }
         sys::close_stray_ipc_sockets();
-        let mut stream = sys::forkserver::adopt_request_channel(fd, ppid)
+        let stream = sys::forkserver::adopt_request_channel(fd, ppid)
             .map_err(|e| format!("request channel (fd {fd}): {e}"))?;
+        let link = accept_link(&stream)?;
+        // From here on the parent speaks through the link only.
+        drop(stream);
         loop {
-            // An error here is the parent closing the channel (or dying).
-            let Ok(frame) = read_frame(&mut stream, MAX_REQUEST) else {
-                return Ok(());
+            // An ipc-channel decoder panics on some malformed messages; the
+            // parent sends none, but a panic must not leave a half-server.
+            let request = match std::panic::catch_unwind(AssertUnwindSafe(|| link.requests.recv()))
+            {
+                Ok(Ok(request)) => request,
+                // The parent closed the channel, or died.
+                Ok(Err(ipc_channel::IpcError::Disconnected)) => return Ok(()),
+                Ok(Err(e)) => return Err(format!("a request: {e:?}")),
+                Err(_) => return Err("a malformed request".to_string()),
             };
-            let reply = match postcard::from_bytes::<ForkRequest>(&frame) {
-                Err(e) => ForkReply::Failed(format!(
-                    "a malformed request ({})",
-                    crate::error::describe_postcard(&e)
-                )),
-                Ok(request) => match sys::forkserver::fork_for_parent() {
-                    Ok(None) => become_worker(&stream, request),
-                    Ok(Some(pid)) => ForkReply::Forked(pid),
-                    Err(e) => ForkReply::Failed(format!("clone: {e}")),
-                },
+            let reply = match sys::forkserver::fork_for_parent() {
+                Ok(None) => become_worker(link, ppid, request),
+                Ok(Some(pid)) => ForkReply::Forked(pid),
+                Err(e) => ForkReply::Failed(format!("clone: {e}")),
             };
-            let reply = postcard::to_stdvec(&reply).map_err(|e| e.to_string())?;
-            if write_frame(&stream, &reply).is_err() {
+            // The child has its copy of the `Config` receiver; ours goes.
+            drop(request);
+            if link.replies.send(reply).is_err() {
                 return Ok(());
             }
         }
+    }
+
+    /// The server's half of the link: offers a one-shot server and a token
+    /// on the private socket pair, and takes the parent's channels from the
+    /// first connection, which must present that token.
+    fn accept_link(stream: &UnixStream) -> std::result::Result<ServerLink, String> {
+        sys::prepare_handshake().map_err(|e| format!("preparing the link: {e}"))?;
+        super::super::parent::warm_ipc_channel().map_err(|e| e.to_string())?;
+        let (one_shot, name) =
+            super::super::parent::new_server::<ServerLink>().map_err(|e| e.to_string())?;
+        let token = super::super::random_token().map_err(|e| e.to_string())?;
+        let offer = postcard::to_stdvec(&Offer { name, token }).map_err(|e| e.to_string())?;
+        write_frame(stream, &offer).map_err(|e| format!("sending the offer: {e}"))?;
+        // Only the parent knows the name (a directory only this user can
+        // enter) and the token; a stranger's connection fails the server,
+        // and the parent starts another.
+        let accepted = std::panic::catch_unwind(AssertUnwindSafe(|| one_shot.accept()))
+            .map_err(|_| "a malformed link".to_string())?;
+        let (connection, link) = accepted.map_err(|e| format!("the link: {e:?}"))?;
+        drop(connection);
+        if !super::super::tokens_equal(&link.token, &token) {
+            return Err("the link presented a wrong token".to_string());
+        }
+        Ok(link)
     }
 
     /// Splits `v1:<parent pid>:<fd>`.
@@ -297,10 +419,11 @@ mod linux {
         }
     }
 
-    /// In the forked child: drop what is the server's, take the parent's
-    /// environment and directory, and be a worker.
-    fn become_worker(stream: &UnixStream, request: ForkRequest) -> ! {
-        sys::forkserver::close_inherited(stream);
+    /// In the forked child: drop the server's ends of the link, take the
+    /// parent's environment and directory, and be a worker.
+    fn become_worker(link: ServerLink, ppid: u32, request: ForkRequest) -> ! {
+        // Closes this process's copies only: the server keeps its own.
+        drop(link);
         for (key, _) in std::env::vars_os() {
             if settable(key.as_bytes()) {
                 std::env::remove_var(key);
@@ -319,7 +442,7 @@ mod linux {
             // `exec` from a deleted directory would still run.
             let _ = std::env::set_current_dir(std::ffi::OsStr::from_bytes(&request.cwd));
         }
-        super::super::child::run_worker(&request.marker)
+        super::super::child::run_forked(ppid, request.token, request.config)
     }
 
     /// A name `set_var`/`remove_var` take without panicking.
@@ -348,11 +471,12 @@ mod linux {
                 ),
                 (OsString::from("PATH"), None),
             ];
-            let r = request("m", &changes);
-            let has = |k: &str| r.env.iter().any(|(key, _)| key.as_slice() == k.as_bytes());
+            let (env, cwd) = environment(&changes);
+            let has = |k: &str| env.iter().any(|(key, _)| key.as_slice() == k.as_bytes());
             assert!(has("MULTIPROC_FS_UNIT_A"));
             assert!(!has("PATH"));
-            assert_eq!(r.marker, "m");
+            let here = std::env::current_dir().unwrap().into_os_string().into_vec();
+            assert_eq!(cwd.as_slice(), here.as_slice());
         }
 
         #[test]

@@ -53,10 +53,13 @@ pub(super) fn warm_ipc_channel() -> Result<()> {
 }
 
 /// A fresh one-shot handshake server, its directory owner-only.
-pub(super) fn new_server() -> Result<(IpcOneShotServer<Hello>, String)> {
+pub(super) fn new_server<T>() -> Result<(IpcOneShotServer<T>, String)>
+where
+    T: for<'de> serde::Deserialize<'de> + serde::Serialize,
+{
     // ipc-channel asserts (panics) on some failures of its own set-up, e.g.
     // a temporary directory that vanished since `prepare_handshake`.
-    let created = std::panic::catch_unwind(IpcOneShotServer::<Hello>::new).map_err(|_| {
+    let created = std::panic::catch_unwind(IpcOneShotServer::<T>::new).map_err(|_| {
         Error::new(
             ErrorKind::Io,
             "creating the handshake server: ipc-channel panicked (is TMPDIR a writable directory?)",
@@ -428,10 +431,29 @@ pub(crate) fn launch(
     method: crate::process::StartMethod,
 ) -> Result<Launch> {
     ensure_may_start()?;
-    let cmd = match method {
-        crate::process::StartMethod::Spawn => Some(worker_command()?),
-        _ => None,
+    let payload = |log: crate::logging::Offer| Payload {
+        log,
+        parent_name: worker_name().unwrap_or(MAIN_PROCESS).to_string(),
+        task,
+        args,
+        name,
     };
+    if method == crate::process::StartMethod::ForkServer {
+        sys::prepare_fork().map_err(|e| Error::io("preparing the start", e))?;
+        warm_ipc_channel()?;
+        let started = Instant::now();
+        let log = crate::logging::prepare()?;
+        let (child, config) = super::forkserver::fork(&token, env)?;
+        let payload = payload(log.offer());
+        let log = log.register(child.id(), &payload.name);
+        let handshake = handed_down(token, child.id(), config, payload, started);
+        return Ok(Launch {
+            child,
+            handshake,
+            log,
+        });
+    }
+    let mut cmd = worker_command()?;
     sys::prepare_handshake().map_err(|e| Error::io("preparing the handshake", e))?;
     warm_ipc_channel()?;
     let started = Instant::now();
@@ -445,28 +467,17 @@ pub(crate) fn launch(
         hex(&token),
         rendezvous.handle()
     );
-    let child = match cmd {
-        Some(mut cmd) => {
-            for (key, value) in env {
-                match value {
-                    Some(v) => cmd.env(key, v),
-                    None => cmd.env_remove(key),
-                };
-            }
-            cmd.env(MARKER, marker);
-            sys::spawn(cmd)
-                .map(sys::Child::spawned)
-                .map_err(|e| Error::new(ErrorKind::Spawn, "re-exec").with_source(e))?
-        }
-        None => super::forkserver::fork(&marker, env)?,
-    };
-    let payload = Payload {
-        log: log.offer(),
-        parent_name: worker_name().unwrap_or(MAIN_PROCESS).to_string(),
-        task,
-        args,
-        name,
-    };
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.env(MARKER, marker);
+    let child = sys::spawn(cmd)
+        .map(sys::Child::spawned)
+        .map_err(|e| Error::new(ErrorKind::Spawn, "re-exec").with_source(e))?;
+    let payload = payload(log.offer());
     let log = log.register(child.id(), &payload.name);
     match begin(
         token,
@@ -488,6 +499,61 @@ pub(crate) fn launch(
             let _ = child.wait();
             Err(Error::io("starting the handshake thread", e))
         }
+    }
+}
+
+/// The start of a fork-server child: nothing to validate (only the parent
+/// could have made its `Config` channel reach it), so the start is claimed
+/// at once and its `Config` sent: here when it fits the channel's buffer
+/// (a fresh channel takes one fragment without blocking), else on a thread
+/// (a larger one blocks until the child reads it).
+fn handed_down(
+    token: Token,
+    pid: u32,
+    config: IpcSender<Config>,
+    payload: Payload,
+    started: Instant,
+) -> Handshake {
+    let (tx, result) = mpsc::sync_channel(1);
+    let start = Arc::new(Start {
+        token,
+        pid,
+        state: Mutex::new(StartState {
+            claim: Claim::Claimed(1),
+            rendezvous: None,
+            generations: Vec::new(),
+            refused: 0,
+            last_refusal: None,
+            tried: None,
+            silences: 0,
+        }),
+        result: tx,
+    });
+    const MARGIN: usize = 16 << 10;
+    let fits = payload.args.len() + payload.name.len() + payload.parent_name.len() + MARGIN
+        <= ipc_channel::platform::OsIpcSender::get_max_fragment_size();
+    if fits {
+        let _ = start.result.try_send(send_config(config, payload, pid));
+    } else {
+        let sender = Arc::clone(&start);
+        let spawned = std::thread::Builder::new()
+            .name(format!("multiproc-config-{pid}"))
+            .spawn(move || {
+                let _ = sender.result.try_send(send_config(config, payload, pid));
+            });
+        if let Err(e) = spawned {
+            let _ = start.result.try_send(Err(Error::io(
+                "starting the thread that sends a worker its task",
+                e,
+            )
+            .with_pid(pid)));
+        }
+    }
+    Handshake {
+        start,
+        result,
+        started,
+        closed_at: None,
     }
 }
 

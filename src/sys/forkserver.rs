@@ -91,16 +91,6 @@ pub(crate) fn fork_for_parent() -> io::Result<Option<u32>> {
     }
 }
 
-/// Closes descriptor `fd` in a process forked by [`fork_for_parent`],
-/// whose owner (the server's request channel) is never dropped there.
-pub(crate) fn close_inherited(fd: &UnixStream) {
-    // SAFETY: `close` has no memory preconditions. The `UnixStream` that
-    // owns `fd` lives in the server loop's frame, which this forked
-    // process never returns to (it exits from the worker path), so the
-    // descriptor is not closed a second time.
-    unsafe { libc::close(fd.as_raw_fd()) };
-}
-
 /// Sends all of `bytes` on `stream`; a closed peer is an error
 /// (`EPIPE`), never a `SIGPIPE`.
 pub(crate) fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {

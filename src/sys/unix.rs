@@ -284,6 +284,17 @@ pub(crate) fn prepare_handshake() -> io::Result<()> {
     Ok(())
 }
 
+/// Before a fork-server start: fails with the real cause (`EMFILE`) when
+/// the descriptors it needs at once are not free (its `Config` channel and
+/// the two of its outcome and control channels, with ipc-channel's probe
+/// channel on the first send); it needs no directory.
+pub(crate) fn prepare_fork() -> io::Result<()> {
+    ensure_free_fds(FORK_FDS)
+}
+
+/// See [`prepare_fork`].
+const FORK_FDS: usize = 8;
+
 /// Descriptors one start needs at once: the server's socket and the
 /// directory walk that removes it, the accepted connection, the two
 /// channels of the child's `Config`, `/dev/null` for its stdin, and

@@ -213,9 +213,19 @@ pub(crate) fn die_with_parent(_parent_pid: u32) -> io::Result<bool> {
     Ok(true)
 }
 
+/// There is no fork server on Windows: nothing to prepare.
+pub(crate) fn prepare_fork() -> io::Result<()> {
+    Ok(())
+}
+
 /// Windows' one-shot servers are named pipes, which need no directory and
 /// vanish with their process: nothing to prepare or sweep.
 pub(crate) fn prepare_handshake() -> io::Result<()> {
+    Ok(())
+}
+
+/// There is no fork server on Windows: nothing to prepare.
+pub(crate) fn prepare_fork() -> io::Result<()> {
     Ok(())
 }
 
