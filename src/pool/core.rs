@@ -14,6 +14,7 @@ use super::wire::{ResultHeader, TaskError, ZcHeader, F_LAST, K_TASK, K_ZC};
 use super::wire::{R_INIT_FAILED, R_READY, R_RESULT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exit_status::ExitStatus;
+use crate::segment::Segment;
 use crate::task::{TaskKey, TaskRef};
 
 /// A task frame is packed up to about this many bytes of items.
@@ -164,6 +165,13 @@ pub(crate) struct Core {
     pub(crate) workers: Vec<Option<Worker>>,
     /// Workers told to finish (max tasks per child), still draining.
     retired: Vec<Worker>,
+    /// Segments of workers that exited and were reaped, ready for the next
+    /// replacement: a fresh segment's pages cost more to clear than the
+    /// whole rest of a fork-server start (`max_tasks_per_child(1)`).
+    spare_segments: Vec<Arc<Segment>>,
+    /// Retired workers with nothing left to do, their rings closed, until
+    /// they exit: then their segments are recycled.
+    leaving: Vec<Worker>,
     /// Workers killed and not reaped yet: their jobs wait for the reap
     /// (`reap_dying`), nobody waits for it under the lock.
     dying: Vec<Dying>,
@@ -200,12 +208,14 @@ impl Core {
     pub(crate) fn new(cfg: Config) -> Result<Core> {
         let mut workers = Vec::with_capacity(cfg.processes);
         for i in 0..cfg.processes {
-            workers.push(Some(Worker::spawn(&cfg, i)?));
+            workers.push(Some(Worker::spawn(&cfg, i, None)?));
         }
         Ok(Core {
             cfg,
             workers,
             retired: Vec::new(),
+            spare_segments: Vec::new(),
+            leaving: Vec::new(),
             dying: Vec::new(),
             jobs: HashMap::default(),
             order: VecDeque::new(),
@@ -347,9 +357,16 @@ impl Core {
                 }
             }
             if self.retired[r].inflight.is_empty() {
-                // Dropping it closes its task ring: the worker returns and
-                // exits; `Process`'s drop reaps it in the background.
-                self.retired.remove(r);
+                // Closing its task ring makes the worker return and exit;
+                // its segment is recycled once it has (`check_health`).
+                let mut w = self.retired.remove(r);
+                w.tasks.close();
+                w.results.close();
+                if self.leaving.len() >= 2 * self.workers.len() {
+                    // Dropped: `Process`'s drop reaps it in the background.
+                    self.leaving.remove(0);
+                }
+                self.leaving.push(w);
             } else {
                 r += 1;
             }
@@ -888,6 +905,22 @@ impl Core {
                 job.fail(loss.error_for(item, w.pid));
             }
         }
+        self.recycle(w);
+    }
+
+    /// Keeps the segment of `w`, a worker whose process exited and was
+    /// reaped, for the next replacement: nobody else holds it (the parent
+    /// made it and only that worker, now gone, opened it), and a new
+    /// worker's rings are made afresh in it (`Ring::create` clears them).
+    fn recycle(&mut self, w: Worker) {
+        if w.process.exit_code().is_none() || self.spare_segments.len() >= self.workers.len() {
+            return;
+        }
+        let mut segment = Arc::clone(&w.segment);
+        drop(w);
+        if Arc::get_mut(&mut segment).is_some() {
+            self.spare_segments.push(segment);
+        }
     }
 
     /// Worker `i` is gone or unusable: kill it if needed, fail the work it
@@ -965,7 +998,8 @@ impl Core {
     /// Starts worker `i` anew; `why` the old one went (for the events of
     /// feature `tracing`).
     fn respawn(&mut self, i: usize, why: &'static str) {
-        match Worker::spawn(&self.cfg, i) {
+        let spare = self.spare_segments.pop();
+        match Worker::spawn(&self.cfg, i, spare) {
             Ok(w) => {
                 lifecycle!(
                     debug,
@@ -1018,6 +1052,15 @@ impl Core {
         self.last_health = Instant::now();
         let now = self.last_health;
         self.reap_dying();
+        let mut l = 0;
+        while l < self.leaving.len() {
+            if self.leaving[l].process.exit_code().is_some() {
+                let w = self.leaving.swap_remove(l);
+                self.recycle(w);
+            } else {
+                l += 1;
+            }
+        }
         for i in 0..self.workers.len() {
             let Some(w) = &self.workers[i] else {
                 if self.replaces_workers() {
@@ -1059,7 +1102,9 @@ impl Core {
             if let Some(st) = self.retired[r].process.exit_code() {
                 let _ = self.drain_worker(Slot::Retired(r));
                 let w = self.retired.remove(r);
-                if !w.inflight.is_empty() {
+                if w.inflight.is_empty() {
+                    self.recycle(w);
+                } else {
                     let loss = Loss {
                         kind: ErrorKind::ProcessDied,
                         message: format!("pool worker {} (pid {}) died", w.index, w.pid),

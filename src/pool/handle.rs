@@ -80,10 +80,20 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn spawn(cfg: &Config, index: usize) -> Result<Worker> {
-        let segment = Arc::new(Segment::create(rings_len(cfg.ring_bytes))?);
+    /// Starts worker `index`, its rings made in `spare` (the segment of a
+    /// worker that exited and was reaped) or in a new segment.
+    pub(crate) fn spawn(cfg: &Config, index: usize, spare: Option<Arc<Segment>>) -> Result<Worker> {
+        let segment = match spare {
+            Some(segment) if segment.len() == rings_len(cfg.ring_bytes) => segment,
+            _ => Arc::new(Segment::create(rings_len(cfg.ring_bytes))?),
+        };
         let (task_ring, result_ring) = rings_in(&segment, cfg.ring_bytes, true)?;
         let progress = ProgressLine::in_segment(&segment, cfg.ring_bytes)?;
+        // A recycled segment holds its last worker's progress: reset it to
+        // a new segment's zero before this worker can write it.
+        // SYNC: Relaxed: the worker process does not exist yet; its start
+        // (a system call) orders this store before anything it reads.
+        progress.running().store(0, Ordering::Relaxed);
         let mut tasks = task_ring.producer()?;
         let mut results = result_ring.consumer()?;
         let args = WorkerArgs {
