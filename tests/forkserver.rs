@@ -120,6 +120,48 @@ mod linux {
         });
     }
 
+    fn environment(_: ()) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        env.sort();
+        env
+    }
+
+    #[test]
+    fn a_forked_child_gets_a_spawned_childs_environment() {
+        watchdog(LIMIT, || {
+            // The server started with this program's environment; each
+            // child gets the environment of now, with the builder's changes:
+            // one added, one changed, one removed, as a spawn gives them.
+            let changed = |b: ProcessBuilder| {
+                b.env("FORKSERVER_TEST_ADDED", "added")
+                    .env("PATH", "/forkserver/test/path")
+                    .env_remove("HOME")
+            };
+            let warm_server = forked().spawn(square, 2).unwrap();
+            assert_eq!(warm_server.join().unwrap(), 4);
+            let forked_env = changed(forked()).spawn(environment, ()).unwrap();
+            let forked_env = forked_env.join().unwrap();
+            let spawned_env = changed(Process::builder().start_method(StartMethod::Spawn))
+                .spawn(environment, ())
+                .unwrap()
+                .join()
+                .unwrap();
+            let get = |env: &[(String, String)], key: &str| {
+                env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+            };
+            assert_eq!(
+                get(&forked_env, "FORKSERVER_TEST_ADDED").as_deref(),
+                Some("added")
+            );
+            assert_eq!(
+                get(&forked_env, "PATH").as_deref(),
+                Some("/forkserver/test/path")
+            );
+            assert_eq!(get(&forked_env, "HOME"), None);
+            assert_eq!(forked_env, spawned_env);
+        });
+    }
+
     #[test]
     fn a_forked_childs_panic_and_exit_code_are_reported() {
         watchdog(LIMIT, || {
@@ -293,6 +335,32 @@ mod linux {
             assert_eq!((before, after), (9, 16));
             assert!(gone, "the fork server did not die of SIGKILL");
             assert!(survived, "a running child died with the fork server");
+        });
+    }
+
+    /// As [`server_killed`], in a program that gave `SIGPIPE` back its
+    /// default action (many command-line tools do): the send to the dead
+    /// server must be an error the start recovers from, not a signal that
+    /// ends the program.
+    fn server_killed_with_default_sigpipe(_: ()) -> (u64, u64, bool, bool) {
+        // SAFETY: `signal` with `SIG_DFL` has no memory preconditions.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL)
+        };
+        server_killed(())
+    }
+
+    #[test]
+    fn a_dead_fork_server_is_no_sigpipe_for_a_program_that_restored_it() {
+        watchdog(LIMIT, || {
+            let p = Process::builder()
+                .start_method(StartMethod::Spawn)
+                .spawn(server_killed_with_default_sigpipe, ())
+                .unwrap();
+            let (before, after, gone, survived) = p.join().unwrap();
+            assert_eq!((before, after), (9, 16));
+            assert!(gone && survived);
         });
     }
 

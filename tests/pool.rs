@@ -243,6 +243,32 @@ fn max_tasks_per_child_replaces_workers() {
     assert_eq!(pool.map(square, 0..4).unwrap(), [0, 1, 4, 9]);
 }
 
+fn pid_and_echo(v: Vec<u64>) -> (u32, Vec<u64>) {
+    (std::process::id(), v)
+}
+
+#[test]
+fn workers_that_replace_each_other_read_and_write_only_their_own_frames() {
+    // One worker that retires after each task: a replacement's rings are
+    // made in the segment of a worker that exited before (recycled), so
+    // frames of other sizes and contents were there. Each result must be
+    // its own task's, from its own process.
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .chunksize(1)
+        .build()
+        .unwrap();
+    let inputs: Vec<Vec<u64>> = (0..24u64)
+        .map(|i| (0..(i * 37 % 500)).map(|j| i * 1000 + j).collect())
+        .collect();
+    let out = pool.map(pid_and_echo, inputs.clone()).unwrap();
+    let pids: HashSet<u32> = out.iter().map(|(pid, _)| *pid).collect();
+    assert_eq!(pids.len(), inputs.len(), "a fresh worker per task");
+    let echoed: Vec<Vec<u64>> = out.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(echoed, inputs);
+}
+
 /// Sleeps on big items only, so the small task before a big one is done
 /// while the big one still runs (and holds its frame in the task ring).
 fn slow_if_big(v: Vec<u8>) -> usize {

@@ -144,9 +144,25 @@ fn forked_main(
     let left = deadline.saturating_duration_since(Instant::now());
     let config = Inbox::new(config)
         .recv_timeout(left)
-        .map_err(|e| format!("no task from the parent: {e}"))?
-        .ok_or_else(|| format!("no task from the parent within {CHILD_DEADLINE:?}"))?;
+        .map_err(|e| format!("no task from the parent: {e}"))
+        .and_then(|got| {
+            got.ok_or_else(|| format!("no task from the parent within {CHILD_DEADLINE:?}"))
+        })
+        .map_err(|why| {
+            if parent_gone(ppid) {
+                PARENT_GONE.to_string()
+            } else {
+                why
+            }
+        })?;
     run_config(config, ppid, &token)
+}
+
+/// `true` when the parent `ppid` is no longer this process's parent (it
+/// died and we were reparented): a failure then is its death, which needs
+/// no message.
+fn parent_gone(ppid: u32) -> bool {
+    !sys::die_with_parent(ppid).unwrap_or(true)
 }
 
 /// From the `Config` on, the same for every worker: the parent watch, the
@@ -177,10 +193,13 @@ fn run_config(config: Config, ppid: u32, token: &Token) -> std::result::Result<i
     };
     let (outcome, code) = run_catching(|| run(&config.args));
     stand_down_parent_watch();
-    config
-        .results
-        .send(outcome)
-        .map_err(|e| format!("sending the result: {e:?}"))?;
+    config.results.send(outcome).map_err(|e| {
+        if parent_gone(ppid) {
+            PARENT_GONE.to_string()
+        } else {
+            format!("sending the result: {e:?}")
+        }
+    })?;
     Ok(code)
 }
 

@@ -139,6 +139,8 @@ mod linux {
 
         /// One request and its reply, under [`REPLY_TIMEOUT`].
         fn exchange(&self, request: ForkRequest) -> std::result::Result<ForkReply, String> {
+            // A dead server is `EPIPE` here, never a `SIGPIPE`: the
+            // channels are `SOCK_SEQPACKET` sockets, which raise none.
             self.requests
                 .send(request)
                 .map_err(|e| format!("sending the request: {e:?}"))?;
@@ -424,17 +426,26 @@ mod linux {
     fn become_worker(link: ServerLink, ppid: u32, request: ForkRequest) -> ! {
         // Closes this process's copies only: the server keeps its own.
         drop(link);
-        for (key, _) in std::env::vars_os() {
-            if settable(key.as_bytes()) {
-                std::env::remove_var(key);
+        // Only what differs from the server's environment (usually
+        // nothing: it is the parent's from when the server started).
+        let wanted: std::collections::HashMap<Vec<u8>, Vec<u8>> = request
+            .env
+            .into_iter()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .filter(|(k, v)| settable(k) && !v.contains(&0))
+            .collect();
+        for (key, value) in std::env::vars_os() {
+            match wanted.get(key.as_bytes()) {
+                Some(v) if v.as_slice() == value.as_bytes() => {}
+                Some(v) => std::env::set_var(&key, std::ffi::OsStr::from_bytes(v)),
+                None if settable(key.as_bytes()) => std::env::remove_var(&key),
+                None => {}
             }
         }
-        for (key, value) in request.env {
-            if settable(&key) && !value.contains(&0) {
-                std::env::set_var(
-                    OsString::from_vec(key.into_vec()),
-                    OsString::from_vec(value.into_vec()),
-                );
+        for (key, value) in &wanted {
+            let key = std::ffi::OsStr::from_bytes(key);
+            if std::env::var_os(key).is_none() {
+                std::env::set_var(key, std::ffi::OsStr::from_bytes(value));
             }
         }
         if !request.cwd.is_empty() {

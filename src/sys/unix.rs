@@ -309,20 +309,29 @@ const STALE_SOCKET_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 /// than `n` descriptors are free, before anything is created that a
 /// failure half-way would leave behind.
 fn ensure_free_fds(n: usize) -> io::Result<()> {
+    let too_few = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{e}: starting a worker needs {n} free file descriptors; \
+                 close some, or raise the limit (ulimit -n)"
+            ),
+        )
+    };
+    let full = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    let first = match std::fs::File::open("/dev/null") {
+        Ok(f) => f,
+        Err(e) if full(&e) => return Err(too_few(e)),
+        // No /dev/null here: nothing to learn from this probe.
+        Err(_) => return Ok(()),
+    };
+    // The rest are duplicates (`F_DUPFD_CLOEXEC`): the same limit, without
+    // a path lookup each.
     let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
-        match std::fs::File::open("/dev/null") {
+    for _ in 1..n {
+        match first.try_clone() {
             Ok(f) => held.push(f),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{e}: starting a worker needs {n} free file descriptors; \
-                         close some, or raise the limit (ulimit -n)"
-                    ),
-                ));
-            }
-            // No /dev/null here: nothing to learn from this probe.
+            Err(e) if full(&e) => return Err(too_few(e)),
             Err(_) => break,
         }
     }
