@@ -252,6 +252,13 @@ impl Segment {
         self.map.lost()
     }
 
+    /// Whether the segment can be handed to a new peer as it is: not
+    /// lost, still open to peers, its file still its full length (a check
+    /// of now; a peer that holds it may still shrink it later).
+    pub(crate) fn intact(&self) -> bool {
+        self.map.intact()
+    }
+
     /// `Err(Protocol)` once [`lost`](Self::lost): the error every blocking
     /// user of a segment returns instead of waiting on memory nobody else
     /// sees any more.

@@ -870,6 +870,36 @@ fn row09_a_task_shrinking_the_pools_segments_fails_the_call() {
     });
 }
 
+/// Row 9, recycled segments: a pool reuses the segment of a worker that
+/// exited for its replacement; a segment that worker shrank must not be
+/// reused (the replacement could not open it, and the pool would break).
+#[cfg(target_os = "linux")]
+#[test]
+fn row09_a_segment_a_worker_shrank_is_not_given_to_its_replacement() {
+    watchdog(LIMIT, || {
+        let pool = Pool::builder()
+            .processes(1)
+            .max_tasks_per_child(1)
+            .chunksize(1)
+            .build()
+            .unwrap();
+        // Workers that replace each other cleanly, so segments recycle;
+        // now and then one shrinks its rings. Every call after that still
+        // works, on replacements with whole rings.
+        for _ in 0..8 {
+            assert_eq!(pool.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+            let err = pool
+                .map(shrink_my_rings, [3u64])
+                .expect_err("the shrinking task's result cannot arrive");
+            assert!(
+                matches!(err.kind(), ErrorKind::Protocol | ErrorKind::ProcessDied),
+                "{err}"
+            );
+        }
+        assert_eq!(pool.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+    });
+}
+
 /// A `SIGBUS` that is not about the crate's memory, in a process where the
 /// guard is installed (it holds a segment): a fault on a shrunk mapping of
 /// its own file. It must still kill the process.

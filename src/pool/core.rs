@@ -166,8 +166,9 @@ pub(crate) struct Core {
     /// Workers told to finish (max tasks per child), still draining.
     retired: Vec<Worker>,
     /// Segments of workers that exited and were reaped, ready for the next
-    /// replacement: a fresh segment's pages cost more to clear than the
-    /// whole rest of a fork-server start (`max_tasks_per_child(1)`).
+    /// replacements (at most two per worker): a fresh segment's pages cost
+    /// more to clear than the whole rest of a fork-server start
+    /// (`max_tasks_per_child(1)`).
     spare_segments: Vec<Arc<Segment>>,
     /// Retired workers with nothing left to do, their rings closed, until
     /// they exit: then their segments are recycled.
@@ -913,12 +914,13 @@ impl Core {
     /// made it and only that worker, now gone, opened it), and a new
     /// worker's rings are made afresh in it (`Ring::create` clears them).
     fn recycle(&mut self, w: Worker) {
-        if w.process.exit_code().is_none() || self.spare_segments.len() >= self.workers.len() {
+        if w.process.exit_code().is_none() || self.spare_segments.len() >= 2 * self.workers.len() {
             return;
         }
         let mut segment = Arc::clone(&w.segment);
         drop(w);
-        if Arc::get_mut(&mut segment).is_some() {
+        // A worker may have shrunk it (a hostile task): then it goes.
+        if Arc::get_mut(&mut segment).is_some() && segment.intact() {
             self.spare_segments.push(segment);
         }
     }

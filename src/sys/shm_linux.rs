@@ -269,6 +269,25 @@ impl Map {
         self.guard.as_ref().is_some_and(sigbus::Guard::lost)
     }
 
+    /// Whether the segment is, right now, what it was made as: not lost,
+    /// still held (peers can open it), and its file still as long as the
+    /// mapping (a peer that shrank it and was not seen yet).
+    pub(crate) fn intact(&self) -> bool {
+        if self.lost() {
+            return false;
+        }
+        let fd = self.fd.load(Ordering::Acquire);
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: an all-zero `stat` (integers) is a valid value; `fstat`
+        // writes only into it, and `fd` is open (ours until `unlink`).
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let rc = unsafe { libc::fstat(fd, &mut st) };
+        rc == 0 && u64::try_from(st.st_size).is_ok_and(|size| size >= self.len as u64)
+    }
+
     /// Stops peers from opening the segment through us: closes our fd.
     /// The mapping stays valid.
     pub(crate) fn unlink(&self) {

@@ -180,6 +180,12 @@ impl Map {
         false
     }
 
+    /// Whether the segment is what it was made as: always, here (it
+    /// cannot be shrunk under a mapping).
+    pub(crate) fn intact(&self) -> bool {
+        true
+    }
+
     /// The length asked for (the mapping may be a little longer).
     pub(crate) fn map_len(&self) -> usize {
         self.len

@@ -262,6 +262,12 @@ impl Map {
         false
     }
 
+    /// Whether the segment is what it was made as: always, here (it
+    /// cannot be shrunk under a mapping).
+    pub(crate) fn intact(&self) -> bool {
+        true
+    }
+
     /// The length asked for (the view may be a little longer).
     pub(crate) fn map_len(&self) -> usize {
         self.len
