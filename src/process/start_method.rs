@@ -14,10 +14,11 @@ use crate::error::{Error, ErrorKind, Result};
 ///   server process per program, itself a re-exec stopped right after
 ///   `init()`'s worker set-up, single-threaded, forks each new worker. A
 ///   worker then starts from that clean image in a fraction of the time
-///   of an `exec`, and otherwise behaves exactly as a spawned one
-///   (handshake, result, panic, exit status, `kill`/`terminate`, death
-///   with the parent). The server starts at the first start that asks for
-///   it; it ends with the program.
+///   of an `exec` (its task comes on a channel the parent made and only
+///   the server could hand down, so it needs no handshake), and otherwise
+///   behaves exactly as a spawned one (result, panic, exit status,
+///   `kill`/`terminate`, death with the parent). The server starts at the
+///   first start that asks for it; it ends with the program.
 ///
 /// Python has a third, `"fork"` (a copy of the running, maybe threaded,
 /// parent); it is not offered: forking a threaded Rust program is unsound.
