@@ -127,10 +127,12 @@ pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
 
 /// A child of the fork server: its `Config` arrives on `config`, a channel
 /// the parent made and the server handed down; no rendezvous, no hello.
+#[cfg(target_os = "linux")]
 pub(super) fn run_forked(ppid: u32, token: Token, config: IpcReceiver<Config>) -> ! {
     exit_with(forked_main(ppid, token, config))
 }
 
+#[cfg(target_os = "linux")]
 fn forked_main(
     ppid: u32,
     token: Token,

@@ -224,11 +224,6 @@ pub(crate) fn prepare_handshake() -> io::Result<()> {
     Ok(())
 }
 
-/// There is no fork server on Windows: nothing to prepare.
-pub(crate) fn prepare_fork() -> io::Result<()> {
-    Ok(())
-}
-
 /// Windows' one-shot servers are named pipes with ipc-channel's default
 /// security: nothing to restrict here (the token guards the handshake).
 pub(crate) fn restrict_handshake_server(_name: &str) -> io::Result<()> {
