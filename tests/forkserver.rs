@@ -324,18 +324,27 @@ mod linux {
         (before, after, gone, survived)
     }
 
-    #[test]
-    fn a_killed_fork_server_is_replaced_at_the_next_start() {
-        watchdog(LIMIT, || {
+    /// Runs `middle` (a `server_killed`) in a spawned process and checks
+    /// what it saw.
+    fn check_server_killed<F>(middle: F)
+    where
+        F: Fn(()) -> (u64, u64, bool, bool) + Send + Copy + 'static,
+    {
+        watchdog(LIMIT, move || {
             let p = Process::builder()
                 .start_method(StartMethod::Spawn)
-                .spawn(server_killed, ())
+                .spawn(middle, ())
                 .unwrap();
             let (before, after, gone, survived) = p.join().unwrap();
             assert_eq!((before, after), (9, 16));
             assert!(gone, "the fork server did not die of SIGKILL");
             assert!(survived, "a running child died with the fork server");
         });
+    }
+
+    #[test]
+    fn a_killed_fork_server_is_replaced_at_the_next_start() {
+        check_server_killed(server_killed);
     }
 
     /// As [`server_killed`], in a program that gave `SIGPIPE` back its
@@ -353,15 +362,7 @@ mod linux {
 
     #[test]
     fn a_dead_fork_server_is_no_sigpipe_for_a_program_that_restored_it() {
-        watchdog(LIMIT, || {
-            let p = Process::builder()
-                .start_method(StartMethod::Spawn)
-                .spawn(server_killed_with_default_sigpipe, ())
-                .unwrap();
-            let (before, after, gone, survived) = p.join().unwrap();
-            assert_eq!((before, after), (9, 16));
-            assert!(gone && survived);
-        });
+        check_server_killed(server_killed_with_default_sigpipe);
     }
 
     /// A middle process: forks two children, writes their pids and its fork
