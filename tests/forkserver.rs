@@ -120,6 +120,24 @@ mod linux {
         });
     }
 
+    fn sum_bytes(v: Vec<u8>) -> (usize, u64) {
+        (v.len(), v.iter().map(|&b| u64::from(b)).sum())
+    }
+
+    #[test]
+    fn a_forked_child_gets_arguments_larger_than_a_channel_fragment() {
+        watchdog(LIMIT, || {
+            // 8 MiB: its `Config` cannot sit in the channel's buffer, so
+            // the parent sends it while the child reads.
+            let big: Vec<u8> = (0..8usize << 20).map(|i| (i % 251) as u8).collect();
+            let want = (big.len(), big.iter().map(|&b| u64::from(b)).sum());
+            let p = forked().spawn(sum_bytes, big).unwrap();
+            assert_eq!(p.join().unwrap(), want);
+            // And small ones still go at once, on the same server.
+            assert_eq!(forked().spawn(square, 5).unwrap().join().unwrap(), 25);
+        });
+    }
+
     fn environment(_: ()) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = std::env::vars().collect();
         env.sort();
