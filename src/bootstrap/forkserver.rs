@@ -64,6 +64,7 @@ pub(super) fn fork(
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use std::ffi::OsStr;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -434,24 +435,21 @@ mod linux {
             .map(|(k, v)| (k.into_vec(), v.into_vec()))
             .filter(|(k, v)| settable(k) && !v.contains(&0))
             .collect();
-        for (key, value) in std::env::vars_os() {
-            match wanted.get(key.as_bytes()) {
-                Some(v) if v.as_slice() == value.as_bytes() => {}
-                Some(v) => std::env::set_var(&key, std::ffi::OsStr::from_bytes(v)),
-                None if settable(key.as_bytes()) => std::env::remove_var(&key),
-                None => {}
+        for (key, _) in std::env::vars_os() {
+            if !wanted.contains_key(key.as_bytes()) && settable(key.as_bytes()) {
+                std::env::remove_var(&key);
             }
         }
         for (key, value) in &wanted {
-            let key = std::ffi::OsStr::from_bytes(key);
-            if std::env::var_os(key).is_none() {
-                std::env::set_var(key, std::ffi::OsStr::from_bytes(value));
+            let (key, value) = (OsStr::from_bytes(key), OsStr::from_bytes(value));
+            if std::env::var_os(key).as_deref() != Some(value) {
+                std::env::set_var(key, value);
             }
         }
         if !request.cwd.is_empty() {
             // A directory gone since: stay where the server is, as an
             // `exec` from a deleted directory would still run.
-            let _ = std::env::set_current_dir(std::ffi::OsStr::from_bytes(&request.cwd));
+            let _ = std::env::set_current_dir(OsStr::from_bytes(&request.cwd));
         }
         super::super::child::run_forked(ppid, request.token, request.config)
     }
