@@ -125,38 +125,37 @@ pub(super) fn worker_main(marker: &str) -> std::result::Result<i32, String> {
     run_config(config, ppid, &token)
 }
 
-/// A child of the fork server: its `Config` arrives on `config`, a channel
-/// the parent made and the server handed down; no rendezvous, no hello.
+/// A child of the fork server: its `Config` came in the request that
+/// forked it (made by the parent, handed down by the server); no
+/// rendezvous, no hello, no wait.
 #[cfg(target_os = "linux")]
-pub(super) fn run_forked(ppid: u32, token: Token, config: IpcReceiver<Config>) -> ! {
+pub(super) fn run_forked(ppid: u32, token: Token, config: Config) -> ! {
     exit_with(forked_main(ppid, token, config))
 }
 
 #[cfg(target_os = "linux")]
-fn forked_main(
-    ppid: u32,
-    token: Token,
-    config: IpcReceiver<Config>,
-) -> std::result::Result<i32, String> {
-    let deadline = Instant::now() + CHILD_DEADLINE;
+fn forked_main(ppid: u32, token: Token, config: Config) -> std::result::Result<i32, String> {
     // `CLONE_PARENT` made the parent ours; it may have died since.
     if !sys::die_with_parent(ppid).map_err(|e| format!("parent check: {e}"))? {
         return Err(PARENT_GONE.to_string());
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    let config = Inbox::new(config)
-        .recv_timeout(left)
-        .map_err(|e| format!("no task from the parent: {e}"))
-        .and_then(|got| {
-            got.ok_or_else(|| format!("no task from the parent within {CHILD_DEADLINE:?}"))
-        })
-        .map_err(|why| {
-            if parent_gone(ppid) {
-                PARENT_GONE.to_string()
-            } else {
-                why
-            }
-        })?;
+    // The task runs only once the parent took this process as its start's.
+    let gone = |why: String| {
+        if parent_gone(ppid) {
+            PARENT_GONE.to_string()
+        } else {
+            why
+        }
+    };
+    match config.control.try_recv_timeout(CHILD_DEADLINE) {
+        Ok(Control::Run) => {}
+        Err(ipc_channel::TryRecvError::Empty) => {
+            return Err(gone(format!(
+                "no word from the parent within {CHILD_DEADLINE:?}"
+            )))
+        }
+        Err(e) => return Err(gone(format!("the parent gave this start up ({e:?})"))),
+    }
     run_config(config, ppid, &token)
 }
 
@@ -297,17 +296,17 @@ fn stand_down_parent_watch() {
 }
 
 pub(super) fn watch_parent(control: IpcReceiver<Control>) {
-    // `Control` has no values yet, so `recv` only ever returns an error:
-    // the parent closed the channel or died.
-    if control.recv().is_err() {
-        // SYNC: SeqCst, see `stand_down_parent_watch`.
-        if STOOD_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
-            // The outcome is out; the main thread exits with its code.
-            return;
-        }
-        let _ = std::io::stdout().flush();
-        std::process::exit(EXIT_PARENT_GONE);
+    // Nothing sent here needs an answer (`Control::Run` is for forked
+    // children, before this watch); an error is the parent closing the
+    // channel or dying.
+    while control.recv().is_ok() {}
+    // SYNC: SeqCst, see `stand_down_parent_watch`.
+    if STOOD_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
+        // The outcome is out; the main thread exits with its code.
+        return;
     }
+    let _ = std::io::stdout().flush();
+    std::process::exit(EXIT_PARENT_GONE);
 }
 
 /// Runs `f`, turning a panic into [`Outcome::Panicked`] with message,

@@ -9,26 +9,27 @@
 //!  Offer { one-shot name, token } ◄────────────── on that socket pair, once
 //!  connect; ServerLink { token, requests,  ──────► accept; check the token
 //!    replies }                                      (then the socket pair is closed)
-//!  ipc::channel::<Config>()
-//!  ForkRequest { token, env, cwd, config_rx } ───► clone(CLONE_PARENT) ──► child: drop the
-//!  Forked(pid) ◄──────────────────────────────────┘                      server's ends, env,
-//!  (pid checked: our own un-reaped child)                                 cwd; recv Config
-//!  config_tx.send(Config) ──────────────────────────────────────────────► run the task
+//!  ipc::channel() for its outcome and control
+//!  ForkRequest { token, env, cwd, task, ─────────► clone(CLONE_PARENT) ──► child: drop the
+//!    results, control }                           │                       server's ends, env,
+//!  Forked(pid) ◄──────────────────────────────────┘                       cwd; run the task
+//!  (pid checked: our own un-reaped child)                                 from its copy of
+//!  results.recv() ◄────────────────────── Outcome ──────────────────────── the request
 //! ```
 //!
 //! The child is the parent's own child (`CLONE_PARENT`): the parent reaps
 //! it, reads its exit status and signals it exactly as a spawned one, and
 //! it dies with the parent (its `PR_SET_PDEATHSIG` names the parent's
-//! spawner thread). It needs no rendezvous and no handshake server: its
-//! `Config` channel was made by the parent and reached it only through
-//! the server, which only the parent can ask. From its `Config` on it is
-//! a spawned worker. docs/ARCHITECTURE.md, "Fork server".
+//! spawner thread). It needs no rendezvous, no handshake and no message of
+//! its own: the request that made it carries its task and the ends of its
+//! channels, and reached it only through the server, which only the parent
+//! can ask. From there on it is a spawned worker. docs/ARCHITECTURE.md,
+//! "Fork server".
 
 use std::ffi::OsString;
 
-use ipc_channel::ipc::IpcSender;
-
-use super::{Config, Token};
+use super::parent::Payload;
+use super::{Link, Token};
 use crate::error::Result;
 
 /// Environment variable that makes `init()` serve forks.
@@ -56,7 +57,8 @@ pub(super) fn serve_if_asked() {}
 pub(super) fn fork(
     _token: &Token,
     _env: &[(OsString, Option<OsString>)],
-) -> Result<(crate::sys::Child, IpcSender<Config>)> {
+    _payload: Payload,
+) -> Result<(crate::sys::Child, Link)> {
     Err(crate::process::StartMethod::ForkServer
         .check_available()
         .expect_err("the fork server is Linux-only"))
@@ -70,16 +72,19 @@ mod linux {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     use std::os::unix::net::UnixStream;
     use std::panic::AssertUnwindSafe;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use ipc_channel::ipc::{self, IpcReceiver};
+    use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
     use serde::{Deserialize, Serialize};
     use serde_bytes::ByteBuf;
 
+    use super::super::inbox::Inbox;
+    use super::super::{Config, Control, Outcome};
     use super::*;
     use crate::error::{Error, ErrorKind};
     use crate::sys;
+    use crate::task::TaskRef;
 
     /// Largest frame read on the private socket pair (the server's offer).
     const MAX_OFFER: usize = 4096;
@@ -105,16 +110,46 @@ mod linux {
         replies: IpcSender<ForkReply>,
     }
 
-    /// Parent → server: fork a worker that takes its `Config` from
-    /// `config`, with this environment and working directory (those of the
-    /// parent now, as a spawn would give).
+    /// Parent → server: fork a worker that runs `task` with this
+    /// environment and working directory (those of the parent now, as a
+    /// spawn would give) and the child's ends of its channels. The child
+    /// inherits the request: it is the child's `Config`, in parts.
     #[derive(Serialize, Deserialize)]
     struct ForkRequest {
         /// The start's token: the child derives its task key from it.
         token: Token,
         env: Vec<(ByteBuf, ByteBuf)>,
         cwd: ByteBuf,
-        config: IpcReceiver<Config>,
+        task: Handed,
+        results: IpcSender<Outcome>,
+        control: IpcReceiver<Control>,
+    }
+
+    /// What a spawned child's `Config` says besides its channels.
+    #[derive(Clone, Serialize, Deserialize)]
+    struct Handed {
+        name: String,
+        parent_name: String,
+        task: TaskRef,
+        args: SharedBytes,
+        log: crate::logging::Offer,
+    }
+
+    /// Bytes that a retried request shares with the first try instead of
+    /// copying them (an argument can be megabytes); on the wire, plain bytes.
+    #[derive(Clone)]
+    struct SharedBytes(Arc<Vec<u8>>);
+
+    impl Serialize for SharedBytes {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for SharedBytes {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            Ok(SharedBytes(Arc::new(ByteBuf::deserialize(d)?.into_vec())))
+        }
     }
 
     /// Server → parent.
@@ -158,13 +193,21 @@ mod linux {
     static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
     /// Asks the fork server (started now if there is none, or again if it
-    /// died) to fork a worker for the start with `token`. Returns the child
-    /// and the sender its `Config` is to go to.
+    /// died) to fork a worker that runs `payload` for the start with
+    /// `token`. Returns the child and the parent's ends of its channels.
     pub(in crate::bootstrap) fn fork(
         token: &Token,
         env: &[(OsString, Option<OsString>)],
-    ) -> Result<(sys::Child, IpcSender<Config>)> {
+        payload: Payload,
+    ) -> Result<(sys::Child, Link)> {
         let (env, cwd) = environment(env);
+        let handed = Handed {
+            name: payload.name,
+            parent_name: payload.parent_name,
+            task: payload.task,
+            args: SharedBytes(Arc::new(payload.args)),
+            log: payload.log,
+        };
         let mut slot = SERVER.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = None;
         // A server found dead (killed, or gone since the last start) is
@@ -180,19 +223,31 @@ mod linux {
                     }
                 },
             };
-            // A fresh channel per try: a failed try's receiver may be
-            // anywhere (in the dead server, or in a child nobody waits for).
-            let (config_tx, config_rx) = ipc::channel::<Config>()
-                .map_err(|e| Error::io("creating a worker's channel", e))?;
+            // Fresh channels per try: a failed try's ends may be anywhere
+            // (in the dead server, or in a child nobody waits for).
+            let channel_err = |e| Error::io("creating a worker's channel", e);
+            let (results_tx, results) = ipc::channel::<Outcome>().map_err(channel_err)?;
+            let (control, control_rx) = ipc::channel::<Control>().map_err(channel_err)?;
             let request = ForkRequest {
                 token: *token,
                 env: env.clone(),
                 cwd: cwd.clone(),
-                config: config_rx,
+                task: handed.clone(),
+                results: results_tx,
+                control: control_rx,
             };
             match server.exchange(request) {
                 Ok(ForkReply::Forked(pid)) if sys::forkserver::is_own_child(pid) => {
-                    return Ok((sys::Child::forked(pid), config_tx));
+                    // The child waits for this before any task code, so a
+                    // try given up below (say, a server that died after its
+                    // `clone`) never runs the task. A child already dead
+                    // fails the send; its exit is the start's outcome.
+                    let _ = control.send(Control::Run);
+                    let link = Link {
+                        results: Inbox::new(results),
+                        _control: control,
+                    };
+                    return Ok((sys::Child::forked(pid), link));
                 }
                 Ok(ForkReply::Forked(pid)) => {
                     last = Some(format!("it named process {pid}, which is not our child"));
@@ -373,7 +428,8 @@ mod linux {
                 Ok(Some(pid)) => ForkReply::Forked(pid),
                 Err(e) => ForkReply::Failed(format!("clone: {e}")),
             };
-            // The child has its copy of the `Config` receiver; ours goes.
+            // The child has its copies of the channels' ends; ours go now,
+            // so that the parent sees the child's end close with it.
             drop(request);
             if link.replies.send(reply).is_err() {
                 return Ok(());
@@ -423,7 +479,7 @@ mod linux {
     }
 
     /// In the forked child: drop the server's ends of the link, take the
-    /// parent's environment and directory, and be a worker.
+    /// parent's environment and directory, and run the request's task.
     fn become_worker(link: ServerLink, ppid: u32, request: ForkRequest) -> ! {
         // Closes this process's copies only: the server keeps its own.
         drop(link);
@@ -451,7 +507,24 @@ mod linux {
             // `exec` from a deleted directory would still run.
             let _ = std::env::set_current_dir(OsStr::from_bytes(&request.cwd));
         }
-        super::super::child::run_forked(ppid, request.token, request.config)
+        let Handed {
+            name,
+            parent_name,
+            task,
+            args,
+            log,
+        } = request.task;
+        let config = Config {
+            name,
+            parent_name,
+            task,
+            // Deserialised here: nothing else holds it, so this moves.
+            args: ByteBuf::from(Arc::try_unwrap(args.0).unwrap_or_else(|a| a.as_ref().clone())),
+            results: request.results,
+            control: request.control,
+            log,
+        };
+        super::super::child::run_forked(ppid, request.token, config)
     }
 
     /// A name `set_var`/`remove_var` take without panicking.

@@ -128,10 +128,15 @@ pub(crate) struct Config {
     log: crate::logging::Offer,
 }
 
-/// Parent → child control messages. None are defined yet: the channel's
-/// point today is its disconnection, which tells the child the parent died.
+/// Parent → child control messages. The channel's other point is its
+/// disconnection, which tells the child the parent died.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Control {}
+pub(crate) enum Control {
+    /// To a fork-server child, once: the parent took it as its start's
+    /// process, so it may run its task (it waits for this before any task
+    /// code; a try the parent gave up never runs its task).
+    Run,
+}
 
 /// Child → parent: how the task ended.
 #[derive(Serialize, Deserialize)]

@@ -443,10 +443,11 @@ pub(crate) fn launch(
         warm_ipc_channel()?;
         let started = Instant::now();
         let log = crate::logging::prepare()?;
-        let (child, config) = super::forkserver::fork(&token, env)?;
         let payload = payload(log.offer());
-        let log = log.register(child.id(), &payload.name);
-        let handshake = handed_down(token, child.id(), config, payload, started);
+        let name = payload.name.clone();
+        let (child, link) = super::forkserver::fork(&token, env, payload)?;
+        let log = log.register(child.id(), &name);
+        let handshake = handed_down(token, child.id(), link, started);
         return Ok(Launch {
             child,
             handshake,
@@ -503,17 +504,10 @@ pub(crate) fn launch(
 }
 
 /// The start of a fork-server child: nothing to validate (only the parent
-/// could have made its `Config` channel reach it), so the start is claimed
-/// at once and its `Config` sent: here when it fits the channel's buffer
-/// (a fresh channel takes one fragment without blocking), else on a thread
-/// (a larger one blocks until the child reads it).
-fn handed_down(
-    token: Token,
-    pid: u32,
-    config: IpcSender<Config>,
-    payload: Payload,
-    started: Instant,
-) -> Handshake {
+/// could have made its channels reach it) and nothing to send (the request
+/// that forked it carried its task), so the start is claimed and decided
+/// at once.
+fn handed_down(token: Token, pid: u32, link: Link, started: Instant) -> Handshake {
     let (tx, result) = mpsc::sync_channel(1);
     let start = Arc::new(Start {
         token,
@@ -529,26 +523,7 @@ fn handed_down(
         }),
         result: tx,
     });
-    const MARGIN: usize = 16 << 10;
-    let fits = payload.args.len() + payload.name.len() + payload.parent_name.len() + MARGIN
-        <= ipc_channel::platform::OsIpcSender::get_max_fragment_size();
-    if fits {
-        let _ = start.result.try_send(send_config(config, payload, pid));
-    } else {
-        let sender = Arc::clone(&start);
-        let spawned = std::thread::Builder::new()
-            .name(format!("multiproc-config-{pid}"))
-            .spawn(move || {
-                let _ = sender.result.try_send(send_config(config, payload, pid));
-            });
-        if let Err(e) = spawned {
-            let _ = start.result.try_send(Err(Error::io(
-                "starting the thread that sends a worker its task",
-                e,
-            )
-            .with_pid(pid)));
-        }
-    }
+    let _ = start.result.try_send(Ok(link));
     Handshake {
         start,
         result,

@@ -100,7 +100,7 @@ mod off {
     use crate::exit_status::ExitStatus;
 
     /// Forwarding offered to a child in its `Config`: none.
-    #[derive(Serialize, Deserialize)]
+    #[derive(Clone, Serialize, Deserialize)]
     pub(crate) struct Offer;
 
     /// A start's forwarding before the child exists: none.

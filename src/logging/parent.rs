@@ -66,12 +66,12 @@ const SLOTS: usize = 32;
 const _: () = assert!(MAX_FIELDS + 3 <= SLOTS);
 
 /// Forwarding offered to a child in its `Config`.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Offer(pub(super) Option<Link>);
 
 /// Where a child writes its records, and the most verbose level the
 /// parent's subscriber can want (a [`filter_code`]).
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct Link {
     pub(super) segment: SegmentHandle,
     pub(super) max_level: u8,
