@@ -136,10 +136,10 @@ impl<T> Future for AsyncResult<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let this = self.get_mut();
-        if !this.ready() && !std::mem::replace(&mut this.drove, true) {
+        if !this.is_ready() && !std::mem::replace(&mut this.drove, true) {
             this.wait_until(Some(Instant::now() + FIRST_POLL_DRIVE));
         }
-        if !this.ready() {
+        if !this.is_ready() {
             let wakers = match &this.hook {
                 Some(h) => &h.wakers,
                 None => this.sink.wakers(),
@@ -149,7 +149,7 @@ impl<T> Future for AsyncResult<T> {
                 this.forget_waker();
                 return Poll::Ready(Err(e));
             }
-            if !this.ready() {
+            if !this.is_ready() {
                 return Poll::Pending;
             }
         }

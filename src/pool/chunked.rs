@@ -49,7 +49,7 @@ impl Pool {
     {
         let items = self.collect_input(items);
         let (sink, n) = self.start_map(f, items, chunksize)?;
-        self.ensure_pump();
+        self.kick();
         Ok(AsyncResult::of_map(Arc::clone(&self.shared), sink, n))
     }
 

@@ -295,11 +295,15 @@ impl Core {
 
     /// Something a driver can do now: tasks in flight, or tasks to send.
     pub(crate) fn active(&self) -> bool {
-        self.has_inflight()
-            || self
-                .order
-                .iter()
-                .any(|id| self.jobs.get(id).is_some_and(Job::wants_dispatch))
+        self.has_inflight() || self.has_unsent()
+    }
+
+    /// Tasks a job could send and has not (no room in the rings, or not
+    /// tried yet).
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.order
+            .iter()
+            .any(|id| self.jobs.get(id).is_some_and(Job::wants_dispatch))
     }
 
     /// Cancels a job whose consumer is gone (no more dispatch).

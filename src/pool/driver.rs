@@ -170,7 +170,7 @@ impl Shared {
                 return core;
             }
             if core.step() {
-                self.notify();
+                self.notify_waiters();
                 last_progress = None;
                 spins = 0;
             }
@@ -324,9 +324,10 @@ impl Shared {
     }
 
     /// Starts the pump thread unless it runs already, and wakes it if it
-    /// sleeps: the first `*_async`/`imap`/`submit` call, and every future
-    /// or stream of the pool that is polled and must wait (its waker is
-    /// fired by whoever drives, so someone must).
+    /// sleeps: an `imap`, a call with callbacks, an async submission that
+    /// left work unsent ([`kick`](Self::kick)), a status look that is not
+    /// final, and every future or stream of the pool that is polled and
+    /// must wait (its waker is fired by whoever drives, so someone must).
     ///
     /// # Errors
     /// [`ErrorKind::Io`] if the thread cannot be started (a thread limit);
@@ -346,6 +347,36 @@ impl Shared {
         drop(pump);
         self.wake_pump();
         Ok(())
+    }
+
+    /// After an async submission (`apply_async`, `map_async`, `submit`):
+    /// sends the work now unless somebody drives (who then sends it), so
+    /// that a worker starts at once, as Python's `apply_async` does; wakes
+    /// the pump only for work that could not be sent, or for a pool with a
+    /// task timeout to enforce.
+    ///
+    /// Results that come back wait in the rings for whoever looks: a
+    /// blocking wait and a future's first poll drive, a future that must
+    /// wait starts the pump, and a look at the status (`ready()`,
+    /// `done()`, `running()`) or a done-callback wakes it. Waking the pump
+    /// at every submission instead cost an awaited `apply_async` three
+    /// times a blocking `apply` on 2 cores (a futex wake, and a third busy
+    /// thread beside the caller and the worker; docs/BENCHMARKS.md).
+    ///
+    /// # Errors
+    /// As [`ensure_pump`](Self::ensure_pump), when the pump is needed.
+    pub(crate) fn kick(self: &Arc<Self>) -> crate::error::Result<()> {
+        let mut core = self.lock();
+        if !core.driving && core.step() {
+            self.notify_waiters();
+        }
+        let pump = core.has_unsent() || (core.has_inflight() && core.cfg.task_timeout.is_some());
+        drop(core);
+        if pump {
+            self.ensure_pump()
+        } else {
+            Ok(())
+        }
     }
 
     /// The idle pump's sleep: on `pump_cv`, at most `timeout`.

@@ -257,7 +257,22 @@ impl<R> Task<R> {
     /// }
     /// ```
     pub fn done(&self) -> bool {
+        self.is_done() || {
+            self.nudge();
+            false
+        }
+    }
+
+    /// `done()` without the nudge: for the crate's own waits, which drive.
+    fn is_done(&self) -> bool {
         self.state.done()
+    }
+
+    /// Nobody may be driving: a result waiting in a ring needs the pump to
+    /// be seen (`Shared::kick`). Its own failure to start is left to a
+    /// wait, which drives.
+    fn nudge(&self) {
+        let _ = self.shared.ensure_pump();
     }
 
     /// `true` while the task is on a worker: sent, and not done yet
@@ -275,8 +290,12 @@ impl<R> Task<R> {
     /// }
     /// ```
     pub fn running(&self) -> bool {
+        if self.is_done() {
+            return false;
+        }
+        self.nudge();
         // SYNC: Relaxed: a status hint (see `Submitted::next`).
-        !self.done() && self.state.sent.load(Ordering::Relaxed)
+        self.state.sent.load(Ordering::Relaxed)
     }
 
     /// `true` if the task was cancelled ([`cancel`](Task::cancel), or
@@ -293,14 +312,14 @@ impl<R> Task<R> {
     /// ```
     pub fn cancelled(&self) -> bool {
         // SYNC: Relaxed after the Acquire in `done`, which publishes it.
-        self.done() && self.state.cancelled.load(Ordering::Relaxed)
+        self.is_done() && self.state.cancelled.load(Ordering::Relaxed)
     }
 
     /// `true` once the task failed with an error other than a
     /// cancellation (what `ReturnWhen::FirstException` waits for).
     fn failed(&self) -> bool {
         // SYNC: as in `cancelled`.
-        self.done() && self.state.failed.load(Ordering::Relaxed)
+        self.is_done() && self.state.failed.load(Ordering::Relaxed)
     }
 
     /// Cancels the task (Python's `cancel()`), **also while it runs**:
@@ -336,7 +355,7 @@ impl<R> Task<R> {
     /// }
     /// ```
     pub fn cancel(&self) -> bool {
-        if self.done() {
+        if self.is_done() {
             return self.cancelled();
         }
         let mut core = self.shared.lock();
@@ -354,7 +373,7 @@ impl<R> Task<R> {
 
     /// Waits until the task is done or `deadline` passes; `true` if done.
     pub(super) fn wait_done(&self, deadline: Option<Instant>) -> bool {
-        wait_for(std::slice::from_ref(self), &|| self.done(), deadline)
+        wait_for(std::slice::from_ref(self), &|| self.is_done(), deadline)
     }
 
     /// Calls `f(&task)` once the task is done (Python's
@@ -390,6 +409,9 @@ impl<R> Task<R> {
             call();
         } else {
             st.callbacks.push(call);
+            drop(st);
+            // Someone must drive for the callback to run unasked.
+            self.nudge();
         }
     }
 
@@ -501,7 +523,7 @@ impl<R: Clone> Task<R> {
 impl<R> std::fmt::Debug for Task<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Task")
-            .field("done", &self.done())
+            .field("done", &self.is_done())
             .field("running", &self.running())
             .field("cancelled", &self.cancelled())
             .finish_non_exhaustive()
@@ -531,7 +553,7 @@ fn wait_for<R>(tasks: &[Task<R>], until: &dyn Fn() -> bool, deadline: Option<Ins
         if deadline.is_some_and(|d| now >= d) {
             return false;
         }
-        let Some(t) = tasks.iter().find(|t| !t.done()) else {
+        let Some(t) = tasks.iter().find(|t| !t.is_done()) else {
             return until();
         };
         let one_pool = tasks.iter().all(|u| Arc::ptr_eq(&u.shared, &t.shared));
@@ -607,7 +629,7 @@ pub struct AsCompleted<'a, R> {
 
 impl<'a, R> AsCompleted<'a, R> {
     pub(super) fn take_done(&mut self) -> Option<&'a Task<R>> {
-        let i = (0..self.tasks.len()).find(|&i| !self.yielded[i] && self.tasks[i].done())?;
+        let i = (0..self.tasks.len()).find(|&i| !self.yielded[i] && self.tasks[i].is_done())?;
         self.yielded[i] = true;
         self.left -= 1;
         Some(&self.tasks[i])
@@ -626,7 +648,7 @@ impl<'a, R> Iterator for AsCompleted<'a, R> {
                 return Some(Ok(t));
             }
             let (tasks, yielded) = (self.tasks, &self.yielded);
-            let any = || (0..tasks.len()).any(|i| !yielded[i] && tasks[i].done());
+            let any = || (0..tasks.len()).any(|i| !yielded[i] && tasks[i].is_done());
             if !wait_for(self.tasks, &any, self.deadline) {
                 self.timed_out = true;
                 return Some(Err(Error::timeout(&format!(
@@ -706,7 +728,7 @@ pub fn wait_tasks<R>(
         ReturnWhen::AllCompleted => all(),
     };
     wait_for(tasks, &until, timeout.and_then(crate::wait::deadline_after));
-    tasks.iter().partition(|t| t.done())
+    tasks.iter().partition(|t| t.is_done())
 }
 
 impl Pool {
@@ -747,8 +769,8 @@ impl Pool {
         };
         let job = Job::new(Box::new(source), state.clone(), 1, usize::MAX).cancellable();
         let id = self.shared.lock().submit(job)?;
-        // The pump runs it (and is woken if it sleeps).
-        self.ensure_pump();
+        // Sent now; the pump is woken only if it is needed (`kick`).
+        self.kick();
         Ok(Task {
             shared: Arc::clone(&self.shared),
             state,

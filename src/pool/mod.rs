@@ -368,8 +368,8 @@ impl Pool {
         let mut core = self.shared.lock();
         let id = core.submit(Job::new(source, sink, bound, backlog))?;
         drop(core);
-        // A blocking call drives at once; an async one wakes the pump
-        // (`ensure_pump`).
+        // A blocking call drives at once; an async one sends it itself and
+        // wakes the pump only if that is needed (`kick`).
         self.shared.notify_waiters();
         Ok(id)
     }
@@ -379,6 +379,13 @@ impl Pool {
     /// other blocking waits drive; a future that must wait reports it.
     fn ensure_pump(&self) {
         let _ = self.shared.ensure_pump();
+    }
+
+    /// After an async submission: sends it now, and wakes the pump only
+    /// if something is left for it (`Shared::kick`). A pump that cannot
+    /// start leaves the work to whoever waits for it next, as above.
+    fn kick(&self) {
+        let _ = self.shared.kick();
     }
 
     /// The items of a `map`, collected (Python's `map` makes a list of
@@ -691,7 +698,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (sink, _) = self.start_map(f, vec![args], None)?;
-        self.ensure_pump();
+        self.kick();
         Ok(AsyncResult::of_apply(Arc::clone(&self.shared), sink))
     }
 

@@ -144,10 +144,25 @@ impl<T> AsyncResult<T> {
     /// }
     /// ```
     pub fn ready(&self) -> bool {
+        self.is_ready() || {
+            self.nudge();
+            false
+        }
+    }
+
+    /// `ready()` without the nudge: for the crate's own waits, which drive.
+    pub(super) fn is_ready(&self) -> bool {
         match &self.hook {
             Some(h) => h.fired(),
             None => self.sink.ready(),
         }
+    }
+
+    /// Nobody may be driving: a result waiting in a ring needs the pump to
+    /// be seen (`Shared::kick`). Its own failure to start is left to a
+    /// wait, which drives.
+    fn nudge(&self) {
+        let _ = self.shared.ensure_pump();
     }
 
     /// `Some(true)` if it finished without error, `Some(false)` if it
@@ -164,10 +179,14 @@ impl<T> AsyncResult<T> {
     /// }
     /// ```
     pub fn successful(&self) -> Option<bool> {
-        match &self.hook {
+        let done = match &self.hook {
             Some(h) => h.successful(),
             None => self.sink.successful(),
+        };
+        if done.is_none() {
+            self.nudge();
         }
+        done
     }
 
     /// Blocks until it is ready (Python's `wait()`).
@@ -298,7 +317,7 @@ impl<T> AsyncResult<T> {
 impl<T> std::fmt::Debug for AsyncResult<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncResult")
-            .field("ready", &self.ready())
+            .field("ready", &self.is_ready())
             .finish_non_exhaustive()
     }
 }
