@@ -524,3 +524,49 @@ fn kill_workers_fails_running_work_and_breaks_the_pool() {
         drop(pool);
     });
 }
+
+fn set_it(ev: Event) {
+    ev.set();
+}
+
+/// An async submission sends its task at once and wakes no pump: with
+/// nobody waiting, the task still runs (its side effect shows), and a look
+/// at `done()` alone sees it end (the look wakes the pump, which takes the
+/// result from the ring).
+#[test]
+fn a_task_nobody_waits_for_runs_and_done_sees_it_end() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let ev = Event::new().unwrap();
+        let side = pool.submit(set_it, ev.clone()).unwrap();
+        ev.wait_timeout(Duration::from_secs(30))
+            .expect("the task did not run while nobody waited for it");
+        let t = pool.submit(square, 7).unwrap();
+        let seen = common::wait_for(Duration::from_secs(30), || t.done(), |d| *d);
+        assert!(seen.is_ok(), "done() never turned true with nobody waiting");
+        assert!(side.done());
+        assert_eq!(t.result().unwrap(), 49);
+    });
+}
+
+/// The same for `apply_async` and a Python-style `while not r.ready()`
+/// loop, and for a done-callback nobody waits for.
+#[test]
+fn ready_and_callbacks_come_with_nobody_waiting() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        let r = pool.apply_async(square, 5).unwrap();
+        let seen = common::wait_for(Duration::from_secs(30), || r.ready(), |d| *d);
+        assert!(
+            seen.is_ok(),
+            "ready() never turned true with nobody waiting"
+        );
+        assert_eq!(r.successful(), Some(true));
+        assert_eq!(r.get().unwrap(), 25);
+
+        let (tx, rx) = mpsc::channel();
+        let t = pool.submit(square, 6).unwrap();
+        t.add_done_callback(move |t| tx.send(t.result().unwrap()).unwrap());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 36);
+    });
+}
