@@ -224,12 +224,32 @@ where
 {
     let mut source = Some(source);
     let mut reg: Option<Registration> = None;
+    let mut first = true;
     std::future::poll_fn(move |cx| {
         let checked = reg.as_ref().is_some_and(Registration::unhealthy);
         match attempt(checked) {
             Ok(Some(v)) => return Poll::Ready(Ok(v)),
             Err(e) => return Poll::Ready(Err(e)),
             Ok(None) => {}
+        }
+        if std::mem::take(&mut first) {
+            // The first poll retries for a moment, as the blocking call
+            // spins before it parks: an answer already on its way (a peer
+            // replying) then costs no wake of the waiter thread and of the
+            // executor's thread, which cost far more than the wait.
+            let mut got = None;
+            crate::wait::spin_for(FIRST_POLL_SPIN, || match attempt(false) {
+                Ok(None) => false,
+                other => {
+                    got = Some(other);
+                    true
+                }
+            });
+            match got {
+                Some(Ok(Some(v))) => return Poll::Ready(Ok(v)),
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                _ => {}
+            }
         }
         let r = match (&reg, source.take()) {
             (Some(r), _) => r,
@@ -248,6 +268,12 @@ where
         }
     })
 }
+
+/// How long the first poll of an async wait retries its attempt before it
+/// registers (as the pool's futures drive for their first poll): a round
+/// trip to a peer that is running takes about a microsecond, a wake of the
+/// waiter thread and then of the executor's thread ten or more.
+const FIRST_POLL_SPIN: Duration = Duration::from_micros(20);
 
 /// The blocking call's liveness check, bounded: a `*_timeout` call this
 /// long runs its first liveness check at once and returns its error (or
