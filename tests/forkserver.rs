@@ -177,6 +177,17 @@ mod linux {
             );
             assert_eq!(get(&forked_env, "HOME"), None);
             assert_eq!(forked_env, spawned_env);
+            // No change: the request carries no environment and the child
+            // keeps the server's, which must be ours all the same.
+            let plain = |method| {
+                Process::builder()
+                    .start_method(method)
+                    .spawn(environment, ())
+                    .unwrap()
+                    .join()
+                    .unwrap()
+            };
+            assert_eq!(plain(StartMethod::ForkServer), plain(StartMethod::Spawn));
         });
     }
 
