@@ -371,6 +371,109 @@ mod linux {
         });
     }
 
+    /// The fork server's fault injection (`src/bootstrap/forkserver.rs`,
+    /// `serve`): a server started with it dies right after its first
+    /// `clone`, before its reply.
+    const DIE_AFTER_CLONE: &str = "MULTIPROC_TEST_FORKSERVER_DIE_AFTER_CLONE";
+
+    fn append_pid(path: String) -> u32 {
+        use std::io::Write;
+        let me = std::process::id();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(log, "{me}").unwrap();
+        me
+    }
+
+    /// This process's children other than its fork server.
+    fn other_children(me: u32, server: Option<u32>) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let ppid: u32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == me && Some(pid) != server).then_some(pid)
+            })
+            .collect()
+    }
+
+    /// A middle process whose first fork server dies between its `clone`
+    /// and its reply (the middle was started with `DIE_AFTER_CLONE`): one
+    /// start, which the parent retries on a new server. Returns the lines
+    /// the task logged, the pid the start reported, and the exit codes of
+    /// the middle's other children (the abandoned one), reaped here.
+    fn retried_after_clone(dir: String) -> (Vec<String>, u32, Vec<i32>) {
+        let log = format!("{dir}/runs");
+        let p = forked().spawn(append_pid, log.clone()).unwrap();
+        let ran = p.pid();
+        assert_eq!(p.join().unwrap(), ran);
+        let me = std::process::id();
+        let abandoned = wait_for(
+            Duration::from_secs(30),
+            || other_children(me, fork_server_of(me)),
+            |kids| !kids.is_empty(),
+        )
+        .unwrap_or_default();
+        let codes = abandoned
+            .into_iter()
+            .map(|pid| {
+                let mut status = 0;
+                // SAFETY: `waitpid` writes the status into a valid local;
+                // the pid is our own child, which nothing else reaps.
+                #[allow(unsafe_code)]
+                let rc = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+                assert_eq!(rc, pid as i32);
+                if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    -libc::WTERMSIG(status)
+                }
+            })
+            .collect();
+        let runs = std::fs::read_to_string(&log).unwrap_or_default();
+        (runs.lines().map(str::to_string).collect(), ran, codes)
+    }
+
+    #[test]
+    fn a_start_retried_after_the_server_died_past_its_clone_runs_its_task_once() {
+        watchdog(LIMIT, || {
+            let dir = std::env::temp_dir()
+                .join(format!("multiproc-forkserver-retry-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let fired = dir.join("fault-fired");
+            let p = Process::builder()
+                .start_method(StartMethod::Spawn)
+                .env(DIE_AFTER_CLONE, &fired)
+                .spawn(retried_after_clone, dir.to_string_lossy().into_owned())
+                .unwrap();
+            let got = p.join();
+            let fault_fired = fired.exists();
+            let _ = std::fs::remove_dir_all(&dir);
+            let (runs, ran, abandoned) = got.unwrap();
+            assert!(
+                fault_fired,
+                "the server did not die after its clone: nothing was tested"
+            );
+            // Once, in the child the start reported; the child the dead
+            // server made never ran it (it got no `Control::Run`) and
+            // exited before any task code.
+            assert_eq!(runs, [ran.to_string()]);
+            assert_eq!(abandoned, [121]);
+        });
+    }
+
     #[test]
     fn a_killed_fork_server_is_replaced_at_the_next_start() {
         check_server_killed(server_killed);

@@ -86,6 +86,10 @@ mod linux {
     use crate::sys;
     use crate::task::TaskRef;
 
+    /// See `serve`: a test's way to kill the server between its `clone`
+    /// and its reply.
+    const TEST_DIE_AFTER_CLONE: &str = "MULTIPROC_TEST_FORKSERVER_DIE_AFTER_CLONE";
+
     /// Largest frame read on the private socket pair (the server's offer).
     const MAX_OFFER: usize = 4096;
     /// How long the parent waits for the server's offer (it includes the
@@ -424,6 +428,17 @@ mod linux {
         let link = accept_link(&stream)?;
         // From here on the parent speaks through the link only.
         drop(stream);
+        // Fault injection for `tests/forkserver.rs`: a server started with
+        // this variable naming a file it can still create creates it, and
+        // dies right after its first `clone`, before it replies (as one
+        // killed there would). A start retried after that runs its task once.
+        let die_after_clone = std::env::var_os(TEST_DIE_AFTER_CLONE).is_some_and(|path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .is_ok()
+        });
         loop {
             // An ipc-channel decoder panics on some malformed messages; the
             // parent sends none, but a panic must not leave a half-server.
@@ -437,6 +452,7 @@ mod linux {
             };
             let reply = match sys::forkserver::fork_for_parent() {
                 Ok(None) => become_worker(link, ppid, request),
+                Ok(Some(_)) if die_after_clone => std::process::exit(0),
                 Ok(Some(pid)) => ForkReply::Forked(pid),
                 Err(e) => ForkReply::Failed(format!("clone: {e}")),
             };
