@@ -285,9 +285,10 @@ pub(crate) fn prepare_handshake() -> io::Result<()> {
 }
 
 /// Before a fork-server start: fails with the real cause (`EMFILE`) when
-/// the descriptors it needs at once are not free (its `Config` channel and
-/// the two of its outcome and control channels, with ipc-channel's probe
-/// channel on the first send); it needs no directory.
+/// the descriptors it needs at once are not free (the four ends of the
+/// child's outcome and control channels, ipc-channel's probe channel on
+/// the first send, and the channel a request larger than one fragment
+/// goes on); it needs no directory.
 pub(crate) fn prepare_fork() -> io::Result<()> {
     ensure_free_fds(FORK_FDS)
 }
