@@ -147,12 +147,14 @@ impl EndTable {
     }
 
     /// Who holds the end now.
+    ///
+    /// The in-flight entries are read first, then the holders: a child
+    /// registers before it clears its entry, so in this order a look that
+    /// finds the entry cleared (an Acquire load of that clear) then finds
+    /// the registration. The other order could see neither: the holders
+    /// before the child registered, the entry after it cleared it.
     pub(crate) fn holders(&self) -> Holders {
-        let census = self.holders.census();
-        if census.alive {
-            return Holders::Some;
-        }
-        let mut dead = census.dead;
+        let mut pending_dead = None;
         for e in &self.pending {
             // SYNC: Acquire pairs with the AcqRel CAS that wrote the entry.
             let word = e.load(Ordering::Acquire);
@@ -167,11 +169,15 @@ impl EndTable {
             // opened its handle and exited normally in between cleared the
             // entry first (as `Participants::dead` re-reads a slot).
             // SYNC: Acquire, as above.
-            if dead.is_none() && e.load(Ordering::Acquire) == word {
-                dead = Some(owner);
+            if pending_dead.is_none() && e.load(Ordering::Acquire) == word {
+                pending_dead = Some(owner);
             }
         }
-        match dead {
+        let census = self.holders.census();
+        if census.alive {
+            return Holders::Some;
+        }
+        match census.dead.or(pending_dead) {
             Some(pid) => Holders::Died(pid),
             None => Holders::None,
         }
