@@ -78,24 +78,37 @@ mod linux {
         }
     }
 
+    /// The live-or-zombie children of `parent`, from `/proc`.
+    fn children_of(parent: u32) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let ppid: u32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == parent).then_some(pid)
+            })
+            .collect()
+    }
+
     /// The pid of this process's fork server (its child started with the
     /// server marker), if one runs.
     fn fork_server_of(parent: u32) -> Option<u32> {
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let ppid: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let marked = environ
-                .split(|&b| b == 0)
-                .any(|v| v.starts_with(b"MULTIPROC_FORKSERVER="));
-            (ppid == parent && marked && !is_dead(pid)).then_some(pid)
+        children_of(parent).into_iter().find(|&pid| {
+            let marked = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|&b| b == 0)
+                    .any(|v| v.starts_with(b"MULTIPROC_FORKSERVER="))
+            });
+            marked && !is_dead(pid)
         })
     }
 
@@ -388,27 +401,6 @@ mod linux {
         me
     }
 
-    /// This process's children other than its fork server.
-    fn other_children(me: u32, server: Option<u32>) -> Vec<u32> {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        dir.flatten()
-            .filter_map(|e| {
-                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let ppid: u32 = stat
-                    .rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()?;
-                (ppid == me && Some(pid) != server).then_some(pid)
-            })
-            .collect()
-    }
-
     /// A middle process whose first fork server dies between its `clone`
     /// and its reply (the middle was started with `DIE_AFTER_CLONE`): one
     /// start, which the parent retries on a new server. Returns the lines
@@ -422,7 +414,12 @@ mod linux {
         let me = std::process::id();
         let abandoned = wait_for(
             Duration::from_secs(30),
-            || other_children(me, fork_server_of(me)),
+            || {
+                let server = fork_server_of(me);
+                let mut kids = children_of(me);
+                kids.retain(|&pid| Some(pid) != server);
+                kids
+            },
             |kids| !kids.is_empty(),
         )
         .unwrap_or_default();
