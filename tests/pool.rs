@@ -767,6 +767,131 @@ fn shout(s: String) -> String {
     s + "!"
 }
 
+// Large maps of numbers go through the pool's arenas (shared memory the
+// workers map in place) instead of the rings: the same answers, the same
+// errors, down to the item.
+
+/// Enough items for the arena path (it starts at 32 Ki items).
+const ARENA_N: u64 = 100_000;
+
+fn widen(x: u32) -> u64 {
+    u64::from(x) * 3
+}
+
+fn halve_narrow(x: f64) -> f32 {
+    (x / 2.0) as f32
+}
+
+fn to_wide(x: i8) -> i128 {
+    i128::from(x) << 100
+}
+
+/// Says it has `said` items, has `has`.
+struct Liar {
+    next: u64,
+    has: u64,
+    said: usize,
+}
+
+impl Iterator for Liar {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.has).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.said, Some(self.said))
+    }
+}
+
+#[test]
+fn large_maps_of_numbers_give_every_result_in_order() {
+    let pool = Pool::new(2).unwrap();
+    // One size in and out (one arena, in place) …
+    let got = pool.map(square, 0..ARENA_N).unwrap();
+    assert_eq!(got, (0..ARENA_N).map(|x| x * x).collect::<Vec<_>>());
+    // … other sizes (two arenas), floats and 16-byte integers.
+    let got = pool.map(widen, 0..ARENA_N as u32).unwrap();
+    assert_eq!(got, (0..ARENA_N as u32).map(widen).collect::<Vec<_>>());
+    let xs: Vec<f64> = (0..ARENA_N).map(|i| i as f64 * 0.25).collect();
+    let got = pool.map(halve_narrow, xs.clone()).unwrap();
+    assert_eq!(got, xs.iter().map(|&x| halve_narrow(x)).collect::<Vec<_>>());
+    let small: Vec<i8> = (0..ARENA_N).map(|i| (i % 256) as u8 as i8).collect();
+    let got = pool.map(to_wide, small.clone()).unwrap();
+    assert_eq!(got, small.iter().map(|&x| to_wide(x)).collect::<Vec<_>>());
+    // An iterator that does not know its length is collected first.
+    let odd = (0..3 * ARENA_N).filter(|x| x % 3 == 1);
+    assert_eq!(
+        pool.map(square, odd.clone()).unwrap(),
+        odd.map(square).collect::<Vec<_>>()
+    );
+    // The call's chunk size is kept (many small chunks, same answer).
+    assert_eq!(
+        pool.with_chunksize(1000).map(square, 0..ARENA_N).unwrap(),
+        (0..ARENA_N).map(square).collect::<Vec<_>>()
+    );
+    // A size hint that is wrong either way loses nothing and adds nothing.
+    for has in [ARENA_N - 7, ARENA_N + 9] {
+        let liar = Liar {
+            next: 0,
+            has,
+            said: ARENA_N as usize,
+        };
+        assert_eq!(
+            pool.map(square, liar).unwrap(),
+            (0..has).map(square).collect::<Vec<_>>(),
+            "an iterator with {has} items that says {ARENA_N}"
+        );
+    }
+    // Calls one after the other reuse the arenas and stay right.
+    for round in 0..3u64 {
+        let got = pool.map(square, round..round + ARENA_N).unwrap();
+        assert_eq!(got[0], round * round);
+        assert_eq!(got[ARENA_N as usize - 1], (round + ARENA_N - 1).pow(2));
+    }
+}
+
+fn cursed_far(x: u64) -> u64 {
+    if x == 77_777 {
+        panic!("item {x} is cursed");
+    }
+    x
+}
+
+fn abort_far(x: u64) -> u64 {
+    if x == 66_666 {
+        std::process::abort();
+    }
+    x
+}
+
+#[test]
+fn a_large_map_of_numbers_names_the_item_that_panicked_or_killed_its_worker() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let err = pool.map(cursed_far, 0..ARENA_N).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+        assert_eq!(err.item_index(), Some(77_777), "{err}");
+        assert!(err
+            .panic_info()
+            .unwrap()
+            .message()
+            .contains("item 77777 is cursed"));
+        assert_eq!(pool.restarts(), 0);
+        let err = pool.map(abort_far, 0..ARENA_N).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+        assert_eq!(err.item_index(), Some(66_666), "{err}");
+        assert!(err.to_string().contains("item 66666"), "{err}");
+        // The replacement worker and the arenas serve the next call.
+        assert_eq!(
+            pool.map(square, 0..ARENA_N).unwrap(),
+            (0..ARENA_N).map(square).collect::<Vec<_>>()
+        );
+    });
+}
+
 #[test]
 fn a_panicking_input_iterator_fails_its_call_not_the_pool() {
     let pool = Pool::new(2).unwrap();

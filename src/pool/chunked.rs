@@ -26,7 +26,11 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items = self.collect_input(items);
+        let _ = &f;
+        let items = match self.map_raw::<F, A, R, _>(items.into_iter(), chunksize) {
+            Ok(done) => return done,
+            Err(items) => items,
+        };
         let (sink, n) = self.start_map(f, items, chunksize)?;
         let s2 = Arc::clone(&sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);

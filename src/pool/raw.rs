@@ -102,6 +102,112 @@ pub(crate) fn from_raw<T: 'static>(bytes: &[u8], count: usize) -> Option<Vec<T>>
     None
 }
 
+/// Replaces `dst`'s contents with the values in `bytes`, if `T` crosses
+/// raw and `bytes` holds whole values; `false` otherwise. (A `&mut Vec`:
+/// `Any` needs a sized type to downcast to.)
+#[allow(clippy::ptr_arg)]
+pub(crate) fn fill_from_raw<T: 'static>(dst: &mut Vec<T>, bytes: &[u8]) -> bool {
+    let any: &mut dyn Any = dst;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_mut::<Vec<$p>>() {
+                    let size = std::mem::size_of::<$p>();
+                    if bytes.len() % size != 0 {
+                        return false;
+                    }
+                    v.clear();
+                    match bytemuck::try_cast_slice::<u8, $p>(bytes) {
+                        Ok(values) => v.extend_from_slice(values),
+                        Err(_) => v.extend(bytes.chunks_exact(size).map(|c| {
+                            let mut w = [0u8; std::mem::size_of::<$p>()];
+                            w.copy_from_slice(c);
+                            <$p>::from_ne_bytes(w)
+                        })),
+                    }
+                    return true;
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    false
+}
+
+/// The bytes of `items` if `T` crosses raw.
+#[allow(clippy::ptr_arg)]
+pub(crate) fn raw_bytes<T: 'static>(items: &Vec<T>) -> Option<&[u8]> {
+    let any: &dyn Any = items;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_ref::<Vec<$p>>() {
+                    return Some(bytemuck::cast_slice::<$p, u8>(v));
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
+/// Copies `src`'s values over `dst`, if `T` crosses raw and the lengths
+/// match; `false` otherwise.
+#[allow(clippy::ptr_arg)]
+pub(crate) fn write_raw<T: 'static>(src: &Vec<T>, dst: &mut [u8]) -> bool {
+    let any: &dyn Any = src;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_ref::<Vec<$p>>() {
+                    let bytes = bytemuck::cast_slice::<$p, u8>(v);
+                    if bytes.len() != dst.len() {
+                        return false;
+                    }
+                    dst.copy_from_slice(bytes);
+                    return true;
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    false
+}
+
+/// The `count` values of `T` in `bytes` as a new `Vec` ([`big_vec`]: huge
+/// pages for a large one, no zeroing pass), if `T` crosses raw and the
+/// length matches; `None` otherwise.
+pub(crate) fn big_from_raw<T: 'static>(bytes: &[u8], count: usize) -> Option<Vec<T>> {
+    let mut v = big_vec::<T>(count);
+    let any: &mut dyn Any = &mut v;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_mut::<Vec<$p>>() {
+                    let size = std::mem::size_of::<$p>();
+                    if count.checked_mul(size) != Some(bytes.len()) {
+                        return None;
+                    }
+                    match bytemuck::try_cast_slice::<u8, $p>(bytes) {
+                        Ok(values) => v.extend_from_slice(values),
+                        Err(_) => v.extend(bytes.chunks_exact(size).map(|c| {
+                            let mut w = [0u8; std::mem::size_of::<$p>()];
+                            w.copy_from_slice(c);
+                            <$p>::from_ne_bytes(w)
+                        })),
+                    }
+                    return Some(std::mem::take(v)).and_then(|v| {
+                        let boxed: Box<dyn Any> = Box::new(v);
+                        boxed.downcast::<Vec<T>>().ok().map(|b| *b)
+                    });
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
 /// Buffers from this size up get huge pages ([`big_vec`]).
 const HUGE_FROM: usize = 4 << 20;
 
@@ -273,6 +379,33 @@ mod tests {
             assert_eq!(z.len(), n);
             assert!(z.iter().all(|&x| x == 0));
         }
+    }
+
+    #[test]
+    fn block_helpers_copy_whole_values_of_raw_types_only() {
+        let v: Vec<u32> = vec![7, u32::MAX, 0];
+        let bytes = raw_bytes(&v).unwrap().to_vec();
+        assert_eq!(bytes.len(), 12);
+        let mut back: Vec<u32> = vec![99];
+        assert!(fill_from_raw(&mut back, &bytes));
+        assert_eq!(back, v, "replaced, not appended");
+        assert!(!fill_from_raw(&mut back, &bytes[1..]), "a partial value");
+        // Unaligned bytes still read (the slow path).
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&bytes);
+        assert!(fill_from_raw(&mut back, &shifted[1..]));
+        assert_eq!(back, v);
+        assert_eq!(big_from_raw::<u32>(&shifted[1..], 3).unwrap(), v);
+        assert!(big_from_raw::<u32>(&bytes, 2).is_none(), "wrong count");
+        let mut out = [0u8; 12];
+        assert!(write_raw(&v, &mut out));
+        assert_eq!(&out[..], &bytes[..]);
+        assert!(!write_raw(&v, &mut out[..8]), "wrong length");
+        let words = vec![String::from("x")];
+        assert!(raw_bytes(&words).is_none());
+        assert!(!fill_from_raw(&mut Vec::<String>::new(), &[]));
+        assert!(!write_raw(&words, &mut []));
+        assert!(big_from_raw::<String>(&[], 0).is_none());
     }
 
     #[test]

@@ -342,6 +342,7 @@ pub(crate) fn running_item(word: u64, task: u32, first: u64, count: u64) -> Opti
 
 /// Where a worker says which item of a task it starts (one relaxed store
 /// an item), so that the parent can name the item that killed it.
+#[derive(Clone, Copy)]
 pub(crate) struct Running<'a> {
     word: &'a AtomicU64,
     /// `running_word(task, 0)`.
@@ -502,8 +503,15 @@ pub(crate) struct Span {
 
 /// Trampoline of a zero-copy kernel: elements `[first, first + count)` of
 /// `input` into the same range of `output` (the same span for in place).
-pub(crate) type ZcFn =
-    fn(input: Span, output: Span, first: u64, count: u64) -> std::result::Result<(), ItemFailure>;
+/// A kernel that calls the user's function item by item says which item
+/// it starts in `running` (whole-slice kernels cannot).
+pub(crate) type ZcFn = fn(
+    input: Span,
+    output: Span,
+    first: u64,
+    count: u64,
+    running: &Running<'_>,
+) -> std::result::Result<(), ItemFailure>;
 
 impl RunKind for ZcFn {
     const KIND: u64 = 3;
@@ -626,7 +634,25 @@ fn elements<T: Pod>(
     first: u64,
     count: u64,
 ) -> std::result::Result<(usize, usize), ItemFailure> {
-    let size = std::mem::size_of::<T>() as u64;
+    elements_of(
+        span,
+        first,
+        count,
+        std::mem::size_of::<T>(),
+        std::mem::align_of::<T>(),
+    )
+}
+
+/// Elements `[first, first + count)` of a span, of `size` bytes aligned
+/// to `align`, bounds checked: their first byte and their count.
+fn elements_of(
+    span: Span,
+    first: u64,
+    count: u64,
+    size: usize,
+    align: usize,
+) -> std::result::Result<(usize, usize), ItemFailure> {
+    let size = size as u64;
     let end = first
         .checked_add(count)
         .and_then(|e| e.checked_mul(size))
@@ -637,7 +663,7 @@ fn elements<T: Pod>(
             format!("chunk ends at byte {end}, the segment has {}", span.len),
         ));
     }
-    if !(span.ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
+    if !(span.ptr as usize).is_multiple_of(align.max(1)) {
         return Err(ItemFailure::protocol(
             0,
             "segment misaligned for the element type".into(),
@@ -690,6 +716,41 @@ mod zc {
         guarded(|| body(inp, out))
     }
 
+    /// Runs `body` on `len` bytes from byte `at` of `span`. The caller
+    /// bounds-checked the range (`elements_of`); asserted again here.
+    pub(super) fn with_bytes<T>(
+        span: Span,
+        at: usize,
+        len: usize,
+        body: impl FnOnce(&[u8]) -> T,
+    ) -> T {
+        assert!(at.checked_add(len).is_some_and(|end| end <= span.len));
+        // SAFETY: the range lies inside the mapping (asserted). The pool's
+        // protocol gives this worker exclusive use of its chunk's elements
+        // until it reports the chunk done, and the parent does not touch
+        // the arena during the call, so nobody writes these bytes while
+        // `body` reads them; the slice does not outlive `body`, and the
+        // kernel makes no `&mut` to them meanwhile.
+        let bytes = unsafe { std::slice::from_raw_parts(span.ptr.wrapping_add(at), len) };
+        body(bytes)
+    }
+
+    /// Runs `body` on `len` bytes from byte `at` of `span`, mutably. The
+    /// caller bounds-checked the range (`elements_of`); asserted again.
+    pub(super) fn with_bytes_mut<T>(
+        span: Span,
+        at: usize,
+        len: usize,
+        body: impl FnOnce(&mut [u8]) -> T,
+    ) -> T {
+        assert!(at.checked_add(len).is_some_and(|end| end <= span.len));
+        // SAFETY: as in `with_bytes`: in bounds, and this worker's chunk
+        // alone until it reports it done; no other slice of these bytes is
+        // live while `body` runs (the kernel reads a block, then writes it).
+        let bytes = unsafe { std::slice::from_raw_parts_mut(span.ptr.wrapping_add(at), len) };
+        body(bytes)
+    }
+
     /// As [`with_slices`] for one span, mutably (in place).
     pub(super) fn with_slice_mut<T: Pod>(
         data: Span,
@@ -714,6 +775,7 @@ fn run_into<F, T, U>(
     o: Span,
     first: u64,
     count: u64,
+    _: &Running<'_>,
 ) -> std::result::Result<(), ItemFailure>
 where
     F: Fn(&[T], &mut [U]) + 'static,
@@ -730,6 +792,7 @@ fn run_elements<F, T, U>(
     o: Span,
     first: u64,
     count: u64,
+    _: &Running<'_>,
 ) -> std::result::Result<(), ItemFailure>
 where
     F: Fn(T) -> U + 'static,
@@ -751,6 +814,7 @@ fn run_elements_in_place<F, T, U>(
     _: Span,
     first: u64,
     count: u64,
+    _: &Running<'_>,
 ) -> std::result::Result<(), ItemFailure>
 where
     F: Fn(T) -> U + 'static,
@@ -779,6 +843,7 @@ fn run_in_place<F, T>(
     _: Span,
     first: u64,
     count: u64,
+    _: &Running<'_>,
 ) -> std::result::Result<(), ItemFailure>
 where
     F: Fn(&mut [T]) + 'static,
@@ -786,6 +851,98 @@ where
 {
     let f: F = conjure();
     zc::with_slice_mut(d, first, count, |data| f(data))
+}
+
+/// Items converted and mapped per block by [`run_raw`]: 32 KiB of `u64`
+/// each way, which stays in the worker's cache.
+const RAW_BLOCK: usize = 4096;
+
+/// `fn(A) -> R` over primitive numbers lying raw in shared memory: the
+/// serde `map` of numbers, moved through the pool's arenas instead of its
+/// rings (`Pool::map`). Element `k` of the chunk is read from `input` and
+/// its result written to `output` at the same index (the same span when
+/// `A` and `R` have one size). A block at a time is copied out, mapped
+/// item by item (each item noted in `running`, as the ring path does,
+/// so that a worker that dies names its item), and copied back.
+fn run_raw<F, A, R>(
+    i: Span,
+    o: Span,
+    first: u64,
+    count: u64,
+    running: &Running<'_>,
+) -> std::result::Result<(), ItemFailure>
+where
+    F: Fn(A) -> R + 'static,
+    A: 'static,
+    R: 'static,
+{
+    use super::raw;
+    let (Some(sa), Some(sr)) = (raw::raw_size::<A>(), raw::raw_size::<R>()) else {
+        return Err(ItemFailure::protocol(0, "items or results not raw".into()));
+    };
+    if i.ptr == o.ptr && sa != sr {
+        return Err(ItemFailure::protocol(
+            0,
+            "in place needs items and results of one size".into(),
+        ));
+    }
+    // Alignment does not matter: values are copied as bytes.
+    let (ib, n) = elements_of(i, first, count, sa, 1)?;
+    let (ob, _) = elements_of(o, first, count, sr, 1)?;
+    let f: F = conjure();
+    let notes = u32::try_from(count).is_ok();
+    let mut items: Vec<A> = Vec::with_capacity(RAW_BLOCK);
+    let mut outs: Vec<R> = Vec::with_capacity(RAW_BLOCK);
+    let mut start = 0;
+    while start < n {
+        let m = RAW_BLOCK.min(n - start);
+        if !zc::with_bytes(i, ib + start * sa, m * sa, |b| {
+            raw::fill_from_raw(&mut items, b)
+        }) {
+            return Err(ItemFailure::protocol(
+                0,
+                "raw items of the wrong length".into(),
+            ));
+        }
+        outs.clear();
+        // Locals, so that the loop keeps them in registers.
+        let note = notes.then_some(*running);
+        let mut next = start;
+        let ran = crate::panic::catch_panic(|| {
+            outs.extend(items.drain(..).map(|a| {
+                if let Some(note) = note {
+                    // In range: `count` fits a u32 (`notes`).
+                    note.start(next as u32);
+                }
+                next += 1;
+                f(a)
+            }));
+        });
+        if let Err(info) = ran {
+            // `next` counts the items started; the last one panicked.
+            return Err(ItemFailure::panicked((next - 1) as u64, info));
+        }
+        if !zc::with_bytes_mut(o, ob + start * sr, m * sr, |b| raw::write_raw(&outs, b)) {
+            return Err(ItemFailure::protocol(0, "results not raw".into()));
+        }
+        start += m;
+    }
+    Ok(())
+}
+
+/// Descriptors of the serde `map` of primitive numbers through arenas.
+pub(crate) struct RawDesc<F, A, R>(Marker<F, A, R>);
+
+impl<F, A, R> RawDesc<F, A, R>
+where
+    F: Fn(A) -> R + 'static,
+    A: 'static,
+    R: 'static,
+{
+    pub(crate) const ELEMENTS: &'static Entry<ZcFn> = &Entry::new(
+        type_name_of::<(ZcFn, i8, F, A, R)>,
+        run_raw::<F, A, R> as ZcFn,
+    );
 }
 
 /// Descriptors of the zero-copy trampolines.

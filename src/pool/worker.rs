@@ -203,7 +203,8 @@ fn serve(args: WorkerArgs) -> Result<()> {
             K_ZC => {
                 let h = ZcHeader::read(bytes)?;
                 let started = args.timing.then(Instant::now);
-                // One kernel call over the whole chunk: no item to tell.
+                // Kernels that call the user's function item by item say
+                // which item they start (the serde `map` of numbers).
                 let running = Running::new(progress.running(), task_seq);
                 task_seq = task_seq.wrapping_add(1);
                 let span = |slot: u32| -> std::result::Result<Span, ItemFailure> {
@@ -222,7 +223,9 @@ fn serve(args: WorkerArgs) -> Result<()> {
                 let outcome = zc_fns
                     .get(h.task)
                     .map_err(|why| ItemFailure::protocol(0, format!("pool task refused: {why}")))
-                    .and_then(|run| run(span(h.input)?, span(h.output)?, h.first, h.count));
+                    .and_then(|run| {
+                        run(span(h.input)?, span(h.output)?, h.first, h.count, &running)
+                    });
                 let mut out = Out::new(
                     &mut results,
                     &mut buf,

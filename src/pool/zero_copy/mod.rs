@@ -3,6 +3,7 @@
 //! such a map cuts its elements into chunks; and [`ShmVec`], the buffer
 //! they work on (`shm_vec.rs`). Only chunk descriptors cross the rings.
 
+mod raw_map;
 mod shm_vec;
 
 use std::sync::Arc;
@@ -39,13 +40,25 @@ impl Pool {
         output: Option<&Arc<Segment>>,
         n: usize,
     ) -> Result<()> {
+        self.run_zc_with(task, input, output, n, self.zc_chunks())
+    }
+
+    /// [`run_zc`](Pool::run_zc) cut into `chunks`.
+    fn run_zc_with(
+        &self,
+        task: TaskRef,
+        input: &Arc<Segment>,
+        output: Option<&Arc<Segment>>,
+        n: usize,
+        chunks: ZcChunks,
+    ) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
         let source = ZcSource {
             next: 0,
             n: n as u64,
-            chunks: self.zc_chunks(),
+            chunks,
             task,
             input: Arc::clone(input),
             output: output.cloned(),
@@ -340,10 +353,15 @@ impl Pool {
             out.extend_from_slice(bytemuck::cast_slice(arena_bytes(out_arena, out_bytes)));
             Ok(out)
         })();
+        self.give_arenas(a, b);
+        result
+    }
+
+    /// Gives arenas back for the next call.
+    fn give_arenas(&self, a: Arc<Segment>, b: Option<Arc<Segment>>) {
         let mut arenas = self.arenas.lock().unwrap_or_else(|p| p.into_inner());
         arenas.push(a);
         arenas.extend(b);
-        result
     }
 
     /// A free arena of at least `bytes`, reused when possible.

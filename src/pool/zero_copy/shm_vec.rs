@@ -172,12 +172,24 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ShmVec<T> {
 
 /// Copies `src` to the start of a pool-owned arena segment.
 pub(crate) fn copy_in(arena: &Segment, src: &[u8]) {
-    assert!(src.len() <= arena.len(), "arena too small");
-    // SAFETY: the arena's data has at least `src.len()` bytes (asserted),
-    // is mapped while `arena` lives, and no other party touches a pool
-    // arena outside a pool call, which is not running (the caller is about
-    // to start one); `src` is ordinary memory, so the ranges are disjoint.
-    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), arena.as_ptr(), src.len()) };
+    copy_in_at(arena, 0, src);
+}
+
+/// Copies `src` to byte `at` of a pool-owned arena segment.
+pub(crate) fn copy_in_at(arena: &Segment, at: usize, src: &[u8]) {
+    assert!(
+        at.checked_add(src.len())
+            .is_some_and(|end| end <= arena.len()),
+        "arena too small"
+    );
+    // SAFETY: the arena's data has at least `at + src.len()` bytes
+    // (asserted), is mapped while `arena` lives, and no other party touches
+    // a pool arena outside a pool call, which is not running (the caller is
+    // about to start one); `src` is ordinary memory, so the ranges are
+    // disjoint.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), arena.as_ptr().wrapping_add(at), src.len())
+    };
 }
 
 /// The first `len` bytes of a pool-owned arena segment, to copy out once
