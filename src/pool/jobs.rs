@@ -60,6 +60,10 @@ pub(crate) trait Source: Send {
     fn is_done(&self) -> bool {
         false
     }
+
+    /// One of its tasks, of `items` items, came back after `busy_ns` of
+    /// the worker's time (0 when not measured).
+    fn task_done(&mut self, _items: u64, _busy_ns: u64) {}
 }
 
 /// Receives a job's outputs. Called by whichever thread drives the pool,

@@ -59,6 +59,7 @@ impl Pool {
             next: 0,
             n: n as u64,
             chunks,
+            ns_per_item: None,
             task,
             input: Arc::clone(input),
             output: output.cloned(),
@@ -403,6 +404,9 @@ struct ZcSource {
     next: u64,
     n: u64,
     chunks: ZcChunks,
+    /// What an item cost in the chunk that came back last (the worker's
+    /// own clock), once one has.
+    ns_per_item: Option<f64>,
     task: TaskRef,
     input: Arc<Segment>,
     output: Option<Arc<Segment>>,
@@ -427,12 +431,32 @@ enum ZcChunks {
 /// per chunk.
 const ZC_MIN_CHUNK: u64 = 4 * 1024;
 
+/// Smallest guided chunk in time, once the items' cost is known: elements
+/// that cost more than this over [`ZC_MIN_CHUNK`] get smaller last chunks
+/// (down to [`ZC_MIN_ITEMS`]), so that the workers still finish together
+/// when the last items are the expensive ones. A chunk much shorter than
+/// this would end before the parent, asleep on the doorbell, could queue
+/// the next one (a wake costs tens of µs here).
+const ZC_MIN_NS: f64 = 100_000.0;
+
+/// Smallest guided chunk of expensive elements.
+const ZC_MIN_ITEMS: u64 = 64;
+
 impl ZcChunks {
-    /// Elements of the next chunk when `left` (> 0) remain.
-    fn next(self, left: u64) -> u64 {
+    /// Elements of the next chunk when `left` (> 0) remain, items having
+    /// cost `ns_per_item` each lately (if known).
+    fn next(self, left: u64, ns_per_item: Option<f64>) -> u64 {
         let want = match self {
             ZcChunks::Fixed(c) => c,
-            ZcChunks::Guided { workers } => left.div_ceil(2 * workers.max(1)).max(ZC_MIN_CHUNK),
+            ZcChunks::Guided { workers } => {
+                let floor = match ns_per_item {
+                    Some(ns) if ns > 0.0 => {
+                        ((ZC_MIN_NS / ns) as u64).clamp(ZC_MIN_ITEMS, ZC_MIN_CHUNK)
+                    }
+                    _ => ZC_MIN_CHUNK,
+                };
+                left.div_ceil(2 * workers.max(1)).max(floor)
+            }
         };
         want.clamp(1, left)
     }
@@ -443,7 +467,7 @@ impl Source for ZcSource {
         if self.next >= self.n {
             return Next::Done;
         }
-        let count = self.chunks.next(self.n - self.next);
+        let count = self.chunks.next(self.n - self.next, self.ns_per_item);
         let first = self.next;
         self.next += count;
         Next::Zc(ZcTask {
@@ -458,17 +482,28 @@ impl Source for ZcSource {
     fn bulk(&self) -> bool {
         true
     }
+
+    fn task_done(&mut self, items: u64, busy_ns: u64) {
+        if items > 0 && busy_ns > 0 {
+            self.ns_per_item = Some(busy_ns as f64 / items as f64);
+        }
+    }
 }
 
 #[cfg(test)]
 mod zc_chunk_tests {
-    use super::{ZcChunks, ZC_MIN_CHUNK};
+    use super::{ZcChunks, ZC_MIN_CHUNK, ZC_MIN_ITEMS};
 
-    /// The chunks `c` cuts `0..n` into.
+    /// The chunks `c` cuts `0..n` into, items of unknown cost.
     fn cut(c: ZcChunks, n: u64) -> Vec<u64> {
+        cut_costing(c, n, None)
+    }
+
+    /// The chunks `c` cuts `0..n` into, items costing `ns` each.
+    fn cut_costing(c: ZcChunks, n: u64, ns: Option<f64>) -> Vec<u64> {
         let (mut left, mut out) = (n, Vec::new());
         while left > 0 {
-            let k = c.next(left);
+            let k = c.next(left, ns);
             assert!(k >= 1 && k <= left, "chunk {k} of {left} left");
             out.push(k);
             left -= k;
@@ -493,6 +528,28 @@ mod zc_chunk_tests {
         // 1e8 over 16 workers: a few hundred descriptors, not thousands.
         let chunks = cut(ZcChunks::Guided { workers: 16 }, 100_000_000);
         assert!(chunks.len() < 400, "{} chunks", chunks.len());
+    }
+
+    #[test]
+    fn expensive_items_get_smaller_last_chunks_and_cheap_ones_do_not() {
+        let g = ZcChunks::Guided { workers: 2 };
+        let n = 200_000;
+        // Cheap (1 ns) or of unknown cost: the floor is the usual one.
+        assert_eq!(cut_costing(g, n, Some(1.0)), cut(g, n));
+        assert_eq!(cut_costing(g, n, Some(0.0)), cut(g, n));
+        // 1 µs an item: the last chunks are ~100 µs each, not 4 ms.
+        let dear = cut_costing(g, n, Some(1_000.0));
+        assert_eq!(dear.iter().sum::<u64>(), n);
+        assert_eq!(dear[0], cut(g, n)[0], "the first chunks are as large");
+        let last_full = dear[dear.len() - 2];
+        assert!((ZC_MIN_ITEMS..=200).contains(&last_full), "{dear:?}");
+        // Never under the item floor, however dear.
+        let dearest = cut_costing(g, n, Some(1e9));
+        assert!(dearest[..dearest.len() - 1]
+            .iter()
+            .all(|&k| k >= ZC_MIN_ITEMS));
+        // A user's chunk size is kept whatever the cost.
+        assert_eq!(cut_costing(ZcChunks::Fixed(3), 7, Some(1e6)), [3, 3, 1]);
     }
 
     #[test]
