@@ -845,6 +845,19 @@ fn large_maps_of_numbers_give_every_result_in_order() {
             "an iterator with {has} items that says {ARENA_N}"
         );
     }
+    // An input iterator that panics while it is written into the arena
+    // (its first chunks already running): the panic reaches the caller,
+    // as from the rings' collect, and the pool goes on.
+    let bad = (0..ARENA_N).inspect(|&i| {
+        if i == ARENA_N / 2 {
+            panic!("input {i} is bad");
+        }
+    });
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.map(square, bad)));
+    let why = caught.unwrap_err();
+    assert!(why
+        .downcast_ref::<String>()
+        .is_some_and(|m| m.contains("is bad")));
     // Calls one after the other reuse the arenas and stay right.
     for round in 0..3u64 {
         let got = pool.map(square, round..round + ARENA_N).unwrap();

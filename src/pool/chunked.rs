@@ -26,10 +26,9 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let _ = &f;
-        let items = match self.map_raw::<F, A, R, _>(items.into_iter(), chunksize) {
+        let (f, items) = match self.map_raw(f, items.into_iter(), chunksize) {
             Ok(done) => return done,
-            Err(items) => items,
+            Err(back) => back,
         };
         let (sink, n) = self.start_map(f, items, chunksize)?;
         let s2 = Arc::clone(&sink);

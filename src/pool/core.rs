@@ -139,6 +139,7 @@ impl Job {
 
     fn wants_dispatch(&self) -> bool {
         !self.over()
+            && self.source.ready()
             && self.outstanding < self.max_outstanding
             && self.sink.backlog() < self.max_backlog
     }

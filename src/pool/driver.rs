@@ -379,6 +379,19 @@ impl Shared {
         }
     }
 
+    /// One step if the pool is free (nobody holds the lock or drives),
+    /// else nothing: whoever holds it steps anyway. Wakes nobody but
+    /// the callers waiting on `cv` (a caller that writes a map's input
+    /// while its first chunks run sends them with this).
+    pub(crate) fn nudge(&self) {
+        if let Ok(mut core) = self.core.try_lock() {
+            if !core.driving && core.step() {
+                drop(core);
+                self.notify_waiters();
+            }
+        }
+    }
+
     /// The idle pump's sleep: on `pump_cv`, at most `timeout`.
     fn pump_wait<'a>(
         &'a self,

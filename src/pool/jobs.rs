@@ -64,6 +64,13 @@ pub(crate) trait Source: Send {
     /// One of its tasks, of `items` items, came back after `busy_ns` of
     /// the worker's time (0 when not measured).
     fn task_done(&mut self, _items: u64, _busy_ns: u64) {}
+
+    /// Has a task to send now. `false` only while the items of the next
+    /// one are still being written (a `map` of numbers whose input is
+    /// written into its arena while the first chunks run).
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// Receives a job's outputs. Called by whichever thread drives the pool,

@@ -55,18 +55,46 @@ impl Pool {
         if n == 0 {
             return Ok(());
         }
+        let sink = self.start_zc(task, input, output, n, chunks, None)?;
+        self.finish_zc(&sink, input, output)
+    }
+
+    /// Submits a zero-copy map of `n` elements (at most `n`, and only
+    /// those written so far, while `fill` says the input is being
+    /// written); [`finish_zc`](Pool::finish_zc) waits for it.
+    fn start_zc(
+        &self,
+        task: TaskRef,
+        input: &Arc<Segment>,
+        output: Option<&Arc<Segment>>,
+        n: usize,
+        chunks: ZcChunks,
+        fill: Option<Arc<Fill>>,
+    ) -> Result<Arc<Collect<()>>> {
         let source = ZcSource {
             next: 0,
             n: n as u64,
             chunks,
             ns_per_item: None,
+            fill,
             task,
             input: Arc::clone(input),
             output: output.cloned(),
         };
         let sink = Collect::<()>::new(true);
         self.submit_job(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
-        let s2 = Arc::clone(&sink);
+        Ok(sink)
+    }
+
+    /// Waits for the map [`start_zc`](Pool::start_zc) submitted, driving
+    /// the pool meanwhile.
+    fn finish_zc(
+        &self,
+        sink: &Arc<Collect<()>>,
+        input: &Arc<Segment>,
+        output: Option<&Arc<Segment>>,
+    ) -> Result<()> {
+        let s2 = Arc::clone(sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
         drop(core);
         sink.take(None)?;
@@ -407,6 +435,8 @@ struct ZcSource {
     /// What an item cost in the chunk that came back last (the worker's
     /// own clock), once one has.
     ns_per_item: Option<f64>,
+    /// How far the input is written, while it is being written.
+    fill: Option<Arc<Fill>>,
     task: TaskRef,
     input: Arc<Segment>,
     output: Option<Arc<Segment>>,
@@ -462,12 +492,83 @@ impl ZcChunks {
     }
 }
 
+/// How far the parent has written a map's input into its arena while its
+/// first chunks already run (`raw_map.rs`): chunks go out only over items
+/// written.
+#[derive(Default)]
+pub(super) struct Fill {
+    /// Items written.
+    written: std::sync::atomic::AtomicU64,
+    /// Writing is over: `written` is the map's final length.
+    over: std::sync::atomic::AtomicBool,
+}
+
+impl Fill {
+    /// Items `[0, written)` are in the arena.
+    pub(super) fn publish(&self, written: u64) {
+        // SYNC: Release; partner: the Acquire loads in `limit`. The items'
+        // bytes are in the shared mapping before a chunk over them can be
+        // sent (its frame goes through the ring, whose own release
+        // publishes them to the worker).
+        self.written
+            .store(written, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Writing is over, with `written` items in all.
+    pub(super) fn finish(&self, written: u64) {
+        self.publish(written);
+        // SYNC: Release; partner: the Acquire load in `limit`, which then
+        // reads the final `written` stored just before.
+        self.over.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Items written so far, and whether that is all of them.
+    fn limit(&self) -> (u64, bool) {
+        // SYNC: Acquire; partners: the Release stores in `finish` and
+        // `publish`. `over` first: once it reads true, `written` is final.
+        let over = self.over.load(std::sync::atomic::Ordering::Acquire);
+        (
+            self.written.load(std::sync::atomic::Ordering::Acquire),
+            over,
+        )
+    }
+}
+
+impl ZcSource {
+    /// Elements that may be sent now: `n`, or while the input is still
+    /// being written, what is written (and `n` shrinks to the final
+    /// length once writing is over).
+    fn limit(&mut self) -> u64 {
+        if let Some(fill) = &self.fill {
+            let (written, over) = fill.limit();
+            if over {
+                self.n = self.n.min(written);
+                self.fill = None;
+            } else {
+                return written.min(self.n);
+            }
+        }
+        self.n
+    }
+}
+
 impl Source for ZcSource {
     fn next(&mut self, _frame: &mut Vec<u8>, _job: u64, _soft: usize, _hard: usize) -> Next {
-        if self.next >= self.n {
-            return Next::Done;
+        let limit = self.limit();
+        if self.next >= limit {
+            if self.fill.is_none() {
+                return Next::Done;
+            }
+            // `ready` said there was a chunk; written only grows.
+            return Next::Failed(Error::new(
+                ErrorKind::Protocol,
+                "a chunk was asked for before its items were written",
+            ));
         }
-        let count = self.chunks.next(self.n - self.next, self.ns_per_item);
+        let count = self
+            .chunks
+            .next(self.n - self.next, self.ns_per_item)
+            .min(limit - self.next);
         let first = self.next;
         self.next += count;
         Next::Zc(ZcTask {
@@ -487,6 +588,13 @@ impl Source for ZcSource {
         if items > 0 && busy_ns > 0 {
             self.ns_per_item = Some(busy_ns as f64 / items as f64);
         }
+    }
+
+    fn ready(&self) -> bool {
+        self.fill.as_ref().is_none_or(|fill| {
+            let (written, over) = fill.limit();
+            over || written > self.next
+        })
     }
 }
 

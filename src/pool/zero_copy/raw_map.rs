@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::shm_vec::{arena_bytes, copy_in_at};
-use super::{ZcChunks, ZC_MIN_CHUNK};
+use std::sync::Arc;
+
+use super::{Fill, ZcChunks};
 use crate::error::Result;
 use crate::pool::raw;
 use crate::pool::wire::RawDesc;
@@ -25,8 +27,9 @@ use crate::task::TaskRef;
 
 /// A `map` of at least this many numbers goes through arenas: below it
 /// the rings' small chunks spread the items over the workers better than
-/// the arena's guided chunks (4 Ki items at least) would.
-const RAW_ARENA_MIN: usize = 8 * ZC_MIN_CHUNK as usize;
+/// the arena's guided chunks (4 Ki items at least) would, and per call
+/// the two paths cost about the same.
+const RAW_ARENA_MIN: usize = 32 * 1024;
 
 /// Items written to the arena a block at a time (a cache-resident buffer).
 const BLOCK: usize = 4096;
@@ -34,14 +37,16 @@ const BLOCK: usize = 4096;
 impl Pool {
     /// `map` through arenas when its items and results are primitive
     /// numbers and there are enough of them: `Ok` with the map's outcome.
-    /// `Err` with the items, collected, when this path does not apply or
-    /// the arenas cannot be had (a small `/dev/shm`: the rings need no
-    /// more shared memory than they have); the ring path takes them.
+    /// `Err` with `f` and the items, collected, when this path does not
+    /// apply or the arenas cannot be had (a small `/dev/shm`: the rings
+    /// need no more shared memory than they have); the ring path takes
+    /// them.
     pub(in crate::pool) fn map_raw<F, A, R, I>(
         &self,
+        f: F,
         items: I,
         chunksize: Option<usize>,
-    ) -> std::result::Result<Result<Vec<R>>, Vec<A>>
+    ) -> std::result::Result<Result<Vec<R>>, (F, Vec<A>)>
     where
         F: Fn(A) -> R + 'static,
         I: Iterator<Item = A>,
@@ -49,7 +54,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (Some(sa), Some(sr)) = (raw::raw_size::<A>(), raw::raw_size::<R>()) else {
-            return Err(self.collect_input(items));
+            return Err((f, self.collect_input(items)));
         };
         let chunks = match chunksize.or(self.chunksize) {
             Some(c) => ZcChunks::Fixed(c.max(1) as u64),
@@ -59,7 +64,8 @@ impl Pool {
         };
         let mut items = items;
         // An iterator that knows its length is written straight into the
-        // arena; any other is collected first, as the ring path would.
+        // arena while the first chunks run; any other is collected first,
+        // as the ring path would.
         let (n, collected) = match items.size_hint() {
             (lo, Some(hi)) if lo == hi => (lo, None),
             _ => {
@@ -72,13 +78,13 @@ impl Pool {
             None => self.collect_input(items),
         };
         if n < RAW_ARENA_MIN {
-            return Err(give_up(collected, items));
+            return Err((f, give_up(collected, items)));
         }
         let (Some(in_bytes), Some(out_bytes)) = (n.checked_mul(sa), n.checked_mul(sr)) else {
-            return Err(give_up(collected, items));
+            return Err((f, give_up(collected, items)));
         };
         let Ok(a) = self.arena(in_bytes) else {
-            return Err(give_up(collected, items));
+            return Err((f, give_up(collected, items)));
         };
         let b = if sa == sr {
             None
@@ -87,41 +93,113 @@ impl Pool {
                 Ok(b) => Some(b),
                 Err(_) => {
                     self.give_arenas(a, None);
-                    return Err(give_up(collected, items));
+                    return Err((f, give_up(collected, items)));
                 }
             }
         };
-        let written = match collected {
+        let task = TaskRef::of_entry(RawDesc::<F, A, R>::ELEMENTS, self.key);
+        let (outcome, extra) = match collected {
             Some(v) => {
                 write_vec(&a, &v);
                 raw::give_back(v, &self.spare);
-                n
+                let run = self.run_zc_with(task, &a, b.as_ref(), n, chunks);
+                (run.map(|()| n), None)
             }
-            None => match write_iter(&a, &mut items, n) {
-                Ok(m) => m,
-                // The iterator gave more items than it said: the ring path
-                // takes them all, those in the arena first.
-                Err(extra) => {
-                    let mut all = raw::big_from_raw::<A>(arena_bytes(&a, in_bytes), n)
-                        .expect("A crosses raw");
-                    all.extend(extra);
-                    all.extend(items);
-                    self.give_arenas(a, b);
-                    return Err(all);
-                }
-            },
+            None => self.map_streamed(task, &a, b.as_ref(), n, chunks, &mut items),
         };
-        let task = TaskRef::of_entry(RawDesc::<F, A, R>::ELEMENTS, self.key);
-        let out = self
-            .run_zc_with(task, &a, b.as_ref(), written, chunks)
-            .and_then(|()| {
-                let from = b.as_ref().unwrap_or(&a);
-                raw::big_from_raw::<R>(arena_bytes(from, written * sr), written).ok_or_else(|| {
-                    crate::error::Error::new(crate::error::ErrorKind::Protocol, "results not raw")
-                })
-            });
+        let out = outcome.and_then(|written| {
+            let from = b.as_ref().unwrap_or(&a);
+            raw::big_from_raw::<R>(arena_bytes(from, written * sr), written).ok_or_else(|| {
+                crate::error::Error::new(crate::error::ErrorKind::Protocol, "results not raw")
+            })
+        });
         self.give_arenas(a, b);
-        Ok(out)
+        let Some(extra) = extra else {
+            return Ok(out);
+        };
+        // The iterator gave more items than it said: the rest go through
+        // the rings, after the ones in the arena.
+        let mut out = match out {
+            Ok(out) => out,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut rest = extra;
+        rest.extend(items);
+        Ok(self.start_map(f, rest, chunksize).and_then(|(sink, m)| {
+            let s2 = Arc::clone(&sink);
+            let (core, _) = self
+                .shared
+                .wait_until(&move |_: &crate::pool::core::Core| s2.ready(), None);
+            drop(core);
+            out.extend(sink.take(Some(m))?);
+            Ok(out)
+        }))
+    }
+
+    /// Writes up to `n` items of `items` into arena `a` and maps them
+    /// meanwhile: chunks go out over the items written so far (`Fill`),
+    /// sent by a step of the pool every `n / 16` items (at least 16 Ki),
+    /// so the workers start after the first of those rather than after
+    /// the last. The outcome with how many items there were, and the
+    /// items past `n` if the iterator has more than it said.
+    fn map_streamed<A: 'static, I: Iterator<Item = A>>(
+        &self,
+        task: TaskRef,
+        a: &Arc<Segment>,
+        b: Option<&Arc<Segment>>,
+        n: usize,
+        chunks: ZcChunks,
+        items: &mut I,
+    ) -> (Result<usize>, Option<Vec<A>>) {
+        let fill = Arc::new(Fill::default());
+        let sink = match self.start_zc(task, a, b, n, chunks, Some(Arc::clone(&fill))) {
+            Ok(sink) => sink,
+            Err(e) => return (Err(e), None),
+        };
+        // Should the iterator panic, the chunks written go out and the
+        // job ends; the panic goes on to the caller, as from the ring
+        // path's collect (but items sent before it may have run).
+        let guard = FillGuard(&fill, self);
+        let every = (n / 16).max(16 * 1024);
+        let size = std::mem::size_of::<A>();
+        let mut block: Vec<A> = Vec::with_capacity(BLOCK);
+        let mut at = 0;
+        let mut published = 0;
+        while at < n {
+            block.clear();
+            block.extend(items.by_ref().take(BLOCK.min(n - at)));
+            if block.is_empty() {
+                break;
+            }
+            copy_in_at(a, at * size, raw::raw_bytes(&block).expect("A crosses raw"));
+            at += block.len();
+            if at - published >= every && at < n {
+                fill.publish(at as u64);
+                published = at;
+                self.shared.nudge();
+            }
+        }
+        std::mem::forget(guard);
+        fill.finish(at as u64);
+        let extra: Vec<A> = if at == n {
+            items.by_ref().take(1).collect()
+        } else {
+            Vec::new()
+        };
+        let run = self.finish_zc(&sink, a, b).map(|()| at);
+        (run, (!extra.is_empty()).then_some(extra))
+    }
+}
+
+/// Ends a map's input at what was written if the writer unwinds (the
+/// input iterator panicked), so that its job completes.
+struct FillGuard<'a>(&'a Fill, &'a Pool);
+
+impl Drop for FillGuard<'_> {
+    fn drop(&mut self) {
+        let (written, _) = self.0.limit();
+        self.0.finish(written);
+        self.1.kick();
     }
 }
 
@@ -129,36 +207,4 @@ impl Pool {
 fn write_vec<A: 'static>(arena: &Segment, items: &Vec<A>) {
     let bytes = raw::raw_bytes(items).expect("A crosses raw");
     copy_in_at(arena, 0, bytes);
-}
-
-/// Writes up to `n` items of `items` into the start of `arena`, a block
-/// at a time: `Ok` with how many there were, or `Err` with the items past
-/// `n` when the iterator has more than it said.
-fn write_iter<A: 'static, I: Iterator<Item = A>>(
-    arena: &Segment,
-    items: &mut I,
-    n: usize,
-) -> std::result::Result<usize, Vec<A>> {
-    let size = std::mem::size_of::<A>();
-    let mut block: Vec<A> = Vec::with_capacity(BLOCK);
-    let mut at = 0;
-    while at < n {
-        block.clear();
-        block.extend(items.by_ref().take(BLOCK.min(n - at)));
-        if block.is_empty() {
-            return Ok(at);
-        }
-        copy_in_at(
-            arena,
-            at * size,
-            raw::raw_bytes(&block).expect("A crosses raw"),
-        );
-        at += block.len();
-    }
-    let extra: Vec<A> = items.by_ref().take(1).collect();
-    if extra.is_empty() {
-        Ok(at)
-    } else {
-        Err(extra)
-    }
 }
