@@ -131,9 +131,9 @@ impl Job {
 
     /// A task of `items` items is back, after `busy_ns` of the worker's
     /// time (0 when not measured).
-    fn task_done(&mut self, items: u64, busy_ns: u64) {
+    fn task_done(&mut self, first: u64, items: u64, busy_ns: u64) {
         self.outstanding -= 1;
-        self.source.task_done(items, busy_ns);
+        self.source.task_done(first, items, busy_ns);
         self.sink.task_done(items);
     }
 
@@ -425,7 +425,7 @@ impl Core {
                 Then::Finish { busy_ns } => {
                     if let Some(done) = w.finish_front(busy_ns, timed) {
                         if let Some(job) = jobs.get_mut(&done.job) {
-                            job.task_done(done.count, busy_ns);
+                            job.task_done(done.first, done.count, busy_ns);
                             to_settle.push(done.job);
                         }
                     }

@@ -61,9 +61,9 @@ pub(crate) trait Source: Send {
         false
     }
 
-    /// One of its tasks, of `items` items, came back after `busy_ns` of
-    /// the worker's time (0 when not measured).
-    fn task_done(&mut self, _items: u64, _busy_ns: u64) {}
+    /// One of its tasks, items `[first, first + items)`, came back after
+    /// `busy_ns` of the worker's time (0 when not measured).
+    fn task_done(&mut self, _first: u64, _items: u64, _busy_ns: u64) {}
 
     /// Has a task to send now. `false` only while the items of the next
     /// one are still being written (a `map` of numbers whose input is

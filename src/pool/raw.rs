@@ -103,10 +103,17 @@ pub(crate) fn from_raw<T: 'static>(bytes: &[u8], count: usize) -> Option<Vec<T>>
 }
 
 /// Replaces `dst`'s contents with the values in `bytes`, if `T` crosses
-/// raw and `bytes` holds whole values; `false` otherwise. (A `&mut Vec`:
-/// `Any` needs a sized type to downcast to.)
-#[allow(clippy::ptr_arg)]
+/// raw and `bytes` holds whole values; `false` otherwise.
 pub(crate) fn fill_from_raw<T: 'static>(dst: &mut Vec<T>, bytes: &[u8]) -> bool {
+    dst.clear();
+    extend_from_raw(dst, bytes)
+}
+
+/// Appends the values in `bytes` to `dst`, if `T` crosses raw and `bytes`
+/// holds whole values; `false` otherwise. (A `&mut Vec`: `Any` needs a
+/// sized type to downcast to.)
+#[allow(clippy::ptr_arg)]
+pub(crate) fn extend_from_raw<T: 'static>(dst: &mut Vec<T>, bytes: &[u8]) -> bool {
     let any: &mut dyn Any = dst;
     macro_rules! try_each {
         ($($p:ty),*) => {
@@ -116,7 +123,6 @@ pub(crate) fn fill_from_raw<T: 'static>(dst: &mut Vec<T>, bytes: &[u8]) -> bool 
                     if bytes.len() % size != 0 {
                         return false;
                     }
-                    v.clear();
                     match bytemuck::try_cast_slice::<u8, $p>(bytes) {
                         Ok(values) => v.extend_from_slice(values),
                         Err(_) => v.extend(bytes.chunks_exact(size).map(|c| {
@@ -172,40 +178,6 @@ pub(crate) fn write_raw<T: 'static>(src: &Vec<T>, dst: &mut [u8]) -> bool {
     }
     for_primitives!(try_each);
     false
-}
-
-/// The `count` values of `T` in `bytes` as a new `Vec` ([`big_vec`]: huge
-/// pages for a large one, no zeroing pass), if `T` crosses raw and the
-/// length matches; `None` otherwise.
-pub(crate) fn big_from_raw<T: 'static>(bytes: &[u8], count: usize) -> Option<Vec<T>> {
-    let mut v = big_vec::<T>(count);
-    let any: &mut dyn Any = &mut v;
-    macro_rules! try_each {
-        ($($p:ty),*) => {
-            $(
-                if let Some(v) = any.downcast_mut::<Vec<$p>>() {
-                    let size = std::mem::size_of::<$p>();
-                    if count.checked_mul(size) != Some(bytes.len()) {
-                        return None;
-                    }
-                    match bytemuck::try_cast_slice::<u8, $p>(bytes) {
-                        Ok(values) => v.extend_from_slice(values),
-                        Err(_) => v.extend(bytes.chunks_exact(size).map(|c| {
-                            let mut w = [0u8; std::mem::size_of::<$p>()];
-                            w.copy_from_slice(c);
-                            <$p>::from_ne_bytes(w)
-                        })),
-                    }
-                    return Some(std::mem::take(v)).and_then(|v| {
-                        let boxed: Box<dyn Any> = Box::new(v);
-                        boxed.downcast::<Vec<T>>().ok().map(|b| *b)
-                    });
-                }
-            )*
-        };
-    }
-    for_primitives!(try_each);
-    None
 }
 
 /// Buffers from this size up get huge pages ([`big_vec`]).
@@ -395,8 +367,8 @@ mod tests {
         shifted.extend_from_slice(&bytes);
         assert!(fill_from_raw(&mut back, &shifted[1..]));
         assert_eq!(back, v);
-        assert_eq!(big_from_raw::<u32>(&shifted[1..], 3).unwrap(), v);
-        assert!(big_from_raw::<u32>(&bytes, 2).is_none(), "wrong count");
+        assert!(extend_from_raw(&mut back, &bytes[..4]));
+        assert_eq!(back, [7, u32::MAX, 0, 7], "appended");
         let mut out = [0u8; 12];
         assert!(write_raw(&v, &mut out));
         assert_eq!(&out[..], &bytes[..]);
@@ -405,7 +377,7 @@ mod tests {
         assert!(raw_bytes(&words).is_none());
         assert!(!fill_from_raw(&mut Vec::<String>::new(), &[]));
         assert!(!write_raw(&words, &mut []));
-        assert!(big_from_raw::<String>(&[], 0).is_none());
+        assert!(!extend_from_raw(&mut Vec::<String>::new(), &[]));
     }
 
     #[test]

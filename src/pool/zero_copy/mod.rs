@@ -77,6 +77,9 @@ impl Pool {
             chunks,
             ns_per_item: None,
             fill,
+            written_all: false,
+            back: std::collections::BTreeMap::new(),
+            done: 0,
             task,
             input: Arc::clone(input),
             output: output.cloned(),
@@ -435,8 +438,15 @@ struct ZcSource {
     /// What an item cost in the chunk that came back last (the worker's
     /// own clock), once one has.
     ns_per_item: Option<f64>,
-    /// How far the input is written, while it is being written.
+    /// How far the input is written, and the results done (a number
+    /// `map`, `raw_map.rs`).
     fill: Option<Arc<Fill>>,
+    /// `fill` said the writing is over (`n` is final).
+    written_all: bool,
+    /// Chunks back beyond `done` (first → end), to move `done` on.
+    back: std::collections::BTreeMap<u64, u64>,
+    /// Elements `[0, done)` are back.
+    done: u64,
     task: TaskRef,
     input: Arc<Segment>,
     output: Option<Arc<Segment>>,
@@ -501,9 +511,23 @@ pub(super) struct Fill {
     written: std::sync::atomic::AtomicU64,
     /// Writing is over: `written` is the map's final length.
     over: std::sync::atomic::AtomicBool,
+    /// Items `[0, done)` are mapped: their chunks came back.
+    done: std::sync::atomic::AtomicU64,
 }
 
 impl Fill {
+    /// Items `[0, done)` are mapped, and no worker writes them any more
+    /// (their chunks came back). Read under the pool's lock, or after it:
+    /// the lock orders it after the result frames that moved it.
+    pub(super) fn done(&self) -> u64 {
+        // SYNC: Relaxed; partner: the Relaxed store in `ZcSource::task_done`,
+        // made under the pool's lock. The reader takes that lock (it reads
+        // this in a `wait_until` condition, or after one returned), so the
+        // lock's release/acquire orders the workers' writes, which the
+        // result frames published to the locker, before our reads.
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Items `[0, written)` are in the arena.
     pub(super) fn publish(&self, written: u64) {
         // SYNC: Release; partner: the Acquire loads in `limit`. The items'
@@ -539,11 +563,11 @@ impl ZcSource {
     /// being written, what is written (and `n` shrinks to the final
     /// length once writing is over).
     fn limit(&mut self) -> u64 {
-        if let Some(fill) = &self.fill {
+        if let Some(fill) = self.fill.as_ref().filter(|_| !self.written_all) {
             let (written, over) = fill.limit();
             if over {
                 self.n = self.n.min(written);
-                self.fill = None;
+                self.written_all = true;
             } else {
                 return written.min(self.n);
             }
@@ -556,7 +580,7 @@ impl Source for ZcSource {
     fn next(&mut self, _frame: &mut Vec<u8>, _job: u64, _soft: usize, _hard: usize) -> Next {
         let limit = self.limit();
         if self.next >= limit {
-            if self.fill.is_none() {
+            if self.fill.is_none() || self.written_all {
                 return Next::Done;
             }
             // `ready` said there was a chunk; written only grows.
@@ -584,17 +608,32 @@ impl Source for ZcSource {
         true
     }
 
-    fn task_done(&mut self, items: u64, busy_ns: u64) {
+    fn task_done(&mut self, first: u64, items: u64, busy_ns: u64) {
         if items > 0 && busy_ns > 0 {
             self.ns_per_item = Some(busy_ns as f64 / items as f64);
+        }
+        let Some(fill) = &self.fill else {
+            return;
+        };
+        self.back.insert(first, first.saturating_add(items));
+        let before = self.done;
+        while let Some(end) = self.back.remove(&self.done) {
+            self.done = end;
+        }
+        if self.done != before {
+            // SYNC: Relaxed, under the pool's lock; partner: the load in
+            // `Fill::done` (see there).
+            fill.done
+                .store(self.done, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     fn ready(&self) -> bool {
-        self.fill.as_ref().is_none_or(|fill| {
-            let (written, over) = fill.limit();
-            over || written > self.next
-        })
+        self.written_all
+            || self.fill.as_ref().is_none_or(|fill| {
+                let (written, over) = fill.limit();
+                over || written > self.next
+            })
     }
 }
 

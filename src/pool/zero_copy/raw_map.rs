@@ -14,7 +14,10 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::shm_vec::{arena_bytes, copy_in_at};
+use super::shm_vec::{arena_range, copy_in_at};
+use crate::error::{Error, ErrorKind};
+use crate::pool::core::Core;
+use crate::pool::jobs::Collect;
 use std::sync::Arc;
 
 use super::{Fill, ZcChunks};
@@ -98,21 +101,15 @@ impl Pool {
             }
         };
         let task = TaskRef::of_entry(RawDesc::<F, A, R>::ELEMENTS, self.key);
-        let (outcome, extra) = match collected {
+        let input = match collected {
             Some(v) => {
                 write_vec(&a, &v);
                 raw::give_back(v, &self.spare);
-                let run = self.run_zc_with(task, &a, b.as_ref(), n, chunks);
-                (run.map(|()| n), None)
+                None
             }
-            None => self.map_streamed(task, &a, b.as_ref(), n, chunks, &mut items),
+            None => Some(&mut items),
         };
-        let out = outcome.and_then(|written| {
-            let from = b.as_ref().unwrap_or(&a);
-            raw::big_from_raw::<R>(arena_bytes(from, written * sr), written).ok_or_else(|| {
-                crate::error::Error::new(crate::error::ErrorKind::Protocol, "results not raw")
-            })
-        });
+        let (out, extra) = self.map_in_arenas::<A, R, I>(task, &a, b.as_ref(), n, chunks, input);
         self.give_arenas(a, b);
         let Some(extra) = extra else {
             return Ok(out);
@@ -136,59 +133,130 @@ impl Pool {
         }))
     }
 
-    /// Writes up to `n` items of `items` into arena `a` and maps them
-    /// meanwhile: chunks go out over the items written so far (`Fill`),
-    /// sent by a step of the pool every `n / 16` items (at least 16 Ki),
-    /// so the workers start after the first of those rather than after
-    /// the last. The outcome with how many items there were, and the
-    /// items past `n` if the iterator has more than it said.
-    fn map_streamed<A: 'static, I: Iterator<Item = A>>(
+    /// Maps `n` items in arena `a` (results in `b`, or over the items),
+    /// and copies the results out as chunks come back. With `input`, the
+    /// items are written into `a` first, while the first chunks already
+    /// run: chunks go out over the items written so far (`Fill`), sent by
+    /// a step of the pool every `n / 16` items (at least 16 Ki), so the
+    /// workers start after the first of those rather than after the last.
+    /// Without, `a` holds them already. Returns the results, and the items
+    /// past `n` if the iterator has more than it said.
+    fn map_in_arenas<A: 'static, R: 'static, I: Iterator<Item = A>>(
         &self,
         task: TaskRef,
         a: &Arc<Segment>,
         b: Option<&Arc<Segment>>,
         n: usize,
         chunks: ZcChunks,
-        items: &mut I,
-    ) -> (Result<usize>, Option<Vec<A>>) {
+        input: Option<&mut I>,
+    ) -> (Result<Vec<R>>, Option<Vec<A>>) {
         let fill = Arc::new(Fill::default());
+        if input.is_none() {
+            fill.finish(n as u64);
+        }
         let sink = match self.start_zc(task, a, b, n, chunks, Some(Arc::clone(&fill))) {
             Ok(sink) => sink,
             Err(e) => return (Err(e), None),
         };
-        // Should the iterator panic, the chunks written go out and the
-        // job ends; the panic goes on to the caller, as from the ring
-        // path's collect (but items sent before it may have run).
-        let guard = FillGuard(&fill, self);
-        let every = (n / 16).max(16 * 1024);
-        let size = std::mem::size_of::<A>();
-        let mut block: Vec<A> = Vec::with_capacity(BLOCK);
-        let mut at = 0;
-        let mut published = 0;
-        while at < n {
-            block.clear();
-            block.extend(items.by_ref().take(BLOCK.min(n - at)));
-            if block.is_empty() {
+        let (written, extra) = match input {
+            Some(items) => write_streamed(self, a, n, &fill, items),
+            None => (n, None),
+        };
+        (self.copy_out(&sink, &fill, a, b, written), extra)
+    }
+
+    /// Waits for the map and copies its `n` results into a new `Vec`: the
+    /// ones whose chunks are back while the rest run (in steps of an
+    /// eighth, at least 32 Ki results), then the rest.
+    fn copy_out<R: 'static>(
+        &self,
+        sink: &Arc<Collect<()>>,
+        fill: &Arc<Fill>,
+        a: &Arc<Segment>,
+        b: Option<&Arc<Segment>>,
+        n: usize,
+    ) -> Result<Vec<R>> {
+        let from = b.unwrap_or(a);
+        let size = std::mem::size_of::<R>();
+        let step = (n as u64 / 8).max(32 * 1024);
+        let mut out = raw::big_vec::<R>(n);
+        let mut copied = 0u64;
+        let not_raw = || Error::new(ErrorKind::Protocol, "results not raw");
+        loop {
+            let (s2, f2) = (Arc::clone(sink), Arc::clone(fill));
+            let (core, _) = self.shared.wait_until(
+                &move |_: &Core| s2.ready() || f2.done() >= copied + step,
+                None,
+            );
+            // Read under the lock: it orders the workers' writes of these
+            // results before our reads (`Fill::done`).
+            let done = fill.done().min(n as u64);
+            drop(core);
+            if sink.ready() {
                 break;
             }
-            copy_in_at(a, at * size, raw::raw_bytes(&block).expect("A crosses raw"));
-            at += block.len();
-            if at - published >= every && at < n {
-                fill.publish(at as u64);
-                published = at;
-                self.shared.nudge();
+            let (at, len) = (copied as usize * size, (done - copied) as usize * size);
+            if !raw::extend_from_raw(&mut out, arena_range(from, at, len)) {
+                return Err(not_raw());
             }
+            copied = done;
         }
-        std::mem::forget(guard);
-        fill.finish(at as u64);
-        let extra: Vec<A> = if at == n {
-            items.by_ref().take(1).collect()
-        } else {
-            Vec::new()
-        };
-        let run = self.finish_zc(&sink, a, b).map(|()| at);
-        (run, (!extra.is_empty()).then_some(extra))
+        sink.take(None)?;
+        // A worker that shrank a segment under us: what we read is zeros,
+        // not results.
+        a.check_intact()?;
+        if let Some(b) = b {
+            b.check_intact()?;
+        }
+        let (at, len) = (copied as usize * size, (n - copied as usize) * size);
+        if !raw::extend_from_raw(&mut out, arena_range(from, at, len)) {
+            return Err(not_raw());
+        }
+        Ok(out)
     }
+}
+
+/// Writes up to `n` items of `items` into arena `a`, publishing them to
+/// the map (`fill`) every `n / 16` items: how many there were, and the
+/// items past `n` if the iterator has more than it said.
+fn write_streamed<A: 'static, I: Iterator<Item = A>>(
+    pool: &Pool,
+    a: &Segment,
+    n: usize,
+    fill: &Fill,
+    items: &mut I,
+) -> (usize, Option<Vec<A>>) {
+    // Should the iterator panic, the chunks written go out and the job
+    // ends; the panic goes on to the caller, as from the ring path's
+    // collect (but items sent before it may have run).
+    let guard = FillGuard(fill, pool);
+    let every = (n / 16).max(16 * 1024);
+    let size = std::mem::size_of::<A>();
+    let mut block: Vec<A> = Vec::with_capacity(BLOCK);
+    let mut at = 0;
+    let mut published = 0;
+    while at < n {
+        block.clear();
+        block.extend(items.by_ref().take(BLOCK.min(n - at)));
+        if block.is_empty() {
+            break;
+        }
+        copy_in_at(a, at * size, raw::raw_bytes(&block).expect("A crosses raw"));
+        at += block.len();
+        if at - published >= every && at < n {
+            fill.publish(at as u64);
+            published = at;
+            pool.shared.nudge();
+        }
+    }
+    std::mem::forget(guard);
+    fill.finish(at as u64);
+    let extra: Vec<A> = if at == n {
+        items.by_ref().take(1).collect()
+    } else {
+        Vec::new()
+    };
+    (at, (!extra.is_empty()).then_some(extra))
 }
 
 /// Ends a map's input at what was written if the writer unwinds (the

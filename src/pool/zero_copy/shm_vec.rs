@@ -192,6 +192,25 @@ pub(crate) fn copy_in_at(arena: &Segment, at: usize, src: &[u8]) {
     };
 }
 
+/// Bytes `[at, at + len)` of a pool-owned arena segment, to copy out while
+/// the pool call that writes the arena still runs: the caller knows that
+/// every chunk over this range is back (`Fill::done`, read under the
+/// pool's lock), so no worker writes it any more, and the parent writes
+/// no arena during a call.
+pub(crate) fn arena_range(arena: &Segment, at: usize, len: usize) -> &[u8] {
+    assert!(
+        at.checked_add(len).is_some_and(|end| end <= arena.len()),
+        "arena too small"
+    );
+    // SAFETY: in bounds (asserted) of a mapping that lives as long as
+    // `arena` (the borrow ties the slice to it); initialised (a segment is
+    // zeroed at creation and holds only bytes); nobody writes these bytes
+    // while the slice lives: their chunks are back (the caller's contract),
+    // other workers write only other chunks, and the parent writes an
+    // arena only before a call.
+    unsafe { std::slice::from_raw_parts(arena.as_ptr().wrapping_add(at), len) }
+}
+
 /// The first `len` bytes of a pool-owned arena segment, to copy out once
 /// a pool call that wrote them has returned.
 pub(crate) fn arena_bytes(arena: &Segment, len: usize) -> &[u8] {
