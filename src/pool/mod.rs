@@ -448,7 +448,10 @@ impl Pool {
     /// `f32`, `f64`) and there are at least 32 Ki items, they are written
     /// into shared memory that the workers map in place, and nothing but
     /// chunk descriptors crosses the rings: the same results and errors,
-    /// at the cost of a copy in and a copy out.
+    /// at the cost of a copy in and a copy out. An input iterator that
+    /// panics panics the caller, as Python's `map` raises from its
+    /// `list(iterable)`; on that path the first items may already have
+    /// run by then (they are handed out while the rest are written).
     ///
     /// # Errors
     /// * [`ErrorKind::Panicked`]: `f` panicked on an item — the message is
