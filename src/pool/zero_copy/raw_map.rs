@@ -11,17 +11,16 @@
 //! panics and dead workers are reported as for the ring path, down to the
 //! item (the kernel notes each item it starts).
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::shm_vec::{arena_range, copy_in_at};
-use crate::error::{Error, ErrorKind};
+use super::{Fill, ZcChunks};
+use crate::error::{Error, ErrorKind, Result};
 use crate::pool::core::Core;
 use crate::pool::jobs::Collect;
-use std::sync::Arc;
-
-use super::{Fill, ZcChunks};
-use crate::error::Result;
 use crate::pool::raw;
 use crate::pool::wire::RawDesc;
 use crate::pool::Pool;
@@ -124,9 +123,7 @@ impl Pool {
         rest.extend(items);
         Ok(self.start_map(f, rest, chunksize).and_then(|(sink, m)| {
             let s2 = Arc::clone(&sink);
-            let (core, _) = self
-                .shared
-                .wait_until(&move |_: &crate::pool::core::Core| s2.ready(), None);
+            let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
             drop(core);
             out.extend(sink.take(Some(m))?);
             Ok(out)
