@@ -36,19 +36,7 @@ pub(crate) fn raw_size<T: 'static>() -> Option<usize> {
 /// (A `&Vec`, not a slice: `Any` needs a sized type to downcast to.)
 #[allow(clippy::ptr_arg)]
 pub(crate) fn extend_raw<T: 'static>(items: &Vec<T>, out: &mut Vec<u8>) -> bool {
-    let any: &dyn Any = items;
-    macro_rules! try_each {
-        ($($p:ty),*) => {
-            $(
-                if let Some(v) = any.downcast_ref::<Vec<$p>>() {
-                    out.extend_from_slice(bytemuck::cast_slice::<$p, u8>(v));
-                    return true;
-                }
-            )*
-        };
-    }
-    for_primitives!(try_each);
-    false
+    raw_bytes(items).map(|b| out.extend_from_slice(b)).is_some()
 }
 
 /// Appends the bytes of `items[range]` if `T` crosses raw and the range
@@ -59,47 +47,24 @@ pub(crate) fn extend_raw_range<T: 'static>(
     range: std::ops::Range<usize>,
     out: &mut Vec<u8>,
 ) -> bool {
-    let any: &dyn Any = items;
-    macro_rules! try_each {
-        ($($p:ty),*) => {
-            $(
-                if let Some(v) = any.downcast_ref::<Vec<$p>>() {
-                    return match v.get(range) {
-                        Some(part) => {
-                            out.extend_from_slice(bytemuck::cast_slice::<$p, u8>(part));
-                            true
-                        }
-                        None => false,
-                    };
-                }
-            )*
-        };
-    }
-    for_primitives!(try_each);
-    false
+    let size = std::mem::size_of::<T>();
+    let part = raw_bytes(items).and_then(|b| {
+        if range.start > range.end {
+            return None;
+        }
+        b.get(range.start.checked_mul(size)?..range.end.checked_mul(size)?)
+    });
+    part.map(|p| out.extend_from_slice(p)).is_some()
 }
 
 /// Exactly `count` values of `T` from `bytes`, if `T` crosses raw and the
 /// length matches; `None` otherwise.
 pub(crate) fn from_raw<T: 'static>(bytes: &[u8], count: usize) -> Option<Vec<T>> {
-    let id = TypeId::of::<T>();
-    macro_rules! try_each {
-        ($($p:ty),*) => {
-            $(
-                if id == TypeId::of::<$p>() {
-                    if count.checked_mul(std::mem::size_of::<$p>()) != Some(bytes.len()) {
-                        return None;
-                    }
-                    let mut v: Vec<$p> = vec![<$p>::default(); count];
-                    bytemuck::cast_slice_mut::<$p, u8>(&mut v).copy_from_slice(bytes);
-                    let boxed: Box<dyn Any> = Box::new(v);
-                    return boxed.downcast::<Vec<T>>().ok().map(|b| *b);
-                }
-            )*
-        };
+    if count.checked_mul(raw_size::<T>()?) != Some(bytes.len()) {
+        return None;
     }
-    for_primitives!(try_each);
-    None
+    let mut v = Vec::with_capacity(count);
+    extend_from_raw(&mut v, bytes).then_some(v)
 }
 
 /// Replaces `dst`'s contents with the values in `bytes`, if `T` crosses
@@ -125,11 +90,13 @@ pub(crate) fn extend_from_raw<T: 'static>(dst: &mut Vec<T>, bytes: &[u8]) -> boo
                     }
                     match bytemuck::try_cast_slice::<u8, $p>(bytes) {
                         Ok(values) => v.extend_from_slice(values),
-                        Err(_) => v.extend(bytes.chunks_exact(size).map(|c| {
-                            let mut w = [0u8; std::mem::size_of::<$p>()];
-                            w.copy_from_slice(c);
-                            <$p>::from_ne_bytes(w)
-                        })),
+                        // Unaligned bytes: room first, then one copy.
+                        Err(_) => {
+                            let start = v.len();
+                            v.resize(start + bytes.len() / size, <$p>::default());
+                            bytemuck::cast_slice_mut::<$p, u8>(&mut v[start..])
+                                .copy_from_slice(bytes);
+                        }
                     }
                     return true;
                 }
@@ -161,23 +128,10 @@ pub(crate) fn raw_bytes<T: 'static>(items: &Vec<T>) -> Option<&[u8]> {
 /// match; `false` otherwise.
 #[allow(clippy::ptr_arg)]
 pub(crate) fn write_raw<T: 'static>(src: &Vec<T>, dst: &mut [u8]) -> bool {
-    let any: &dyn Any = src;
-    macro_rules! try_each {
-        ($($p:ty),*) => {
-            $(
-                if let Some(v) = any.downcast_ref::<Vec<$p>>() {
-                    let bytes = bytemuck::cast_slice::<$p, u8>(v);
-                    if bytes.len() != dst.len() {
-                        return false;
-                    }
-                    dst.copy_from_slice(bytes);
-                    return true;
-                }
-            )*
-        };
-    }
-    for_primitives!(try_each);
-    false
+    raw_bytes(src)
+        .filter(|b| b.len() == dst.len())
+        .map(|b| dst.copy_from_slice(b))
+        .is_some()
 }
 
 /// Buffers from this size up get huge pages ([`big_vec`]).
@@ -373,6 +327,16 @@ mod tests {
         assert!(write_raw(&v, &mut out));
         assert_eq!(&out[..], &bytes[..]);
         assert!(!write_raw(&v, &mut out[..8]), "wrong length");
+        let mut part = Vec::new();
+        assert!(extend_raw_range(&v, 1..3, &mut part));
+        assert_eq!(part, bytes[4..12]);
+        assert!(!extend_raw_range(&v, 2..4, &mut part), "past the end");
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 2..1;
+        assert!(!extend_raw_range(&v, backwards, &mut part), "backwards");
+        assert_eq!(part.len(), 8, "a refused range adds nothing");
+        // Unaligned bytes decode as aligned ones do.
+        assert_eq!(from_raw::<u32>(&shifted[1..], 3).unwrap(), v);
         let words = vec![String::from("x")];
         assert!(raw_bytes(&words).is_none());
         assert!(!fill_from_raw(&mut Vec::<String>::new(), &[]));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 pub use self::shm_vec::ShmVec;
-use self::shm_vec::{arena_bytes, copy_in};
+use self::shm_vec::{arena_range, copy_in};
 use super::core::Core;
 use super::jobs::{Collect, Next, Source, ZcTask};
 use super::wire::ZcDesc;
@@ -382,7 +382,7 @@ impl Pool {
             // One pass over the output: no zeroing first, huge pages for a
             // large one (fresh memory faults in 2 MiB at a time).
             let mut out = crate::pool::raw::big_vec::<U>(input.len());
-            out.extend_from_slice(bytemuck::cast_slice(arena_bytes(out_arena, out_bytes)));
+            out.extend_from_slice(bytemuck::cast_slice(arena_range(out_arena, 0, out_bytes)));
             Ok(out)
         })();
         self.give_arenas(a, b);

@@ -183,20 +183,22 @@ pub(crate) fn copy_in_at(arena: &Segment, at: usize, src: &[u8]) {
         "arena too small"
     );
     // SAFETY: the arena's data has at least `at + src.len()` bytes
-    // (asserted), is mapped while `arena` lives, and no other party touches
-    // a pool arena outside a pool call, which is not running (the caller is
-    // about to start one); `src` is ordinary memory, so the ranges are
-    // disjoint.
+    // (asserted) and is mapped while `arena` lives. No other party reads or
+    // writes these bytes meanwhile: outside a pool call nobody touches a
+    // pool arena, and during a number `map` whose input is still being
+    // written (`raw_map.rs`) workers get only chunks below what the writer
+    // has published (`Fill`), which is at most `at`. `src` is ordinary
+    // memory, so the ranges are disjoint.
     unsafe {
         std::ptr::copy_nonoverlapping(src.as_ptr(), arena.as_ptr().wrapping_add(at), src.len())
     };
 }
 
-/// Bytes `[at, at + len)` of a pool-owned arena segment, to copy out while
-/// the pool call that writes the arena still runs: the caller knows that
-/// every chunk over this range is back (`Fill::done`, read under the
-/// pool's lock), so no worker writes it any more, and the parent writes
-/// no arena during a call.
+/// Bytes `[at, at + len)` of a pool-owned arena segment, to copy out: once
+/// the pool call that wrote them has returned (`map_slice`), or while it
+/// still runs when every chunk over this range is back (`Fill::done`,
+/// read under the pool's lock: `raw_map.rs`), so that no worker writes
+/// them any more.
 pub(crate) fn arena_range(arena: &Segment, at: usize, len: usize) -> &[u8] {
     assert!(
         at.checked_add(len).is_some_and(|end| end <= arena.len()),
@@ -205,21 +207,9 @@ pub(crate) fn arena_range(arena: &Segment, at: usize, len: usize) -> &[u8] {
     // SAFETY: in bounds (asserted) of a mapping that lives as long as
     // `arena` (the borrow ties the slice to it); initialised (a segment is
     // zeroed at creation and holds only bytes); nobody writes these bytes
-    // while the slice lives: their chunks are back (the caller's contract),
-    // other workers write only other chunks, and the parent writes an
-    // arena only before a call.
+    // while the slice lives: by the caller's contract no chunk over them is
+    // out (the call returned, or their chunks are back), workers write only
+    // the chunks they hold, and the parent writes an arena's input only
+    // before it copies results out.
     unsafe { std::slice::from_raw_parts(arena.as_ptr().wrapping_add(at), len) }
-}
-
-/// The first `len` bytes of a pool-owned arena segment, to copy out once
-/// a pool call that wrote them has returned.
-pub(crate) fn arena_bytes(arena: &Segment, len: usize) -> &[u8] {
-    assert!(len <= arena.len(), "arena too small");
-    // SAFETY: the arena's data has at least `len` initialised bytes
-    // (asserted; a segment is zeroed at creation and holds only bytes), is
-    // mapped while `arena` lives (the borrow ties the slice to it), and no
-    // other party writes a pool arena outside a pool call: the one that
-    // wrote it has returned, so every worker is done with it, and the
-    // arena is the caller's alone until it gives it back to the pool.
-    unsafe { std::slice::from_raw_parts(arena.as_ptr(), len) }
 }
