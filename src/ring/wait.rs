@@ -220,25 +220,36 @@ pub(super) fn block_until<M: Memory>(
     if spin_until::<M>(wait.spin_budget(spin), &ready) {
         return Ok(());
     }
-    loop {
-        let Some(t) = wait.slice() else {
-            return Err(timeout_error(what));
-        };
-        park_on(waiters, t, &ready);
-        if ready() {
-            return Ok(());
-        }
+    // The liveness question, asked when due. A peer that finished
+    // (committed, closed its side) and exited between the caller's look
+    // and the question is not a death that lost anything: what it left is
+    // read.
+    let ask = |wait: &mut Wait| -> Result<()> {
         if wait.liveness_due() {
             if let Err(e) = health() {
-                // A peer that finished (committed, closed its side) and
-                // exited between the look above and the health check is
-                // not a death that lost anything: what it left is read.
                 if ready() {
                     return Ok(());
                 }
                 return Err(e);
             }
         }
+        Ok(())
+    };
+    loop {
+        let Some(t) = wait.slice() else {
+            // A deadline that passed before the first question (in the
+            // spin, or while this thread was preempted on a loaded
+            // machine) still gets it: a bounded wait on a dead peer says
+            // so. Without this, an async wait's checked retry (a 1 ms
+            // wait) met only timeouts on a busy host, forever.
+            ask(wait)?;
+            return Err(timeout_error(what));
+        };
+        park_on(waiters, t, &ready);
+        if ready() {
+            return Ok(());
+        }
+        ask(wait)?;
     }
 }
 
@@ -315,7 +326,30 @@ pub(super) fn lock_side<M: Memory>(
             }
             continue;
         }
+        // The holder's liveness, asked when due.
+        let ask = |wait: &mut Wait| -> Result<()> {
+            // SYNC: Relaxed: pid of the holder, a hint for the check below.
+            if wait.liveness_due()
+                && side.lock.load(Ordering::Relaxed) == holder
+                && !M::pid_alive(holder)
+                // SYNC: Relaxed, as above. Still its holder now that it is
+                // gone: it did not release the lock and exit normally in
+                // between (which would be no death at all).
+                && side.lock.load(Ordering::Relaxed) == holder
+            {
+                let why = format!(
+                    "process {holder} died in the middle of an operation, holding the lock; \
+                     what it was writing may be half-done, so this can no longer be used"
+                );
+                ring.poison(why.clone());
+                return Err(Error::new(ErrorKind::PeerDied, why).with_pid(holder));
+            }
+            Ok(())
+        };
         let Some(t) = wait.slice() else {
+            // As in `block_until`: a deadline that passed before the first
+            // question still gets it.
+            ask(wait)?;
             return Err(timeout_error(
                 "another process held the lock past the deadline",
             ));
@@ -326,22 +360,7 @@ pub(super) fn lock_side<M: Memory>(
         if try_lock() {
             return Ok(());
         }
-        // SYNC: Relaxed: pid of the holder, a hint for the check below.
-        if wait.liveness_due()
-            && side.lock.load(Ordering::Relaxed) == holder
-            && !M::pid_alive(holder)
-            // SYNC: Relaxed, as above. Still its holder now that it is
-            // gone: it did not release the lock and exit normally in
-            // between (which would be no death at all).
-            && side.lock.load(Ordering::Relaxed) == holder
-        {
-            let why = format!(
-                "process {holder} died in the middle of an operation, holding the lock; \
-                 what it was writing may be half-done, so this can no longer be used"
-            );
-            ring.poison(why.clone());
-            return Err(Error::new(ErrorKind::PeerDied, why).with_pid(holder));
-        }
+        ask(wait)?;
     }
 }
 
