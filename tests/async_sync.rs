@@ -31,7 +31,11 @@ fn watchdog<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let what = what.to_string();
     let dog = std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(PATIENCE * 3) {
-            eprintln!("async_sync: {what} hung");
+            // Straight to fd 2: `eprintln!` in a test's thread is captured
+            // by the harness, and lost with the abort (CI saw only
+            // SIGABRT).
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "async_sync: {what} hung");
             std::process::abort();
         }
     });
