@@ -366,7 +366,16 @@ impl Shared {
     /// # Errors
     /// As [`ensure_pump`](Self::ensure_pump), when the pump is needed.
     pub(crate) fn kick(self: &Arc<Self>) -> crate::error::Result<()> {
-        let mut core = self.lock();
+        self.kick_locked(self.lock())
+    }
+
+    /// [`kick`](Self::kick) under the lock a caller took to submit: one
+    /// lock a submission, not two (each a hand-over from a spinning pump,
+    /// which yields its core to let the caller in).
+    pub(crate) fn kick_locked(
+        self: &Arc<Self>,
+        mut core: MutexGuard<'_, Core>,
+    ) -> crate::error::Result<()> {
         if !core.driving && core.step() {
             self.notify_waiters();
         }

@@ -768,9 +768,12 @@ impl Pool {
             state: Arc::clone(&state),
         };
         let job = Job::new(Box::new(source), state.clone(), 1, usize::MAX).cancellable();
-        let id = self.shared.lock().submit(job)?;
-        // Sent now; the pump is woken only if it is needed (`kick`).
-        self.kick();
+        let mut core = self.shared.lock();
+        let id = core.submit(job)?;
+        // Sent now, under the same lock; the pump is woken only if it is
+        // needed (`kick`). A pump that cannot start leaves the task to
+        // whoever waits for it (as `Pool::kick`).
+        let _ = self.shared.kick_locked(core);
         Ok(Task {
             shared: Arc::clone(&self.shared),
             state,
