@@ -48,12 +48,10 @@ pub(crate) fn extend_raw_range<T: 'static>(
     out: &mut Vec<u8>,
 ) -> bool {
     let size = std::mem::size_of::<T>();
-    let part = raw_bytes(items).and_then(|b| {
-        if range.start > range.end {
-            return None;
-        }
-        b.get(range.start.checked_mul(size)?..range.end.checked_mul(size)?)
-    });
+    // A backwards range is `None` from `get` itself (every raw type has
+    // a size, so the byte range is backwards too).
+    let part = raw_bytes(items)
+        .and_then(|b| b.get(range.start.checked_mul(size)?..range.end.checked_mul(size)?));
     part.map(|p| out.extend_from_slice(p)).is_some()
 }
 

@@ -233,22 +233,26 @@ fn ring_spsc_recorded_pid_of_a_dead_peer_is_peer_died() {
 /// question (here in a spin longer than the wait; on a loaded machine, a
 /// preemption) still asks it: a dead peer is `PeerDied`, not `Timeout`.
 /// An async wait's checked retry is such a wait (1 ms); before this it
-/// met only timeouts on a busy host, and the future never ended.
+/// met only timeouts on a busy host, and the future never ended. The
+/// waits last `SPUN` so that a preemption before a wait begins (which
+/// would end it at its entry, untouched by this rule) is far shorter.
+const SPUN: Duration = Duration::from_millis(300);
+
 #[test]
 fn a_deadline_that_passes_in_the_spin_still_reports_a_dead_peer() {
     let (_r, mut p, mut c) = ring(64, Mode::Spsc);
     c.set_spin(Duration::from_secs(5));
     c.set_peer_check(Arc::new(|| false));
-    let deadline = Some(Instant::now() + Duration::from_millis(100));
+    let deadline = Some(Instant::now() + SPUN);
     assert_eq!(c.pop(deadline).unwrap_err().kind(), ErrorKind::PeerDied);
     // And a live peer still times out.
     c.set_peer_check(Arc::new(|| true));
-    let deadline = Some(Instant::now() + Duration::from_millis(100));
+    let deadline = Some(Instant::now() + SPUN);
     assert!(c.pop(deadline).unwrap_err().is_timeout());
     while p.try_push(1, &[1; 16]).unwrap() {}
     p.set_spin(Duration::from_secs(5));
     p.set_peer_check(Arc::new(|| false));
-    let deadline = Some(Instant::now() + Duration::from_millis(100));
+    let deadline = Some(Instant::now() + SPUN);
     assert_eq!(
         p.push(1, &[1; 16], deadline).unwrap_err().kind(),
         ErrorKind::PeerDied
@@ -265,7 +269,7 @@ fn a_deadline_that_passes_in_the_lock_spin_still_reports_a_dead_holder() {
     p.set_spin(Duration::from_secs(5));
     let pid = dead_pid();
     r.header().prod.0.lock.store(pid, Ordering::SeqCst);
-    let deadline = Some(Instant::now() + Duration::from_millis(100));
+    let deadline = Some(Instant::now() + SPUN);
     let e = p.batch(deadline, |_| ()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PeerDied, "{e}");
     assert_eq!(e.pid(), Some(pid));
