@@ -45,6 +45,49 @@ fn loom_spsc_frames_arrive_intact_and_in_order() {
     });
 }
 
+/// A batch's groups: the first frame of a group keeps its word back and
+/// publishes the frames after it with that one store. The consumer must
+/// see every frame intact and in order (padding and a full ring
+/// included), never a frame of a group before its held word.
+#[test]
+fn loom_held_groups_arrive_intact_and_in_order() {
+    let lens = [16usize, 0, 8, 16];
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(move || {
+        let r = Ring::in_model(64, Mode::Spsc).unwrap();
+        let mut p = r.producer().unwrap();
+        let mut c = r.consumer().unwrap();
+        let t = thread::spawn(move || {
+            for (i, &len) in lens.iter().enumerate() {
+                while !p
+                    .try_push_held_for_model(i as u8, &payload(i as u64, len))
+                    .unwrap()
+                {
+                    // Full: the consumer can only free what it can see.
+                    p.publish_held_for_model();
+                    thread::yield_now();
+                }
+                // Groups of two frames.
+                if i % 2 == 1 {
+                    p.publish_held_for_model();
+                }
+            }
+        });
+        for (i, &len) in lens.iter().enumerate() {
+            let (k, v) = loop {
+                match c.try_pop().unwrap() {
+                    Some(f) => break f,
+                    None => thread::yield_now(),
+                }
+            };
+            assert_eq!(k, i as u8);
+            assert_eq!(v, payload(i as u64, len));
+        }
+        t.join().unwrap();
+    });
+}
+
 /// Two producers share an Mpmc ring through its lock; a consumer takes
 /// both frames afterwards. (A consumer spinning concurrently as well makes
 /// the model too large for loom's branch limit.)

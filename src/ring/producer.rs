@@ -24,7 +24,28 @@ pub(crate) struct Producer<M: Memory = SharedMem> {
     tail: u64,
     /// A lower bound of the consumer's head (heads only grow).
     cached_head: u64,
+    /// The first frame of a group written by a [`Batch`] whose word is
+    /// not stored yet (its offset, its word, its position): the consumer
+    /// reads frames in order, so it sees none of the group's frames until
+    /// this word is published, and then all of them at once
+    /// ([`publish_held`](Self::publish_held)).
+    held: Option<Held>,
 }
+
+/// A frame word kept back by [`Producer::commit_frame`].
+#[derive(Clone, Copy)]
+struct Held {
+    off: usize,
+    word: u64,
+    pos: u64,
+}
+
+/// Bytes a [`Batch`] writes before it publishes them: the consumer then
+/// reads lines the producer has left, one transfer each, instead of
+/// racing it for the line it is writing (a small item's frame is 16
+/// bytes, four to a cache line). Small enough that the consumer starts
+/// while the batch goes on (docs/ARCHITECTURE.md, "Batches").
+pub(crate) const GROUP_BYTES: u64 = 16384;
 
 impl Handle for Producer {
     fn ring(&self) -> &Ring {
@@ -38,6 +59,7 @@ impl<M: Memory> Producer<M> {
             end: End::new(ring, pid),
             tail: 0,
             cached_head: 0,
+            held: None,
         }
     }
 
@@ -203,6 +225,17 @@ impl<M: Memory> Producer<M> {
     /// (already written).
     #[inline]
     fn commit_raw(&mut self, slot: Slot, kind: u8, len: usize) {
+        self.commit_frame(slot, kind, len, false);
+    }
+
+    /// [`commit_raw`](Self::commit_raw); with `hold`, the word of a group's
+    /// first frame is kept back (in `held`) instead of stored, so that the
+    /// consumer sees this frame and every later one only when
+    /// [`publish_held`](Self::publish_held) stores it. The frames after it
+    /// store their words as usual: the consumer, which reads in order,
+    /// stops at the held one's terminator before it reaches them.
+    #[inline]
+    fn commit_frame(&mut self, slot: Slot, kind: u8, len: usize, hold: bool) {
         debug_assert!(
             len <= slot.len && (kind <= MAX_KIND || kind == KIND_MORE || kind == KIND_DROP)
         );
@@ -210,17 +243,52 @@ impl<M: Memory> Producer<M> {
         let cap = mem.cap();
         let next = slot.pos.wrapping_add(frame_size(len) as u64);
         // SYNC: Relaxed; the terminator is published by the Release store of
-        // this frame's word below.
+        // this frame's word below (or of the held word before it).
         mem.word((next as usize) & (cap - 1))
             .store(0, Ordering::Relaxed);
-        // SYNC: Release pairs with the Acquire load of the frame word in
-        // Consumer::try_peek_raw: payload and terminator are visible first.
-        mem.word(slot.off)
-            .store(pack(len, kind, slot.pos), Ordering::Release);
+        let word = pack(len, kind, slot.pos);
+        if hold && self.held.is_none() {
+            // Where the word goes still holds the terminator the frame
+            // before wrote: the consumer stops there.
+            self.held = Some(Held {
+                off: slot.off,
+                word,
+                pos: slot.pos,
+            });
+        } else {
+            // SYNC: Release pairs with the Acquire load of the frame word in
+            // Consumer::try_peek_raw: payload and terminator are visible
+            // first.
+            mem.word(slot.off).store(word, Ordering::Release);
+        }
         self.tail = next;
         // SYNC: Release pairs with the Acquire loads of tail in
         // Producer::enter (Mpmc) and used_bytes.
         self.header().prod.0.pos.store(next, Ordering::Release);
+    }
+
+    /// Stores the word [`commit_frame`](Self::commit_frame) held back, if
+    /// any: the consumer may read the whole group now. Called before the
+    /// side is left and before any wait for room (the consumer cannot free
+    /// room it cannot see).
+    #[inline]
+    fn publish_held(&mut self) {
+        if let Some(h) = self.held.take() {
+            // SYNC: Release pairs with the Acquire load of the frame word in
+            // Consumer::try_peek_raw: every frame of the group, their words
+            // and the last terminator were written before this store.
+            self.end
+                .ring
+                .mem
+                .word(h.off)
+                .store(h.word, Ordering::Release);
+        }
+    }
+
+    /// Bytes written since the held word's frame began (0 without one).
+    #[inline]
+    fn held_bytes(&self) -> u64 {
+        self.held.map_or(0, |h| self.tail.wrapping_sub(h.pos))
     }
 
     /// Wakes a consumer parked on an empty ring, if one is. Needed only
@@ -243,17 +311,18 @@ impl<M: Memory> Producer<M> {
         check_kind(kind)?;
         self.check_len(payload.len())?;
         self.check_state()?;
-        self.push_now(kind, payload)
+        self.push_now(kind, payload, false)
     }
 
     /// One frame of `kind` (unchecked) if it fits now, under one hold of
-    /// the side.
-    fn push_now(&mut self, kind: u8, payload: &[u8]) -> Result<bool> {
+    /// the side; with `hold`, as a [`Batch`] writes it (the loom model's
+    /// way to check held words: it has no in-place writes).
+    fn push_now(&mut self, kind: u8, payload: &[u8], hold: bool) -> Result<bool> {
         self.enter(&mut Wait::new(None))?;
         let r = match self.try_reserve_raw(payload.len()) {
             Ok(Some(slot)) => {
                 self.end.ring.mem.write(slot.off + FRAME_WORD, payload);
-                self.commit_raw(slot, kind, payload.len());
+                self.commit_frame(slot, kind, payload.len(), hold);
                 Ok(true)
             }
             Ok(None) => Ok(false),
@@ -261,6 +330,19 @@ impl<M: Memory> Producer<M> {
         };
         self.leave();
         r
+    }
+
+    /// One frame written as a [`Batch`] writes it: the first of a group
+    /// keeps its word back until [`publish_held_for_model`](Self::publish_held_for_model).
+    #[cfg(multiproc_loom)]
+    pub(crate) fn try_push_held_for_model(&mut self, kind: u8, payload: &[u8]) -> Result<bool> {
+        self.push_now(kind, payload, true)
+    }
+
+    /// Publishes the group [`try_push_held_for_model`](Self::try_push_held_for_model) began.
+    #[cfg(multiproc_loom)]
+    pub(crate) fn publish_held_for_model(&mut self) {
+        self.publish_held();
     }
 
     /// [`try_push_quiet`](Self::try_push_quiet), then wakes the consumer if
@@ -331,6 +413,9 @@ impl<M: Memory> Producer<M> {
 
 impl<M: Memory> Drop for Producer<M> {
     fn drop(&mut self) {
+        // Only a batch holds a word back, and it publishes it when it
+        // ends; this is a second line for any other path.
+        self.publish_held();
         if self.end.ring.mode == Mode::Spsc {
             self.close();
         }
@@ -360,7 +445,7 @@ impl Reservation<'_> {
     /// `InvalidState` if `len` is more than was reserved or `kind` is
     /// reserved; the reservation is then abandoned.
     pub(crate) fn commit(mut self, kind: u8, len: usize) -> Result<()> {
-        self.producer.commit_checked(self.slot, kind, len)?;
+        self.producer.commit_checked(self.slot, kind, len, false)?;
         self.done = true;
         self.producer.leave();
         self.producer.notify();
@@ -404,14 +489,19 @@ impl Batch<'_> {
             return Ok(false);
         };
         let used = write(self.producer.slot_buf(slot))?;
-        self.producer.commit_checked(slot, kind, used)?;
+        self.producer.commit_checked(slot, kind, used, true)?;
         self.wrote = true;
+        if self.producer.held_bytes() >= GROUP_BYTES {
+            self.producer.publish_held();
+        }
         Ok(true)
     }
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
+        // Also on a panic in `fill`: what was committed is delivered.
+        self.producer.publish_held();
         self.producer.leave();
         if self.wrote {
             self.producer.notify();
@@ -442,7 +532,7 @@ impl Producer {
 
     /// Publishes the first `len` bytes of `slot` as a frame of `kind`, after
     /// checking both (the frame is abandoned on an error).
-    fn commit_checked(&mut self, slot: Slot, kind: u8, len: usize) -> Result<()> {
+    fn commit_checked(&mut self, slot: Slot, kind: u8, len: usize, hold: bool) -> Result<()> {
         check_kind(kind)?;
         if len > slot.len {
             return Err(Error::new(
@@ -450,7 +540,7 @@ impl Producer {
                 format!("commit of {len} bytes into a reservation of {}", slot.len),
             ));
         }
-        self.commit_raw(slot, kind, len);
+        self.commit_frame(slot, kind, len, hold);
         Ok(())
     }
 
@@ -596,7 +686,7 @@ impl Producer {
     /// included: what a broken or dying peer could leave behind.
     #[cfg(test)]
     pub(crate) fn try_push_raw_kind_for_test(&mut self, kind: u8, payload: &[u8]) -> Result<bool> {
-        self.push_now(kind, payload)
+        self.push_now(kind, payload, false)
     }
 
     /// Reserves room for a frame of `len` payload bytes, to be written in

@@ -1093,6 +1093,67 @@ fn batches_write_and_take_several_frames_under_one_hold() {
     assert!(c.try_pop().unwrap().is_none());
 }
 
+/// A batch writer of one 8-byte frame, every byte `v`.
+fn fill8(v: u8) -> impl FnOnce(&mut [u8]) -> Result<usize> {
+    move |buf| {
+        buf[..8].fill(v);
+        Ok(8)
+    }
+}
+
+/// A batch publishes its frames a group at a time: the consumer sees none
+/// of a group until its last frame is written (or the batch ends), then
+/// all of them, in order.
+#[test]
+fn a_batch_publishes_its_frames_a_group_at_a_time() {
+    let (_r, mut p, mut c) = ring(1 << 16, Mode::Spsc);
+    // 16 bytes a frame: its word and 8 payload bytes.
+    let per_group = (super::producer::GROUP_BYTES / 16) as usize;
+    let frame = |n: usize| (3u8, vec![n as u8; 8]);
+    p.batch(None, |b| {
+        for n in 0..per_group - 1 {
+            assert!(b.try_write(3, 8, fill8(n as u8)).unwrap());
+        }
+        assert_eq!(
+            c.try_pop().unwrap(),
+            None,
+            "a group is seen before it is whole"
+        );
+        let last = per_group - 1;
+        assert!(b.try_write(3, 8, fill8(last as u8)).unwrap());
+        for n in 0..per_group {
+            assert_eq!(c.try_pop().unwrap(), Some(frame(n)));
+        }
+        // The next frame begins a group the batch's end publishes.
+        assert!(b.try_write(3, 8, fill8(7)).unwrap());
+        assert_eq!(c.try_pop().unwrap(), None);
+    })
+    .unwrap();
+    assert_eq!(c.try_pop().unwrap(), Some(frame(7)));
+    assert_eq!(c.try_pop().unwrap(), None);
+}
+
+/// A batch whose filler panics still delivers the frames it committed
+/// (and leaves the side, so the next batch can write).
+#[test]
+fn a_batch_that_panics_delivers_what_it_wrote() {
+    let (_r, mut p, mut c) = ring(1 << 12, Mode::Mpmc);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.batch(None, |b| {
+            for n in 1..=2u8 {
+                assert!(b.try_write(3, 8, fill8(n)).unwrap());
+            }
+            panic!("the filler fails");
+        })
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(c.try_pop().unwrap(), Some((3, vec![1; 8])));
+    assert_eq!(c.try_pop().unwrap(), Some((3, vec![2; 8])));
+    assert_eq!(c.try_pop().unwrap(), None);
+    assert!(p.try_push(4, b"after").unwrap());
+    assert_eq!(c.try_pop().unwrap(), Some((4, b"after".to_vec())));
+}
+
 // ---------------------------------------------------------------------------
 // Long messages: pieces of KIND_MORE, then the message's own kind
 // ---------------------------------------------------------------------------
