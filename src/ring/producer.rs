@@ -334,13 +334,13 @@ impl<M: Memory> Producer<M> {
 
     /// One frame written as a [`Batch`] writes it: the first of a group
     /// keeps its word back until [`publish_held_for_model`](Self::publish_held_for_model).
-    #[cfg(multiproc_loom)]
+    #[cfg(all(test, multiproc_loom))]
     pub(crate) fn try_push_held_for_model(&mut self, kind: u8, payload: &[u8]) -> Result<bool> {
         self.push_now(kind, payload, true)
     }
 
     /// Publishes the group [`try_push_held_for_model`](Self::try_push_held_for_model) began.
-    #[cfg(multiproc_loom)]
+    #[cfg(all(test, multiproc_loom))]
     pub(crate) fn publish_held_for_model(&mut self) {
         self.publish_held();
     }
