@@ -488,6 +488,33 @@ fn row05_a_dead_peer_wakes_every_waiter_with_peer_died() {
     }
 }
 
+/// A wait that need not wait succeeds even after a participant died: a set
+/// event, a free permit (Python answers `True` there too). One that must
+/// wait still finds the death.
+#[test]
+fn row05_a_dead_peer_does_not_fail_a_wait_already_answered() {
+    watchdog(LIMIT, || {
+        let prims = new_prims();
+        let ready = SharedValue::new(0u32).unwrap();
+        let doomed = Process::spawn(doomed_peer, (prims.clone(), ready.clone())).unwrap();
+        wait_for_flag(&ready, 1);
+        doomed.kill().unwrap();
+        assert!(doomed.join().unwrap_err().is_process_died());
+        prims.event.set();
+        prims.event.wait().unwrap();
+        prims.semaphore.release().unwrap();
+        prims.semaphore.acquire().unwrap();
+        prims.event.clear();
+        for which in [Prim::Event, Prim::Semaphore] {
+            assert_eq!(
+                block_on(&prims, which),
+                Some(ErrorKind::PeerDied),
+                "{which:?}"
+            );
+        }
+    });
+}
+
 // ------------------------------------------------------------------ row 6
 
 /// Starts a pool and a child that shares an array with it, reports every

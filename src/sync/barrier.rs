@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// How long a party that must wait looks for the round's end before it
+/// checks its peers and sleeps.
+const BARRIER_SPIN: Duration = Duration::from_micros(20);
+
 primitive! {
     /// Makes `parties` processes (or threads) wait until all have arrived.
     ///
@@ -316,7 +320,9 @@ impl Barrier {
     /// This party's arrival: the last one completes the round.
     fn arrive(&self) -> Result<Arrival> {
         let b = self.shared.block();
-        self.shared.check_peers()?;
+        // A broken barrier refuses at once; dead participants are looked
+        // for only by a party that must wait (`wait_until`).
+        self.shared.check_broken()?;
         // SYNC: Relaxed: as in `parties()`.
         let parties = b.parties.load(Ordering::Relaxed).max(1);
         // SYNC: Acquire pairs with the Release bump in `reset`.
@@ -368,8 +374,15 @@ impl Barrier {
             } => (generation, resets, index),
         };
         let mut wait = Wait::new(deadline);
-        // The check on arrival was this wait's first.
-        wait.liveness_due();
+        // The parties that are running arrive within microseconds: their
+        // round ends in the spin, with no liveness check (a `/proc` read
+        // for every participant) and no futex sleep and wake.
+        if let Some(left) = wait.slice() {
+            // SYNC: Acquire, as in the loop below.
+            crate::wait::spin_for(left.min(BARRIER_SPIN), || {
+                b.generation.load(Ordering::Acquire) != generation
+            });
+        }
         let timed_out = "Barrier::wait: not every party arrived in time; \
                          the barrier is now broken for all of them";
         loop {

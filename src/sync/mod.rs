@@ -157,6 +157,13 @@ impl<B: Block> Shared<B> {
         check_peers(&self.block)
     }
 
+    /// The cheap half of [`check_peers`](Self::check_peers): `Err` if the
+    /// segment is lost or the block already broken, without looking at
+    /// the participants (a `/proc` read each).
+    fn check_broken(&self) -> Result<()> {
+        check_broken(&self.block)
+    }
+
     fn handle(&self) -> SegmentHandle {
         self.segment().handle()
     }
@@ -166,16 +173,9 @@ impl<B: Block> Shared<B> {
 /// participant slot (an async waiter thread's: it must not keep this
 /// process registered after its handles are gone).
 fn check_peers<B: Block>(typed: &Typed<B>) -> Result<()> {
-    typed.segment().check_intact()?;
+    check_broken(typed)?;
     let block = typed.get();
     let h = block.header();
-    // SYNC: Acquire pairs with the Release stores of `broken` (below, by
-    // whichever waiter found the dead participant; a barrier's abort or
-    // timed-out wait).
-    let why = h.broken.load(Ordering::Acquire);
-    if why != 0 {
-        return Err(broken_error(B::KIND, why));
-    }
     if let Some(p) = h.participants.dead() {
         // SYNC: Release pairs with the Acquire load above in other
         // waiters.
@@ -190,6 +190,19 @@ fn check_peers<B: Block>(typed: &Typed<B>) -> Result<()> {
             ),
         )
         .with_pid(p));
+    }
+    Ok(())
+}
+
+/// [`Shared::check_broken`], from any view of the block.
+fn check_broken<B: Block>(typed: &Typed<B>) -> Result<()> {
+    typed.segment().check_intact()?;
+    // SYNC: Acquire pairs with the Release stores of `broken` (in
+    // `check_peers`, by whichever waiter found the dead participant; a
+    // barrier's abort or timed-out wait).
+    let why = typed.get().header().broken.load(Ordering::Acquire);
+    if why != 0 {
+        return Err(broken_error(B::KIND, why));
     }
     Ok(())
 }
