@@ -96,7 +96,9 @@ impl Event {
     /// Waits until the flag is set.
     ///
     /// # Errors
-    /// [`ErrorKind::PeerDied`] if a process sharing the event died.
+    /// [`ErrorKind::PeerDied`] if a process sharing the event died while
+    /// the flag is not set (a set flag is the answer whoever died, as in
+    /// Python).
     ///
     /// ```
     /// let e = multiproc::Event::new().unwrap();

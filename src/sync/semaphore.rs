@@ -209,7 +209,8 @@ impl Semaphore {
     /// Takes a permit, waiting for one if needed.
     ///
     /// # Errors
-    /// [`ErrorKind::PeerDied`] if a process sharing it died.
+    /// [`ErrorKind::PeerDied`] if a process sharing it died and no permit
+    /// is free (a free permit is taken whoever died).
     ///
     /// ```
     /// let sem = multiproc::Semaphore::new(1).unwrap();
