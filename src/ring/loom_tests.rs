@@ -4,6 +4,7 @@
 //!
 //! RUSTFLAGS="--cfg multiproc_loom" cargo test --release --lib ring::loom_tests
 
+use super::memory::model::ModelMem;
 use super::*;
 use loom::thread;
 
@@ -13,25 +14,33 @@ fn payload(seq: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// One producer, one consumer, a 64-byte ring (max payload 16): four frames
-/// of 16, 0, 8 and 16 bytes force a full ring, padding and wrap-around.
-#[test]
-fn loom_spsc_frames_arrive_intact_and_in_order() {
-    let lens = [16usize, 0, 8, 16];
+/// The frame lengths of the Spsc models: over a 64-byte ring (max payload
+/// 16) they force a full ring, padding and wrap-around.
+const LENS: [usize; 4] = [16, 0, 8, 16];
+
+/// One producer thread sending frame `i` of [`LENS`] with `push` (which
+/// returns `false` while the ring is full), one consumer checking that
+/// every frame arrives intact and in order.
+fn check_spsc_frames(
+    preemption_bound: usize,
+    push: fn(&mut Producer<ModelMem>, usize, &[u8]) -> bool,
+    after: fn(&mut Producer<ModelMem>, usize),
+) {
     let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(4);
+    b.preemption_bound = Some(preemption_bound);
     b.check(move || {
         let r = Ring::in_model(64, Mode::Spsc).unwrap();
         let mut p = r.producer().unwrap();
         let mut c = r.consumer().unwrap();
         let t = thread::spawn(move || {
-            for (i, &len) in lens.iter().enumerate() {
-                while !p.try_push(i as u8, &payload(i as u64, len)).unwrap() {
+            for (i, &len) in LENS.iter().enumerate() {
+                while !push(&mut p, i, &payload(i as u64, len)) {
                     thread::yield_now();
                 }
+                after(&mut p, i);
             }
         });
-        for (i, &len) in lens.iter().enumerate() {
+        for (i, &len) in LENS.iter().enumerate() {
             let (k, v) = loop {
                 match c.try_pop().unwrap() {
                     Some(f) => break f,
@@ -45,47 +54,39 @@ fn loom_spsc_frames_arrive_intact_and_in_order() {
     });
 }
 
+/// One producer, one consumer, frames pushed one by one.
+#[test]
+fn loom_spsc_frames_arrive_intact_and_in_order() {
+    check_spsc_frames(
+        4,
+        |p, i, bytes| p.try_push(i as u8, bytes).unwrap(),
+        |_, _| {},
+    );
+}
+
 /// A batch's groups: the first frame of a group keeps its word back and
 /// publishes the frames after it with that one store. The consumer must
 /// see every frame intact and in order (padding and a full ring
 /// included), never a frame of a group before its held word.
 #[test]
 fn loom_held_groups_arrive_intact_and_in_order() {
-    let lens = [16usize, 0, 8, 16];
-    let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(3);
-    b.check(move || {
-        let r = Ring::in_model(64, Mode::Spsc).unwrap();
-        let mut p = r.producer().unwrap();
-        let mut c = r.consumer().unwrap();
-        let t = thread::spawn(move || {
-            for (i, &len) in lens.iter().enumerate() {
-                while !p
-                    .try_push_held_for_model(i as u8, &payload(i as u64, len))
-                    .unwrap()
-                {
-                    // Full: the consumer can only free what it can see.
-                    p.publish_held_for_model();
-                    thread::yield_now();
-                }
-                // Groups of two frames.
-                if i % 2 == 1 {
-                    p.publish_held_for_model();
-                }
+    check_spsc_frames(
+        3,
+        |p, i, bytes| {
+            let pushed = p.try_push_held_for_model(i as u8, bytes).unwrap();
+            if !pushed {
+                // Full: the consumer can only free what it can see.
+                p.publish_held_for_model();
             }
-        });
-        for (i, &len) in lens.iter().enumerate() {
-            let (k, v) = loop {
-                match c.try_pop().unwrap() {
-                    Some(f) => break f,
-                    None => thread::yield_now(),
-                }
-            };
-            assert_eq!(k, i as u8);
-            assert_eq!(v, payload(i as u64, len));
-        }
-        t.join().unwrap();
-    });
+            pushed
+        },
+        // Groups of two frames.
+        |p, i| {
+            if i % 2 == 1 {
+                p.publish_held_for_model();
+            }
+        },
+    );
 }
 
 /// Two producers share an Mpmc ring through its lock; a consumer takes

@@ -251,7 +251,7 @@ impl Memory for SharedMem {
 
 /// The loom back-end (tests under `--cfg multiproc_loom` only).
 #[cfg(all(test, multiproc_loom))]
-mod model {
+pub(in crate::ring) mod model {
     use loom::sync::atomic::{AtomicU32, AtomicU64};
 
     use super::*;
