@@ -413,9 +413,6 @@ impl<M: Memory> Producer<M> {
 
 impl<M: Memory> Drop for Producer<M> {
     fn drop(&mut self) {
-        // Only a batch holds a word back, and it publishes it when it
-        // ends; this is a second line for any other path.
-        self.publish_held();
         if self.end.ring.mode == Mode::Spsc {
             self.close();
         }

@@ -6,10 +6,6 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-/// How long a party that must wait looks for the round's end before it
-/// checks its peers and sleeps.
-const BARRIER_SPIN: Duration = Duration::from_micros(20);
-
 primitive! {
     /// Makes `parties` processes (or threads) wait until all have arrived.
     ///
@@ -377,12 +373,8 @@ impl Barrier {
         // The parties that are running arrive within microseconds: their
         // round ends in the spin, with no liveness check (a `/proc` read
         // for every participant) and no futex sleep and wake.
-        if let Some(left) = wait.slice() {
-            // SYNC: Acquire, as in the loop below.
-            crate::wait::spin_for(left.min(BARRIER_SPIN), || {
-                b.generation.load(Ordering::Acquire) != generation
-            });
-        }
+        // SYNC: Acquire, as in the loop below.
+        spin_first(&wait, || b.generation.load(Ordering::Acquire) != generation);
         let timed_out = "Barrier::wait: not every party arrived in time; \
                          the barrier is now broken for all of them";
         loop {

@@ -6,10 +6,6 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-/// How long [`Condition::wait`] looks for its notify before it checks its
-/// peers and sleeps.
-const NOTIFY_SPIN: Duration = Duration::from_micros(20);
-
 /// Waiters one `Condition` can hold at once.
 const WAITER_SLOTS: usize = 256;
 const SLOT_FREE: u32 = 0;
@@ -193,12 +189,10 @@ impl Condition {
         // A notify from a peer that is running comes within microseconds:
         // looked for before the liveness check (a `/proc` read for every
         // participant) and the futex sleep, as `Event::wait` does.
-        if let Some(left) = wait.slice() {
-            // SYNC: Acquire, as in the loop below.
-            crate::wait::spin_for(left.min(NOTIFY_SPIN), || {
-                slot.state.load(Ordering::Acquire) == SLOT_NOTIFIED
-            });
-        }
+        // SYNC: Acquire, as in the loop below.
+        spin_first(&wait, || {
+            slot.state.load(Ordering::Acquire) == SLOT_NOTIFIED
+        });
         let outcome = loop {
             // SYNC: Acquire pairs with the Release CAS in `notify`.
             if slot.state.load(Ordering::Acquire) == SLOT_NOTIFIED {

@@ -37,10 +37,6 @@ primitive! {
     wake_all: |b| sys::futex_wake(&b.flag, u32::MAX)
 }
 
-/// How long [`Event::wait`] looks at the flag before it sleeps on it (the
-/// first poll of [`Event::wait_async`] retries as long).
-const EVENT_SPIN: Duration = Duration::from_micros(20);
-
 impl Event {
     /// A new, unset event.
     ///
@@ -176,10 +172,8 @@ impl Event {
         // which cost 20-30 µs between two processes on a 2-core VM, and
         // without the liveness check, which reads `/proc` for every
         // participant (5-10 µs): a set flag is the answer whoever died.
-        if let Some(left) = wait.slice() {
-            if crate::wait::spin_for(left.min(EVENT_SPIN), || self.is_set()) {
-                return Ok(());
-            }
+        if spin_first(&wait, || self.is_set()) {
+            return Ok(());
         }
         wait.check(|| self.shared.check_peers())?;
         loop {

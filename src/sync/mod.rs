@@ -43,6 +43,21 @@ use crate::wait::Wait;
 /// Spins before sleeping: a parked peer costs tens of µs to wake here.
 const SPINS: u32 = 200;
 
+/// How long a wait for another party's step (an `Event`'s set, a
+/// `Condition`'s notify, the end of a `Barrier`'s round) looks for it
+/// before it checks its peers and sleeps: a peer that is running takes a
+/// microsecond; the check (a `/proc` read for every participant) 5-10 µs,
+/// a futex sleep and wake 20-30 µs on a 2-core VM. The first poll of an
+/// async wait retries as long (`async_wait::FIRST_POLL_SPIN`).
+const WAIT_SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// Spins for up to [`WAIT_SPIN`], never past `wait`'s deadline, until
+/// `ready()`; `true` if it became ready.
+fn spin_first(wait: &Wait, ready: impl FnMut() -> bool) -> bool {
+    let budget = wait.spin_budget(WAIT_SPIN);
+    !budget.is_zero() && crate::wait::spin_for(budget, ready)
+}
+
 const MAGIC: u32 = 0x4d50_5359; // "MPSY"
 const WAITERS: u32 = 1 << 31;
 
