@@ -243,7 +243,11 @@ fn kill_is_distinguishable_from_an_exit_code() {
 fn kill_right_after_spawn_is_reported_not_hung() {
     // The child is killed while it is most likely still starting: whichever
     // stage it reached, join reports the death, naming the child and signal.
-    let p = Process::spawn(square, 1).unwrap();
+    // Its task could never end by itself before the kill: a task as short as
+    // `square` may run and deliver its value while a busy machine holds this
+    // thread between `spawn` and `kill`, and a delivered value is the
+    // child's result (the kill then only ends an exiting process).
+    let p = Process::spawn(nap, 3_600_000).unwrap();
     let pid = p.pid();
     p.kill().unwrap();
     let err = p.join().unwrap_err();
