@@ -104,8 +104,14 @@ pub(crate) trait Memory: Send + Sync + Sized + 'static {
     /// Replaces the contents of `dst` with the `len` bytes at `off`.
     #[cfg(any(test, feature = "fuzzing"))]
     fn read_into(&self, off: usize, len: usize, dst: &mut Vec<u8>);
-    /// A memory fence of `order`.
-    fn fence(order: Ordering);
+    /// The waker's fence of the park/wake handshake (`sys::fences`):
+    /// between its Release store of progress and its load of the count
+    /// of parked peers.
+    fn light_fence();
+    /// The waiter's fence of that handshake: between its announcement in
+    /// the count and its re-check of progress. `false` if a waker's wake
+    /// could be missed (park in short slices then).
+    fn heavy_fence() -> bool;
     /// Sleeps on `word` while it holds `expected`, for at most `timeout`.
     fn park(word: &Self::U32, expected: u32, timeout: Duration);
     /// Wakes every sleeper on `word`.
@@ -232,8 +238,12 @@ impl Memory for SharedMem {
     }
 
     #[inline]
-    fn fence(order: Ordering) {
-        std::sync::atomic::fence(order);
+    fn light_fence() {
+        crate::sys::fences::light();
+    }
+
+    fn heavy_fence() -> bool {
+        crate::sys::fences::heavy()
     }
 
     fn park(word: &Self::U32, expected: u32, timeout: Duration) {
@@ -363,8 +373,16 @@ pub(in crate::ring) mod model {
             }
         }
 
-        fn fence(order: Ordering) {
-            loom::sync::atomic::fence(order);
+        /// Both sides fence fully in the model: it checks the handshake
+        /// itself; the asymmetric barrier's cover is the kernel's promise
+        /// (`sys::fences`), which loom cannot model.
+        fn light_fence() {
+            loom::sync::atomic::fence(Ordering::SeqCst);
+        }
+
+        fn heavy_fence() -> bool {
+            loom::sync::atomic::fence(Ordering::SeqCst);
+            true
         }
 
         fn park(word: &AtomicU32, expected: u32, _timeout: Duration) {

@@ -1,7 +1,8 @@
 //! Waiting on a ring: the spin-then-park loop every blocking call shares
 //! (its deadline and liveness bookkeeping is the crate's one [`Wait`]), the
 //! one park/wake pair on a header word (a waiter announces itself in a
-//! count, a waker checks the count: Dekker over SeqCst fences), and the
+//! count, a waker checks the count: Dekker over an asymmetric pair of
+//! fences, `sys::fences`), and the
 //! Mpmc side lock built on them.
 
 use std::sync::atomic::Ordering;
@@ -33,6 +34,11 @@ fn spin_until<M: Memory>(budget: Duration, mut ready: impl FnMut() -> bool) -> b
     crate::wait::spin_for(budget, ready)
 }
 
+/// The longest park when the waiter's heavy fence could not cover the
+/// wakers' light ones (`sys::fences::heavy` failed): a missed wake then
+/// costs this much, once.
+const UNCOVERED_SLICE: Duration = Duration::from_millis(1);
+
 /// One park on `word`, which held `expected`, by a waiter that announces
 /// itself in `count` first: re-checks `ready` after announcing (so a wake
 /// cannot be lost), then sleeps until woken or `timeout`.
@@ -43,14 +49,21 @@ fn park<M: Memory>(
     timeout: Duration,
     ready: impl Fn() -> bool,
 ) {
-    // SYNC: SeqCst RMW + SeqCst fence, paired with the SeqCst fence in
-    // `wake` after the other side's Release store of its progress (Dekker):
-    // either our re-check below (or the futex's compare of `word`) sees that
-    // progress, or the other side's load of `count` sees our increment and
-    // wakes us.
+    // SYNC: SeqCst RMW + the heavy fence, paired with the light fence in
+    // `wake` after the other side's Release store of its progress (Dekker,
+    // asymmetric: `sys::fences`): either our re-check below (or the
+    // futex's compare of `word`) sees that progress, or the other side's
+    // load of `count` sees our increment and wakes us.
     count.fetch_add(1, Ordering::SeqCst);
-    M::fence(Ordering::SeqCst);
+    let covered = M::heavy_fence();
     if !ready() {
+        // Uncovered (no asymmetric barrier here, a waker that relies on
+        // it): a wake may be missed, so the sleep is a short slice.
+        let timeout = if covered {
+            timeout
+        } else {
+            timeout.min(UNCOVERED_SLICE)
+        };
         M::park(word, expected, timeout);
     }
     // SYNC: Relaxed; only a count of sleepers, read as a hint by `wake`.
@@ -62,9 +75,9 @@ fn park<M: Memory>(
 /// was already changed by the caller). Called after a Release store of
 /// progress.
 fn wake<M: Memory>(count: &M::U32, word: &M::U32, bump: bool) {
-    // SYNC: SeqCst fence pairs with the SeqCst fence in `park` (Dekker on
-    // progress vs. `count`).
-    M::fence(Ordering::SeqCst);
+    // SYNC: the light fence pairs with the heavy fence in `park` (Dekker
+    // on progress vs. `count`; `sys::fences`).
+    M::light_fence();
     // SYNC: Relaxed, ordered by the fence above.
     if count.load(Ordering::Relaxed) != 0 {
         if bump {
@@ -369,4 +382,85 @@ pub(super) fn unlock_side<M: Memory>(side: &Side<M>) {
     // SYNC: Release pairs with the Acquire CAS in lock_side.
     side.lock.store(0, Ordering::Release);
     wake::<M>(&side.lock_waiters, &side.lock, false);
+}
+
+#[cfg(all(test, not(multiproc_loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicU64};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::ring::memory::SharedMem;
+
+    /// The park/wake handshake with the fences the rings use (on Linux
+    /// the asymmetric pair), in lockstep: each of 20 000 progress steps
+    /// must wake the waiter, which parks with an hour's timeout and acks
+    /// every step. A missed wake would leave the step unacked for the
+    /// hour: the deadline turns it into a failure instead. (A liveness
+    /// check of the real calls; the window a missing fence opens is tens
+    /// of nanoseconds, which no test hits reliably. What proves the
+    /// pairing is the loom model with full fences on both sides, and
+    /// `membarrier`'s contract for the light one: `sys::fences`.)
+    #[test]
+    fn every_progress_step_wakes_a_parked_waiter() {
+        const STEPS: u64 = 20_000;
+        let progress = Arc::new(AtomicU64::new(0));
+        let acked = Arc::new(AtomicU64::new(0));
+        let sleepers = Arc::new(AtomicU32::new(0));
+        let seq = Arc::new(AtomicU32::new(0));
+        let waiter = {
+            let (progress, acked) = (progress.clone(), acked.clone());
+            let (sleepers, seq) = (sleepers.clone(), seq.clone());
+            std::thread::spawn(move || {
+                let mut parks = 0u64;
+                for step in 1..=STEPS {
+                    // SYNC: Acquire pairs with the Release store of progress.
+                    while progress.load(Ordering::Acquire) < step {
+                        // SYNC: Acquire, as park_on's load of seq.
+                        let s = seq.load(Ordering::Acquire);
+                        park::<SharedMem>(&sleepers, &seq, s, Duration::from_secs(3600), || {
+                            // SYNC: Acquire, as above.
+                            progress.load(Ordering::Acquire) >= step
+                        });
+                        parks += 1;
+                    }
+                    // SYNC: Release pairs with the Acquire load of acked.
+                    acked.store(step, Ordering::Release);
+                }
+                parks
+            })
+        };
+        for step in 1..=STEPS {
+            // A pause of 0–2 µs, and of 20 µs every 8th step: the waiter
+            // is sometimes still on its way, sometimes announcing itself,
+            // sometimes asleep in the kernel.
+            let pause = if step % 8 == 0 {
+                Duration::from_micros(20)
+            } else {
+                Duration::from_nanos((step * 37) % 2_000)
+            };
+            let t = Instant::now();
+            while t.elapsed() < pause {
+                std::hint::spin_loop();
+            }
+            // SYNC: Release: the progress the waiter's re-check reads.
+            progress.store(step, Ordering::Release);
+            wake::<SharedMem>(&sleepers, &seq, true);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            // SYNC: Acquire pairs with the waiter's Release store.
+            while acked.load(Ordering::Acquire) < step {
+                assert!(
+                    Instant::now() < deadline,
+                    "the waiter missed the wake of step {step}"
+                );
+                std::thread::yield_now();
+            }
+        }
+        let parks = waiter.join().unwrap();
+        assert!(
+            parks > 0,
+            "the waiter never parked: the test tested nothing"
+        );
+    }
 }

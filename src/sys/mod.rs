@@ -19,6 +19,7 @@ pub(crate) mod forkserver;
 pub(crate) use child::Child;
 mod exe;
 pub(crate) use exe::{note_identity, worker_exe};
+pub(crate) mod fences;
 
 // Shared-memory objects: `sys::shm::{Map, Locator, is_no_space, track,
 // untrack}`; the tracker of named objects (Unix).

@@ -1,0 +1,157 @@
+//! The two fences of the rings' park/wake handshake, made asymmetric where
+//! the OS allows it (Linux `membarrier`).
+//!
+//! The handshake is Dekker's: a waker stores its progress, then loads the
+//! count of parked peers; a waiter adds itself to that count, then loads
+//! the progress. Each side needs a full fence between its store and its
+//! load, or both loads can see the old values and the waiter sleeps through
+//! the wake. A waker wakes on every frame it pushes or frees; a waiter
+//! parks only after spinning for tens of microseconds. So the waker's fence
+//! is the hot one: a `SeqCst` fence waits until the store of the frame
+//! itself (a line the peer was reading, so a cross-core miss) has left the
+//! store buffer, and costs one-by-one `Queue::put` ≈ 40 % of its time
+//! (docs/ARCHITECTURE.md, Rings, "Waiting").
+//!
+//! With `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` the waiter's side
+//! makes every running thread of every *registered* process execute a full
+//! barrier, which turns the waker's compiler fence into a full one for this
+//! pairing. So:
+//!
+//! * [`light`] (the waker's side) is a compiler fence in a process that has
+//!   registered (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, done here
+//!   before the first light fence), and a `SeqCst` fence anywhere else;
+//! * [`heavy`] (the waiter's side) is a `SeqCst` fence plus that
+//!   `membarrier` call (≈ 0.2–2 µs, once per park), and says whether the
+//!   call succeeded. Without it a registered peer's wake could be missed,
+//!   so the caller then parks in short slices (a lost wake is a delay of a
+//!   slice, never a hang).
+//!
+//! Registration belongs to the address space: `fork` copies it (a fork
+//! server's children inherit it with this module's state) and `exec` ends
+//! it (and starts this module afresh). Other systems have no cross-process
+//! asymmetric fence: both sides are `SeqCst` fences there, as before.
+
+use std::sync::atomic::{compiler_fence, fence, Ordering};
+
+/// The waker's fence, between its Release store of progress and its load
+/// of the parked peers' count.
+#[inline]
+pub(crate) fn light() {
+    if imp::registered() {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The waiter's fence, between its announcement in the parked count and
+/// its re-check of progress. `false` if a registered waker might not be
+/// covered (its wake could be missed): park in short slices then.
+#[inline]
+pub(crate) fn heavy() -> bool {
+    fence(Ordering::SeqCst);
+    imp::barrier_all()
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+mod imp {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    const CMD_QUERY: libc::c_int = 0;
+    const CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+    const CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+    /// This process's state, decided once: `KNOWN` plus what holds.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    const KNOWN: u8 = 1;
+    /// This process registered: its wakers may use the light fence.
+    const REGISTERED: u8 = 2;
+    /// The kernel offers the global expedited barrier.
+    const OFFERED: u8 = 4;
+
+    fn membarrier(cmd: libc::c_int) -> libc::c_long {
+        // SAFETY: membarrier takes (cmd, flags, cpu_id) by value and
+        // touches no user memory; an unknown command is an error return.
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                cmd,
+                0 as libc::c_uint,
+                0 as libc::c_int,
+            )
+        }
+    }
+
+    #[inline]
+    fn state() -> u8 {
+        // SYNC: Acquire pairs with the Release store in `decide`: a thread
+        // that sees REGISTERED sees it after the registering call returned
+        // (the kernel covers every thread of the process from then on).
+        let s = STATE.load(Ordering::Acquire);
+        if s & KNOWN != 0 {
+            s
+        } else {
+            decide()
+        }
+    }
+
+    /// Queries and registers (idempotent; two threads racing here both
+    /// register and store the same answer).
+    #[cold]
+    fn decide() -> u8 {
+        let both = CMD_GLOBAL_EXPEDITED | CMD_REGISTER_GLOBAL_EXPEDITED;
+        let offered = membarrier(CMD_QUERY)
+            .try_into()
+            .is_ok_and(|q: libc::c_int| q & both == both);
+        let mut s = KNOWN;
+        if offered {
+            s |= OFFERED;
+            if membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) == 0 {
+                s |= REGISTERED;
+            }
+        }
+        // SYNC: Release pairs with the Acquire load in `state`.
+        STATE.store(s, Ordering::Release);
+        s
+    }
+
+    #[inline]
+    pub(super) fn registered() -> bool {
+        state() & REGISTERED != 0
+    }
+
+    pub(super) fn barrier_all() -> bool {
+        state() & OFFERED != 0 && membarrier(CMD_GLOBAL_EXPEDITED) == 0
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod imp {
+    /// No cross-process asymmetric barrier here: every waker fences.
+    #[inline]
+    pub(super) fn registered() -> bool {
+        false
+    }
+
+    /// Every waker fences fully here, so the `SeqCst` fence suffices.
+    pub(super) fn barrier_all() -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_fences_run_and_the_waiters_covers_this_machines_wakers() {
+        light();
+        // On Linux with membarrier (every kernel since 4.16) this process
+        // registered at `light`, and the global barrier works; elsewhere
+        // the plain fence covers wakers that fence fully.
+        assert!(heavy());
+        #[cfg(target_os = "linux")]
+        assert!(imp::registered(), "membarrier registration failed here");
+    }
+}
