@@ -120,7 +120,7 @@ pub(crate) fn serve(args: ServerArgs) {
             std::hint::spin_loop();
             continue;
         }
-        let seq = bell.prepare();
+        let announced = bell.prepare();
         let ready = args.stopped.is_set()
             || registry.any_ready()
             || clients
@@ -129,7 +129,7 @@ pub(crate) fn serve(args: ServerArgs) {
         if ready {
             bell.cancel();
         } else {
-            bell.sleep(seq, TICK);
+            bell.sleep(announced, TICK);
         }
     }
 }

@@ -4,12 +4,13 @@
 //! way, rung by its clients after each request (`src/manager/`).
 //!
 //! Dekker-style, like the ring's own parking: the parent announces itself
-//! (`sleeping += 1`, SeqCst fence), re-checks its rings, then sleeps on
-//! `seq`; a worker publishes (Release, in the ring), issues a SeqCst fence,
-//! and only if someone sleeps bumps `seq` and wakes. Either the parent's
-//! re-check sees the result or the worker sees the sleeper.
+//! (`sleeping += 1`, the heavy fence of `sys::fences`), re-checks its
+//! rings, then sleeps on `seq`; a worker publishes (Release, in the ring),
+//! issues the light fence, and only if someone sleeps bumps `seq` and
+//! wakes. Either the parent's re-check sees the result or the worker sees
+//! the sleeper.
 
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,9 +66,10 @@ impl Doorbell {
     /// Worker side, after publishing a result: wake the parent if it sleeps.
     pub(crate) fn ring(&self) {
         let w = self.words();
-        // SYNC: SeqCst fence pairs with the one in `prepare`: either the
-        // parent's re-check sees our published frame or we see its sleeper.
-        fence(Ordering::SeqCst);
+        // SYNC: the light fence pairs with the heavy one in `prepare`
+        // (asymmetric Dekker, `sys::fences`): either the parent's re-check
+        // sees our published frame or we see its sleeper.
+        sys::fences::light();
         // SYNC: Relaxed: the fence above orders it after our publish and
         // against the parent's `sleeping += 1` and fence in `prepare`.
         if w.sleeping.load(Ordering::Relaxed) != 0 {
@@ -90,10 +92,10 @@ impl Doorbell {
         sys::futex_wake_all(&w.seq);
     }
 
-    /// Parent side: announce a sleep; returns the value to sleep on. The
+    /// Parent side: announce a sleep; returns what to sleep on. The
     /// caller must re-check its rings, then call [`sleep`](Doorbell::sleep)
     /// or [`cancel`](Doorbell::cancel).
-    pub(crate) fn prepare(&self) -> u32 {
+    pub(crate) fn prepare(&self) -> Announced {
         let w = self.words();
         // SYNC: Acquire pairs with the Release bump in `ring`.
         let seq = w.seq.load(Ordering::Acquire);
@@ -101,15 +103,22 @@ impl Doorbell {
         // before its Relaxed load of `sleeping`: a worker that publishes
         // after this point sees the sleeper.
         w.sleeping.fetch_add(1, Ordering::SeqCst);
-        // SYNC: pairs with the fence in `ring` (see there).
-        fence(Ordering::SeqCst);
-        seq
+        // SYNC: the heavy fence pairs with the light one in `ring`.
+        let covered = sys::fences::heavy();
+        Announced { seq, covered }
     }
 
     /// Sleeps until `seq` moves or `timeout` passes; ends the announcement.
-    pub(crate) fn sleep(&self, seq: u32, timeout: Duration) {
+    /// Where the heavy fence could not cover the workers' light ones, a
+    /// ring may be missed: the sleep is then at most 1 ms.
+    pub(crate) fn sleep(&self, announced: Announced, timeout: Duration) {
         let w = self.words();
-        sys::futex_wait(&w.seq, seq, timeout);
+        let timeout = if announced.covered {
+            timeout
+        } else {
+            timeout.min(Duration::from_millis(1))
+        };
+        sys::futex_wait(&w.seq, announced.seq, timeout);
         self.cancel();
     }
 
@@ -125,6 +134,15 @@ impl Doorbell {
             .sleeping
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
     }
+}
+
+/// A sleep announced by [`Doorbell::prepare`].
+#[derive(Clone, Copy)]
+pub(crate) struct Announced {
+    /// The value of `seq` to sleep on.
+    seq: u32,
+    /// Whether the heavy fence covered the workers' light ones.
+    covered: bool,
 }
 
 /// Whether a worker shrank the doorbell segment `seg`: looks at its memory

@@ -225,7 +225,7 @@ impl Shared {
                 continue;
             }
             // Sleep on the doorbell until a worker rings or a tick passes.
-            let seq = self.doorbell.prepare();
+            let announced = self.doorbell.prepare();
             if core.poll_results() {
                 self.doorbell.cancel();
                 continue;
@@ -235,7 +235,7 @@ impl Shared {
             if let Some(d) = deadline {
                 nap = nap.min(d.saturating_duration_since(Instant::now()));
             }
-            self.doorbell.sleep(seq, nap);
+            self.doorbell.sleep(announced, nap);
             core = self.relock();
             last_progress = None;
             spins = 0;
