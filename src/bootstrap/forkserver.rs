@@ -428,6 +428,8 @@ mod linux {
         let link = accept_link(&stream)?;
         // From here on the parent speaks through the link only.
         drop(stream);
+        // Once here instead of in every child: they inherit it.
+        sys::fences::register_now();
         // Fault injection for `tests/forkserver.rs`: a server started with
         // this variable naming a file it can still create creates it, and
         // dies right after its first `clone`, before it replies (as one
