@@ -37,6 +37,7 @@ use std::sync::atomic::{compiler_fence, fence, Ordering};
 /// [`light`] fence): a fork server calls it once, so that each child it
 /// forks starts registered (`fork` copies the registration) instead of
 /// paying the ≈ 30 µs registration itself.
+#[cfg(target_os = "linux")]
 pub(crate) fn register_now() {
     let _ = imp::registered();
 }
@@ -54,7 +55,8 @@ pub(crate) fn light() {
 
 /// The waiter's fence, between its announcement in the parked count and
 /// its re-check of progress. `false` if a registered waker might not be
-/// covered (its wake could be missed): park in short slices then.
+/// covered (its wake could be missed): park in short slices then. `true`
+/// where the kernel has no such barrier at all: no waker can be light.
 #[inline]
 pub(crate) fn heavy() -> bool {
     fence(Ordering::SeqCst);
@@ -77,6 +79,12 @@ mod imp {
     const REGISTERED: u8 = 2;
     /// The kernel offers the global expedited barrier.
     const OFFERED: u8 = 4;
+    /// The kernel itself has no global expedited barrier (the query said
+    /// so, or the call does not exist): then no process can have
+    /// registered, every waker fences fully, and a waiter's fence alone
+    /// covers them. (A query refused otherwise, say by a seccomp filter,
+    /// proves nothing about the peers: the waiter parks in short slices.)
+    const ABSENT: u8 = 8;
 
     fn membarrier(cmd: libc::c_int) -> libc::c_long {
         // SAFETY: membarrier takes (cmd, flags, cpu_id) by value and
@@ -109,15 +117,19 @@ mod imp {
     #[cold]
     fn decide() -> u8 {
         let both = CMD_GLOBAL_EXPEDITED | CMD_REGISTER_GLOBAL_EXPEDITED;
-        let offered = membarrier(CMD_QUERY)
-            .try_into()
-            .is_ok_and(|q: libc::c_int| q & both == both);
+        let query = membarrier(CMD_QUERY);
         let mut s = KNOWN;
-        if offered {
+        if query < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                s |= ABSENT;
+            }
+        } else if query & libc::c_long::from(both) == libc::c_long::from(both) {
             s |= OFFERED;
             if membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) == 0 {
                 s |= REGISTERED;
             }
+        } else {
+            s |= ABSENT;
         }
         // SYNC: Release pairs with the Acquire load in `state`.
         STATE.store(s, Ordering::Release);
@@ -130,7 +142,11 @@ mod imp {
     }
 
     pub(super) fn barrier_all() -> bool {
-        state() & OFFERED != 0 && membarrier(CMD_GLOBAL_EXPEDITED) == 0
+        let s = state();
+        if s & ABSENT != 0 {
+            return true;
+        }
+        s & OFFERED != 0 && membarrier(CMD_GLOBAL_EXPEDITED) == 0
     }
 }
 
