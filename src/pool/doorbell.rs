@@ -110,14 +110,11 @@ impl Doorbell {
 
     /// Sleeps until `seq` moves or `timeout` passes; ends the announcement.
     /// Where the heavy fence could not cover the workers' light ones, a
-    /// ring may be missed: the sleep is then at most 1 ms.
+    /// ring may be missed: the sleep is then a short slice
+    /// (`sys::fences::park_timeout`).
     pub(crate) fn sleep(&self, announced: Announced, timeout: Duration) {
         let w = self.words();
-        let timeout = if announced.covered {
-            timeout
-        } else {
-            timeout.min(Duration::from_millis(1))
-        };
+        let timeout = sys::fences::park_timeout(announced.covered, timeout);
         sys::futex_wait(&w.seq, announced.seq, timeout);
         self.cancel();
     }

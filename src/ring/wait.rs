@@ -34,11 +34,6 @@ fn spin_until<M: Memory>(budget: Duration, mut ready: impl FnMut() -> bool) -> b
     crate::wait::spin_for(budget, ready)
 }
 
-/// The longest park when the waiter's heavy fence could not cover the
-/// wakers' light ones (`sys::fences::heavy` failed): a missed wake then
-/// costs this much, once.
-const UNCOVERED_SLICE: Duration = Duration::from_millis(1);
-
 /// One park on `word`, which held `expected`, by a waiter that announces
 /// itself in `count` first: re-checks `ready` after announcing (so a wake
 /// cannot be lost), then sleeps until woken or `timeout`.
@@ -59,12 +54,11 @@ fn park<M: Memory>(
     if !ready() {
         // Uncovered (no asymmetric barrier here, a waker that relies on
         // it): a wake may be missed, so the sleep is a short slice.
-        let timeout = if covered {
-            timeout
-        } else {
-            timeout.min(UNCOVERED_SLICE)
-        };
-        M::park(word, expected, timeout);
+        M::park(
+            word,
+            expected,
+            crate::sys::fences::park_timeout(covered, timeout),
+        );
     }
     // SYNC: Relaxed; only a count of sleepers, read as a hint by `wake`.
     count.fetch_sub(1, Ordering::Relaxed);
