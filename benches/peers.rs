@@ -6,6 +6,7 @@
 //! PEERS_PYTHON=/path/to/python3 cargo bench --bench peers
 //! PEERS_ONLY=apply,zero-copy cargo bench --bench peers   # some groups only
 //! PEERS_WORKERS=16 cargo bench --bench peers  # workers/threads of the map rows (default 2)
+//! PEERS_SCALING=1,2,4,8,16 cargo bench --bench peers  # worker counts of the scaling rows (default 1,2,4)
 //! PEERS_JSON=/tmp/run.json cargo bench --bench peers  # the table as JSON (default target/peers.json)
 //! python3 benches/charts.py target/peers.json docs/charts/  # SVG charts from that JSON
 //! ```

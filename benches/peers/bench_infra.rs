@@ -127,19 +127,31 @@ pub(crate) fn rows(table: &mut Table, cfg: &Config, want: &dyn Fn(&str) -> bool)
         first_call(table, cfg);
     }
     if want("scaling") {
-        for w in SCALING_WORKERS {
+        for w in scaling_workers() {
             scaling_serde(table, cfg, w);
         }
-        for w in SCALING_WORKERS {
+        for w in scaling_workers() {
             scaling_zero_copy(table, cfg, w);
         }
     }
 }
 
-/// Worker counts of the scaling rows.
-const SCALING_WORKERS: [usize; 3] = [1, 2, 4];
-/// Workers of the struct, uneven and first-call rows: the 2 of the issue.
-const WORKERS: usize = 2;
+/// Worker counts of the scaling rows: `PEERS_SCALING=1,2,4,8,16` on a
+/// bigger machine (default 1, 2 and 4).
+fn scaling_workers() -> Vec<usize> {
+    let parsed = std::env::var("PEERS_SCALING").ok().and_then(|v| {
+        v.split(',')
+            .map(|w| w.trim().parse::<usize>().ok().filter(|&w| w > 0))
+            .collect::<Option<Vec<_>>>()
+    });
+    parsed.unwrap_or_else(|| vec![1, 2, 4])
+}
+
+/// Workers of the struct, uneven and first-call rows: `PEERS_WORKERS`
+/// (default 2, the issue's count and CI's cores).
+fn workers() -> usize {
+    super::pool_workers()
+}
 
 /// The item of the struct row.
 #[derive(Clone, Serialize, Deserialize)]
@@ -156,7 +168,8 @@ fn weigh(r: Reading) -> f64 {
 fn struct_metric(m: u64) -> String {
     format!(
         "Pool.map {} structs (String, f64) -> f64 (serde), {WORKERS} workers",
-        count(m)
+        count(m),
+        WORKERS = workers(),
     )
 }
 
@@ -175,7 +188,7 @@ fn struct_map(table: &mut Table, cfg: &Config) {
     );
     let ours = || {
         let items = Rc::clone(&items);
-        match multiproc::Pool::new(WORKERS) {
+        match multiproc::Pool::new(workers()) {
             Ok(pool) => Contender {
                 name: "multiproc".to_string(),
                 ops: 1,
@@ -200,13 +213,13 @@ fn struct_map(table: &mut Table, cfg: &Config) {
         .per_iteration(m)
     };
     let python = PythonPeer::contender(
-        &format!("Python Pool({WORKERS}).map, (str, float) tuples"),
+        &format!("Python Pool({}).map, (str, float) tuples", workers()),
         &[
             "pool_map_struct",
             "--n",
             &m.to_string(),
             "--workers",
-            &WORKERS.to_string(),
+            &workers().to_string(),
         ],
     )
     .per_iteration(m);
@@ -314,7 +327,8 @@ where
 fn uneven_metric(kind: &str, n: usize) -> String {
     format!(
         "uneven work ({kind}): ShmVec map_elements {} f64, {WORKERS} workers",
-        count(n as u64)
+        count(n as u64),
+        WORKERS = workers(),
     )
 }
 
@@ -325,13 +339,13 @@ where
     F: Fn(f64) -> f64 + Copy + Send + Sync + 'static,
 {
     let zc = index_data(cfg.compute_len);
-    let rayon = rayon_elements(&zc, WORKERS, f);
+    let rayon = rayon_elements(&zc, workers(), f);
     table.side_by_side(
         &uneven_metric(kind, zc.n),
         "element",
         cfg,
         cfg.iters_zc,
-        || zc_pool(&zc, WORKERS, f),
+        || zc_pool(&zc, workers(), f),
         vec![rayon],
     );
 }
@@ -339,7 +353,8 @@ where
 fn uneven_serde_metric(n: usize) -> String {
     format!(
         "uneven work (growing): Pool.map {} f64 (serde), {WORKERS} workers",
-        count(n as u64)
+        count(n as u64),
+        WORKERS = workers(),
     )
 }
 
@@ -361,7 +376,7 @@ fn uneven_serde(table: &mut Table, cfg: &Config) {
     };
     let ours = || {
         let xs = Rc::clone(&xs);
-        match multiproc::Pool::new(WORKERS) {
+        match multiproc::Pool::new(workers()) {
             Ok(pool) => Contender {
                 name: "multiproc".to_string(),
                 ops: 1,
@@ -376,8 +391,11 @@ fn uneven_serde(table: &mut Table, cfg: &Config) {
         }
         .per_iteration(n as u64)
     };
-    let name = format!("rayon 1.12 par_iter map collect, {WORKERS} threads");
-    let rayon = match rayon::ThreadPoolBuilder::new().num_threads(WORKERS).build() {
+    let name = format!("rayon 1.12 par_iter map collect, {} threads", workers());
+    let rayon = match rayon::ThreadPoolBuilder::new()
+        .num_threads(workers())
+        .build()
+    {
         Ok(pool) => {
             let xs = Rc::clone(&xs);
             Contender {
@@ -418,21 +436,24 @@ fn first_len(cfg: &Config) -> usize {
 fn first_slice_metric(n: usize) -> String {
     format!(
         "map_slice {} f64 x*x+1, first call on a fresh Pool({WORKERS})",
-        count(n as u64)
+        count(n as u64),
+        WORKERS = workers(),
     )
 }
 
 fn first_into_metric(n: usize) -> String {
     format!(
         "map_into {} f64 x*x+1, first call on a fresh Pool({WORKERS}) and fresh ShmVecs",
-        count(n as u64)
+        count(n as u64),
+        WORKERS = workers(),
     )
 }
 
 fn warm_slice_metric(n: usize) -> String {
     format!(
         "map_slice {} f64 x*x+1, warm, {WORKERS} workers",
-        count(n as u64)
+        count(n as u64),
+        WORKERS = workers(),
     )
 }
 
@@ -443,7 +464,7 @@ const COPIES: &str = "map_elements + copy in + copy out (memcpy)";
 /// pays only for what that call itself starts (the pool's arena, the
 /// workers mapping the segments, their page faults), not for spawning.
 fn ready_pool() -> Result<multiproc::Pool, String> {
-    let pool = multiproc::Pool::new(WORKERS).map_err(|e| format!("Pool::new: {e}"))?;
+    let pool = multiproc::Pool::new(workers()).map_err(|e| format!("Pool::new: {e}"))?;
     match pool.apply(|x: u64| x + 1, 1) {
         Ok(2) => Ok(pool),
         other => Err(format!("warm-up apply: {other:?}")),
@@ -718,11 +739,11 @@ pub(crate) fn goal_lines(table: &Table, cfg: &Config) {
     ratio_goal(
         table,
         &struct_metric(m),
-        &format!("Python Pool({WORKERS}).map, (str, float) tuples"),
+        &format!("Python Pool({}).map, (str, float) tuples", workers()),
         30.0,
     );
     let n = cfg.compute_len;
-    let rayon = format!("rayon 1.12 par_iter, {WORKERS} threads");
+    let rayon = format!("rayon 1.12 par_iter, {} threads", workers());
     ratio_goal(table, &uneven_metric("growing", n), &rayon, 0.95);
     ratio_goal(table, &uneven_metric("skewed", n), &rayon, 0.95);
     // First within 2x warm: warm / first >= 0.5.
