@@ -1882,3 +1882,116 @@ fn a_handle_whose_memory_is_gone_fails_with_the_reason_not_a_bare_decode_error()
     let v = SharedValue::new(7u64).unwrap();
     assert_eq!(pool.apply(read_value, v.clone()).unwrap(), 7);
 }
+
+/// Panics in the chunk that holds the element whose value is 654 321.
+fn cursed_chunk(xs: &mut [u32]) {
+    assert!(!xs.contains(&654_321), "a cursed chunk");
+}
+
+/// Kills its worker in the chunk that holds the element 654 321.
+fn aborting_chunk(xs: &mut [u32]) {
+    if xs.contains(&654_321) {
+        std::process::abort();
+    }
+}
+
+/// A zero-copy map's workers claim its chunks from a shared counter: a
+/// chunk that panics, or kills its worker, is still named by its first
+/// element (the fixed chunk size makes that element known here).
+#[test]
+fn a_self_scheduled_map_names_the_chunk_that_failed() {
+    watchdog(LIMIT, || {
+        let pool = Pool::builder()
+            .processes(2)
+            .chunksize(1000)
+            .build()
+            .unwrap();
+        let mut v = ShmVec::from_slice(&(0..1_000_000u32).collect::<Vec<_>>()).unwrap();
+        let err = pool.map_in_place(cursed_chunk, &mut v).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+        assert_eq!(err.item_index(), Some(654_000), "{err}");
+        assert!(err
+            .panic_info()
+            .unwrap()
+            .message()
+            .contains("a cursed chunk"));
+        assert_eq!(pool.restarts(), 0);
+        let err = pool.map_in_place(aborting_chunk, &mut v).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+        assert_eq!(err.item_index(), Some(654_000), "{err}");
+        // The replacement serves the next map, over every element.
+        pool.map_in_place(|xs: &mut [u32]| xs.iter_mut().for_each(|x| *x += 1), &mut v)
+            .unwrap();
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 + 1));
+        // Insights count the elements each worker ran.
+        let fresh = Pool::new(2).unwrap();
+        fresh
+            .map_in_place(|xs: &mut [u32]| xs.iter_mut().for_each(|x| *x -= 1), &mut v)
+            .unwrap();
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+        let ins = fresh.insights();
+        assert_eq!(
+            ins.iter().map(|w| w.items).sum::<u64>(),
+            1_000_000,
+            "{ins:?}"
+        );
+    });
+}
+
+/// A worker busy with a long task gets no share of a zero-copy map (its
+/// share would wait behind the task): the idle worker runs all of it.
+#[test]
+fn a_zero_copy_map_does_not_wait_behind_a_long_task() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let running = SharedValue::new(0u32).unwrap();
+        let _slow = pool
+            .apply_async(nap_counted, (600_000, running.clone()))
+            .unwrap();
+        wait_running(&running, 1);
+        let input = ShmVec::from_slice(&(0..200_000).map(f64::from).collect::<Vec<_>>()).unwrap();
+        let mut out = ShmVec::<f64>::zeroed(input.len()).unwrap();
+        for _ in 0..3 {
+            out.fill(0.0);
+            pool.map_into(affine, &input, &mut out).unwrap();
+            assert!(out
+                .iter()
+                .zip(input.iter())
+                .all(|(&y, &x)| y == x * x + 1.0));
+        }
+        pool.terminate();
+    });
+}
+
+/// Maps from many threads at once, each with its own claim counter, and
+/// counters reused call after call.
+#[test]
+fn concurrent_zero_copy_maps_stay_right() {
+    watchdog(LIMIT, || {
+        let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let pool = std::sync::Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    for round in 0..20u32 {
+                        let n = 10_000 + 7_919 * (t * 20 + round) as usize % 90_000;
+                        let base = (t * 1000 + round) as f64;
+                        let input = ShmVec::from_slice(
+                            &(0..n).map(|i| base + i as f64).collect::<Vec<_>>(),
+                        )
+                        .unwrap();
+                        let mut out = ShmVec::<f64>::zeroed(n).unwrap();
+                        pool.map_into(affine, &input, &mut out).unwrap();
+                        assert!(out
+                            .iter()
+                            .zip(input.iter())
+                            .all(|(&y, &x)| y == x * x + 1.0));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}

@@ -330,6 +330,7 @@ impl PoolBuilder {
             pinned,
             key,
             arenas: Mutex::new(Vec::new()),
+            claims: Default::default(),
             spare: Default::default(),
             callbacks: Mutex::new(None),
         })

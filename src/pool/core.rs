@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use super::handle::{Dying, Inflight, Worker};
 use super::health::{death, fatal, verdict, Loss};
 use super::jobs::{JobIds, Next, Sink, Source, ZcTask};
-use super::wire::{ResultHeader, TaskError, ZcHeader, F_LAST, K_TASK, K_ZC};
+use super::wire::{
+    ClaimHeader, ResultHeader, TaskError, ZcHeader, F_LAST, K_TASK, K_ZC, K_ZC_CLAIM,
+};
 use super::wire::{R_INIT_FAILED, R_READY, R_RESULT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exit_status::ExitStatus;
@@ -135,6 +137,12 @@ impl Job {
         self.outstanding -= 1;
         self.source.task_done(first, items, busy_ns);
         self.sink.task_done(items);
+        // A self-scheduled map knows it is over once a descriptor is back
+        // (its worker saw nothing left to claim): it settles now, not at
+        // the next dispatch walk, which may find no idle worker for it.
+        if self.source.is_done() {
+            self.exhausted = true;
+        }
     }
 
     fn wants_dispatch(&self) -> bool {
@@ -296,6 +304,13 @@ impl Core {
             .count()
     }
 
+    /// A self-scheduled map's descriptor is running: its results come back
+    /// only when its worker has nothing left to claim.
+    pub(crate) fn claims_running(&self) -> bool {
+        self.all_workers()
+            .any(|w| w.inflight.front().is_some_and(|t| t.claim))
+    }
+
     /// Something a driver can do now: tasks in flight, or tasks to send.
     pub(crate) fn active(&self) -> bool {
         self.has_inflight() || self.has_unsent()
@@ -422,8 +437,8 @@ impl Core {
                 Then::Nothing => {}
                 // The task in front starts now, not when it was sent.
                 Then::Start => w.started(),
-                Then::Finish { busy_ns } => {
-                    if let Some(done) = w.finish_front(busy_ns, timed) {
+                Then::Finish { busy_ns, ran } => {
+                    if let Some(done) = w.finish_front(busy_ns, ran, timed) {
                         if let Some(job) = jobs.get_mut(&done.job) {
                             job.task_done(done.first, done.count, busy_ns);
                             to_settle.push(done.job);
@@ -548,10 +563,22 @@ impl Core {
                 continue;
             }
             // The least busy worker with room (for zero-copy chunks, not
-            // behind a task that may be cancelled).
+            // behind a task that may be cancelled; for a self-scheduled
+            // map's descriptor, an idle one, else the job waits for one).
             let bulk = job.source.bulk();
-            let Some(wi) = self.least_busy(bulk) else {
-                return any;
+            let wi = if job.source.idle_only() {
+                match self.idle_worker() {
+                    Some(wi) => wi,
+                    None => {
+                        k += 1;
+                        continue;
+                    }
+                }
+            } else {
+                match self.least_busy(bulk) {
+                    Some(wi) => wi,
+                    None => return any,
+                }
             };
             if let Err(e) = self.send_one(id, wi) {
                 self.worker_failed(wi, e);
@@ -571,6 +598,14 @@ impl Core {
             .filter(|(_, w)| !bulk || !self.front_cancellable(w))
             .min_by_key(|(_, w)| w.inflight.len())
             .map(|(i, _)| i)
+    }
+
+    /// A live worker with nothing in flight that may take a task.
+    fn idle_worker(&self) -> Option<usize> {
+        self.workers.iter().position(|w| {
+            w.as_ref()
+                .is_some_and(|w| w.has_room() && w.inflight.is_empty())
+        })
     }
 
     /// Whether `w`'s front task belongs to a job that may be cancelled.
@@ -604,7 +639,7 @@ impl Core {
                 w.send(K_TASK, &r.frame)
             };
             let resend = keep.then_some(r.frame);
-            record(w, cfg, r.job, r.first, r.count, false, resend);
+            record(w, cfg, r.job, r.first, r.count, Sent::Serde, resend);
             if let Err(e) = sent {
                 self.worker_failed(wi, e);
             }
@@ -783,7 +818,7 @@ impl Core {
                             .with_context("the input iterator panicked in the parent"),
                     )
                 });
-        let (first, count, bulk) = match next {
+        let (first, count, sent) = match next {
             Next::Done => {
                 job.exhausted = true;
                 to_settle.push(id);
@@ -807,7 +842,7 @@ impl Core {
                 } else {
                     w.send(K_TASK, scratch)?;
                 }
-                (first, count, false)
+                (first, count, Sent::Serde)
             }
             Next::Zc(ZcTask {
                 first,
@@ -815,27 +850,49 @@ impl Core {
                 task,
                 input,
                 output,
+                claim,
             }) => {
                 let in_slot = w.slot_for(&input, attach_scratch)?;
                 let out_slot = match &output {
                     Some(o) => w.slot_for(o, attach_scratch)?,
                     None => in_slot,
                 };
-                scratch.clear();
-                ZcHeader {
+                let zc = ZcHeader {
                     job: id,
                     first,
                     count,
                     input: in_slot,
                     output: out_slot,
                     task,
+                };
+                scratch.clear();
+                match &claim {
+                    None => {
+                        zc.write(scratch);
+                        w.send(K_ZC, scratch)?;
+                    }
+                    Some(c) => {
+                        let control = w.slot_for(c.slot.segment(), attach_scratch)?;
+                        ClaimHeader {
+                            zc,
+                            control,
+                            cell: c.slot.index(),
+                            workers: c.workers,
+                            fixed: c.fixed,
+                        }
+                        .write(scratch);
+                        w.send(K_ZC_CLAIM, scratch)?;
+                    }
                 }
-                .write(scratch);
-                w.send(K_ZC, scratch)?;
-                (first, count, true)
+                let sent = if claim.is_some() {
+                    Sent::Claim
+                } else {
+                    Sent::Chunk
+                };
+                (first, count, sent)
             }
         };
-        record(w, cfg, id, first, count, bulk, resend);
+        record(w, cfg, id, first, count, sent, resend);
         job.outstanding += 1;
         job.tasks_sent += 1;
         if job.source.is_done() {
@@ -1225,6 +1282,17 @@ enum Slot {
     Retired(usize),
 }
 
+/// What kind of task a worker was sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Serde items (`K_TASK`).
+    Serde,
+    /// A zero-copy chunk (`K_ZC`).
+    Chunk,
+    /// A self-scheduled map's descriptor (`K_ZC_CLAIM`).
+    Claim,
+}
+
 /// Records a task just sent to `w` in its in-flight list.
 fn record(
     w: &mut Worker,
@@ -1232,7 +1300,7 @@ fn record(
     job: u64,
     first: u64,
     count: u64,
-    bulk: bool,
+    sent: Sent,
     resend: Option<Vec<u8>>,
 ) {
     // Only task timeouts read these times; skip the clock otherwise.
@@ -1250,7 +1318,8 @@ fn record(
         count,
         seq: w.sent as u32,
         sent: now,
-        bulk,
+        bulk: sent != Sent::Serde,
+        claim: sent == Sent::Claim,
         resend,
     });
     w.sent += 1;
@@ -1313,6 +1382,9 @@ enum Then {
     /// The frame completed the front task.
     Finish {
         busy_ns: u64,
+        /// For a claim descriptor, the elements its worker ran (the
+        /// frame's `first`).
+        ran: u64,
     },
 }
 
@@ -1335,7 +1407,10 @@ fn take_result(
         job.take_outputs(who, h.first, h.count, outputs, error);
     }
     Ok(if h.flags & F_LAST != 0 {
-        Then::Finish { busy_ns: h.busy_ns }
+        Then::Finish {
+            busy_ns: h.busy_ns,
+            ran: h.first,
+        }
     } else {
         Then::Nothing
     })

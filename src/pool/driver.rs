@@ -217,10 +217,14 @@ impl Shared {
             // worker busy with a zero-copy chunk, that core is a worker's:
             // sleep on the doorbell instead, as rayon's caller does. Each
             // worker has its next chunk queued (DEPTH), so none waits for
-            // us to wake. Serde tasks are short and the parent is part of
-            // their pipeline (it encodes and decodes every item): it keeps
-            // spinning for them.
-            if inflight && now.duration_since(since) < SPIN && core.bulk_busy_workers() < self.cores
+            // us to wake. A self-scheduled map needs nothing from us until
+            // its workers run out of chunks: sleep too. Serde tasks are
+            // short and the parent is part of their pipeline (it encodes
+            // and decodes every item): it keeps spinning for them.
+            if inflight
+                && now.duration_since(since) < SPIN
+                && core.bulk_busy_workers() < self.cores
+                && !core.claims_running()
             {
                 continue;
             }

@@ -43,6 +43,9 @@ pub(crate) struct Inflight {
     pub(crate) sent: Instant,
     /// A zero-copy chunk: bulk work the parent only hands out.
     pub(crate) bulk: bool,
+    /// A self-scheduled map's descriptor: its worker claims chunks until
+    /// none is left, and says how many elements it ran when it is back.
+    pub(crate) claim: bool,
     /// A copy of the task frame, kept only for a task queued behind one
     /// that can be cancelled (`Pool::submit`): if that one is cancelled
     /// while it runs, its worker is killed and this task is sent again to
@@ -308,8 +311,13 @@ impl Worker {
 
     /// The task in front is back (`busy_ns`: the worker's time on it):
     /// it leaves `inflight` and the counters take it in.
-    pub(crate) fn finish_front(&mut self, busy_ns: u64, timed: bool) -> Option<Inflight> {
-        let done = self.inflight.pop_front()?;
+    /// `ran`: the elements a claim descriptor's worker ran (other tasks
+    /// count their own).
+    pub(crate) fn finish_front(&mut self, busy_ns: u64, ran: u64, timed: bool) -> Option<Inflight> {
+        let mut done = self.inflight.pop_front()?;
+        if done.claim {
+            done.count = ran;
+        }
         if timed {
             // Only task timeouts need it; a clock read is ~20 ns.
             self.front_since = Instant::now();

@@ -24,6 +24,18 @@ pub(crate) struct ZcTask {
     pub(crate) input: Arc<Segment>,
     /// `None`: in place, on `input`.
     pub(crate) output: Option<Arc<Segment>>,
+    /// `Some`: the whole map (`first` 0, `count` its length), its chunks
+    /// claimed by the workers from a shared counter (`K_ZC_CLAIM`).
+    pub(crate) claim: Option<ClaimTask>,
+}
+
+/// The claim part of a self-scheduled zero-copy map's descriptor.
+pub(crate) struct ClaimTask {
+    pub(crate) slot: Arc<super::zero_copy::ClaimSlot>,
+    /// Workers the map is sent to.
+    pub(crate) workers: u32,
+    /// The user's `chunksize`, or 0 for guided chunks.
+    pub(crate) fixed: u64,
 }
 
 /// The next unit of work of a job.
@@ -50,6 +62,13 @@ pub(crate) trait Source: Send {
     /// worker, so they are never queued behind a task that may be
     /// cancelled (they could not be sent again elsewhere).
     fn bulk(&self) -> bool {
+        false
+    }
+
+    /// Its tasks go only to idle workers (a self-scheduled map's
+    /// descriptor: queued behind a long task it would hold the map's end
+    /// back, doing nothing).
+    fn idle_only(&self) -> bool {
         false
     }
 

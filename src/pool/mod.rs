@@ -150,6 +150,8 @@ pub struct Pool {
     pinned: bool,
     key: TaskKey,
     arenas: Mutex<Vec<Arc<Segment>>>,
+    /// Claim counters of self-scheduled zero-copy maps.
+    claims: zero_copy::Claims,
     /// The input buffer of the last raw `map`, for the next one.
     spare: raw::Spare,
     /// The callback thread, once an `*_async_with` call started it.

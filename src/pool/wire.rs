@@ -25,6 +25,9 @@ pub(crate) const K_ZC: u8 = 2;
 pub(crate) const K_ATTACH: u8 = 3;
 /// Parent → worker: forget slot `n`.
 pub(crate) const K_DETACH: u8 = 4;
+/// Parent → worker: run a zero-copy map's chunks, claimed one after another
+/// from a counter the workers share ([`ClaimHeader`]), until none is left.
+pub(crate) const K_ZC_CLAIM: u8 = 5;
 
 /// Worker → parent: outputs of (part of) a task.
 pub(crate) const R_RESULT: u8 = 1;
@@ -128,6 +131,55 @@ impl ZcHeader {
             input: read_u32(b, 24),
             output: read_u32(b, 28),
             task: TaskRef::from_words([read_u64(b, 32), read_u64(b, 40), read_u64(b, 48)]),
+        })
+    }
+}
+
+/// A [`K_ZC_CLAIM`] frame: a [`ZcHeader`] over the whole map (`first` 0,
+/// `count` its length), then where the shared claim counter is and how to
+/// size each chunk. The worker claims `[c, c + k)` by moving the counter
+/// from `c` to `c + k`, runs it, and claims again until the counter reaches
+/// `count`; its last result frame carries, in `first`, how many elements it
+/// ran (no outputs: the results are in the output segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimHeader {
+    pub(crate) zc: ZcHeader,
+    /// Slot of the segment that holds the counter.
+    pub(crate) control: u32,
+    /// Which [`ClaimCell`](super::zero_copy::ClaimCell) of that segment.
+    pub(crate) cell: u32,
+    /// Workers the map was sent to (guided chunks are what is left over
+    /// twice that).
+    pub(crate) workers: u32,
+    /// 0: guided chunks sized by the worker's own clock; else the user's
+    /// fixed `chunksize`.
+    pub(crate) fixed: u64,
+}
+
+impl ClaimHeader {
+    pub(crate) const LEN: usize = ZcHeader::LEN + 24;
+
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        self.zc.write(out);
+        out.extend_from_slice(&self.control.to_le_bytes());
+        out.extend_from_slice(&self.cell.to_le_bytes());
+        out.extend_from_slice(&self.workers.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&self.fixed.to_le_bytes());
+    }
+
+    pub(crate) fn read(b: &[u8]) -> Result<ClaimHeader> {
+        if b.len() != Self::LEN {
+            return Err(short("claim header"));
+        }
+        let zc = ZcHeader::read(&b[..ZcHeader::LEN])?;
+        let rest = &b[ZcHeader::LEN..];
+        Ok(ClaimHeader {
+            zc,
+            control: read_u32(rest, 0),
+            cell: read_u32(rest, 4),
+            workers: read_u32(rest, 8),
+            fixed: read_u64(rest, 16),
         })
     }
 }
@@ -284,6 +336,7 @@ impl TaskError {
 }
 
 /// A failure inside a trampoline: which item (relative to the chunk), why.
+#[derive(Debug)]
 pub(crate) struct ItemFailure {
     pub(crate) offset: u64,
     pub(crate) kind: ErrorKind,
@@ -345,7 +398,7 @@ pub(crate) fn running_item(word: u64, task: u32, first: u64, count: u64) -> Opti
 #[derive(Clone, Copy)]
 pub(crate) struct Running<'a> {
     word: &'a AtomicU64,
-    /// `running_word(task, 0)`.
+    /// `running_word(task, shift)`.
     base: u64,
 }
 
@@ -357,15 +410,25 @@ impl<'a> Running<'a> {
         }
     }
 
-    /// Item `offset` of the task starts now.
+    /// The same word, for a chunk that starts `shift` items into the task
+    /// (a claimed chunk of a [`K_ZC_CLAIM`] task, whose `count` is below
+    /// 2^32, so item offsets stay in the word's low half).
+    pub(crate) fn shifted(&self, shift: u32) -> Running<'a> {
+        Running {
+            word: self.word,
+            base: self.base + u64::from(shift),
+        }
+    }
+
+    /// Item `offset` of the chunk starts now.
     #[inline]
-    fn start(&self, offset: u32) {
+    pub(crate) fn start(&self, offset: u32) {
         // SYNC: Relaxed: the parent reads the word only after this process
         // died (its exit seen, or killed and reaped), when every store it
         // made is visible; nothing else is published with it, and the
         // parent checks the value (`running_item`).
         self.word
-            .store(self.base | u64::from(offset), Ordering::Relaxed);
+            .store(self.base.wrapping_add(u64::from(offset)), Ordering::Relaxed);
     }
 }
 

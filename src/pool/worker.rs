@@ -18,9 +18,11 @@ use serde_bytes::ByteBuf;
 
 use super::doorbell::Doorbell;
 use super::wire::{
-    Attach, ChunkFn, Detach, ItemFailure, Out, ResultHeader, Running, Span, TaskError, TaskHeader,
-    ZcFn, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, R_INIT_FAILED, R_READY,
+    Attach, ChunkFn, ClaimHeader, Detach, ItemFailure, Out, ResultHeader, Running, Span, TaskError,
+    TaskHeader, ZcFn, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, K_ZC_CLAIM,
+    R_INIT_FAILED, R_READY,
 };
+use super::zero_copy::{run_claims, worker_cell};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::spsc_rings_in;
 use crate::region::Region;
@@ -209,19 +211,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                 // which item they start (the serde `map` of numbers).
                 let running = Running::new(progress.running(), task_seq);
                 task_seq = task_seq.wrapping_add(1);
-                let span = |slot: u32| -> std::result::Result<Span, ItemFailure> {
-                    match slots.get(&slot) {
-                        Some(Ok(seg)) => Ok(Span {
-                            ptr: seg.as_ptr(),
-                            len: seg.len(),
-                        }),
-                        Some(Err(why)) => Err(ItemFailure::protocol(0, why.clone())),
-                        None => Err(ItemFailure::protocol(
-                            0,
-                            format!("no segment in slot {slot}"),
-                        )),
-                    }
-                };
+                let span = |slot: u32| span_of(&slots, slot);
                 let outcome = zc_fns
                     .get(h.task)
                     .map_err(|why| ItemFailure::protocol(0, format!("pool task refused: {why}")))
@@ -238,6 +228,60 @@ fn serve(args: WorkerArgs) -> Result<()> {
                     &doorbell,
                 );
                 finish(&mut out, h.first, outcome, started)?;
+            }
+            K_ZC_CLAIM => {
+                let h = ClaimHeader::read(bytes)?;
+                let z = h.zc;
+                let started = Some(Instant::now());
+                let running = Running::new(progress.running(), task_seq);
+                task_seq = task_seq.wrapping_add(1);
+                let span = |slot: u32| span_of(&slots, slot);
+                // Items are named by their offset in the progress word's
+                // low half: the parent sends this kind only for maps
+                // below 2^32 elements, and refuses anything else here.
+                let (ran, outcome) = (|| {
+                    if z.first != 0 || z.count > u64::from(u32::MAX) {
+                        return (0, Err(ItemFailure::protocol(0, "claim range".into())));
+                    }
+                    let prepared = zc_fns
+                        .get(z.task)
+                        .map_err(|why| {
+                            ItemFailure::protocol(0, format!("pool task refused: {why}"))
+                        })
+                        .and_then(|run| Ok((run, span(z.input)?, span(z.output)?)))
+                        .and_then(|(run, i, o)| {
+                            let control = match slots.get(&h.control) {
+                                Some(Ok(seg)) => seg,
+                                _ => {
+                                    return Err(ItemFailure::protocol(0, "no claim segment".into()))
+                                }
+                            };
+                            let (cells, cell) = worker_cell(control, h.cell, z.job)?;
+                            Ok((run, i, o, cells, cell))
+                        });
+                    let (run, i, o, cells, cell) = match prepared {
+                        Ok(p) => p,
+                        Err(e) => return (0, Err(e)),
+                    };
+                    run_claims(&cells, cell, z.count, h.workers, h.fixed, |first, count| {
+                        // `first + count <= z.count < 2^32`.
+                        let at = running.shifted(first as u32);
+                        at.start(0);
+                        run(i, o, first, count, &at)
+                    })
+                })();
+                let mut out = Out::new(
+                    &mut results,
+                    &mut buf,
+                    z.job,
+                    // The last frame's `first` says how many elements this
+                    // worker ran (it carries no outputs).
+                    ran,
+                    flush_at,
+                    running,
+                    &doorbell,
+                );
+                finish(&mut out, 0, outcome, started)?;
             }
             K_ATTACH => {
                 let (slot, handle) = Attach::read(bytes)?;
@@ -263,6 +307,24 @@ fn serve(args: WorkerArgs) -> Result<()> {
         }
         drop(frame);
         doorbell.ring();
+    }
+}
+
+/// The segment attached in `slot`, as a span for a zero-copy kernel.
+fn span_of(
+    slots: &HashMap<u32, std::result::Result<Arc<Segment>, String>>,
+    slot: u32,
+) -> std::result::Result<Span, ItemFailure> {
+    match slots.get(&slot) {
+        Some(Ok(seg)) => Ok(Span {
+            ptr: seg.as_ptr(),
+            len: seg.len(),
+        }),
+        Some(Err(why)) => Err(ItemFailure::protocol(0, why.clone())),
+        None => Err(ItemFailure::protocol(
+            0,
+            format!("no segment in slot {slot}"),
+        )),
     }
 }
 

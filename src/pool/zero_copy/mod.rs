@@ -3,6 +3,7 @@
 //! such a map cuts its elements into chunks; and [`ShmVec`], the buffer
 //! they work on (`shm_vec.rs`). Only chunk descriptors cross the rings.
 
+mod claim;
 mod raw_map;
 mod shm_vec;
 
@@ -10,10 +11,11 @@ use std::sync::Arc;
 
 use bytemuck::Pod;
 
+pub(crate) use self::claim::{run_claims, worker_cell, ClaimSlot, Claims};
 pub use self::shm_vec::ShmVec;
 use self::shm_vec::{arena_range, copy_in};
 use super::core::Core;
-use super::jobs::{Collect, Next, Source, ZcTask};
+use super::jobs::{ClaimTask, Collect, Next, Source, ZcTask};
 use super::wire::ZcDesc;
 use super::Pool;
 use crate::error::{Error, ErrorKind, Result};
@@ -55,13 +57,39 @@ impl Pool {
         if n == 0 {
             return Ok(());
         }
-        let sink = self.start_zc(task, input, output, n, chunks, None)?;
-        self.finish_zc(&sink, input, output)
+        let claim = self.claim_mode(n, chunks);
+        let slot = claim.as_ref().map(|c| Arc::clone(&c.slot));
+        let sink = self.start_zc(task, input, output, n, chunks, None, claim)?;
+        self.finish_zc(&sink, input, output)?;
+        slot.map_or(Ok(()), |s| s.check_done(n as u64))
+    }
+
+    /// A map of `n` elements is self-scheduled (its workers claim their
+    /// chunks, `claim.rs`) when its length fits the progress word's item
+    /// offset and a claim cell is free; else the parent hands out chunks.
+    fn claim_mode(&self, n: usize, chunks: ZcChunks) -> Option<ClaimMode> {
+        if n as u64 > u64::from(u32::MAX) {
+            return None;
+        }
+        // Tiny maps wake fewer workers: each of them would find ≈ nothing
+        // to claim.
+        let workers = self.processes.min(n.div_ceil(64)).max(1) as u32;
+        Some(ClaimMode {
+            slot: self.claims.take()?,
+            sent: 0,
+            workers,
+            fixed: match chunks {
+                ZcChunks::Fixed(c) => c,
+                ZcChunks::Guided { .. } => 0,
+            },
+        })
     }
 
     /// Submits a zero-copy map of `n` elements (at most `n`, and only
     /// those written so far, while `fill` says the input is being
-    /// written); [`finish_zc`](Pool::finish_zc) waits for it.
+    /// written); [`finish_zc`](Pool::finish_zc) waits for it. With
+    /// `claim` (never with `fill`), the workers claim the chunks.
+    #[allow(clippy::too_many_arguments)]
     fn start_zc(
         &self,
         task: TaskRef,
@@ -70,7 +98,9 @@ impl Pool {
         n: usize,
         chunks: ZcChunks,
         fill: Option<Arc<Fill>>,
+        claim: Option<ClaimMode>,
     ) -> Result<Arc<Collect<()>>> {
+        debug_assert!(claim.is_none() || fill.is_none());
         let source = ZcSource {
             next: 0,
             n: n as u64,
@@ -83,6 +113,7 @@ impl Pool {
             task,
             input: Arc::clone(input),
             output: output.cloned(),
+            claim,
         };
         let sink = Collect::<()>::new(true);
         self.submit_job(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
@@ -450,6 +481,27 @@ struct ZcSource {
     task: TaskRef,
     input: Arc<Segment>,
     output: Option<Arc<Segment>>,
+    /// `Some`: self-scheduled, one descriptor per worker.
+    claim: Option<ClaimMode>,
+}
+
+/// A self-scheduled map's descriptors.
+struct ClaimMode {
+    slot: Arc<ClaimSlot>,
+    /// Descriptors sent.
+    sent: u32,
+    /// Descriptors to send at most (one per worker).
+    workers: u32,
+    /// The user's `chunksize`, or 0 for guided chunks.
+    fixed: u64,
+}
+
+impl ClaimMode {
+    /// Nothing more to send: a descriptor per worker is out, or every
+    /// element is claimed already.
+    fn done(&self, n: u64) -> bool {
+        self.sent >= self.workers || (self.sent > 0 && self.slot.exhausted(n))
+    }
 }
 
 /// Chunk sizes of a zero-copy map.
@@ -577,7 +629,28 @@ impl ZcSource {
 }
 
 impl Source for ZcSource {
-    fn next(&mut self, _frame: &mut Vec<u8>, _job: u64, _soft: usize, _hard: usize) -> Next {
+    fn next(&mut self, _frame: &mut Vec<u8>, job: u64, _soft: usize, _hard: usize) -> Next {
+        if let Some(c) = &mut self.claim {
+            if c.done(self.n) {
+                return Next::Done;
+            }
+            if c.sent == 0 {
+                c.slot.arm(job);
+            }
+            c.sent += 1;
+            return Next::Zc(ZcTask {
+                first: 0,
+                count: self.n,
+                task: self.task,
+                input: Arc::clone(&self.input),
+                output: self.output.clone(),
+                claim: Some(ClaimTask {
+                    slot: Arc::clone(&c.slot),
+                    workers: c.workers,
+                    fixed: c.fixed,
+                }),
+            });
+        }
         let limit = self.limit();
         if self.next >= limit {
             if self.fill.is_none() || self.written_all {
@@ -601,11 +674,20 @@ impl Source for ZcSource {
             task: self.task,
             input: Arc::clone(&self.input),
             output: self.output.clone(),
+            claim: None,
         })
     }
 
     fn bulk(&self) -> bool {
         true
+    }
+
+    fn idle_only(&self) -> bool {
+        self.claim.is_some()
+    }
+
+    fn is_done(&self) -> bool {
+        self.claim.as_ref().is_some_and(|c| c.done(self.n))
     }
 
     fn task_done(&mut self, first: u64, items: u64, busy_ns: u64) {

@@ -151,7 +151,7 @@ impl Pool {
         if input.is_none() {
             fill.finish(n as u64);
         }
-        let sink = match self.start_zc(task, a, b, n, chunks, Some(Arc::clone(&fill))) {
+        let sink = match self.start_zc(task, a, b, n, chunks, Some(Arc::clone(&fill)), None) {
             Ok(sink) => sink,
             Err(e) => return (Err(e), None),
         };
