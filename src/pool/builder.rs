@@ -193,7 +193,9 @@ impl PoolBuilder {
     /// about four tasks per worker), 1 for `imap`; a task is also cut at
     /// about 64 KiB of encoded items. For the zero-copy maps it fixes the
     /// chunk size, whose default is guided: the elements left over twice
-    /// the workers, at least 4 Ki, so the last chunks are small.
+    /// the workers, each chunk 10–200 µs of work by the worker's own clock
+    /// (the workers claim their chunks themselves), so the last ones are
+    /// small.
     ///
     /// ```
     /// let b = multiproc::Pool::builder().chunksize(64);

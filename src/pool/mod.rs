@@ -950,13 +950,17 @@ pub(crate) fn fuzz_frames(bytes: &[u8]) -> bool {
     let Some((&kind, rest)) = bytes.split_first() else {
         return false;
     };
-    match kind % 4 {
+    match kind % 5 {
         0 => wire::TaskHeader::read(rest).is_ok(),
         1 => match wire::ZcHeader::read(rest.get(..wire::ZcHeader::LEN).unwrap_or(rest)) {
             Ok(h) => wire::fuzz_elements(h.first, h.count, rest.len()),
             Err(_) => false,
         },
         2 => core::fuzz_result(rest),
-        _ => wire::Attach::read(rest).is_ok_and(|(_, h)| h.is_ok()),
+        3 => wire::Attach::read(rest).is_ok_and(|(_, h)| h.is_ok()),
+        _ => match wire::ClaimHeader::read(rest.get(..wire::ClaimHeader::LEN).unwrap_or(rest)) {
+            Ok(h) => wire::fuzz_elements(h.zc.first, h.zc.count, rest.len()),
+            Err(_) => false,
+        },
     }
 }
