@@ -844,14 +844,14 @@ impl Waitable for Connection {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Waitable for crate::Queue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Waitable for crate::Queue<T> {
     fn is_ready(&self) -> bool {
         // Shut down: the next get answers at once (an item or `ShutDown`).
         !self.is_empty() || self.is_shutdown()
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Waitable for crate::JoinableQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Waitable for crate::JoinableQueue<T> {
     fn is_ready(&self) -> bool {
         !self.is_empty() || self.is_shutdown()
     }

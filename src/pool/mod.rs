@@ -29,7 +29,7 @@ mod executor_map;
 mod handle;
 mod health;
 mod jobs;
-mod raw;
+pub(crate) mod raw;
 mod results;
 mod wakers;
 pub use self::executor_map::MapOptions;

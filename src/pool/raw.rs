@@ -122,6 +122,46 @@ pub(crate) fn raw_bytes<T: 'static>(items: &Vec<T>) -> Option<&[u8]> {
     None
 }
 
+/// Writes `value`'s bytes (little-endian) into the front of `buf` if `T`
+/// crosses raw and `buf` has room: `Some(bytes written)`; `None` if `T`
+/// does not cross raw or `buf` is too short.
+pub(crate) fn write_one<T: 'static>(value: &T, buf: &mut [u8]) -> Option<usize> {
+    let any: &dyn Any = value;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_ref::<$p>() {
+                    let bytes = v.to_le_bytes();
+                    buf.get_mut(..bytes.len())?.copy_from_slice(&bytes);
+                    return Some(bytes.len());
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
+/// The value in `bytes` (little-endian, exactly its size) if `T` crosses
+/// raw: `Some(Some(value))`; `Some(None)` for bytes of the wrong length;
+/// `None` if `T` does not cross raw.
+pub(crate) fn read_one<T: 'static>(bytes: &[u8]) -> Option<Option<T>> {
+    let mut out: Option<T> = None;
+    let any: &mut dyn Any = &mut out;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(slot) = any.downcast_mut::<Option<$p>>() {
+                    *slot = bytes.try_into().ok().map(<$p>::from_le_bytes);
+                    return Some(out);
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
 /// Copies `src`'s values over `dst`, if `T` crosses raw and the lengths
 /// match; `false` otherwise.
 #[allow(clippy::ptr_arg)]

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec;
 use crate::error::{Call, Result};
 use crate::ring::{self};
 use crate::segment::SegmentHandle;
@@ -24,7 +23,9 @@ use super::*;
 /// ([`try_get`](Queue::try_get)), `put(timeout=)`
 /// ([`put_timeout`](Queue::put_timeout)), `get(timeout=)`
 /// ([`get_timeout`](Queue::get_timeout)), `qsize` ([`len`](Queue::len)),
-/// `empty`, `full`, `close`. Items are any serde type; nothing is pickled.
+/// `empty`, `full`, `close`. Items are any `'static` serde type; nothing
+/// is pickled. A primitive number (`u64`, `f64`, …) crosses as its raw
+/// bytes, anything else in postcard.
 ///
 /// The bound is in bytes (the ring's capacity, 1 MiB by default): a `put`
 /// blocks while the ring has no room. Pass the queue to child processes as
@@ -101,7 +102,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// A queue with a 1 MiB ring.
     ///
     /// # Errors
@@ -277,7 +278,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         inner.count_tasks(1);
         inner
             .with_producer_as(call, now, |p| {
-                codec::push_value(p, KIND_ITEM, item, deadline)
+                super::item::push(p, KIND_ITEM, item, deadline)
             })
             .map_err(|e| {
                 if inner.counts_tasks {
@@ -362,7 +363,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(shut_down_error(call));
         }
         let (_, item) = inner
-            .with_consumer_as(call, now, |c| codec::pop_value::<T>(c, deadline))
+            .with_consumer_as(call, now, |c| super::item::pop::<T>(c, deadline))
             .map_err(|e| inner.after_shutdown(e, call))?;
         inner.release_items(1);
         // SYNC: Relaxed, as for `puts`.
@@ -453,7 +454,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ) -> impl std::future::Future<Output = Result<()>> + 'a {
         let call = putting("Queue::put_async");
         let inner = &self.inner;
-        let len = codec::serde_len(item);
+        let len = super::item::len(item);
         let slice = crate::async_wait::CHECK_SLICE;
         let key = inner.ring.async_key(Some(*len.as_ref().unwrap_or(&0)));
         let source = move || -> Arc<dyn crate::async_wait::Source> {
@@ -461,7 +462,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Arc::new(super::PutSource::new(inner, len))
         };
         crate::async_wait::wait_for(key, source, move |checked| {
-            let len = codec::serde_len(item)?;
+            let len = super::item::len(item)?;
             if len > inner.ring.max_payload() {
                 return Err(crate::Error::new(
                     crate::ErrorKind::InvalidState,
@@ -564,7 +565,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let result = inner.with_producer(call, |p| {
             let max = p.max_payload();
             let sized = |item: I::Item| -> Result<(I::Item, usize)> {
-                let len = codec::serde_len(item.borrow())?;
+                let len = super::item::len(item.borrow())?;
                 Ok((item, len))
             };
             let mut next = match items.next() {
@@ -575,7 +576,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 // An item over one frame goes alone, in pieces.
                 while next.1 > max {
                     count(true);
-                    codec::push_value(p, KIND_ITEM, next.0.borrow(), None)
+                    super::item::push(p, KIND_ITEM, next.0.borrow(), None)
                         .inspect_err(|_| count(false))?;
                     put += 1;
                     next = match items.next() {
@@ -593,7 +594,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                         }
                         count(true);
                         let wrote = b.try_write(KIND_ITEM, len, |buf| {
-                            codec::encode_serde_into(item.borrow(), buf)
+                            super::item::encode_into(item.borrow(), buf)
                         });
                         match wrote {
                             Ok(true) => put += 1,
@@ -688,7 +689,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let taken = inner
             .with_consumer(call, |c| {
                 c.take_each(max, deadline, |_, bytes| {
-                    out.push(codec::decode_serde(bytes)?);
+                    out.push(super::item::decode(bytes)?);
                     Ok(())
                 })
             })

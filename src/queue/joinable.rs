@@ -90,7 +90,7 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// A joinable queue with a 1 MiB ring.
     ///
     /// # Errors

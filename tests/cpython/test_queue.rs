@@ -11,7 +11,7 @@ fn drain_six((q, child_can_start, parent_can_continue): (Queue<i32>, Event, Even
 }
 
 /// CPython's `queue_full(q, maxsize)`: `q.full()`.
-fn queue_full<T: Serialize + serde::de::DeserializeOwned>(q: &Queue<T>) -> bool {
+fn queue_full<T: Serialize + serde::de::DeserializeOwned + 'static>(q: &Queue<T>) -> bool {
     q.is_full()
 }
 
