@@ -44,8 +44,8 @@ pub use manager::{Dict, List, Managed, Manager, Method, Namespace};
 pub use pipe::{pipe, wait, Connection, Waitable};
 pub use pool::{
     as_completed, pinning_supported, wait_tasks, AsCompleted, AsCompletedStream, AsyncResult, IMap,
-    IMapStream, MapOptions, Pool, PoolBuilder, Progress, ReturnWhen, ShmVec, Task, WithChunksize,
-    WorkerInsights,
+    IMapStream, MapItem, MapOptions, Pool, PoolBuilder, Progress, ReturnWhen, ShmVec, Task,
+    WithChunksize, WorkerInsights,
 };
 pub use process::{
     active_children, all_start_methods, current_process, get_start_method, parent_process,

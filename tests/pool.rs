@@ -41,7 +41,7 @@ fn map_returns_results_in_order() {
         .iter()
         .enumerate()
         .all(|(i, &v)| v == (i as u64) * (i as u64)));
-    assert!(pool.map(square, Vec::new()).unwrap().is_empty());
+    assert!(pool.map(square, Vec::<u64>::new()).unwrap().is_empty());
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::core::Core;
-use super::{AsyncResult, IMap, Pool};
+use super::{AsyncResult, IMap, MapItem, Pool};
 use crate::error::{Error, ErrorKind, Result};
 
 impl Pool {
@@ -164,11 +164,19 @@ impl<'p> WithChunksize<'p> {
     pub fn map<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
     where
         F: Fn(A) -> R + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: MapItem<A>,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.pool.map_chunked(f, items, self.size()?)
+        let size = self.size()?;
+        I::Item::map_items(
+            self.pool,
+            f,
+            items.into_iter(),
+            size,
+            super::map_item::token(),
+        )
     }
 
     /// [`Pool::starmap`], this many items a task (Python's
@@ -189,11 +197,19 @@ impl<'p> WithChunksize<'p> {
     pub fn starmap<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
     where
         F: Fn(A) -> R + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: MapItem<A>,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.pool.map_chunked(f, items, self.size()?)
+        let size = self.size()?;
+        I::Item::map_items(
+            self.pool,
+            f,
+            items.into_iter(),
+            size,
+            super::map_item::token(),
+        )
     }
 
     /// [`Pool::imap`], this many items a task (Python's

@@ -341,6 +341,214 @@ impl<T: Send + 'static> Drop for RawVecSource<T> {
     }
 }
 
+/// The items of a `map` over borrowed input (`pool.map(f, &items)`),
+/// encoded by the caller in batches while the first chunks already run: a
+/// job may hold nothing it borrows, and the caller frees nothing (the
+/// owned path drops each item once encoded, which for small heap-backed
+/// items costs the parent more than the encoding). Each chunk is one copy
+/// of its items' bytes into the frame; a chunk never spans two batches.
+pub(crate) struct EncodedSource {
+    feed: Arc<Mutex<Feed>>,
+    /// The batch chunks are taken from, and its next item.
+    batch: Batch,
+    at: usize,
+    chunksize: usize,
+    task: TaskRef,
+}
+
+/// What the caller has encoded and the source has not taken yet.
+#[derive(Default)]
+pub(crate) struct Feed {
+    batches: VecDeque<Batch>,
+    /// Batches sent, emptied, for the caller to fill again (no fresh
+    /// pages to fault in for each).
+    spare: Vec<Batch>,
+    /// No batch will follow the ones queued.
+    over: bool,
+    /// Sent once the batches queued before it are: the item that could
+    /// not be encoded, or the caller unwinding.
+    failure: Option<Error>,
+}
+
+/// Items `[first, first + ends.len())`, encoded back to back.
+#[derive(Default)]
+pub(crate) struct Batch {
+    first: u64,
+    bytes: Vec<u8>,
+    /// Where each item's encoding ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    /// An empty batch starting at item `first`, room for `items` items
+    /// of about `item_bytes` each.
+    pub(crate) fn new(first: u64, items: usize, item_bytes: usize) -> Self {
+        Batch {
+            first,
+            bytes: Vec::with_capacity(items.saturating_mul(item_bytes)),
+            ends: Vec::with_capacity(items),
+        }
+    }
+
+    /// Appends `item`'s encoding.
+    pub(crate) fn push<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<()> {
+        let at = self.first + self.ends.len() as u64;
+        postcard::to_io(item, &mut self.bytes)
+            .map_err(|e| Error::codec(format!("serialising item {at}"), e))?;
+        self.ends.push(self.bytes.len());
+        Ok(())
+    }
+
+    /// Its encoded bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Where item `i`'s encoding starts.
+    fn start_of(&self, i: usize) -> usize {
+        match i.checked_sub(1) {
+            Some(prev) => self.ends[prev],
+            None => 0,
+        }
+    }
+}
+
+impl Feed {
+    /// An empty batch starting at item `first`: a spare one if there is
+    /// one, else a new one with room for `items` items of about
+    /// `item_bytes` each.
+    pub(crate) fn batch(feed: &Mutex<Feed>, first: u64, items: usize, item_bytes: usize) -> Batch {
+        match lock(feed).spare.pop() {
+            Some(mut b) => {
+                b.first = first;
+                b
+            }
+            None => Batch::new(first, items, item_bytes),
+        }
+    }
+
+    /// Queues a batch (an empty one is dropped).
+    pub(crate) fn push(feed: &Mutex<Feed>, batch: Batch) {
+        if !batch.ends.is_empty() {
+            lock(feed).batches.push_back(batch);
+        }
+    }
+
+    /// No more batches; `failure`, if any, is the job's error once the
+    /// queued batches are sent.
+    pub(crate) fn close(feed: &Mutex<Feed>, failure: Option<Error>) {
+        let mut f = lock(feed);
+        f.over = true;
+        if f.failure.is_none() {
+            f.failure = failure;
+        }
+    }
+}
+
+impl EncodedSource {
+    /// A source fed through the returned handle, at most `chunksize`
+    /// items a task.
+    pub(crate) fn new(chunksize: usize, task: TaskRef) -> (Self, Arc<Mutex<Feed>>) {
+        let feed = Arc::new(Mutex::new(Feed::default()));
+        let source = EncodedSource {
+            feed: Arc::clone(&feed),
+            batch: Batch::default(),
+            at: 0,
+            chunksize: chunksize.clamp(1, u32::MAX as usize),
+            task,
+        };
+        (source, feed)
+    }
+}
+
+impl Source for EncodedSource {
+    fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next {
+        if self.at >= self.batch.len() {
+            let mut feed = lock(&self.feed);
+            match feed.batches.pop_front() {
+                Some(b) => {
+                    drop(feed);
+                    self.batch = b;
+                    self.at = 0;
+                }
+                None => {
+                    return match feed.failure.take() {
+                        Some(e) => Next::Failed(e),
+                        None if feed.over => Next::Done,
+                        // `ready` said there was one: only this source
+                        // takes batches, so this cannot happen; loudly if
+                        // it did, not by ending the map short.
+                        None => Next::Failed(Error::new(
+                            ErrorKind::Protocol,
+                            "a map's encoded input was asked for before it was ready",
+                        )),
+                    };
+                }
+            }
+        }
+        let b = &self.batch;
+        let first = self.at;
+        let start = b.start_of(first);
+        let last = b.len().min(first.saturating_add(self.chunksize));
+        // The same packing as `IterSource`: items while the frame is under
+        // `soft`; an item that would take it over `hard` waits for the
+        // next frame, unless it is the first (then it goes alone, streamed).
+        let mut end = first;
+        while end < last && TaskHeader::LEN + (b.start_of(end) - start) < soft {
+            if TaskHeader::LEN + (b.ends[end] - start) > hard && end > first {
+                break;
+            }
+            end += 1;
+        }
+        // A `soft` under the header's own size still sends one item.
+        let end = end.max(first + 1);
+        let count = (end - first) as u32;
+        let at = b.first + first as u64;
+        frame.clear();
+        TaskHeader {
+            job,
+            first: at,
+            count,
+            task: self.task,
+        }
+        .write(frame);
+        frame.extend_from_slice(&b.bytes[start..b.ends[end - 1]]);
+        self.at = end;
+        if self.at >= self.batch.len() {
+            // Sent: its buffers go back to the caller for a later batch.
+            let mut done = std::mem::take(&mut self.batch);
+            done.bytes.clear();
+            done.ends.clear();
+            let mut feed = lock(&self.feed);
+            if !feed.over {
+                feed.spare.push(done);
+            }
+        }
+        Next::Task {
+            first: at,
+            count: u64::from(count),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.at < self.batch.len() || {
+            let feed = lock(&self.feed);
+            !feed.batches.is_empty() || feed.over
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.at >= self.batch.len() && {
+            let feed = lock(&self.feed);
+            feed.batches.is_empty() && feed.over && feed.failure.is_none()
+        }
+    }
+}
+
 /// Decodes exactly `count` values from `bytes`: raw for primitive numbers
 /// (see `raw.rs`), postcard otherwise.
 pub(crate) fn decode_all<U: DeserializeOwned + 'static>(

@@ -29,6 +29,8 @@ mod executor_map;
 mod handle;
 mod health;
 mod jobs;
+mod map_item;
+pub use self::map_item::MapItem;
 pub(crate) mod raw;
 mod results;
 mod wakers;
@@ -483,11 +485,12 @@ impl Pool {
     pub fn map<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
     where
         F: Fn(A) -> R + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: MapItem<A>,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_chunked(f, items, None)
+        I::Item::map_items(self, f, items.into_iter(), None, map_item::token())
     }
 
     /// [`map`](Pool::map) that calls `progress` as items finish (at most
@@ -598,7 +601,8 @@ impl Pool {
     pub fn starmap<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
     where
         F: Fn(A) -> R + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: MapItem<A>,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {

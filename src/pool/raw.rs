@@ -162,6 +162,28 @@ pub(crate) fn read_one<T: 'static>(bytes: &[u8]) -> Option<Option<T>> {
     None
 }
 
+/// A copy of `value` if `T` crosses raw (every such type is `Copy`);
+/// `None` otherwise.
+pub(crate) fn copy_of<T: 'static>(value: &T) -> Option<T> {
+    let mut out: Option<T> = None;
+    let src: &dyn Any = value;
+    let dst: &mut dyn Any = &mut out;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let (Some(v), Some(slot)) =
+                    (src.downcast_ref::<$p>(), dst.downcast_mut::<Option<$p>>())
+                {
+                    *slot = Some(*v);
+                    return out;
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
 /// Copies `src`'s values over `dst`, if `T` crosses raw and the lengths
 /// match; `false` otherwise.
 #[allow(clippy::ptr_arg)]
