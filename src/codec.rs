@@ -61,8 +61,14 @@ pub(crate) fn encode_serde_into<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]
 /// `Codec` for bytes that are not exactly one postcard `T`.
 pub(crate) fn decode_serde<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
     crate::error::clear_custom_reason();
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::codec("decode value", e))?;
+    // A deserializer, not `take_from_bytes`: its `(T, &[u8])` inside a
+    // `Result` is copied out unaligned, which stalls on store forwarding
+    // (measured in the pool's workers, `pool::wire::run_chunk`).
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(&mut de).map_err(|e| Error::codec("decode value", e))?;
+    let rest = de
+        .finalize()
+        .map_err(|e| Error::codec("decode value", e))?;
     if !rest.is_empty() {
         return Err(Error::new(
             ErrorKind::Codec,
