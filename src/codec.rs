@@ -66,9 +66,7 @@ pub(crate) fn decode_serde<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T>
     // (measured in the pool's workers, `pool::wire::run_chunk`).
     let mut de = postcard::Deserializer::from_bytes(bytes);
     let value = T::deserialize(&mut de).map_err(|e| Error::codec("decode value", e))?;
-    let rest = de
-        .finalize()
-        .map_err(|e| Error::codec("decode value", e))?;
+    let rest = de.finalize().map_err(|e| Error::codec("decode value", e))?;
     if !rest.is_empty() {
         return Err(Error::new(
             ErrorKind::Codec,

@@ -445,8 +445,11 @@ impl Pool {
     }
 
     /// Applies `f` to every item in worker processes and returns the
-    /// results in order (Python's `pool.map(f, iterable)`). The items are
-    /// collected first, as Python does, and sent in chunks
+    /// results in order (Python's `pool.map(f, iterable)`). The items may
+    /// be `A`s, which the map consumes, or `&A`s (`pool.map(f, &items)`),
+    /// which it only reads, as Python's `map` leaves its list: see
+    /// [`MapItem`]. The items are collected first, as Python does, and
+    /// sent in chunks
     /// ([`PoolBuilder::chunksize`]). When items and results are both
     /// primitive numbers (`u8`…`u128`, `i8`…`i128`, `usize`, `isize`,
     /// `f32`, `f64`) and there are at least 32 Ki items, they are written
@@ -480,6 +483,10 @@ impl Pool {
     ///     multiproc::init();
     ///     let pool = multiproc::Pool::new(4).unwrap();
     ///     assert_eq!(pool.map(square, 0..10).unwrap(), [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    ///     // Borrowed: `xs` stays the caller's.
+    ///     let xs = vec![3u64, 4];
+    ///     assert_eq!(pool.map(square, &xs).unwrap(), [9, 16]);
+    ///     assert_eq!(xs, [3, 4]);
     /// }
     /// ```
     pub fn map<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
