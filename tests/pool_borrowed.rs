@@ -237,6 +237,27 @@ fn a_worker_dying_in_a_borrowed_map_is_reported_with_its_item() {
     });
 }
 
+fn abort_on_long_name(r: Reading) -> f64 {
+    if r.name.len() == 16 {
+        std::process::abort();
+    }
+    weigh(r)
+}
+
+#[test]
+fn a_worker_dying_early_in_a_long_borrowed_map_ends_it_and_the_pool_recovers() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // Item 16 is the first with a 16-byte name; most of the 400 000
+        // items are still to encode when it kills its worker (the health
+        // check in `nudge` ends the encoding then, not after the last).
+        let items = readings(400_000);
+        let err = pool.map(abort_on_long_name, &items).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+        assert_eq!(pool.map(weigh, &items[..17]).unwrap().len(), 17);
+    });
+}
+
 #[test]
 fn chunk_sizes_and_items_over_a_frame_keep_the_results_in_order() {
     let pool = Pool::builder()

@@ -395,10 +395,21 @@ impl Shared {
     /// One step if the pool is free (nobody holds the lock or drives),
     /// else nothing: whoever holds it steps anyway. Wakes nobody but
     /// the callers waiting on `cv` (a caller that writes a map's input
-    /// while its first chunks run sends them with this).
+    /// while its first chunks run sends them with this). A health check
+    /// too when one is due: such a caller may be the pool's only driver
+    /// for a while, and a worker that died under it would otherwise go
+    /// unseen until it waits.
     pub(crate) fn nudge(&self) {
         if let Ok(mut core) = self.core.try_lock() {
-            if !core.driving && core.step() {
+            if core.driving {
+                return;
+            }
+            let moved = core.step();
+            if core.last_health.elapsed() >= TICK {
+                core.check_health();
+                drop(core);
+                self.notify();
+            } else if moved {
                 drop(core);
                 self.notify_waiters();
             }

@@ -365,6 +365,9 @@ pub(crate) struct Feed {
     spare: Vec<Batch>,
     /// No batch will follow the ones queued.
     over: bool,
+    /// The source is gone (its job ended: failed, or the pool went):
+    /// nothing will take another batch.
+    gone: bool,
     /// Sent once the batches queued before it are: the item that could
     /// not be encoded, or the caller unwinding.
     failure: Option<Error>,
@@ -431,11 +434,17 @@ impl Feed {
         }
     }
 
-    /// Queues a batch (an empty one is dropped).
-    pub(crate) fn push(feed: &Mutex<Feed>, batch: Batch) {
-        if !batch.ends.is_empty() {
-            lock(feed).batches.push_back(batch);
+    /// Queues a batch (an empty one is dropped). `false` once the job
+    /// has ended (nothing will send it; the caller may stop encoding).
+    pub(crate) fn push(feed: &Mutex<Feed>, batch: Batch) -> bool {
+        let mut f = lock(feed);
+        if f.gone {
+            return false;
         }
+        if !batch.ends.is_empty() {
+            f.batches.push_back(batch);
+        }
+        true
     }
 
     /// No more batches; `failure`, if any, is the job's error once the
@@ -462,6 +471,17 @@ impl EncodedSource {
             task,
         };
         (source, feed)
+    }
+}
+
+impl Drop for EncodedSource {
+    fn drop(&mut self) {
+        let mut feed = lock(&self.feed);
+        feed.gone = true;
+        // What is queued will never be sent: free it now, not when the
+        // caller stops encoding.
+        feed.batches.clear();
+        feed.spare.clear();
     }
 }
 

@@ -210,11 +210,15 @@ impl Pool {
                 i += 1;
             }
             item_bytes = batch.bytes().div_ceil(i - at).max(1);
-            Feed::push(&feed, batch);
+            // The job ended early (a worker died, the pool was
+            // terminated: its error is in the sink): stop encoding.
+            if !Feed::push(&feed, batch) || sink.ready() {
+                break;
+            }
             self.shared.nudge();
             at = i;
         }
-        if failure.is_none() && items.next().is_some() {
+        if failure.is_none() && at == n && items.next().is_some() {
             failure = Some(miscounted(n, n + 1));
         }
         closer.failure = failure;
