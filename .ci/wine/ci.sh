@@ -30,6 +30,11 @@ step "ProcessPrng stub (bcryptprimitives.dll)"
 WINEPREFIX="$(mktemp -d "${TMPDIR:-/tmp}/multiproc-wine.XXXXXXXXXX")"
 export WINEPREFIX WINEDEBUG=-all
 cleanup() {
+    if [ -s "${WINE_RETRY_LOG:-}" ]; then
+        echo "--- wine: programs Wine did not start (status 1, nothing on stderr), started again:"
+        cat "$WINE_RETRY_LOG"
+    fi
+    rm -f "${WINE_RETRY_LOG:-}"
     timeout 30 wineserver -k >/dev/null 2>&1 || true
     rm -rf "$WINEPREFIX"
 }
@@ -46,6 +51,10 @@ timeout 7200 wineserver -p >/dev/null 2>&1 || true
 timeout 120 wine cmd /c exit 0 </dev/null >/dev/null 2>&1 || true
 
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/.ci/wine/runner.sh"
+# Programs Wine failed to start and the runner started again (runner.sh).
+WINE_RETRY_LOG="$WINEPREFIX.retries"
+: >"$WINE_RETRY_LOG"
+export WINE_RETRY_LOG
 
 step "build examples and tests for $target"
 cargo build --locked --target "$target" --examples
