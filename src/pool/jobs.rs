@@ -1057,4 +1057,80 @@ mod tests {
         assert!(got[0].2 <= hard && got[2].2 <= hard);
         assert!(got[1].2 > hard);
     }
+
+    /// Two batches of `Vec<u8>` items: `[10, 5000, 10, 10]` and `[7, 7]`.
+    fn encoded(chunksize: usize) -> (EncodedSource, Arc<Mutex<Feed>>) {
+        let (source, feed) = EncodedSource::new(chunksize, TaskRef::from_words([0; 3]));
+        let mut a = Feed::batch(&feed, 0, 4, 16);
+        for len in [10, 5000, 10, 10] {
+            a.push(&vec![len as u8; len]).unwrap();
+        }
+        let mut b = Feed::batch(&feed, 4, 2, 16);
+        for _ in 0..2 {
+            b.push(&vec![7u8; 7]).unwrap();
+        }
+        assert!(Feed::push(&feed, a) && Feed::push(&feed, b));
+        (source, feed)
+    }
+
+    #[test]
+    fn encoded_batches_pack_as_the_iterator_source_and_never_span_two_batches() {
+        let hard = 1000;
+        let (mut source, feed) = encoded(4);
+        assert!(source.ready() && !source.is_done());
+        let mut frame = Vec::new();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match source.next(&mut frame, 9, hard, hard) {
+                Next::Task { first, count } => {
+                    let (h, body) = TaskHeader::read(&frame).unwrap();
+                    assert_eq!((h.job, h.first, u64::from(h.count)), (9, first, count));
+                    // The items, decoded back, are the ones pushed.
+                    let mut de = postcard::Deserializer::from_bytes(body);
+                    for _ in 0..count {
+                        let v = <Vec<u8> as serde::Deserialize>::deserialize(&mut de).unwrap();
+                        // Each item is its own length (as a `u8`), repeated.
+                        assert!(v.iter().all(|&b| b == v.len() as u8), "{} bytes", v.len());
+                    }
+                    assert!(de.finalize().unwrap().is_empty());
+                    got.push((first, count, frame.len()));
+                }
+                _ => panic!("a task was due"),
+            }
+        }
+        // 0; 1 alone (over `hard`, streamed); 2 and 3 (the first batch's
+        // end); 4 and 5 (the second batch).
+        assert_eq!(
+            got.iter().map(|&(f, c, _)| (f, c)).collect::<Vec<_>>(),
+            [(0, 1), (1, 1), (2, 2), (4, 2)]
+        );
+        assert!(got[1].2 > hard && got[0].2 <= hard && got[2].2 <= hard);
+        // Nothing more queued, the feed still open: not ready, not done.
+        assert!(!source.ready() && !source.is_done());
+        Feed::close(&feed, None);
+        assert!(source.ready() && source.is_done());
+        assert!(matches!(source.next(&mut frame, 9, hard, hard), Next::Done));
+    }
+
+    #[test]
+    fn an_encoded_source_keeps_its_chunk_size_and_sends_a_failure_after_the_items_before_it() {
+        let (mut source, feed) = encoded(1);
+        Feed::close(&feed, Some(Error::new(ErrorKind::Codec, "item 6")));
+        let mut frame = Vec::new();
+        let mut counts = Vec::new();
+        loop {
+            match source.next(&mut frame, 1, usize::MAX, usize::MAX) {
+                Next::Task { count, .. } => counts.push(count),
+                Next::Failed(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Codec);
+                    break;
+                }
+                _ => panic!("the failure was due"),
+            }
+        }
+        assert_eq!(counts, [1; 6]);
+        // Gone with its job: the caller learns it at its next batch.
+        drop(source);
+        assert!(!Feed::push(&feed, Batch::default()));
+    }
 }
