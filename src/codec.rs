@@ -113,22 +113,21 @@ pub(crate) fn push_value<T: Serialize + ?Sized>(
     r.commit(kind, written)
 }
 
-/// Takes the next frame and decodes it as a `T` in place, waiting until
-/// `deadline` (the tests' partner of [`push_value`]; a queue's items go
-/// through `queue::item::pop`).
-#[cfg(test)]
-pub(crate) fn pop_value<T: serde::de::DeserializeOwned>(
-    consumer: &mut crate::ring::Consumer,
-    deadline: Option<Instant>,
-) -> Result<(u8, T)> {
-    let frame = consumer.peek(deadline)?;
-    let value = decode_serde(frame.bytes())?;
-    Ok((frame.kind(), value))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes the next frame and decodes it as a `T` in place, waiting
+    /// until `deadline`: [`push_value`]'s partner here (a queue's items go
+    /// through `queue::item::pop`).
+    fn pop_value<T: serde::de::DeserializeOwned>(
+        consumer: &mut crate::ring::Consumer,
+        deadline: Option<Instant>,
+    ) -> Result<(u8, T)> {
+        let frame = consumer.peek(deadline)?;
+        let value = decode_serde(frame.bytes())?;
+        Ok((frame.kind(), value))
+    }
 
     /// A type whose decoding always fails with serde's own custom error,
     /// as a user's `Deserialize` impl would.

@@ -202,14 +202,7 @@ impl<'p> WithChunksize<'p> {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let size = self.size()?;
-        I::Item::map_items(
-            self.pool,
-            f,
-            items.into_iter(),
-            size,
-            super::map_item::token(),
-        )
+        self.map(f, items)
     }
 
     /// [`Pool::imap`], this many items a task (Python's

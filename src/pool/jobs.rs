@@ -385,7 +385,7 @@ pub(crate) struct Batch {
 impl Batch {
     /// An empty batch starting at item `first`, room for `items` items
     /// of about `item_bytes` each.
-    pub(crate) fn new(first: u64, items: usize, item_bytes: usize) -> Self {
+    fn new(first: u64, items: usize, item_bytes: usize) -> Self {
         Batch {
             first,
             bytes: Vec::with_capacity(items.saturating_mul(item_bytes)),

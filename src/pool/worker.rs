@@ -250,12 +250,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                         })
                         .and_then(|run| Ok((run, span(z.input)?, span(z.output)?)))
                         .and_then(|(run, i, o)| {
-                            let control = match slots.get(&h.control) {
-                                Some(Ok(seg)) => seg,
-                                _ => {
-                                    return Err(ItemFailure::protocol(0, "no claim segment".into()))
-                                }
-                            };
+                            let control = segment_of(&slots, h.control)?;
                             let (cells, cell) = worker_cell(control, h.cell, z.job)?;
                             Ok((run, i, o, cells, cell))
                         });
@@ -310,22 +305,30 @@ fn serve(args: WorkerArgs) -> Result<()> {
     }
 }
 
-/// The segment attached in `slot`, as a span for a zero-copy kernel.
-fn span_of(
+/// The segment attached in `slot`.
+fn segment_of(
     slots: &HashMap<u32, std::result::Result<Arc<Segment>, String>>,
     slot: u32,
-) -> std::result::Result<Span, ItemFailure> {
+) -> std::result::Result<&Arc<Segment>, ItemFailure> {
     match slots.get(&slot) {
-        Some(Ok(seg)) => Ok(Span {
-            ptr: seg.as_ptr(),
-            len: seg.len(),
-        }),
+        Some(Ok(seg)) => Ok(seg),
         Some(Err(why)) => Err(ItemFailure::protocol(0, why.clone())),
         None => Err(ItemFailure::protocol(
             0,
             format!("no segment in slot {slot}"),
         )),
     }
+}
+
+/// The segment attached in `slot`, as a span for a zero-copy kernel.
+fn span_of(
+    slots: &HashMap<u32, std::result::Result<Arc<Segment>, String>>,
+    slot: u32,
+) -> std::result::Result<Span, ItemFailure> {
+    segment_of(slots, slot).map(|seg| Span {
+        ptr: seg.as_ptr(),
+        len: seg.len(),
+    })
 }
 
 /// Sends the task's last result frame (with its error, if it failed).
