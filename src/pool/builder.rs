@@ -335,6 +335,7 @@ impl PoolBuilder {
             claims: Default::default(),
             spare: Default::default(),
             callbacks: Mutex::new(None),
+            callbacks_started: std::sync::OnceLock::new(),
         })
     }
 }

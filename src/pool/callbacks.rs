@@ -296,12 +296,16 @@ impl<T: Send + 'static> AsyncResult<T> {
 impl Pool {
     /// The callback thread, started by the first call that needs it.
     pub(super) fn callback_thread(&self) -> Result<Arc<Callbacks>> {
+        if let Some(c) = self.callbacks_started.get() {
+            return Ok(Arc::clone(c));
+        }
         let mut cb = lock(&self.callbacks);
         if let Some(c) = cb.as_ref() {
             return Ok(Arc::clone(c));
         }
         let c = Arc::new(Callbacks::start()?);
         *cb = Some(Arc::clone(&c));
+        let _ = self.callbacks_started.set(Arc::clone(&c));
         Ok(c)
     }
 

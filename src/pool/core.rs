@@ -19,6 +19,11 @@ use crate::exit_status::ExitStatus;
 use crate::segment::Segment;
 use crate::task::{TaskKey, TaskRef};
 
+/// Most resend buffers kept for reuse (`Core::spare_frames`).
+const SPARE_FRAMES: usize = 64;
+/// A resend buffer larger than this is freed, not kept.
+const SPARE_FRAME_BYTES: usize = 4096;
+
 /// A task frame is packed up to about this many bytes of items.
 const SOFT_FRAME: usize = 64 * 1024;
 
@@ -207,6 +212,9 @@ pub(crate) struct Core {
     pub(crate) driving: bool,
     scratch: Vec<u8>,
     attach_scratch: Vec<u8>,
+    /// Buffers of resend copies whose tasks came back, for the next copies
+    /// (a stream of `submit`s keeps one per task queued behind another).
+    spare_frames: Vec<Vec<u8>>,
     pub(crate) last_health: Instant,
     pub(crate) restarts: u64,
     /// Tasks to send again (see [`Retry`]).
@@ -238,6 +246,7 @@ impl Core {
             driving: false,
             scratch: Vec::with_capacity(SOFT_FRAME * 2),
             attach_scratch: Vec::new(),
+            spare_frames: Vec::new(),
             last_health: Instant::now(),
             restarts: 0,
             retry: VecDeque::new(),
@@ -406,6 +415,7 @@ impl Core {
             jobs,
             broken,
             to_settle,
+            spare_frames,
             ..
         } = self;
         let w = match slot {
@@ -442,6 +452,13 @@ impl Core {
                         if let Some(job) = jobs.get_mut(&done.job) {
                             job.task_done(done.first, done.count, busy_ns);
                             to_settle.push(done.job);
+                        }
+                        if let Some(frame) = done.resend {
+                            if spare_frames.len() < SPARE_FRAMES
+                                && frame.capacity() <= SPARE_FRAME_BYTES
+                            {
+                                spare_frames.push(frame);
+                            }
                         }
                     }
                 }
@@ -801,6 +818,7 @@ impl Core {
             attach_scratch,
             cfg,
             to_settle,
+            spare_frames,
             ..
         } = self;
         let w = workers[wi].as_mut().expect("live worker");
@@ -832,7 +850,10 @@ impl Core {
             }
             Next::Task { first, count } => {
                 if keep {
-                    resend = Some(scratch.clone());
+                    let mut copy = spare_frames.pop().unwrap_or_default();
+                    copy.clear();
+                    copy.extend_from_slice(scratch);
+                    resend = Some(copy);
                 }
                 if scratch.len() > hard {
                     // One item over a frame: streamed when the worker can

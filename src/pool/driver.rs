@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     /// from one.
     cores: usize,
     pub(crate) pump: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The pump thread runs (`pump` holds it): `ensure_pump` needs only
+    /// to wake it, without `pump`'s lock (once per async submission).
+    pub(crate) pump_started: AtomicBool,
 }
 
 impl Shared {
@@ -66,6 +69,7 @@ impl Shared {
             pump_sleeping: AtomicBool::new(false),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pump: Mutex::new(None),
+            pump_started: AtomicBool::new(false),
         }
     }
 
@@ -339,6 +343,13 @@ impl Shared {
     /// (it drives); a future that must wait does, and fails with this
     /// instead of waiting for a wake-up nobody would send.
     pub(crate) fn ensure_pump(self: &Arc<Self>) -> crate::error::Result<()> {
+        // SYNC: Acquire; partner: the Release store below. A stale `false`
+        // only takes the slow way; a stale `true` (the pump being stopped
+        // by `join`/`terminate`) wakes a pump that is leaving anyway.
+        if self.pump_started.load(Ordering::Acquire) {
+            self.wake_pump();
+            return Ok(());
+        }
         let mut pump = self.pump.lock().unwrap_or_else(|p| p.into_inner());
         if pump.is_none() {
             let shared = Arc::clone(self);
@@ -347,6 +358,8 @@ impl Shared {
                 .spawn(move || shared.pump())
                 .map_err(|e| crate::error::Error::io("starting the pool's pump thread", e))?;
             *pump = Some(started);
+            // SYNC: Release; partner: the Acquire load above.
+            self.pump_started.store(true, Ordering::Release);
         }
         drop(pump);
         self.wake_pump();

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::callbacks::{Callbacks, Fire};
 use super::core::{Core, Job, State};
 use super::driver::{Shared, TICK};
-use super::jobs::{decode_all, IterSource, Next, Sink, Source};
+use super::jobs::{decode_one, IterSource, Next, Sink, Source};
 use super::wakers::Wakers;
 use super::wire::ChunkDesc;
 use super::Pool;
@@ -96,7 +96,11 @@ impl<R> TaskState<R> {
     /// Makes `result` final (unless it is already) and queues the
     /// callbacks. Under the pool's lock: it only queues.
     fn finish(&self, result: Result<R>) {
-        let mut st = lock(&self.st);
+        self.finish_locked(lock(&self.st), result);
+    }
+
+    /// [`finish`](Self::finish) under the state lock the caller holds.
+    fn finish_locked(&self, mut st: MutexGuard<'_, Outcome<R>>, result: Result<R>) {
         // Final already: also once its value was taken (an awaited task
         // whose job settles after the awaiter took the value).
         if st.result.is_some() || st.taken {
@@ -141,18 +145,22 @@ impl Fire for Once {
 
 impl<R: DeserializeOwned + Send + 'static> Sink for TaskState<R> {
     fn deliver(&self, _first: u64, count: u32, bytes: &[u8]) -> Result<()> {
-        let mut out = Vec::with_capacity(1);
-        decode_all(bytes, count, &mut out)?;
+        let value = decode_one(bytes, count)?;
         let mut st = lock(&self.st);
         if st.result.is_none() {
-            st.value = out.pop();
+            st.value = Some(value);
         }
         Ok(())
     }
 
     fn task_done(&self, _items: u64) {
-        let value = lock(&self.st).value.take();
-        self.finish(value.ok_or_else(|| Error::new(ErrorKind::Protocol, "a task without result")));
+        // One hold of the lock: the value `deliver` left, made final.
+        let mut st = lock(&self.st);
+        let value = st.value.take();
+        self.finish_locked(
+            st,
+            value.ok_or_else(|| Error::new(ErrorKind::Protocol, "a task without result")),
+        );
     }
 
     fn fail(&self, error: Error) {

@@ -571,6 +571,34 @@ impl Source for EncodedSource {
 
 /// Decodes exactly `count` values from `bytes`: raw for primitive numbers
 /// (see `raw.rs`), postcard otherwise.
+/// The one result in `bytes` (a frame of `count` results): as
+/// [`decode_all`], without a buffer for one value.
+pub(crate) fn decode_one<U: DeserializeOwned + 'static>(bytes: &[u8], count: u32) -> Result<U> {
+    if count != 1 {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            format!("{count} results for a task of one item"),
+        ));
+    }
+    if super::raw::raw_size::<U>().is_some() {
+        return super::raw::one_from_raw::<U>(bytes)
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "raw results of the wrong length"));
+    }
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    crate::error::clear_custom_reason();
+    let v = U::deserialize(&mut de).map_err(|e| Error::codec("decoding a result", e))?;
+    let rest = de
+        .finalize()
+        .map_err(|e| Error::codec("ending the results", e))?;
+    if !rest.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "trailing bytes after the results",
+        ));
+    }
+    Ok(v)
+}
+
 pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
     bytes: &[u8],
     count: u32,

@@ -158,6 +158,9 @@ pub struct Pool {
     spare: raw::Spare,
     /// The callback thread, once an `*_async_with` call started it.
     callbacks: Mutex<Option<Arc<Callbacks>>>,
+    /// `callbacks` once started (it is never stopped before the pool
+    /// goes): read without the lock by every `submit`.
+    callbacks_started: std::sync::OnceLock<Arc<Callbacks>>,
 }
 
 /// What one worker has done so far (mpire's "insights").
@@ -927,12 +930,15 @@ impl Pool {
     }
 
     fn stop_pump(&self) {
-        let handle = self
-            .shared
-            .pump
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = {
+            let mut pump = self.shared.pump.lock().unwrap_or_else(|p| p.into_inner());
+            // SYNC: Release, under `pump`'s lock; partner: the Acquire load
+            // in `ensure_pump` (a late `true` there only wakes this pump).
+            self.shared
+                .pump_started
+                .store(false, std::sync::atomic::Ordering::Release);
+            pump.take()
+        };
         if let Some(h) = handle {
             self.shared.notify();
             let _ = h.join();

@@ -65,6 +65,27 @@ pub(crate) fn from_raw<T: 'static>(bytes: &[u8], count: usize) -> Option<Vec<T>>
     extend_from_raw(&mut v, bytes).then_some(v)
 }
 
+/// The one value of `T` in `bytes`, if `T` crosses raw and `bytes` is
+/// exactly one value long; `None` otherwise. No allocation (a task's
+/// result, `pool.submit`).
+pub(crate) fn one_from_raw<T: 'static>(bytes: &[u8]) -> Option<T> {
+    let mut slot: Option<T> = None;
+    let any: &mut dyn Any = &mut slot;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_mut::<Option<$p>>() {
+                    *v = (bytes.len() == std::mem::size_of::<$p>())
+                        .then(|| bytemuck::pod_read_unaligned::<$p>(bytes));
+                    return slot;
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
 /// Replaces `dst`'s contents with the values in `bytes`, if `T` crosses
 /// raw and `bytes` holds whole values; `false` otherwise.
 pub(crate) fn fill_from_raw<T: 'static>(dst: &mut Vec<T>, bytes: &[u8]) -> bool {
