@@ -334,8 +334,8 @@ impl PoolBuilder {
             arenas: Mutex::new(Vec::new()),
             claims: Default::default(),
             spare: Default::default(),
-            callbacks: Mutex::new(None),
-            callbacks_started: std::sync::OnceLock::new(),
+            callbacks: std::sync::OnceLock::new(),
+            callbacks_start: Mutex::new(()),
         })
     }
 }

@@ -296,24 +296,22 @@ impl<T: Send + 'static> AsyncResult<T> {
 impl Pool {
     /// The callback thread, started by the first call that needs it.
     pub(super) fn callback_thread(&self) -> Result<Arc<Callbacks>> {
-        if let Some(c) = self.callbacks_started.get() {
+        if let Some(c) = self.callbacks.get() {
             return Ok(Arc::clone(c));
         }
-        let mut cb = lock(&self.callbacks);
-        if let Some(c) = cb.as_ref() {
+        let _starting = lock(&self.callbacks_start);
+        if let Some(c) = self.callbacks.get() {
             return Ok(Arc::clone(c));
         }
         let c = Arc::new(Callbacks::start()?);
-        *cb = Some(Arc::clone(&c));
-        let _ = self.callbacks_started.set(Arc::clone(&c));
+        let _ = self.callbacks.set(Arc::clone(&c));
         Ok(c)
     }
 
     /// Waits until every queued callback has returned (not when called
     /// from a callback).
     pub(super) fn flush_callbacks(&self) {
-        let cb = lock(&self.callbacks).clone();
-        if let Some(c) = cb {
+        if let Some(c) = self.callbacks.get() {
             c.flush();
         }
     }

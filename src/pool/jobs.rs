@@ -569,8 +569,6 @@ impl Source for EncodedSource {
     }
 }
 
-/// Decodes exactly `count` values from `bytes`: raw for primitive numbers
-/// (see `raw.rs`), postcard otherwise.
 /// The one result in `bytes` (a frame of `count` results): as
 /// [`decode_all`], without a buffer for one value.
 pub(crate) fn decode_one<U: DeserializeOwned + 'static>(bytes: &[u8], count: u32) -> Result<U> {
@@ -587,18 +585,12 @@ pub(crate) fn decode_one<U: DeserializeOwned + 'static>(bytes: &[u8], count: u32
     let mut de = postcard::Deserializer::from_bytes(bytes);
     crate::error::clear_custom_reason();
     let v = U::deserialize(&mut de).map_err(|e| Error::codec("decoding a result", e))?;
-    let rest = de
-        .finalize()
-        .map_err(|e| Error::codec("ending the results", e))?;
-    if !rest.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Protocol,
-            "trailing bytes after the results",
-        ));
-    }
+    end_of_results(de)?;
     Ok(v)
 }
 
+/// Decodes exactly `count` values from `bytes`: raw for primitive numbers
+/// (see `raw.rs`), postcard otherwise.
 pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
     bytes: &[u8],
     count: u32,
@@ -619,17 +611,26 @@ pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
         let v = U::deserialize(&mut de).map_err(|e| Error::codec("decoding a result", e))?;
         items.push(v);
     }
+    end_of_results(de)?;
+    out.extend(items);
+    Ok(())
+}
+
+/// A result frame's postcard ends with its last value: nothing after it.
+fn end_of_results<'a>(
+    de: postcard::Deserializer<'a, postcard::de_flavors::Slice<'a>>,
+) -> Result<()> {
     let rest = de
         .finalize()
         .map_err(|e| Error::codec("ending the results", e))?;
-    if !rest.is_empty() {
-        return Err(Error::new(
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
             ErrorKind::Protocol,
             "trailing bytes after the results",
-        ));
+        ))
     }
-    out.extend(items);
-    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

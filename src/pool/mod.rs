@@ -157,10 +157,10 @@ pub struct Pool {
     /// The input buffer of the last raw `map`, for the next one.
     spare: raw::Spare,
     /// The callback thread, once an `*_async_with` call started it.
-    callbacks: Mutex<Option<Arc<Callbacks>>>,
-    /// `callbacks` once started (it is never stopped before the pool
-    /// goes): read without the lock by every `submit`.
-    callbacks_started: std::sync::OnceLock<Arc<Callbacks>>,
+    /// (Read without a lock by every `submit`; never stopped before the
+    /// pool goes. `callbacks_start` makes one caller start it.)
+    callbacks: std::sync::OnceLock<Arc<Callbacks>>,
+    callbacks_start: Mutex<()>,
 }
 
 /// What one worker has done so far (mpire's "insights").
