@@ -173,6 +173,25 @@ impl Segment {
     /// Errors: `Io` when it cannot be mapped (its holder exited or dropped
     /// it), `Protocol` when something there does not match the handle.
     pub(crate) fn open(handle: &SegmentHandle) -> Result<Segment> {
+        Segment::open_as(handle, false)
+    }
+
+    /// [`open`](Self::open), its pages left to be mapped in where they are
+    /// used ([`prefault`](Self::prefault)): a pool worker touches only the
+    /// chunks it runs, so it maps in only those.
+    pub(crate) fn open_lazy(handle: &SegmentHandle) -> Result<Segment> {
+        Segment::open_as(handle, true)
+    }
+
+    /// Maps in the pages of data bytes `[at, at + len)` (clipped to the
+    /// segment) in one pass, instead of a fault per page on first touch.
+    /// Best effort: where it fails, or off Linux, the pages fault in.
+    pub(crate) fn prefault(&self, at: usize, len: usize) {
+        let at = at.min(self.len);
+        self.map.prefault(HEADER_LEN + at, len.min(self.len - at));
+    }
+
+    fn open_as(handle: &SegmentHandle, lazy: bool) -> Result<Segment> {
         let protocol = |what: &str| {
             Error::new(
                 ErrorKind::Protocol,
@@ -181,7 +200,12 @@ impl Segment {
         };
         let len = usize::try_from(handle.len).map_err(|_| protocol("length"))?;
         let total = total_len(len).map_err(|_| protocol("length"))?;
-        let map = Map::open(&handle.loc, total).map_err(|e| {
+        let map = if lazy {
+            Map::open_lazy(&handle.loc, total)
+        } else {
+            Map::open(&handle.loc, total)
+        };
+        let map = map.map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
                 protocol("file").with_source(e)
             } else {
@@ -708,6 +732,47 @@ mod tests {
         assert!(a.data().atomic_bytes()[..3]
             .iter()
             .all(|x| x.load(Ordering::Relaxed) == 0));
+    }
+
+    /// Resident kilobytes of this process's mapping that starts at `start`
+    /// (its page-table entries, for a shared mapping), from
+    /// `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn rss_kb(start: usize) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{start:x}-");
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+        assert!(lines.next().is_some(), "no mapping at {start:x}");
+        let rss = lines.find(|l| l.starts_with("Rss:")).unwrap();
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_lazy_mapping_maps_in_only_what_is_prefaulted() {
+        let len = 4 << 20;
+        let a = Segment::create(len).unwrap();
+        a.store(len - 10, b"end");
+        // A full open maps every page in at once.
+        let full = Segment::open(&a.handle()).unwrap();
+        let start = |s: &Segment| s.as_ptr() as usize - HEADER_LEN;
+        assert!(rss_kb(start(&full)) >= len / 1024);
+        drop(full);
+        // A lazy one maps in only its header (the page read and the
+        // kernel's fault-around: 64 KiB), then what is asked for.
+        let lazy = Segment::open_lazy(&a.handle()).unwrap();
+        let before = rss_kb(start(&lazy));
+        assert!(before <= 64, "{before} KiB");
+        lazy.prefault(1 << 20, 1 << 20);
+        let rss = rss_kb(start(&lazy));
+        // (Give or take the fault-around window past the end.)
+        assert!((1024..=1024 + 64).contains(&(rss - before)), "{rss} KiB");
+        // Past the end is clipped, and the data is the same memory.
+        lazy.prefault(len - 100, 1 << 30);
+        let mut end = [0u8; 3];
+        lazy.load(len - 10, &mut end);
+        assert_eq!(&end, b"end");
+        assert!(rss_kb(start(&lazy)) <= rss + 64);
     }
 
     #[test]

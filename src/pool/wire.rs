@@ -559,9 +559,72 @@ impl RunKind for ChunkFn {
 
 /// A view of one mapped segment's data bytes in a worker.
 #[derive(Clone, Copy)]
-pub(crate) struct Span {
+pub(crate) struct Span<'a> {
     pub(crate) ptr: *mut u8,
     pub(crate) len: usize,
+    /// The segment, when the worker maps its pages in as chunks use them
+    /// (every attached one; `None` in tests and fuzzing).
+    pub(crate) attached: Option<&'a Attached>,
+}
+
+/// Bytes of an attached segment mapped in at once ([`Attached::ready`]):
+/// 64 pages, so a chunk maps in little beyond its own range.
+const MAP_IN_BLOCK: usize = 256 * 1024;
+
+/// A segment a worker attached for zero-copy chunks, and which of its
+/// blocks it has mapped in so far.
+///
+/// A worker maps an attached segment without filling its page tables
+/// (`Segment::open_lazy`) and fills them a block at a time, before a chunk
+/// uses the block, once per block: with two workers each maps in about
+/// half of a map's memory, not all of it (the first call of a map on fresh
+/// memory pays for it; docs/ARCHITECTURE.md, "Zero-copy maps and
+/// `ShmVec`").
+pub(crate) struct Attached {
+    pub(crate) seg: std::sync::Arc<crate::segment::Segment>,
+    /// One bit per [`MAP_IN_BLOCK`] of the data: mapped in.
+    mapped: Box<[std::cell::Cell<u64>]>,
+}
+
+impl Attached {
+    pub(crate) fn new(seg: std::sync::Arc<crate::segment::Segment>) -> Attached {
+        let blocks = seg.len().div_ceil(MAP_IN_BLOCK);
+        Attached {
+            mapped: (0..blocks.div_ceil(64))
+                .map(|_| std::cell::Cell::new(0))
+                .collect(),
+            seg,
+        }
+    }
+
+    /// Maps in the blocks of bytes `[at, at + len)` of the data (already
+    /// bounds-checked) not mapped in yet, each run of them in one call.
+    fn ready(&self, at: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let first = at / MAP_IN_BLOCK;
+        let last = (at + len - 1) / MAP_IN_BLOCK;
+        let mut run: Option<usize> = None;
+        for b in first..=last + 1 {
+            let todo = b <= last && {
+                let word = &self.mapped[b / 64];
+                let bit = 1u64 << (b % 64);
+                let was = word.get();
+                word.set(was | bit);
+                was & bit == 0
+            };
+            match (todo, run) {
+                (true, None) => run = Some(b),
+                (false, Some(start)) => {
+                    self.seg
+                        .prefault(start * MAP_IN_BLOCK, (b - start) * MAP_IN_BLOCK);
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Trampoline of a zero-copy kernel: elements `[first, first + count)` of
@@ -569,8 +632,8 @@ pub(crate) struct Span {
 /// A kernel that calls the user's function item by item says which item
 /// it starts in `running` (whole-slice kernels cannot).
 pub(crate) type ZcFn = fn(
-    input: Span,
-    output: Span,
+    input: Span<'_>,
+    output: Span<'_>,
     first: u64,
     count: u64,
     running: &Running<'_>,
@@ -699,7 +762,7 @@ where
 
 /// Elements `[first, first + count)` of a span as `T`s, bounds checked.
 fn elements<T: Pod>(
-    span: Span,
+    span: Span<'_>,
     first: u64,
     count: u64,
 ) -> std::result::Result<(usize, usize), ItemFailure> {
@@ -715,7 +778,7 @@ fn elements<T: Pod>(
 /// Elements `[first, first + count)` of a span, of `size` bytes aligned
 /// to `align`, bounds checked: their first byte and their count.
 fn elements_of(
-    span: Span,
+    span: Span<'_>,
     first: u64,
     count: u64,
     size: usize,
@@ -738,7 +801,11 @@ fn elements_of(
             "segment misaligned for the element type".into(),
         ));
     }
-    Ok(((first * size) as usize, count as usize))
+    let at = (first * size) as usize;
+    if let Some(attached) = span.attached {
+        attached.ready(at, (count * size) as usize);
+    }
+    Ok((at, count as usize))
 }
 
 /// Runs a kernel on `count` elements, catching a panic.
@@ -753,8 +820,8 @@ mod zc {
     /// Bounds-checks elements `[first, first + count)` of both spans and
     /// runs `body` on them as `&[T]` / `&mut [U]`, catching a panic.
     pub(super) fn with_slices<T: Pod, U: Pod>(
-        input: Span,
-        output: Span,
+        input: Span<'_>,
+        output: Span<'_>,
         first: u64,
         count: u64,
         body: impl FnOnce(&[T], &mut [U]),
@@ -788,7 +855,7 @@ mod zc {
     /// Runs `body` on `len` bytes from byte `at` of `span`. The caller
     /// bounds-checked the range (`elements_of`); asserted again here.
     pub(super) fn with_bytes<T>(
-        span: Span,
+        span: Span<'_>,
         at: usize,
         len: usize,
         body: impl FnOnce(&[u8]) -> T,
@@ -807,7 +874,7 @@ mod zc {
     /// Runs `body` on `len` bytes from byte `at` of `span`, mutably. The
     /// caller bounds-checked the range (`elements_of`); asserted again.
     pub(super) fn with_bytes_mut<T>(
-        span: Span,
+        span: Span<'_>,
         at: usize,
         len: usize,
         body: impl FnOnce(&mut [u8]) -> T,
@@ -822,7 +889,7 @@ mod zc {
 
     /// As [`with_slices`] for one span, mutably (in place).
     pub(super) fn with_slice_mut<T: Pod>(
-        data: Span,
+        data: Span<'_>,
         first: u64,
         count: u64,
         body: impl FnOnce(&mut [T]),
@@ -840,8 +907,8 @@ mod zc {
 
 /// `fn(&[T], &mut [U])` over a chunk of two segments.
 fn run_into<F, T, U>(
-    i: Span,
-    o: Span,
+    i: Span<'_>,
+    o: Span<'_>,
     first: u64,
     count: u64,
     _: &Running<'_>,
@@ -857,8 +924,8 @@ where
 
 /// `fn(T) -> U` element by element (inlined, so the loop vectorises).
 fn run_elements<F, T, U>(
-    i: Span,
-    o: Span,
+    i: Span<'_>,
+    o: Span<'_>,
     first: u64,
     count: u64,
     _: &Running<'_>,
@@ -879,8 +946,8 @@ where
 /// `fn(T) -> U` element by element over one segment, each result written
 /// over its own item (`T` and `U` of one size: `map_slice`'s one arena).
 fn run_elements_in_place<F, T, U>(
-    d: Span,
-    _: Span,
+    d: Span<'_>,
+    _: Span<'_>,
     first: u64,
     count: u64,
     _: &Running<'_>,
@@ -908,8 +975,8 @@ where
 
 /// `fn(&mut [T])` over a chunk of one segment.
 fn run_in_place<F, T>(
-    d: Span,
-    _: Span,
+    d: Span<'_>,
+    _: Span<'_>,
     first: u64,
     count: u64,
     _: &Running<'_>,
@@ -934,8 +1001,8 @@ const RAW_BLOCK: usize = 4096;
 /// item by item (each item noted in `running`, as the ring path does,
 /// so that a worker that dies names its item), and copied back.
 fn run_raw<F, A, R>(
-    i: Span,
-    o: Span,
+    i: Span<'_>,
+    o: Span<'_>,
     first: u64,
     count: u64,
     running: &Running<'_>,
@@ -1057,6 +1124,7 @@ pub(crate) fn fuzz_elements(first: u64, count: u64, len: usize) -> bool {
     let span = Span {
         ptr: std::ptr::NonNull::<u64>::dangling().as_ptr().cast(),
         len,
+        attached: None,
     };
     match elements::<u64>(span, first, count) {
         Ok((byte, n)) => {
@@ -1073,6 +1141,40 @@ pub(crate) fn fuzz_elements(first: u64, count: u64, len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_maps_in_each_block_it_touches_once() {
+        let seg =
+            std::sync::Arc::new(crate::segment::Segment::create(3 * MAP_IN_BLOCK + 8).unwrap());
+        let a = Attached::new(seg);
+        let mapped = |b: usize| a.mapped[b / 64].get() & (1 << (b % 64)) != 0;
+        assert_eq!(a.mapped.len(), 1);
+        let span = Span {
+            ptr: a.seg.as_ptr(),
+            len: a.seg.len(),
+            attached: Some(&a),
+        };
+        // Elements 8 bytes wide: a chunk inside block 1 maps in block 1.
+        let per_block = (MAP_IN_BLOCK / 8) as u64;
+        assert!(elements::<u64>(span, per_block + 5, 10).is_ok());
+        assert_eq!(
+            (0..4).map(mapped).collect::<Vec<_>>(),
+            [false, true, false, false]
+        );
+        // Blocks 0 to 3 (the last one partial), block 1 again.
+        assert!(elements::<u64>(span, 0, 3 * per_block + 1).is_ok());
+        assert!((0..4).all(mapped));
+        // Refused chunks map in nothing.
+        let b = Attached::new(std::sync::Arc::clone(&a.seg));
+        let span = Span {
+            attached: Some(&b),
+            ..span
+        };
+        assert!(elements::<u64>(span, 0, 3 * per_block + 2).is_err());
+        assert_eq!(b.mapped[0].get(), 0);
+        assert!(elements::<u64>(span, 2, 0).is_ok());
+        assert_eq!(b.mapped[0].get(), 0);
+    }
 
     #[test]
     fn a_progress_word_counts_only_inside_its_own_task() {

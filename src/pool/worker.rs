@@ -18,9 +18,9 @@ use serde_bytes::ByteBuf;
 
 use super::doorbell::Doorbell;
 use super::wire::{
-    Attach, ChunkFn, ClaimHeader, Detach, ItemFailure, Out, ResultHeader, Running, Span, TaskError,
-    TaskHeader, ZcFn, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC, K_ZC_CLAIM,
-    R_INIT_FAILED, R_READY,
+    Attach, Attached, ChunkFn, ClaimHeader, Detach, ItemFailure, Out, ResultHeader, Running, Span,
+    TaskError, TaskHeader, ZcFn, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC,
+    K_ZC_CLAIM, R_INIT_FAILED, R_READY,
 };
 use super::zero_copy::{run_claims, worker_cell};
 use crate::error::{Error, ErrorKind, Result};
@@ -162,7 +162,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
 
     let mut chunk_fns = Resolved::<ChunkFn>::new(args.key);
     let mut zc_fns = Resolved::<ZcFn>::new(args.key);
-    let mut slots: HashMap<u32, std::result::Result<Arc<Segment>, String>> = HashMap::new();
+    let mut slots: Slots = HashMap::new();
     let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
     // Partial frames stay well inside the ring's frame limit, leaving room
     // for a task error after them.
@@ -250,7 +250,7 @@ fn serve(args: WorkerArgs) -> Result<()> {
                         })
                         .and_then(|run| Ok((run, span(z.input)?, span(z.output)?)))
                         .and_then(|(run, i, o)| {
-                            let control = segment_of(&slots, h.control)?;
+                            let control = &attached_in(&slots, h.control)?.seg;
                             let (cells, cell) = worker_cell(control, h.cell, z.job)?;
                             Ok((run, i, o, cells, cell))
                         });
@@ -280,8 +280,12 @@ fn serve(args: WorkerArgs) -> Result<()> {
             }
             K_ATTACH => {
                 let (slot, handle) = Attach::read(bytes)?;
-                let opened =
-                    handle.and_then(|h| Segment::open(&h).map(Arc::new).map_err(|e| e.to_string()));
+                // Mapped in chunk by chunk, as the kernels use it.
+                let opened = handle.and_then(|h| {
+                    Segment::open_lazy(&h)
+                        .map(|seg| Attached::new(Arc::new(seg)))
+                        .map_err(|e| e.to_string())
+                });
                 if slots.len() >= 4096 && !slots.contains_key(&slot) {
                     return Err(Error::new(
                         ErrorKind::Protocol,
@@ -305,11 +309,12 @@ fn serve(args: WorkerArgs) -> Result<()> {
     }
 }
 
+/// Segments attached for zero-copy chunks, by slot (or why one could not
+/// be attached).
+type Slots = HashMap<u32, std::result::Result<Attached, String>>;
+
 /// The segment attached in `slot`.
-fn segment_of(
-    slots: &HashMap<u32, std::result::Result<Arc<Segment>, String>>,
-    slot: u32,
-) -> std::result::Result<&Arc<Segment>, ItemFailure> {
+fn attached_in(slots: &Slots, slot: u32) -> std::result::Result<&Attached, ItemFailure> {
     match slots.get(&slot) {
         Some(Ok(seg)) => Ok(seg),
         Some(Err(why)) => Err(ItemFailure::protocol(0, why.clone())),
@@ -321,13 +326,11 @@ fn segment_of(
 }
 
 /// The segment attached in `slot`, as a span for a zero-copy kernel.
-fn span_of(
-    slots: &HashMap<u32, std::result::Result<Arc<Segment>, String>>,
-    slot: u32,
-) -> std::result::Result<Span, ItemFailure> {
-    segment_of(slots, slot).map(|seg| Span {
-        ptr: seg.as_ptr(),
-        len: seg.len(),
+fn span_of(slots: &Slots, slot: u32) -> std::result::Result<Span<'_>, ItemFailure> {
+    attached_in(slots, slot).map(|a| Span {
+        ptr: a.seg.as_ptr(),
+        len: a.seg.len(),
+        attached: Some(a),
     })
 }
 

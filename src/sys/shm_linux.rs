@@ -111,7 +111,7 @@ impl Map {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         reserve(&file, len)?;
         let meta = file.metadata()?;
-        Map::from_file(file, len, &meta, true)
+        Map::from_file(file, len, &meta, Populate::Write)
     }
 
     /// Creates the named object `/dev/shm/<name>` (`name` checked by
@@ -132,7 +132,7 @@ impl Map {
             file.metadata()
         })();
         match sized {
-            Ok(meta) => Map::from_file(file, len, &meta, true),
+            Ok(meta) => Map::from_file(file, len, &meta, Populate::Write),
             Err(e) => {
                 // Ours (just created, `O_EXCL`): nobody else may see a
                 // half-made object under the name.
@@ -171,7 +171,7 @@ impl Map {
         }
         // No MAP_POPULATE: a foreign object may be sparse, and populating
         // would allocate all of it now.
-        Map::from_file(file, len, &meta, false)
+        Map::from_file(file, len, &meta, Populate::No)
     }
 
     /// Removes `name` if it still names this mapping's object (the same
@@ -193,6 +193,18 @@ impl Map {
     /// Errors: `NotFound` when the holder is gone or dropped it,
     /// `InvalidData` when the fd now names some other file.
     pub(crate) fn open(loc: &Locator, len: usize) -> io::Result<Map> {
+        Map::open_as(loc, len, Populate::Read)
+    }
+
+    /// [`open`](Self::open), the page tables left empty: the pages are
+    /// mapped in where they are used ([`prefault`](Self::prefault), or a
+    /// fault on first touch). For a pool worker, which touches only the
+    /// chunks it runs.
+    pub(crate) fn open_lazy(loc: &Locator, len: usize) -> io::Result<Map> {
+        Map::open_as(loc, len, Populate::No)
+    }
+
+    fn open_as(loc: &Locator, len: usize, populate: Populate) -> io::Result<Map> {
         if loc.fd < 0 {
             return Err(mismatch("negative fd"));
         }
@@ -207,28 +219,34 @@ impl Map {
             .open(&path)?;
         let meta = file.metadata()?;
         check(&meta, loc, len)?;
-        Map::from_file(file, len, &meta, true)
+        Map::from_file(file, len, &meta, populate)
     }
 
-    fn from_file(file: File, len: usize, meta: &Metadata, populate: bool) -> io::Result<Map> {
-        // Populate: one pass of page-table fills now instead of a fault per
-        // 4 KiB page on first touch (when the space was reserved).
-        let populate = if populate { libc::MAP_POPULATE } else { 0 };
-        // SAFETY: a fresh shared read-write mapping of an fd we own; the
-        // kernel picks the address, so no existing memory is affected.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | populate,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+    /// Maps in the pages of bytes `[at, at + len)` of the mapping (clipped
+    /// to it) in one pass, as [`open`](Self::open) does for all of them.
+    /// A failure is ignored: the pages then fault in on first touch.
+    pub(crate) fn prefault(&self, at: usize, len: usize) {
+        let page = page_size();
+        let start = (at.min(self.len) / page) * page;
+        let end = at.saturating_add(len).min(self.len);
+        if end > start {
+            let _ = Populate::Read.fill(self.ptr.as_ptr().wrapping_add(start).cast(), end - start);
         }
+    }
+
+    fn from_file(file: File, len: usize, meta: &Metadata, populate: Populate) -> io::Result<Map> {
+        let ptr = map_shared(&file, len, false)?;
+        let ptr = match populate.fill(ptr, len) {
+            Ok(()) => ptr,
+            Err(()) => {
+                // A kernel before 5.14 (no `MADV_POPULATE_*`): map again
+                // with `MAP_POPULATE`, which fills the same tables, slower.
+                // SAFETY: `ptr`/`len` is the mapping made just above, not
+                // handed to anyone yet.
+                unsafe { libc::munmap(ptr.cast(), len) };
+                map_shared(&file, len, true)?
+            }
+        };
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
         let fd: RawFd = OwnedFd::from(file).into_raw_fd();
@@ -310,6 +328,82 @@ impl Drop for Map {
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
         self.unlink();
     }
+}
+
+/// How much of a new mapping's page tables to fill before it is used.
+///
+/// One pass over the range now instead of a page fault per 4 KiB page on
+/// first touch. `MADV_POPULATE_READ`/`_WRITE` (Linux 5.14) beat
+/// `MAP_POPULATE` here: measured on this project's 2-vCPU VM for 80 MB
+/// (docs/BENCHMARKS.md, "First calls: page tables"), a peer's second
+/// mapping of a written segment took 1.8–2.1 ms with `MADV_POPULATE_READ`
+/// against 5.2–5.7 ms with `MAP_POPULATE`, and a creator's `fallocate` +
+/// mapping 28–29 ms with `MADV_POPULATE_WRITE` against 38–48 ms.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Populate {
+    /// Nothing: a foreign object may be sparse, and populating would
+    /// allocate all of it now.
+    No,
+    /// Map what is there (a segment a peer made and reserved): shared
+    /// tmpfs pages are mapped writable by a read fault, as no write is
+    /// tracked for them, so reading in is all a peer needs.
+    Read,
+    /// Allocate and clear every page (our new, reserved segment).
+    Write,
+}
+
+impl Populate {
+    /// Fills the page tables of `len` bytes at `ptr`. `Err` only where the
+    /// kernel does not know the request (then `MAP_POPULATE` does it); any
+    /// other failure leaves the pages to be faulted in on first touch,
+    /// which is what an unpopulated mapping does anyway.
+    fn fill(self, ptr: *mut libc::c_void, len: usize) -> Result<(), ()> {
+        let advice = match self {
+            Populate::No => return Ok(()),
+            Populate::Read => libc::MADV_POPULATE_READ,
+            Populate::Write => libc::MADV_POPULATE_WRITE,
+        };
+        // SAFETY: `ptr`/`len` is a whole mapping of ours; the advice only
+        // faults its pages in, it changes no contents.
+        let rc = unsafe { libc::madvise(ptr, len, advice) };
+        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+/// The size of a page (what `mmap` and `madvise` align to).
+fn page_size() -> usize {
+    // SAFETY: `sysconf` reads a constant of the system.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
+}
+
+/// A fresh shared read-write mapping of all `len` bytes of `file`,
+/// populated by the kernel when `populate`.
+fn map_shared(file: &File, len: usize, populate: bool) -> io::Result<*mut libc::c_void> {
+    let populate = if populate { libc::MAP_POPULATE } else { 0 };
+    // SAFETY: a fresh shared read-write mapping of an fd we own; the
+    // kernel picks the address, so no existing memory is affected.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | populate,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ptr)
 }
 
 /// Where glibc's `shm_open` keeps `name`.

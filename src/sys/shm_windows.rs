@@ -181,6 +181,15 @@ impl Map {
         Map::view(h, Some(len), loc)
     }
 
+    /// [`open`](Self::open); the mapping is not populated ahead here
+    /// either way (only Linux's is).
+    pub(crate) fn open_lazy(loc: &Locator, len: usize) -> io::Result<Map> {
+        Map::open(loc, len)
+    }
+
+    /// Nothing to do here: only Linux's mappings are populated ahead.
+    pub(crate) fn prefault(&self, _at: usize, _len: usize) {}
+
     /// Maps the object `loc` names, which must be at least `len` bytes.
     pub(crate) fn open(loc: &Locator, len: usize) -> io::Result<Map> {
         if !shm_name::is_valid_name(&loc.name) {
