@@ -218,6 +218,43 @@ fn a_panicking_serialize_reaches_the_caller_and_the_pool_goes_on() {
     });
 }
 
+/// `picky_n`, slowly: a map of these lags far behind its encoding.
+fn picky_slow(p: Picky) -> u64 {
+    let until = std::time::Instant::now() + Duration::from_micros(5);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    p.n
+}
+
+#[test]
+fn an_encoding_far_ahead_of_the_workers_waits_for_them_and_still_ends_on_a_panic() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // About 30 batches of items, 5 µs each on 2 workers: the encoding
+        // reaches its bound of queued batches early and waits, again and
+        // again, reusing the batches the workers are done with.
+        let items = pickies(60_000, None, None);
+        let out = pool.map(picky_slow, &items).unwrap();
+        assert_eq!(out, (0..60_000).collect::<Vec<_>>());
+        // A panic in an item encoded after such waits still reaches the
+        // caller, and the pool serves the next map.
+        let items = pickies(60_000, None, Some(50_000));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.map(picky_slow, &items)
+        }));
+        let payload = caught.expect_err("the panic goes on to the caller");
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(msg.contains("item 50000"), "{msg}");
+        let fine = pickies(1000, None, None);
+        assert_eq!(pool.map(picky_n, &fine).unwrap().len(), 1000);
+        assert_eq!(pool.restarts(), 0);
+    });
+}
+
 fn abort_on_seven(r: Reading) -> f64 {
     if r.value == 3.5 {
         std::process::abort();

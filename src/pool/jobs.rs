@@ -434,6 +434,11 @@ impl Feed {
         }
     }
 
+    /// Batches queued and not taken yet.
+    pub(crate) fn queued(feed: &Mutex<Feed>) -> usize {
+        lock(feed).batches.len()
+    }
+
     /// Queues a batch (an empty one is dropped). `false` once the job
     /// has ended (nothing will send it; the caller may stop encoding).
     pub(crate) fn push(feed: &Mutex<Feed>, batch: Batch) -> bool {

@@ -194,6 +194,12 @@ impl Pool {
         let (mut at, mut item_bytes) = (0, 16);
         let mut failure = None;
         'batches: while at < n {
+            if Feed::queued(&feed) >= BATCHES_AHEAD {
+                // Far enough ahead: let the workers catch up, so that the
+                // batches they are done with come back to be filled again.
+                let ahead = |_: &Core| Feed::queued(&feed) < BATCHES_AHEAD || sink.ready();
+                drop(self.shared.wait_until(&ahead, None));
+            }
             let cap = n.min(at + BATCH_ITEMS);
             let mut batch = Feed::batch(&feed, at as u64, cap - at, item_bytes);
             let mut i = at;
@@ -246,6 +252,13 @@ fn miscounted(said: usize, got: usize) -> Error {
 /// comes first.
 const BATCH_ITEMS: usize = 2048;
 const BATCH_BYTES: usize = 64 * 1024;
+
+/// Most batches an encoded map queues ahead of the chunks sent: past
+/// this the encoder waits, driving the pool, and then refills the batches
+/// the chunks were taken from instead of allocating new ones. (Unbounded,
+/// 1e6 small structs queued about 19 MB of batches per call, fresh heap
+/// pages faulted in by the parent each time.)
+const BATCHES_AHEAD: usize = 8;
 
 /// Closes a map's feed when encoding stops, however it stops: with
 /// `failure` (what ended it early; set for an unwind until the encoding
