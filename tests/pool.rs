@@ -1656,6 +1656,41 @@ fn is_rotation_of(out: &[u8], v: &[u8]) -> bool {
         && (v.is_empty() || (out[..v.len() - 1] == v[1..] && out[v.len() - 1] == v[0]))
 }
 
+/// Halves of each float, as `f32`s.
+fn halves(v: Vec<f64>) -> Vec<f32> {
+    v.iter().map(|x| (*x / 2.0) as f32).collect()
+}
+
+/// Byte vectors, strings and float vectors cross by one copy (`bulk.rs`):
+/// the results are serde's, for empty, small and frame-sized values, as
+/// items of a map, a borrowed map and an `apply`.
+#[test]
+fn byte_string_and_float_vectors_cross_whole_at_any_size() {
+    watchdog(LIMIT, || {
+        let pool = Pool::builder().processes(2).chunksize(3).build().unwrap();
+        let sizes = [0usize, 1, 7, 1000, 70_000, 300_000];
+        let floats: Vec<Vec<f64>> = sizes
+            .iter()
+            .map(|&n| (0..n).map(|i| i as f64 * 0.25 - 3.0).collect())
+            .collect();
+        let want: Vec<Vec<f32>> = floats.iter().cloned().map(halves).collect();
+        assert_eq!(pool.map(halves, &floats).unwrap(), want);
+        assert_eq!(pool.map(halves, floats.clone()).unwrap(), want);
+        let texts: Vec<String> = sizes.iter().map(|&n| "é".repeat(n / 2)).collect();
+        let loud: Vec<String> = texts.iter().cloned().map(shout).collect();
+        assert_eq!(pool.map(shout, &texts).unwrap(), loud);
+        let bytes: Vec<Vec<u8>> = sizes.iter().map(|&n| patterned(n, 3)).collect();
+        for (out, v) in pool.map(rotate, bytes.clone()).unwrap().iter().zip(&bytes) {
+            assert!(is_rotation_of(out, v));
+        }
+        let big = patterned(3 * MIB, 9);
+        assert!(is_rotation_of(
+            &pool.apply(rotate, big.clone()).unwrap(),
+            &big
+        ));
+    });
+}
+
 /// The brief's case, literally: a plain `Vec<u8>` of 64 MiB each way with
 /// the default rings. (Slow unoptimised: see above; the watchdog only
 /// catches a hang.)

@@ -189,7 +189,7 @@ where
                 break;
             };
             let at = frame.len();
-            if let Err(e) = postcard::to_io(&item, &mut *frame) {
+            if let Err(e) = super::bulk::encode(&item, frame) {
                 return Next::Failed(Error::codec(
                     format!("serialising item {}", self.next_index + u64::from(count)),
                     e,
@@ -394,9 +394,9 @@ impl Batch {
     }
 
     /// Appends `item`'s encoding.
-    pub(crate) fn push<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<()> {
+    pub(crate) fn push<T: Serialize + 'static>(&mut self, item: &T) -> Result<()> {
         let at = self.first + self.ends.len() as u64;
-        postcard::to_io(item, &mut self.bytes)
+        super::bulk::encode(item, &mut self.bytes)
             .map_err(|e| Error::codec(format!("serialising item {at}"), e))?;
         self.ends.push(self.bytes.len());
         Ok(())
@@ -587,6 +587,10 @@ pub(crate) fn decode_one<U: DeserializeOwned + 'static>(bytes: &[u8], count: u32
         return super::raw::one_from_raw::<U>(bytes)
             .ok_or_else(|| Error::new(ErrorKind::Protocol, "raw results of the wrong length"));
     }
+    if let Some(decoded) = super::bulk::decode_front::<U>(bytes) {
+        let (v, used) = decoded.map_err(|e| Error::codec("decoding a result", e))?;
+        return bulk_end(bytes, used).map(|()| v);
+    }
     let mut de = postcard::Deserializer::from_bytes(bytes);
     crate::error::clear_custom_reason();
     let v = U::deserialize(&mut de).map_err(|e| Error::codec("decoding a result", e))?;
@@ -607,10 +611,22 @@ pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
         out.extend(v);
         return Ok(());
     }
+    let mut items = Vec::with_capacity((count as usize).min(bytes.len()));
+    if super::bulk::is_bulk::<U>() {
+        let mut at = 0;
+        for _ in 0..count {
+            let decoded = super::bulk::decode_front::<U>(&bytes[at..]).expect("a bulk type");
+            let (v, used) = decoded.map_err(|e| Error::codec("decoding a result", e))?;
+            items.push(v);
+            at += used;
+        }
+        bulk_end(bytes, at)?;
+        out.extend(items);
+        return Ok(());
+    }
     // One deserializer over the frame (see `wire::run_chunk`: no tuple
     // in a `Result` to copy out of for each value).
     let mut de = postcard::Deserializer::from_bytes(bytes);
-    let mut items = Vec::with_capacity((count as usize).min(bytes.len()));
     crate::error::clear_custom_reason();
     for _ in 0..count {
         let v = U::deserialize(&mut de).map_err(|e| Error::codec("decoding a result", e))?;
@@ -619,6 +635,18 @@ pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
     end_of_results(de)?;
     out.extend(items);
     Ok(())
+}
+
+/// Bulk results (`bulk.rs`) ended at byte `used`: the frame must too.
+fn bulk_end(bytes: &[u8], used: usize) -> Result<()> {
+    if used == bytes.len() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Protocol,
+            "trailing bytes after the results",
+        ))
+    }
 }
 
 /// A result frame's postcard ends with its last value: nothing after it.

@@ -172,7 +172,7 @@ impl Pool {
         chunksize: Option<usize>,
     ) -> Result<Vec<R>>
     where
-        A: Serialize + 'a,
+        A: Serialize + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (source, feed) = EncodedSource::new(self.chunk_for(n, chunksize), task);

@@ -15,6 +15,7 @@
 //! arrays of numbers).
 
 mod builder;
+pub(crate) mod bulk;
 mod callbacks;
 mod chunked;
 pub use self::chunked::WithChunksize;

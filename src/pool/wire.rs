@@ -487,9 +487,9 @@ impl<'a> Out<'a> {
         self.producer.max_payload()
     }
 
-    fn push<R: Serialize>(&mut self, value: &R) -> std::result::Result<(), ItemFailure> {
+    fn push<R: Serialize + 'static>(&mut self, value: &R) -> std::result::Result<(), ItemFailure> {
         let at = self.buf.len();
-        if let Err(e) = postcard::to_io(value, &mut *self.buf) {
+        if let Err(e) = super::bulk::encode(value, self.buf) {
             self.buf.truncate(at);
             return Err(ItemFailure::codec(0, "encoding the result", e));
         }
@@ -672,6 +672,26 @@ where
                 out.running.start(i as u32);
                 let i = i as u64;
                 results.emit(out, i, call(i, a)?)?;
+            }
+            return Ok(());
+        }
+        if super::bulk::is_bulk::<A>() {
+            // Byte vectors and strings: each item by one copy (`bulk.rs`).
+            let mut at = 0;
+            for i in 0..count {
+                out.running.start(i);
+                let i = u64::from(i);
+                let decoded = super::bulk::decode_front::<A>(&input[at..]).expect("a bulk type");
+                let (a, used) =
+                    decoded.map_err(|e| ItemFailure::codec(i, "decoding the item", e))?;
+                at += used;
+                results.emit(out, i, call(i, a)?)?;
+            }
+            if at != input.len() {
+                return Err(ItemFailure::protocol(
+                    u64::from(count),
+                    "trailing bytes after the chunk's items".into(),
+                ));
             }
             return Ok(());
         }

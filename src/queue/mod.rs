@@ -36,14 +36,14 @@ pub(crate) mod item {
 
     use crate::codec;
     use crate::error::{Error, ErrorKind, Result};
-    use crate::pool::raw;
+    use crate::pool::{bulk, raw};
     use crate::ring::{Consumer, Producer};
 
     /// Encoded length of `item`.
     pub(crate) fn len<T: Serialize + 'static>(item: &T) -> Result<usize> {
         match raw::raw_size::<T>() {
             Some(size) => Ok(size),
-            None => codec::serde_len(item),
+            None => bulk::encoded_len(item).map_or_else(|| codec::serde_len(item), Ok),
         }
     }
 
@@ -51,7 +51,10 @@ pub(crate) mod item {
     /// returns the bytes written.
     pub(crate) fn encode_into<T: Serialize + 'static>(item: &T, buf: &mut [u8]) -> Result<usize> {
         if raw::raw_size::<T>().is_none() {
-            return codec::encode_serde_into(item, buf);
+            return match bulk::encode_into(item, buf) {
+                Some(written) => written.map_err(|e| Error::codec("encode value", e)),
+                None => codec::encode_serde_into(item, buf),
+            };
         }
         raw::write_one(item, buf)
             .ok_or_else(|| Error::new(ErrorKind::Codec, "encode value: no room for the number"))
@@ -70,7 +73,15 @@ pub(crate) mod item {
                     std::mem::size_of::<T>()
                 ),
             )),
-            None => codec::decode_serde(bytes),
+            None => match bulk::decode_front::<T>(bytes) {
+                Some(Ok((value, used))) if used == bytes.len() => Ok(value),
+                Some(Ok((_, used))) => Err(Error::new(
+                    ErrorKind::Codec,
+                    format!("{} trailing bytes after the value", bytes.len() - used),
+                )),
+                Some(Err(e)) => Err(Error::codec("decode value", e)),
+                None => codec::decode_serde(bytes),
+            },
         }
     }
 
