@@ -169,7 +169,7 @@ impl Map {
                 "the object is empty (its creator may not have sized it yet)",
             ));
         }
-        // No MAP_POPULATE: a foreign object may be sparse, and populating
+        // Not populated: a foreign object may be sparse, and populating
         // would allocate all of it now.
         Map::from_file(file, len, &meta, Populate::No)
     }
