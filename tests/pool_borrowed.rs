@@ -197,18 +197,22 @@ fn an_item_that_will_not_encode_is_named_and_the_pool_goes_on() {
     });
 }
 
+/// The message of the panic `f` must end in (it goes on to the caller).
+fn panic_of<T: std::fmt::Debug>(f: impl FnOnce() -> T) -> String {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .expect_err("the panic goes on to the caller");
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_panicking_serialize_reaches_the_caller_and_the_pool_goes_on() {
     watchdog(LIMIT, || {
         let pool = Pool::new(2).unwrap();
         let items = pickies(20_000, None, Some(9_000));
-        let caught =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.map(picky_n, &items)));
-        let payload = caught.expect_err("the panic goes on to the caller");
-        let msg = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default();
+        let msg = panic_of(|| pool.map(picky_n, &items));
         assert!(msg.contains("item 9000"), "{msg}");
         // The abandoned map ended (its job closed at the panic): the pool is
         // free for the next.
@@ -240,14 +244,7 @@ fn an_encoding_far_ahead_of_the_workers_waits_for_them_and_still_ends_on_a_panic
         // A panic in an item encoded after such waits still reaches the
         // caller, and the pool serves the next map.
         let items = pickies(60_000, None, Some(50_000));
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.map(picky_slow, &items)
-        }));
-        let payload = caught.expect_err("the panic goes on to the caller");
-        let msg = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default();
+        let msg = panic_of(|| pool.map(picky_slow, &items));
         assert!(msg.contains("item 50000"), "{msg}");
         let fine = pickies(1000, None, None);
         assert_eq!(pool.map(picky_n, &fine).unwrap().len(), 1000);

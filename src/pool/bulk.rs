@@ -46,11 +46,6 @@ fn kind<T: 'static>() -> Option<Kind> {
     }
 }
 
-/// Whether `T` crosses by one copy here.
-pub(crate) fn is_bulk<T: 'static>() -> bool {
-    kind::<T>().is_some()
-}
-
 /// A bulk value's element count and bytes; `None` for other types.
 fn view<T: 'static>(value: &T) -> Option<(usize, &[u8])> {
     let v: &dyn Any = value;
@@ -93,13 +88,14 @@ pub(crate) fn encode_into<T: 'static>(
     buf: &mut [u8],
 ) -> Option<postcard::Result<usize>> {
     let (len, bytes) = view(value)?;
-    let mut head = Vec::with_capacity(VARINT_MAX);
-    push_varint(len, &mut head);
+    let mut varint = [0u8; VARINT_MAX];
+    let used = write_varint(len, &mut varint);
+    let head = &varint[..used];
     let total = head.len() + bytes.len();
     let Some(dst) = buf.get_mut(..total) else {
         return Some(Err(postcard::Error::SerializeBufferFull));
     };
-    dst[..head.len()].copy_from_slice(&head);
+    dst[..head.len()].copy_from_slice(head);
     dst[head.len()..].copy_from_slice(bytes);
     Some(Ok(total))
 }
@@ -108,22 +104,27 @@ pub(crate) fn encode_into<T: 'static>(
 const VARINT_MAX: usize = 10;
 
 /// Bytes the varint of `n` takes.
-fn varint_len(mut n: usize) -> usize {
-    let mut bytes = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        bytes += 1;
-    }
-    bytes
+fn varint_len(n: usize) -> usize {
+    write_varint(n, &mut [0; VARINT_MAX])
 }
 
 /// LEB128, as postcard writes a length.
-fn push_varint(mut n: usize, out: &mut Vec<u8>) {
+fn push_varint(n: usize, out: &mut Vec<u8>) {
+    let mut head = [0u8; VARINT_MAX];
+    let used = write_varint(n, &mut head);
+    out.extend_from_slice(&head[..used]);
+}
+
+/// Writes `n`'s LEB128 into the front of `head`; returns its length.
+fn write_varint(mut n: usize, head: &mut [u8; VARINT_MAX]) -> usize {
+    let mut i = 0;
     while n >= 0x80 {
-        out.push((n as u8) | 0x80);
+        head[i] = (n as u8) | 0x80;
         n >>= 7;
+        i += 1;
     }
-    out.push(n as u8);
+    head[i] = n as u8;
+    i + 1
 }
 
 /// A length as postcard reads it: the value and the bytes it took.
@@ -148,11 +149,31 @@ fn take_varint(bytes: &[u8]) -> postcard::Result<(usize, usize)> {
     }
 }
 
+/// Decodes bulk values of type `T` (`T` checked once, at [`decoder`]).
+pub(crate) struct Decoder<T> {
+    kind: Kind,
+    of: std::marker::PhantomData<fn() -> T>,
+}
+
+/// A decoder for `T`, if `T` is a bulk type (otherwise serde decodes it).
+pub(crate) fn decoder<T: 'static>() -> Option<Decoder<T>> {
+    kind::<T>().map(|kind| Decoder {
+        kind,
+        of: std::marker::PhantomData,
+    })
+}
+
+impl<T: 'static> Decoder<T> {
+    /// The value at the front of `bytes`, and how many bytes it took.
+    pub(crate) fn front(&self, bytes: &[u8]) -> postcard::Result<(T, usize)> {
+        decode_kind(self.kind, bytes)
+    }
+}
+
 /// The bulk value `T` at the front of `bytes`, and how many bytes it took.
 /// `None` when `T` is no bulk type (then serde decodes it).
 pub(crate) fn decode_front<T: 'static>(bytes: &[u8]) -> Option<postcard::Result<(T, usize)>> {
-    let kind = kind::<T>()?;
-    Some(decode_kind(kind, bytes))
+    decoder::<T>().map(|d| d.front(bytes))
 }
 
 fn decode_kind<T: 'static>(kind: Kind, bytes: &[u8]) -> postcard::Result<(T, usize)> {
@@ -279,8 +300,9 @@ mod tests {
 
     #[test]
     fn only_the_four_types_are_bulk() {
-        assert!(is_bulk::<Vec<u8>>() && is_bulk::<String>());
-        assert!(!is_bulk::<Vec<u16>>() && !is_bulk::<&'static str>() && !is_bulk::<u8>());
+        assert!(decoder::<Vec<u8>>().is_some() && decoder::<String>().is_some());
+        assert!(decoder::<Vec<u16>>().is_none() && decoder::<&'static str>().is_none());
+        assert!(decoder::<u8>().is_none());
         assert!(decode_front::<Vec<u64>>(&[0]).is_none());
         // Not bulk: serde's path, the same bytes.
         let mut out = Vec::new();

@@ -589,7 +589,7 @@ pub(crate) fn decode_one<U: DeserializeOwned + 'static>(bytes: &[u8], count: u32
     }
     if let Some(decoded) = super::bulk::decode_front::<U>(bytes) {
         let (v, used) = decoded.map_err(|e| Error::codec("decoding a result", e))?;
-        return bulk_end(bytes, used).map(|()| v);
+        return all_read(bytes.len() - used).map(|()| v);
     }
     let mut de = postcard::Deserializer::from_bytes(bytes);
     crate::error::clear_custom_reason();
@@ -612,15 +612,16 @@ pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
         return Ok(());
     }
     let mut items = Vec::with_capacity((count as usize).min(bytes.len()));
-    if super::bulk::is_bulk::<U>() {
+    if let Some(bulk) = super::bulk::decoder::<U>() {
         let mut at = 0;
         for _ in 0..count {
-            let decoded = super::bulk::decode_front::<U>(&bytes[at..]).expect("a bulk type");
-            let (v, used) = decoded.map_err(|e| Error::codec("decoding a result", e))?;
+            let (v, used) = bulk
+                .front(&bytes[at..])
+                .map_err(|e| Error::codec("decoding a result", e))?;
             items.push(v);
             at += used;
         }
-        bulk_end(bytes, at)?;
+        all_read(bytes.len() - at)?;
         out.extend(items);
         return Ok(());
     }
@@ -637,9 +638,10 @@ pub(crate) fn decode_all<U: DeserializeOwned + 'static>(
     Ok(())
 }
 
-/// Bulk results (`bulk.rs`) ended at byte `used`: the frame must too.
-fn bulk_end(bytes: &[u8], used: usize) -> Result<()> {
-    if used == bytes.len() {
+/// A result frame ends with its last value: `rest` bytes after it are
+/// an error.
+fn all_read(rest: usize) -> Result<()> {
+    if rest == 0 {
         Ok(())
     } else {
         Err(Error::new(
@@ -649,21 +651,14 @@ fn bulk_end(bytes: &[u8], used: usize) -> Result<()> {
     }
 }
 
-/// A result frame's postcard ends with its last value: nothing after it.
+/// [`all_read`] after postcard's last value.
 fn end_of_results<'a>(
     de: postcard::Deserializer<'a, postcard::de_flavors::Slice<'a>>,
 ) -> Result<()> {
     let rest = de
         .finalize()
         .map_err(|e| Error::codec("ending the results", e))?;
-    if rest.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::Protocol,
-            "trailing bytes after the results",
-        ))
-    }
+    all_read(rest.len())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -675,15 +675,15 @@ where
             }
             return Ok(());
         }
-        if super::bulk::is_bulk::<A>() {
+        if let Some(bulk) = super::bulk::decoder::<A>() {
             // Byte vectors and strings: each item by one copy (`bulk.rs`).
             let mut at = 0;
             for i in 0..count {
                 out.running.start(i);
                 let i = u64::from(i);
-                let decoded = super::bulk::decode_front::<A>(&input[at..]).expect("a bulk type");
-                let (a, used) =
-                    decoded.map_err(|e| ItemFailure::codec(i, "decoding the item", e))?;
+                let (a, used) = bulk
+                    .front(&input[at..])
+                    .map_err(|e| ItemFailure::codec(i, "decoding the item", e))?;
                 at += used;
                 results.emit(out, i, call(i, a)?)?;
             }
