@@ -461,6 +461,32 @@ BENCHES["executor_submit"] = ExecutorSubmit
 POOLED.add("executor_submit")
 
 
+class ExecutorRoundTrip:
+    """One iteration: ``n`` times ``ex.submit(_inc, i).result()``, one at a
+    time, checked; the ``ProcessPoolExecutor`` of ``workers`` processes
+    starts once."""
+
+    def __init__(self, ctx, n, workers):
+        from concurrent.futures import ProcessPoolExecutor
+        self.n = n
+        self.ex = ProcessPoolExecutor(workers, mp_context=ctx)
+
+    def once(self):
+        submit = self.ex.submit
+        t0 = time.perf_counter()
+        for i in range(self.n):
+            if submit(_inc, i).result() != i + 1:
+                raise RuntimeError("ProcessPoolExecutor returned a wrong result")
+        return time.perf_counter() - t0
+
+    def close(self):
+        self.ex.shutdown(wait=True)
+
+
+BENCHES["executor_round_trip"] = ExecutorRoundTrip
+POOLED.add("executor_round_trip")
+
+
 # ---------------------------------------------------------------- issue 15
 # python3 benches/peers.py pool_map_struct --n 1000000 --workers 2 --serve
 #     One iteration: ``pool.map(weigh, items)`` on a ``Pool(workers)``

@@ -2,7 +2,8 @@
 //! (docs/BENCHMARKS.md, "Futures"). An awaited `apply_async` under tokio
 //! against the blocking `apply` and `spawn_blocking`; `cancel()` of a
 //! running task to a replacement worker that answers; `submit` + `result`
-//! of many tiny tasks against Python's `ProcessPoolExecutor`.
+//! of many tiny tasks, and of one at a time, against Python's
+//! `ProcessPoolExecutor`.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ const ASYNC_METRIC: &str = "Pool apply_async awaited under tokio (current-thread
 const BLOCKING: &str = "multiproc blocking apply";
 const CANCEL_METRIC: &str = "cancel() a running task -> replacement worker answers, 1 worker";
 const SUBMIT_METRIC: &str = "submit + result, tiny tasks, 2 workers";
+const ROUND_TRIP_METRIC: &str = "submit(..).result() round trip, one at a time, 1 worker";
 
 fn inc(x: u64) -> u64 {
     x + 1
@@ -27,6 +29,7 @@ pub(super) fn rows(table: &mut Table, cfg: &Config, quick: bool) {
     async_apply(table, cfg);
     cancel_running(table, cfg);
     submit_throughput(table, cfg, quick);
+    submit_round_trip(table, cfg);
 }
 
 /// Prints the goal lines (after the table).
@@ -44,6 +47,8 @@ pub(super) fn goals(table: &Table) {
         "Python ProcessPoolExecutor(2).submit",
         200.0,
     );
+    // A lone task's wait drives the pool at once, as `apply` does.
+    ratio_goal(table, ROUND_TRIP_METRIC, BLOCKING, 0.8);
 }
 
 fn current_thread() -> Result<tokio::runtime::Runtime, String> {
@@ -198,5 +203,61 @@ fn submit_throughput(table: &mut Table, cfg: &Config, quick: bool) {
         cfg.iters_map.min(10),
         ours,
         vec![python],
+    );
+}
+
+/// One task at a time: `pool.submit(inc, i)?.into_result()`, against the
+/// blocking `apply` of the same function (nothing but the handle differs)
+/// and Python's `ex.submit(inc, i).result()`.
+fn submit_round_trip(table: &mut Table, cfg: &Config) {
+    let c = cfg.apply_calls;
+    let ours = move || {
+        match multiproc::Pool::new(1) {
+            Ok(pool) => Contender::try_timed("multiproc", move || {
+                for i in 0..c {
+                    let t = pool.submit(inc, i).map_err(|e| e.to_string())?;
+                    let v = t.into_result().map_err(|e| e.to_string())?;
+                    if v != i + 1 {
+                        return Err(format!("submit({i}) gave {v}"));
+                    }
+                }
+                Ok(())
+            }),
+            Err(e) => Contender::unavailable("multiproc", e.to_string()),
+        }
+        .per_iteration(c)
+    };
+    let blocking = match multiproc::Pool::new(1) {
+        Ok(pool) => Contender::try_timed(BLOCKING, move || {
+            for i in 0..c {
+                let v = pool.apply(inc, i).map_err(|e| e.to_string())?;
+                if v != i + 1 {
+                    return Err(format!("apply({i}) gave {v}"));
+                }
+            }
+            Ok(())
+        }),
+        Err(e) => Contender::unavailable(BLOCKING, e.to_string()),
+    }
+    .per_iteration(c);
+    let np = cfg.apply_calls_peer;
+    let python = PythonPeer::contender(
+        "Python ProcessPoolExecutor(1).submit().result()",
+        &[
+            "executor_round_trip",
+            "--n",
+            &np.to_string(),
+            "--workers",
+            "1",
+        ],
+    )
+    .per_iteration(np);
+    table.side_by_side(
+        ROUND_TRIP_METRIC,
+        "call",
+        cfg,
+        cfg.iters_apply,
+        ours,
+        vec![blocking, python],
     );
 }

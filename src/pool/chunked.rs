@@ -51,8 +51,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let items = self.collect_input(items);
-        let (sink, n) = self.start_map(f, items, chunksize)?;
-        self.kick();
+        let (sink, n) = self.start_map_async(f, items, chunksize)?;
         Ok(AsyncResult::of_map(Arc::clone(&self.shared), sink, n))
     }
 

@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     /// The pump thread runs (`pump` holds it): `ensure_pump` needs only
     /// to wake it, without `pump`'s lock (once per async submission).
     pub(crate) pump_started: AtomicBool,
+    /// `Core::driving`, readable without the lock: a waiter looks for its
+    /// result without the lock only while somebody drives (see
+    /// [`look_while_driven`](Shared::look_while_driven)).
+    driven: AtomicBool,
 }
 
 impl Shared {
@@ -70,6 +74,7 @@ impl Shared {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pump: Mutex::new(None),
             pump_started: AtomicBool::new(false),
+            driven: AtomicBool::new(false),
         }
     }
 
@@ -102,9 +107,36 @@ impl Shared {
         poisoned: std::sync::PoisonError<MutexGuard<'a, Core>>,
     ) -> MutexGuard<'a, Core> {
         let mut g = poisoned.into_inner();
-        g.driving = false;
+        self.set_driving(&mut g, false);
         self.core.clear_poison();
         g
+    }
+
+    /// Marks that a thread drives the core (or no longer does), under
+    /// the lock, and says so to [`look_while_driven`](Self::look_while_driven).
+    fn set_driving(&self, core: &mut Core, on: bool) {
+        core.driving = on;
+        // SYNC: Relaxed: a hint for waiters deciding whether to spin; the
+        // lock orders the core itself. A stale `true` costs a waiter at
+        // most its look's budget, a stale `false` one lock taken early.
+        self.driven.store(on, Ordering::Relaxed);
+    }
+
+    /// Spins for at most `budget` until `ready()`, while another thread
+    /// drives the pool; `true` if `ready()` held. A caller taking the
+    /// results of work it submitted in a batch mostly finds the next one
+    /// due within microseconds: a look spares the driver handing the pool
+    /// over and back per result. With nobody driving there is nothing to
+    /// look for: the caller returns at once and drives itself (a lone
+    /// `submit(..).result()` would otherwise wait the whole budget).
+    pub(crate) fn look_while_driven(&self, budget: Duration, ready: &dyn Fn() -> bool) -> bool {
+        // SYNC: Relaxed, as in `set_driving`.
+        let driven = || self.driven.load(Ordering::Relaxed);
+        if !driven() {
+            return ready();
+        }
+        crate::wait::spin_for(budget, || ready() || !driven());
+        ready()
     }
 
     /// Blocks until `done(core)` holds (driving the pool meanwhile if
@@ -140,9 +172,9 @@ impl Shared {
                 core = self.cv_wait(core, wait);
                 continue;
             }
-            core.driving = true;
+            self.set_driving(&mut core, true);
             core = self.drive(core, done, false, deadline);
-            core.driving = false;
+            self.set_driving(&mut core, false);
             // The pump takes over what is left; with nothing left, only
             // the callers waiting on `cv` need to look.
             if core.active() {
@@ -477,9 +509,9 @@ impl Shared {
                     continue;
                 }
             }
-            core.driving = true;
+            self.set_driving(&mut core, true);
             core = self.drive(core, &|c: &Core| !c.active(), true, None);
-            core.driving = false;
+            self.set_driving(&mut core, false);
             self.notify();
         }
     }

@@ -31,7 +31,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// How long a wait for tasks looks at them before it drives the pool or
 /// sleeps (see `wait_for`).
-const LOOK_FIRST: Duration = Duration::from_micros(20);
+pub(super) const LOOK_FIRST: Duration = Duration::from_micros(20);
 
 /// A callback waiting for its task, ready to run.
 type Pending = Box<dyn FnOnce() + Send>;
@@ -545,13 +545,16 @@ impl<R> std::fmt::Debug for Task<R> {
 fn wait_for<R>(tasks: &[Task<R>], until: &dyn Fn() -> bool, deadline: Option<Instant>) -> bool {
     // Tasks submitted in a batch are driven by the pump: a caller taking
     // their results in turn mostly finds the next one due within
-    // microseconds. Look for it briefly before taking the driver's lock,
-    // which would make the pump hand the pool over and back per task.
+    // microseconds. Look for it briefly (while the pump drives) before
+    // taking the driver's lock, which would make the pump hand the pool
+    // over and back per task.
     let look = deadline.map_or(LOOK_FIRST, |d| {
         d.saturating_duration_since(Instant::now()).min(LOOK_FIRST)
     });
-    if crate::wait::spin_for(look, until) {
-        return true;
+    if let Some(t) = tasks.iter().find(|t| !t.is_done()) {
+        if t.shared.look_while_driven(look, until) {
+            return true;
+        }
     }
     loop {
         if until() {

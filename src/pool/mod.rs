@@ -448,6 +448,31 @@ impl Pool {
         Ok((sink, n))
     }
 
+    /// [`start_map`](Self::start_map) for an async call: submitted and
+    /// sent ([`Shared::kick_locked`]) under one hold of the lock, not two
+    /// (each a hand-over from a spinning pump, which yields its core to
+    /// let the caller in: a batch of `apply_async` calls took twice as
+    /// long with two).
+    fn start_map_async<F, A, R>(
+        &self,
+        f: F,
+        items: Vec<A>,
+        chunksize: Option<usize>,
+    ) -> Result<(Arc<Collect<R>>, u64)>
+    where
+        F: Fn(A) -> R + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let (source, sink, n) = self.map_job(f, items, chunksize);
+        let mut core = self.shared.lock();
+        core.submit(Job::new(source, sink.clone(), usize::MAX, usize::MAX))?;
+        // A pump that cannot start leaves the work to whoever waits for
+        // it next (as `kick`).
+        let _ = self.shared.kick_locked(core);
+        Ok((sink, n))
+    }
+
     /// Applies `f` to every item in worker processes and returns the
     /// results in order (Python's `pool.map(f, iterable)`). The items may
     /// be `A`s, which the map consumes, or `&A`s (`pool.map(f, &items)`),
@@ -722,8 +747,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, _) = self.start_map(f, vec![args], None)?;
-        self.kick();
+        let (sink, _) = self.start_map_async(f, vec![args], None)?;
         Ok(AsyncResult::of_apply(Arc::clone(&self.shared), sink))
     }
 
