@@ -58,6 +58,55 @@ fn submit_returns_the_result() {
     });
 }
 
+fn describe((name, weight, blob): (String, f64, Vec<u8>)) -> String {
+    let sum: u64 = blob.iter().map(|&b| u64::from(b)).sum();
+    format!("{name}:{weight}:{}:{sum}", blob.len())
+}
+
+fn halve(x: f64) -> f64 {
+    x / 2.0
+}
+
+fn shout(s: String) -> String {
+    s.to_uppercase()
+}
+
+#[test]
+fn submitted_arguments_of_every_kind_arrive_whole() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // A primitive (crosses raw), a string (one copy), a tuple (serde)
+        // and one bigger than a ring frame (streamed alone).
+        assert_eq!(pool.submit(halve, 3.0).unwrap().result().unwrap(), 1.5);
+        let s = pool.submit(shout, "quiet".to_string()).unwrap();
+        assert_eq!(s.into_result().unwrap(), "QUIET");
+        let small = ("small".to_string(), 0.5, vec![1u8, 2, 3]);
+        let t = pool.submit(describe, small).unwrap();
+        assert_eq!(t.into_result().unwrap(), "small:0.5:3:6");
+        let blob: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let sum: u64 = blob.iter().map(|&b| u64::from(b)).sum();
+        let t = pool
+            .submit(describe, ("big".to_string(), 2.0, blob))
+            .unwrap();
+        assert_eq!(t.into_result().unwrap(), format!("big:2:{}:{sum}", 3 << 20));
+    });
+}
+
+#[test]
+fn a_lone_task_waited_for_at_once_is_done_with_nobody_else_driving() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(1).unwrap();
+        // Nothing else runs: the wait drives the pool itself (it looks
+        // for the result without the lock only while another thread
+        // drives). Many in a row, each answered.
+        for i in 0..2000 {
+            assert_eq!(pool.submit(square, i).unwrap().result().unwrap(), i * i);
+            let r = pool.apply_async(square, i).unwrap();
+            assert_eq!(r.get().unwrap(), i * i);
+        }
+    });
+}
+
 #[test]
 fn a_failed_task_gives_the_error_apply_gives() {
     watchdog(LIMIT, || {

@@ -18,9 +18,11 @@ use serde::Serialize;
 use super::callbacks::{Callbacks, Fire};
 use super::core::{Core, Job, State};
 use super::driver::{Shared, TICK};
-use super::jobs::{decode_one, IterSource, Next, Sink, Source};
+use super::jobs::{decode_one, Next, Sink, Source};
+use super::raw::{raw_size, write_one};
 use super::wakers::Wakers;
 use super::wire::ChunkDesc;
+use super::wire::TaskHeader;
 use super::Pool;
 use crate::error::{Error, ErrorKind, Result};
 use crate::task::TaskRef;
@@ -179,26 +181,45 @@ impl<R: DeserializeOwned + Send + 'static> Sink for TaskState<R> {
     }
 }
 
-/// The one-item source of a task: notes when the item goes to a worker
-/// (`Task::running`).
-struct Submitted<S, R> {
-    items: S,
+/// The one-item source of a task: encodes its item straight into the
+/// frame (no iterator, no staging vector: one small allocation a task),
+/// and notes when the item goes to a worker (`Task::running`).
+struct Submitted<A, R> {
+    item: Option<A>,
+    task: TaskRef,
     state: Arc<TaskState<R>>,
 }
 
-impl<S: Source, R: Send + 'static> Source for Submitted<S, R> {
-    fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next {
-        let next = self.items.next(frame, job, soft, hard);
-        if matches!(next, Next::Task { .. }) {
-            // SYNC: Relaxed: a status hint, read by `running` only.
-            self.state.sent.store(true, Ordering::Relaxed);
+impl<A: Serialize + Send + 'static, R: Send + 'static> Source for Submitted<A, R> {
+    fn next(&mut self, frame: &mut Vec<u8>, job: u64, _soft: usize, _hard: usize) -> Next {
+        let Some(item) = self.item.take() else {
+            return Next::Done;
+        };
+        frame.clear();
+        TaskHeader {
+            job,
+            first: 0,
+            count: 1,
+            task: self.task,
         }
-        next
+        .write(frame);
+        // As `IterSource`: primitive numbers cross raw, the rest as
+        // postcard. One over a frame goes alone, streamed (`send_one`).
+        if let Some(size) = raw_size::<A>() {
+            let at = frame.len();
+            frame.resize(at + size, 0);
+            let written = write_one(&item, &mut frame[at..]);
+            debug_assert_eq!(written, Some(size), "raw_size and write_one agree");
+        } else if let Err(e) = super::bulk::encode(&item, frame) {
+            return Next::Failed(Error::codec("serialising item 0", e));
+        }
+        // SYNC: Relaxed: a status hint, read by `running` only.
+        self.state.sent.store(true, Ordering::Relaxed);
+        Next::Task { first: 0, count: 1 }
     }
 
     fn is_done(&self) -> bool {
-        // One item: sent is done. SYNC: Relaxed: stored by this source.
-        self.state.sent.load(Ordering::Relaxed)
+        self.item.is_none()
     }
 }
 
@@ -775,7 +796,8 @@ impl Pool {
         let state = Arc::new(TaskState::new(queue));
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
         let source = Submitted {
-            items: IterSource::new(std::iter::once(args), 1, task),
+            item: Some(args),
+            task,
             state: Arc::clone(&state),
         };
         let job = Job::new(Box::new(source), state.clone(), 1, usize::MAX).cancellable();
