@@ -176,7 +176,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (source, feed) = EncodedSource::new(self.chunk_for(n, chunksize), task);
-        let sink = Collect::<R>::with_len(false, (n > 1).then_some(n));
+        let sink = Collect::<R>::for_items(n);
         self.submit_job(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
         let mut closer = Closer {
             feed: &feed,

@@ -51,7 +51,6 @@ use self::callbacks::Callbacks;
 use self::core::{Core, Job, State};
 use self::driver::Shared;
 use self::jobs::{Collect, IterSource, RawVecSource, Sink, Source, Stream};
-use self::results::one;
 pub use self::results::{AsyncResult, IMap};
 use self::wire::ChunkDesc;
 pub use self::zero_copy::ShmVec;
@@ -427,8 +426,8 @@ impl Pool {
             Ok(raw) => Box::new(raw),
             Err(items) => Box::new(IterSource::new(items.into_iter(), chunk, task)),
         };
-        // A single result (apply) needs no dense buffer.
-        let sink = Collect::<R>::with_len(false, (n > 1).then_some(n));
+        // A single result (apply) is kept as a value (`for_items`).
+        let sink = Collect::<R>::for_items(n);
         (source, sink, n as u64)
     }
 
@@ -721,7 +720,7 @@ impl Pool {
         let s2 = Arc::clone(&sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
         drop(core);
-        one(sink.take(Some(1))?)
+        sink.take_one()
     }
 
     /// Starts `f(args)` in a worker and returns at once (Python's

@@ -77,21 +77,20 @@ impl<R: Send> AnyCollect<Vec<R>> for Collect<R> {
     }
 }
 
-/// `apply_async`'s view: one `R`.
-struct One<R>(Arc<Collect<R>>);
-
-impl<R: Send> AnyCollect<R> for One<R> {
+/// `apply_async`'s view: one `R` (the sink of a one-item job,
+/// `Collect::for_items(1)`; no wrapper to allocate).
+impl<R: Send> AnyCollect<R> for Collect<R> {
     fn ready(&self) -> bool {
-        self.0.ready()
+        Collect::ready(self)
     }
     fn successful(&self) -> Option<bool> {
-        self.0.successful()
+        Collect::successful(self)
     }
-    fn take_as(&self, expect: Option<u64>, _one: bool) -> Result<R> {
-        one(self.0.take(expect)?)
+    fn take_as(&self, _expect: Option<u64>, _one: bool) -> Result<R> {
+        self.take_one()
     }
     fn wakers(&self) -> &Wakers {
-        &self.0.wakers
+        &self.wakers
     }
 }
 
@@ -117,7 +116,7 @@ impl<R: Send + 'static> AsyncResult<R> {
     pub(super) fn of_apply(shared: Arc<Shared>, sink: Arc<Collect<R>>) -> Self {
         AsyncResult {
             shared,
-            sink: Arc::new(One(sink)),
+            sink,
             expect: Some(1),
             unwrap_one: true,
             taken: false,
