@@ -487,6 +487,34 @@ BENCHES["executor_round_trip"] = ExecutorRoundTrip
 POOLED.add("executor_round_trip")
 
 
+class PoolApplyAsync:
+    """One iteration: ``n`` calls of ``pool.apply_async(_inc, (i,))``, then
+    each ``get()``, checked; the ``Pool`` of ``workers`` processes starts
+    once."""
+
+    def __init__(self, ctx, n, workers):
+        self.n = n
+        self.pool = ctx.Pool(workers)
+
+    def once(self):
+        apply_async = self.pool.apply_async
+        t0 = time.perf_counter()
+        rs = [apply_async(_inc, (i,)) for i in range(self.n)]
+        out = [r.get() for r in rs]
+        elapsed = time.perf_counter() - t0
+        if out[-1] != self.n:
+            raise RuntimeError("apply_async returned a wrong result")
+        return elapsed
+
+    def close(self):
+        self.pool.close()
+        self.pool.join()
+
+
+BENCHES["pool_apply_async"] = PoolApplyAsync
+POOLED.add("pool_apply_async")
+
+
 # ---------------------------------------------------------------- issue 15
 # python3 benches/peers.py pool_map_struct --n 1000000 --workers 2 --serve
 #     One iteration: ``pool.map(weigh, items)`` on a ``Pool(workers)``

@@ -3,7 +3,8 @@
 //! against the blocking `apply` and `spawn_blocking`; `cancel()` of a
 //! running task to a replacement worker that answers; `submit` + `result`
 //! of many tiny tasks, and of one at a time, against Python's
-//! `ProcessPoolExecutor`.
+//! `ProcessPoolExecutor`; `apply_async` + `get` of many tiny tasks against
+//! Python's `Pool.apply_async`.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ const ASYNC_METRIC: &str = "Pool apply_async awaited under tokio (current-thread
 const BLOCKING: &str = "multiproc blocking apply";
 const CANCEL_METRIC: &str = "cancel() a running task -> replacement worker answers, 1 worker";
 const SUBMIT_METRIC: &str = "submit + result, tiny tasks, 2 workers";
+const APPLY_ASYNC_METRIC: &str = "apply_async + get, tiny tasks, 2 workers";
 const ROUND_TRIP_METRIC: &str = "submit(..).result() round trip, one at a time, 1 worker";
 
 fn inc(x: u64) -> u64 {
@@ -30,6 +32,7 @@ pub(super) fn rows(table: &mut Table, cfg: &Config, quick: bool) {
     cancel_running(table, cfg);
     submit_throughput(table, cfg, quick);
     submit_round_trip(table, cfg);
+    apply_async_throughput(table, cfg, quick);
 }
 
 /// Prints the goal lines (after the table).
@@ -259,5 +262,44 @@ fn submit_round_trip(table: &mut Table, cfg: &Config) {
         cfg.iters_apply,
         ours,
         vec![blocking, python],
+    );
+}
+
+/// `n` calls of `pool.apply_async(inc, i)`, then each `get()`, against
+/// Python's `Pool(2).apply_async` the same way.
+fn apply_async_throughput(table: &mut Table, cfg: &Config, quick: bool) {
+    let n: u64 = if quick { 10_000 } else { 100_000 };
+    let np: u64 = if quick { 500 } else { 5_000 };
+    let ours = move || {
+        match multiproc::Pool::new(2) {
+            Ok(pool) => Contender::try_timed("multiproc", move || {
+                let pending = (0..n)
+                    .map(|i| pool.apply_async(inc, i))
+                    .collect::<multiproc::Result<Vec<_>>>()
+                    .map_err(|e| e.to_string())?;
+                for (i, r) in pending.into_iter().enumerate() {
+                    let v = r.get().map_err(|e| e.to_string())?;
+                    if v != i as u64 + 1 {
+                        return Err(format!("apply_async({i}) gave {v}"));
+                    }
+                }
+                Ok(())
+            }),
+            Err(e) => Contender::unavailable("multiproc", e.to_string()),
+        }
+        .per_iteration(n)
+    };
+    let python = PythonPeer::contender(
+        "Python Pool(2).apply_async",
+        &["pool_apply_async", "--n", &np.to_string(), "--workers", "2"],
+    )
+    .per_iteration(np);
+    table.side_by_side(
+        APPLY_ASYNC_METRIC,
+        "task",
+        cfg,
+        cfg.iters_map.min(10),
+        ours,
+        vec![python],
     );
 }
