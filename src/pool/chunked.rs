@@ -51,7 +51,8 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let items = self.collect_input(items);
-        let (sink, n) = self.start_map_async(f, items, chunksize)?;
+        let (source, sink, n) = self.map_job(f, items, chunksize);
+        self.start_async(source, sink.clone())?;
         Ok(AsyncResult::of_map(Arc::clone(&self.shared), sink, n))
     }
 

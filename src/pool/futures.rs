@@ -18,11 +18,9 @@ use serde::Serialize;
 use super::callbacks::{Callbacks, Fire};
 use super::core::{Core, Job, State};
 use super::driver::{Shared, TICK};
-use super::jobs::{decode_one, Next, Sink, Source};
-use super::raw::{raw_size, write_one};
+use super::jobs::{decode_one, Next, OneItem, Sink, Source};
 use super::wakers::Wakers;
 use super::wire::ChunkDesc;
-use super::wire::TaskHeader;
 use super::Pool;
 use crate::error::{Error, ErrorKind, Result};
 use crate::task::TaskRef;
@@ -181,45 +179,25 @@ impl<R: DeserializeOwned + Send + 'static> Sink for TaskState<R> {
     }
 }
 
-/// The one-item source of a task: encodes its item straight into the
-/// frame (no iterator, no staging vector: one small allocation a task),
-/// and notes when the item goes to a worker (`Task::running`).
+/// The one-item source of a task: notes when the item goes to a worker
+/// (`Task::running`).
 struct Submitted<A, R> {
-    item: Option<A>,
-    task: TaskRef,
+    item: OneItem<A>,
     state: Arc<TaskState<R>>,
 }
 
 impl<A: Serialize + Send + 'static, R: Send + 'static> Source for Submitted<A, R> {
-    fn next(&mut self, frame: &mut Vec<u8>, job: u64, _soft: usize, _hard: usize) -> Next {
-        let Some(item) = self.item.take() else {
-            return Next::Done;
-        };
-        frame.clear();
-        TaskHeader {
-            job,
-            first: 0,
-            count: 1,
-            task: self.task,
+    fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next {
+        let next = self.item.next(frame, job, soft, hard);
+        if matches!(next, Next::Task { .. }) {
+            // SYNC: Relaxed: a status hint, read by `running` only.
+            self.state.sent.store(true, Ordering::Relaxed);
         }
-        .write(frame);
-        // As `IterSource`: primitive numbers cross raw, the rest as
-        // postcard. One over a frame goes alone, streamed (`send_one`).
-        if let Some(size) = raw_size::<A>() {
-            let at = frame.len();
-            frame.resize(at + size, 0);
-            let written = write_one(&item, &mut frame[at..]);
-            debug_assert_eq!(written, Some(size), "raw_size and write_one agree");
-        } else if let Err(e) = super::bulk::encode(&item, frame) {
-            return Next::Failed(Error::codec("serialising item 0", e));
-        }
-        // SYNC: Relaxed: a status hint, read by `running` only.
-        self.state.sent.store(true, Ordering::Relaxed);
-        Next::Task { first: 0, count: 1 }
+        next
     }
 
     fn is_done(&self) -> bool {
-        self.item.is_none()
+        self.item.is_done()
     }
 }
 
@@ -796,8 +774,7 @@ impl Pool {
         let state = Arc::new(TaskState::new(queue));
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
         let source = Submitted {
-            item: Some(args),
-            task,
+            item: OneItem::new(args, task),
             state: Arc::clone(&state),
         };
         let job = Job::new(Box::new(source), state.clone(), 1, usize::MAX).cancellable();

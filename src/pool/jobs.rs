@@ -268,6 +268,51 @@ where
     }
 }
 
+/// The one item of an `apply` or `submit`: encoded straight into the
+/// frame when it is sent (no vector, no iterator, nothing to give back).
+pub(crate) struct OneItem<A> {
+    item: Option<A>,
+    task: TaskRef,
+}
+
+impl<A> OneItem<A> {
+    pub(crate) fn new(item: A, task: TaskRef) -> Self {
+        OneItem {
+            item: Some(item),
+            task,
+        }
+    }
+}
+
+impl<A: Serialize + Send + 'static> Source for OneItem<A> {
+    fn next(&mut self, frame: &mut Vec<u8>, job: u64, _soft: usize, _hard: usize) -> Next {
+        let Some(item) = self.item.take() else {
+            return Next::Done;
+        };
+        frame.clear();
+        TaskHeader {
+            job,
+            first: 0,
+            count: 1,
+            task: self.task,
+        }
+        .write(frame);
+        // As `IterSource`: primitive numbers cross raw, the rest as
+        // postcard. One over a frame goes alone, streamed (`send_one`).
+        if super::raw::raw_size::<A>().is_some() {
+            let encoded = super::raw::extend_one(&item, frame);
+            debug_assert!(encoded, "raw_size and extend_one agree");
+        } else if let Err(e) = super::bulk::encode(&item, frame) {
+            return Next::Failed(Error::codec("serialising item 0", e));
+        }
+        Next::Task { first: 0, count: 1 }
+    }
+
+    fn is_done(&self) -> bool {
+        self.item.is_none()
+    }
+}
+
 /// The items of a `map` whose type crosses raw (see `raw.rs`), already
 /// collected: each chunk is one copy of a slice of them into the frame (no
 /// iterator, no staging buffer). Dropped with its job, it leaves its

@@ -50,7 +50,7 @@ pub use self::builder::{pinning_supported, PoolBuilder};
 use self::callbacks::Callbacks;
 use self::core::{Core, Job, State};
 use self::driver::Shared;
-use self::jobs::{Collect, IterSource, RawVecSource, Sink, Source, Stream};
+use self::jobs::{Collect, IterSource, OneItem, RawVecSource, Sink, Source, Stream};
 pub use self::results::{AsyncResult, IMap};
 use self::wire::ChunkDesc;
 pub use self::zero_copy::ShmVec;
@@ -447,29 +447,31 @@ impl Pool {
         Ok((sink, n))
     }
 
-    /// [`start_map`](Self::start_map) for an async call: submitted and
-    /// sent ([`Shared::kick_locked`]) under one hold of the lock, not two
-    /// (each a hand-over from a spinning pump, which yields its core to
-    /// let the caller in: a batch of `apply_async` calls took twice as
-    /// long with two).
-    fn start_map_async<F, A, R>(
-        &self,
-        f: F,
-        items: Vec<A>,
-        chunksize: Option<usize>,
-    ) -> Result<(Arc<Collect<R>>, u64)>
+    /// The job of an `apply` of `f(args)`, not submitted yet: one item,
+    /// one value back (`OneItem`, `Collect::for_items(1)`).
+    fn apply_job<F, A, R>(&self, f: F, args: A) -> (Box<dyn Source>, Arc<Collect<R>>)
     where
         F: Fn(A) -> R + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (source, sink, n) = self.map_job(f, items, chunksize);
+        let _ = &f;
+        let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
+        (Box::new(OneItem::new(args, task)), Collect::for_items(1))
+    }
+
+    /// Submits the job of an async call (`sink` gets its results) and sends
+    /// it under one hold of the lock ([`Shared::kick_locked`]), not two
+    /// (each a hand-over from a spinning pump, which yields its core to
+    /// let the caller in: a batch of `apply_async` calls took twice as
+    /// long with two).
+    fn start_async(&self, source: Box<dyn Source>, sink: Arc<dyn Sink>) -> Result<()> {
         let mut core = self.shared.lock();
-        core.submit(Job::new(source, sink.clone(), usize::MAX, usize::MAX))?;
+        core.submit(Job::new(source, sink, usize::MAX, usize::MAX))?;
         // A pump that cannot start leaves the work to whoever waits for
         // it next (as `kick`).
         let _ = self.shared.kick_locked(core);
-        Ok((sink, n))
+        Ok(())
     }
 
     /// Applies `f` to every item in worker processes and returns the
@@ -716,7 +718,8 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, _) = self.start_map(f, vec![args], None)?;
+        let (source, sink) = self.apply_job(f, args);
+        self.submit_job(source, sink.clone(), usize::MAX, usize::MAX)?;
         let s2 = Arc::clone(&sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
         drop(core);
@@ -746,7 +749,8 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (sink, _) = self.start_map_async(f, vec![args], None)?;
+        let (source, sink) = self.apply_job(f, args);
+        self.start_async(source, sink.clone())?;
         Ok(AsyncResult::of_apply(Arc::clone(&self.shared), sink))
     }
 

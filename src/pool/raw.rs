@@ -39,6 +39,25 @@ pub(crate) fn extend_raw<T: 'static>(items: &Vec<T>, out: &mut Vec<u8>) -> bool 
     raw_bytes(items).map(|b| out.extend_from_slice(b)).is_some()
 }
 
+/// Appends the bytes of one value if `T` crosses raw, in the same
+/// (native) order as [`extend_raw`]; `false` otherwise. No allocation (a
+/// task's one argument or result).
+pub(crate) fn extend_one<T: 'static>(value: &T, out: &mut Vec<u8>) -> bool {
+    let any: &dyn Any = value;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(v) = any.downcast_ref::<$p>() {
+                    out.extend_from_slice(bytemuck::bytes_of(v));
+                    return true;
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    false
+}
+
 /// Appends the bytes of `items[range]` if `T` crosses raw and the range
 /// lies inside `items`; `false` otherwise.
 #[allow(clippy::ptr_arg)]
@@ -370,6 +389,31 @@ pub(crate) fn copy_into<T: 'static>(dst: &mut Vec<T>, first: usize, bytes: &[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one_as_in_a_chunk<T: Copy + PartialEq + std::fmt::Debug + 'static>(v: T) {
+        let mut one = Vec::new();
+        assert!(extend_one(&v, &mut one));
+        let mut chunk = Vec::new();
+        assert!(extend_raw(&vec![v], &mut chunk));
+        assert_eq!(one, chunk, "{v:?}");
+        assert_eq!(one_from_raw::<T>(&one), Some(v));
+        assert_eq!(from_raw::<T>(&one, 1), Some(vec![v]));
+    }
+
+    #[test]
+    fn one_value_has_the_bytes_of_a_chunk_of_one() {
+        one_as_in_a_chunk(0xa5u8);
+        one_as_in_a_chunk(-2i16);
+        one_as_in_a_chunk(0xdead_beefu32);
+        one_as_in_a_chunk(u64::MAX - 7);
+        one_as_in_a_chunk(i128::MIN + 3);
+        one_as_in_a_chunk(usize::MAX / 3);
+        one_as_in_a_chunk(-1.5f32);
+        one_as_in_a_chunk(std::f64::consts::PI);
+        let mut out = vec![9u8];
+        assert!(!extend_one(&"not a number", &mut out));
+        assert_eq!(out, [9]);
+    }
 
     #[test]
     fn big_buffers_hold_what_small_ones_do() {

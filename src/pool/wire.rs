@@ -665,6 +665,15 @@ where
     };
     let outcome = (|| {
         if super::raw::raw_size::<A>().is_some() {
+            if count == 1 {
+                // One number (`apply`, `submit`): no vector for the item
+                // or its result.
+                let a = super::raw::one_from_raw::<A>(input).ok_or_else(|| {
+                    ItemFailure::protocol(0, "raw items of the wrong length".into())
+                })?;
+                out.running.start(0);
+                return results.emit_one(out, call(0, a)?);
+            }
             let items = super::raw::from_raw::<A>(input, count as usize)
                 .ok_or_else(|| ItemFailure::protocol(0, "raw items of the wrong length".into()))?;
             for (i, a) in items.into_iter().enumerate() {
@@ -743,6 +752,25 @@ impl<R: Serialize + 'static> Results<R> {
         self.pending.push(r);
         if out.buf.len() + (self.pending.len() + 1) * size > out.flush_at {
             self.drain(out)?;
+        }
+        Ok(())
+    }
+
+    /// A task's only result: a number goes straight into the frame.
+    fn emit_one(&mut self, out: &mut Out<'_>, r: R) -> std::result::Result<(), ItemFailure> {
+        let Some(size) = self.raw else {
+            return self.emit(out, 0, r);
+        };
+        if !self.pending.is_empty() {
+            self.pending.push(r);
+            return self.drain(out);
+        }
+        let encoded = super::raw::extend_one(&r, out.buf);
+        debug_assert!(encoded, "raw_size and extend_one agree");
+        out.count += 1;
+        if out.buf.len() + size > out.flush_at {
+            out.flush(0, 0)
+                .map_err(|e| ItemFailure::protocol(0, e.to_string()))?;
         }
         Ok(())
     }
