@@ -433,43 +433,47 @@ def _inc(x):
     return x + 1
 
 
-class ExecutorSubmit:
-    """One iteration: ``n`` calls of ``ex.submit(_inc, i)``, then each
-    ``result()``, checked; the ``ProcessPoolExecutor`` of ``workers``
-    processes starts once."""
+class _OnExecutor:
+    """A ``ProcessPoolExecutor`` of ``workers`` processes, started once."""
 
     def __init__(self, ctx, n, workers):
         from concurrent.futures import ProcessPoolExecutor
         self.n = n
         self.ex = ProcessPoolExecutor(workers, mp_context=ctx)
 
-    def once(self):
-        submit = self.ex.submit
-        t0 = time.perf_counter()
-        fs = [submit(_inc, i) for i in range(self.n)]
-        out = [f.result() for f in fs]
-        elapsed = time.perf_counter() - t0
-        if out[-1] != self.n:
-            raise RuntimeError("ProcessPoolExecutor returned a wrong result")
-        return elapsed
-
     def close(self):
         self.ex.shutdown(wait=True)
+
+
+def _batch(start, n):
+    """Starts ``n`` tasks with ``start(i)``, then takes each result in turn
+    (``take(handle)``); returns the seconds taken, checked."""
+    begin, take = start
+    t0 = time.perf_counter()
+    handles = [begin(i) for i in range(n)]
+    out = [take(h) for h in handles]
+    elapsed = time.perf_counter() - t0
+    if out[-1] != n:
+        raise RuntimeError("a pool returned a wrong result")
+    return elapsed
+
+
+class ExecutorSubmit(_OnExecutor):
+    """One iteration: ``n`` calls of ``ex.submit(_inc, i)``, then each
+    ``result()``, checked."""
+
+    def once(self):
+        submit = self.ex.submit
+        return _batch((lambda i: submit(_inc, i), lambda f: f.result()), self.n)
 
 
 BENCHES["executor_submit"] = ExecutorSubmit
 POOLED.add("executor_submit")
 
 
-class ExecutorRoundTrip:
+class ExecutorRoundTrip(_OnExecutor):
     """One iteration: ``n`` times ``ex.submit(_inc, i).result()``, one at a
-    time, checked; the ``ProcessPoolExecutor`` of ``workers`` processes
-    starts once."""
-
-    def __init__(self, ctx, n, workers):
-        from concurrent.futures import ProcessPoolExecutor
-        self.n = n
-        self.ex = ProcessPoolExecutor(workers, mp_context=ctx)
+    time, checked."""
 
     def once(self):
         submit = self.ex.submit
@@ -478,9 +482,6 @@ class ExecutorRoundTrip:
             if submit(_inc, i).result() != i + 1:
                 raise RuntimeError("ProcessPoolExecutor returned a wrong result")
         return time.perf_counter() - t0
-
-    def close(self):
-        self.ex.shutdown(wait=True)
 
 
 BENCHES["executor_round_trip"] = ExecutorRoundTrip
@@ -498,13 +499,7 @@ class PoolApplyAsync:
 
     def once(self):
         apply_async = self.pool.apply_async
-        t0 = time.perf_counter()
-        rs = [apply_async(_inc, (i,)) for i in range(self.n)]
-        out = [r.get() for r in rs]
-        elapsed = time.perf_counter() - t0
-        if out[-1] != self.n:
-            raise RuntimeError("apply_async returned a wrong result")
-        return elapsed
+        return _batch((lambda i: apply_async(_inc, (i,)), lambda r: r.get()), self.n)
 
     def close(self):
         self.pool.close()

@@ -173,17 +173,38 @@ fn cancel_running(table: &mut Table, cfg: &Config) {
 }
 
 fn submit_throughput(table: &mut Table, cfg: &Config, quick: bool) {
+    let python = ("Python ProcessPoolExecutor(2).submit", "executor_submit");
+    batch_row(table, cfg, quick, SUBMIT_METRIC, python, |pool, i| {
+        let t = pool.submit(inc, i)?;
+        Ok(move || t.into_result())
+    });
+}
+
+/// `n` tiny tasks started one after another on a `Pool(2)`, then each
+/// result taken in turn (`start` starts one and returns how to take its
+/// result), against the Python peer `(name, mode of benches/peers.py)`
+/// doing the same.
+fn batch_row<W>(
+    table: &mut Table,
+    cfg: &Config,
+    quick: bool,
+    metric: &str,
+    (peer, mode): (&str, &str),
+    start: fn(&multiproc::Pool, u64) -> multiproc::Result<W>,
+) where
+    W: FnOnce() -> multiproc::Result<u64> + 'static,
+{
     let n: u64 = if quick { 10_000 } else { 100_000 };
     let np: u64 = if quick { 500 } else { 5_000 };
     let ours = move || {
         match multiproc::Pool::new(2) {
             Ok(pool) => Contender::try_timed("multiproc", move || {
-                let tasks = (0..n)
-                    .map(|i| pool.submit(inc, i))
+                let pending = (0..n)
+                    .map(|i| start(&pool, i))
                     .collect::<multiproc::Result<Vec<_>>>()
                     .map_err(|e| e.to_string())?;
-                for (i, t) in tasks.into_iter().enumerate() {
-                    let v = t.into_result().map_err(|e| e.to_string())?;
+                for (i, take) in pending.into_iter().enumerate() {
+                    let v = take().map_err(|e| e.to_string())?;
                     if v != i as u64 + 1 {
                         return Err(format!("task {i} gave {v}"));
                     }
@@ -194,13 +215,10 @@ fn submit_throughput(table: &mut Table, cfg: &Config, quick: bool) {
         }
         .per_iteration(n)
     };
-    let python = PythonPeer::contender(
-        "Python ProcessPoolExecutor(2).submit",
-        &["executor_submit", "--n", &np.to_string(), "--workers", "2"],
-    )
-    .per_iteration(np);
+    let python = PythonPeer::contender(peer, &[mode, "--n", &np.to_string(), "--workers", "2"])
+        .per_iteration(np);
     table.side_by_side(
-        SUBMIT_METRIC,
+        metric,
         "task",
         cfg,
         cfg.iters_map.min(10),
@@ -268,38 +286,9 @@ fn submit_round_trip(table: &mut Table, cfg: &Config) {
 /// `n` calls of `pool.apply_async(inc, i)`, then each `get()`, against
 /// Python's `Pool(2).apply_async` the same way.
 fn apply_async_throughput(table: &mut Table, cfg: &Config, quick: bool) {
-    let n: u64 = if quick { 10_000 } else { 100_000 };
-    let np: u64 = if quick { 500 } else { 5_000 };
-    let ours = move || {
-        match multiproc::Pool::new(2) {
-            Ok(pool) => Contender::try_timed("multiproc", move || {
-                let pending = (0..n)
-                    .map(|i| pool.apply_async(inc, i))
-                    .collect::<multiproc::Result<Vec<_>>>()
-                    .map_err(|e| e.to_string())?;
-                for (i, r) in pending.into_iter().enumerate() {
-                    let v = r.get().map_err(|e| e.to_string())?;
-                    if v != i as u64 + 1 {
-                        return Err(format!("apply_async({i}) gave {v}"));
-                    }
-                }
-                Ok(())
-            }),
-            Err(e) => Contender::unavailable("multiproc", e.to_string()),
-        }
-        .per_iteration(n)
-    };
-    let python = PythonPeer::contender(
-        "Python Pool(2).apply_async",
-        &["pool_apply_async", "--n", &np.to_string(), "--workers", "2"],
-    )
-    .per_iteration(np);
-    table.side_by_side(
-        APPLY_ASYNC_METRIC,
-        "task",
-        cfg,
-        cfg.iters_map.min(10),
-        ours,
-        vec![python],
-    );
+    let python = ("Python Pool(2).apply_async", "pool_apply_async");
+    batch_row(table, cfg, quick, APPLY_ASYNC_METRIC, python, |pool, i| {
+        let r = pool.apply_async(inc, i)?;
+        Ok(move || r.get())
+    });
 }
