@@ -84,19 +84,7 @@ fn async_apply(table: &mut Table, cfg: &Config) {
         }
         .per_iteration(c)
     };
-    let blocking = match multiproc::Pool::new(1) {
-        Ok(pool) => Contender::try_timed(BLOCKING, move || {
-            for i in 0..c {
-                let v = pool.apply(inc, i).map_err(|e| e.to_string())?;
-                if v != i + 1 {
-                    return Err(format!("apply({i}) gave {v}"));
-                }
-            }
-            Ok(())
-        }),
-        Err(e) => Contender::unavailable(BLOCKING, e.to_string()),
-    }
-    .per_iteration(c);
+    let blocking = blocking_apply(c);
     let name = "tokio spawn_blocking (a thread, no process)";
     let spawn_blocking = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -248,19 +236,7 @@ fn submit_round_trip(table: &mut Table, cfg: &Config) {
         }
         .per_iteration(c)
     };
-    let blocking = match multiproc::Pool::new(1) {
-        Ok(pool) => Contender::try_timed(BLOCKING, move || {
-            for i in 0..c {
-                let v = pool.apply(inc, i).map_err(|e| e.to_string())?;
-                if v != i + 1 {
-                    return Err(format!("apply({i}) gave {v}"));
-                }
-            }
-            Ok(())
-        }),
-        Err(e) => Contender::unavailable(BLOCKING, e.to_string()),
-    }
-    .per_iteration(c);
+    let blocking = blocking_apply(c);
     let np = cfg.apply_calls_peer;
     let python = PythonPeer::contender(
         "Python ProcessPoolExecutor(1).submit().result()",
@@ -291,4 +267,22 @@ fn apply_async_throughput(table: &mut Table, cfg: &Config, quick: bool) {
         let r = pool.apply_async(inc, i)?;
         Ok(move || r.get())
     });
+}
+
+/// The peer of the rows that compare with a blocking `apply`: `c` calls
+/// of `pool.apply(inc, i)` on a `Pool(1)`.
+fn blocking_apply(c: u64) -> Contender {
+    match multiproc::Pool::new(1) {
+        Ok(pool) => Contender::try_timed(BLOCKING, move || {
+            for i in 0..c {
+                let v = pool.apply(inc, i).map_err(|e| e.to_string())?;
+                if v != i + 1 {
+                    return Err(format!("apply({i}) gave {v}"));
+                }
+            }
+            Ok(())
+        }),
+        Err(e) => Contender::unavailable(BLOCKING, e.to_string()),
+    }
+    .per_iteration(c)
 }
