@@ -216,10 +216,15 @@ fn a_panicking_serialize_reaches_the_caller_and_the_pool_goes_on() {
         assert!(msg.contains("item 9000"), "{msg}");
         // The abandoned map ended (its job closed at the panic): the pool is
         // free for the next.
-        let fine = pickies(1000, None, None);
-        assert_eq!(pool.map(picky_n, &fine).unwrap().len(), 1000);
-        assert_eq!(pool.restarts(), 0);
+        serves_the_next_map(&pool);
     });
+}
+
+/// After an abandoned map: the next one runs whole, on the same workers.
+fn serves_the_next_map(pool: &Pool) {
+    let fine = pickies(1000, None, None);
+    assert_eq!(pool.map(picky_n, &fine).unwrap().len(), 1000);
+    assert_eq!(pool.restarts(), 0);
 }
 
 /// `picky_n`, slowly: a map of these lags far behind its encoding.
@@ -246,9 +251,7 @@ fn an_encoding_far_ahead_of_the_workers_waits_for_them_and_still_ends_on_a_panic
         let items = pickies(60_000, None, Some(50_000));
         let msg = panic_of(|| pool.map(picky_slow, &items));
         assert!(msg.contains("item 50000"), "{msg}");
-        let fine = pickies(1000, None, None);
-        assert_eq!(pool.map(picky_n, &fine).unwrap().len(), 1000);
-        assert_eq!(pool.restarts(), 0);
+        serves_the_next_map(&pool);
     });
 }
 

@@ -21,6 +21,9 @@ const SPIN: Duration = Duration::from_micros(50);
 /// How long a pump woken for new work leaves it to a caller that may be
 /// about to drive it (see `pump`).
 const PUMP_GRACE: Duration = Duration::from_micros(5);
+/// How long a waiter looks for its result while another thread drives,
+/// before it takes the pool over or sleeps (`look_while_driven`).
+const LOOK_FIRST: Duration = Duration::from_micros(20);
 /// Health checks (dead workers, task timeouts) at least this often.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
@@ -122,19 +125,27 @@ impl Shared {
         self.driven.store(on, Ordering::Relaxed);
     }
 
-    /// Spins for at most `budget` until `ready()`, while another thread
-    /// drives the pool; `true` if `ready()` held. A caller taking the
-    /// results of work it submitted in a batch mostly finds the next one
-    /// due within microseconds: a look spares the driver handing the pool
-    /// over and back per result. With nobody driving there is nothing to
-    /// look for: the caller returns at once and drives itself (a lone
-    /// `submit(..).result()` would otherwise wait the whole budget).
-    pub(crate) fn look_while_driven(&self, budget: Duration, ready: &dyn Fn() -> bool) -> bool {
+    /// Spins for at most [`LOOK_FIRST`] (and not past `deadline`) until
+    /// `ready()`, while another thread drives the pool; `true` if
+    /// `ready()` held. A caller taking the results of work it submitted
+    /// in a batch mostly finds the next one due within microseconds: a
+    /// look spares the driver handing the pool over and back per result.
+    /// With nobody driving there is nothing to look for: the caller
+    /// returns at once and drives itself (a lone `submit(..).result()`
+    /// would otherwise wait the whole budget).
+    pub(crate) fn look_while_driven(
+        &self,
+        deadline: Option<Instant>,
+        ready: &dyn Fn() -> bool,
+    ) -> bool {
         // SYNC: Relaxed, as in `set_driving`.
         let driven = || self.driven.load(Ordering::Relaxed);
         if !driven() {
             return ready();
         }
+        let budget = deadline.map_or(LOOK_FIRST, |d| {
+            d.saturating_duration_since(Instant::now()).min(LOOK_FIRST)
+        });
         crate::wait::spin_for(budget, || ready() || !driven());
         ready()
     }

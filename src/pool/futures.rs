@@ -29,10 +29,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// How long a wait for tasks looks at them before it drives the pool or
-/// sleeps (see `wait_for`).
-pub(super) const LOOK_FIRST: Duration = Duration::from_micros(20);
-
 /// A callback waiting for its task, ready to run.
 type Pending = Box<dyn FnOnce() + Send>;
 
@@ -547,11 +543,8 @@ fn wait_for<R>(tasks: &[Task<R>], until: &dyn Fn() -> bool, deadline: Option<Ins
     // microseconds. Look for it briefly (while the pump drives) before
     // taking the driver's lock, which would make the pump hand the pool
     // over and back per task.
-    let look = deadline.map_or(LOOK_FIRST, |d| {
-        d.saturating_duration_since(Instant::now()).min(LOOK_FIRST)
-    });
     if let Some(t) = tasks.iter().find(|t| !t.is_done()) {
-        if t.shared.look_while_driven(look, until) {
+        if t.shared.look_while_driven(deadline, until) {
             return true;
         }
     }

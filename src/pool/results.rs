@@ -209,11 +209,7 @@ impl<T> AsyncResult<T> {
         let s = Arc::clone(&self.sink);
         // As `Task::result`: while the pump drives, the result of a batch
         // of `apply_async` calls is mostly microseconds away.
-        let look = deadline.map_or(super::futures::LOOK_FIRST, |d| {
-            d.saturating_duration_since(Instant::now())
-                .min(super::futures::LOOK_FIRST)
-        });
-        if self.hook.is_none() && self.shared.look_while_driven(look, &|| s.ready()) {
+        if self.hook.is_none() && self.shared.look_while_driven(deadline, &|| s.ready()) {
             return true;
         }
         let (core, ready) = self.shared.wait_until(

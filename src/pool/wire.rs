@@ -761,10 +761,7 @@ impl<R: Serialize + 'static> Results<R> {
         let Some(size) = self.raw else {
             return self.emit(out, 0, r);
         };
-        if !self.pending.is_empty() {
-            self.pending.push(r);
-            return self.drain(out);
-        }
+        debug_assert!(self.pending.is_empty(), "a task's only result comes first");
         let encoded = super::raw::extend_one(&r, out.buf);
         debug_assert!(encoded, "raw_size and extend_one agree");
         out.count += 1;
