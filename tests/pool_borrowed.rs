@@ -255,6 +255,28 @@ fn an_encoding_far_ahead_of_the_workers_waits_for_them_and_still_ends_on_a_panic
     });
 }
 
+#[test]
+fn an_input_that_turns_slow_after_the_encoding_got_ahead_still_maps_every_item() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // The first 40 000 items come at once (the encoding runs ahead of
+        // the slow tasks and waits for them, driving the pool itself);
+        // past them the input stalls now and then, in the middle of a
+        // batch, while batches encoded earlier are still queued. Nothing
+        // queued may be stranded behind the stalled input.
+        let items = pickies(60_000, None, None);
+        let input = items.iter().enumerate().map(|(i, p)| {
+            if i > 40_000 && i % 2_500 == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            p
+        });
+        let out = pool.map(picky_slow, input).unwrap();
+        assert_eq!(out, (0..60_000).collect::<Vec<_>>());
+        serves_the_next_map(&pool);
+    });
+}
+
 fn abort_on_seven(r: Reading) -> f64 {
     if r.value == 3.5 {
         std::process::abort();

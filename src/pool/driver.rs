@@ -158,6 +158,23 @@ impl Shared {
         done: &dyn Fn(&Core) -> bool,
         deadline: Option<Instant>,
     ) -> (MutexGuard<'_, Core>, bool) {
+        self.wait_until_then(done, deadline, true)
+    }
+
+    /// [`wait_until`](Self::wait_until), and with `hand_back` false for a
+    /// caller that goes on stepping the pool itself right after (a `map`
+    /// still encoding its input, which `nudge`s after every batch): the
+    /// pump is not woken to take over the work left when `done` holds.
+    /// Waking it cost that `map` a futex wake, a pump spinning on a core
+    /// the workers need, and a hand-over back at its next wait: 1e6 small
+    /// structs on 2 cores, 35–38 ns an item against 28–31 without
+    /// (BENCHMARKS.md, "The pump left alone while a map encodes").
+    pub(crate) fn wait_until_then(
+        &self,
+        done: &dyn Fn(&Core) -> bool,
+        deadline: Option<Instant>,
+        hand_back: bool,
+    ) -> (MutexGuard<'_, Core>, bool) {
         // SYNC: SeqCst; partner: the pump's SeqCst loads of `want` in
         // `drive` and `pump`. The add comes before our `ring_always` below,
         // whose own SeqCst fence and futex wake the pump, so a pump asleep
@@ -188,7 +205,7 @@ impl Shared {
             self.set_driving(&mut core, false);
             // The pump takes over what is left; with nothing left, only
             // the callers waiting on `cv` need to look.
-            if core.active() {
+            if core.active() && hand_back {
                 self.notify();
             } else {
                 self.notify_waiters();

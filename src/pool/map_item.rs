@@ -198,7 +198,7 @@ impl Pool {
                 // Far enough ahead: let the workers catch up, so that the
                 // batches they are done with come back to be filled again.
                 let ahead = |_: &Core| Feed::queued(&feed) < BATCHES_AHEAD || sink.ready();
-                drop(self.shared.wait_until(&ahead, None));
+                drop(self.shared.wait_until_then(&ahead, None, false));
             }
             let cap = n.min(at + BATCH_ITEMS);
             let mut batch = Feed::batch(&feed, at as u64, cap - at, item_bytes);
