@@ -80,6 +80,23 @@ fn borrowed_numbers_give_the_owned_maps_results_over_and_under_the_arena_thresho
     assert_eq!(halves[49_999], 49_999.0 / 2.0);
 }
 
+fn label(x: u64) -> String {
+    format!("<{x}>")
+}
+
+#[test]
+fn borrowed_numbers_mapped_to_strings_give_the_owned_maps_results() {
+    // Number items, results that are not numbers: the items still cross
+    // as numbers (the workers read them so), over the rings.
+    let pool = Pool::new(2).unwrap();
+    let xs: Vec<u64> = (0..5_000).collect();
+    let want: Vec<String> = xs.iter().map(|&x| label(x)).collect();
+    assert_eq!(pool.map(label, &xs).unwrap(), want);
+    assert_eq!(pool.map(label, xs.clone()).unwrap(), want);
+    assert_eq!(pool.with_chunksize(7).map(label, &xs).unwrap(), want);
+    assert_eq!(xs.len(), 5_000);
+}
+
 #[test]
 fn any_iterator_of_references_works_whatever_its_length_hint() {
     let pool = Pool::new(2).unwrap();

@@ -104,9 +104,11 @@ where
         I: Iterator<Item = Self>,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        if raw::raw_size::<A>().is_some() && raw::raw_size::<R>().is_some() {
-            // Numbers: copied (a plain copy of each), they take the
-            // shared-memory path of an owned map.
+        if raw::raw_size::<A>().is_some() {
+            // Numbers: copied (a plain copy of each), they take the path
+            // of an owned map (shared memory when the results are numbers
+            // too). Never the encoded batches: a worker reads a chunk of
+            // number items as raw bytes, not as postcard.
             return pool.map_chunked(f, Copies { items }, chunksize);
         }
         pool.map_encoded(f, items, chunksize)
