@@ -294,6 +294,45 @@ fn an_input_that_turns_slow_after_the_encoding_got_ahead_still_maps_every_item()
     });
 }
 
+fn weigh_where(r: Reading) -> (u32, f64) {
+    (std::process::id(), weigh(r))
+}
+
+#[test]
+fn workers_that_retire_after_three_chunks_run_no_more_of_a_borrowed_map() {
+    // A borrowed map queues more chunks on a worker than other jobs do;
+    // a worker told to retire after three still runs three at most.
+    watchdog(LIMIT, || {
+        let pool = Pool::builder()
+            .processes(2)
+            .max_tasks_per_child(3)
+            .chunksize(50)
+            .build()
+            .unwrap();
+        let items = readings(3_000);
+        let out = pool.map(weigh_where, &items).unwrap();
+        let want: Vec<f64> = items.iter().cloned().map(weigh).collect();
+        assert_eq!(out.iter().map(|&(_, w)| w).collect::<Vec<_>>(), want);
+        let mut chunks_of: std::collections::HashMap<u32, std::collections::HashSet<usize>> =
+            Default::default();
+        for (i, &(pid, _)) in out.iter().enumerate() {
+            chunks_of.entry(pid).or_default().insert(i / 50);
+        }
+        assert!(
+            chunks_of.len() >= 20,
+            "{} workers for 60 chunks",
+            chunks_of.len()
+        );
+        for (pid, chunks) in &chunks_of {
+            assert!(
+                chunks.len() <= 3,
+                "worker {pid} ran {} chunks",
+                chunks.len()
+            );
+        }
+    });
+}
+
 fn abort_on_seven(r: Reading) -> f64 {
     if r.value == 3.5 {
         std::process::abort();

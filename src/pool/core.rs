@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::handle::{Dying, Inflight, Worker};
+use super::handle::{Dying, Inflight, Worker, DEPTH, MAX_DEPTH};
 use super::health::{death, fatal, verdict, Loss};
 use super::jobs::{JobIds, Next, Sink, Source, ZcTask};
 use super::wire::{
@@ -562,7 +562,7 @@ impl Core {
         }
         any |= self.send_retries();
         // Cheap check first: this runs on every spin of a waiting driver.
-        if !self.workers.iter().flatten().any(Worker::has_room) {
+        if !self.workers.iter().flatten().any(|w| w.has_room(MAX_DEPTH)) {
             return any;
         }
         // In submission order: each job gets what it wants while there is
@@ -583,6 +583,7 @@ impl Core {
             // behind a task that may be cancelled; for a self-scheduled
             // map's descriptor, an idle one, else the job waits for one).
             let bulk = job.source.bulk();
+            let depth = job.source.depth();
             let wi = if job.source.idle_only() {
                 match self.idle_worker() {
                     Some(wi) => wi,
@@ -592,7 +593,7 @@ impl Core {
                     }
                 }
             } else {
-                match self.least_busy(bulk) {
+                match self.least_busy(bulk, depth) {
                     Some(wi) => wi,
                     None => return any,
                 }
@@ -607,11 +608,11 @@ impl Core {
 
     /// The live worker with room and the fewest tasks in flight; for
     /// `bulk` (zero-copy) work, not one whose front task may be cancelled.
-    fn least_busy(&self, bulk: bool) -> Option<usize> {
+    fn least_busy(&self, bulk: bool, depth: usize) -> Option<usize> {
         self.workers
             .iter()
             .enumerate()
-            .filter_map(|(i, w)| w.as_ref().filter(|w| w.has_room()).map(|w| (i, w)))
+            .filter_map(|(i, w)| w.as_ref().filter(|w| w.has_room(depth)).map(|w| (i, w)))
             .filter(|(_, w)| !bulk || !self.front_cancellable(w))
             .min_by_key(|(_, w)| w.inflight.len())
             .map(|(i, _)| i)
@@ -621,7 +622,7 @@ impl Core {
     fn idle_worker(&self) -> Option<usize> {
         self.workers.iter().position(|w| {
             w.as_ref()
-                .is_some_and(|w| w.has_room() && w.inflight.is_empty())
+                .is_some_and(|w| w.has_room(DEPTH) && w.inflight.is_empty())
         })
     }
 
@@ -634,7 +635,7 @@ impl Core {
     fn send_retries(&mut self) -> bool {
         let mut any = false;
         while !self.retry.is_empty() {
-            let Some(wi) = self.least_busy(false) else {
+            let Some(wi) = self.least_busy(false, DEPTH) else {
                 break;
             };
             let r = self.retry.pop_front().expect("not empty");

@@ -63,6 +63,24 @@ pub(crate) struct Shared {
     driven: AtomicBool,
 }
 
+/// Who waits in [`Shared::wait_as`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Waiter {
+    /// A caller waiting for its work: it spins while results are due, and
+    /// when `done` holds the pump takes over the work left.
+    Caller,
+    /// A borrowed `map`'s caller, ahead of its workers with the batches it
+    /// encoded: it steps the pool itself again right after (`nudge` after
+    /// every batch), so the pump is not woken to take the work over, and
+    /// it sleeps on the doorbell between steps instead of spinning on a
+    /// core the workers need (each holds up to `ENCODED_DEPTH` chunks
+    /// meanwhile). Waking the pump cost that `map` a futex wake, a pump
+    /// spinning beside the workers and a hand-over back at its next wait:
+    /// 1e6 small structs on 2 cores, 35–38 ns an item against 28–31
+    /// without (BENCHMARKS.md, "The pump left alone while a map encodes").
+    Encoder,
+}
+
 impl Shared {
     pub(crate) fn new(core: Core, doorbell: Doorbell) -> Shared {
         Shared {
@@ -158,22 +176,15 @@ impl Shared {
         done: &dyn Fn(&Core) -> bool,
         deadline: Option<Instant>,
     ) -> (MutexGuard<'_, Core>, bool) {
-        self.wait_until_then(done, deadline, true)
+        self.wait_as(Waiter::Caller, done, deadline)
     }
 
-    /// [`wait_until`](Self::wait_until), and with `hand_back` false for a
-    /// caller that goes on stepping the pool itself right after (a `map`
-    /// still encoding its input, which `nudge`s after every batch): the
-    /// pump is not woken to take over the work left when `done` holds.
-    /// Waking it cost that `map` a futex wake, a pump spinning on a core
-    /// the workers need, and a hand-over back at its next wait: 1e6 small
-    /// structs on 2 cores, 35–38 ns an item against 28–31 without
-    /// (BENCHMARKS.md, "The pump left alone while a map encodes").
-    pub(crate) fn wait_until_then(
+    /// [`wait_until`](Self::wait_until) for a `waiter` of either kind.
+    pub(crate) fn wait_as(
         &self,
+        waiter: Waiter,
         done: &dyn Fn(&Core) -> bool,
         deadline: Option<Instant>,
-        hand_back: bool,
     ) -> (MutexGuard<'_, Core>, bool) {
         // SYNC: SeqCst; partner: the pump's SeqCst loads of `want` in
         // `drive` and `pump`. The add comes before our `ring_always` below,
@@ -201,11 +212,12 @@ impl Shared {
                 continue;
             }
             self.set_driving(&mut core, true);
-            core = self.drive(core, done, false, deadline);
+            core = self.drive(core, done, false, deadline, waiter == Waiter::Encoder);
             self.set_driving(&mut core, false);
-            // The pump takes over what is left; with nothing left, only
-            // the callers waiting on `cv` need to look.
-            if core.active() && hand_back {
+            // The pump takes over what is left (not from an encoder, which
+            // steps the pool itself); with nothing left, only the callers
+            // waiting on `cv` need to look.
+            if core.active() && waiter == Waiter::Caller {
                 self.notify();
             } else {
                 self.notify_waiters();
@@ -218,13 +230,15 @@ impl Shared {
 
     /// The driving loop: step, spin, sleep on the doorbell, check health.
     /// The clock is read once per 64 spins (a read costs as much as a poll
-    /// of every ring).
+    /// of every ring). A `patient` driver does not spin: after a step that
+    /// moved nothing it sleeps on the doorbell at once.
     pub(crate) fn drive<'a>(
         &'a self,
         mut core: MutexGuard<'a, Core>,
         done: &dyn Fn(&Core) -> bool,
         pump: bool,
         deadline: Option<Instant>,
+        patient: bool,
     ) -> MutexGuard<'a, Core> {
         let mut last_progress: Option<Instant> = None;
         let mut spins: u32 = 0;
@@ -255,7 +269,7 @@ impl Shared {
             }
             spins = spins.wrapping_add(1);
             let inflight = core.has_inflight();
-            if inflight && !spins.is_multiple_of(64) {
+            if inflight && !patient && !spins.is_multiple_of(64) {
                 std::hint::spin_loop();
                 continue;
             }
@@ -286,6 +300,7 @@ impl Shared {
             // short and the parent is part of their pipeline (it encodes
             // and decodes every item): it keeps spinning for them.
             if inflight
+                && !patient
                 && now.duration_since(since) < SPIN
                 && core.bulk_busy_workers() < self.cores
                 && !core.claims_running()
@@ -538,7 +553,7 @@ impl Shared {
                 }
             }
             self.set_driving(&mut core, true);
-            core = self.drive(core, &|c: &Core| !c.active(), true, None);
+            core = self.drive(core, &|c: &Core| !c.active(), true, None, false);
             self.set_driving(&mut core, false);
             self.notify();
         }

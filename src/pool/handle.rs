@@ -21,6 +21,16 @@ use crate::segment::Segment;
 /// Tasks in flight per worker: one running, one queued behind it, so a
 /// worker never waits for the parent between tasks.
 pub(crate) const DEPTH: usize = 2;
+/// Chunks of a borrowed `map`'s encoded batches a worker may hold: its
+/// encoding caller sleeps while it is ahead, rather than spin on a core
+/// the workers need, and is woken by a worker's result, with the others'
+/// chunks still queued. 1e6 small structs on 2 cores, the bench's group:
+/// 33–34 ns an item at 2 deep with the caller spinning, 27–28 at 8 deep
+/// with it sleeping (BENCHMARKS.md, "The pump left alone while a map
+/// encodes").
+pub(crate) const ENCODED_DEPTH: usize = 8;
+/// The deepest any source asks for ([`Source::depth`](super::jobs::Source::depth)).
+pub(crate) const MAX_DEPTH: usize = ENCODED_DEPTH;
 /// Segments attached to one worker before the oldest is detached.
 const MAX_ATTACHED: usize = 16;
 
@@ -182,8 +192,9 @@ impl Worker {
             .find_map(|(i, t)| running_item(word, t.seq, t.first, t.count).map(|item| (i, item)))
     }
 
-    pub(crate) fn has_room(&self) -> bool {
-        !self.retiring && self.inflight.len() < DEPTH && self.backlog.is_empty()
+    /// Takes another task of a job that lets a worker hold `depth`.
+    pub(crate) fn has_room(&self, depth: usize) -> bool {
+        !self.retiring && self.inflight.len() < depth && self.backlog.is_empty()
     }
 
     /// Pushes a frame, or queues it behind the ones that did not fit.

@@ -84,6 +84,12 @@ pub(crate) trait Source: Send {
     /// `busy_ns` of the worker's time (0 when not measured).
     fn task_done(&mut self, _first: u64, _items: u64, _busy_ns: u64) {}
 
+    /// Tasks of this source a worker may hold at once (running and
+    /// queued behind it in its ring).
+    fn depth(&self) -> usize {
+        super::handle::DEPTH
+    }
+
     /// Has a task to send now. `false` only while the items of the next
     /// one are still being written (a `map` of numbers whose input is
     /// written into its arena while the first chunks run).
@@ -536,6 +542,13 @@ impl Drop for EncodedSource {
 }
 
 impl Source for EncodedSource {
+    /// Deeper than other jobs': the caller that encodes the batches sleeps
+    /// while it is ahead of the workers, and each worker has chunks to run
+    /// until it wakes (see `map_item::run_encoded`).
+    fn depth(&self) -> usize {
+        super::handle::ENCODED_DEPTH
+    }
+
     fn next(&mut self, frame: &mut Vec<u8>, job: u64, soft: usize, hard: usize) -> Next {
         if self.at >= self.batch.len() {
             let mut feed = lock(&self.feed);

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::core::Core;
+use super::driver::Waiter;
 use super::jobs::{Collect, EncodedSource, Feed};
 use super::wire::ChunkDesc;
 use super::{raw, Pool};
@@ -177,7 +178,16 @@ impl Pool {
         A: Serialize + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (source, feed) = EncodedSource::new(self.chunk_for(n, chunksize), task);
+        let chunk = self.chunk_for(n, chunksize);
+        let (source, feed) = EncodedSource::new(chunk, task);
+        // A batch holds whole chunks where they are smaller than a batch,
+        // so that the chunks sent are the ones asked for (a task each, as
+        // `max_tasks_per_child` counts them), not cut at batch ends.
+        let (per_batch, align) = if chunk < BATCH_ITEMS {
+            (BATCH_ITEMS / chunk * chunk, chunk)
+        } else {
+            (BATCH_ITEMS, 1)
+        };
         let sink = Collect::<R>::for_items(n);
         self.submit_job(Box::new(source), sink.clone(), usize::MAX, usize::MAX)?;
         let mut closer = Closer {
@@ -200,12 +210,12 @@ impl Pool {
                 // Far enough ahead: let the workers catch up, so that the
                 // batches they are done with come back to be filled again.
                 let ahead = |_: &Core| Feed::queued(&feed) < BATCHES_AHEAD || sink.ready();
-                drop(self.shared.wait_until_then(&ahead, None, false));
+                drop(self.shared.wait_as(Waiter::Encoder, &ahead, None));
             }
-            let cap = n.min(at + BATCH_ITEMS);
+            let cap = n.min(at + per_batch);
             let mut batch = Feed::batch(&feed, at as u64, cap - at, item_bytes);
             let mut i = at;
-            while i < cap && batch.bytes() < BATCH_BYTES {
+            while i < cap && !full(batch.bytes(), i - at, align) {
                 let pushed = match items.next() {
                     Some(item) => batch.push(item),
                     None => Err(miscounted(n, i)),
@@ -236,6 +246,14 @@ impl Pool {
         drop(core);
         sink.take(Some(n as u64))
     }
+}
+
+/// Whether a batch of `bytes` and `items` items is full: at the end of a
+/// chunk (of `align` items) once it holds [`BATCH_BYTES`], anywhere past
+/// four times that (a chunk of large items is then cut, as a frame would
+/// cut it anyway).
+fn full(bytes: usize, items: usize, align: usize) -> bool {
+    (bytes >= BATCH_BYTES && items.is_multiple_of(align)) || bytes >= 4 * BATCH_BYTES
 }
 
 /// The error of an input iterator whose length was not what its
