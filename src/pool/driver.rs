@@ -75,9 +75,10 @@ pub(crate) enum Waiter {
     /// it sleeps on the doorbell between steps instead of spinning on a
     /// core the workers need (each holds up to `ENCODED_DEPTH` chunks
     /// meanwhile). Waking the pump cost that `map` a futex wake, a pump
-    /// spinning beside the workers and a hand-over back at its next wait:
-    /// 1e6 small structs on 2 cores, 35–38 ns an item against 28–31
-    /// without (BENCHMARKS.md, "The pump left alone while a map encodes").
+    /// spinning beside the workers and a hand-over back at its next wait.
+    /// The bench's 1e6 small structs on 2 cores: 37 ns an item before, 33
+    /// with no pump woken, 28–29 with the sleep and the deeper queues
+    /// (BENCHMARKS.md, "The pump left alone while a map encodes").
     Encoder,
 }
 
