@@ -373,6 +373,47 @@ fn a_worker_dying_early_in_a_long_borrowed_map_ends_it_and_the_pool_recovers() {
     });
 }
 
+/// Value 0.0 aborts at once; values under 4.0 abort after 300 ms.
+fn abort_now_or_soon(r: Reading) -> f64 {
+    if r.value == 0.0 {
+        std::process::abort();
+    }
+    if r.value < 4.0 {
+        std::thread::sleep(Duration::from_millis(300));
+        std::process::abort();
+    }
+    weigh(r)
+}
+
+#[test]
+fn the_map_after_a_failed_one_is_not_queued_behind_its_doomed_chunks() {
+    // Chunks 0 and 2 go to one worker, 1 and 3 to the other. The first
+    // worker dies at once, failing the map; the second is still in its
+    // first chunk, which will kill it too, with another chunk of the
+    // failed map queued behind. The next map must not be queued behind
+    // those (it would die with that worker): it waits for a worker
+    // that has nothing of a failed job in flight.
+    watchdog(LIMIT, || {
+        let pool = Pool::builder().processes(2).chunksize(4).build().unwrap();
+        let items: Vec<Reading> = (0..16)
+            .map(|i| Reading {
+                name: "x".repeat(i),
+                value: if i < 8 {
+                    (i / 4 * 2 + i % 4) as f64
+                } else {
+                    10.0 + i as f64
+                },
+            })
+            .collect();
+        let err = pool.map(abort_now_or_soon, &items).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+        let fine = readings(40);
+        let want: Vec<f64> = fine.iter().cloned().map(weigh).collect();
+        assert_eq!(pool.map(weigh, &fine).unwrap(), want);
+        assert_eq!(pool.map(weigh, fine.clone()).unwrap(), want);
+    });
+}
+
 #[test]
 fn chunk_sizes_and_items_over_a_frame_keep_the_results_in_order() {
     let pool = Pool::builder()

@@ -607,13 +607,19 @@ impl Core {
     }
 
     /// The live worker with room and the fewest tasks in flight; for
-    /// `bulk` (zero-copy) work, not one whose front task may be cancelled.
+    /// `bulk` (zero-copy) work, not one whose front task may be cancelled;
+    /// never one with a task of a failed job in flight. Such a job may
+    /// have failed on its input (an item that kills its worker), and its
+    /// tasks still queued can kill this one too: the next job's task
+    /// queued behind them would die with it (a `map` after a failed one,
+    /// its 8-deep chunks still queued, failed that way under Wine).
     fn least_busy(&self, bulk: bool, depth: usize) -> Option<usize> {
         self.workers
             .iter()
             .enumerate()
             .filter_map(|(i, w)| w.as_ref().filter(|w| w.has_room(depth)).map(|w| (i, w)))
             .filter(|(_, w)| !bulk || !self.front_cancellable(w))
+            .filter(|(_, w)| !holds_failed(&self.jobs, w))
             .min_by_key(|(_, w)| w.inflight.len())
             .map(|(i, _)| i)
     }
@@ -1356,6 +1362,13 @@ fn front_cancellable(jobs: &Jobs, w: &Worker) -> bool {
     w.inflight
         .front()
         .is_some_and(|t| jobs.get(&t.job).is_some_and(|j| j.cancellable && !j.failed))
+}
+
+/// Whether `w` has a task of a failed job in flight.
+fn holds_failed(jobs: &Jobs, w: &Worker) -> bool {
+    w.inflight
+        .iter()
+        .any(|t| jobs.get(&t.job).is_some_and(|j| j.failed))
 }
 
 /// Whether `w`'s front task belongs to a cancelled job.
