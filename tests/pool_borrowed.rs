@@ -333,6 +333,26 @@ fn workers_that_retire_after_three_chunks_run_no_more_of_a_borrowed_map() {
     });
 }
 
+#[test]
+fn terminate_from_another_thread_ends_a_borrowed_map_whose_caller_waits_asleep() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // 5 µs items: the encoding runs far ahead, and its caller waits
+        // for the workers asleep on the doorbell, when the pool is
+        // terminated from another thread. The map ends with an error.
+        let items = pickies(400_000, None, None);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                pool.terminate();
+            });
+            let err = pool.map(picky_slow, &items).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+        });
+        assert!(pool.map(picky_n, &items[..10]).is_err());
+    });
+}
+
 fn abort_on_seven(r: Reading) -> f64 {
     if r.value == 3.5 {
         std::process::abort();
