@@ -393,7 +393,7 @@ fn a_worker_dying_early_in_a_long_borrowed_map_ends_it_and_the_pool_recovers() {
     });
 }
 
-/// Value 0.0 aborts at once; values under 4.0 abort after 300 ms.
+/// Value 0.0 aborts at once; other values under 4.0 abort after 300 ms.
 fn abort_now_or_soon(r: Reading) -> f64 {
     if r.value == 0.0 {
         std::process::abort();
@@ -418,10 +418,12 @@ fn the_map_after_a_failed_one_is_not_queued_behind_its_doomed_chunks() {
         let items: Vec<Reading> = (0..16)
             .map(|i| Reading {
                 name: "x".repeat(i),
-                value: if i < 8 {
-                    (i / 4 * 2 + i % 4) as f64
-                } else {
-                    10.0 + i as f64
+                // Item 0 (chunk 0) kills its worker at once; item 4
+                // (chunk 1) kills the other after 300 ms.
+                value: match i {
+                    0 => 0.0,
+                    4 => 1.0,
+                    _ => 10.0 + i as f64,
                 },
             })
             .collect();
