@@ -619,3 +619,25 @@ fn ready_and_callbacks_come_with_nobody_waiting() {
         assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 36);
     });
 }
+
+/// A burst of submissions is stepped by its caller while the pump naps
+/// (`Shared::pump`): once the caller stops and waits on something else,
+/// the pump must wake and send the rest. 400 tasks of 1 ms each are
+/// submitted far faster than 2 workers run them, so most are still unsent
+/// when the burst ends; the last sets an event, and only the pool's own
+/// threads can get it there.
+#[test]
+fn a_burst_of_submissions_left_alone_still_runs_to_the_end() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let ev = Event::new().unwrap();
+        let tasks: Vec<_> = (0..400).map(|_| pool.submit(nap, 1).unwrap()).collect();
+        let last = pool.submit(set_it, ev.clone()).unwrap();
+        ev.wait_timeout(Duration::from_secs(60))
+            .expect("the tasks left unsent after the burst never ran");
+        for t in tasks {
+            assert_eq!(t.into_result().unwrap(), 1);
+        }
+        last.result().unwrap();
+    });
+}
