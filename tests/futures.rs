@@ -5,7 +5,7 @@
 //! asserted only where the gap is seconds wide.
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use multiproc::{as_completed, wait_tasks, ErrorKind, Event, Pool, Queue, ReturnWhen};
 
@@ -639,5 +639,46 @@ fn a_burst_of_submissions_left_alone_still_runs_to_the_end() {
             assert_eq!(t.into_result().unwrap(), 1);
         }
         last.result().unwrap();
+    });
+}
+
+/// Health checks go on while a caller submits in a burst (the pump naps
+/// then, and the caller's own steps check no health): a task past the
+/// pool's task timeout is stopped, and fails, while a 2-second stream of
+/// submissions goes on, with nobody looking at a result.
+#[test]
+fn a_task_timeout_is_enforced_during_a_burst_of_submissions() {
+    watchdog(LIMIT, || {
+        let pool = Pool::builder()
+            .processes(2)
+            .task_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let stuck = pool.submit(nap, 600_000).unwrap();
+        let (tx, rx) = mpsc::channel();
+        stuck.add_done_callback(move |_| {
+            let _ = tx.send(Instant::now());
+        });
+        let end = Instant::now() + Duration::from_secs(2);
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            // Dropped at once: a dropped task still runs (not cancelled).
+            drop(pool.submit(square, 3).unwrap());
+            sent += 1;
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(5) {
+                std::hint::spin_loop();
+            }
+        }
+        let failed_at = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the stuck task never ended");
+        assert!(
+            failed_at < end,
+            "the task timeout was enforced only after the burst of {sent} submissions"
+        );
+        let e = stuck.result().unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        assert_eq!(pool.submit(square, 4).unwrap().result().unwrap(), 16);
     });
 }

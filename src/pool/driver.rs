@@ -573,6 +573,12 @@ impl Shared {
                 since = now;
             }
             if burst {
+                // The callers' steps check no health: dead workers and
+                // task timeouts are still seen within a tick.
+                if core.last_health.elapsed() >= TICK {
+                    core.check_health();
+                    self.notify_waiters();
+                }
                 core.pump_napping = true;
                 core = self.pump_wait(core, BURST_NAP);
                 core.pump_napping = false;
