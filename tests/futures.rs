@@ -620,12 +620,11 @@ fn ready_and_callbacks_come_with_nobody_waiting() {
     });
 }
 
-/// A burst of submissions is stepped by its caller while the pump naps
-/// (`Shared::pump`): once the caller stops and waits on something else,
-/// the pump must wake and send the rest. 400 tasks of 1 ms each are
-/// submitted far faster than 2 workers run them, so most are still unsent
-/// when the burst ends; the last sets an event, and only the pool's own
-/// threads can get it there.
+/// A burst of submissions, each stepped by its caller, leaves most of its
+/// tasks unsent (400 tasks of 1 ms each, submitted far faster than 2
+/// workers run them); once the caller stops and waits on something else,
+/// the pool's own threads must send and run the rest. The last task sets
+/// an event: nothing but the pool can get it there.
 #[test]
 fn a_burst_of_submissions_left_alone_still_runs_to_the_end() {
     watchdog(LIMIT, || {
@@ -642,10 +641,12 @@ fn a_burst_of_submissions_left_alone_still_runs_to_the_end() {
     });
 }
 
-/// Health checks go on while a caller submits in a burst (the pump naps
-/// then, and the caller's own steps check no health): a task past the
-/// pool's task timeout is stopped, and fails, while a 2-second stream of
-/// submissions goes on, with nobody looking at a result.
+/// Health checks go on while a caller submits in a burst (each
+/// submission steps the pool, and a step checks no health): a task past
+/// the pool's task timeout is stopped, and fails, while a 2-second stream
+/// of submissions goes on, with nobody looking at a result. (A pump that
+/// napped through such bursts, tried on 2026-12-05, had to check health
+/// in its naps for this to hold.)
 #[test]
 fn a_task_timeout_is_enforced_during_a_burst_of_submissions() {
     watchdog(LIMIT, || {

@@ -4,7 +4,6 @@
 //! `driver.rs`; the handle on one worker is `handle.rs`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,9 +104,6 @@ impl Job {
 
     fn fail(&mut self, e: Error) {
         if !self.failed {
-            // SYNC: Relaxed: read under the same pool's lock; another
-            // pool's failures only cost its workers a look (`holds_failed`).
-            JOB_FAILURES.fetch_add(1, Ordering::Relaxed);
             self.failed = true;
             self.sink.fail(e);
         }
@@ -214,12 +210,6 @@ pub(crate) struct Core {
     /// replacement worker could not be started); every call returns it.
     pub(crate) broken: Option<(ErrorKind, String)>,
     pub(crate) driving: bool,
-    /// Submissions and callers' waits so far (`Shared::kick_locked`,
-    /// `Shared::wait_as`), for the pump, which leaves a burst of them to
-    /// their caller (`Shared::pump`).
-    pub(crate) calls: u64,
-    /// The pump naps through such a burst: submissions do not wake it.
-    pub(crate) pump_napping: bool,
     scratch: Vec<u8>,
     attach_scratch: Vec<u8>,
     /// Buffers of resend copies whose tasks came back, for the next copies
@@ -254,8 +244,6 @@ impl Core {
             state: State::Running,
             broken: None,
             driving: false,
-            calls: 0,
-            pump_napping: false,
             scratch: Vec::with_capacity(SOFT_FRAME * 2),
             attach_scratch: Vec::new(),
             spare_frames: Vec::new(),
@@ -1378,27 +1366,10 @@ fn front_cancellable(jobs: &Jobs, w: &Worker) -> bool {
 
 /// Whether `w` has a task of a failed job in flight.
 fn holds_failed(jobs: &Jobs, w: &Worker) -> bool {
-    // SYNC: Relaxed: see `Job::fail`.
-    let failures = JOB_FAILURES.load(Ordering::Relaxed);
-    if w.clean_at.get() == failures {
-        return false;
-    }
-    let held = w
-        .inflight
+    w.inflight
         .iter()
-        .any(|t| jobs.get(&t.job).is_some_and(|j| j.failed));
-    if !held {
-        w.clean_at.set(failures);
-    }
-    held
+        .any(|t| jobs.get(&t.job).is_some_and(|j| j.failed))
 }
-
-/// Jobs failed so far, in every pool of the process: while it does not
-/// change, a worker found holding no task of a failed job holds none
-/// (`Worker::clean_at`), and dispatch looks up no job to know it. A
-/// stream of `submit`s (each task its own job) otherwise paid a lookup
-/// per task in flight on every worker, at every task sent.
-static JOB_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// Whether `w`'s front task belongs to a cancelled job.
 fn front_cancelled(jobs: &Jobs, w: &Worker) -> bool {

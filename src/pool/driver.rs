@@ -24,12 +24,6 @@ const PUMP_GRACE: Duration = Duration::from_micros(5);
 /// How long a waiter looks for its result while another thread drives,
 /// before it takes the pool over or sleeps (`look_while_driven`).
 const LOOK_FIRST: Duration = Duration::from_micros(20);
-/// A pump that saw at least `BURST` submissions since it last looked
-/// naps `BURST_NAP` instead of driving: the caller submitting in a burst
-/// steps the pool at each submission (`kick_locked`), and a pump driving
-/// beside it only takes the lock and a core from it (see `pump`).
-const BURST: u64 = 8;
-const BURST_NAP: Duration = Duration::from_micros(200);
 /// Health checks (dead workers, task timeouts) at least this often.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
@@ -222,13 +216,9 @@ impl Shared {
             core = self.drive(core, done, false, deadline, waiter == Waiter::Encoder);
             self.set_driving(&mut core, false);
             // The pump takes over what is left (not from an encoder, which
-            // steps the pool itself, nor while it naps through a burst of
-            // calls: it looks when the nap ends); with nothing left, only
-            // the callers waiting on `cv` need to look.
-            if waiter == Waiter::Caller {
-                core.calls = core.calls.wrapping_add(1);
-            }
-            if core.active() && waiter == Waiter::Caller && !core.pump_napping {
+            // steps the pool itself); with nothing left, only the callers
+            // waiting on `cv` need to look.
+            if core.active() && waiter == Waiter::Caller {
                 self.notify();
             } else {
                 self.notify_waiters();
@@ -253,7 +243,6 @@ impl Shared {
     ) -> MutexGuard<'a, Core> {
         let mut last_progress: Option<Instant> = None;
         let mut spins: u32 = 0;
-        let calls = core.calls;
         loop {
             // After `terminate` only killed workers are left to reap.
             if core.state == State::Terminated && !core.has_dying() {
@@ -268,7 +257,7 @@ impl Shared {
             if done(&core) || (pump && self.want.load(Ordering::SeqCst) > 0) {
                 return core;
             }
-            if pump && (!core.active() || core.calls.wrapping_sub(calls) >= BURST) {
+            if pump && !core.active() {
                 return core;
             }
             // SYNC: Relaxed; partner: the SeqCst add in `lock` (a hint only,
@@ -480,15 +469,10 @@ impl Shared {
         self: &Arc<Self>,
         mut core: MutexGuard<'_, Core>,
     ) -> crate::error::Result<()> {
-        core.calls = core.calls.wrapping_add(1);
         if !core.driving && core.step() {
             self.notify_waiters();
         }
-        // A pump napping through a burst of submissions is not woken for
-        // each: this caller steps the pool meanwhile, and the pump looks
-        // again when the nap ends (`pump`).
-        let pump = !core.pump_napping
-            && (core.has_unsent() || (core.has_inflight() && core.cfg.task_timeout.is_some()));
+        let pump = core.has_unsent() || (core.has_inflight() && core.cfg.task_timeout.is_some());
         drop(core);
         if pump {
             self.ensure_pump()
@@ -540,9 +524,6 @@ impl Shared {
         let mut core = self.lock();
         // Just woken from `pump_wait`, not back from driving.
         let mut woken = false;
-        // `core.calls` at the start of the current window of `BURST_NAP`.
-        let mut seen = core.calls;
-        let mut since = Instant::now();
         loop {
             if core.state == State::Terminated || (core.state == State::Closed && !core.has_jobs())
             {
@@ -556,32 +537,6 @@ impl Shared {
                     core.check_health();
                     self.notify();
                 }
-                continue;
-            }
-            // A caller submitting or waiting in a burst (at least `BURST`
-            // calls within `BURST_NAP`) steps the pool at each call:
-            // driving beside it would only take the lock and a core from
-            // it (on 2 cores a third busy thread beside the two workers;
-            // 100 000 `submit`s cost 750-800 ns each with the pump
-            // driving, 600-650 without; docs/BENCHMARKS.md). Nap instead,
-            // unwoken by its calls; the first nap after which fewer came
-            // ends the burst and the pump drives again.
-            let now = Instant::now();
-            let burst = core.calls.wrapping_sub(seen) >= BURST;
-            if burst || now.duration_since(since) >= BURST_NAP {
-                seen = core.calls;
-                since = now;
-            }
-            if burst {
-                // The callers' steps check no health: dead workers and
-                // task timeouts are still seen within a tick.
-                if core.last_health.elapsed() >= TICK {
-                    core.check_health();
-                    self.notify_waiters();
-                }
-                core.pump_napping = true;
-                core = self.pump_wait(core, BURST_NAP);
-                core.pump_napping = false;
                 continue;
             }
             if std::mem::take(&mut woken) {

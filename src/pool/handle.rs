@@ -2,7 +2,6 @@
 //! tasks it has in flight, the frames that did not fit its task ring yet,
 //! the segments it has attached, and its counters.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -90,12 +89,6 @@ pub(crate) struct Worker {
     pub(crate) next_slot: u32,
     /// When the task at the front of `inflight` started (about).
     pub(crate) front_since: Instant,
-    /// The count of job failures (`core::JOB_FAILURES`) at which every
-    /// task in `inflight` was found to belong to a job that had not
-    /// failed; `u64::MAX` before the first look. Tasks are only queued
-    /// for jobs that have not failed, so while no job fails it stays true
-    /// (`core::holds_failed`).
-    pub(crate) clean_at: Cell<u64>,
     pub(crate) stats: Stats,
 }
 
@@ -163,7 +156,6 @@ impl Worker {
             attached: Vec::new(),
             next_slot: 0,
             front_since: now,
-            clean_at: Cell::new(u64::MAX),
             stats: Stats {
                 tasks: 0,
                 items: 0,
