@@ -18,6 +18,8 @@ is passed as PEERS_ONLY (e.g. `futures,apply`). A revision may be
 anything git names, `HEAD` or a branch included; the working tree's
 uncommitted changes are not part of either side (commit them first, or
 pass `WORKTREE` as a revision to use the working tree's own build).
+target/ab/ may be deleted at any time (`git worktree prune` then forgets
+its worktrees); a revision already built there is not built again.
 """
 
 import argparse
@@ -71,7 +73,9 @@ def run_once(binary, only, python):
         env["PEERS_ONLY"] = only
     if not python:
         env["PEERS_PYTHON"] = "/bin/false"
-    subprocess.run([binary, "--bench"], env=env, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([binary, "--bench"], env=env, stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        sys.exit(f"{binary} --bench exited with {done.returncode}")
     with open(path) as f:
         data = json.load(f)
     os.unlink(path)
