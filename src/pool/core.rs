@@ -210,6 +210,8 @@ pub(crate) struct Core {
     /// replacement worker could not be started); every call returns it.
     pub(crate) broken: Option<(ErrorKind, String)>,
     pub(crate) driving: bool,
+    /// The driver is the pump (a submission steps the pool even then).
+    pub(crate) pump_drives: bool,
     scratch: Vec<u8>,
     attach_scratch: Vec<u8>,
     /// Buffers of resend copies whose tasks came back, for the next copies
@@ -244,6 +246,7 @@ impl Core {
             state: State::Running,
             broken: None,
             driving: false,
+            pump_drives: false,
             scratch: Vec::with_capacity(SOFT_FRAME * 2),
             attach_scratch: Vec::new(),
             spare_frames: Vec::new(),
@@ -323,6 +326,16 @@ impl Core {
     /// Something a driver can do now: tasks in flight, or tasks to send.
     pub(crate) fn active(&self) -> bool {
         self.has_inflight() || self.has_unsent()
+    }
+
+    /// Work that only a driver moves on: tasks not sent yet (also those
+    /// taken back from a killed worker, and long frames still to stream)
+    /// and killed workers to reap and replace.
+    pub(crate) fn has_unsent_work(&self) -> bool {
+        !self.retry.is_empty()
+            || !self.dying.is_empty()
+            || self.all_workers().any(|w| !w.backlog.is_empty())
+            || self.has_unsent()
     }
 
     /// Tasks a job could send and has not (no room in the rings, or not

@@ -61,6 +61,13 @@ pub(crate) struct Shared {
     /// result without the lock only while somebody drives (see
     /// [`look_while_driven`](Shared::look_while_driven)).
     driven: AtomicBool,
+    /// Somebody relies on the pump to read results: a future or stream
+    /// that waits, a call with callbacks, an `imap`, a look at a status,
+    /// a task timeout ([`ensure_pump`](Shared::ensure_pump)). Without it
+    /// the pump only sends work a submission could not
+    /// ([`pump_needed`](Shared::pump_needed)). Written under the lock;
+    /// cleared by the pump when the pool has nothing left to do.
+    demand: AtomicBool,
 }
 
 /// Who waits in [`Shared::wait_as`].
@@ -97,6 +104,7 @@ impl Shared {
             pump: Mutex::new(None),
             pump_started: AtomicBool::new(false),
             driven: AtomicBool::new(false),
+            demand: AtomicBool::new(false),
         }
     }
 
@@ -218,7 +226,7 @@ impl Shared {
             // The pump takes over what is left (not from an encoder, which
             // steps the pool itself); with nothing left, only the callers
             // waiting on `cv` need to look.
-            if core.active() && waiter == Waiter::Caller {
+            if waiter == Waiter::Caller && self.pump_needed(&core) {
                 self.notify();
             } else {
                 self.notify_waiters();
@@ -257,7 +265,7 @@ impl Shared {
             if done(&core) || (pump && self.want.load(Ordering::SeqCst) > 0) {
                 return core;
             }
-            if pump && !core.active() {
+            if pump && !self.pump_needed(&core) {
                 return core;
             }
             // SYNC: Relaxed; partner: the SeqCst add in `lock` (a hint only,
@@ -419,6 +427,23 @@ impl Shared {
     /// (it drives); a future that must wait does, and fails with this
     /// instead of waiting for a wake-up nobody would send.
     pub(crate) fn ensure_pump(self: &Arc<Self>) -> crate::error::Result<()> {
+        // SYNC: Relaxed; partner: the stores below and in `pump`, both made
+        // under the lock. A caller that submitted under the lock sees a
+        // clear made before it; a stale `true` is only seen by a waiter
+        // whose work is done already (the pump clears it only with nothing
+        // left to do), which looks again after this call.
+        if !self.demand.load(Ordering::Relaxed) {
+            let core = self.lock();
+            self.demand.store(true, Ordering::Relaxed);
+            drop(core);
+        }
+        self.start_pump()
+    }
+
+    /// Starts the pump thread unless it runs already, and wakes it if it
+    /// sleeps, without asking it to read results: it sends the work left
+    /// unsent ([`pump_needed`](Shared::pump_needed)).
+    fn start_pump(self: &Arc<Self>) -> crate::error::Result<()> {
         // SYNC: Acquire; partner: the Release store below. A stale `false`
         // only takes the slow way; a stale `true` (the pump being stopped
         // by `join`/`terminate`) wakes a pump that is leaving anyway.
@@ -440,6 +465,18 @@ impl Shared {
         drop(pump);
         self.wake_pump();
         Ok(())
+    }
+
+    /// Whether the pump has a reason to drive: work to do, and either
+    /// somebody relying on it to read results (`demand`) or work a
+    /// submission left unsent. Without this a pump woken once for unsent
+    /// work drove on while anything was in flight, beside a caller that
+    /// kept submitting: two parent threads, a lock handed back and forth
+    /// at every submission, 600–900 ns a `submit` against 510 alone
+    /// (BENCHMARKS.md, "The pump leaves a stream of submissions alone").
+    pub(crate) fn pump_needed(&self, core: &Core) -> bool {
+        // SYNC: Relaxed, under the lock that every write is made under.
+        core.active() && (self.demand.load(Ordering::Relaxed) || core.has_unsent_work())
     }
 
     /// After an async submission (`apply_async`, `map_async`, `submit`):
@@ -469,13 +506,19 @@ impl Shared {
         self: &Arc<Self>,
         mut core: MutexGuard<'_, Core>,
     ) -> crate::error::Result<()> {
-        if !core.driving && core.step() {
+        // Also while the pump drives: it would send the task at its next
+        // step anyway, and a caller that left its tasks to the pump kept
+        // it needed (`pump_needed`) for as long as it submitted.
+        if (!core.driving || core.pump_drives) && core.step() {
             self.notify_waiters();
         }
-        let pump = core.has_unsent() || (core.has_inflight() && core.cfg.task_timeout.is_some());
+        let timed = core.has_inflight() && core.cfg.task_timeout.is_some();
+        let unsent = core.has_unsent();
         drop(core);
-        if pump {
+        if timed {
             self.ensure_pump()
+        } else if unsent {
+            self.start_pump()
         } else {
             Ok(())
         }
@@ -530,7 +573,11 @@ impl Shared {
                 return;
             }
             // SYNC: SeqCst load; partner: the add in `wait_until`.
-            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !core.active() {
+            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !self.pump_needed(&core) {
+                if !core.active() {
+                    // SYNC: Relaxed, under the lock (see `demand`).
+                    self.demand.store(false, Ordering::Relaxed);
+                }
                 core = self.pump_wait(core, Duration::from_millis(50));
                 woken = true;
                 if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
@@ -554,7 +601,9 @@ impl Shared {
                 }
             }
             self.set_driving(&mut core, true);
+            core.pump_drives = true;
             core = self.drive(core, &|c: &Core| !c.active(), true, None, false);
+            core.pump_drives = false;
             self.set_driving(&mut core, false);
             self.notify();
         }
