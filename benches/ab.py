@@ -13,7 +13,9 @@ JSON (PEERS_JSON), and prints multiproc's median of every row for each
 run side by side.
 
 Python's peer is skipped unless `--python` (PEERS_PYTHON=/bin/false): its
-rounds cool the caches between ours and take most of the time. `--only`
+rounds cool the caches between ours and take most of the time. With
+`--python` every row's peer is printed too, run by run (for a row whose
+peer is not Python, that peer's figures are printed all the same). `--only`
 is passed as PEERS_ONLY (e.g. `futures,apply`). A revision may be
 anything git names, `HEAD` or a branch included; the working tree's
 uncommitted changes are not part of either side (commit them first, or
@@ -126,14 +128,22 @@ def main():
                 if k not in keys:
                     keys.append(k)
     print(f"multiproc's median per row, each run in turn (A = {args.a}, B = {args.b})")
-    print("| metric | peer | A | B |")
-    print("|---|---|---|---|")
+    if args.python:
+        # The peer ran beside each of our runs: its figures show whether
+        # the machine moved between runs, and give each run's ratio.
+        print("| metric | peer | A | B | peer beside A | peer beside B |")
+        print("|---|---|---|---|---|---|")
+    else:
+        print("| metric | peer | A | B |")
+        print("|---|---|---|---|")
     for metric, peer in keys:
         cols = []
-        for rev in (args.a, args.b):
-            cols.append(", ".join(fmt(rows.get((metric, peer), (None, None))[0]) for rows in runs[rev]))
-        print(f"| {metric} | {peer} | {cols[0]} | {cols[1]} |")
-
+        for side in (0, 1) if args.python else (0,):
+            for rev in (args.a, args.b):
+                cols.append(
+                    ", ".join(fmt(rows.get((metric, peer), (None, None))[side]) for rows in runs[rev])
+                )
+        print(f"| {metric} | {peer} | " + " | ".join(cols) + " |")
 
 if __name__ == "__main__":
     main()
