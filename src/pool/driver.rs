@@ -40,14 +40,13 @@ pub(crate) struct Shared {
     contenders: AtomicUsize,
     /// Threads waiting on `cv` (notify only when there are some).
     sleepers: AtomicUsize,
-    /// The idle pump sleeps here, apart from callers waiting on `cv`:
-    /// progress a caller makes for itself does not wake it (two futex
-    /// wakes of the pump per blocking `apply` made it 10× slower once a
-    /// pump existed). Woken by [`notify`](Shared::notify),
-    /// [`ensure_pump`](Shared::ensure_pump), and a caller that stops
-    /// driving while work is left.
-    pump_cv: Condvar,
-    /// The pump waits on `pump_cv` (set and cleared under the lock).
+    /// The idle pump sleeps parked (`park_timeout`), apart from callers
+    /// waiting on `cv`: progress a caller makes for itself does not wake
+    /// it (two futex wakes of the pump per blocking `apply` made it 10×
+    /// slower once a pump existed). Woken (`unpark`, which is never lost:
+    /// one made before the pump parks makes the park return at once) by
+    /// [`notify`](Shared::notify), [`ensure_pump`](Shared::ensure_pump),
+    /// and a caller that stops driving while work is left.
     pump_sleeping: AtomicBool,
     /// The machine's cores: a driver spins only while fewer workers than
     /// this run zero-copy chunks, so that its spinning never takes a core
@@ -65,8 +64,9 @@ pub(crate) struct Shared {
     /// that waits, a call with callbacks, an `imap`, a look at a status,
     /// a task timeout ([`ensure_pump`](Shared::ensure_pump)). Without it
     /// the pump only sends work a submission could not
-    /// ([`pump_needed`](Shared::pump_needed)). Written under the lock;
-    /// cleared by the pump when the pool has nothing left to do.
+    /// ([`pump_needed`](Shared::pump_needed)). Set without the lock (a
+    /// waker may run under it); cleared by the pump, under the lock, once
+    /// the pool has no job at all.
     demand: AtomicBool,
 }
 
@@ -98,7 +98,6 @@ impl Shared {
             want: AtomicUsize::new(0),
             contenders: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
-            pump_cv: Condvar::new(),
             pump_sleeping: AtomicBool::new(false),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pump: Mutex::new(None),
@@ -367,9 +366,16 @@ impl Shared {
     /// Wakes the pump if it sleeps.
     fn wake_pump(&self) {
         // SYNC: SeqCst load; partner: the SeqCst store in `pump_wait`,
-        // made under the lock: as for `sleepers` in `notify_waiters`.
+        // made under the lock after the pump looked at the core: a change
+        // made under the lock before that store is seen by the pump; one
+        // made after it is followed by this load, which sees `true`.
         if self.pump_sleeping.load(Ordering::SeqCst) {
-            self.pump_cv.notify_one();
+            // `pump`'s own lock: a leaf, never held while the pool's is
+            // taken, and held by nobody who waits for anything else.
+            let pump = self.pump.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = pump.as_ref() {
+                h.thread().unpark();
+            }
         }
     }
 
@@ -427,15 +433,20 @@ impl Shared {
     /// (it drives); a future that must wait does, and fails with this
     /// instead of waiting for a wake-up nobody would send.
     pub(crate) fn ensure_pump(self: &Arc<Self>) -> crate::error::Result<()> {
-        // SYNC: Relaxed; partner: the stores below and in `pump`, both made
-        // under the lock. A caller that submitted under the lock sees a
-        // clear made before it; a stale `true` is only seen by a waiter
-        // whose work is done already (the pump clears it only with nothing
-        // left to do), which looks again after this call.
+        // Not under the pool's lock: this runs in futures' polls, which a
+        // waker fired under that lock may make (an executor that polls in
+        // `wake`).
+        // SYNC: Relaxed load; the clear it may miss (`pump`, under the
+        // lock) happens only with no job in the pool, so a caller whose
+        // job is registered (under the lock, before this call) sees it, and
+        // one whose job is gone needs no pump.
         if !self.demand.load(Ordering::Relaxed) {
-            let core = self.lock();
-            self.demand.store(true, Ordering::Relaxed);
-            drop(core);
+            // SYNC: SeqCst; partner: the pump's SeqCst store of
+            // `pump_sleeping` then load of `demand` in `pump_wait`, against
+            // this store then the load of `pump_sleeping` in `wake_pump`:
+            // either the pump sees the demand before it parks, or we see
+            // it parking and unpark it.
+            self.demand.store(true, Ordering::SeqCst);
         }
         self.start_pump()
     }
@@ -475,7 +486,8 @@ impl Shared {
     /// at every submission, 600–900 ns a `submit` against 510 alone
     /// (BENCHMARKS.md, "The pump leaves a stream of submissions alone").
     pub(crate) fn pump_needed(&self, core: &Core) -> bool {
-        // SYNC: Relaxed, under the lock that every write is made under.
+        // SYNC: Relaxed: a set made without the lock and missed here is
+        // seen by `pump_wait` before the pump parks (see `ensure_pump`).
         core.active() && (self.demand.load(Ordering::Relaxed) || core.has_unsent_work())
     }
 
@@ -548,18 +560,27 @@ impl Shared {
         }
     }
 
-    /// The idle pump's sleep: on `pump_cv`, at most `timeout`.
+    /// The idle pump's sleep: parked, at most `timeout`, without the
+    /// lock. `demand_seen`: the `demand` the pump decided on; a demand
+    /// set since (without the lock) cancels the sleep.
     fn pump_wait<'a>(
         &'a self,
         core: MutexGuard<'a, Core>,
         timeout: Duration,
+        demand_seen: bool,
     ) -> MutexGuard<'a, Core> {
         // SYNC: SeqCst, under the lock; partner: the load in `wake_pump`.
         self.pump_sleeping.store(true, Ordering::SeqCst);
-        let core = self.wait_on(&self.pump_cv, core, timeout);
+        // SYNC: SeqCst; partner: the store in `ensure_pump` (see there).
+        if !demand_seen && self.demand.load(Ordering::SeqCst) {
+            self.pump_sleeping.store(false, Ordering::SeqCst);
+            return core;
+        }
+        drop(core);
+        std::thread::park_timeout(timeout);
         // SYNC: SeqCst; same partner as the store above.
         self.pump_sleeping.store(false, Ordering::SeqCst);
-        core
+        self.relock()
     }
 
     /// The pump thread's loop: drive while there is work nobody drives.
@@ -572,13 +593,16 @@ impl Shared {
             {
                 return;
             }
+            if !core.has_jobs() {
+                // SYNC: SeqCst, under the lock (see `demand`).
+                self.demand.store(false, Ordering::SeqCst);
+            }
+            // SYNC: SeqCst; see `pump_wait`.
+            let demand = self.demand.load(Ordering::SeqCst);
+            let needed = core.active() && (demand || core.has_unsent_work());
             // SYNC: SeqCst load; partner: the add in `wait_until`.
-            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !self.pump_needed(&core) {
-                if !core.active() {
-                    // SYNC: Relaxed, under the lock (see `demand`).
-                    self.demand.store(false, Ordering::Relaxed);
-                }
-                core = self.pump_wait(core, Duration::from_millis(50));
+            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !needed {
+                core = self.pump_wait(core, Duration::from_millis(50), demand);
                 woken = true;
                 if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
                     core.check_health();

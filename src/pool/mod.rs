@@ -969,6 +969,8 @@ impl Pool {
         };
         if let Some(h) = handle {
             self.shared.notify();
+            // Taken out above, so `notify` cannot reach it: unpark it here.
+            h.thread().unpark();
             let _ = h.join();
         }
     }
