@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     check_map, count, python_pool_name, ratio_goal, spoil, square, square_plus_one,
     square_plus_one_of, Config, Contender, Figure, Machine, PythonPeer, Secs, Stats, Table,
-    ZeroCopyData, COMPUTE_STEPS, PIPE_METRIC, QUEUE_METRIC,
+    ZeroCopyData, APPLY_METRIC, COMPUTE_STEPS, FLOOR, PIPE_METRIC, QUEUE_BATCH_METRIC,
+    QUEUE_METRIC,
 };
 
 // ------------------------------------------------------ parent CPU time
@@ -726,10 +727,64 @@ fn scaling_zero_copy(table: &mut Table, cfg: &Config, w: usize) {
 
 // ------------------------------------------------------------- goals
 
+/// What the bare cache-line hand-off (the pipe row's floor peer) took one
+/// way in this run, and multiproc's pipe figure in the same row.
+fn pipe_floor(table: &Table) -> Option<(f64, f64)> {
+    table
+        .rows
+        .iter()
+        .find(|r| r.metric == PIPE_METRIC && r.peer == FLOOR)
+        .and_then(|r| match (&r.ours, &r.theirs) {
+            (Figure::Time(ours), Figure::Time(floor)) => Some((ours.median, floor.median)),
+            _ => None,
+        })
+}
+
 /// Issue 15's goal lines.
 pub(crate) fn goal_lines(table: &Table, cfg: &Config) {
     ratio_goal(table, PIPE_METRIC, super::iceoryx::NAME, 1.0);
     ratio_goal(table, QUEUE_METRIC, super::iceoryx::NAME, 1.0);
+    ratio_goal(table, QUEUE_METRIC, "Python Queue()", 40.0);
+    ratio_goal(table, QUEUE_BATCH_METRIC, "Python Queue()", 500.0);
+    // Against the floor measured in the same run: the pipe adds at most
+    // 30 ns to a one-way hand-off, and an `apply` costs at most 2.5 of
+    // the floor's round trips (two one-way hand-offs).
+    match pipe_floor(table) {
+        Some((ours, floor)) => {
+            let added = ours - floor;
+            println!(
+                "goal: {PIPE_METRIC}: multiproc adds <= 30 ns to {FLOOR}; here {} \
+                 (multiproc {} vs {}): {}",
+                Secs(added),
+                Secs(ours),
+                Secs(floor),
+                if added <= 30e-9 { "MET" } else { "NOT MET" }
+            );
+            let apply = table
+                .rows
+                .iter()
+                .find(|r| r.metric == APPLY_METRIC)
+                .and_then(|r| match &r.ours {
+                    Figure::Time(s) => Some(s.median),
+                    _ => None,
+                });
+            match apply {
+                Some(apply) => {
+                    let times = apply / (2.0 * floor);
+                    println!(
+                        "goal: {APPLY_METRIC}: multiproc <= 2.50x the round trip of {FLOOR} \
+                         (twice its one-way figure in the pipe row); here {times:.2}x \
+                         (multiproc {} vs {}): {}",
+                        Secs(apply),
+                        Secs(2.0 * floor),
+                        if times <= 2.5 { "MET" } else { "NOT MET" }
+                    );
+                }
+                None => println!("goal: {APPLY_METRIC} vs the floor's round trip: no figures"),
+            }
+        }
+        None => println!("goal: {PIPE_METRIC} vs {FLOOR}: no figures"),
+    }
     // The parent's CPU time per item of the serde maps of numbers.
     for r in table.rows.iter().filter(|r| {
         r.metric.contains("(serde)") && !r.metric.contains("struct") && r.ours_cpu.is_some()
