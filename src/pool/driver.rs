@@ -401,21 +401,20 @@ impl Shared {
         // made progress under the lock after we registered sees the count
         // (we register while holding the lock).
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let core = self.wait_on(&self.cv, core, timeout);
+        let core = self.wait_on(core, timeout);
         // SYNC: SeqCst; same partner as the add above.
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         core
     }
 
-    /// Waits on `cv` (`cv` or `pump_cv`) for at most `timeout`; a lock
-    /// poisoned meanwhile is taken back as [`recover`](Self::recover) does.
+    /// Waits on `cv` for at most `timeout`; a lock poisoned meanwhile is
+    /// taken back as [`recover`](Self::recover) does.
     fn wait_on<'a>(
         &'a self,
-        cv: &Condvar,
         core: MutexGuard<'a, Core>,
         timeout: Duration,
     ) -> MutexGuard<'a, Core> {
-        match cv.wait_timeout(core, timeout) {
+        match self.cv.wait_timeout(core, timeout) {
             Ok((g, _)) => g,
             Err(p) => self.recover(std::sync::PoisonError::new(p.into_inner().0)),
         }
