@@ -432,9 +432,9 @@ impl Shared {
     /// (it drives); a future that must wait does, and fails with this
     /// instead of waiting for a wake-up nobody would send.
     pub(crate) fn ensure_pump(self: &Arc<Self>) -> crate::error::Result<()> {
-        // Not under the pool's lock: this runs in futures' polls, which a
-        // waker fired under that lock may make (an executor that polls in
-        // `wake`).
+        // Without the pool's lock: this runs at every poll of a future
+        // that must wait and at every look at a status that is not final,
+        // where the lock would be taken from a driver for a flag.
         // SYNC: Relaxed load; the clear it may miss (`pump`, under the
         // lock) happens only with no job in the pool, so a caller whose
         // job is registered (under the lock, before this call) sees it, and
@@ -482,7 +482,7 @@ impl Shared {
     /// submission left unsent. Without this a pump woken once for unsent
     /// work drove on while anything was in flight, beside a caller that
     /// kept submitting: two parent threads, a lock handed back and forth
-    /// at every submission, 600–900 ns a `submit` against 510 alone
+    /// at every submission, 600–990 ns a `submit` against 540 alone
     /// (BENCHMARKS.md, "The pump leaves a stream of submissions alone").
     pub(crate) fn pump_needed(&self, core: &Core) -> bool {
         // SYNC: Relaxed: a set made without the lock and missed here is
