@@ -487,7 +487,7 @@ impl Shared {
     pub(crate) fn pump_needed(&self, core: &Core) -> bool {
         // SYNC: Relaxed: a set made without the lock and missed here is
         // seen by `pump_wait` before the pump parks (see `ensure_pump`).
-        core.active() && (self.demand.load(Ordering::Relaxed) || core.has_unsent_work())
+        needed(core, self.demand.load(Ordering::Relaxed))
     }
 
     /// After an async submission (`apply_async`, `map_async`, `submit`):
@@ -598,9 +598,8 @@ impl Shared {
             }
             // SYNC: SeqCst; see `pump_wait`.
             let demand = self.demand.load(Ordering::SeqCst);
-            let needed = core.active() && (demand || core.has_unsent_work());
             // SYNC: SeqCst load; partner: the add in `wait_until`.
-            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !needed {
+            if core.driving || self.want.load(Ordering::SeqCst) > 0 || !needed(&core, demand) {
                 core = self.pump_wait(core, Duration::from_millis(50), demand);
                 woken = true;
                 if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
@@ -631,4 +630,9 @@ impl Shared {
             self.notify();
         }
     }
+}
+
+/// [`Shared::pump_needed`] for a `demand` already read.
+fn needed(core: &Core, demand: bool) -> bool {
+    core.active() && (demand || core.has_unsent_work())
 }
