@@ -681,3 +681,100 @@ fn a_task_timeout_is_enforced_during_a_burst_of_submissions() {
         assert_eq!(pool.submit(square, 4).unwrap().result().unwrap(), 16);
     });
 }
+
+/// Fails item 3 of every seven, crashes its worker on 777.
+fn picky(x: u64) -> u64 {
+    if x == 777 {
+        std::process::exit(9);
+    }
+    assert!(x % 7 != 3, "{x} is not allowed");
+    x * 2
+}
+
+/// Tiny tasks of one function go several to a frame once the function is
+/// measured short (docs/ARCHITECTURE.md, "Submitted tasks travel in
+/// groups"): each still has its own result and its own error. Whether a
+/// given task was grouped depends on timing; the answers must not.
+#[test]
+fn tiny_tasks_each_keep_their_own_result_and_error() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        for round in 0..3 {
+            let tasks: Vec<_> = (0..3_000u64)
+                .filter(|&x| x != 777)
+                .map(|x| (x, pool.submit(picky, x).unwrap()))
+                .collect();
+            for (x, t) in tasks {
+                match t.into_result() {
+                    Ok(v) => {
+                        assert!(x % 7 != 3, "round {round}: {x} should have failed");
+                        assert_eq!(v, 2 * x);
+                    }
+                    Err(e) => {
+                        assert!(x % 7 == 3, "round {round}: {x} failed: {e}");
+                        assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+                        assert!(e.to_string().contains("is not allowed"), "{e}");
+                    }
+                }
+            }
+        }
+        assert_eq!(pool.restarts(), 0);
+    });
+}
+
+/// A worker that dies under a tiny task fails that task with the death;
+/// a task that may have run beside it in its group fails the same way,
+/// never twice run; every other task gets its result, and the pool goes
+/// on.
+#[test]
+fn a_worker_dying_under_a_tiny_task_fails_only_what_it_may_have_run() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let tasks: Vec<_> = (0..2_000u64)
+            .filter(|x| x % 7 != 3)
+            .map(|x| (x, pool.submit(picky, x).unwrap()))
+            .collect();
+        let mut died = 0;
+        for (x, t) in tasks {
+            match t.into_result() {
+                Ok(v) => assert_eq!(v, 2 * x),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::ProcessDied, "{x}: {e}");
+                    died += 1;
+                }
+            }
+        }
+        // 777 for sure; at most the tasks of its group, which it may
+        // have answered before it died.
+        assert!((1..=64).contains(&died), "{died} tasks lost");
+        assert_eq!(pool.submit(square, 9).unwrap().result().unwrap(), 81);
+    });
+}
+
+/// Cancelling tiny tasks while they stream: a cancelled one reports
+/// cancelled (whether it was waiting, grouped at a worker or running),
+/// every other one its result, and no worker is lost to it unless it ran
+/// alone.
+#[test]
+fn cancelling_tiny_tasks_leaves_the_others_whole() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let tasks: Vec<_> = (0..4_000u64)
+            .map(|x| pool.submit(square, x).unwrap())
+            .collect();
+        let mut cancelled = Vec::new();
+        for (x, t) in tasks.iter().enumerate() {
+            if x % 97 == 5 && t.cancel() {
+                cancelled.push(x);
+            }
+        }
+        for (x, t) in tasks.into_iter().enumerate() {
+            if cancelled.contains(&x) {
+                assert!(t.cancelled());
+                assert_eq!(t.into_result().unwrap_err().kind(), ErrorKind::Cancelled);
+            } else {
+                assert_eq!(t.into_result().unwrap(), (x * x) as u64);
+            }
+        }
+    });
+}

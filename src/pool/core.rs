@@ -7,11 +7,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::group::{Cancel, Group, NoSink};
 use super::handle::{Dying, Inflight, Worker, DEPTH, MAX_DEPTH};
 use super::health::{death, fatal, verdict, Loss};
 use super::jobs::{JobIds, Next, Sink, Source, ZcTask};
 use super::wire::{
-    ClaimHeader, ResultHeader, TaskError, ZcHeader, F_LAST, K_TASK, K_ZC, K_ZC_CLAIM,
+    running_word, ClaimHeader, ResultHeader, TaskError, ZcHeader, F_LAST, F_RECORDS, K_TASK, K_ZC,
+    K_ZC_CLAIM,
 };
 use super::wire::{R_INIT_FAILED, R_READY, R_RESULT};
 use crate::error::{Error, ErrorKind, Result};
@@ -64,6 +66,9 @@ pub(crate) struct Job {
     cancelled: bool,
     /// Tasks sent so far.
     tasks_sent: u64,
+    /// The grouped `submit` job of one function (its source a
+    /// [`Group`]).
+    grouped: bool,
 }
 
 /// A task taken back from a worker killed to cancel the task in front of
@@ -93,6 +98,7 @@ impl Job {
             cancellable: false,
             cancelled: false,
             tasks_sent: 0,
+            grouped: false,
         }
     }
 
@@ -105,6 +111,9 @@ impl Job {
     fn fail(&mut self, e: Error) {
         if !self.failed {
             self.failed = true;
+            if let Some(g) = self.source.grouped() {
+                g.fail_all(&e);
+            }
             self.sink.fail(e);
         }
     }
@@ -224,6 +233,11 @@ pub(crate) struct Core {
     /// A cancelled job still has a task in flight: a worker that reaches
     /// it is killed ([`kill_cancelled`](Core::kill_cancelled)).
     cancels_pending: bool,
+    /// The grouped `submit` job of each function (by its `TaskRef`), while
+    /// it has tasks ([`submit_grouped`](Core::submit_grouped)).
+    groups: Vec<([u64; 3], u64)>,
+    /// A submission steps the pool: grouped tasks wait for a full group.
+    pub(crate) holding: bool,
 }
 
 impl Core {
@@ -254,6 +268,8 @@ impl Core {
             restarts: 0,
             retry: VecDeque::new(),
             cancels_pending: false,
+            groups: Vec::new(),
+            holding: false,
         })
     }
 
@@ -285,6 +301,75 @@ impl Core {
         self.jobs.insert(id, job);
         self.order.push_back(id);
         Ok(id)
+    }
+
+    /// Queues a `Pool::submit` task of function `task` (its item encoded
+    /// as `bytes`, its outcome to `sink`) in that function's grouped job,
+    /// made if there is none; returns the job and the task's ticket.
+    pub(crate) fn submit_grouped(
+        &mut self,
+        task: TaskRef,
+        bytes: super::group::Bytes,
+        sink: Arc<dyn Sink>,
+    ) -> Result<(u64, u64, bool)> {
+        let key = task.to_words();
+        let live = self
+            .groups
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, id)| id)
+            .filter(|id| {
+                self.jobs
+                    .get_mut(id)
+                    .is_some_and(|j| !j.failed && j.source.grouped().is_some())
+            });
+        let id = match live {
+            Some(id) => id,
+            None => {
+                let group = Group::new(task, self.cfg.processes);
+                let mut job = Job::new(Box::new(group), Arc::new(NoSink), usize::MAX, usize::MAX)
+                    .cancellable();
+                job.grouped = true;
+                let id = self.submit(job)?;
+                self.groups.retain(|(k, _)| *k != key);
+                self.groups.push((key, id));
+                id
+            }
+        };
+        // A live job: the pool runs (`submit` checked it when it was made,
+        // and a pool that stops fails every job).
+        if let Some(e) = self.broken_error() {
+            return Err(e);
+        }
+        if self.state != State::Running {
+            return Err(Error::new(ErrorKind::InvalidState, "the pool is closed"));
+        }
+        let job = self.jobs.get_mut(&id).expect("live job");
+        let ticket = job.source.grouped().expect("grouped").push(bytes, sink);
+        // Sent now if a group is full, or a worker has nothing to do (a
+        // lone task starts at once); else it gathers with the next ones.
+        let now = job.source.full() || self.idle_worker().is_some();
+        self.reopen(id);
+        Ok((id, ticket, now))
+    }
+
+    /// Whether `submit`ted tasks may travel in groups: not with a task
+    /// timeout or a task budget per worker, which count frames.
+    pub(crate) fn groups_allowed(&self) -> bool {
+        self.cfg.task_timeout.is_none() && self.cfg.max_tasks_per_child.is_none()
+    }
+
+    /// Job `id` has tasks to send again (a grouped job given tasks after
+    /// it had sent all it had): back into the dispatch order.
+    fn reopen(&mut self, id: u64) {
+        // A job that is not over is in `order` already (it leaves it only
+        // once over): only one that was looks for itself there.
+        if let Some(j) = self.jobs.get_mut(&id).filter(|j| j.exhausted && !j.failed) {
+            j.exhausted = false;
+            if !self.order.contains(&id) {
+                self.order.push_back(id);
+            }
+        }
     }
 
     pub(crate) fn has_jobs(&self) -> bool {
@@ -335,15 +420,34 @@ impl Core {
         !self.retry.is_empty()
             || !self.dying.is_empty()
             || self.all_workers().any(|w| !w.backlog.is_empty())
-            || self.has_unsent()
+            || self.unsent().0
     }
 
     /// Tasks a job could send and has not (no room in the rings, or not
-    /// tried yet).
+    /// tried yet), also grouped ones held back.
     pub(crate) fn has_unsent(&self) -> bool {
-        self.order
-            .iter()
-            .any(|id| self.jobs.get(id).is_some_and(Job::wants_dispatch))
+        let (now, held) = self.unsent();
+        now || held
+    }
+
+    /// Tasks not sent: `(now, held)`, `now` for tasks that go as soon as
+    /// a worker has room, `held` for grouped tasks that gather while each
+    /// worker runs a group ([`Group`]'s depth of 1): the next step of
+    /// whoever drives sends them, or the pump a moment later
+    /// ([`Shared::kick_locked`](super::driver::Shared::kick_locked)), not
+    /// a pump woken at every submission.
+    pub(crate) fn unsent(&self) -> (bool, bool) {
+        let mut held = false;
+        for id in &self.order {
+            if let Some(j) = self.jobs.get(id).filter(|j| j.wants_dispatch()) {
+                if j.grouped && !j.source.full() {
+                    held = true;
+                } else {
+                    return (true, held);
+                }
+            }
+        }
+        (false, held)
     }
 
     /// Cancels a job whose consumer is gone (no more dispatch).
@@ -462,6 +566,9 @@ impl Core {
                 Then::Start => w.started(),
                 Then::Finish { busy_ns, ran } => {
                     if let Some(done) = w.finish_front(busy_ns, ran, timed) {
+                        if w.skips.iter().any(|&s| s != 0) {
+                            w.clear_skips(done.seq);
+                        }
                         if let Some(job) = jobs.get_mut(&done.job) {
                             job.task_done(done.first, done.count, busy_ns);
                             to_settle.push(done.job);
@@ -588,7 +695,9 @@ impl Core {
                 self.order.remove(k);
                 continue;
             };
-            if !job.wants_dispatch() {
+            let held =
+                self.holding && job.grouped && !job.source.full() && self.idle_worker().is_none();
+            if !job.wants_dispatch() || held {
                 k += 1;
                 continue;
             }
@@ -734,6 +843,99 @@ impl Core {
         true
     }
 
+    /// Cancels grouped task `ticket` of job `id` with `err`: one not sent
+    /// is dropped; one at a worker is skipped there, or its worker killed
+    /// if it runs it (its group-mates not done go again to others).
+    /// `false` if the task is done already. Drain the result rings first
+    /// (`poll_results`), so that a finished task counts.
+    pub(crate) fn cancel_item(&mut self, id: u64, ticket: u64, err: Error) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        let Some(g) = job.source.grouped() else {
+            return false;
+        };
+        match g.cancel(ticket, err) {
+            Cancel::Gone => false,
+            Cancel::Unsent => {
+                if g.is_done() {
+                    job.exhausted = true;
+                    self.to_settle.push(id);
+                    self.settle_finished();
+                }
+                true
+            }
+            Cancel::Sent(index) => {
+                // The word of the task at its worker, and whether it is
+                // alone in its group.
+                let holds = |w: &Worker| {
+                    w.inflight.iter().find_map(|t| {
+                        (t.job == id && index >= t.first && index - t.first < t.count)
+                            .then(|| (running_word(t.seq, (index - t.first) as u32), t.count == 1))
+                    })
+                };
+                let live = (0..self.workers.len()).find_map(|i| {
+                    let word = self.workers[i].as_ref().and_then(holds)?;
+                    Some((Slot::Live(i), word))
+                });
+                let found = live.or_else(|| {
+                    (0..self.retired.len())
+                        .find_map(|r| holds(&self.retired[r]).map(|word| (Slot::Retired(r), word)))
+                });
+                if let Some((slot, (word, alone))) = found {
+                    let w = match slot {
+                        Slot::Live(i) => self.workers[i].as_mut().expect("live worker"),
+                        Slot::Retired(r) => &mut self.retired[r],
+                    };
+                    // A task alone in its frame is stopped even while it
+                    // runs (its worker killed). One among others is a
+                    // function measured short: skipped if not started,
+                    // else left to finish (a kill would lose the answers
+                    // of its group-mates, which travel together).
+                    if w.stop_item(word, alone) {
+                        self.kill_for_item(slot);
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Kills the worker in `slot` to stop a grouped task it runs (whose
+    /// slot is cancelled already): the grouped tasks it holds not done go
+    /// again to others at once, the other tasks queued behind it as
+    /// [`kill_cancelled`](Core::kill_cancelled) sends them.
+    fn kill_for_item(&mut self, slot: Slot) {
+        let w = match slot {
+            Slot::Live(i) => self.workers[i].as_mut().expect("live worker"),
+            Slot::Retired(r) => &mut self.retired[r],
+        };
+        // Its front is the cancelled task's group of one: the groups
+        // behind it had not started, and go again.
+        let mut again = Vec::new();
+        for t in w.inflight.iter().skip(1) {
+            let Some(g) = self.jobs.get_mut(&t.job).and_then(|j| j.source.grouped()) else {
+                continue;
+            };
+            let never = || Error::new(ErrorKind::Cancelled, "Task::cancel was called");
+            if g.lost((t.first, t.count), None, false, &never) {
+                again.push(t.job);
+            }
+        }
+        take_queued(w, &mut self.retry);
+        let (index, pid) = (w.index, w.pid);
+        match slot {
+            Slot::Live(i) => self.lose_worker_with(i, cancel_loss(index, pid), true),
+            Slot::Retired(r) => {
+                let w = self.retired.remove(r);
+                self.dying.push(w.kill(cancel_loss(index, pid), true));
+            }
+        }
+        for id in again {
+            self.reopen(id);
+        }
+    }
+
     /// Cancels every `Pool::submit` job that is not running: not sent
     /// yet, or queued behind another task on a worker (Python's
     /// `shutdown(cancel_futures=True)`); returns how many.
@@ -763,14 +965,49 @@ impl Core {
             .all_workers()
             .filter_map(|w| w.inflight.front().map(|t| t.job))
             .collect();
+        let why = "the task was cancelled by Pool::shutdown before it started";
+        // Grouped tasks not sent yet (those at a worker run, as the front
+        // task of a worker does: Python's call queue holds them as
+        // running).
+        let mut n = 0;
+        for (&id, j) in self.jobs.iter_mut().filter(|(_, j)| j.grouped) {
+            if let Some(g) = j.source.grouped() {
+                n += g.cancel_unsent(why);
+                j.exhausted = true;
+                self.to_settle.push(id);
+            }
+        }
+        // Grouped tasks queued at a worker behind its front: cancelled,
+        // and skipped there.
+        let Core {
+            workers,
+            retired,
+            jobs,
+            ..
+        } = self;
+        for w in workers.iter_mut().flatten().chain(retired.iter_mut()) {
+            let behind: Vec<(u64, u64, u64, u32)> = w
+                .inflight
+                .iter()
+                .skip(1)
+                .filter(|t| jobs.get(&t.job).is_some_and(|j| j.grouped))
+                .map(|t| (t.job, t.first, t.count, t.seq))
+                .collect();
+            for (job, first, count, seq) in behind {
+                if let Some(g) = jobs.get_mut(&job).and_then(|j| j.source.grouped()) {
+                    n += g.cancel_sent((first, count), why);
+                    w.skip_group(seq);
+                }
+            }
+        }
         let ids: Vec<u64> = self
             .jobs
             .iter()
-            .filter(|(id, j)| j.cancellable && !running.contains(id))
+            .filter(|(id, j)| j.cancellable && !j.grouped && !running.contains(id))
             .map(|(id, _)| *id)
             .collect();
-        let why = "the task was cancelled by Pool::shutdown before it started";
-        ids.into_iter()
+        n + ids
+            .into_iter()
             .filter(|&id| self.cancel_task(id, Error::new(ErrorKind::Cancelled, why)))
             .count()
     }
@@ -845,6 +1082,8 @@ impl Core {
         let keep = front_cancellable(jobs, w);
         let mut resend = None;
         let job = jobs.get_mut(&id).expect("job exists");
+        // A grouped task taken back goes again from its group's own queue.
+        let keep = keep && !job.grouped;
         let hard = w.tasks.max_payload();
         // The source runs user code (the input iterator, serialisation):
         // a panic there fails this job, not the thread that drives the pool.
@@ -967,6 +1206,9 @@ impl Core {
             let id = self.to_settle[k];
             if self.jobs.get(&id).is_some_and(Job::finished) {
                 let job = self.jobs.remove(&id).expect("present");
+                if job.grouped {
+                    self.groups.retain(|&(_, g)| g != id);
+                }
                 job.sink.settle();
             }
         }
@@ -1000,16 +1242,35 @@ impl Core {
     /// the others.
     fn fail_inflight(&mut self, w: Worker, loss: &Loss) {
         let running = w.running_item();
+        // Grouped tasks not started go again, while the pool works.
+        let goes_on = self.broken.is_none() && self.state != State::Terminated;
+        let mut again = Vec::new();
         for (i, t) in w.inflight.iter().enumerate() {
             if let Some(job) = self.jobs.get_mut(&t.job) {
                 job.outstanding -= 1;
                 self.to_settle.push(t.job);
                 let item = match running {
-                    Some((task, item)) if task == i => item,
-                    _ => t.first,
+                    Some((task, item)) if task == i => Some(item),
+                    _ => None,
                 };
-                job.fail(loss.error_for(item, w.pid));
+                match job.source.grouped() {
+                    // Only the task it ran fails; its group-mates go again.
+                    Some(g) => {
+                        let error = || loss.error_for(0, w.pid);
+                        if g.lost((t.first, t.count), item, i == 0, &error) {
+                            if goes_on {
+                                again.push(t.job);
+                            } else {
+                                g.fail_unsent(&error());
+                            }
+                        }
+                    }
+                    None => job.fail(loss.error_for(item.unwrap_or(t.first), w.pid)),
+                }
             }
+        }
+        for id in again {
+            self.reopen(id);
         }
         self.recycle(w);
     }
@@ -1277,6 +1538,12 @@ impl Core {
             self.dying.push(w.kill(loss, false));
         }
         for job in self.jobs.values_mut() {
+            if let Some(g) = job.source.grouped() {
+                g.fail_unsent(&Error::new(
+                    ErrorKind::InvalidState,
+                    "the pool was terminated",
+                ));
+            }
             // Every task still out is on a dying worker: it fails there.
             if job.outstanding == 0 {
                 job.fail(Error::new(
@@ -1452,7 +1719,13 @@ fn take_result(
     h.answers(front.job, front.first, front.count)?;
     let (outputs, error) = h.payload(rest)?;
     if let Some(job) = jobs.get_mut(&h.job) {
-        job.take_outputs(who, h.first, h.count, outputs, error);
+        match job.source.grouped() {
+            Some(g) if h.flags & F_RECORDS != 0 => {
+                g.take_records(who, h.first, h.count, outputs)?
+            }
+            Some(g) => g.take(who, h.first, h.count, outputs, error)?,
+            None => job.take_outputs(who, h.first, h.count, outputs, error),
+        }
     }
     Ok(if h.flags & F_LAST != 0 {
         Then::Finish {

@@ -24,6 +24,10 @@ const PUMP_GRACE: Duration = Duration::from_micros(5);
 /// How long a waiter looks for its result while another thread drives,
 /// before it takes the pool over or sleeps (`look_while_driven`).
 const LOOK_FIRST: Duration = Duration::from_micros(20);
+/// The pump's nap while grouped tasks are held back for their group
+/// (`Shared::pump_soon`): what such a task may wait for a step when
+/// nobody else steps the pool.
+const LAZY: Duration = Duration::from_micros(100);
 /// Health checks (dead workers, task timeouts) at least this often.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
@@ -68,6 +72,9 @@ pub(crate) struct Shared {
     /// waker may run under it); cleared by the pump, under the lock, once
     /// the pool has no job at all.
     demand: AtomicBool,
+    /// The pump naps [`LAZY`] at a time for grouped tasks held back
+    /// ([`pump_soon`](Shared::pump_soon)).
+    pump_lazy: AtomicBool,
 }
 
 /// Who waits in [`Shared::wait_as`].
@@ -104,6 +111,7 @@ impl Shared {
             pump_started: AtomicBool::new(false),
             driven: AtomicBool::new(false),
             demand: AtomicBool::new(false),
+            pump_lazy: AtomicBool::new(false),
         }
     }
 
@@ -229,6 +237,11 @@ impl Shared {
                 self.notify();
             } else {
                 self.notify_waiters();
+                // Grouped tasks left held back go with the pump's next nap.
+                // SYNC: Relaxed: a hint (see `pump_soon`).
+                if core.unsent().1 && !self.pump_lazy.load(Ordering::Relaxed) {
+                    self.wake_pump();
+                }
             }
         };
         // SYNC: SeqCst; same partner as the add above.
@@ -520,19 +533,40 @@ impl Shared {
         // Also while the pump drives: it would send the task at its next
         // step anyway, and a caller that left its tasks to the pump kept
         // it needed (`pump_needed`) for as long as it submitted.
-        if (!core.driving || core.pump_drives) && core.step() {
-            self.notify_waiters();
+        if !core.driving || core.pump_drives {
+            core.holding = true;
+            let moved = core.step();
+            core.holding = false;
+            if moved {
+                self.notify_waiters();
+            }
         }
         let timed = core.has_inflight() && core.cfg.task_timeout.is_some();
-        let unsent = core.has_unsent();
+        let (unsent, held) = core.unsent();
         drop(core);
         if timed {
             self.ensure_pump()
         } else if unsent {
             self.start_pump()
+        } else if held {
+            self.pump_soon()
         } else {
             Ok(())
         }
+    }
+
+    /// Grouped tasks are held back (see `Core::unsent`): the pump sends
+    /// them within [`LAZY`] unless somebody steps the pool first. Wakes
+    /// it only if it is not on those short naps already: a stream of
+    /// submissions wakes it once, not at every one.
+    pub(crate) fn pump_soon(self: &Arc<Self>) -> crate::error::Result<()> {
+        // SYNC: Relaxed: a hint; a stale `true` leaves the tasks to the
+        // pump's nap already running (it looks again before it sleeps
+        // long), a stale `false` wakes it once more.
+        if self.pump_lazy.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.start_pump()
     }
 
     /// One step if the pool is free (nobody holds the lock or drives),
@@ -582,6 +616,42 @@ impl Shared {
         self.relock()
     }
 
+    /// The pump's short nap while grouped tasks are held back: as
+    /// [`pump_wait`](Self::pump_wait) for [`LAZY`], but it takes the lock
+    /// back only if it is free (or somebody waits on the pump): a pump
+    /// blocked on the lock of a caller that submits costs that caller a
+    /// futex wake at its next unlock, every nap. Busy, it naps again.
+    fn pump_nap<'a>(
+        &'a self,
+        core: MutexGuard<'a, Core>,
+        demand_seen: bool,
+    ) -> MutexGuard<'a, Core> {
+        let mut held = Some(core);
+        loop {
+            // SYNC: SeqCst; as in `pump_wait` (after a busy look, without
+            // the lock: a wake missed then costs at most one more nap).
+            self.pump_sleeping.store(true, Ordering::SeqCst);
+            // SYNC: SeqCst; as in `pump_wait`.
+            if !demand_seen && self.demand.load(Ordering::SeqCst) {
+                self.pump_sleeping.store(false, Ordering::SeqCst);
+                return held.unwrap_or_else(|| self.relock());
+            }
+            drop(held.take());
+            std::thread::park_timeout(LAZY);
+            // SYNC: SeqCst; as in `pump_wait`.
+            self.pump_sleeping.store(false, Ordering::SeqCst);
+            match self.core.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(p)) => return self.recover(p),
+                // SYNC: SeqCst; as in `pump_wait`.
+                Err(std::sync::TryLockError::WouldBlock) if self.demand.load(Ordering::SeqCst) => {
+                    return self.relock()
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+    }
+
     /// The pump thread's loop: drive while there is work nobody drives.
     pub(crate) fn pump(self: Arc<Self>) {
         let mut core = self.lock();
@@ -600,8 +670,21 @@ impl Shared {
             let demand = self.demand.load(Ordering::SeqCst);
             // SYNC: SeqCst load; partner: the add in `wait_until`.
             if core.driving || self.want.load(Ordering::SeqCst) > 0 || !needed(&core, demand) {
-                core = self.pump_wait(core, Duration::from_millis(50), demand);
+                // Grouped tasks held back: short naps, each ending in one
+                // step unless somebody drives, until none is left.
+                let lazy = !core.driving && core.unsent().1;
+                // SYNC: Relaxed: a hint for `pump_soon`.
+                self.pump_lazy.store(lazy, Ordering::Relaxed);
+                core = if lazy {
+                    self.pump_nap(core, demand)
+                } else {
+                    self.pump_wait(core, Duration::from_millis(50), demand)
+                };
                 woken = true;
+                // SYNC: SeqCst load; partner: the add in `wait_until`.
+                if lazy && !core.driving && self.want.load(Ordering::SeqCst) == 0 && core.step() {
+                    self.notify_waiters();
+                }
                 if !core.driving && core.has_jobs() && core.last_health.elapsed() >= TICK {
                     core.check_health();
                     self.notify();

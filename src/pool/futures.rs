@@ -149,6 +149,17 @@ impl<R: DeserializeOwned + Send + 'static> Sink for TaskState<R> {
         Ok(())
     }
 
+    fn complete(&self, bytes: &[u8]) -> Result<()> {
+        let value = decode_one(bytes, 1)?;
+        self.finish_locked(lock(&self.st), Ok(value));
+        Ok(())
+    }
+
+    fn mark_sent(&self) {
+        // SYNC: Relaxed: a status hint, read by `running` only.
+        self.sent.store(true, Ordering::Relaxed);
+    }
+
     fn task_done(&self, _items: u64) {
         // One hold of the lock: the value `deliver` left, made final.
         let mut st = lock(&self.st);
@@ -173,6 +184,28 @@ impl<R: DeserializeOwned + Send + 'static> Sink for TaskState<R> {
             )));
         }
     }
+}
+
+/// `args` encoded as a grouped task's item (as `OneItem` encodes it),
+/// unless it does not encode or is too large to travel in a group.
+fn group_item<A: Serialize + 'static>(args: &A) -> Option<super::group::Bytes> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        // A `Serialize` that submits from inside finds the buffer taken:
+        // it encodes into a fresh one.
+        let mut fresh = Vec::new();
+        let mut held = s.try_borrow_mut().ok();
+        let bytes = held.as_deref_mut().unwrap_or(&mut fresh);
+        bytes.clear();
+        if super::raw::raw_size::<A>().is_some() {
+            super::raw::extend_one(args, bytes).then_some(())?;
+        } else {
+            super::bulk::encode(args, bytes).ok()?;
+        }
+        (bytes.len() <= super::group::MAX_GROUPED_ITEM).then(|| super::group::Bytes::new(bytes))
+    })
 }
 
 /// The one-item source of a task: notes when the item goes to a worker
@@ -228,6 +261,8 @@ pub struct Task<R> {
     pub(super) shared: Arc<Shared>,
     pub(super) state: Arc<TaskState<R>>,
     id: u64,
+    /// Its ticket in the grouped job `id` (`None`: a job of its own).
+    ticket: Option<u64>,
     /// The key of this handle's waker while it is awaited (`Future`).
     pub(super) waker: Option<u64>,
     /// Awaited: its first poll drove the pool briefly already.
@@ -242,6 +277,7 @@ impl<R> Task<R> {
             shared: Arc::clone(&self.shared),
             state: Arc::clone(&self.state),
             id: self.id,
+            ticket: self.ticket,
             waker: None,
             drove: false,
         }
@@ -364,10 +400,11 @@ impl<R> Task<R> {
         let mut core = self.shared.lock();
         // A result that is in counts: the task is done, not cancelled.
         core.poll_results();
-        let ok = core.cancel_task(
-            self.id,
-            Error::new(ErrorKind::Cancelled, "Task::cancel was called"),
-        );
+        let err = Error::new(ErrorKind::Cancelled, "Task::cancel was called");
+        let ok = match self.ticket {
+            Some(ticket) => core.cancel_item(self.id, ticket, err),
+            None => core.cancel_task(self.id, err),
+        };
         drop(core);
         self.shared.notify();
         self.shared.doorbell.ring_always();
@@ -766,6 +803,30 @@ impl Pool {
         let queue = self.callback_thread()?;
         let state = Arc::new(TaskState::new(queue));
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
+        // Sent in a group with the function's other tasks, where the pool
+        // allows (no per-task timeout or task budget, which count frames)
+        // and the item is small; else as a job of its own, which fails
+        // with the same error if the item does not encode.
+        if let Some(bytes) = group_item(&args) {
+            let mut core = self.shared.lock();
+            if core.groups_allowed() {
+                let (id, ticket, full) = core.submit_grouped(task, bytes, state.clone())?;
+                if full {
+                    let _ = self.shared.kick_locked(core);
+                } else {
+                    drop(core);
+                    let _ = self.shared.pump_soon();
+                }
+                return Ok(Task {
+                    shared: Arc::clone(&self.shared),
+                    state,
+                    id,
+                    ticket: Some(ticket),
+                    waker: None,
+                    drove: false,
+                });
+            }
+        }
         let source = Submitted {
             item: OneItem::new(args, task),
             state: Arc::clone(&state),
@@ -781,6 +842,7 @@ impl Pool {
             shared: Arc::clone(&self.shared),
             state,
             id,
+            ticket: None,
             waker: None,
             drove: false,
         })

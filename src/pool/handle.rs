@@ -3,7 +3,7 @@
 //! the segments it has attached, and its counters.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,10 @@ use serde_bytes::ByteBuf;
 
 use super::core::Config;
 use super::health::Loss;
-use super::wire::{running_item, Attach, Detach, K_ATTACH, K_DETACH};
-use super::worker::{rings_in, rings_len, worker_main, ProgressLine, WorkerArgs};
+use super::wire::{
+    running_item, running_word, Attach, Detach, K_ATTACH, K_DETACH, SKIPPED, WHOLE_GROUP,
+};
+use super::worker::{rings_in, rings_len, worker_main, ProgressLine, WorkerArgs, SKIPS};
 use crate::error::{Call, Error, Result};
 use crate::process::Process;
 use crate::ring::{Consumer, Producer};
@@ -31,6 +33,10 @@ pub(crate) const DEPTH: usize = 2;
 pub(crate) const ENCODED_DEPTH: usize = 8;
 /// The deepest any source asks for ([`Source::depth`](super::jobs::Source::depth)).
 pub(crate) const MAX_DEPTH: usize = ENCODED_DEPTH;
+/// How long a cancel that finds the worker at the grouped task watches
+/// for it to be skipped before it counts it running (a skip shows within
+/// nanoseconds).
+const SKIP_LOOK: Duration = Duration::from_micros(50);
 /// Segments attached to one worker before the oldest is detached.
 const MAX_ATTACHED: usize = 16;
 
@@ -90,6 +96,10 @@ pub(crate) struct Worker {
     /// When the task at the front of `inflight` started (about).
     pub(crate) front_since: Instant,
     pub(crate) stats: Stats,
+    /// The skip words this parent wrote into the worker's progress line
+    /// (`running_word + 1` of a cancelled grouped task; 0: free), cleared
+    /// once that task's group is back (`clear_skips`).
+    pub(crate) skips: [u64; SKIPS],
 }
 
 impl Worker {
@@ -107,6 +117,10 @@ impl Worker {
         // SYNC: Relaxed: the worker process does not exist yet; its start
         // (a system call) orders this store before anything it reads.
         progress.running().store(0, Ordering::Relaxed);
+        for s in progress.skips() {
+            // SYNC: as the store above.
+            s.store(0, Ordering::Relaxed);
+        }
         let mut tasks = task_ring.producer()?;
         let mut results = result_ring.consumer()?;
         let args = WorkerArgs {
@@ -162,7 +176,83 @@ impl Worker {
                 busy: Duration::ZERO,
                 started: now,
             },
+            skips: [0; SKIPS],
         })
+    }
+
+    /// Stops grouped task `word` (`running_word(seq, offset)` of a group
+    /// this worker holds, whose slot the caller marked cancelled): asks the
+    /// worker to skip it (a free skip word), then, if `kill` allows it,
+    /// looks at what it runs. `true` if the worker runs it, or would with
+    /// no skip word free: the caller kills the worker.
+    pub(crate) fn stop_item(&mut self, word: u64, kill: bool) -> bool {
+        let skipping = match self.skips.iter().position(|&s| s == 0) {
+            Some(k) => {
+                self.skips[k] = word + 1;
+                // SYNC: Relaxed, then the SeqCst fence; partner: the
+                // worker's store of its progress word, fence, then loads
+                // of the skip words (`run_group`): either it reads this
+                // word before the item, or we read the item started.
+                self.progress.skips()[k].store(word + 1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        };
+        fence(Ordering::SeqCst);
+        if !kill {
+            return false;
+        }
+        let seq = word >> 32;
+        let read = || self.progress.running().load(Ordering::Relaxed);
+        let past = |p: u64| p >> 32 == seq && (p & !SKIPPED) > word;
+        let p = read();
+        if p != word {
+            // Not there yet: it skips it, unless no word was free. Past
+            // it: it ran (its result is dropped) or was skipped.
+            return !skipping && !past(p) && p != word | SKIPPED;
+        }
+        if !skipping {
+            return true;
+        }
+        // At it: skipping it (it marks the word at once), or running it.
+        let until = Instant::now() + SKIP_LOOK;
+        loop {
+            let p = read();
+            if p != word {
+                return false;
+            }
+            if Instant::now() >= until {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Asks the worker to skip every item of the group sent as task
+    /// `seq` (queued behind its front, its tasks cancelled); `false` if
+    /// no skip word is free (they run, and their answers are dropped).
+    pub(crate) fn skip_group(&mut self, seq: u32) -> bool {
+        let Some(k) = self.skips.iter().position(|&s| s == 0) else {
+            return false;
+        };
+        let word = running_word(seq, WHOLE_GROUP) + 1;
+        self.skips[k] = word;
+        // SYNC: Relaxed: as in `stop_item` (a worker already at the
+        // group, which it was not when this was decided, runs it).
+        self.progress.skips()[k].store(word, Ordering::Relaxed);
+        true
+    }
+
+    /// Frees the skip words of the group sent as task `seq` (its last
+    /// frame is back: the worker reads them no more).
+    pub(crate) fn clear_skips(&mut self, seq: u32) {
+        for (k, s) in self.skips.iter_mut().enumerate() {
+            if *s != 0 && (*s - 1) >> 32 == u64::from(seq) {
+                *s = 0;
+                // SYNC: Relaxed: the worker is past that group.
+                self.progress.skips()[k].store(0, Ordering::Relaxed);
+            }
+        }
     }
 
     /// `e`, from this worker's rings or frames, worded for the user: the

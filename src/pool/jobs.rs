@@ -90,6 +90,17 @@ pub(crate) trait Source: Send {
         super::handle::DEPTH
     }
 
+    /// The grouped `submit` job's source ([`Group`](super::group::Group)),
+    /// which the scheduler asks about single tasks of it.
+    fn grouped(&mut self) -> Option<&mut super::group::Group> {
+        None
+    }
+
+    /// A grouped job has a full group to send (see `Core::holding`).
+    fn full(&self) -> bool {
+        true
+    }
+
     /// Has a task to send now. `false` only while the items of the next
     /// one are still being written (a `map` of numbers whose input is
     /// written into its arena while the first chunks run).
@@ -105,6 +116,15 @@ pub(crate) trait Sink: Send + Sync {
     fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()>;
     /// A task of `items` items completed.
     fn task_done(&self, _items: u64) {}
+    /// Its task went to a worker (a grouped `submit`: `Task::running`).
+    fn mark_sent(&self) {}
+    /// The one output of a task of one item: delivered and done (a
+    /// grouped `submit`).
+    fn complete(&self, bytes: &[u8]) -> Result<()> {
+        self.deliver(0, 1, bytes)?;
+        self.task_done(1);
+        Ok(())
+    }
     /// The job failed; the first error is kept.
     fn fail(&self, error: Error);
     /// Every task is back (or lost with its worker): nothing will write
@@ -173,6 +193,7 @@ where
             job,
             first: self.next_index,
             count: 0,
+            flags: 0,
             task: self.task,
         }
         .write(frame);
@@ -300,6 +321,7 @@ impl<A: Serialize + Send + 'static> Source for OneItem<A> {
             job,
             first: 0,
             count: 1,
+            flags: 0,
             task: self.task,
         }
         .write(frame);
@@ -373,6 +395,7 @@ impl<T: Send + 'static> Source for RawVecSource<T> {
             job,
             first,
             count: n as u32,
+            flags: 0,
             task: self.task,
         }
         .write(frame);
@@ -596,6 +619,7 @@ impl Source for EncodedSource {
             job,
             first: at,
             count,
+            flags: 0,
             task: self.task,
         }
         .write(frame);

@@ -23,6 +23,7 @@ mod core;
 pub(crate) mod doorbell;
 mod driver;
 mod futures;
+mod group;
 pub use self::futures::{as_completed, wait_tasks, AsCompleted, ReturnWhen, Task};
 mod awaiting;
 pub use self::awaiting::{AsCompletedStream, IMapStream};

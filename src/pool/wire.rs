@@ -37,6 +37,42 @@ pub(crate) const R_INIT_FAILED: u8 = 2;
 /// timeouts count from here, not from a slow start or initializer).
 pub(crate) const R_READY: u8 = 3;
 
+/// Task flag: the frame is a group of independent tasks (`Pool::submit`s
+/// of one function, docs/ARCHITECTURE.md, Pool, "Submitted tasks travel
+/// in groups"). Its payload is, per item, a `u32` length then the item's
+/// encoding. Each item is answered on its own, in order: by a record of
+/// an [`F_RECORDS`] frame, or (an output over [`RECORD_MAX`]) by a frame
+/// of its own (`first` its index, `count` 1); a failure does not stop the
+/// ones after it, and only the group's last frame carries [`F_LAST`].
+/// Before each item the worker looks at the skip words of its progress
+/// line (`ProgressLine::skips`): an item named there is not run but
+/// answered [`REC_SKIPPED`].
+pub(crate) const T_EACH: u32 = 1;
+/// Most items of a [`T_EACH`] frame (offsets stay below the progress
+/// word's [`SKIPPED`] bit).
+pub(crate) const MAX_EACH: u32 = 64;
+/// The offset of a skip word that names a whole group (every item of the
+/// task frame it names): `running_word(task, WHOLE_GROUP)`.
+pub(crate) const WHOLE_GROUP: u32 = 0x7FFF_FFFF;
+/// Set in the progress word's offset by a worker that skips the item
+/// (cancelled), so the parent tells it from one that runs it.
+pub(crate) const SKIPPED: u64 = 1 << 31;
+
+/// Result flag: the payload is `count` records, one per item from
+/// `first` on, of a [`T_EACH`] group: a `u32` length, a status
+/// ([`REC_OK`], [`REC_ERROR`], [`REC_SKIPPED`]) and that many bytes (the
+/// item's output, a postcard [`TaskError`], nothing).
+pub(crate) const F_RECORDS: u32 = 4;
+/// Record status: the item's output follows.
+pub(crate) const REC_OK: u8 = 0;
+/// Record status: the item failed; a postcard [`TaskError`] follows.
+pub(crate) const REC_ERROR: u8 = 1;
+/// Record status: the item was not run (its skip word named it).
+pub(crate) const REC_SKIPPED: u8 = 2;
+/// Largest output a record carries; a larger one goes in a frame of its
+/// own.
+pub(crate) const RECORD_MAX: usize = 16 * 1024;
+
 /// Result flag: this frame completes its task.
 pub(crate) const F_LAST: u32 = 1;
 /// Result flag: after the outputs comes a postcard [`TaskError`].
@@ -64,6 +100,8 @@ pub(crate) struct TaskHeader {
     pub(crate) job: u64,
     pub(crate) first: u64,
     pub(crate) count: u32,
+    /// [`T_EACH`] or 0.
+    pub(crate) flags: u32,
     pub(crate) task: TaskRef,
 }
 
@@ -74,7 +112,7 @@ impl TaskHeader {
         out.extend_from_slice(&self.job.to_le_bytes());
         out.extend_from_slice(&self.first.to_le_bytes());
         out.extend_from_slice(&self.count.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&self.flags.to_le_bytes());
         for w in self.task.to_words() {
             out.extend_from_slice(&w.to_le_bytes());
         }
@@ -88,8 +126,18 @@ impl TaskHeader {
             job: read_u64(b, 0),
             first: read_u64(b, 8),
             count: read_u32(b, 16),
+            flags: read_u32(b, 20),
             task: TaskRef::from_words([read_u64(b, 24), read_u64(b, 32), read_u64(b, 40)]),
         };
+        if h.flags & !T_EACH != 0 {
+            return Err(Error::new(ErrorKind::Protocol, "unknown task frame flags"));
+        }
+        if h.flags & T_EACH != 0 && h.count > MAX_EACH {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "too many items in a task group",
+            ));
+        }
         Ok((h, &b[Self::LEN..]))
     }
 }
@@ -263,7 +311,9 @@ impl ResultHeader {
             flags: read_u32(b, 20),
             busy_ns: read_u64(b, 24),
         };
-        if h.flags & !(F_LAST | F_ERROR) != 0 {
+        if h.flags & !(F_LAST | F_ERROR | F_RECORDS) != 0
+            || h.flags & (F_ERROR | F_RECORDS) == F_ERROR | F_RECORDS
+        {
             return Err(Error::new(ErrorKind::Protocol, "unknown result flags"));
         }
         Ok((h, &b[Self::LEN..]))

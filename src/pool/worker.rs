@@ -9,7 +9,7 @@
 //! the worker died to say which item killed it.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,15 +18,16 @@ use serde_bytes::ByteBuf;
 
 use super::doorbell::Doorbell;
 use super::wire::{
-    Attach, Attached, ChunkFn, ClaimHeader, Detach, ItemFailure, Out, ResultHeader, Running, Span,
-    TaskError, TaskHeader, ZcFn, ZcHeader, F_ERROR, F_LAST, K_ATTACH, K_DETACH, K_TASK, K_ZC,
-    K_ZC_CLAIM, R_INIT_FAILED, R_READY,
+    running_word, Attach, Attached, ChunkFn, ClaimHeader, Detach, ItemFailure, Out, ResultHeader,
+    Running, Span, TaskError, TaskHeader, ZcFn, ZcHeader, F_ERROR, F_LAST, F_RECORDS, K_ATTACH,
+    K_DETACH, K_TASK, K_ZC, K_ZC_CLAIM, RECORD_MAX, REC_ERROR, REC_OK, REC_SKIPPED, R_INIT_FAILED,
+    R_READY, R_RESULT, SKIPPED, T_EACH, WHOLE_GROUP,
 };
 use super::zero_copy::{run_claims, worker_cell};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::spsc_rings_in;
 use crate::region::Region;
-use crate::ring::{self, Ring};
+use crate::ring::{self, Producer, Ring};
 use crate::segment::{Segment, SegmentHandle, SegmentRegion};
 use crate::task::{Resolved, TaskKey, TaskRef};
 
@@ -75,8 +76,16 @@ struct Progress {
     /// the worker started item `offset` of the `task`-th task frame it
     /// received (counted from 0, wrapping).
     running: AtomicU64,
-    _rest: [AtomicU64; 7],
+    /// Items of grouped tasks ([`T_EACH`](super::wire::T_EACH)) the parent
+    /// cancelled before they ran: `running_word(task, offset) + 1`, 0 for
+    /// none. Written by the parent, read by the worker before each such
+    /// item (the one word the parent writes in this line).
+    skips: [AtomicU64; SKIPS],
+    _rest: [AtomicU64; 7 - SKIPS],
 }
+
+/// Skip words in a worker's progress line.
+pub(crate) const SKIPS: usize = 4;
 
 const PROGRESS_LEN: usize = 64;
 const _: () = assert!(std::mem::size_of::<Progress>() == PROGRESS_LEN);
@@ -104,6 +113,14 @@ impl ProgressLine {
         // as long as `self` lives; `Progress` is atomics only, valid for
         // any bytes the other process writes.
         unsafe { &(*progress).running }
+    }
+
+    /// The skip words ([`Progress::skips`]).
+    #[allow(unsafe_code)]
+    pub(crate) fn skips(&self) -> &[AtomicU64; SKIPS] {
+        let progress = self.region.base().cast::<Progress>();
+        // SAFETY: as in `running`.
+        unsafe { &(*progress).skips }
     }
 }
 
@@ -164,6 +181,8 @@ fn serve(args: WorkerArgs) -> Result<()> {
     let mut zc_fns = Resolved::<ZcFn>::new(args.key);
     let mut slots: Slots = HashMap::new();
     let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+    // A grouped task's output, before it becomes a record.
+    let mut item_buf = Vec::new();
     // Partial frames stay well inside the ring's frame limit, leaving room
     // for a task error after them.
     let flush_at = FLUSH_AT.min(results.max_payload() / 2);
@@ -179,6 +198,19 @@ fn serve(args: WorkerArgs) -> Result<()> {
         };
         let bytes = frame.bytes();
         match frame.kind() {
+            K_TASK if TaskHeader::read(bytes)?.0.flags & T_EACH != 0 => {
+                let (h, items) = TaskHeader::read(bytes)?;
+                let seq = task_seq;
+                task_seq = task_seq.wrapping_add(1);
+                let ctx = Group {
+                    progress: &progress,
+                    seq,
+                    flush_at,
+                    doorbell: &doorbell,
+                };
+                let bufs = (&mut buf, &mut item_buf);
+                run_group(&ctx, &h, items, &mut chunk_fns, &mut results, bufs)?;
+            }
             K_TASK => {
                 let (h, items) = TaskHeader::read(bytes)?;
                 let started = args.timing.then(Instant::now);
@@ -341,11 +373,255 @@ fn finish(
     outcome: std::result::Result<(), ItemFailure>,
     started: Option<Instant>,
 ) -> Result<()> {
+    finish_with(out, first, outcome, started, F_LAST)
+}
+
+/// What a [`T_EACH`] group's item needs besides its frame.
+struct Group<'a> {
+    progress: &'a ProgressLine,
+    /// The group's task number (as `Running::new` takes it).
+    seq: u32,
+    flush_at: usize,
+    doorbell: &'a Doorbell,
+}
+
+/// Runs a [`T_EACH`] group: each item as a task of its own (a failure
+/// stops only that item), answered by a record of an [`F_RECORDS`] frame,
+/// or by a frame of its own when its output is over [`RECORD_MAX`]; the
+/// group's last frame is flagged [`F_LAST`]. An item named in a skip word
+/// is answered [`REC_SKIPPED`] without running. Timed always: the parent
+/// sizes its groups by it, and two clock reads are little against a
+/// group.
+fn run_group(
+    ctx: &Group<'_>,
+    h: &TaskHeader,
+    mut items: &[u8],
+    chunk_fns: &mut Resolved<ChunkFn>,
+    results: &mut Producer,
+    (recs, item_buf): (&mut Vec<u8>, &mut Vec<u8>),
+) -> Result<()> {
+    let started = Instant::now();
+    let run = chunk_fns.get(h.task);
+    let mut recs = Records::new(recs, h.job, h.first);
+    for i in 0..h.count {
+        if items.len() < 4 {
+            return Err(Error::new(ErrorKind::Protocol, "a task group cut short"));
+        }
+        let (len, rest) = items.split_at(4);
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if rest.len() < len {
+            return Err(Error::new(ErrorKind::Protocol, "a task group cut short"));
+        }
+        let (item, rest) = rest.split_at(len);
+        items = rest;
+        let last = i + 1 == h.count;
+        let word = running_word(ctx.seq, i);
+        let running = Running::new(ctx.progress.running(), ctx.seq).shifted(i);
+        running.start(0);
+        // SYNC: SeqCst fence between the store of the progress word above
+        // and the loads of the skip words below; partner: the parent's
+        // fence between its store of a skip word and its load of the
+        // progress word (`Worker::stop_item`). One of the two sees the
+        // other: the parent either finds this item started or has its
+        // skip word read here.
+        fence(Ordering::SeqCst);
+        let whole = running_word(ctx.seq, WHOLE_GROUP) + 1;
+        let skip = ctx.progress.skips().iter().any(|s| {
+            // SYNC: Relaxed after the fence above.
+            let s = s.load(Ordering::Relaxed);
+            s == word + 1 || s == whole
+        });
+        let index = h.first.wrapping_add(u64::from(i));
+        if skip {
+            // SYNC: Relaxed: a hint for the parent, which waits for it
+            // after its own fence (see above).
+            ctx.progress
+                .running()
+                .store(word | SKIPPED, Ordering::Relaxed);
+            recs.add(REC_SKIPPED, &[]);
+        } else {
+            // The item's output, alone in `item_buf` after a header's room;
+            // never flushed by the trampoline (no flush threshold).
+            let mut out = Out::new(
+                results,
+                item_buf,
+                h.job,
+                index,
+                usize::MAX / 2,
+                running,
+                ctx.doorbell,
+            );
+            let outcome = match &run {
+                Ok(run) => run(item, 1, &mut out),
+                Err(why) => Err(ItemFailure::protocol(
+                    0,
+                    format!("pool task refused: {why}"),
+                )),
+            };
+            match outcome {
+                Ok(()) if item_buf.len() - ResultHeader::LEN <= RECORD_MAX => {
+                    recs.add(REC_OK, &item_buf[ResultHeader::LEN..]);
+                }
+                Ok(()) => {
+                    // A large output: in a frame of its own, after the
+                    // records before it.
+                    recs.send(results, 0, 0)?;
+                    let busy = if last { elapsed_ns(started) } else { 0 };
+                    let flags = if last { F_LAST } else { 0 };
+                    send_one_output(results, item_buf, h.job, index, flags, busy, ctx.doorbell)?;
+                    recs.restart(index + 1);
+                    if last {
+                        return trailing(items);
+                    }
+                }
+                Err(fail) => {
+                    let err = TaskError {
+                        index,
+                        kind: fail.kind,
+                        message: fail.message,
+                        panic: fail.panic,
+                    };
+                    let mut bytes =
+                        postcard::to_stdvec(&err).map_err(|e| Error::codec("task error", e))?;
+                    if bytes.len() > RECORD_MAX {
+                        bytes = postcard::to_stdvec(&shrink(err, RECORD_MAX / 4))
+                            .map_err(|e| Error::codec("task error", e))?;
+                    }
+                    recs.add(REC_ERROR, &bytes);
+                }
+            }
+        }
+        if last {
+            recs.send(results, F_LAST, elapsed_ns(started))?;
+        } else if recs.len() >= ctx.flush_at {
+            recs.send(results, 0, 0)?;
+        }
+    }
+    trailing(items)
+}
+
+fn trailing(items: &[u8]) -> Result<()> {
+    if items.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Protocol,
+            "trailing bytes after a task group",
+        ))
+    }
+}
+
+fn elapsed_ns(t: Instant) -> u64 {
+    t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// The records of a group's items on their way into an [`F_RECORDS`]
+/// frame.
+struct Records<'a> {
+    buf: &'a mut Vec<u8>,
+    job: u64,
+    /// Index of the first item in `buf`.
+    first: u64,
+    count: u32,
+}
+
+impl<'a> Records<'a> {
+    fn new(buf: &'a mut Vec<u8>, job: u64, first: u64) -> Records<'a> {
+        buf.clear();
+        buf.resize(ResultHeader::LEN, 0);
+        Records {
+            buf,
+            job,
+            first,
+            count: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn add(&mut self, status: u8, bytes: &[u8]) {
+        // Records are at most `RECORD_MAX` (plus a shrunk error).
+        self.buf
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.buf.push(status);
+        self.buf.extend_from_slice(bytes);
+        self.count += 1;
+    }
+
+    /// Sends the records (if any, or with `F_LAST` regardless) and
+    /// starts the next frame.
+    fn send(&mut self, results: &mut Producer, last: u32, busy_ns: u64) -> Result<()> {
+        if self.count == 0 && last == 0 {
+            return Ok(());
+        }
+        let h = ResultHeader {
+            job: self.job,
+            first: self.first,
+            count: self.count,
+            flags: F_RECORDS | last,
+            busy_ns,
+        };
+        self.buf[..ResultHeader::LEN].copy_from_slice(&h.to_bytes());
+        results.push(R_RESULT, self.buf, None)?;
+        let next = self.first.wrapping_add(u64::from(self.count));
+        self.restart(next);
+        Ok(())
+    }
+
+    fn restart(&mut self, first: u64) {
+        self.buf.truncate(ResultHeader::LEN);
+        self.first = first;
+        self.count = 0;
+    }
+}
+
+/// Sends the one output in `buf` (after a header's room) as a result
+/// frame of its own: item `index` of `job`.
+fn send_one_output(
+    results: &mut Producer,
+    buf: &mut Vec<u8>,
+    job: u64,
+    index: u64,
+    flags: u32,
+    busy_ns: u64,
+    bell: &Doorbell,
+) -> Result<()> {
+    let h = ResultHeader {
+        job,
+        first: index,
+        count: 1,
+        flags,
+        busy_ns,
+    };
+    buf[..ResultHeader::LEN].copy_from_slice(&h.to_bytes());
+    if buf.len() > results.max_payload() {
+        // As `Out::send_long`: wake a parent asleep on the doorbell first.
+        bell.ring();
+        results.push_long(R_RESULT, buf, None)?;
+        buf.clear();
+        buf.shrink_to(2 * RECORD_MAX + 4096);
+    } else {
+        results.push(R_RESULT, buf, None)?;
+    }
+    Ok(())
+}
+
+/// [`finish`] with `last` the flags of a frame that ends its task
+/// ([`F_LAST`], or 0 for an item of a group that is not its last).
+fn finish_with(
+    out: &mut Out<'_>,
+    first: u64,
+    outcome: std::result::Result<(), ItemFailure>,
+    started: Option<Instant>,
+    last: u32,
+) -> Result<()> {
     let busy = started.map_or(0, |t| {
         t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
     });
     match outcome {
-        Ok(()) => out.flush(F_LAST, busy),
+        Ok(()) => out.flush(last, busy),
         Err(fail) => {
             let err = TaskError {
                 index: first.saturating_add(fail.offset),
@@ -368,7 +644,7 @@ fn finish(
             let outputs = (out.buf.len() - ResultHeader::LEN) as u32;
             out.buf.extend_from_slice(&bytes);
             out.buf.extend_from_slice(&outputs.to_le_bytes());
-            out.flush(F_LAST | F_ERROR, busy)
+            out.flush(last | F_ERROR, busy)
         }
     }
 }
