@@ -21,6 +21,12 @@ fn inc(x: u64) -> u64 {
     x + 1
 }
 
+/// Says it started (the event), then naps `ms`.
+fn started_nap((started, ms): (multiproc::Event, u64)) -> u64 {
+    started.set();
+    nap(ms)
+}
+
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
@@ -121,14 +127,16 @@ fn cancel_running(table: &mut Table, cfg: &Config) {
         Ok(pool) => self_timed(
             "multiproc",
             move || {
-                let t = pool.submit(nap, 600_000).map_err(|e| e.to_string())?;
-                let end = Instant::now() + Duration::from_secs(30);
-                while !t.running() {
-                    if Instant::now() > end {
-                        return Err("the task never ran".into());
-                    }
-                    std::thread::yield_now();
-                }
+                // Running for sure: the task says so itself (`running()`
+                // is true once it is sent, and one not started yet is
+                // skipped by its worker, not killed).
+                let started = multiproc::Event::new().map_err(|e| e.to_string())?;
+                let t = pool
+                    .submit(started_nap, (started.clone(), 600_000))
+                    .map_err(|e| e.to_string())?;
+                started
+                    .wait_timeout(Duration::from_secs(30))
+                    .map_err(|e| format!("the task never ran: {e}"))?;
                 let t0 = Instant::now();
                 if !t.cancel() {
                     return Err("cancel() returned false".into());

@@ -26,6 +26,9 @@ const SPARE_FRAMES: usize = 64;
 /// A resend buffer larger than this is freed, not kept.
 const SPARE_FRAME_BYTES: usize = 4096;
 
+/// Settled grouped jobs' sources kept for reuse (one per function).
+const IDLE_GROUPS: usize = 16;
+
 /// A task frame is packed up to about this many bytes of items.
 const SOFT_FRAME: usize = 64 * 1024;
 
@@ -236,6 +239,12 @@ pub(crate) struct Core {
     /// The grouped `submit` job of each function (by its `TaskRef`), while
     /// it has tasks ([`submit_grouped`](Core::submit_grouped)).
     groups: Vec<([u64; 3], u64)>,
+    /// The sources of grouped jobs that settled, by function, for the
+    /// next (`submit_grouped`): a stream of lone tasks does not make and
+    /// drop a job, its queues and its measurement at every task.
+    idle_groups: Vec<([u64; 3], Box<dyn Source>)>,
+    /// The sink of every grouped job (each task has its own).
+    no_sink: Arc<dyn Sink>,
     /// A submission steps the pool: grouped tasks wait for a full group.
     pub(crate) holding: bool,
 }
@@ -269,6 +278,8 @@ impl Core {
             retry: VecDeque::new(),
             cancels_pending: false,
             groups: Vec::new(),
+            idle_groups: Vec::new(),
+            no_sink: Arc::new(NoSink),
             holding: false,
         })
     }
@@ -326,9 +337,15 @@ impl Core {
         let id = match live {
             Some(id) => id,
             None => {
-                let group = Group::new(task, self.cfg.processes);
-                let mut job = Job::new(Box::new(group), Arc::new(NoSink), usize::MAX, usize::MAX)
-                    .cancellable();
+                // The function's last group, kept when its job settled: its
+                // measured time, and buffers already grown.
+                let group: Box<dyn Source> =
+                    match self.idle_groups.iter().position(|(k, _)| *k == key) {
+                        Some(at) => self.idle_groups.swap_remove(at).1,
+                        None => Box::new(Group::new(task, self.cfg.processes)),
+                    };
+                let sink: Arc<dyn Sink> = Arc::clone(&self.no_sink);
+                let mut job = Job::new(group, sink, usize::MAX, usize::MAX).cancellable();
                 job.grouped = true;
                 let id = self.submit(job)?;
                 self.groups.retain(|(k, _)| *k != key);
@@ -1205,9 +1222,17 @@ impl Core {
         for k in 0..self.to_settle.len() {
             let id = self.to_settle[k];
             if self.jobs.get(&id).is_some_and(Job::finished) {
-                let job = self.jobs.remove(&id).expect("present");
+                let mut job = self.jobs.remove(&id).expect("present");
                 if job.grouped {
                     self.groups.retain(|&(_, g)| g != id);
+                    let key = job.source.grouped().map(|g| g.key());
+                    if let Some(key) = key.filter(|_| !job.failed) {
+                        if self.idle_groups.len() >= IDLE_GROUPS {
+                            self.idle_groups.remove(0);
+                        }
+                        self.idle_groups.push((key, job.source));
+                        continue;
+                    }
                 }
                 job.sink.settle();
             }

@@ -145,6 +145,8 @@ impl Shared {
     ) -> MutexGuard<'a, Core> {
         let mut g = poisoned.into_inner();
         self.set_driving(&mut g, false);
+        // A submission's step that panicked left it holding.
+        g.holding = false;
         self.core.clear_poison();
         g
     }

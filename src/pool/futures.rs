@@ -2,11 +2,15 @@
 //! [`Task`] handle (a `Future`), [`as_completed`], [`wait_tasks`] and
 //! [`Pool::shutdown`].
 //!
-//! A task is a job of one item whose sink is its [`Task`]'s state. What
-//! sets this job apart from an `apply_async` is that it may be cancelled
-//! while it runs: its worker is killed and replaced
-//! (`Core::cancel_task`; docs/ARCHITECTURE.md, Pool, "Cancelling a
-//! running task").
+//! A task is an item of its function's grouped job (`group.rs`), its
+//! outcome going to its [`Task`]'s state: tasks of a function measured
+//! short travel several to a frame, each answered on its own
+//! (docs/ARCHITECTURE.md, Pool, "Submitted tasks travel in groups"). A
+//! pool with a task timeout or a task budget per worker, or an item too
+//! large for a group, makes it a job of its own instead. Either way it
+//! may be cancelled while it runs: its worker is killed and replaced
+//! (`Core::cancel_task`, `Core::cancel_item`; docs/ARCHITECTURE.md, Pool,
+//! "Futures").
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -364,10 +368,16 @@ impl<R> Task<R> {
     /// Cancels the task (Python's `cancel()`), **also while it runs**:
     ///
     /// * not sent to a worker yet: it never will be;
+    /// * at a worker, not started: the worker skips it;
     /// * running: its worker is killed and replaced (what a task timeout
     ///   does), and the tasks queued behind it on that worker are sent
     ///   again to others, so no other task is affected. The cost is one
-    ///   worker restart (an exec, plus the pool's initializer);
+    ///   worker restart (an exec, plus the pool's initializer). One
+    ///   exception: a task that went to its worker in a group with
+    ///   others (only tasks of a function measured under about 10 µs a
+    ///   call do) is left to finish, and its result is dropped: killing
+    ///   the worker would lose its group-mates' answers, which travel
+    ///   together, for a few microseconds of work;
     /// * already finished or failed: nothing changes and it returns
     ///   `false`, as in Python. Already cancelled: `true`.
     ///

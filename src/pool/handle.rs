@@ -3,7 +3,7 @@
 //! the segments it has attached, and its counters.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -198,7 +198,12 @@ impl Worker {
             }
             None => false,
         };
-        fence(Ordering::SeqCst);
+        // SYNC: the heavy side of the asymmetric fence (see the worker's
+        // `run_group`); without `membarrier` a worker's light fence may
+        // not be covered, and it may then run a task it should have
+        // skipped: its answer is dropped (the slot is cancelled), as for
+        // one it had started.
+        let _ = crate::sys::fences::heavy();
         if !kill {
             return false;
         }
@@ -237,9 +242,11 @@ impl Worker {
         };
         let word = running_word(seq, WHOLE_GROUP) + 1;
         self.skips[k] = word;
-        // SYNC: Relaxed: as in `stop_item` (a worker already at the
-        // group, which it was not when this was decided, runs it).
+        // SYNC: Relaxed, then the heavy fence: as in `stop_item` (a worker
+        // already at the group, which it was not when this was decided,
+        // runs it).
         self.progress.skips()[k].store(word, Ordering::Relaxed);
+        let _ = crate::sys::fences::heavy();
         true
     }
 

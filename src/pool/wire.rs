@@ -40,7 +40,8 @@ pub(crate) const R_READY: u8 = 3;
 /// Task flag: the frame is a group of independent tasks (`Pool::submit`s
 /// of one function, docs/ARCHITECTURE.md, Pool, "Submitted tasks travel
 /// in groups"). Its payload is, per item, a `u32` length then the item's
-/// encoding. Each item is answered on its own, in order: by a record of
+/// encoding (a group of one: the item alone, no length). Each item is
+/// answered on its own, in order: by a record of
 /// an [`F_RECORDS`] frame, or (an output over [`RECORD_MAX`]) by a frame
 /// of its own (`first` its index, `count` 1); a failure does not stop the
 /// ones after it, and only the group's last frame carries [`F_LAST`].
@@ -48,6 +49,13 @@ pub(crate) const R_READY: u8 = 3;
 /// line (`ProgressLine::skips`): an item named there is not run but
 /// answered [`REC_SKIPPED`].
 pub(crate) const T_EACH: u32 = 1;
+/// Task flag, with [`T_EACH`]: time the group (two clock reads, a tenth
+/// of a lone task's round trip here), its last frame's `busy_ns`. The
+/// parent asks for it while it has no measure of the function, and for
+/// one group in [`TIME_EVERY`] after.
+pub(crate) const T_TIMED: u32 = 2;
+/// See [`T_TIMED`].
+pub(crate) const TIME_EVERY: u64 = 8;
 /// Most items of a [`T_EACH`] frame (offsets stay below the progress
 /// word's [`SKIPPED`] bit).
 pub(crate) const MAX_EACH: u32 = 64;
@@ -129,7 +137,7 @@ impl TaskHeader {
             flags: read_u32(b, 20),
             task: TaskRef::from_words([read_u64(b, 24), read_u64(b, 32), read_u64(b, 40)]),
         };
-        if h.flags & !T_EACH != 0 {
+        if h.flags & !(T_EACH | T_TIMED) != 0 {
             return Err(Error::new(ErrorKind::Protocol, "unknown task frame flags"));
         }
         if h.flags & T_EACH != 0 && h.count > MAX_EACH {

@@ -9,7 +9,7 @@
 //! the worker died to say which item killed it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ use super::wire::{
     running_word, Attach, Attached, ChunkFn, ClaimHeader, Detach, ItemFailure, Out, ResultHeader,
     Running, Span, TaskError, TaskHeader, ZcFn, ZcHeader, F_ERROR, F_LAST, F_RECORDS, K_ATTACH,
     K_DETACH, K_TASK, K_ZC, K_ZC_CLAIM, RECORD_MAX, REC_ERROR, REC_OK, REC_SKIPPED, R_INIT_FAILED,
-    R_READY, R_RESULT, SKIPPED, T_EACH, WHOLE_GROUP,
+    R_READY, R_RESULT, SKIPPED, T_EACH, T_TIMED, WHOLE_GROUP,
 };
 use super::zero_copy::{run_claims, worker_cell};
 use crate::error::{Error, ErrorKind, Result};
@@ -198,41 +198,40 @@ fn serve(args: WorkerArgs) -> Result<()> {
         };
         let bytes = frame.bytes();
         match frame.kind() {
-            K_TASK if TaskHeader::read(bytes)?.0.flags & T_EACH != 0 => {
+            K_TASK => {
                 let (h, items) = TaskHeader::read(bytes)?;
                 let seq = task_seq;
                 task_seq = task_seq.wrapping_add(1);
-                let ctx = Group {
-                    progress: &progress,
-                    seq,
-                    flush_at,
-                    doorbell: &doorbell,
-                };
-                let bufs = (&mut buf, &mut item_buf);
-                run_group(&ctx, &h, items, &mut chunk_fns, &mut results, bufs)?;
-            }
-            K_TASK => {
-                let (h, items) = TaskHeader::read(bytes)?;
-                let started = args.timing.then(Instant::now);
-                let running = Running::new(progress.running(), task_seq);
-                task_seq = task_seq.wrapping_add(1);
-                let mut out = Out::new(
-                    &mut results,
-                    &mut buf,
-                    h.job,
-                    h.first,
-                    flush_at,
-                    running,
-                    &doorbell,
-                );
-                let outcome = match chunk_fns.get(h.task) {
-                    Ok(run) => run(items, h.count, &mut out),
-                    Err(why) => Err(ItemFailure::protocol(
-                        0,
-                        format!("pool task refused: {why}"),
-                    )),
-                };
-                finish(&mut out, h.first, outcome, started)?;
+                if h.flags & T_EACH != 0 {
+                    let ctx = Group {
+                        progress: &progress,
+                        seq,
+                        flush_at,
+                        doorbell: &doorbell,
+                    };
+                    let bufs = (&mut buf, &mut item_buf);
+                    run_group(&ctx, &h, items, &mut chunk_fns, &mut results, bufs)?;
+                } else {
+                    let started = args.timing.then(Instant::now);
+                    let running = Running::new(progress.running(), seq);
+                    let mut out = Out::new(
+                        &mut results,
+                        &mut buf,
+                        h.job,
+                        h.first,
+                        flush_at,
+                        running,
+                        &doorbell,
+                    );
+                    let outcome = match chunk_fns.get(h.task) {
+                        Ok(run) => run(items, h.count, &mut out),
+                        Err(why) => Err(ItemFailure::protocol(
+                            0,
+                            format!("pool task refused: {why}"),
+                        )),
+                    };
+                    finish(&mut out, h.first, outcome, started)?;
+                }
             }
             K_ZC => {
                 let h = ZcHeader::read(bytes)?;
@@ -400,31 +399,38 @@ fn run_group(
     results: &mut Producer,
     (recs, item_buf): (&mut Vec<u8>, &mut Vec<u8>),
 ) -> Result<()> {
-    let started = Instant::now();
+    let started = (h.flags & T_TIMED != 0).then(Instant::now);
     let run = chunk_fns.get(h.task);
     let mut recs = Records::new(recs, h.job, h.first);
     for i in 0..h.count {
-        if items.len() < 4 {
-            return Err(Error::new(ErrorKind::Protocol, "a task group cut short"));
-        }
-        let (len, rest) = items.split_at(4);
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if rest.len() < len {
-            return Err(Error::new(ErrorKind::Protocol, "a task group cut short"));
-        }
-        let (item, rest) = rest.split_at(len);
-        items = rest;
+        let item = if h.count == 1 {
+            // A group of one: its item bare.
+            std::mem::take(&mut items)
+        } else {
+            if items.len() < 4 {
+                return Err(Error::new(ErrorKind::Protocol, "a task group cut short"));
+            }
+            let (len, rest) = items.split_at(4);
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            if rest.len() < len {
+                return Err(Error::new(ErrorKind::Protocol, "a task group cut short"));
+            }
+            let (item, rest) = rest.split_at(len);
+            items = rest;
+            item
+        };
         let last = i + 1 == h.count;
         let word = running_word(ctx.seq, i);
         let running = Running::new(ctx.progress.running(), ctx.seq).shifted(i);
         running.start(0);
-        // SYNC: SeqCst fence between the store of the progress word above
-        // and the loads of the skip words below; partner: the parent's
-        // fence between its store of a skip word and its load of the
-        // progress word (`Worker::stop_item`). One of the two sees the
-        // other: the parent either finds this item started or has its
-        // skip word read here.
-        fence(Ordering::SeqCst);
+        // SYNC: a full fence between the store of the progress word above
+        // and the loads of the skip words below, made asymmetric
+        // (`sys::fences`: a compiler fence here, a `membarrier` on the
+        // parent's rare side); partner: the parent's heavy fence between
+        // its store of a skip word and its load of the progress word
+        // (`Worker::stop_item`). One of the two sees the other: the parent
+        // either finds this item started or has its skip word read here.
+        crate::sys::fences::light();
         let whole = running_word(ctx.seq, WHOLE_GROUP) + 1;
         let skip = ctx.progress.skips().iter().any(|s| {
             // SYNC: Relaxed after the fence above.
@@ -511,8 +517,10 @@ fn trailing(items: &[u8]) -> Result<()> {
     }
 }
 
-fn elapsed_ns(t: Instant) -> u64 {
-    t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+fn elapsed_ns(t: Option<Instant>) -> u64 {
+    t.map_or(0, |t| {
+        t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+    })
 }
 
 /// The records of a group's items on their way into an [`F_RECORDS`]
