@@ -376,6 +376,24 @@ impl Core {
         self.cfg.task_timeout.is_none() && self.cfg.max_tasks_per_child.is_none()
     }
 
+    /// A `submit` of function `task` now would start at once, alone: a
+    /// worker has nothing in flight and no task of that function waits.
+    /// It then goes as a job of its own (the plain one-task frame: a lone
+    /// task's round trip without the group's bookkeeping).
+    pub(crate) fn lone_now(&mut self, task: TaskRef) -> bool {
+        if self.idle_worker().is_none() {
+            return false;
+        }
+        let key = task.to_words();
+        let Some(&(_, id)) = self.groups.iter().find(|(k, _)| *k == key) else {
+            return true;
+        };
+        self.jobs
+            .get_mut(&id)
+            .and_then(|j| j.source.grouped())
+            .is_none_or(|g| g.is_done())
+    }
+
     /// Job `id` has tasks to send again (a grouped job given tasks after
     /// it had sent all it had): back into the dispatch order.
     fn reopen(&mut self, id: u64) {

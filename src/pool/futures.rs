@@ -817,9 +817,14 @@ impl Pool {
         // allows (no per-task timeout or task budget, which count frames)
         // and the item is small; else as a job of its own, which fails
         // with the same error if the item does not encode.
-        if let Some(bytes) = group_item(&args) {
-            let mut core = self.shared.lock();
-            if core.groups_allowed() {
+        // A task that starts at once alone goes as a job of its own (see
+        // `Core::lone_now`), under the lock taken to decide; so does one
+        // whose item is large, or does not encode (its job says why).
+        let mut core = self.shared.lock();
+        if core.groups_allowed() && !core.lone_now(task) {
+            // The item's `Serialize` is user code: a panic there leaves
+            // the item to the job of its own, which reports it.
+            if let Ok(Some(bytes)) = crate::panic::catch_panic(|| group_item(&args)) {
                 let (id, ticket, full) = core.submit_grouped(task, bytes, state.clone())?;
                 if full {
                     let _ = self.shared.kick_locked(core);
@@ -842,7 +847,6 @@ impl Pool {
             state: Arc::clone(&state),
         };
         let job = Job::new(Box::new(source), state.clone(), 1, usize::MAX).cancellable();
-        let mut core = self.shared.lock();
         let id = core.submit(job)?;
         // Sent now, under the same lock; the pump is woken only if it is
         // needed (`kick`). A pump that cannot start leaves the task to
