@@ -1812,10 +1812,33 @@ pub(crate) fn fuzz_result(bytes: &[u8]) -> bool {
     let Ok((outputs, error)) = h.payload(rest) else {
         return false;
     };
+    if h.flags & F_RECORDS != 0 {
+        return fuzz_records(h.first, h.count, outputs);
+    }
     let sink = super::jobs::Collect::<String>::new(false);
     let ok = sink.deliver(h.first, h.count, outputs).is_ok();
     if let Some(te) = error {
         let _ = te.into_error(0, 1).to_string();
     }
     ok
+}
+
+/// An `F_RECORDS` frame against a group of 16 `String` tasks in flight
+/// (items 0..16, item 5 cancelled), each with its own sink (fuzzing).
+#[cfg(feature = "fuzzing")]
+fn fuzz_records(first: u64, count: u32, records: &[u8]) -> bool {
+    let mut g = Group::new(TaskRef::from_words([0, 0, 0]), 1);
+    let sinks: Vec<Arc<super::jobs::Collect<String>>> = (0..16)
+        .map(|_| super::jobs::Collect::<String>::new(false))
+        .collect();
+    let mut tickets = Vec::new();
+    for s in &sinks {
+        tickets.push(g.push(super::group::Bytes::new(&[0]), s.clone()));
+    }
+    let mut frame = Vec::new();
+    while !g.is_done() {
+        let _ = g.next(&mut frame, 1, 1 << 16, 1 << 16);
+    }
+    let _ = g.cancel(tickets[5], Error::new(ErrorKind::Cancelled, "fuzz"));
+    g.take_records((0, 1), first, count, records).is_ok()
 }
