@@ -778,3 +778,37 @@ fn cancelling_tiny_tasks_leaves_the_others_whole() {
         }
     });
 }
+
+/// Repeats its text; fails on an empty one.
+fn echo_long(s: String) -> String {
+    assert!(!s.is_empty(), "empty");
+    s.repeat(3)
+}
+
+/// With the smallest rings, grouped tasks whose items and results are
+/// larger than a record may be still get their own results (some in
+/// records, some in frames of their own, a group of one streamed).
+#[test]
+fn grouped_tasks_with_large_items_on_small_rings() {
+    watchdog(LIMIT, || {
+        let pool = Pool::builder().processes(2).ring_bytes(4096).build().unwrap();
+        for round in 0..3 {
+            let tasks: Vec<_> = (0..400usize)
+                .map(|i| {
+                    let s = if i % 50 == 7 { String::new() } else { "ab".repeat(i % 300) };
+                    (s.clone(), pool.submit(echo_long, s).unwrap())
+                })
+                .collect();
+            for (s, t) in tasks {
+                match t.into_result() {
+                    Ok(v) => assert_eq!(v, s.repeat(3), "round {round}"),
+                    Err(e) => {
+                        assert!(s.is_empty(), "round {round}: {e}");
+                        assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+                    }
+                }
+            }
+        }
+        assert_eq!(pool.restarts(), 0);
+    });
+}

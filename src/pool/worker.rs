@@ -401,7 +401,10 @@ fn run_group(
 ) -> Result<()> {
     let started = (h.flags & T_TIMED != 0).then(Instant::now);
     let run = chunk_fns.get(h.task);
-    let mut recs = Records::new(recs, h.job, h.first);
+    // A frame of records stays within `flush_at` (half the ring's largest
+    // frame): no record over half of that.
+    let rec_max = RECORD_MAX.min(ctx.flush_at / 2);
+    let mut recs = Records::new(recs, h.job, h.first, ctx.flush_at);
     for i in 0..h.count {
         let item = if h.count == 1 {
             // A group of one: its item bare.
@@ -444,7 +447,7 @@ fn run_group(
             ctx.progress
                 .running()
                 .store(word | SKIPPED, Ordering::Relaxed);
-            recs.add(REC_SKIPPED, &[]);
+            recs.add(results, REC_SKIPPED, &[])?;
         } else {
             // The item's output, alone in `item_buf` after a header's room;
             // never flushed by the trampoline (no flush threshold).
@@ -465,8 +468,8 @@ fn run_group(
                 )),
             };
             match outcome {
-                Ok(()) if item_buf.len() - ResultHeader::LEN <= RECORD_MAX => {
-                    recs.add(REC_OK, &item_buf[ResultHeader::LEN..]);
+                Ok(()) if item_buf.len() - ResultHeader::LEN <= rec_max => {
+                    recs.add(results, REC_OK, &item_buf[ResultHeader::LEN..])?;
                 }
                 Ok(()) => {
                     // A large output: in a frame of its own, after the
@@ -489,19 +492,21 @@ fn run_group(
                     };
                     let mut bytes =
                         postcard::to_stdvec(&err).map_err(|e| Error::codec("task error", e))?;
-                    if bytes.len() > RECORD_MAX {
-                        bytes = postcard::to_stdvec(&shrink(err, RECORD_MAX / 4))
+                    if bytes.len() > rec_max {
+                        bytes = postcard::to_stdvec(&shrink(err, rec_max / 4))
                             .map_err(|e| Error::codec("task error", e))?;
                     }
-                    recs.add(REC_ERROR, &bytes);
+                    recs.add(results, REC_ERROR, &bytes)?;
                 }
             }
         }
         if last {
             recs.send(results, F_LAST, elapsed_ns(started))?;
-        } else if recs.len() >= ctx.flush_at {
-            recs.send(results, 0, 0)?;
         }
+    }
+    if h.count == 0 {
+        // Nothing to run (a parent never sends that): the group still ends.
+        recs.send(results, F_LAST, 0)?;
     }
     trailing(items)
 }
@@ -531,10 +536,13 @@ struct Records<'a> {
     /// Index of the first item in `buf`.
     first: u64,
     count: u32,
+    /// The records before one that would take the frame past this go
+    /// first.
+    flush_at: usize,
 }
 
 impl<'a> Records<'a> {
-    fn new(buf: &'a mut Vec<u8>, job: u64, first: u64) -> Records<'a> {
+    fn new(buf: &'a mut Vec<u8>, job: u64, first: u64, flush_at: usize) -> Records<'a> {
         buf.clear();
         buf.resize(ResultHeader::LEN, 0);
         Records {
@@ -542,20 +550,22 @@ impl<'a> Records<'a> {
             job,
             first,
             count: 0,
+            flush_at,
         }
     }
 
-    fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    fn add(&mut self, status: u8, bytes: &[u8]) {
-        // Records are at most `RECORD_MAX` (plus a shrunk error).
+    /// Adds a record (of at most half of `flush_at`), after sending the
+    /// ones before it if it would not fit with them.
+    fn add(&mut self, results: &mut Producer, status: u8, bytes: &[u8]) -> Result<()> {
+        if self.buf.len() + 5 + bytes.len() > self.flush_at {
+            self.send(results, 0, 0)?;
+        }
         self.buf
             .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         self.buf.push(status);
         self.buf.extend_from_slice(bytes);
         self.count += 1;
+        Ok(())
     }
 
     /// Sends the records (if any, or with `F_LAST` regardless) and
