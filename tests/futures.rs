@@ -791,11 +791,19 @@ fn echo_long(s: String) -> String {
 #[test]
 fn grouped_tasks_with_large_items_on_small_rings() {
     watchdog(LIMIT, || {
-        let pool = Pool::builder().processes(2).ring_bytes(4096).build().unwrap();
+        let pool = Pool::builder()
+            .processes(2)
+            .ring_bytes(4096)
+            .build()
+            .unwrap();
         for round in 0..3 {
             let tasks: Vec<_> = (0..400usize)
                 .map(|i| {
-                    let s = if i % 50 == 7 { String::new() } else { "ab".repeat(i % 300) };
+                    let s = if i % 50 == 7 {
+                        String::new()
+                    } else {
+                        "ab".repeat(i % 300)
+                    };
                     (s.clone(), pool.submit(echo_long, s).unwrap())
                 })
                 .collect();

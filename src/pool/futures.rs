@@ -190,28 +190,6 @@ impl<R: DeserializeOwned + Send + 'static> Sink for TaskState<R> {
     }
 }
 
-/// `args` encoded as a grouped task's item (as `OneItem` encodes it),
-/// unless it does not encode or is too large to travel in a group.
-fn group_item<A: Serialize + 'static>(args: &A) -> Option<super::group::Bytes> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|s| {
-        // A `Serialize` that submits from inside finds the buffer taken:
-        // it encodes into a fresh one.
-        let mut fresh = Vec::new();
-        let mut held = s.try_borrow_mut().ok();
-        let bytes = held.as_deref_mut().unwrap_or(&mut fresh);
-        bytes.clear();
-        if super::raw::raw_size::<A>().is_some() {
-            super::raw::extend_one(args, bytes).then_some(())?;
-        } else {
-            super::bulk::encode(args, bytes).ok()?;
-        }
-        (bytes.len() <= super::group::MAX_GROUPED_ITEM).then(|| super::group::Bytes::new(bytes))
-    })
-}
-
 /// The one-item source of a task: notes when the item goes to a worker
 /// (`Task::running`).
 struct Submitted<A, R> {
@@ -817,21 +795,8 @@ impl Pool {
         // allows (no per-task timeout or task budget, which count frames)
         // and the item is small; else as a job of its own, which fails
         // with the same error if the item does not encode.
-        // A task that starts at once alone goes as a job of its own (see
-        // `Core::lone_now`), under the lock taken to decide; so does one
-        // whose item is large, or does not encode (its job says why).
-        let mut core = self.shared.lock();
-        if core.groups_allowed() && !core.lone_now(task) {
-            // The item's `Serialize` is user code: a panic there leaves
-            // the item to the job of its own, which reports it.
-            if let Ok(Some(bytes)) = crate::panic::catch_panic(|| group_item(&args)) {
-                let (id, ticket, full) = core.submit_grouped(task, bytes, state.clone())?;
-                if full {
-                    let _ = self.shared.kick_locked(core);
-                } else {
-                    drop(core);
-                    let _ = self.shared.pump_soon();
-                }
+        let mut core = match self.try_grouped(task, &args, state.clone())? {
+            Ok((id, ticket)) => {
                 return Ok(Task {
                     shared: Arc::clone(&self.shared),
                     state,
@@ -839,9 +804,10 @@ impl Pool {
                     ticket: Some(ticket),
                     waker: None,
                     drove: false,
-                });
+                })
             }
-        }
+            Err(core) => core,
+        };
         let source = Submitted {
             item: OneItem::new(args, task),
             state: Arc::clone(&state),

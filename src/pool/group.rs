@@ -28,11 +28,56 @@ pub(crate) const GROUP_NS: u64 = 20_000;
 /// (as a task of its own job), so a group never needs the long-frame path.
 pub(crate) const MAX_GROUPED_ITEM: usize = 4096;
 
+/// `args` encoded as a grouped task's item (as `OneItem` encodes it),
+/// unless it does not encode or is too large to travel in a group.
+pub(crate) fn encode_item<A: serde::Serialize + 'static>(args: &A) -> Option<Bytes> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        // A `Serialize` that submits from inside finds the buffer taken:
+        // it encodes into a fresh one.
+        let mut fresh = Vec::new();
+        let mut held = s.try_borrow_mut().ok();
+        let bytes = held.as_deref_mut().unwrap_or(&mut fresh);
+        bytes.clear();
+        if super::raw::raw_size::<A>().is_some() {
+            super::raw::extend_one(args, bytes).then_some(())?;
+        } else {
+            super::bulk::encode(args, bytes).ok()?;
+        }
+        (bytes.len() <= MAX_GROUPED_ITEM).then(|| Bytes::new(bytes))
+    })
+}
+
 /// One submitted task: its encoded item and where its outcome goes.
 pub(crate) struct Item {
     ticket: u64,
     bytes: Bytes,
     sink: Arc<dyn Sink>,
+}
+
+impl Item {
+    /// The task's output: decoded into its handle, which is then settled.
+    fn complete(self, bytes: &[u8], pid: u32) {
+        // Decoding runs the result type's `Deserialize`: user code.
+        let delivered =
+            crate::panic::catch_panic(|| self.sink.complete(bytes)).unwrap_or_else(|info| {
+                Err(Error::panicked(info).with_context("decoding a result panicked"))
+            });
+        match delivered {
+            Ok(()) => self.sink.settle(),
+            Err(e) => self.fail(e.with_pid(pid)),
+        }
+    }
+
+    /// The task failed (or was cancelled): its handle gets `error` and is
+    /// settled (as a job of its own would be: an `apply_async` result is
+    /// ready only once settled).
+    fn fail(self, error: Error) {
+        self.sink.fail(error);
+        self.sink.settle();
+    }
 }
 
 /// An encoded item: in place when short (a number, a short string), so
@@ -194,17 +239,9 @@ impl Group {
         match std::mem::replace(slot, Slot::Done) {
             Slot::Waiting(item) => match outcome {
                 Ok(bytes) => {
-                    // Decoding runs the result type's `Deserialize`: user
-                    // code.
-                    let delivered = crate::panic::catch_panic(|| item.sink.complete(bytes))
-                        .unwrap_or_else(|info| {
-                            Err(Error::panicked(info).with_context("decoding a result panicked"))
-                        });
-                    if let Err(e) = delivered {
-                        item.sink.fail(e.with_pid(pid));
-                    }
+                    item.complete(bytes, pid);
                 }
-                Err(e) => item.sink.fail(e),
+                Err(e) => item.fail(e),
             },
             Slot::Cancelled => {}
             Slot::Done => return Err(bad("two results for one task")),
@@ -238,21 +275,13 @@ impl Group {
             };
             match status {
                 REC_OK => {
-                    // Decoding runs the result type's `Deserialize`: user
-                    // code.
-                    let delivered = crate::panic::catch_panic(|| item.sink.complete(body))
-                        .unwrap_or_else(|info| {
-                            Err(Error::panicked(info).with_context("decoding a result panicked"))
-                        });
-                    if let Err(e) = delivered {
-                        item.sink.fail(e.with_pid(pid));
-                    }
+                    item.complete(body, pid);
                 }
                 _ => {
                     let mut te: TaskError = postcard::from_bytes(body).expect("checked");
                     // The task is item 0 of its own, as for one sent alone.
                     te.index = 0;
-                    item.sink.fail(te.into_error(index, pid));
+                    item.fail(te.into_error(index, pid));
                 }
             }
         }
@@ -300,7 +329,7 @@ impl Group {
         for i in first..first.saturating_add(count) {
             if let Some(slot) = self.slot(i) {
                 if let Slot::Waiting(item) = std::mem::replace(slot, Slot::Done) {
-                    item.sink.fail(Error::new(
+                    item.fail(Error::new(
                         ErrorKind::Protocol,
                         "the worker ended a group of tasks without answering this one",
                     ));
@@ -346,7 +375,7 @@ impl Group {
                 // A task that may have run fails: its answer went with the
                 // worker, and running it again could repeat its effects.
                 if started {
-                    item.sink.fail(error());
+                    item.fail(error());
                 } else {
                     again.push(item);
                 }
@@ -371,13 +400,13 @@ impl Group {
     pub(crate) fn cancel(&mut self, ticket: u64, error: Error) -> Cancel {
         if let Ok(at) = self.pending.binary_search_by_key(&ticket, |p| p.ticket) {
             let item = self.pending.remove(at).expect("found");
-            item.sink.fail(error);
+            item.fail(error);
             return Cancel::Unsent;
         }
         for (at, slot) in self.window.iter_mut().enumerate() {
             if matches!(slot, Slot::Waiting(item) if item.ticket == ticket) {
                 if let Slot::Waiting(item) = std::mem::replace(slot, Slot::Cancelled) {
-                    item.sink.fail(error);
+                    item.fail(error);
                 }
                 return Cancel::Sent(self.base + at as u64);
             }
@@ -394,7 +423,7 @@ impl Group {
             let Some(slot) = self.slot(i) else { continue };
             if matches!(slot, Slot::Waiting(_)) {
                 if let Slot::Waiting(item) = std::mem::replace(slot, Slot::Cancelled) {
-                    item.sink.fail(Error::new(ErrorKind::Cancelled, why));
+                    item.fail(Error::new(ErrorKind::Cancelled, why));
                     n += 1;
                 }
             }
@@ -407,7 +436,7 @@ impl Group {
     pub(crate) fn cancel_unsent(&mut self, why: &str) -> usize {
         let n = self.pending.len();
         for item in self.pending.drain(..) {
-            item.sink.fail(Error::new(ErrorKind::Cancelled, why));
+            item.fail(Error::new(ErrorKind::Cancelled, why));
         }
         n
     }
@@ -420,7 +449,7 @@ impl Group {
             if matches!(slot, Slot::Waiting(_)) {
                 // Answers may still come: they are dropped.
                 if let Slot::Waiting(item) = std::mem::replace(slot, Slot::Cancelled) {
-                    item.sink.fail(error.duplicate());
+                    item.fail(error.duplicate());
                 }
             }
         }
@@ -429,7 +458,7 @@ impl Group {
     /// Every task not sent yet fails with `error` (the pool stopped).
     pub(crate) fn fail_unsent(&mut self, error: &Error) {
         for item in self.pending.drain(..) {
-            item.sink.fail(error.duplicate());
+            item.fail(error.duplicate());
         }
     }
 }

@@ -194,6 +194,20 @@ pub struct WorkerInsights {
     pub idle: Option<Duration>,
 }
 
+/// [`Pool::start_async`] under the lock `core` the caller holds.
+fn core_submit_async(
+    shared: &Arc<Shared>,
+    mut core: std::sync::MutexGuard<'_, Core>,
+    source: Box<dyn Source>,
+    sink: Arc<dyn Sink>,
+) -> Result<()> {
+    core.submit(Job::new(source, sink, usize::MAX, usize::MAX))?;
+    // A pump that cannot start leaves the work to whoever waits for it
+    // next (as `kick`).
+    let _ = shared.kick_locked(core);
+    Ok(())
+}
+
 /// How far a long call has come, for [`Pool::map_with_progress`].
 ///
 /// ```
@@ -467,12 +481,7 @@ impl Pool {
     /// let the caller in: a batch of `apply_async` calls took twice as
     /// long with two).
     fn start_async(&self, source: Box<dyn Source>, sink: Arc<dyn Sink>) -> Result<()> {
-        let mut core = self.shared.lock();
-        core.submit(Job::new(source, sink, usize::MAX, usize::MAX))?;
-        // A pump that cannot start leaves the work to whoever waits for
-        // it next (as `kick`).
-        let _ = self.shared.kick_locked(core);
-        Ok(())
+        core_submit_async(&self.shared, self.shared.lock(), source, sink)
     }
 
     /// Applies `f` to every item in worker processes and returns the
@@ -750,9 +759,49 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (source, sink) = self.apply_job(f, args);
-        self.start_async(source, sink.clone())?;
+        let _ = &f;
+        let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
+        let sink = Collect::for_items(1);
+        // In its function's group, as a `submit` (docs/ARCHITECTURE.md,
+        // "Submitted tasks travel in groups"), else a job of its own.
+        if let Err(core) = self.try_grouped(task, &args, sink.clone())? {
+            let source = Box::new(OneItem::new(args, task));
+            core_submit_async(&self.shared, core, source, sink.clone())?;
+        }
         Ok(AsyncResult::of_apply(Arc::clone(&self.shared), sink))
+    }
+
+    /// Puts a task of function `task` (its item `args`, its outcome to
+    /// `sink`) in that function's grouped job, and sends it or leaves it
+    /// to gather; returns its job and ticket. `Err(core)`, with the lock
+    /// still held, where it goes as a job of its own: the pool rules
+    /// groups out, it would start at once alone (`Core::lone_now`), or
+    /// its item is large or does not encode (its own job then says why).
+    pub(super) fn try_grouped<A: Serialize + 'static>(
+        &self,
+        task: TaskRef,
+        args: &A,
+        sink: Arc<dyn Sink>,
+    ) -> Result<std::result::Result<(u64, u64), std::sync::MutexGuard<'_, Core>>> {
+        let mut core = self.shared.lock();
+        if !core.groups_allowed() || core.lone_now(task) {
+            return Ok(Err(core));
+        }
+        // The item's `Serialize` is user code: a panic there leaves the
+        // item to a job of its own, which reports it.
+        let Ok(Some(bytes)) = crate::panic::catch_panic(|| group::encode_item(args)) else {
+            return Ok(Err(core));
+        };
+        let (id, ticket, now) = core.submit_grouped(task, bytes, sink)?;
+        if now {
+            // A pump that cannot start leaves the work to whoever waits
+            // for it next (as `kick`).
+            let _ = self.shared.kick_locked(core);
+        } else {
+            drop(core);
+            let _ = self.shared.pump_soon();
+        }
+        Ok(Ok((id, ticket)))
     }
 
     /// `imap` (`ordered`) or `imap_unordered`, with the call's chunk size.
