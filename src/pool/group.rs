@@ -1,16 +1,17 @@
 //! Submitted tasks that travel in groups: one job per function holds every
-//! [`Pool::submit`](super::Pool::submit)ted task of that function not
-//! answered yet, and sends them to the workers several to a frame
-//! ([`T_EACH`]), each with its own result frame, its own error and its own
-//! cancellation (docs/ARCHITECTURE.md, Pool, "Submitted tasks travel in
-//! groups").
+//! [`Pool::submit`](super::Pool::submit)ted (or `apply_async`ed) task of
+//! that function not answered yet, and sends them to the workers several
+//! to a frame ([`T_EACH`]), each answered by a record of its own, with its
+//! own error and its own cancellation (docs/ARCHITECTURE.md, Pool,
+//! "Submitted tasks travel in groups").
 //!
 //! A group is as large as the function's measured time allows
 //! ([`GROUP_NS`] of work at most), so a task never waits long behind its
 //! group-mates, and a function not measured yet goes one task a frame.
-//! Grouping pays where the parent is the bottleneck: a stream of tiny
-//! tasks, whose cost is per frame (about 0.5 µs a frame on 2 cores), not
-//! per task.
+//! Grouping pays where the parent is the bottleneck, a stream of tiny
+//! tasks: a submission that leaves its task to gather skips the step of
+//! the pool it would otherwise make (a look at every result ring and a
+//! dispatch walk), and a group costs one frame each way.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,8 +25,10 @@ use crate::task::TaskRef;
 
 /// Most work in one group, by the function's measured time an item.
 pub(crate) const GROUP_NS: u64 = 20_000;
-/// Largest encoded item that travels in a group; a larger one goes alone
-/// (as a task of its own job), so a group never needs the long-frame path.
+/// Largest encoded item that travels in a group; a larger one goes as a
+/// job of its own, as before groups. A group of several stays within one
+/// ordinary frame (one that would not fit ends before that item); a group
+/// of one over the smallest rings' frame streams as any long frame.
 pub(crate) const MAX_GROUPED_ITEM: usize = 4096;
 
 /// `args` encoded as a grouped task's item (as `OneItem` encodes it),
