@@ -169,6 +169,12 @@ impl Job {
             && self.sink.backlog() < self.max_backlog
     }
 
+    /// A grouped job whose waiting tasks make no full group: they gather
+    /// for the next ones (see [`Core::step_as`]).
+    fn gathering(&self) -> bool {
+        self.grouped && !self.source.full()
+    }
+
     /// Nothing more will be sent: failed, out of items, or its consumer
     /// gone. (Dispatch drops such a job from `Core::order`.)
     fn over(&self) -> bool {
@@ -245,8 +251,6 @@ pub(crate) struct Core {
     idle_groups: Vec<([u64; 3], Box<dyn Source>)>,
     /// The sink of every grouped job (each task has its own).
     no_sink: Arc<dyn Sink>,
-    /// A submission steps the pool: grouped tasks wait for a full group.
-    pub(crate) holding: bool,
 }
 
 impl Core {
@@ -280,7 +284,6 @@ impl Core {
             groups: Vec::new(),
             idle_groups: Vec::new(),
             no_sink: Arc::new(NoSink),
-            holding: false,
         })
     }
 
@@ -475,7 +478,7 @@ impl Core {
         let mut held = false;
         for id in &self.order {
             if let Some(j) = self.jobs.get(id).filter(|j| j.wants_dispatch()) {
-                if j.grouped && !j.source.full() {
+                if j.gathering() {
                     held = true;
                 } else {
                     return (true, held);
@@ -497,6 +500,14 @@ impl Core {
     /// One round: results in, killed workers reaped, tasks out. `true` if
     /// anything moved.
     pub(crate) fn step(&mut self) -> bool {
+        self.step_as(false)
+    }
+
+    /// [`step`](Core::step) of a submission (`holding`): grouped tasks
+    /// that make no full group wait for the next ones unless a worker has
+    /// nothing to do (docs/ARCHITECTURE.md, "Submitted tasks travel in
+    /// groups").
+    pub(crate) fn step_as(&mut self, holding: bool) -> bool {
         let mut got = self.poll_results();
         if self.cancels_pending {
             got |= self.kill_cancelled();
@@ -504,7 +515,7 @@ impl Core {
         if !self.dying.is_empty() {
             got |= self.reap_dying();
         }
-        let sent = self.dispatch();
+        let sent = self.dispatch(holding);
         // Also for jobs recorded by a drain made outside a step (the
         // driver's look at the rings before it sleeps): else they would
         // wait for the next health check to settle.
@@ -601,9 +612,7 @@ impl Core {
                 Then::Start => w.started(),
                 Then::Finish { busy_ns, ran } => {
                     if let Some(done) = w.finish_front(busy_ns, ran, timed) {
-                        if w.skips.iter().any(|&s| s != 0) {
-                            w.clear_skips(done.seq);
-                        }
+                        w.clear_skips(done.seq);
                         if let Some(job) = jobs.get_mut(&done.job) {
                             job.task_done(done.first, done.count, busy_ns);
                             to_settle.push(done.job);
@@ -709,7 +718,7 @@ impl Core {
         any
     }
 
-    fn dispatch(&mut self) -> bool {
+    fn dispatch(&mut self, holding: bool) -> bool {
         let mut any = self.flush_backlogs();
         if self.broken.is_some() {
             self.drop_retries();
@@ -730,8 +739,7 @@ impl Core {
                 self.order.remove(k);
                 continue;
             };
-            let held =
-                self.holding && job.grouped && !job.source.full() && self.idle_worker().is_none();
+            let held = holding && job.gathering() && self.idle_worker().is_none();
             if !job.wants_dispatch() || held {
                 k += 1;
                 continue;
@@ -1297,7 +1305,7 @@ impl Core {
                     _ => None,
                 };
                 match job.source.grouped() {
-                    // Only the task it ran fails; its group-mates go again.
+                    // The tasks it may have run fail; the others go again.
                     Some(g) => {
                         let error = || loss.error_for(0, w.pid);
                         if g.lost((t.first, t.count), item, i == 0, &error) {

@@ -145,8 +145,6 @@ impl Shared {
     ) -> MutexGuard<'a, Core> {
         let mut g = poisoned.into_inner();
         self.set_driving(&mut g, false);
-        // A submission's step that panicked left it holding.
-        g.holding = false;
         self.core.clear_poison();
         g
     }
@@ -535,13 +533,8 @@ impl Shared {
         // Also while the pump drives: it would send the task at its next
         // step anyway, and a caller that left its tasks to the pump kept
         // it needed (`pump_needed`) for as long as it submitted.
-        if !core.driving || core.pump_drives {
-            core.holding = true;
-            let moved = core.step();
-            core.holding = false;
-            if moved {
-                self.notify_waiters();
-            }
+        if (!core.driving || core.pump_drives) && core.step_as(true) {
+            self.notify_waiters();
         }
         let timed = core.has_inflight() && core.cfg.task_timeout.is_some();
         let (unsent, held) = core.unsent();

@@ -214,38 +214,26 @@ impl Group {
         }
     }
 
-    /// A result frame of item `first` (`count` 1 with its output, or 0
-    /// with `error`, or 0 and nothing: the empty frame after an output
-    /// that filled one). Anything else is a worker's protocol error.
+    /// A result frame of item `first` alone: an output too large for a
+    /// record (`count` 1, no error). Anything else is a worker's protocol
+    /// error.
     pub(crate) fn take(
         &mut self,
-        (index, pid): (usize, u32),
+        (_, pid): (usize, u32),
         first: u64,
         count: u32,
         outputs: &[u8],
         error: Option<TaskError>,
     ) -> Result<()> {
         let bad = |why: &str| Error::new(ErrorKind::Protocol, format!("grouped task: {why}"));
-        let outcome = match (count, error) {
-            (0, None) if outputs.is_empty() => return Ok(()),
-            (0, Some(mut te)) if outputs.is_empty() && te.index == first => {
-                // The task is item 0 of its own, as for one sent alone.
-                te.index = 0;
-                Err(te.into_error(index, pid))
-            }
-            (1, None) => Ok(outputs),
-            _ => return Err(bad("a result frame of the wrong shape")),
-        };
+        if count != 1 || error.is_some() {
+            return Err(bad("a result frame of the wrong shape"));
+        }
         let slot = self
             .slot(first)
             .ok_or_else(|| bad("a result for no task in flight"))?;
         match std::mem::replace(slot, Slot::Done) {
-            Slot::Waiting(item) => match outcome {
-                Ok(bytes) => {
-                    item.complete(bytes, pid);
-                }
-                Err(e) => item.fail(e),
-            },
+            Slot::Waiting(item) => item.complete(outputs, pid),
             Slot::Cancelled => {}
             Slot::Done => return Err(bad("two results for one task")),
         }
@@ -277,9 +265,7 @@ impl Group {
                 continue;
             };
             match status {
-                REC_OK => {
-                    item.complete(body, pid);
-                }
+                REC_OK => item.complete(body, pid),
                 _ => {
                     let mut te: TaskError = postcard::from_bytes(body).expect("checked");
                     // The task is item 0 of its own, as for one sent alone.
@@ -330,15 +316,11 @@ impl Group {
     /// `busy_ns`: the worker's time on it, which sizes the next groups.
     fn group_done(&mut self, first: u64, count: u64, busy_ns: u64) {
         for i in first..first.saturating_add(count) {
-            if let Some(slot) = self.slot(i) {
-                if let Slot::Waiting(item) = std::mem::replace(slot, Slot::Done) {
-                    item.fail(Error::new(
-                        ErrorKind::Protocol,
-                        "the worker ended a group of tasks without answering this one",
-                    ));
-                } else {
-                    *slot = Slot::Done;
-                }
+            if let Some(item) = self.slot(i).and_then(|s| take_waiting(s, Slot::Done)) {
+                item.fail(Error::new(
+                    ErrorKind::Protocol,
+                    "the worker ended a group of tasks without answering this one",
+                ));
             }
         }
         self.trim();
@@ -406,15 +388,17 @@ impl Group {
             item.fail(error);
             return Cancel::Unsent;
         }
-        for (at, slot) in self.window.iter_mut().enumerate() {
-            if matches!(slot, Slot::Waiting(item) if item.ticket == ticket) {
-                if let Slot::Waiting(item) = std::mem::replace(slot, Slot::Cancelled) {
-                    item.fail(error);
-                }
-                return Cancel::Sent(self.base + at as u64);
+        let at = self
+            .window
+            .iter()
+            .position(|s| matches!(s, Slot::Waiting(item) if item.ticket == ticket));
+        match at.and_then(|at| Some((at, take_waiting(&mut self.window[at], Slot::Cancelled)?))) {
+            Some((at, item)) => {
+                item.fail(error);
+                Cancel::Sent(self.base + at as u64)
             }
+            None => Cancel::Gone,
         }
-        Cancel::Gone
     }
 
     /// Cancels the tasks of items `[first, first + count)` still waiting
@@ -423,12 +407,9 @@ impl Group {
     pub(crate) fn cancel_sent(&mut self, (first, count): (u64, u64), why: &str) -> usize {
         let mut n = 0;
         for i in first..first.saturating_add(count) {
-            let Some(slot) = self.slot(i) else { continue };
-            if matches!(slot, Slot::Waiting(_)) {
-                if let Slot::Waiting(item) = std::mem::replace(slot, Slot::Cancelled) {
-                    item.fail(Error::new(ErrorKind::Cancelled, why));
-                    n += 1;
-                }
+            if let Some(item) = self.slot(i).and_then(|s| take_waiting(s, Slot::Cancelled)) {
+                item.fail(Error::new(ErrorKind::Cancelled, why));
+                n += 1;
             }
         }
         n
@@ -449,11 +430,9 @@ impl Group {
     pub(crate) fn fail_all(&mut self, error: &Error) {
         self.fail_unsent(error);
         for slot in &mut self.window {
-            if matches!(slot, Slot::Waiting(_)) {
-                // Answers may still come: they are dropped.
-                if let Slot::Waiting(item) = std::mem::replace(slot, Slot::Cancelled) {
-                    item.fail(error.duplicate());
-                }
+            // Answers may still come: they are dropped.
+            if let Some(item) = take_waiting(slot, Slot::Cancelled) {
+                item.fail(error.duplicate());
             }
         }
     }
@@ -463,6 +442,18 @@ impl Group {
         for item in self.pending.drain(..) {
             item.fail(error.duplicate());
         }
+    }
+}
+
+/// The task waiting in `slot`, which becomes `after`; `None` (and the
+/// slot unchanged) if none waits there.
+fn take_waiting(slot: &mut Slot, after: Slot) -> Option<Item> {
+    if !matches!(slot, Slot::Waiting(_)) {
+        return None;
+    }
+    match std::mem::replace(slot, after) {
+        Slot::Waiting(item) => Some(item),
+        _ => None,
     }
 }
 
@@ -534,7 +525,8 @@ impl Source for Group {
     /// that arrive while a worker runs its group gather for the next one
     /// instead of going one a frame.
     fn depth(&self) -> usize {
-        if self.item_ns == 0 || self.pending.len() >= self.by_time() {
+        // Unmeasured, a group is one task: full as soon as one waits.
+        if self.full() {
             super::handle::DEPTH
         } else {
             1

@@ -186,24 +186,7 @@ impl Worker {
     /// looks at what it runs. `true` if the worker runs it, or would with
     /// no skip word free: the caller kills the worker.
     pub(crate) fn stop_item(&mut self, word: u64, kill: bool) -> bool {
-        let skipping = match self.skips.iter().position(|&s| s == 0) {
-            Some(k) => {
-                self.skips[k] = word + 1;
-                // SYNC: Relaxed, then the SeqCst fence; partner: the
-                // worker's store of its progress word, fence, then loads
-                // of the skip words (`run_group`): either it reads this
-                // word before the item, or we read the item started.
-                self.progress.skips()[k].store(word + 1, Ordering::Relaxed);
-                true
-            }
-            None => false,
-        };
-        // SYNC: the heavy side of the asymmetric fence (see the worker's
-        // `run_group`); without `membarrier` a worker's light fence may
-        // not be covered, and it may then run a task it should have
-        // skipped: its answer is dropped (the slot is cancelled), as for
-        // one it had started.
-        let _ = crate::sys::fences::heavy();
+        let skipping = self.put_skip(word + 1);
         if !kill {
             return false;
         }
@@ -237,15 +220,26 @@ impl Worker {
     /// `seq` (queued behind its front, its tasks cancelled); `false` if
     /// no skip word is free (they run, and their answers are dropped).
     pub(crate) fn skip_group(&mut self, seq: u32) -> bool {
+        // A worker already at the group (it was not when this was
+        // decided) runs it.
+        self.put_skip(running_word(seq, WHOLE_GROUP) + 1)
+    }
+
+    /// Writes skip word `value` into a free slot of the progress line,
+    /// then the heavy fence; `false` if none is free.
+    fn put_skip(&mut self, value: u64) -> bool {
         let Some(k) = self.skips.iter().position(|&s| s == 0) else {
             return false;
         };
-        let word = running_word(seq, WHOLE_GROUP) + 1;
-        self.skips[k] = word;
-        // SYNC: Relaxed, then the heavy fence: as in `stop_item` (a worker
-        // already at the group, which it was not when this was decided,
-        // runs it).
-        self.progress.skips()[k].store(word, Ordering::Relaxed);
+        self.skips[k] = value;
+        // SYNC: Relaxed, then the heavy side of the asymmetric fence;
+        // partner: the worker's store of its progress word, light fence,
+        // then loads of the skip words (`run_group`): either it reads this
+        // word before the item, or we read the item started. Without
+        // `membarrier` its light fence may not be covered, and it may then
+        // run a task it should have skipped: its answer is dropped (the
+        // slot is cancelled), as for one it had started.
+        self.progress.skips()[k].store(value, Ordering::Relaxed);
         let _ = crate::sys::fences::heavy();
         true
     }

@@ -96,7 +96,7 @@ pub(crate) trait Source: Send {
         None
     }
 
-    /// A grouped job has a full group to send (see `Core::holding`).
+    /// A grouped job has a full group to send (see `Core::step_as`).
     fn full(&self) -> bool {
         true
     }

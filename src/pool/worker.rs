@@ -366,15 +366,6 @@ fn span_of(slots: &Slots, slot: u32) -> std::result::Result<Span<'_>, ItemFailur
 }
 
 /// Sends the task's last result frame (with its error, if it failed).
-fn finish(
-    out: &mut Out<'_>,
-    first: u64,
-    outcome: std::result::Result<(), ItemFailure>,
-    started: Option<Instant>,
-) -> Result<()> {
-    finish_with(out, first, outcome, started, F_LAST)
-}
-
 /// What a [`T_EACH`] group's item needs besides its frame.
 struct Group<'a> {
     progress: &'a ProgressLine,
@@ -388,9 +379,9 @@ struct Group<'a> {
 /// stops only that item), answered by a record of an [`F_RECORDS`] frame,
 /// or by a frame of its own when its output is over [`RECORD_MAX`]; the
 /// group's last frame is flagged [`F_LAST`]. An item named in a skip word
-/// is answered [`REC_SKIPPED`] without running. Timed always: the parent
-/// sizes its groups by it, and two clock reads are little against a
-/// group.
+/// is answered [`REC_SKIPPED`] without running. Timed only if the frame
+/// asks ([`T_TIMED`]): two clock reads cost a lone task's round trip
+/// ~100 ns here.
 fn run_group(
     ctx: &Group<'_>,
     h: &TaskHeader,
@@ -626,20 +617,16 @@ fn send_one_output(
     Ok(())
 }
 
-/// [`finish`] with `last` the flags of a frame that ends its task
-/// ([`F_LAST`], or 0 for an item of a group that is not its last).
-fn finish_with(
+/// Sends the task's last result frame (with its error, if it failed).
+fn finish(
     out: &mut Out<'_>,
     first: u64,
     outcome: std::result::Result<(), ItemFailure>,
     started: Option<Instant>,
-    last: u32,
 ) -> Result<()> {
-    let busy = started.map_or(0, |t| {
-        t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
-    });
+    let busy = elapsed_ns(started);
     match outcome {
-        Ok(()) => out.flush(last, busy),
+        Ok(()) => out.flush(F_LAST, busy),
         Err(fail) => {
             let err = TaskError {
                 index: first.saturating_add(fail.offset),
@@ -662,7 +649,7 @@ fn finish_with(
             let outputs = (out.buf.len() - ResultHeader::LEN) as u32;
             out.buf.extend_from_slice(&bytes);
             out.buf.extend_from_slice(&outputs.to_le_bytes());
-            out.flush(last | F_ERROR, busy)
+            out.flush(F_LAST | F_ERROR, busy)
         }
     }
 }
