@@ -657,15 +657,59 @@ impl Consumer {
     /// # Errors
     ///
     /// As [`pop`](Self::pop).
+    #[inline]
     pub(crate) fn peek(&mut self, deadline: Option<Instant>) -> Result<Frame<'_>> {
+        // The common case, a short frame in place, is built here, inlined
+        // into the caller: a `Frame` returned through memory is copied out
+        // with wider loads than the stores that made it, and such a load
+        // waits for every store before it to leave the store buffer (the
+        // frame's own line among them, a cross-core miss; measured in the
+        // pipe's ping-pong). The rest stays out of line.
+        let (body, held) = match self.peek_now(deadline)? {
+            Some(first) => (Body::InPlace(first), true),
+            None => self.peek_wait(deadline)?,
+        };
+        Ok(Frame {
+            consumer: self,
+            body,
+            held,
+        })
+    }
+
+    /// [`peek`](Self::peek)'s first look, without waiting: a short frame
+    /// in place (the side then held), or `None` with the side left, for
+    /// [`peek_wait`](Self::peek_wait) to wait or take anything else.
+    #[inline]
+    fn peek_now(&mut self, deadline: Option<Instant>) -> Result<Option<RawFrame>> {
         if self.stash.is_some() {
-            return Ok(self.stashed().expect("checked"));
+            return Ok(None);
+        }
+        self.enter(&mut Wait::new(deadline))?;
+        match self.try_peek_raw() {
+            Ok(Some(first)) if first.kind <= MAX_KIND => Ok(Some(first)),
+            Ok(_) => {
+                self.leave();
+                Ok(None)
+            }
+            Err(e) => {
+                self.leave();
+                Err(e)
+            }
+        }
+    }
+
+    /// [`peek`](Self::peek) after its first look found nothing to take in
+    /// place: the stash, a long message, or a wait until `deadline`.
+    /// Returns the body and whether the side is held.
+    #[inline(never)]
+    fn peek_wait(&mut self, deadline: Option<Instant>) -> Result<(Body, bool)> {
+        if let Some((kind, bytes)) = self.stash.take() {
+            return Ok((Body::Whole(kind, bytes), false));
         }
         let mut wait = Wait::new(deadline);
         let body = loop {
             self.enter(&mut wait)?;
             let found = match self.try_peek_raw() {
-                // The common case, kept apart from the long-message path.
                 Ok(Some(first)) if first.kind <= MAX_KIND => break Body::InPlace(first),
                 Ok(Some(first)) => self.message(first),
                 Ok(None) => Ok(None),
@@ -681,10 +725,6 @@ impl Consumer {
             }
             self.wait_readable(&mut wait)?;
         };
-        Ok(Frame {
-            consumer: self,
-            body,
-            held: true,
-        })
+        Ok((body, true))
     }
 }

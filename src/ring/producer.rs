@@ -430,6 +430,7 @@ pub(crate) struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// The reserved payload bytes (contents unspecified: old frames).
+    #[inline]
     pub(crate) fn buf(&mut self) -> &mut [u8] {
         self.producer.slot_buf(self.slot)
     }
@@ -441,6 +442,7 @@ impl Reservation<'_> {
     ///
     /// `InvalidState` if `len` is more than was reserved or `kind` is
     /// reserved; the reservation is then abandoned.
+    #[inline]
     pub(crate) fn commit(mut self, kind: u8, len: usize) -> Result<()> {
         self.producer.commit_checked(self.slot, kind, len, false)?;
         self.done = true;
@@ -716,6 +718,7 @@ impl Producer {
     /// # Errors
     ///
     /// As [`push`](Self::push).
+    #[inline]
     pub(crate) fn reserve(
         &mut self,
         len: usize,
