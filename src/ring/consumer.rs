@@ -290,6 +290,16 @@ pub(crate) struct Frame<'a> {
     held: bool,
 }
 
+/// What [`Consumer::peek`]'s first look found.
+enum Look {
+    /// A short frame in place; the side is held.
+    Frame(RawFrame),
+    /// Nothing yet; the side was left.
+    Empty,
+    /// The stash or a long message; the side was left.
+    Other,
+}
+
 /// Where a [`Frame`]'s bytes are.
 enum Body {
     /// In the ring, not yet released.
@@ -666,8 +676,9 @@ impl Consumer {
         // frame's own line among them, a cross-core miss; measured in the
         // pipe's ping-pong). The rest stays out of line.
         let (body, held) = match self.peek_now(deadline)? {
-            Some(first) => (Body::InPlace(first), true),
-            None => self.peek_wait(deadline)?,
+            Look::Frame(first) => (Body::InPlace(first), true),
+            Look::Empty => self.peek_wait(deadline, true)?,
+            Look::Other => self.peek_wait(deadline, false)?,
         };
         Ok(Frame {
             consumer: self,
@@ -677,19 +688,24 @@ impl Consumer {
     }
 
     /// [`peek`](Self::peek)'s first look, without waiting: a short frame
-    /// in place (the side then held), or `None` with the side left, for
-    /// [`peek_wait`](Self::peek_wait) to wait or take anything else.
+    /// in place (the side then held), or, the side left, an empty ring or
+    /// anything else (the stash, a long message), for
+    /// [`peek_wait`](Self::peek_wait).
     #[inline]
-    fn peek_now(&mut self, deadline: Option<Instant>) -> Result<Option<RawFrame>> {
+    fn peek_now(&mut self, deadline: Option<Instant>) -> Result<Look> {
         if self.stash.is_some() {
-            return Ok(None);
+            return Ok(Look::Other);
         }
         self.enter(&mut Wait::new(deadline))?;
         match self.try_peek_raw() {
-            Ok(Some(first)) if first.kind <= MAX_KIND => Ok(Some(first)),
-            Ok(_) => {
+            Ok(Some(first)) if first.kind <= MAX_KIND => Ok(Look::Frame(first)),
+            Ok(found) => {
                 self.leave();
-                Ok(None)
+                Ok(if found.is_some() {
+                    Look::Other
+                } else {
+                    Look::Empty
+                })
             }
             Err(e) => {
                 self.leave();
@@ -699,14 +715,18 @@ impl Consumer {
     }
 
     /// [`peek`](Self::peek) after its first look found nothing to take in
-    /// place: the stash, a long message, or a wait until `deadline`.
-    /// Returns the body and whether the side is held.
+    /// place: the stash, a long message, or a wait until `deadline`
+    /// (`empty`: the ring was found empty just now, so the wait comes
+    /// first). Returns the body and whether the side is held.
     #[inline(never)]
-    fn peek_wait(&mut self, deadline: Option<Instant>) -> Result<(Body, bool)> {
+    fn peek_wait(&mut self, deadline: Option<Instant>, empty: bool) -> Result<(Body, bool)> {
         if let Some((kind, bytes)) = self.stash.take() {
             return Ok((Body::Whole(kind, bytes), false));
         }
         let mut wait = Wait::new(deadline);
+        if empty {
+            self.wait_readable(&mut wait)?;
+        }
         let body = loop {
             self.enter(&mut wait)?;
             let found = match self.try_peek_raw() {
