@@ -290,16 +290,6 @@ pub(crate) struct Frame<'a> {
     held: bool,
 }
 
-/// What [`Consumer::peek`]'s first look found.
-enum Look {
-    /// A short frame in place; the side is held.
-    Frame(RawFrame),
-    /// Nothing yet; the side was left.
-    Empty,
-    /// The stash or a long message; the side was left.
-    Other,
-}
-
 /// Where a [`Frame`]'s bytes are.
 enum Body {
     /// In the ring, not yet released.
@@ -667,69 +657,15 @@ impl Consumer {
     /// # Errors
     ///
     /// As [`pop`](Self::pop).
-    #[inline]
     pub(crate) fn peek(&mut self, deadline: Option<Instant>) -> Result<Frame<'_>> {
-        // The common case, a short frame in place, is built here, inlined
-        // into the caller: a `Frame` returned through memory is copied out
-        // with wider loads than the stores that made it, and such a load
-        // waits for every store before it to leave the store buffer (the
-        // frame's own line among them, a cross-core miss; measured in the
-        // pipe's ping-pong). The rest stays out of line.
-        let (body, held) = match self.peek_now(deadline)? {
-            Look::Frame(first) => (Body::InPlace(first), true),
-            Look::Empty => self.peek_wait(deadline, true)?,
-            Look::Other => self.peek_wait(deadline, false)?,
-        };
-        Ok(Frame {
-            consumer: self,
-            body,
-            held,
-        })
-    }
-
-    /// [`peek`](Self::peek)'s first look, without waiting: a short frame
-    /// in place (the side then held), or, the side left, an empty ring or
-    /// anything else (the stash, a long message), for
-    /// [`peek_wait`](Self::peek_wait).
-    #[inline]
-    fn peek_now(&mut self, deadline: Option<Instant>) -> Result<Look> {
         if self.stash.is_some() {
-            return Ok(Look::Other);
-        }
-        self.enter(&mut Wait::new(deadline))?;
-        match self.try_peek_raw() {
-            Ok(Some(first)) if first.kind <= MAX_KIND => Ok(Look::Frame(first)),
-            Ok(found) => {
-                self.leave();
-                Ok(if found.is_some() {
-                    Look::Other
-                } else {
-                    Look::Empty
-                })
-            }
-            Err(e) => {
-                self.leave();
-                Err(e)
-            }
-        }
-    }
-
-    /// [`peek`](Self::peek) after its first look found nothing to take in
-    /// place: the stash, a long message, or a wait until `deadline`
-    /// (`empty`: the ring was found empty just now, so the wait comes
-    /// first). Returns the body and whether the side is held.
-    #[inline(never)]
-    fn peek_wait(&mut self, deadline: Option<Instant>, empty: bool) -> Result<(Body, bool)> {
-        if let Some((kind, bytes)) = self.stash.take() {
-            return Ok((Body::Whole(kind, bytes), false));
+            return Ok(self.stashed().expect("checked"));
         }
         let mut wait = Wait::new(deadline);
-        if empty {
-            self.wait_readable(&mut wait)?;
-        }
         let body = loop {
             self.enter(&mut wait)?;
             let found = match self.try_peek_raw() {
+                // The common case, kept apart from the long-message path.
                 Ok(Some(first)) if first.kind <= MAX_KIND => break Body::InPlace(first),
                 Ok(Some(first)) => self.message(first),
                 Ok(None) => Ok(None),
@@ -745,6 +681,10 @@ impl Consumer {
             }
             self.wait_readable(&mut wait)?;
         };
-        Ok((body, true))
+        Ok(Frame {
+            consumer: self,
+            body,
+            held: true,
+        })
     }
 }
