@@ -122,6 +122,7 @@ impl Worker {
             s.store(0, Ordering::Relaxed);
         }
         let mut tasks = task_ring.producer()?;
+        tasks.line_aligned();
         let mut results = result_ring.consumer()?;
         let args = WorkerArgs {
             rings: segment.handle(),
