@@ -26,26 +26,11 @@ fn check_spsc_frames(
     push: fn(&mut Producer<ModelMem>, usize, &[u8]) -> bool,
     after: fn(&mut Producer<ModelMem>, usize),
 ) {
-    check_spsc_frames_in(64, false, preemption_bound, push, after);
-}
-
-/// [`check_spsc_frames`] over a ring of `cap` bytes, its producer
-/// line-aligned with `lines`.
-fn check_spsc_frames_in(
-    cap: usize,
-    lines: bool,
-    preemption_bound: usize,
-    push: fn(&mut Producer<ModelMem>, usize, &[u8]) -> bool,
-    after: fn(&mut Producer<ModelMem>, usize),
-) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(preemption_bound);
     b.check(move || {
-        let r = Ring::in_model(cap, Mode::Spsc).unwrap();
+        let r = Ring::in_model(64, Mode::Spsc).unwrap();
         let mut p = r.producer().unwrap();
-        if lines {
-            p.line_aligned();
-        }
         let mut c = r.consumer().unwrap();
         let t = thread::spawn(move || {
             for (i, &len) in LENS.iter().enumerate() {
@@ -73,21 +58,6 @@ fn check_spsc_frames_in(
 #[test]
 fn loom_spsc_frames_arrive_intact_and_in_order() {
     check_spsc_frames(
-        4,
-        |p, i, bytes| p.try_push(i as u8, bytes).unwrap(),
-        |_, _| {},
-    );
-}
-
-/// A line-aligned producer: every frame is followed by line padding,
-/// published with it (over a ring of two lines, each frame fills one: a
-/// full ring and wrap-around every other frame). The consumer must skip
-/// the padding and see every frame intact and in order.
-#[test]
-fn loom_line_aligned_frames_arrive_intact_and_in_order() {
-    check_spsc_frames_in(
-        128,
-        true,
         4,
         |p, i, bytes| p.try_push(i as u8, bytes).unwrap(),
         |_, _| {},

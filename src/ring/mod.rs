@@ -20,9 +20,7 @@
 //! word at the producer's `tail` is always 0 (the *terminator*): before it
 //! publishes a frame at `p` the producer zeroes the word at `p + size`. A
 //! frame that would cross the end of the data area is preceded by a padding
-//! frame (kind [`KIND_PAD`]) that fills the rest of the lap; a
-//! line-aligned producer (`Producer::line_aligned`) also pads each frame to
-//! the end of its cache line, so that the next starts a line. The ring is
+//! frame (kind [`KIND_PAD`]) that fills the rest of the lap. The ring is
 //! never filled beyond `capacity - 8`, so the terminator always has room,
 //! and a frame is at most `capacity / 2 - 8` bytes, so a frame fits in an
 //! empty ring wherever the positions stand (no hang on a big frame).

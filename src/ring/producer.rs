@@ -75,9 +75,8 @@ impl<M: Memory> Producer<M> {
     /// skipping the padding in a line it already holds, polls the next
     /// frame's own line. For rings of few, small, latency-bound frames
     /// (a pool's task and result rings); it costs up to 56 bytes a frame.
-    /// A ring of one line is left as it is: no padded frame fits in it.
     pub(crate) fn line_aligned(&mut self) {
-        self.lines = self.end.ring.mem.cap() >= 2 * LINE;
+        self.lines = true;
     }
 
     /// Bytes from `end` (a position) to the next line boundary if frames

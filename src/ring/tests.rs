@@ -558,22 +558,11 @@ mod props {
         head: u64,
         tail: u64,
         items: VecDeque<Item>,
-        /// The producer is line-aligned (`Producer::line_aligned`).
-        lines: bool,
     }
 
     impl Model {
-        /// The line padding after a frame ending at `end`.
-        fn gap(&self, end: u64) -> u64 {
-            if self.lines {
-                (64 - end % 64) % 64
-            } else {
-                0
-            }
-        }
-
         /// Mirrors the ring's rule: a frame goes in if padding + frame +
-        /// line padding + terminator fit in the free space.
+        /// terminator fit in the free space.
         fn push(&mut self, kind: u8, data: Vec<u8>) -> bool {
             let size = frame_size(data.len()) as u64;
             let off = self.tail % self.cap;
@@ -582,14 +571,12 @@ mod props {
             } else {
                 0
             };
-            let gap = self.gap(self.tail + pad + size);
-            if self.tail - self.head + pad + size + gap + 8 > self.cap {
+            if self.tail - self.head + pad + size + 8 > self.cap {
                 return false;
             }
             self.pad(pad);
             self.tail += size;
             self.items.push_back(Item::Frame(kind, data));
-            self.pad(gap);
             true
         }
 
@@ -631,38 +618,26 @@ mod props {
         ]
     }
 
-    fn scenario() -> impl Strategy<Value = (usize, Mode, bool, Vec<Op>)> {
-        (
-            0usize..4,
-            prop_oneof![Just(Mode::Spsc), Just(Mode::Mpmc)],
-            any::<bool>(),
-        )
-            .prop_flat_map(|(c, mode, lines)| {
-                let cap = [64usize, 128, 256, 1024][c];
-                let max = max_payload(cap);
-                (
-                    Just(cap),
-                    Just(mode),
-                    Just(lines),
-                    proptest::collection::vec(op(max), 1..300),
-                )
-            })
+    fn scenario() -> impl Strategy<Value = (usize, Mode, Vec<Op>)> {
+        (0usize..4, prop_oneof![Just(Mode::Spsc), Just(Mode::Mpmc)]).prop_flat_map(|(c, mode)| {
+            let cap = [64usize, 128, 256, 1024][c];
+            let max = max_payload(cap);
+            (
+                Just(cap),
+                Just(mode),
+                proptest::collection::vec(op(max), 1..300),
+            )
+        })
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
         #[test]
-        fn ring_matches_a_vecdeque_model((cap, mode, lines, ops) in scenario()) {
+        fn ring_matches_a_vecdeque_model((cap, mode, ops) in scenario()) {
             let (r, mut p, mut c) = ring(cap, mode);
-            if lines {
-                p.line_aligned();
-            }
             let max = r.max_payload();
-            // A ring under two lines takes no line padding (it could not
-            // hold a padded frame).
-            let lines = lines && cap >= 128;
-            let mut m = Model { cap: cap as u64, head: 0, tail: 0, items: VecDeque::new(), lines };
+            let mut m = Model { cap: cap as u64, head: 0, tail: 0, items: VecDeque::new() };
             let mut seq = 0u64;
             for op in ops {
                 seq += 1;
@@ -696,8 +671,7 @@ mod props {
                         let size = frame_size(len) as u64;
                         let off = m.tail % m.cap;
                         let pad = if off + size > m.cap { m.cap - off } else { 0 };
-                        let gap = m.gap(m.tail + pad + size);
-                        let fits = m.tail - m.head + pad + size + gap + 8 <= m.cap;
+                        let fits = m.tail - m.head + pad + size + 8 <= m.cap;
                         match res.unwrap() {
                             None => prop_assert!(!fits),
                             Some(mut res) => {
@@ -711,8 +685,6 @@ mod props {
                                         res.commit(7, n).unwrap();
                                         m.tail += frame_size(n) as u64;
                                         m.items.push_back(Item::Frame(7, data));
-                                        let gap = m.gap(m.tail);
-                                        m.pad(gap);
                                     }
                                     None => drop(res),
                                 }
@@ -1340,67 +1312,4 @@ fn a_long_push_that_times_out_midway_is_dropped_by_the_consumer() {
         .unwrap();
         assert_eq!(got, vec![(4, b"z".to_vec())], "{mode:?}");
     }
-}
-
-/// A line-aligned producer starts every frame on a cache line of its own,
-/// whatever the lengths before it, across wrap-arounds, in both modes; the
-/// consumer skips the line padding and gets every frame intact.
-#[test]
-fn line_aligned_frames_each_start_a_line() {
-    for mode in [Mode::Spsc, Mode::Mpmc] {
-        let (r, mut p, mut c) = ring(1024, mode);
-        p.line_aligned();
-        for i in 0..600usize {
-            let data = payload(i as u64, (i * 7) % 120);
-            assert!(p.try_push(3, &data).unwrap(), "push {i}");
-            let tail = r.header().prod.0.pos.load(Ordering::SeqCst);
-            assert_eq!(tail % 64, 0, "push {i}: tail {tail}");
-            // The word at the tail is the terminator, on a line's start.
-            assert_eq!(r.mem.word((tail % 1024) as usize).load(Ordering::SeqCst), 0);
-            assert_eq!(c.try_pop().unwrap(), Some((3, data)), "pop {i}");
-        }
-        assert_eq!(c.try_pop().unwrap(), None);
-    }
-}
-
-/// A padding frame is honoured only where a producer writes one: from
-/// mid-line to that line's end, or to the lap's end; any other is a bad
-/// peer.
-#[test]
-fn padding_ends_at_its_lines_end_or_the_laps() {
-    // Consumer at offset 96 of a 256-byte ring (twelve empty frames).
-    let at_96 = || {
-        let (r, mut p, mut c) = ring(256, Mode::Spsc);
-        for _ in 0..12 {
-            p.try_push(1, b"").unwrap();
-            c.try_pop().unwrap().unwrap();
-        }
-        (r, p, c)
-    };
-    // To the line's end (128): skipped, then the frame there is read.
-    let (r, _p, mut c) = at_96();
-    r.mem.word(128).store(0, Ordering::SeqCst);
-    r.mem
-        .word(96)
-        .store(pack(24, KIND_PAD, 96), Ordering::SeqCst);
-    assert_eq!(c.try_pop().unwrap(), None);
-    assert_eq!(r.header().cons.0.pos.load(Ordering::SeqCst), 128);
-    // Short of the line's end, past it, or from a line's start: refused.
-    for (off, len) in [(96usize, 16usize), (96, 32), (96, 88)] {
-        let (r, _p, mut c) = at_96();
-        r.mem
-            .word(off)
-            .store(pack(len, KIND_PAD, off as u64), Ordering::SeqCst);
-        expect_protocol(c.try_pop());
-    }
-    let (r, mut p, mut c) = ring(256, Mode::Spsc);
-    for _ in 0..8 {
-        p.try_push(1, b"").unwrap();
-        c.try_pop().unwrap().unwrap();
-    }
-    // Offset 64, a line's start: a padding of one line is no producer's.
-    r.mem
-        .word(64)
-        .store(pack(56, KIND_PAD, 64), Ordering::SeqCst);
-    expect_protocol(c.try_pop());
 }
