@@ -122,7 +122,6 @@ impl Worker {
             s.store(0, Ordering::Relaxed);
         }
         let mut tasks = task_ring.producer()?;
-        tasks.line_aligned();
         let mut results = result_ring.consumer()?;
         let args = WorkerArgs {
             rings: segment.handle(),

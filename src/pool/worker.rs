@@ -141,7 +141,6 @@ fn serve(args: WorkerArgs) -> Result<()> {
     let progress = ProgressLine::in_segment(&segment, args.ring_bytes)?;
     let mut tasks = task_ring.consumer()?;
     let mut results = result_ring.producer()?;
-    results.line_aligned();
 
     if let Some((task, init_args)) = args.init {
         let failure = match task.resolve(args.key) {

@@ -11,7 +11,7 @@ use super::memory::{Atomic, Memory, SharedMem};
 use super::wait::{self, block_until, ring_health, Wait};
 use super::{
     frame_size, max_payload, seal, End, Handle, Header, Mode, PeerCheck, RawFrame, Ring,
-    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LINE, LONG_HEADER, MAX_KIND,
+    CONSUMER_CLOSED, FRAME_WORD, KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND,
     PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -135,16 +135,10 @@ impl<M: Memory> Consumer<M> {
                 )));
             }
             if kind == KIND_PAD {
-                // Padding starts mid-line and ends at the end of the lap
-                // (a frame that would cross it follows) or of its line (a
-                // line-aligned producer's frames, `Producer::line_aligned`;
-                // the lap's end is a line's end too).
-                let end = off + FRAME_WORD + len;
-                let to_line_end = off % LINE != 0 && end == (off | (LINE - 1)) + 1;
-                if off == 0 || !(end == cap || to_line_end) {
+                if off == 0 || len != cap - off - FRAME_WORD {
                     return Err(self.protocol(format!("ring padding of {len} at offset {off}")));
                 }
-                self.head = self.head.wrapping_add((end - off) as u64);
+                self.head = self.head.wrapping_add((cap - off) as u64);
                 self.publish_head();
                 continue;
             }

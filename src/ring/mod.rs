@@ -98,9 +98,6 @@ pub(crate) const KIND_PAD: u8 = 0xFF;
 const MAGIC: u64 = u64::from_le_bytes(*b"MPRING01");
 const VERSION: u32 = 1;
 const FRAME_WORD: usize = 8;
-/// A cache line: line-aligned producers start every frame on one
-/// (`Producer::line_aligned`); capacities are multiples of it.
-const LINE: usize = 64;
 
 const PRODUCER_CLOSED: u32 = 1;
 const CONSUMER_CLOSED: u32 = 2;

@@ -12,7 +12,7 @@ use super::wait::{self, block_until, ring_health, Wait};
 use super::Mode;
 use super::{
     frame_size, pack, End, Handle, Header, PeerCheck, Ring, Slot, CONSUMER_CLOSED, FRAME_WORD,
-    KIND_DROP, KIND_MORE, KIND_PAD, LINE, LONG_HEADER, MAX_KIND, PRODUCER_CLOSED,
+    KIND_DROP, KIND_MORE, KIND_PAD, LONG_HEADER, MAX_KIND, PRODUCER_CLOSED,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -30,8 +30,6 @@ pub(crate) struct Producer<M: Memory = SharedMem> {
     /// this word is published, and then all of them at once
     /// ([`publish_held`](Self::publish_held)).
     held: Option<Held>,
-    /// Every frame starts a cache line ([`line_aligned`](Self::line_aligned)).
-    lines: bool,
 }
 
 /// A frame word kept back by [`Producer::commit_frame`].
@@ -62,31 +60,6 @@ impl<M: Memory> Producer<M> {
             tail: 0,
             cached_head: 0,
             held: None,
-            lines: false,
-        }
-    }
-
-    /// Starts every frame on a cache line of its own from now on: a frame
-    /// that ends mid-line is followed by a padding frame to the line's
-    /// end, written with it. A frame of up to 64 bytes then never spans two
-    /// lines, so a consumer polling its word gets its payload with the
-    /// same transfer (a frame whose header fell on the next line cost a
-    /// second cross-core miss on a pool's round trip), and the consumer,
-    /// skipping the padding in a line it already holds, polls the next
-    /// frame's own line. For rings of few, small, latency-bound frames
-    /// (a pool's task and result rings); it costs up to 56 bytes a frame.
-    pub(crate) fn line_aligned(&mut self) {
-        self.lines = true;
-    }
-
-    /// Bytes from `end` (a position) to the next line boundary if frames
-    /// are line-aligned, else 0.
-    #[inline]
-    fn line_gap(&self, end: u64) -> usize {
-        if self.lines {
-            (LINE - (end as usize & (LINE - 1))) & (LINE - 1)
-        } else {
-            0
         }
     }
 
@@ -216,11 +189,8 @@ impl<M: Memory> Producer<M> {
         let size = frame_size(len);
         let off = (self.tail as usize) & (cap - 1);
         let pad = if off + size > cap { cap - off } else { 0 };
-        // + the line padding after it (capacities are multiples of lines,
-        // so it never crosses the end) + FRAME_WORD: room for the
-        // terminator.
-        let gap = self.line_gap(self.tail.wrapping_add((pad + size) as u64));
-        let need = (pad + size + gap + FRAME_WORD) as u64;
+        // + FRAME_WORD: room for the terminator after the frame.
+        let need = (pad + size + FRAME_WORD) as u64;
         if self.tail.wrapping_sub(self.cached_head) + need > cap as u64 {
             let head = self.load_head()?;
             if self.tail.wrapping_sub(head) + need > cap as u64 {
@@ -271,16 +241,7 @@ impl<M: Memory> Producer<M> {
         );
         let mem = &self.end.ring.mem;
         let cap = mem.cap();
-        let mut next = slot.pos.wrapping_add(frame_size(len) as u64);
-        let gap = self.line_gap(next);
-        if gap > 0 {
-            // Line padding, in the room the reservation counted (a shorter
-            // commit needs no more of it: it ends no later).
-            // SYNC: Relaxed; published with the terminator, as below.
-            mem.word((next as usize) & (cap - 1))
-                .store(pack(gap - FRAME_WORD, KIND_PAD, next), Ordering::Relaxed);
-            next = next.wrapping_add(gap as u64);
-        }
+        let next = slot.pos.wrapping_add(frame_size(len) as u64);
         // SYNC: Relaxed; the terminator is published by the Release store of
         // this frame's word below (or of the held word before it).
         mem.word((next as usize) & (cap - 1))
