@@ -304,7 +304,7 @@ fn echo_bytes(conn: Connection) {
 #[test]
 fn messages_of_any_size_cross_a_pipe_both_ways() {
     // 16 MiB (CPython's test_connection) and a value of 32 MiB: far over
-    // the ring's 1 MiB, streamed in pieces while the other side reads.
+    // the ring's 256 KiB, streamed in pieces while the other side reads.
     let (a, b) = pipe(true).unwrap();
     let p = Process::spawn(echo_bytes, b).unwrap();
     let big: Vec<u8> = (0..16usize << 20)
