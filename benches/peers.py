@@ -28,6 +28,10 @@ The other benches start one child per run (not per iteration):
         One iteration: ``--n`` round trips of an 8-byte message over a
         ``Pipe()`` (``send_bytes`` / ``recv_bytes``) to a child that echoes it.
 
+    python3 benches/peers.py pipe_values --n 500 --serve
+        One iteration: ``--n`` round trips of a small int over a ``Pipe()``
+        (``send`` / ``recv``, pickled) to a child that echoes it.
+
     python3 benches/peers.py pipe_big --n 67108864 --serve
         One iteration: one ``--n``-byte message over a ``Pipe()``
         (``send_bytes``) to a child that answers with its length.
@@ -98,6 +102,15 @@ def _echo(conn):
         if msg == b"stop":
             return
         conn.send_bytes(msg)
+
+
+def _echo_values(conn):
+    """Child of ``pipe_values``: sends back every object until ``None``."""
+    while True:
+        obj = conn.recv()
+        if obj is None:
+            return
+        conn.send(obj)
 
 
 def _produce(q, cmd):
@@ -188,6 +201,28 @@ class PoolApplyBig:
     def close(self):
         self.pool.close()
         self.pool.join()
+
+
+class PipeValues:
+    """One iteration: ``n`` round trips of a small int by ``send`` /
+    ``recv`` over a ``Pipe()`` to a child that echoes it."""
+
+    def __init__(self, ctx, n):
+        self.n = n
+        self.conn, child_end = ctx.Pipe()
+        self.child = ctx.Process(target=_echo_values, args=(child_end,))
+        self.child.start()
+
+    def once(self):
+        t0 = time.perf_counter()
+        for i in range(self.n):
+            self.conn.send(i)
+            self.conn.recv()
+        return time.perf_counter() - t0
+
+    def close(self):
+        self.conn.send(None)
+        self.child.join()
 
 
 class PipePingPong:
@@ -332,6 +367,7 @@ class SpawnJoin:
 BENCHES = {
     "spawn_join": SpawnJoin,
     "pipe_pingpong": PipePingPong,
+    "pipe_values": PipeValues,
     "pipe_big": PipeBig,
     "queue_throughput": QueueThroughput,
     "pool_map": PoolMap,
@@ -353,7 +389,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bench", choices=sorted(BENCHES))
     ap.add_argument("--n", type=int, default=1,
-                    help="processes (spawn_join), round trips (pipe_pingpong) "
+                    help="processes (spawn_join), round trips (pipe_pingpong, pipe_values) "
                          "items (queue_throughput, pool_map), calls (pool_apply) or bytes (pool_apply_big) "
                          "per iteration")
     ap.add_argument("--workers", type=int, default=None,

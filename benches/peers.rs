@@ -127,6 +127,7 @@ fn main() {
     }
     if want("pipe") {
         pipe_pingpong(&mut table, &cfg);
+        pipe_values(&mut table, &cfg);
         pipe_big(&mut table, &cfg);
     }
     if want("queue") {
@@ -369,6 +370,7 @@ fn spawn_join(table: &mut Table, cfg: &Config, n: usize, iters: usize) {
 }
 
 const PIPE_METRIC: &str = "Pipe ping-pong 8 B, one-way latency";
+const PIPE_VALUES_METRIC: &str = "Pipe ping-pong, a u64 by send/recv (serde), one-way latency";
 const QUEUE_METRIC: &str = "Queue throughput, small items child → parent";
 const QUEUE_BATCH_METRIC: &str = "Queue put_many/get_many, small items child → parent";
 const PIPE_BIG_METRIC: &str = "Pipe, one 64 MiB message one way";
@@ -449,6 +451,62 @@ impl Drop for PipeEcho {
                 (Ok(()), Ok(Ok(()))) => {}
                 (stopped, joined) => {
                     eprintln!("pipe echo child: stop {stopped:?}, join {joined:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Child of the pipe row of values: sends back every `u64` until
+/// `u64::MAX` (or until the pipe fails).
+fn echo_values(conn: multiproc::Connection) -> Result<(), String> {
+    loop {
+        let v: u64 = conn.recv().map_err(|e| format!("echo recv: {e}"))?;
+        if v == u64::MAX {
+            return Ok(());
+        }
+        conn.send(&v).map_err(|e| format!("echo send: {e}"))?;
+    }
+}
+
+/// The parent's side of the pipe row of values: `send(&u64)` and
+/// `recv::<u64>()`, what Python's `conn.send(obj)` / `conn.recv()` are.
+struct PipeValueEcho {
+    conn: multiproc::Connection,
+    child: Option<multiproc::Process<Result<(), String>>>,
+}
+
+impl PipeValueEcho {
+    fn start() -> multiproc::Result<PipeValueEcho> {
+        let (here, there) = multiproc::pipe(true)?;
+        let child = multiproc::Process::spawn(echo_values, there)?;
+        Ok(PipeValueEcho {
+            conn: here,
+            child: Some(child),
+        })
+    }
+
+    /// `n` round trips of a counter, checked on return.
+    fn round_trips(&mut self, n: u64) -> Result<(), String> {
+        for i in 0..n {
+            self.conn.send(&i).map_err(|e| format!("send: {e}"))?;
+            let back: u64 = self.conn.recv().map_err(|e| format!("recv: {e}"))?;
+            if back != i {
+                return Err(format!("round trip {i}: got back {back}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PipeValueEcho {
+    fn drop(&mut self) {
+        let stopped = self.conn.send(&u64::MAX);
+        if let Some(child) = self.child.take() {
+            match (stopped, child.join()) {
+                (Ok(()), Ok(Ok(()))) => {}
+                (stopped, joined) => {
+                    eprintln!("pipe value echo child: stop {stopped:?}, join {joined:?}");
                 }
             }
         }
@@ -652,6 +710,44 @@ fn pipe_pingpong(table: &mut Table, cfg: &Config) {
         cfg.iters_pipe,
         ours,
         vec![ipc, iox, python, floor],
+    );
+}
+
+/// N round trips of a `u64` by `send`/`recv` (serde), against Python's
+/// `send(obj)`/`recv()` of an int (pickled) and this pipe's own
+/// `send_bytes` of 8 bytes: what the value path adds to the bytes path.
+fn pipe_values(table: &mut Table, cfg: &Config) {
+    let n = PIPE_ROUND_TRIPS;
+    let ours = move || {
+        match PipeValueEcho::start() {
+            Ok(mut echo) => Contender::try_timed("multiproc", move || echo.round_trips(n)),
+            Err(e) => Contender::unavailable("multiproc", format!("starting the echo child: {e}")),
+        }
+        .per_iteration(2 * n)
+    };
+    let bytes = match PipeEcho::start() {
+        Ok(mut echo) => Contender::try_timed("multiproc send_bytes (8 B)", move || {
+            echo.round_trips(n)
+        }),
+        Err(e) => Contender::unavailable(
+            "multiproc send_bytes (8 B)",
+            format!("starting the echo child: {e}"),
+        ),
+    }
+    .per_iteration(2 * n);
+    let peer_n = PIPE_ROUND_TRIPS_PEER;
+    let python = PythonPeer::contender(
+        "Python Pipe() send/recv of an int",
+        &["pipe_values", "--n", &peer_n.to_string()],
+    )
+    .per_iteration(2 * peer_n);
+    table.side_by_side(
+        PIPE_VALUES_METRIC,
+        "one-way message",
+        cfg,
+        cfg.iters_pipe,
+        ours,
+        vec![bytes, python],
     );
 }
 
