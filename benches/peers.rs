@@ -726,9 +726,9 @@ fn pipe_values(table: &mut Table, cfg: &Config) {
         .per_iteration(2 * n)
     };
     let bytes = match PipeEcho::start() {
-        Ok(mut echo) => Contender::try_timed("multiproc send_bytes (8 B)", move || {
-            echo.round_trips(n)
-        }),
+        Ok(mut echo) => {
+            Contender::try_timed("multiproc send_bytes (8 B)", move || echo.round_trips(n))
+        }
         Err(e) => Contender::unavailable(
             "multiproc send_bytes (8 B)",
             format!("starting the echo child: {e}"),

@@ -78,7 +78,7 @@ pub(crate) fn encode<T: Serialize + 'static>(value: &T, out: &mut Vec<u8>) -> po
 /// postcard's output appended to a `Vec` in place. (`postcard::to_io`
 /// went through `io::Write` for each piece: a `memmove` call for every
 /// varint byte, string and number, a third of the parent's time encoding
-/// a `map` of small structs; BENCHMARKS.md, "Small structs, encoded in
+/// a `map` of small structs; BENCHMARKS.md, "Serde items appended in
 /// place".)
 struct Append<'a>(&'a mut Vec<u8>);
 
