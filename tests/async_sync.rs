@@ -298,6 +298,26 @@ fn connection_send_async_and_recv_async_talk_to_a_child() {
 }
 
 #[test]
+fn connection_send_async_takes_values_up_to_half_the_ring_and_refuses_larger() {
+    on_each_runtime("connection size", || async {
+        let (here, there) = pipe(true).unwrap();
+        // 100 KiB goes in one frame (the ring is 256 KiB a direction)…
+        let fits = vec![7u8; 100 << 10];
+        here.send_async(&fits).await.unwrap();
+        assert!(there.recv::<Vec<u8>>().unwrap() == fits);
+        // …200 KiB would have to stream, which no single poll can do: a
+        // clear error that names the way that works, and nothing sent.
+        let big = vec![8u8; 200 << 10];
+        let e = here.send_async(&big).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+        assert!(e.to_string().contains("use send"), "{e}");
+        assert!(!there.poll(Duration::ZERO).unwrap(), "nothing was sent");
+        here.send(&big).unwrap();
+        assert!(there.recv::<Vec<u8>>().unwrap() == big);
+    });
+}
+
+#[test]
 fn barrier_wait_async_completes_a_round_with_a_child() {
     on_each_runtime("barrier", || async {
         let b = Barrier::new(2).unwrap();

@@ -305,6 +305,57 @@ mod tests {
         }
     }
 
+    /// A value of a type that is not bulk, with something of every
+    /// serde shape postcard writes: varints (signed and not), floats,
+    /// strings, options, sequences, maps, enums, tuples.
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    enum Shape {
+        Unit,
+        Pair(i64, String),
+        Record {
+            id: u32,
+            weight: f64,
+            tags: Vec<String>,
+            parent: Option<Box<Shape>>,
+            table: std::collections::BTreeMap<u16, (bool, char)>,
+            bytes: Vec<u8>,
+        },
+    }
+
+    proptest! {
+        #[test]
+        fn other_values_are_appended_as_postcard_writes_them(
+            id in any::<u32>(),
+            weight in any::<f64>().prop_filter("not NaN", |x| !x.is_nan()),
+            n in any::<i64>(),
+            s in ".{0,40}",
+            tags in proptest::collection::vec(".{0,12}", 0..6),
+            table in proptest::collection::btree_map(any::<u16>(), any::<(bool, char)>(), 0..6),
+            bytes in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let inner = Shape::Pair(n, s);
+            let value = Shape::Record {
+                id,
+                weight,
+                tags,
+                parent: Some(Box::new(inner)),
+                table,
+                bytes,
+            };
+            // Appended after what the buffer holds, byte for byte
+            // postcard's own form, and read back whole.
+            let want = postcard::to_stdvec(&value).unwrap();
+            let mut got = vec![9u8, 9];
+            encode(&value, &mut got).unwrap();
+            prop_assert_eq!(&got[..2], &[9u8, 9][..]);
+            prop_assert_eq!(&got[2..], &want[..]);
+            prop_assert_eq!(postcard::from_bytes::<Shape>(&got[2..]).unwrap(), value);
+            let mut unit = Vec::new();
+            encode(&Shape::Unit, &mut unit).unwrap();
+            prop_assert_eq!(unit, postcard::to_stdvec(&Shape::Unit).unwrap());
+        }
+    }
+
     #[test]
     fn into_a_slice_the_same_bytes_or_too_short() {
         let v: Vec<u8> = (0..=255).collect();
