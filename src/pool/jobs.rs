@@ -470,8 +470,12 @@ impl Batch {
     /// Appends `item`'s encoding.
     pub(crate) fn push<T: Serialize + 'static>(&mut self, item: &T) -> Result<()> {
         let at = self.first + self.ends.len() as u64;
-        super::bulk::encode(item, &mut self.bytes)
-            .map_err(|e| Error::codec(format!("serialising item {at}"), e))?;
+        let start = self.bytes.len();
+        if let Err(e) = super::bulk::encode(item, &mut self.bytes) {
+            // What the failed item wrote is not left after the others.
+            self.bytes.truncate(start);
+            return Err(Error::codec(format!("serialising item {at}"), e));
+        }
         self.ends.push(self.bytes.len());
         Ok(())
     }
