@@ -1040,7 +1040,15 @@ fn pipe_segment_name(c: &multiproc::Connection) -> String {
 /// head at 128), then the data; a pipe's second ring follows the first.
 const PIPE_HEADER: usize = 2176;
 const RING_HEADER: usize = 384;
-const PIPE_RING: usize = PIPE_HEADER + RING_HEADER + (1 << 20);
+
+/// Where a duplex pipe's second ring starts: after the holder tables and
+/// the first ring, whose size follows from the segment's (two rings of
+/// one size), so that the test does not hard-code the pipe's ring size.
+fn second_ring_of(c: &multiproc::Connection) -> usize {
+    let name = pipe_segment_name(c);
+    let len = multiproc::SharedMemory::open(&name).unwrap().len();
+    PIPE_HEADER + (len - PIPE_HEADER) / 2
+}
 const HEAD: usize = 128;
 
 /// A peer process that writes `(offset, u64)` pairs into a segment.
@@ -1080,15 +1088,16 @@ fn row08_a_peer_writing_an_out_of_range_head_is_a_protocol_error() {
     watchdog(LIMIT, || {
         let (a, b) = multiproc::pipe(true).unwrap();
         let name = pipe_segment_name(&a);
+        let ring1 = second_ring_of(&a);
         // Ring 1 carries b → a; its consumer's head, as `a` would publish
         // it, set past anything b ever wrote (and misaligned).
-        Process::spawn(scribble, (name, vec![(PIPE_RING + HEAD, 0x7fff_ffff_0003)]))
+        Process::spawn(scribble, (name, vec![(ring1 + HEAD, 0x7fff_ffff_0003)]))
             .unwrap()
             .join()
             .unwrap();
-        let big = vec![7u8; 400 << 10];
+        let big = vec![7u8; 100 << 10];
         // b refreshes the head when its cached room runs out, at the
-        // latest on the third 400 KiB frame into a 1 MiB ring.
+        // latest on the third 100 KiB frame into a 256 KiB ring.
         let err = (0..4)
             .find_map(|_| b.send_bytes(&big).err())
             .expect("a corrupt head went unnoticed");
