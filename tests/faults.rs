@@ -1044,6 +1044,7 @@ const RING_HEADER: usize = 384;
 /// Where a duplex pipe's second ring starts: after the holder tables and
 /// the first ring, whose size follows from the segment's (two rings of
 /// one size), so that the test does not hard-code the pipe's ring size.
+#[cfg(target_os = "linux")]
 fn second_ring_of(c: &multiproc::Connection) -> usize {
     let name = pipe_segment_name(c);
     let len = multiproc::SharedMemory::open(&name).unwrap().len();
