@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::core::{Core, State};
+use super::core::{Core, Job, State};
 use super::doorbell::Doorbell;
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, Result};
 
 /// Spin this long after the last progress before sleeping (the cost of
 /// waking a parked vCPU here; docs/BENCHMARKS.md, "Measured before the code").
@@ -208,7 +208,38 @@ impl Shared {
         // on the doorbell wakes to see it; one that misses it anyway steps
         // aside at its next look, and we wait at most `TICK` on `cv` meanwhile.
         self.want.fetch_add(1, Ordering::SeqCst);
+        let core = self.lock();
+        self.wait_locked(core, waiter, done, deadline)
+    }
+
+    /// Submits `job` and waits until `done` under the same hold of the
+    /// lock that submitted it, driving meanwhile (a blocking `apply`: one
+    /// lock taken per call, not one to submit and one to wait).
+    pub(crate) fn submit_and_wait(
+        &self,
+        job: Job,
+        done: &dyn Fn(&Core) -> bool,
+    ) -> Result<MutexGuard<'_, Core>> {
+        // SYNC: SeqCst; as in `wait_as`.
+        self.want.fetch_add(1, Ordering::SeqCst);
         let mut core = self.lock();
+        if let Err(e) = core.submit(job) {
+            // SYNC: SeqCst; same partner as the add above.
+            self.want.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(self.wait_locked(core, Waiter::Caller, done, None).0)
+    }
+
+    /// The loop of [`wait_as`](Self::wait_as), from a held lock; the
+    /// caller has added itself to `want`, which this takes back.
+    fn wait_locked<'a>(
+        &'a self,
+        mut core: MutexGuard<'a, Core>,
+        waiter: Waiter,
+        done: &dyn Fn(&Core) -> bool,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, Core>, bool) {
         let ok = loop {
             if done(&core) {
                 break true;

@@ -3,7 +3,7 @@
 //! item and result types. Also how the scheduler hashes job ids.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
@@ -764,6 +764,13 @@ pub(crate) struct Collect<U> {
     single: bool,
     /// Futures waiting for it to become ready (`AsyncResult`).
     pub(crate) wakers: Wakers,
+    /// The sink of a blocking call ([`for_call`](Collect::for_call)): no
+    /// future or stream ever holds it, so settling it wakes nobody and
+    /// skips the wakers' lock.
+    unseen: bool,
+    /// Items of the tasks done (`task_done`), outside the state lock:
+    /// counted on every task, read only for progress.
+    done_items: AtomicU64,
 }
 
 struct CollectState<U> {
@@ -779,7 +786,6 @@ struct CollectState<U> {
     failed: bool,
     settled: bool,
     taken: bool,
-    done_items: u64,
     /// Called once when the job becomes ready (`*_async_with`: queues the
     /// callbacks). Under the pool's lock: it must only queue.
     on_ready: Option<OnReady>,
@@ -810,6 +816,16 @@ impl<U: 'static> Collect<U> {
             Self::with_len(false, (n > 1).then_some(n))
         }
     }
+
+    /// The sink of a blocking call of one item (`apply`), which no future
+    /// or stream can see: as [`for_items(1)`](Collect::for_items), and
+    /// settling it wakes nobody.
+    pub(crate) fn for_call() -> Arc<Self> {
+        Arc::new(Collect {
+            unseen: true,
+            ..Self::build(false, true)
+        })
+    }
 }
 
 impl<U> Collect<U> {
@@ -828,13 +844,14 @@ impl<U> Collect<U> {
                 failed: false,
                 settled: false,
                 taken: false,
-                done_items: 0,
                 on_ready: None,
             }),
             ready: AtomicBool::new(false),
             wait_settle,
             single,
             wakers: Wakers::default(),
+            unseen: false,
+            done_items: AtomicU64::new(0),
         }
     }
 
@@ -874,7 +891,9 @@ impl<U> Collect<U> {
         if let Some(f) = f {
             f();
         }
-        self.wakers.wake_all();
+        if !self.unseen {
+            self.wakers.wake_all();
+        }
     }
 
     /// `Some(true)` if it succeeded, `Some(false)` if it failed, `None`
@@ -891,7 +910,10 @@ impl<U> Collect<U> {
     }
 
     pub(crate) fn done_items(&self) -> u64 {
-        lock(&self.st).done_items
+        // SYNC: Relaxed: a progress count. Every `task_done` of a job comes
+        // before its `became_ready` (the same driver, under the pool's
+        // lock), so a reader that saw `ready()` reads the final count.
+        self.done_items.load(Ordering::Relaxed)
     }
 
     /// The outputs in order, or the job's error. Once only.
@@ -1003,7 +1025,8 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Collect<U> {
     }
 
     fn task_done(&self, items: u64) {
-        lock(&self.st).done_items += items;
+        // SYNC: Relaxed: see `done_items`.
+        self.done_items.fetch_add(items, Ordering::Relaxed);
     }
 
     fn fail(&self, error: Error) {

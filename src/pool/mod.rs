@@ -463,7 +463,7 @@ impl Pool {
     }
 
     /// The job of an `apply` of `f(args)`, not submitted yet: one item,
-    /// one value back (`OneItem`, `Collect::for_items(1)`).
+    /// one value back (`OneItem`, `Collect::for_call`).
     fn apply_job<F, A, R>(&self, f: F, args: A) -> (Box<dyn Source>, Arc<Collect<R>>)
     where
         F: Fn(A) -> R + 'static,
@@ -472,7 +472,7 @@ impl Pool {
     {
         let _ = &f;
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
-        (Box::new(OneItem::new(args, task)), Collect::for_items(1))
+        (Box::new(OneItem::new(args, task)), Collect::for_call())
     }
 
     /// Submits the job of an async call (`sink` gets its results) and sends
@@ -729,9 +729,8 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (source, sink) = self.apply_job(f, args);
-        self.submit_job(source, sink.clone(), usize::MAX, usize::MAX)?;
-        let s2 = Arc::clone(&sink);
-        let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);
+        let job = Job::new(source, sink.clone(), usize::MAX, usize::MAX);
+        let core = self.shared.submit_and_wait(job, &|_: &Core| sink.ready())?;
         drop(core);
         sink.take_one()
     }
