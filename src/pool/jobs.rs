@@ -751,8 +751,92 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// All outputs of a job, in order: `map`, `starmap`, `apply`, and the
-/// zero-copy maps (which have no outputs).
+/// The sink of a blocking `apply`: its one value or the job's first
+/// error, and the flag the waiting caller polls. No future, stream or
+/// callback can hold it, so it has none of [`Collect`]'s wakers, parts or
+/// progress count: one lock to deliver, none to settle, one to take (the
+/// `Collect` of one item took five, and its state cost ~20 ns to make
+/// and drop per call).
+pub(crate) struct OneCall<U> {
+    st: Mutex<OneCallState<U>>,
+    /// `take` will not block: settled, or failed.
+    ready: AtomicBool,
+}
+
+struct OneCallState<U> {
+    value: Option<U>,
+    error: Option<Error>,
+}
+
+impl<U> OneCall<U> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(OneCall {
+            st: Mutex::new(OneCallState {
+                value: None,
+                error: None,
+            }),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// `true` once [`take`](OneCall::take) has its outcome.
+    pub(crate) fn ready(&self) -> bool {
+        // SYNC: Acquire pairs with the Release stores in `fail` and
+        // `settle`, made after the value or error went into `st`.
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The value, or the job's error. Once only.
+    pub(crate) fn take(&self) -> Result<U> {
+        let mut st = lock(&self.st);
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        st.value.take().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "no result came back for a task of one item",
+            )
+        })
+    }
+}
+
+impl<U: DeserializeOwned + Send + 'static> Sink for OneCall<U> {
+    fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()> {
+        let value = decode_one::<U>(bytes, count)?;
+        let mut st = lock(&self.st);
+        if first != 0 || st.value.is_some() {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "a second result for a task of one item",
+            ));
+        }
+        if st.error.is_none() {
+            st.value = Some(value);
+        }
+        Ok(())
+    }
+
+    fn fail(&self, error: Error) {
+        let mut st = lock(&self.st);
+        if st.error.is_none() {
+            st.error = Some(error);
+            st.value = None;
+        }
+        drop(st);
+        // SYNC: Release; partner: the Acquire load in `ready`.
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn settle(&self) {
+        // SYNC: Release; partner: the Acquire load in `ready`. The value
+        // was stored under `st` before (the same driver, earlier).
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// All outputs of a job, in order: `map`, `starmap`, `apply_async`, and
+/// the zero-copy maps (which have no outputs).
 pub(crate) struct Collect<U> {
     st: Mutex<CollectState<U>>,
     /// `ready()` without the lock: waiting drivers ask on every spin.
@@ -764,10 +848,6 @@ pub(crate) struct Collect<U> {
     single: bool,
     /// Futures waiting for it to become ready (`AsyncResult`).
     pub(crate) wakers: Wakers,
-    /// The sink of a blocking call ([`for_call`](Collect::for_call)): no
-    /// future or stream ever holds it, so settling it wakes nobody and
-    /// skips the wakers' lock.
-    unseen: bool,
     /// Items of the tasks done (`task_done`), outside the state lock:
     /// counted on every task, read only for progress.
     done_items: AtomicU64,
@@ -816,16 +896,6 @@ impl<U: 'static> Collect<U> {
             Self::with_len(false, (n > 1).then_some(n))
         }
     }
-
-    /// The sink of a blocking call of one item (`apply`), which no future
-    /// or stream can see: as [`for_items(1)`](Collect::for_items), and
-    /// settling it wakes nobody.
-    pub(crate) fn for_call() -> Arc<Self> {
-        Arc::new(Collect {
-            unseen: true,
-            ..Self::build(false, true)
-        })
-    }
 }
 
 impl<U> Collect<U> {
@@ -850,7 +920,6 @@ impl<U> Collect<U> {
             wait_settle,
             single,
             wakers: Wakers::default(),
-            unseen: false,
             done_items: AtomicU64::new(0),
         }
     }
@@ -891,9 +960,7 @@ impl<U> Collect<U> {
         if let Some(f) = f {
             f();
         }
-        if !self.unseen {
-            self.wakers.wake_all();
-        }
+        self.wakers.wake_all();
     }
 
     /// `Some(true)` if it succeeded, `Some(false)` if it failed, `None`
@@ -1401,5 +1468,55 @@ mod tests {
             .unwrap();
         c.settle();
         assert_eq!(c.take(Some(1)).unwrap(), ["y"]);
+    }
+
+    #[test]
+    fn a_blocking_calls_sink_is_ready_once_settled_or_failed_and_keeps_the_first_error() {
+        let raw = 7u64.to_ne_bytes();
+        // Delivered: ready only once settled; taken once.
+        let c = OneCall::<u64>::new();
+        c.deliver(0, 1, &raw).unwrap();
+        assert!(!c.ready());
+        c.settle();
+        assert!(c.ready());
+        assert_eq!(c.take().unwrap(), 7);
+        assert_eq!(c.take().unwrap_err().kind(), ErrorKind::Protocol);
+        // A second result, or one for another item or of two, is refused.
+        let c = OneCall::<u64>::new();
+        c.deliver(0, 1, &raw).unwrap();
+        assert_eq!(
+            c.deliver(0, 1, &raw).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        let c = OneCall::<u64>::new();
+        assert_eq!(
+            c.deliver(1, 1, &raw).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            c.deliver(0, 2, &raw).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        // A failure makes it ready at once, wins over a value delivered
+        // before or after, and the first failure is the one kept.
+        let c = OneCall::<String>::new();
+        c.deliver(0, 1, &postcard::to_allocvec("x").unwrap())
+            .unwrap();
+        c.fail(Error::new(ErrorKind::Panicked, "boom"));
+        assert!(c.ready());
+        c.fail(Error::new(ErrorKind::ProcessDied, "later"));
+        c.deliver(0, 1, &postcard::to_allocvec("y").unwrap())
+            .unwrap();
+        assert_eq!(c.take().unwrap_err().kind(), ErrorKind::Panicked);
+        // Settled with nothing delivered: an error, not a hang or a panic.
+        let c = OneCall::<String>::new();
+        c.settle();
+        assert_eq!(c.take().unwrap_err().kind(), ErrorKind::Protocol);
+        // Bytes that are not a value of the type: a codec error.
+        let c = OneCall::<String>::new();
+        assert_eq!(
+            c.deliver(0, 1, &[0xFF, 0xFF, 0xFF]).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
     }
 }

@@ -51,7 +51,7 @@ pub use self::builder::{pinning_supported, PoolBuilder};
 use self::callbacks::Callbacks;
 use self::core::{Core, Job, State};
 use self::driver::Shared;
-use self::jobs::{Collect, IterSource, OneItem, RawVecSource, Sink, Source, Stream};
+use self::jobs::{Collect, IterSource, OneCall, OneItem, RawVecSource, Sink, Source, Stream};
 pub use self::results::{AsyncResult, IMap};
 use self::wire::ChunkDesc;
 pub use self::zero_copy::ShmVec;
@@ -463,8 +463,8 @@ impl Pool {
     }
 
     /// The job of an `apply` of `f(args)`, not submitted yet: one item,
-    /// one value back (`OneItem`, `Collect::for_call`).
-    fn apply_job<F, A, R>(&self, f: F, args: A) -> (Box<dyn Source>, Arc<Collect<R>>)
+    /// one value back (`OneItem`, `OneCall`).
+    fn apply_job<F, A, R>(&self, f: F, args: A) -> (Box<dyn Source>, Arc<OneCall<R>>)
     where
         F: Fn(A) -> R + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -472,7 +472,7 @@ impl Pool {
     {
         let _ = &f;
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
-        (Box::new(OneItem::new(args, task)), Collect::for_call())
+        (Box::new(OneItem::new(args, task)), OneCall::new())
     }
 
     /// Submits the job of an async call (`sink` gets its results) and sends
@@ -732,7 +732,7 @@ impl Pool {
         let job = Job::new(source, sink.clone(), usize::MAX, usize::MAX);
         let core = self.shared.submit_and_wait(job, &|_: &Core| sink.ready())?;
         drop(core);
-        sink.take_one()
+        sink.take()
     }
 
     /// Starts `f(args)` in a worker and returns at once (Python's
