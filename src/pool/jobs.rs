@@ -751,6 +751,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Keeps the result of a one-item task in `slot`, unless the job already
+/// `failed` (its error wins): a second result, or one for an item other
+/// than the first, is a protocol error.
+fn keep_one<U>(slot: &mut Option<U>, failed: bool, first: u64, value: U) -> Result<()> {
+    if first != 0 || slot.is_some() {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "a second result for a task of one item",
+        ));
+    }
+    if !failed {
+        *slot = Some(value);
+    }
+    Ok(())
+}
+
 /// The sink of a blocking `apply`: its one value or the job's first
 /// error, and the flag the waiting caller polls. No future, stream or
 /// callback can hold it, so it has none of [`Collect`]'s wakers, parts or
@@ -805,16 +821,8 @@ impl<U: DeserializeOwned + Send + 'static> Sink for OneCall<U> {
     fn deliver(&self, first: u64, count: u32, bytes: &[u8]) -> Result<()> {
         let value = decode_one::<U>(bytes, count)?;
         let mut st = lock(&self.st);
-        if first != 0 || st.value.is_some() {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                "a second result for a task of one item",
-            ));
-        }
-        if st.error.is_none() {
-            st.value = Some(value);
-        }
-        Ok(())
+        let failed = st.error.is_some();
+        keep_one(&mut st.value, failed, first, value)
     }
 
     fn fail(&self, error: Error) {
@@ -1054,16 +1062,8 @@ impl<U: DeserializeOwned + Send + 'static> Sink for Collect<U> {
         if self.single {
             let value = decode_one::<U>(bytes, count)?;
             let mut st = lock(&self.st);
-            if first != 0 || st.one.is_some() {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    "a second result for a task of one item",
-                ));
-            }
-            if st.error.is_none() {
-                st.one = Some(value);
-            }
-            return Ok(());
+            let failed = st.error.is_some();
+            return keep_one(&mut st.one, failed, first, value);
         }
         {
             let mut st = lock(&self.st);
