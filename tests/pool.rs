@@ -398,6 +398,26 @@ fn an_aborting_worker_is_reported_with_its_signal() {
     assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
 }
 
+#[cfg(unix)]
+#[test]
+fn a_blocking_apply_whose_worker_dies_reports_it_and_the_pool_goes_on() {
+    let pool = Pool::new(1).unwrap();
+    assert_eq!(pool.apply(abort_on_five, 4).unwrap(), 4);
+    let pid = pool.pids()[0];
+    let err = pool.apply(abort_on_five, 5).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+    assert_eq!(err.pid(), Some(pid), "{err}");
+    assert_eq!(
+        err.exit_status().and_then(|s| s.signal()),
+        Some(libc::SIGABRT)
+    );
+    assert_eq!(err.item_index(), Some(0));
+    // Replaced: the next calls run on a new worker.
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    assert_ne!(pool.pids()[0], pid);
+    assert_eq!(pool.restarts(), 1);
+}
+
 fn abort_on_six(x: u64) -> u64 {
     if x == 6 {
         std::process::abort();
