@@ -851,7 +851,7 @@ pub(crate) struct Collect<U> {
     ready: AtomicBool,
     /// Ready only once settled (zero-copy: the memory is ours again).
     wait_settle: bool,
-    /// The job has one item (`apply`): its result is kept as a value in
+    /// The job has one item (`apply_async`): its result is kept as a value in
     /// `one`, with no vector or map around it.
     single: bool,
     /// Futures waiting for it to become ready (`AsyncResult`).
@@ -892,7 +892,8 @@ impl<U: 'static> Collect<U> {
         c
     }
 
-    /// The sink of a `map` or `apply` of `n` items: one item's result is
+    /// The sink of a `map` or `apply_async` of `n` items (a blocking
+    /// `apply` has its own, [`OneCall`]): one item's result is
     /// kept as a value (a batch of `apply_async` calls made a map node, a
     /// vector and a second vector at `take` per call, and the memory of
     /// all of them was fresh pages: 2–3× the time of `submit`), more land
