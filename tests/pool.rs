@@ -925,6 +925,111 @@ fn a_large_map_of_numbers_names_the_item_that_panicked_or_killed_its_worker() {
     });
 }
 
+/// Items of a map longer than the pool's arenas hold at once (8 MiB of
+/// `u64`: 1 Mi items): 2.6 windows, a length no window or chunk divides.
+const WINDOWS_N: u64 = 2_700_001;
+
+fn cursed_late(x: u64) -> u64 {
+    if x == 2_500_123 {
+        panic!("item {x} is cursed");
+    }
+    x
+}
+
+fn abort_late(x: u64) -> u64 {
+    if x == 2_300_001 {
+        std::process::abort();
+    }
+    x
+}
+
+#[test]
+fn maps_longer_than_the_arenas_window_keep_every_result_in_order() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        let want: Vec<u64> = (0..WINDOWS_N).map(square).collect();
+        // Numbers through `map`: in place, then into a second arena of
+        // another width, then in the call's own chunks (which end where
+        // the window wraps).
+        assert_eq!(pool.map(square, 0..WINDOWS_N).unwrap(), want);
+        let got = pool.map(widen, 0..WINDOWS_N as u32).unwrap();
+        assert!(got.iter().enumerate().all(|(i, &y)| y == 3 * i as u64));
+        assert_eq!(
+            pool.with_chunksize(100_003)
+                .map(square, 0..WINDOWS_N)
+                .unwrap(),
+            want
+        );
+        // A size hint that is wrong either way, through the window too.
+        for has in [WINDOWS_N - 1_000_003, WINDOWS_N + 9] {
+            let liar = Liar {
+                next: 0,
+                has,
+                said: WINDOWS_N as usize,
+            };
+            assert_eq!(
+                pool.map(square, liar).unwrap(),
+                (0..has).map(square).collect::<Vec<_>>(),
+                "an iterator with {has} items that says {WINDOWS_N}"
+            );
+        }
+        // `map_slice`: in place, narrower and wider results.
+        let xs: Vec<f64> = (0..WINDOWS_N).map(|i| i as f64).collect();
+        let out = pool.map_slice(|x: f64| x * 2.0 + 1.0, &xs).unwrap();
+        assert_eq!(out.len(), xs.len());
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, &y)| y == i as f64 * 2.0 + 1.0));
+        let narrow = pool.map_slice(|x: f64| x as u32, &xs).unwrap();
+        assert!(narrow.iter().enumerate().all(|(i, &y)| y as usize == i));
+        // In the pool's own chunk size, which the window cuts where it wraps.
+        let chunked = Pool::builder()
+            .processes(2)
+            .chunksize(77_777)
+            .build()
+            .unwrap();
+        let wide = chunked
+            .map_slice(|y: u32| [u64::from(y); 2], &narrow)
+            .unwrap();
+        assert!(wide.iter().enumerate().all(|(i, y)| *y == [i as u64; 2]));
+    });
+}
+
+#[test]
+fn a_map_longer_than_the_arenas_window_names_the_item_that_failed() {
+    watchdog(LIMIT, || {
+        let pool = Pool::new(2).unwrap();
+        // The item counted in the map, not by its place in the window.
+        let err = pool.map(cursed_late, 0..WINDOWS_N).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+        assert_eq!(err.item_index(), Some(2_500_123), "{err}");
+        let err = pool.map(abort_late, 0..WINDOWS_N).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ProcessDied, "{err}");
+        assert_eq!(err.item_index(), Some(2_300_001), "{err}");
+        // `map_slice` names the first item of the chunk that panicked.
+        let xs: Vec<u64> = (0..WINDOWS_N).collect();
+        let chunked = Pool::builder()
+            .processes(2)
+            .chunksize(1000)
+            .build()
+            .unwrap();
+        let err = chunked.map_slice(cursed_late, &xs).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+        let at = err.item_index().expect("an item");
+        assert!((2_499_124..=2_500_123).contains(&at), "{err}");
+        // The replacement worker and the arenas serve the next calls.
+        assert_eq!(
+            pool.map_slice(square, &xs).unwrap()[2_600_000],
+            2_600_000u64.pow(2)
+        );
+        assert_eq!(
+            pool.map(square, 0..WINDOWS_N).unwrap()[2_699_999],
+            2_699_999u64.pow(2)
+        );
+    });
+}
+
 #[test]
 fn a_panicking_input_iterator_fails_its_call_not_the_pool() {
     let pool = Pool::new(2).unwrap();

@@ -828,7 +828,15 @@ impl Core {
                 w.send(K_TASK, &r.frame)
             };
             let resend = keep.then_some(r.frame);
-            record(w, cfg, r.job, r.first, r.count, Sent::Serde, resend);
+            record(
+                w,
+                cfg,
+                r.job,
+                (r.first, r.first),
+                r.count,
+                Sent::Serde,
+                resend,
+            );
             if let Err(e) = sent {
                 self.worker_failed(wi, e);
             }
@@ -1138,7 +1146,7 @@ impl Core {
                             .with_context("the input iterator panicked in the parent"),
                     )
                 });
-        let (first, count, sent) = match next {
+        let (first, at, count, sent) = match next {
             Next::Done => {
                 job.exhausted = true;
                 to_settle.push(id);
@@ -1165,11 +1173,12 @@ impl Core {
                 } else {
                     w.send(K_TASK, scratch)?;
                 }
-                (first, count, Sent::Serde)
+                (first, first, count, Sent::Serde)
             }
             Next::Zc(ZcTask {
                 first,
                 count,
+                at,
                 task,
                 input,
                 output,
@@ -1182,7 +1191,7 @@ impl Core {
                 };
                 let zc = ZcHeader {
                     job: id,
-                    first,
+                    first: at,
                     count,
                     input: in_slot,
                     output: out_slot,
@@ -1212,10 +1221,10 @@ impl Core {
                 } else {
                     Sent::Chunk
                 };
-                (first, count, sent)
+                (first, at, count, sent)
             }
         };
-        record(w, cfg, id, first, count, sent, resend);
+        record(w, cfg, id, (first, at), count, sent, resend);
         job.outstanding += 1;
         job.tasks_sent += 1;
         if job.source.is_done() {
@@ -1652,12 +1661,14 @@ enum Sent {
     Claim,
 }
 
-/// Records a task just sent to `w` in its in-flight list.
+/// Records a task just sent to `w` in its in-flight list: its first
+/// item in the job, and where its frame said it starts (`at`: the same,
+/// unless a windowed map's chunk, `ZcTask::at`).
 fn record(
     w: &mut Worker,
     cfg: &Config,
     job: u64,
-    first: u64,
+    (first, at): (u64, u64),
     count: u64,
     sent: Sent,
     resend: Option<Vec<u8>>,
@@ -1674,6 +1685,7 @@ fn record(
     w.inflight.push_back(Inflight {
         job,
         first,
+        at,
         count,
         seq: w.sent as u32,
         sent: now,
@@ -1767,15 +1779,26 @@ fn take_result(
     let Some(front) = front else {
         return Err(Error::new(ErrorKind::Protocol, "a result nobody asked for"));
     };
-    h.answers(front.job, front.first, front.count)?;
-    let (outputs, error) = h.payload(rest)?;
+    h.answers(front.job, front.at, front.count)?;
+    // The worker names its outputs as its frame did (`at`); the job
+    // counts from the task's first item.
+    let first = front.first + (h.first - front.at);
+    let (outputs, mut error) = h.payload(rest)?;
+    if let Some(te) = &mut error {
+        // Its item, too (a peer's number: no arithmetic that can panic).
+        if let Some(index) = te
+            .index
+            .checked_sub(front.at)
+            .and_then(|d| d.checked_add(front.first))
+        {
+            te.index = index;
+        }
+    }
     if let Some(job) = jobs.get_mut(&h.job) {
         match job.source.grouped() {
-            Some(g) if h.flags & F_RECORDS != 0 => {
-                g.take_records(who, h.first, h.count, outputs)?
-            }
-            Some(g) => g.take(who, h.first, h.count, outputs, error)?,
-            None => job.take_outputs(who, h.first, h.count, outputs, error),
+            Some(g) if h.flags & F_RECORDS != 0 => g.take_records(who, first, h.count, outputs)?,
+            Some(g) => g.take(who, first, h.count, outputs, error)?,
+            None => job.take_outputs(who, first, h.count, outputs, error),
         }
     }
     Ok(if h.flags & F_LAST != 0 {

@@ -51,7 +51,11 @@ pub(crate) struct Stats {
 
 pub(crate) struct Inflight {
     pub(crate) job: u64,
+    /// The task's first item in its job.
     pub(crate) first: u64,
+    /// Where its frame said it starts: `first`, unless a windowed map's
+    /// chunk, whose frame names its place in the arena (`ZcTask::at`).
+    pub(crate) at: u64,
     pub(crate) count: u64,
     /// Task frames sent to this worker before this one (wrapping): the
     /// number the worker's progress word names it by.

@@ -18,8 +18,13 @@ use crate::task::TaskRef;
 /// A zero-copy chunk to send: the scheduler attaches the segments to the
 /// chosen worker and writes the descriptor.
 pub(crate) struct ZcTask {
+    /// The chunk's first element in the map (what a failure names).
     pub(crate) first: u64,
     pub(crate) count: u64,
+    /// Where that element lies in the segments: `first`, unless the map
+    /// runs through a window of an arena that its elements take turns in
+    /// (`zero_copy::raw_map`).
+    pub(crate) at: u64,
     pub(crate) task: TaskRef,
     pub(crate) input: Arc<Segment>,
     /// `None`: in place, on `input`.

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 pub(crate) use self::claim::{run_claims, worker_cell, ClaimSlot, Claims};
+use self::shm_vec::copy_in_at;
 pub use self::shm_vec::ShmVec;
-use self::shm_vec::{arena_range, copy_in};
 use super::core::Core;
 use super::jobs::{ClaimTask, Collect, Next, Source, ZcTask};
 use super::wire::ZcDesc;
@@ -59,7 +59,7 @@ impl Pool {
         }
         let claim = self.claim_mode(n, chunks);
         let slot = claim.as_ref().map(|c| Arc::clone(&c.slot));
-        let sink = self.start_zc(task, input, output, n, chunks, None, claim)?;
+        let sink = self.start_zc(task, input, output, n, chunks, None, claim, u64::MAX)?;
         self.finish_zc(&sink, input, output)?;
         slot.map_or(Ok(()), |s| s.check_done(n as u64))
     }
@@ -88,7 +88,9 @@ impl Pool {
     /// Submits a zero-copy map of `n` elements (at most `n`, and only
     /// those written so far, while `fill` says the input is being
     /// written); [`finish_zc`](Pool::finish_zc) waits for it. With
-    /// `claim` (never with `fill`), the workers claim the chunks.
+    /// `claim` (never with `fill`), the workers claim the chunks. Element
+    /// `i` lies at `i % window` of the segments (`u64::MAX`: at `i`), and
+    /// no chunk crosses a multiple of `window` (see `raw_map.rs`).
     #[allow(clippy::too_many_arguments)]
     fn start_zc(
         &self,
@@ -99,9 +101,12 @@ impl Pool {
         chunks: ZcChunks,
         fill: Option<Arc<Fill>>,
         claim: Option<ClaimMode>,
+        window: u64,
     ) -> Result<Arc<Collect<()>>> {
         debug_assert!(claim.is_none() || fill.is_none());
+        debug_assert!(window > 0 && (window == u64::MAX || fill.is_some()));
         let source = ZcSource {
+            window,
             next: 0,
             n: n as u64,
             chunks,
@@ -385,39 +390,66 @@ impl Pool {
         U: Pod,
     {
         let _ = &f;
-        if input.is_empty() {
+        let n = input.len();
+        if n == 0 {
             return Ok(Vec::new());
         }
-        let in_bytes = std::mem::size_of_val(input);
-        let out_bytes = input.len() * std::mem::size_of::<U>();
+        let (sa, sr) = (std::mem::size_of::<T>(), std::mem::size_of::<U>());
+        // A long slice runs through a window of the arenas: at most
+        // `WINDOW_BYTES` of shared memory each, however long the slice.
+        let w = raw_map::window_len(n, sa, sr);
         // Results as wide as the items overwrite them: one arena, half the
         // shared memory to create (the first call) and to attach.
-        let in_place = std::mem::size_of::<T>() == std::mem::size_of::<U>();
-        let a = self.arena(in_bytes)?;
+        let in_place = sa == sr;
+        let a = self.arena(w * sa)?;
         let b = if in_place {
             None
         } else {
-            Some(self.arena(out_bytes)?)
-        };
-        let result = (|| {
-            copy_in(&a, bytemuck::cast_slice(input));
-            let (entry, out_arena) = match &b {
-                None => (ZcDesc::<F, T, U>::ELEMENTS_IN_PLACE, &a),
-                Some(b) => (ZcDesc::<F, T, U>::ELEMENTS, b),
-            };
-            let task = TaskRef::of_entry(entry, self.key);
-            self.run_zc(task, &a, b.as_ref(), input.len())?;
-            if std::mem::size_of::<U>() == 0 {
-                return Ok(vec![U::zeroed(); input.len()]);
+            match self.arena(w * sr) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    self.give_arenas(a, None);
+                    return Err(e);
+                }
             }
-            // One pass over the output: no zeroing first, huge pages for a
-            // large one (fresh memory faults in 2 MiB at a time).
-            let mut out = crate::pool::raw::big_vec::<U>(input.len());
-            out.extend_from_slice(bytemuck::cast_slice(arena_range(out_arena, 0, out_bytes)));
-            Ok(out)
-        })();
+        };
+        let entry = if in_place {
+            ZcDesc::<F, T, U>::ELEMENTS_IN_PLACE
+        } else {
+            ZcDesc::<F, T, U>::ELEMENTS
+        };
+        let task = TaskRef::of_entry(entry, self.key);
+        let items: &[u8] = bytemuck::cast_slice(input);
+        let mut next = 0;
+        let mut write = |arena: &Segment, at: usize, count: usize| {
+            copy_in_at(arena, at, &items[next * sa..(next + count) * sa]);
+            next += count;
+            count
+        };
+        // One pass over the output: no zeroing first, huge pages for a
+        // large one (fresh memory faults in 2 MiB at a time).
+        let mut out = crate::pool::raw::big_vec::<U>(if sr == 0 { 0 } else { n });
+        let mut read = |bytes: &[u8]| {
+            if sr != 0 {
+                out.extend_from_slice(bytemuck::cast_slice(bytes));
+            }
+            true
+        };
+        let mapped = self.map_windowed(
+            task,
+            (&a, b.as_ref()),
+            n,
+            (w, sa, sr),
+            self.zc_chunks(),
+            &mut write,
+            &mut read,
+        );
         self.give_arenas(a, b);
-        result
+        mapped?;
+        if sr == 0 {
+            return Ok(vec![U::zeroed(); n]);
+        }
+        Ok(out)
     }
 
     /// Gives arenas back for the next call.
@@ -463,6 +495,9 @@ fn same_len(a: usize, b: usize) -> Result<()> {
 
 /// Chunks of a zero-copy map.
 struct ZcSource {
+    /// Element `i` lies at `i % window` of the segments (`u64::MAX`: the
+    /// map's elements are the segments' own).
+    window: u64,
     next: u64,
     n: u64,
     chunks: ZcChunks,
@@ -641,6 +676,7 @@ impl Source for ZcSource {
             return Next::Zc(ZcTask {
                 first: 0,
                 count: self.n,
+                at: 0,
                 task: self.task,
                 input: Arc::clone(&self.input),
                 output: self.output.clone(),
@@ -662,15 +698,20 @@ impl Source for ZcSource {
                 "a chunk was asked for before its items were written",
             ));
         }
+        let first = self.next;
+        // A window's chunks are sized by what a window holds, and end
+        // where it wraps.
+        let at = first % self.window;
         let count = self
             .chunks
-            .next(self.n - self.next, self.ns_per_item)
-            .min(limit - self.next);
-        let first = self.next;
+            .next((self.n - first).min(self.window), self.ns_per_item)
+            .min(limit - first)
+            .min(self.window - at);
         self.next += count;
         Next::Zc(ZcTask {
             first,
             count,
+            at,
             task: self.task,
             input: Arc::clone(&self.input),
             output: self.output.clone(),

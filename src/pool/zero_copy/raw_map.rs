@@ -20,7 +20,6 @@ use super::shm_vec::{arena_range, copy_in_at};
 use super::{Fill, ZcChunks};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::core::Core;
-use crate::pool::jobs::Collect;
 use crate::pool::raw;
 use crate::pool::wire::RawDesc;
 use crate::pool::Pool;
@@ -35,6 +34,11 @@ const RAW_ARENA_MIN: usize = 32 * 1024;
 
 /// Items written to the arena a block at a time (a cache-resident buffer).
 const BLOCK: usize = 4096;
+
+/// Most bytes of a map's items (and of its results, when they are not
+/// written over the items) in shared memory at once: a longer map runs
+/// through arenas of this size as through a window (`map_windowed`).
+pub(super) const WINDOW_BYTES: usize = 8 << 20;
 
 impl Pool {
     /// `map` through arenas when its items and results are primitive
@@ -82,16 +86,15 @@ impl Pool {
         if n < RAW_ARENA_MIN {
             return Err((f, give_up(collected, items)));
         }
-        let (Some(in_bytes), Some(out_bytes)) = (n.checked_mul(sa), n.checked_mul(sr)) else {
-            return Err((f, give_up(collected, items)));
-        };
-        let Ok(a) = self.arena(in_bytes) else {
+        // A long map runs through a window of the arenas (`WINDOW_BYTES`).
+        let w = window_len(n, sa, sr);
+        let Ok(a) = self.arena(w * sa) else {
             return Err((f, give_up(collected, items)));
         };
         let b = if sa == sr {
             None
         } else {
-            match self.arena(out_bytes) {
+            match self.arena(w * sr) {
                 Ok(b) => Some(b),
                 Err(_) => {
                     self.give_arenas(a, None);
@@ -100,16 +103,52 @@ impl Pool {
             }
         };
         let task = TaskRef::of_entry(RawDesc::<F, A, R>::ELEMENTS, self.key);
-        let input = match collected {
+        let mut out = raw::big_vec::<R>(n);
+        let mut read = |bytes: &[u8]| raw::extend_from_raw(&mut out, bytes);
+        let arenas = (&a, b.as_ref());
+        let (mapped, extra) = match collected {
             Some(v) => {
-                write_vec(&a, &v);
+                let bytes = raw::raw_bytes(&v).expect("A crosses raw");
+                let mut next = 0;
+                let mut write = |arena: &Segment, at: usize, count: usize| {
+                    copy_in_at(arena, at, &bytes[next * sa..(next + count) * sa]);
+                    next += count;
+                    count
+                };
+                let mapped =
+                    self.map_windowed(task, arenas, n, (w, sa, sr), chunks, &mut write, &mut read);
                 raw::give_back(v, &self.spare);
-                None
+                (mapped, None)
             }
-            None => Some(&mut items),
+            None => {
+                let mut block: Vec<A> = Vec::with_capacity(BLOCK);
+                let mut write = |arena: &Segment, at: usize, count: usize| {
+                    let mut wrote = 0;
+                    while wrote < count {
+                        block.clear();
+                        block.extend(items.by_ref().take(BLOCK.min(count - wrote)));
+                        if block.is_empty() {
+                            break;
+                        }
+                        let bytes = raw::raw_bytes(&block).expect("A crosses raw");
+                        copy_in_at(arena, at + wrote * sa, bytes);
+                        wrote += block.len();
+                    }
+                    wrote
+                };
+                let mapped =
+                    self.map_windowed(task, arenas, n, (w, sa, sr), chunks, &mut write, &mut read);
+                // An iterator that said `n` and has more: the rest go
+                // through the rings, after these.
+                let extra: Vec<A> = match mapped {
+                    Ok(written) if written == n => items.by_ref().take(1).collect(),
+                    _ => Vec::new(),
+                };
+                (mapped, (!extra.is_empty()).then_some(extra))
+            }
         };
-        let (out, extra) = self.map_in_arenas::<A, R, I>(task, &a, b.as_ref(), n, chunks, input);
         self.give_arenas(a, b);
+        let out = mapped.map(|_| out);
         let Some(extra) = extra else {
             return Ok(out);
         };
@@ -130,74 +169,114 @@ impl Pool {
         }))
     }
 
-    /// Maps `n` items in arena `a` (results in `b`, or over the items),
-    /// and copies the results out as chunks come back. With `input`, the
-    /// items are written into `a` first, while the first chunks already
-    /// run: chunks go out over the items written so far (`Fill`), sent by
-    /// a step of the pool every `n / 16` items (at least 16 Ki), so the
-    /// workers start after the first of those rather than after the last.
-    /// Without, `a` holds them already. Returns the results, and the items
-    /// past `n` if the iterator has more than it said.
-    fn map_in_arenas<A: 'static, R: 'static, I: Iterator<Item = A>>(
+    /// Maps the `n` items that `write` gives, `sa` bytes each, through
+    /// arena `a` (the results, `sr` bytes each, in `b`, or over the
+    /// items), handing each result's bytes to
+    /// `read` in order; returns how many items there were (fewer than `n`
+    /// if the input ran dry).
+    ///
+    /// Item `i` lies at element `i % w` of the arenas: a map longer than
+    /// the window `w` runs through it, its items taking turns. The parent
+    /// writes items while there is room (`write(arena, byte, count)`, which
+    /// returns how many it wrote), publishing them to the map (`Fill`)
+    /// every `w / 16` (at least 16 Ki) and making a step of the pool, so
+    /// that their chunks run while it writes the next; then it waits for
+    /// the next `w / 8` results (at least 32 Ki) and copies them out, which
+    /// frees their places for the items `w` further on. A chunk goes out
+    /// only over items written, and never crosses the window's end.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn map_windowed(
         &self,
         task: TaskRef,
-        a: &Arc<Segment>,
-        b: Option<&Arc<Segment>>,
+        (a, b): (&Arc<Segment>, Option<&Arc<Segment>>),
         n: usize,
+        (w, sa, sr): (usize, usize, usize),
         chunks: ZcChunks,
-        input: Option<&mut I>,
-    ) -> (Result<Vec<R>>, Option<Vec<A>>) {
+        write: &mut dyn FnMut(&Segment, usize, usize) -> usize,
+        read: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<usize> {
+        let w = w.clamp(1, n.max(1));
         let fill = Arc::new(Fill::default());
-        if input.is_none() {
-            fill.finish(n as u64);
-        }
-        let sink = match self.start_zc(task, a, b, n, chunks, Some(Arc::clone(&fill)), None) {
-            Ok(sink) => sink,
-            Err(e) => return (Err(e), None),
-        };
-        let (written, extra) = match input {
-            Some(items) => write_streamed(self, a, n, &fill, items),
-            None => (n, None),
-        };
-        (self.copy_out(&sink, &fill, a, b, written), extra)
-    }
-
-    /// Waits for the map and copies its `n` results into a new `Vec`: the
-    /// ones whose chunks are back while the rest run (in steps of an
-    /// eighth, at least 32 Ki results), then the rest.
-    fn copy_out<R: 'static>(
-        &self,
-        sink: &Arc<Collect<()>>,
-        fill: &Arc<Fill>,
-        a: &Arc<Segment>,
-        b: Option<&Arc<Segment>>,
-        n: usize,
-    ) -> Result<Vec<R>> {
+        let sink = self.start_zc(
+            task,
+            a,
+            b,
+            n,
+            chunks,
+            Some(Arc::clone(&fill)),
+            None,
+            w as u64,
+        )?;
+        // Should `write` panic (the input iterator), the items written go
+        // out and the job ends; the panic goes on to the caller, as from
+        // the ring path's collect (but items sent before it may have run).
+        let guard = FillGuard(&fill, self);
+        let every = (w / 16).max(16 * 1024).min(w);
+        let step = (w / 8).max(32 * 1024).min(w);
+        let (mut written, mut published, mut copied) = (0usize, 0usize, 0usize);
+        let mut over = false;
         let from = b.unwrap_or(a);
-        let size = std::mem::size_of::<R>();
-        let step = (n as u64 / 8).max(32 * 1024);
-        let mut out = raw::big_vec::<R>(n);
-        let mut copied = 0u64;
-        let not_raw = || Error::new(ErrorKind::Protocol, "results not raw");
+        // Results `[copied, to)` out, split where the window wraps.
+        let copy_out = |copied: usize, to: usize, read: &mut dyn FnMut(&[u8]) -> bool| {
+            let mut i = copied;
+            while i < to {
+                let at = i % w;
+                let len = (to - i).min(w - at);
+                if !read(arena_range(from, at * sr, len * sr)) {
+                    return Err(Error::new(ErrorKind::Protocol, "results not raw"));
+                }
+                i += len;
+            }
+            Ok(())
+        };
         loop {
-            let (s2, f2) = (Arc::clone(sink), Arc::clone(fill));
-            let (core, _) = self.shared.wait_until(
-                &move |_: &Core| s2.ready() || f2.done() >= copied + step,
-                None,
-            );
+            // Items into the places whose results are out.
+            let room = n.min(copied + w);
+            while !over && written < room {
+                let at = written % w;
+                let count = (room - written).min(w - at).min(every);
+                let wrote = write(a, at * sa, count);
+                written += wrote;
+                over = wrote < count || written == n;
+                if !over && written - published >= every {
+                    fill.publish(written as u64);
+                    published = written;
+                    self.shared.nudge();
+                }
+            }
+            if over {
+                if published != usize::MAX {
+                    // The wait below sends the last chunks.
+                    fill.finish(written as u64);
+                    published = usize::MAX;
+                }
+            } else if published < written {
+                fill.publish(written as u64);
+                published = written;
+                self.shared.nudge();
+            }
+            // Then the next results: a step of them, or the end.
+            let target = (copied + step).min(written);
+            let target = if target > copied {
+                target as u64
+            } else {
+                u64::MAX
+            };
+            let (s2, f2) = (Arc::clone(&sink), Arc::clone(&fill));
+            let (core, _) = self
+                .shared
+                .wait_until(&move |_: &Core| s2.ready() || f2.done() >= target, None);
             // Read under the lock: it orders the workers' writes of these
             // results before our reads (`Fill::done`).
-            let done = fill.done().min(n as u64);
+            let done = (fill.done() as usize).min(written);
             drop(core);
             if sink.ready() {
                 break;
             }
-            let (at, len) = (copied as usize * size, (done - copied) as usize * size);
-            if !raw::extend_from_raw(&mut out, arena_range(from, at, len)) {
-                return Err(not_raw());
-            }
+            copy_out(copied, done, read)?;
             copied = done;
         }
+        std::mem::forget(guard);
         sink.take(None)?;
         // A worker that shrank a segment under us: what we read is zeros,
         // not results.
@@ -205,55 +284,15 @@ impl Pool {
         if let Some(b) = b {
             b.check_intact()?;
         }
-        let (at, len) = (copied as usize * size, (n - copied as usize) * size);
-        if !raw::extend_from_raw(&mut out, arena_range(from, at, len)) {
-            return Err(not_raw());
-        }
-        Ok(out)
+        copy_out(copied, written, read)?;
+        Ok(written)
     }
 }
 
-/// Writes up to `n` items of `items` into arena `a`, publishing them to
-/// the map (`fill`) every `n / 16` items: how many there were, and the
-/// items past `n` if the iterator has more than it said.
-fn write_streamed<A: 'static, I: Iterator<Item = A>>(
-    pool: &Pool,
-    a: &Segment,
-    n: usize,
-    fill: &Fill,
-    items: &mut I,
-) -> (usize, Option<Vec<A>>) {
-    // Should the iterator panic, the chunks written go out and the job
-    // ends; the panic goes on to the caller, as from the ring path's
-    // collect (but items sent before it may have run).
-    let guard = FillGuard(fill, pool);
-    let every = (n / 16).max(16 * 1024);
-    let size = std::mem::size_of::<A>();
-    let mut block: Vec<A> = Vec::with_capacity(BLOCK);
-    let mut at = 0;
-    let mut published = 0;
-    while at < n {
-        block.clear();
-        block.extend(items.by_ref().take(BLOCK.min(n - at)));
-        if block.is_empty() {
-            break;
-        }
-        copy_in_at(a, at * size, raw::raw_bytes(&block).expect("A crosses raw"));
-        at += block.len();
-        if at - published >= every && at < n {
-            fill.publish(at as u64);
-            published = at;
-            pool.shared.nudge();
-        }
-    }
-    std::mem::forget(guard);
-    fill.finish(at as u64);
-    let extra: Vec<A> = if at == n {
-        items.by_ref().take(1).collect()
-    } else {
-        Vec::new()
-    };
-    (at, (!extra.is_empty()).then_some(extra))
+/// Elements a map's window holds (all `n` when they fit in
+/// [`WINDOW_BYTES`]) for items of `sa` bytes and results of `sr`.
+pub(super) fn window_len(n: usize, sa: usize, sr: usize) -> usize {
+    n.min(WINDOW_BYTES / sa.max(sr).max(1)).max(1)
 }
 
 /// Ends a map's input at what was written if the writer unwinds (the
@@ -266,10 +305,4 @@ impl Drop for FillGuard<'_> {
         self.0.finish(written);
         self.1.kick();
     }
-}
-
-/// Copies `items` into the start of `arena`.
-fn write_vec<A: 'static>(arena: &Segment, items: &Vec<A>) {
-    let bytes = raw::raw_bytes(items).expect("A crosses raw");
-    copy_in_at(arena, 0, bytes);
 }

@@ -170,11 +170,6 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ShmVec<T> {
     }
 }
 
-/// Copies `src` to the start of a pool-owned arena segment.
-pub(crate) fn copy_in(arena: &Segment, src: &[u8]) {
-    copy_in_at(arena, 0, src);
-}
-
 /// Copies `src` to byte `at` of a pool-owned arena segment.
 pub(crate) fn copy_in_at(arena: &Segment, at: usize, src: &[u8]) {
     assert!(
@@ -185,20 +180,21 @@ pub(crate) fn copy_in_at(arena: &Segment, at: usize, src: &[u8]) {
     // SAFETY: the arena's data has at least `at + src.len()` bytes
     // (asserted) and is mapped while `arena` lives. No other party reads or
     // writes these bytes meanwhile: outside a pool call nobody touches a
-    // pool arena, and during a number `map` whose input is still being
-    // written (`raw_map.rs`) workers get only chunks below what the writer
-    // has published (`Fill`), which is at most `at`. `src` is ordinary
-    // memory, so the ranges are disjoint.
+    // pool arena, and during a map through it (`raw_map.rs`,
+    // `map_windowed`) the writer fills only the places of items it has not
+    // published (`Fill`), so no chunk over them is out; a place whose item
+    // is a window's length further on is written only after that earlier
+    // item's chunk came back and its result was copied out. `src` is
+    // ordinary memory, so the ranges are disjoint.
     unsafe {
         std::ptr::copy_nonoverlapping(src.as_ptr(), arena.as_ptr().wrapping_add(at), src.len())
     };
 }
 
-/// Bytes `[at, at + len)` of a pool-owned arena segment, to copy out: once
-/// the pool call that wrote them has returned (`map_slice`), or while it
-/// still runs when every chunk over this range is back (`Fill::done`,
-/// read under the pool's lock: `raw_map.rs`), so that no worker writes
-/// them any more.
+/// Bytes `[at, at + len)` of a pool-owned arena segment, to copy out
+/// while a map through it runs, when every chunk over this range is back
+/// (`Fill::done`, read under the pool's lock: `raw_map.rs`), or after it
+/// ended, so that no worker writes them any more.
 pub(crate) fn arena_range(arena: &Segment, at: usize, len: usize) -> &[u8] {
     assert!(
         at.checked_add(len).is_some_and(|end| end <= arena.len()),
@@ -209,7 +205,8 @@ pub(crate) fn arena_range(arena: &Segment, at: usize, len: usize) -> &[u8] {
     // zeroed at creation and holds only bytes); nobody writes these bytes
     // while the slice lives: by the caller's contract no chunk over them is
     // out (the call returned, or their chunks are back), workers write only
-    // the chunks they hold, and the parent writes an arena's input only
-    // before it copies results out.
+    // the chunks they hold, and the parent, the only writer of input, does
+    // not write while it holds this slice (`map_windowed` copies a range
+    // out before it writes new items into its places).
     unsafe { std::slice::from_raw_parts(arena.as_ptr().wrapping_add(at), len) }
 }
