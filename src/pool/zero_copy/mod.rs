@@ -367,12 +367,18 @@ impl Pool {
 
     /// Element-wise map over a plain slice: the items are copied into a
     /// pool-owned, reused shared-memory arena, mapped there by the
-    /// workers, and copied out. For data that lives in shared memory
-    /// anyway, [`map_elements`](Pool::map_elements) skips both copies.
+    /// workers, and copied out, all three at once. The arena is a window
+    /// of at most 8 MiB (of items, and of results when they are not as
+    /// wide as the items) that a longer slice runs through, so a slice of
+    /// any length needs no more shared memory than that. For data that
+    /// lives in shared memory anyway, [`map_elements`](Pool::map_elements)
+    /// skips both copies.
+    ///
+    /// Python counterpart: `pool.map(f, items)` over a list of numbers.
     ///
     /// # Errors
-    /// As [`map_into`](Pool::map_into); [`ErrorKind::NoSpace`] if the arena
-    /// cannot grow.
+    /// As [`map_into`](Pool::map_into); [`ErrorKind::NoSpace`] if the
+    /// arena cannot be made (a `/dev/shm` without 8 MiB free).
     ///
     /// ```
     /// fn main() -> multiproc::Result<()> {
