@@ -205,6 +205,10 @@ fn an_item_that_will_not_encode_is_named_and_the_pool_goes_on() {
             let err = pool.map(picky_n, &items).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
             assert!(err.to_string().contains(&format!("item {at}")), "{err}");
+            // The same items moved in: encoded the same way.
+            let err = pool.map(picky_n, items).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+            assert!(err.to_string().contains(&format!("item {at}")), "{err}");
         }
         let fine = pickies(1000, None, None);
         assert_eq!(
@@ -233,6 +237,11 @@ fn a_panicking_serialize_reaches_the_caller_and_the_pool_goes_on() {
         assert!(msg.contains("item 9000"), "{msg}");
         // The abandoned map ended (its job closed at the panic): the pool is
         // free for the next.
+        serves_the_next_map(&pool);
+        // The same with the items moved in (the ones not encoded yet are
+        // dropped as the panic unwinds).
+        let msg = panic_of(|| pool.map(picky_n, items));
+        assert!(msg.contains("item 9000"), "{msg}");
         serves_the_next_map(&pool);
     });
 }

@@ -30,6 +30,9 @@ impl Pool {
             Ok(done) => return done,
             Err(back) => back,
         };
+        if super::raw::raw_size::<A>().is_none() {
+            return self.map_encoded_owned(f, items, chunksize);
+        }
         let (sink, n) = self.start_map(f, items, chunksize)?;
         let s2 = Arc::clone(&sink);
         let (core, _) = self.shared.wait_until(&move |_: &Core| s2.ready(), None);

@@ -3,6 +3,8 @@
 //! `pool.map(f, &items)` maps over a collection the caller keeps (as
 //! Python's `pool.map(f, items)` leaves its list alone).
 
+use std::borrow::Borrow;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -152,31 +154,53 @@ impl Pool {
         let _ = &f;
         let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
         match items.size_hint() {
-            (lo, Some(hi)) if lo == hi => self.run_encoded::<A, R>(task, items, lo, chunksize),
+            (lo, Some(hi)) if lo == hi => self.run_encoded::<A, R, &A>(task, items, lo, chunksize),
             _ => {
                 // The references first (a pointer each): the count is
                 // known before anything is sent.
                 let refs: Vec<&A> = items.collect();
                 let n = refs.len();
-                self.run_encoded::<A, R>(task, refs.into_iter(), n, chunksize)
+                self.run_encoded::<A, R, &A>(task, refs.into_iter(), n, chunksize)
             }
         }
+    }
+
+    /// A `map` over items moved in (`items`, collected), of a type that
+    /// does not cross raw: encoded as [`map_encoded`](Pool::map_encoded)
+    /// encodes borrowed ones, each item dropped as soon as it is encoded.
+    pub(super) fn map_encoded_owned<F, A, R>(
+        &self,
+        f: F,
+        items: Vec<A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        F: Fn(A) -> R + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = &f;
+        debug_assert!(raw::raw_size::<A>().is_none(), "numbers are read raw");
+        let task = TaskRef::of_entry(ChunkDesc::<F, A, R>::ENTRY, self.key);
+        let n = items.len();
+        self.run_encoded::<A, R, A>(task, items.into_iter(), n, chunksize)
     }
 
     /// Submits an encoded map of the `n` items of `items` and encodes
     /// them, in batches that go out as they are ready. An iterator that
     /// yields other than the `n` items it said fails the map (nothing
     /// is sent past the `n`-th).
-    fn run_encoded<'a, A, R>(
+    fn run_encoded<A, R, B>(
         &self,
         task: TaskRef,
-        mut items: impl Iterator<Item = &'a A>,
+        mut items: impl Iterator<Item = B>,
         n: usize,
         chunksize: Option<usize>,
     ) -> Result<Vec<R>>
     where
         A: Serialize + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
+        B: Borrow<A>,
     {
         let chunk = self.chunk_for(n, chunksize);
         let (source, feed) = EncodedSource::new(chunk, task);
@@ -216,8 +240,9 @@ impl Pool {
             let mut batch = Feed::batch(&feed, at as u64, cap - at, item_bytes);
             let mut i = at;
             while i < cap && !full(batch.bytes(), i - at, align) {
+                // An item moved in is dropped here, once encoded.
                 let pushed = match items.next() {
-                    Some(item) => batch.push(item),
+                    Some(item) => batch.push(item.borrow()),
                     None => Err(miscounted(n, i)),
                 };
                 if let Err(e) = pushed {

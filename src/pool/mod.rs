@@ -497,8 +497,9 @@ impl Pool {
     /// chunk descriptors crosses the rings: the same results and errors,
     /// at the cost of a copy in and a copy out. An input iterator that
     /// panics panics the caller, as Python's `map` raises from its
-    /// `list(iterable)`; on that path the first items may already have
-    /// run by then (they are handed out while the rest are written).
+    /// `list(iterable)`, and so does an item's `Serialize` that panics;
+    /// the first items may already have run by then (they are handed out
+    /// while the rest are written).
     ///
     /// # Errors
     /// * [`ErrorKind::Panicked`]: `f` panicked on an item — the message is
