@@ -119,7 +119,7 @@ mod tests {
 
     /// Takes the next frame and decodes it as a `T` in place, waiting
     /// until `deadline`: [`push_value`]'s partner here (a queue's items go
-    /// through `queue::item::pop`).
+    /// through `queue::item::take_one`).
     fn pop_value<T: serde::de::DeserializeOwned>(
         consumer: &mut crate::ring::Consumer,
         deadline: Option<Instant>,

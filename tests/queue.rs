@@ -306,6 +306,84 @@ fn put_many_beyond_the_capacity_waits_for_a_consumer_in_another_process() {
     assert!(q.is_empty());
 }
 
+/// Takes items until `stop` is set and the queue stays empty for a
+/// moment: one by one (`each`) or up to 7 at a time; returns them.
+fn take_until_stopped((q, stop, each): (Queue<u64>, Event, bool)) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        let took = if each {
+            q.get_timeout(Duration::from_millis(20)).map(|x| vec![x])
+        } else {
+            match q.try_get_many(7) {
+                Ok(v) if v.is_empty() => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    Err(multiproc::Error::timeout("empty"))
+                }
+                other => other,
+            }
+        };
+        match took {
+            Ok(v) => got.extend(v),
+            Err(e) if e.is_timeout() => {
+                if stop.is_set() && q.is_empty() {
+                    return got;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn numbers_put_in_batches_reach_consumers_in_other_processes_once_each_in_order() {
+    // `put_many` of numbers writes thousands to a frame; two consumers,
+    // one taking single items, one taking 7 at a time, share the frames,
+    // each taking up where the other left off.
+    let q = Queue::<u64>::with_capacity(64 * 1024).unwrap();
+    let stop = Event::new().unwrap();
+    let ps: Vec<_> = [true, false]
+        .into_iter()
+        .map(|each| Process::spawn(take_until_stopped, (q.clone(), stop.clone(), each)).unwrap())
+        .collect();
+    let n = 200_000u64;
+    for start in (0..n).step_by(50_000) {
+        q.put_many(start..start + 50_000).unwrap();
+    }
+    common::wait_for(Duration::from_secs(60), || q.is_empty(), |&e| e).unwrap();
+    stop.set();
+    let got: Vec<Vec<u64>> = ps.into_iter().map(|p| p.join().unwrap()).collect();
+    // (How the items split between the two is up to the scheduler; one
+    // may even take them all on a busy machine.)
+    for (who, items) in got.iter().enumerate() {
+        assert!(
+            items.windows(2).all(|w| w[0] < w[1]),
+            "consumer {who} out of order"
+        );
+    }
+    let mut all: Vec<u64> = got.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+    assert_eq!(q.len(), 0);
+}
+
+#[test]
+fn a_batch_taken_in_part_counts_its_other_items_when_dropped_by_a_shutdown() {
+    let q = JoinableQueue::<u32>::new().unwrap();
+    q.put_many(0..10u32).unwrap();
+    assert_eq!(q.len(), 10);
+    assert_eq!(q.get_many(3).unwrap(), [0, 1, 2]);
+    assert_eq!(q.get().unwrap(), 3);
+    assert_eq!(q.len(), 6);
+    for _ in 0..4 {
+        q.task_done().unwrap();
+    }
+    // The six left in the frame are dropped, and count as done.
+    q.shutdown(true).unwrap();
+    assert_eq!(q.len(), 0);
+    assert!(q.is_empty());
+    q.join_timeout(Duration::from_secs(30)).unwrap();
+}
+
 #[test]
 fn get_many_leaves_an_undecodable_item_for_the_next_call() {
     let strings = Queue::<String>::new().unwrap();

@@ -202,6 +202,25 @@ pub(crate) fn read_one<T: 'static>(bytes: &[u8]) -> Option<Option<T>> {
     None
 }
 
+/// [`read_one`] of a value in this machine's byte order, as
+/// [`raw_bytes`] writes it (a queue's batch frames).
+pub(crate) fn read_native<T: 'static>(bytes: &[u8]) -> Option<Option<T>> {
+    let mut out: Option<T> = None;
+    let any: &mut dyn Any = &mut out;
+    macro_rules! try_each {
+        ($($p:ty),*) => {
+            $(
+                if let Some(slot) = any.downcast_mut::<Option<$p>>() {
+                    *slot = bytes.try_into().ok().map(<$p>::from_ne_bytes);
+                    return Some(out);
+                }
+            )*
+        };
+    }
+    for_primitives!(try_each);
+    None
+}
+
 /// A copy of `value` if `T` crosses raw (every such type is `Copy`);
 /// `None` otherwise.
 pub(crate) fn copy_of<T: 'static>(value: &T) -> Option<T> {

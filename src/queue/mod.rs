@@ -37,7 +37,7 @@ pub(crate) mod item {
     use crate::codec;
     use crate::error::{Error, ErrorKind, Result};
     use crate::pool::{bulk, raw};
-    use crate::ring::{Consumer, Producer};
+    use crate::ring::{Producer, Took};
 
     /// Encoded length of `item`.
     pub(crate) fn len<T: Serialize + 'static>(item: &T) -> Result<usize> {
@@ -101,20 +101,190 @@ pub(crate) mod item {
         r.commit(kind, written)
     }
 
-    /// Takes the next frame and decodes its item, waiting until
-    /// `deadline`. The frame is consumed even if it does not decode.
-    pub(crate) fn pop<T: DeserializeOwned + 'static>(
-        consumer: &mut Consumer,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<(u8, T)> {
-        let frame = consumer.peek(deadline)?;
-        let value = decode(frame.bytes())?;
-        Ok((frame.kind(), value))
+    /// Takes up to `budget` (≥ 1) items of a frame of `kind` into `out`:
+    /// the frame's one item, or the next ones of a batch frame
+    /// ([`super::KIND_BATCH`]), leaving the rest of it for the next
+    /// reader ([`Took::Part`]).
+    pub(crate) fn take_many<T: DeserializeOwned + 'static>(
+        kind: u8,
+        bytes: &[u8],
+        budget: usize,
+        out: &mut Vec<T>,
+    ) -> Result<Took> {
+        if kind != super::KIND_BATCH {
+            out.push(decode(bytes)?);
+            return Ok(Took::All(1));
+        }
+        let batch = Batch::of::<T>(bytes)?;
+        let n = (batch.count - batch.taken).min(budget.max(1));
+        let from = super::BATCH_HEADER + batch.taken * batch.size;
+        if !raw::extend_from_raw(out, &bytes[from..from + n * batch.size]) {
+            return Err(not_numbers::<T>());
+        }
+        Ok(batch.took(n))
+    }
+
+    /// [`take_many`] of one item, into `out`.
+    pub(crate) fn take_one<T: DeserializeOwned + 'static>(
+        kind: u8,
+        bytes: &[u8],
+        out: &mut Option<T>,
+    ) -> Result<Took> {
+        if kind != super::KIND_BATCH {
+            *out = Some(decode(bytes)?);
+            return Ok(Took::All(1));
+        }
+        let batch = Batch::of::<T>(bytes)?;
+        let from = super::BATCH_HEADER + batch.taken * batch.size;
+        *out = raw::read_native::<T>(&bytes[from..from + batch.size]).flatten();
+        if out.is_none() {
+            return Err(not_numbers::<T>());
+        }
+        Ok(batch.took(1))
+    }
+
+    /// Items left in a frame of `kind` (a shutdown's drain counts them).
+    pub(crate) fn left<T: 'static>(kind: u8, bytes: &[u8]) -> usize {
+        if kind != super::KIND_BATCH {
+            return 1;
+        }
+        Batch::of::<T>(bytes).map_or(1, |b| b.count - b.taken)
+    }
+
+    /// A batch frame's items: `count`, `taken` by earlier readers, `size`
+    /// bytes each.
+    struct Batch {
+        count: usize,
+        taken: usize,
+        size: usize,
+    }
+
+    impl Batch {
+        /// Reads and checks a batch frame's payload as `T`s (a peer wrote
+        /// it: a bad length or cursor is an error, never a panic).
+        fn of<T: 'static>(bytes: &[u8]) -> Result<Batch> {
+            let size = raw::raw_size::<T>().ok_or_else(not_numbers::<T>)?;
+            let body = bytes.len().saturating_sub(super::BATCH_HEADER);
+            if bytes.len() <= super::BATCH_HEADER || !body.is_multiple_of(size) {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "a batch frame of {} bytes is not a cursor and {size}-byte items",
+                        bytes.len()
+                    ),
+                ));
+            }
+            let count = body / size;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[..8]);
+            let cursor = u64::from_ne_bytes(word);
+            let taken = usize::try_from(cursor)
+                .ok()
+                .filter(|&t| t < count)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Protocol,
+                        format!("a batch frame's cursor {cursor} is not below its {count} items"),
+                    )
+                })?;
+            Ok(Batch { count, taken, size })
+        }
+
+        /// What taking `n` more items of it is.
+        fn took(&self, n: usize) -> Took {
+            if self.taken + n == self.count {
+                Took::All(n)
+            } else {
+                Took::Part {
+                    n,
+                    cursor: (self.taken + n) as u64,
+                }
+            }
+        }
+    }
+
+    fn not_numbers<T>() -> Error {
+        Error::new(
+            ErrorKind::Codec,
+            format!(
+                "decode value: a batch of numbers where a {} was expected",
+                std::any::type_name::<T>()
+            ),
+        )
     }
 
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        /// A batch frame's payload: `cursor`, then `items`.
+        fn batch(cursor: u64, items: &[u64]) -> Vec<u8> {
+            let mut b = cursor.to_ne_bytes().to_vec();
+            for x in items {
+                b.extend_from_slice(&x.to_ne_bytes());
+            }
+            b
+        }
+
+        #[test]
+        fn a_batch_frame_gives_its_items_in_parts_and_refuses_bad_bytes() {
+            let k = super::super::KIND_BATCH;
+            let frame = batch(0, &[5, 6, 7]);
+            let mut out = Vec::new();
+            assert_eq!(
+                take_many::<u64>(k, &frame, 2, &mut out).unwrap(),
+                Took::Part { n: 2, cursor: 2 }
+            );
+            assert_eq!(out, [5, 6]);
+            let frame = batch(2, &[5, 6, 7]);
+            assert_eq!(left::<u64>(k, &frame), 1);
+            assert_eq!(
+                take_many::<u64>(k, &frame, 9, &mut out).unwrap(),
+                Took::All(1)
+            );
+            assert_eq!(out, [5, 6, 7]);
+            let mut one = None;
+            assert_eq!(
+                take_one::<u64>(k, &batch(1, &[5, 6, 7]), &mut one).unwrap(),
+                Took::Part { n: 1, cursor: 2 }
+            );
+            assert_eq!(one, Some(6));
+            // What a peer may have written instead: errors, never a panic.
+            for (bytes, why) in [
+                (batch(3, &[5, 6, 7]), "cursor 3 is not below its 3 items"),
+                (batch(u64::MAX, &[5]), "is not below"),
+                (batch(0, &[]), "is not a cursor"),
+                (vec![0u8; 5], "is not a cursor"),
+                (vec![0u8; 8 + 12], "is not a cursor and 8-byte items"),
+            ] {
+                let e = take_many::<u64>(k, &bytes, 1, &mut out).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+                assert!(e.to_string().contains(why), "{e}");
+                assert!(take_one::<u64>(k, &bytes, &mut one).is_err());
+                assert_eq!(left::<u64>(k, &bytes), 1);
+            }
+            // Read as something that is not a number: a codec error.
+            let e = take_many::<String>(k, &batch(0, &[5]), 1, &mut Vec::new()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+            // Other kinds are one item each, as before.
+            let mut strings = Vec::new();
+            let n = encode_into(&"hi".to_string(), &mut [0u8; 8]).unwrap();
+            assert_eq!(n, 3);
+            assert_eq!(
+                take_many::<u64>(super::super::KIND_ITEM, &7u64.to_le_bytes(), 5, &mut out)
+                    .unwrap(),
+                Took::All(1)
+            );
+            assert_eq!(out.last(), Some(&7));
+            assert!(take_many::<String>(
+                super::super::KIND_ITEM,
+                &[2, b'h', b'i'],
+                5,
+                &mut strings
+            )
+            .is_ok());
+            assert_eq!(strings, ["hi"]);
+        }
 
         #[test]
         fn numbers_cross_fixed_width_and_the_rest_as_postcard() {
@@ -146,6 +316,16 @@ pub(crate) mod item {
 /// Ring bytes of [`Queue::new`].
 const DEFAULT_CAPACITY: usize = 1 << 20;
 const KIND_ITEM: u8 = 1;
+/// Many number items in one frame (`put_many` of primitive numbers): an
+/// 8-byte cursor (the items taken so far, 0 when put; a consumer that
+/// takes only some of them leaves the frame and sets it), then the items'
+/// bytes back to back, in this machine's byte order. Any consumer may
+/// take any of them, as from frames of one item each.
+const KIND_BATCH: u8 = 2;
+/// The cursor before a batch frame's items.
+const BATCH_HEADER: usize = 8;
+/// Most items of one batch frame (32 KiB of `u64`).
+const BATCH_ITEMS: usize = 4096;
 /// Where the ring starts in the segment (after the header, 64-aligned).
 const RING_OFFSET: usize = 1024;
 

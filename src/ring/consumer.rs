@@ -347,6 +347,16 @@ impl Frame<'_> {
 /// A hold of the consumer side for [`Consumer::take_each`]: released on
 /// drop (a panicking `read` included), waking a parked producer if frames
 /// were released.
+/// What [`Consumer::take_items`]'s reader took of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Took {
+    /// Its last `n` items: the frame is released.
+    All(usize),
+    /// `n` items, not the last: the frame stays, its payload's first 8
+    /// bytes set to `cursor` (native byte order).
+    Part { n: usize, cursor: u64 },
+}
+
 struct Hold<'a> {
     consumer: &'a mut Consumer,
     released: bool,
@@ -393,6 +403,29 @@ impl Consumer {
         // us; any bytes are valid `u8`s, and such a peer is outside this
         // process.)
         unsafe { std::slice::from_raw_parts(mem.data_at(start), frame.len) }
+    }
+
+    /// Leaves `frame` (which [`try_peek_raw`](Self::try_peek_raw)
+    /// returned, side held) first in the ring, part of its items taken:
+    /// its payload's first 8 bytes become `cursor`, which the next reader
+    /// of the frame, in any process, reads after taking the side.
+    fn keep_part(&mut self, frame: RawFrame, cursor: u64) -> Result<()> {
+        if frame.len < 8 {
+            return Err(self
+                .end
+                .ring
+                .poison("a frame taken in parts has no room for its cursor"));
+        }
+        // The consumer side's bytes until released (see `frame_bytes`); a
+        // raw copy, no reference to them. SYNC: no ordering of its own:
+        // the next reader takes the side after we give it up (the side
+        // lock's Release/Acquire orders this write before its read), or is
+        // this consumer again (one thread: SPSC).
+        self.end
+            .ring
+            .mem
+            .write(frame.off + FRAME_WORD, &cursor.to_ne_bytes());
+        Ok(())
     }
 
     /// The message that starts with `first` (held side): itself, or, for
@@ -507,18 +540,42 @@ impl Consumer {
     /// # Errors
     ///
     /// As [`pop`](Self::pop), and `read`'s error on the first frame.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn take_each(
         &mut self,
         max: usize,
         deadline: Option<Instant>,
         mut read: impl FnMut(u8, &[u8]) -> Result<()>,
     ) -> Result<usize> {
+        self.take_items(max, deadline, |kind, bytes, _| {
+            read(kind, bytes).map(|()| Took::All(1))
+        })
+    }
+
+    /// [`take_each`](Self::take_each) counting items, where a frame may
+    /// hold several: `read(kind, payload, budget)` takes at most `budget`
+    /// (≥ 1) of a frame's items and says how many, and whether that was
+    /// the rest of the frame ([`Took::All`]) or a part ([`Took::Part`]):
+    /// then the frame stays first in the ring, its payload's first 8 bytes
+    /// set to the `cursor` `read` gives (where the next reader, in any
+    /// process, takes up), and the call ends. Up to `max` items in all.
+    ///
+    /// # Errors
+    ///
+    /// As [`take_each`](Self::take_each).
+    pub(crate) fn take_items(
+        &mut self,
+        max: usize,
+        deadline: Option<Instant>,
+        mut read: impl FnMut(u8, &[u8], usize) -> Result<Took>,
+    ) -> Result<usize> {
         if max == 0 {
             return Ok(0);
         }
         if let Some((kind, bytes)) = self.stash.take() {
-            // Consumed either way, as a first frame is.
-            read(kind, &bytes)?;
+            // Consumed either way, as a first frame is. (Only a long
+            // message is stashed: it is one item.)
+            read(kind, &bytes, 1)?;
             return Ok(1);
         }
         let mut wait = Wait::new(deadline);
@@ -544,16 +601,25 @@ impl Consumer {
                     hold.released = true;
                     match hold.consumer.message(frame)? {
                         Some(Body::Whole(kind, bytes)) => {
-                            read(kind, &bytes)?;
+                            read(kind, &bytes, 1)?;
                             return Ok(1);
                         }
                         // Dropped by its producer: read on.
                         _ => continue,
                     }
                 }
-                let outcome = read(frame.kind, hold.consumer.frame_bytes(frame));
+                let outcome = read(frame.kind, hold.consumer.frame_bytes(frame), max - taken);
                 match outcome {
-                    Ok(()) => {}
+                    Ok(Took::All(n)) => {
+                        hold.consumer.release_raw(frame);
+                        hold.released = true;
+                        taken += n;
+                    }
+                    Ok(Took::Part { n, cursor }) => {
+                        hold.consumer.keep_part(frame, cursor)?;
+                        taken += n;
+                        break;
+                    }
                     Err(_) if taken > 0 => break,
                     Err(e) => {
                         hold.consumer.release_raw(frame);
@@ -561,9 +627,6 @@ impl Consumer {
                         return Err(e);
                     }
                 }
-                hold.consumer.release_raw(frame);
-                hold.released = true;
-                taken += 1;
             }
             if taken > 0 {
                 return Ok(taken);

@@ -214,8 +214,11 @@ impl Memory for SharedMem {
         );
         // SAFETY: the destination is inside the data area (asserted) and
         // cannot overlap `src`, a Rust slice we hold. The bytes belong to
-        // the producer (free space past `tail`) by the ring protocol; a raw
-        // copy forms no reference to them.
+        // the writer by the ring protocol: to the producer (free space past
+        // `tail`), or, for the cursor of a frame taken in parts, to the
+        // consumer side that holds the frame (`Consumer::keep_part`, under
+        // the side lock, no slice of the frame alive); a raw copy forms no
+        // reference to them.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data_at(off), src.len()) };
     }
 

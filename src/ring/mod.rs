@@ -58,7 +58,7 @@ mod memory;
 mod producer;
 mod wait;
 
-pub(crate) use consumer::Consumer;
+pub(crate) use consumer::{Consumer, Took};
 pub(crate) use memory::SharedMem;
 use memory::{Atomic, Memory};
 pub(crate) use producer::Producer;

@@ -1093,6 +1093,54 @@ fn batches_write_and_take_several_frames_under_one_hold() {
     assert!(c.try_pop().unwrap().is_none());
 }
 
+#[test]
+fn a_frame_taken_in_parts_stays_first_with_its_cursor_until_its_last_part() {
+    // Two consumers of one Mpmc ring, as two processes would be: a frame
+    // of four "items" after an 8-byte cursor, then a frame of one.
+    let (r, mut p, mut c) = ring(1024, Mode::Mpmc);
+    let mut c2 = r.consumer().unwrap();
+    let mut batch = vec![0u8; 8];
+    batch.extend_from_slice(&[10, 11, 12, 13]);
+    p.try_push(5, &batch).unwrap();
+    p.try_push(6, &[99]).unwrap();
+    // Reads the cursor, takes up to `budget` of the four items.
+    fn reader(got: &mut Vec<u8>) -> impl FnMut(u8, &[u8], usize) -> Result<Took> + '_ {
+        move |kind, bytes, budget| {
+            if kind == 6 {
+                got.push(bytes[0]);
+                return Ok(Took::All(1));
+            }
+            let cursor = u64::from_ne_bytes(bytes[..8].try_into().unwrap()) as usize;
+            let n = (4 - cursor).min(budget);
+            got.extend_from_slice(&bytes[8 + cursor..8 + cursor + n]);
+            Ok(if cursor + n == 4 {
+                Took::All(n)
+            } else {
+                Took::Part {
+                    n,
+                    cursor: (cursor + n) as u64,
+                }
+            })
+        }
+    }
+    let mut got = Vec::new();
+    // One item: the frame stays, the call ends there.
+    assert_eq!(c.take_items(1, None, reader(&mut got)).unwrap(), 1);
+    assert_eq!(got, [10]);
+    // The other consumer takes up where the first left off, and a part
+    // ends its call even with budget left for the frame behind.
+    got.clear();
+    assert_eq!(c2.take_items(2, None, reader(&mut got)).unwrap(), 2);
+    assert_eq!(got, [11, 12]);
+    // The last part releases the frame; the next frame follows in the
+    // same call.
+    got.clear();
+    assert_eq!(c.take_items(10, None, reader(&mut got)).unwrap(), 2);
+    assert_eq!(got, [13, 99]);
+    assert!(c2.try_pop().unwrap().is_none());
+    assert_eq!(r.used_bytes(), 0);
+}
+
 /// A batch writer of one 8-byte frame, every byte `v`.
 fn fill8(v: u8) -> impl FnOnce(&mut [u8]) -> Result<usize> {
     move |buf| {
