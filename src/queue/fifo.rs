@@ -526,8 +526,10 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// Puts every item of `items`, in order, as [`put`](Queue::put) would
     /// one by one, but holding the queue for as many as fit at once: one
     /// lock and one wake-up of a waiting consumer per batch instead of per
-    /// item. Waits for room like `put` when the queue is full. Each item
-    /// is still its own entry: any consumer may `get` any of them.
+    /// item. Primitive numbers (`u64`, `f64`, …) go thousands to a ring
+    /// frame, a copy of their bytes (≈ 1 ns an item between two
+    /// processes). Waits for room like `put` when the queue is full. Each
+    /// item is still its own entry: any consumer may `get` any of them.
     ///
     /// Python counterpart: a loop of `q.put(item)`.
     ///
