@@ -277,7 +277,7 @@ pub(crate) fn fuzz_decode(data: &[u8]) -> bool {
     let Some((&sel, bytes)) = data.split_first() else {
         return false;
     };
-    match sel % 3 {
+    match sel % 4 {
         0 => match decode_serde::<FuzzMsg>(bytes) {
             Ok(v) => {
                 let again = encode_serde(&v, usize::MAX).expect("re-encode");
@@ -294,7 +294,7 @@ pub(crate) fn fuzz_decode(data: &[u8]) -> bool {
         1 => decode_serde::<&str>(bytes).is_ok(),
         // A queue's numbers cross fixed width: any 8 bytes are a `u64`
         // and an `f64`, anything else a codec error.
-        _ => {
+        2 => {
             use crate::queue::item;
             match (item::decode::<u64>(bytes), item::decode::<f64>(bytes)) {
                 (Ok(n), Ok(x)) => {
@@ -310,6 +310,48 @@ pub(crate) fn fuzz_decode(data: &[u8]) -> bool {
                     false
                 }
                 other => panic!("u64 and f64 disagree on {} bytes: {other:?}", bytes.len()),
+            }
+        }
+        // A queue's batch frame of `u64`s (after a byte of budget): the
+        // items at its cursor, as many as the budget allows, or a
+        // protocol error; never a panic.
+        _ => {
+            use crate::queue::item;
+            use crate::ring::Took;
+            let Some((&budget, frame)) = bytes.split_first() else {
+                return false;
+            };
+            let budget = usize::from(budget).max(1);
+            let mut out = Vec::new();
+            match item::take_many::<u64>(crate::queue::KIND_BATCH, frame, budget, &mut out) {
+                Ok(took) => {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(&frame[..8]);
+                    let cursor = u64::from_ne_bytes(word) as usize;
+                    let count = (frame.len() - 8) / 8;
+                    let n = match took {
+                        Took::All(n) => {
+                            assert_eq!(cursor + n, count);
+                            n
+                        }
+                        Took::Part { n, cursor: next } => {
+                            assert_eq!(next as usize, cursor + n);
+                            assert!((next as usize) < count);
+                            n
+                        }
+                    };
+                    assert!((1..=budget).contains(&n));
+                    assert_eq!(out.len(), n);
+                    for (i, v) in out.iter().enumerate() {
+                        let at = 8 + (cursor + i) * 8;
+                        assert_eq!(v.to_ne_bytes()[..], frame[at..at + 8]);
+                    }
+                    true
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+                    false
+                }
             }
         }
     }

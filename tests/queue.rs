@@ -286,6 +286,15 @@ fn put_many_and_get_many_keep_order_and_mix_with_single_items() {
         .get_timeout(Duration::from_millis(5))
         .unwrap_err()
         .is_timeout());
+    // The smallest ring: one number a frame, and for a `u128` no room for
+    // a batch's cursor at all (it keeps a frame an item).
+    let tiny = Queue::<u64>::with_capacity(64).unwrap();
+    tiny.put_many([5u64, 6]).unwrap();
+    assert_eq!(tiny.get_many(9).unwrap(), [5, 6]);
+    let tiny = Queue::<u128>::with_capacity(64).unwrap();
+    tiny.put_many([u128::MAX, 7]).unwrap();
+    assert_eq!(tiny.get().unwrap(), u128::MAX);
+    assert_eq!(tiny.get_many(9).unwrap(), [7]);
 }
 
 #[test]

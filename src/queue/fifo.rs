@@ -567,7 +567,11 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
             return Ok(());
         }
         if let Some(size) = raw::raw_size::<T>() {
-            return self.put_many_batched(items.into_iter(), size, call);
+            // (A ring too small for a cursor and one item keeps a frame
+            // an item.)
+            if BATCH_HEADER + size <= inner.ring.max_payload() {
+                return self.put_many_batched(items.into_iter(), size, call);
+            }
         }
         let count = |add: bool| {
             if add {

@@ -321,7 +321,7 @@ const KIND_ITEM: u8 = 1;
 /// takes only some of them leaves the frame and sets it), then the items'
 /// bytes back to back, in this machine's byte order. Any consumer may
 /// take any of them, as from frames of one item each.
-const KIND_BATCH: u8 = 2;
+pub(crate) const KIND_BATCH: u8 = 2;
 /// The cursor before a batch frame's items.
 const BATCH_HEADER: usize = 8;
 /// Most items of one batch frame (32 KiB of `u64`).
