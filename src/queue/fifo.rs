@@ -663,8 +663,8 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     {
         let inner = &self.inner;
         // Every number type is `Copy`; `copy_of` is how code generic over
-        // `T` says so.
-        let mut items = items.filter_map(|item| raw::copy_of(item.borrow()));
+        // `T` says so (`raw_size` said `T` is one).
+        let mut items = items.map(|item| raw::copy_of(item.borrow()).expect("T crosses raw"));
         let mut block: Vec<T> = Vec::new();
         let mut put = 0u64;
         let uncount = |n: usize| {
