@@ -186,32 +186,30 @@ pub(crate) fn write_one<T: 'static>(value: &T, buf: &mut [u8]) -> Option<usize> 
 /// raw: `Some(Some(value))`; `Some(None)` for bytes of the wrong length;
 /// `None` if `T` does not cross raw.
 pub(crate) fn read_one<T: 'static>(bytes: &[u8]) -> Option<Option<T>> {
-    let mut out: Option<T> = None;
-    let any: &mut dyn Any = &mut out;
-    macro_rules! try_each {
-        ($($p:ty),*) => {
-            $(
-                if let Some(slot) = any.downcast_mut::<Option<$p>>() {
-                    *slot = bytes.try_into().ok().map(<$p>::from_le_bytes);
-                    return Some(out);
-                }
-            )*
-        };
-    }
-    for_primitives!(try_each);
-    None
+    read_ordered(bytes, false)
 }
 
 /// [`read_one`] of a value in this machine's byte order, as
 /// [`raw_bytes`] writes it (a queue's batch frames).
 pub(crate) fn read_native<T: 'static>(bytes: &[u8]) -> Option<Option<T>> {
+    read_ordered(bytes, true)
+}
+
+/// [`read_one`] (`native`: [`read_native`]).
+fn read_ordered<T: 'static>(bytes: &[u8], native: bool) -> Option<Option<T>> {
     let mut out: Option<T> = None;
     let any: &mut dyn Any = &mut out;
     macro_rules! try_each {
         ($($p:ty),*) => {
             $(
                 if let Some(slot) = any.downcast_mut::<Option<$p>>() {
-                    *slot = bytes.try_into().ok().map(<$p>::from_ne_bytes);
+                    *slot = bytes.try_into().ok().map(|b| {
+                        if native {
+                            <$p>::from_ne_bytes(b)
+                        } else {
+                            <$p>::from_le_bytes(b)
+                        }
+                    });
                     return Some(out);
                 }
             )*
