@@ -245,11 +245,9 @@ impl Pool {
                 }
             }
             if over {
-                if published != usize::MAX {
-                    // The wait below sends the last chunks.
-                    fill.finish(written as u64);
-                    published = usize::MAX;
-                }
+                // (Again at each step after the first: it only says what
+                // it said.) The wait below sends the last chunks.
+                fill.finish(written as u64);
             } else if published < written {
                 fill.publish(written as u64);
                 published = written;
